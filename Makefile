@@ -1,0 +1,51 @@
+# The two commands: `make demo` (set up, then run the end-to-end demo) and `make test`.
+# Both install whatever a fresh Debian machine lacks: Debian packages, the locked Python
+# environment in .venv, and the gRPC code generated from protos/.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# libsane-dev builds python-sane; sane-utils gives scanimage and the `test` backend;
+# the WenQuanYi font lets the synthetic source draw Chinese text.
+APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei
+PROTO_SRC := $(wildcard protos/quire/v1/*.proto)
+PROTO_OUT := $(PROTO_SRC:.proto=_pb2.py) $(PROTO_SRC:.proto=_pb2_grpc.py)
+
+.PHONY: demo test setup system-deps protos lock clean
+
+demo: setup
+	$(PY) -m station.demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+setup: system-deps $(VENV)/.installed $(PROTO_OUT)
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "need root to install:" $$missing >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+$(PROTO_OUT) &: $(PROTO_SRC) $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos \
+	  --grpc_python_out=protos $(PROTO_SRC)
+
+# Re-pin the environment after changing dependencies in pyproject.toml (needs uv).
+lock:
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	  --quiet -o requirements.lock
+
+clean:
+	rm -rf $(VENV) $(PROTO_OUT) $(PROTO_SRC:.proto=_pb2.pyi)

@@ -1,0 +1,1 @@
+"""Quire central archive service: verifies, stores and catalogues bundles from stations."""

@@ -1,0 +1,198 @@
+"""quire-central: the archive service and its administration commands."""
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from quire import keys
+
+from . import config as config_mod
+from . import listing, stations
+from .archive import open_archive
+from .errors import CentralError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_mod.load(args.home, listen=getattr(args, "listen", None))
+        return args.func(cfg, args) or 0
+    except CentralError as exc:
+        print(f"quire-central: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quire-central", description="Quire central archive service.")
+    p.add_argument("--home", help="state directory (default $QUIRE_CENTRAL_HOME or /var/lib/quire/central)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each call to stderr")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    c = sub.add_parser("init", help="create the archive's key and catalogue",
+                       description="Create the central key (mode 0600) and catalogue; safe to repeat.")
+    c.set_defaults(func=cmd_init)
+
+    c = sub.add_parser("serve", help="run the archive service",
+                       description="Serve stations over gRPC; prints 'listening on HOST:PORT' once ready.")
+    c.add_argument("--listen", help="HOST:PORT to listen on (port 0 picks a free port)")
+    c.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("info", help="show the archive's key fingerprint and counts",
+                       description="Show the central key fingerprint (stations pin it) and what is stored.")
+    c.set_defaults(func=cmd_info)
+
+    st = sub.add_parser("stations", help="register and list scanning stations",
+                        description="Register and list the stations allowed to upload.")
+    st_sub = st.add_subparsers(title="station commands", metavar="COMMAND")
+    c = st_sub.add_parser("add", help="register a station's public key",
+                          description="Register a station (its id and the public key 'quire-station init' printed).")
+    c.add_argument("station_id", help="the station's id, e.g. st-1a2b3c4d")
+    c.add_argument("--key", required=True, help="the station's Ed25519 public key, 64 hex digits")
+    c.add_argument("--unit", required=True, help="the unit (全宗/单位) the station uploads into")
+    c.set_defaults(func=cmd_stations_add)
+    c = st_sub.add_parser("ls", help="list registered stations", description="List registered stations.")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_stations_ls)
+    st.set_defaults(func=lambda cfg, args: st.print_help() or 2)
+
+    c = sub.add_parser("ls", help="list dossiers, a dossier's materials, or a material's pages",
+                       description="No argument: dossiers. ARCHIVE_NO: its materials. ARCHIVE_NO ITEM: pages.")
+    c.add_argument("archive_no", nargs="?", help="dossier archive number (档号)")
+    c.add_argument("item", nargs="?", help="material item number, e.g. 4-1-2")
+    c.add_argument("--json", action="store_true", help="print JSON lines")
+    c.set_defaults(func=cmd_ls)
+
+    c = sub.add_parser("verify", help="re-check every blob, signature and catalogue row",
+                       description="Re-hash every stored blob and re-check every bundle signature and "
+                                   "catalogue row; exit 1 and print one line per problem if any.")
+    c.add_argument("--quick", action="store_true", help="sizes and counts only (misses changed bytes)")
+    c.set_defaults(func=cmd_verify)
+    return p
+
+
+def cmd_init(cfg, args) -> int:
+    archive = open_archive(cfg)
+    print(f"central archive at {cfg.home}")
+    print(f"key fingerprint {keys.fingerprint(archive.public_key)}")
+    archive.close()
+    return 0
+
+
+def cmd_serve(cfg, args) -> int:
+    from .server import build_server
+
+    archive = open_archive(cfg)
+    server, port = build_server(archive, cfg.listen)
+    server.start()
+    host = cfg.listen.rsplit(":", 1)[0]
+    print(f"listening on {host}:{port}", flush=True)
+    print(f"key fingerprint {keys.fingerprint(archive.public_key)}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    # Let calls in flight finish (bounded), so no upload is cut mid-chunk by a clean stop.
+    server.stop(grace=10).wait()
+    archive.close()
+    return 0
+
+
+def cmd_info(cfg, args) -> int:
+    archive = open_archive(cfg, create=False)
+    counts = archive.catalogue.one(
+        "SELECT (SELECT COUNT(*) FROM stations) AS stations, (SELECT COUNT(*) FROM dossiers) AS dossiers,"
+        " (SELECT COUNT(*) FROM materials) AS materials, (SELECT COUNT(*) FROM pages) AS pages,"
+        " (SELECT COUNT(*) FROM blobs) AS blobs, (SELECT COALESCE(SUM(bytes), 0) FROM blobs) AS bytes")
+    print(f"home            {cfg.home}")
+    print(f"key fingerprint {keys.fingerprint(archive.public_key)}")
+    for name, value in counts.items():
+        print(f"{name:<15} {value}")
+    archive.close()
+    return 0
+
+
+def cmd_stations_add(cfg, args) -> int:
+    archive = open_archive(cfg)
+    row = stations.add(archive, args.station_id, args.key, args.unit)
+    print(f"station {row['id']} registered for unit {row['unit']} "
+          f"(key {keys.fingerprint(bytes(row['public_key']))})")
+    archive.close()
+    return 0
+
+
+def cmd_stations_ls(cfg, args) -> int:
+    archive = open_archive(cfg, create=False)
+    rows = stations.listing(archive)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        _table(rows, ["id", "unit", "added_at", "revoked_at", "fingerprint"])
+    archive.close()
+    return 0
+
+
+def cmd_ls(cfg, args) -> int:
+    archive = open_archive(cfg, create=False)
+    if args.item:
+        rows = listing.pages(archive, args.archive_no, args.item)
+        columns = ["n", "sha256", "bytes", "media_type", "width_px", "height_px", "dpi", "colour"]
+    elif args.archive_no:
+        rows = listing.sort_items(listing.materials(archive, args.archive_no))
+        columns = ["item", "title", "page_count", "station_id", "catalogued_at"]
+    else:
+        rows = listing.dossiers(archive)
+        columns = ["archive_no", "name", "unit", "materials", "pages", "bytes"]
+    archive.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    elif rows:
+        _table(rows, columns)
+    else:
+        print("nothing catalogued" + (f" for {args.archive_no}" if args.archive_no else ""))
+        return 1 if args.archive_no else 0
+    return 0
+
+
+def cmd_verify(cfg, args) -> int:
+    from .verify import verify
+
+    archive = open_archive(cfg, create=False)
+    report = verify(archive, full=not args.quick)
+    archive.close()
+    for problem in report.problems:
+        print(problem)
+    kind = "quick check (sizes, counts)" if args.quick else "full check (hashes, signatures)"
+    verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
+    print(f"{kind}: {report.blobs} blobs ({report.bytes} bytes), {report.bundles} bundles, "
+          f"{report.pages} pages — {verdict}")
+    return 0 if report.ok else 1
+
+
+def _table(rows: list[dict], columns: list[str]) -> None:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(_width(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        print("  ".join(v + " " * (w - _width(v)) for v, w in zip(row, widths)).rstrip())
+
+
+def _width(text: str) -> int:
+    # CJK characters take two terminal columns
+    return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

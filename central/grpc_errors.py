@@ -1,0 +1,57 @@
+"""The one place where exceptions become gRPC statuses."""
+
+import logging
+import uuid
+
+import grpc
+
+from .errors import CentralError
+
+log = logging.getLogger("quire.central")
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """CentralError → its status and message; anything else → INTERNAL with an incident id."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                wrap = _translated_stream if kind.endswith("_stream") else _translated
+                return handler._replace(**{kind: wrap(behaviour, method)})
+        return handler
+
+
+def _translated(behaviour, method: str):
+    def wrapper(request, context):
+        try:
+            return behaviour(request, context)
+        except Exception as exc:
+            _abort(context, method, exc)
+
+    return wrapper
+
+
+def _translated_stream(behaviour, method: str):
+    def wrapper(request, context):
+        try:
+            yield from behaviour(request, context)
+        except Exception as exc:
+            _abort(context, method, exc)
+
+    return wrapper
+
+
+def _abort(context, method: str, exc: Exception):
+    if isinstance(exc, CentralError):
+        log.info("%s refused: %s", method, exc)
+        context.abort(exc.code, str(exc))
+    incident = uuid.uuid4().hex[:12]
+    # Full detail stays in the service log; the caller only gets the incident id.
+    log.error("%s failed, incident %s", method, incident, exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL,
+                  f"internal error, incident {incident}; give this id to the archive administrator")

@@ -1,0 +1,193 @@
+"""Ingest: verify a station's bundle before trusting any of it, then store and catalogue it."""
+
+import json
+from dataclasses import dataclass
+
+from quire import keys
+from quire import manifest as manifest_format
+from quire import receipt as receipt_format
+from quire.canonical import sha256_hex
+from quire.catalogue import parse_item
+from quire.cas import is_sha256_hex
+from quire.db import utcnow
+from quire.errors import BadSignature, ContractError
+
+from . import stations
+from .archive import Archive
+from .errors import (BlobRejected, BlobsMissing, BundleRejected, ManifestRejected,
+                     SignatureInvalid, UnknownBundle)
+
+
+@dataclass
+class Offer:
+    bundle_id: str
+    missing: list[str]
+    receipt: tuple[bytes, bytes] | None = None
+
+
+def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> Offer:
+    """Check who sent the manifest and that it is intact; answer which blobs are still needed."""
+    station = stations.active(archive, station_id)
+    try:
+        manifest_format.verify(data, signature, bytes(station["public_key"]))
+    except BadSignature as exc:
+        raise SignatureInvalid(f"station {station_id}: {exc}; nothing from this bundle was accepted") from None
+    # Only signed bytes are parsed: an unknown version or a malformed field is the station's word.
+    try:
+        manifest = manifest_format.read(data)
+    except ContractError as exc:
+        raise ManifestRejected(f"station {station_id}: {exc}; nothing from this bundle was accepted") from None
+    if manifest["station_id"] != station_id:
+        raise ManifestRejected(
+            f"manifest names station {manifest['station_id']!r} but was sent by {station_id!r}"
+        )
+    bundle_id = sha256_hex(data)
+    with archive.catalogue.transaction() as db:
+        row = db.execute("SELECT state, receipt, receipt_signature, problems FROM bundles WHERE id = ?",
+                         [bundle_id]).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO bundles (id, station_id, manifest, signature, state, offered_at)"
+                " VALUES (?, ?, ?, ?, 'offered', ?)",
+                [bundle_id, station_id, data, signature, utcnow()],
+            )
+        elif row[0] == "committed":
+            return Offer(bundle_id, [], (bytes(row[1]), bytes(row[2])))
+        elif row[0] == "rejected":
+            raise BundleRejected(bundle_id, json.loads(row[3]))
+    missing = []
+    for page in manifest["pages"]:
+        if page["sha256"] not in missing and not archive.blobs.has(page["sha256"]):
+            missing.append(page["sha256"])
+    return Offer(bundle_id, missing)
+
+
+def _offered(archive: Archive, station_id: str, bundle_id: str) -> dict:
+    stations.active(archive, station_id)
+    row = archive.catalogue.one("SELECT * FROM bundles WHERE id = ? AND station_id = ?", [bundle_id, station_id])
+    if row is None:
+        raise UnknownBundle(f"bundle {bundle_id[:12]} was not offered by station {station_id}; offer it first")
+    return row
+
+
+def _declared_size(row: dict, sha256: str) -> int:
+    for page in json.loads(row["manifest"])["pages"]:
+        if page["sha256"] == sha256:
+            return page["bytes"]
+    raise BlobRejected(f"blob {sha256[:12]} is not listed in bundle {row['id'][:12]}")
+
+
+def write_status(archive: Archive, station_id: str, bundle_id: str, sha256: str) -> tuple[int, bool]:
+    """The resume point of one blob: (bytes committed, complete)."""
+    row = _offered(archive, station_id, bundle_id)
+    size = _declared_size(row, sha256)
+    if archive.blobs.has(sha256):
+        return size, True
+    return archive.blobs.committed_size(station_id, sha256), False
+
+
+def write(archive: Archive, chunks) -> tuple[int, bool]:
+    """Take one blob's chunks (the first names station, bundle and blob); return (size, complete)."""
+    first = next(chunks, None)
+    if first is None:
+        raise BlobRejected("empty upload: the first message must name station, bundle and blob")
+    station_id, bundle_id, sha256 = first.station_id, first.bundle_id, first.sha256
+    if not is_sha256_hex(sha256):
+        raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest")
+    row = _offered(archive, station_id, bundle_id)
+    declared = _declared_size(row, sha256)
+    if archive.blobs.has(sha256):
+        return declared, True
+    size = archive.blobs.committed_size(station_id, sha256)
+    msg = first
+    while msg is not None:
+        if msg.data:
+            size = archive.blobs.append(station_id, sha256, msg.write_offset, msg.data, declared)
+        if msg.finish_write:
+            archive.blobs.finish(station_id, sha256, declared)
+            with archive.catalogue.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, declared, utcnow()])
+            return declared, True
+        msg = next(chunks, None)
+    return size, False
+
+
+def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, bytes]:
+    """Catalogue an offered bundle whose blobs all arrived; answer with the signed receipt."""
+    row = _offered(archive, station_id, bundle_id)
+    if row["state"] == "committed":
+        return bytes(row["receipt"]), bytes(row["receipt_signature"])
+    if row["state"] == "rejected":
+        raise BundleRejected(bundle_id, json.loads(row["problems"]))
+    manifest = json.loads(row["manifest"])
+    missing = [p["sha256"] for p in manifest["pages"] if not archive.blobs.has(p["sha256"])]
+    if missing:
+        raise BlobsMissing(
+            f"bundle {bundle_id[:12]}: {len(missing)} page file(s) not uploaded yet "
+            f"(first {missing[0][:12]}); offer the bundle again and upload them"
+        )
+    station = stations.active(archive, station_id)
+    dossier, material, pages = manifest["dossier"], manifest["material"], manifest["pages"]
+    total = sum(p["bytes"] for p in pages)
+    with archive.catalogue.transaction() as db:
+        problems = _catalogue_problems(db, archive, manifest)
+        if problems:
+            db.execute("UPDATE bundles SET state = 'rejected', problems = ? WHERE id = ?",
+                       [json.dumps(problems, ensure_ascii=False), bundle_id])
+            rejected = BundleRejected(bundle_id, problems)
+        else:
+            rejected = None
+            now = utcnow()
+            db.execute(
+                "INSERT OR IGNORE INTO dossiers (archive_no, name, unit, created_at) VALUES (?, ?, ?, ?)",
+                [dossier["archive_no"], dossier.get("name"), station["unit"], now],
+            )
+            cur = db.execute(
+                "INSERT INTO materials (archive_no, item, category, title, date_formed, page_count,"
+                " remarks, bundle_id, catalogued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [dossier["archive_no"], material["item"], parse_item(material["item"]).category,
+                 material["title"], material.get("date_formed"), material["page_count"],
+                 material.get("remarks"), bundle_id, now],
+            )
+            for p in pages:
+                db.execute(
+                    "INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [cur.lastrowid, p["n"], p["sha256"], p["bytes"], p["media_type"], p["width_px"],
+                     p["height_px"], p["dpi"], p["colour"], json.dumps(p["record"], ensure_ascii=False)],
+                )
+            data, signature = receipt_format.issue({
+                "bundle_id": bundle_id,
+                "station_id": station_id,
+                "archive_no": dossier["archive_no"],
+                "item": material["item"],
+                "pages": len(pages),
+                "bytes": total,
+                "received_at": now,
+                "central_key": keys.fingerprint(archive.public_key),
+            }, archive.key)
+            db.execute(
+                "UPDATE bundles SET state = 'committed', committed_at = ?, receipt = ?,"
+                " receipt_signature = ? WHERE id = ?",
+                [now, data, signature, bundle_id],
+            )
+    if rejected:
+        raise rejected
+    return data, signature
+
+
+def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
+    problems = []
+    dossier, material = manifest["dossier"], manifest["material"]
+    existing = db.execute("SELECT bundle_id FROM materials WHERE archive_no = ? AND item = ?",
+                          [dossier["archive_no"], material["item"]]).fetchone()
+    if existing:
+        problems.append(
+            f"material {material['item']} of dossier {dossier['archive_no']} is already catalogued "
+            f"(bundle {existing[0][:12]}); replacing a material needs the replacement workflow"
+        )
+    for p in manifest["pages"]:
+        path = archive.blobs.path(p["sha256"])
+        size = path.stat().st_size if path.exists() else None
+        if size != p["bytes"]:
+            problems.append(f"page {p['n']}: stored blob has {size} bytes, manifest says {p['bytes']}")
+    return problems

@@ -1,0 +1,80 @@
+"""Content-addressed, write-once files named by SHA-256 (station page store, central blob store)."""
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256_hex(value: str) -> bool:
+    """True for a lower-case 64-digit hex SHA-256."""
+    return bool(_HEX64.fullmatch(value))
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ContentStore:
+    """A directory of immutable files, each named by the SHA-256 of its bytes."""
+
+    def __init__(self, root: Path, suffix: str = ""):
+        self.root = Path(root)
+        self.suffix = suffix
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob with this digest lives (whether or not it exists)."""
+        if not is_sha256_hex(sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / (sha256 + self.suffix)
+
+    def has(self, sha256: str) -> bool:
+        """True when the blob is stored."""
+        return self.path(sha256).exists()
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` durably (temp file, fsync, rename, fsync dir); return its digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path(digest)
+        if final.exists():
+            return digest
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=digest[:16] + ".")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.adopt(Path(tmp_name), digest)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        return digest
+
+    def adopt(self, tmp_path: Path, sha256: str) -> Path:
+        """Rename an fsynced temp file (already checked to hash to ``sha256``) into place."""
+        final = self.path(sha256)
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(tmp_path, 0o444)  # write-once: nothing in Quire opens a stored blob for writing
+        os.replace(tmp_path, final)
+        fsync_dir(final.parent)
+        return final
+
+    def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> str | None:
+        """SHA-256 of the stored bytes (None when missing), for full verification."""
+        h = hashlib.sha256()
+        try:
+            with open(self.path(sha256), "rb") as fh:
+                while chunk := fh.read(chunk_bytes):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return None
+        return h.hexdigest()

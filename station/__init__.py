@@ -1,0 +1,1 @@
+"""Quire scanning station: capture, image pipeline, page store, bundle sealing and sync."""

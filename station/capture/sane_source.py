@@ -1,0 +1,125 @@
+"""Capture from a SANE device through python-sane (ADF, duplex, flatbed)."""
+
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import (CoverOpen, DeviceBusy, FeederEmpty, ScannerError, ScannerIOError,
+                      ScannerJammed, ScannerNotFound)
+from .base import RawPage
+
+# python-sane raises _sane.error carrying sane_strstatus() text; these are SANE's own strings.
+_STATUS_TEXT = {
+    "Document feeder jammed": ScannerJammed,
+    "Scanner cover is open": CoverOpen,
+    "Document feeder out of documents": FeederEmpty,
+    "Device busy": DeviceBusy,
+    "Error during device I/O": ScannerIOError,
+    "Access to resource has been denied": DeviceBusy,
+}
+# Preferred feeder sources across backends, best first (duplex captures both sides).
+_ADF_SOURCES = ("ADF Duplex", "Duplex", "Automatic Document Feeder", "ADF", "ADF Front", "ADF Back")
+_COLOUR_MODES = ("Color", "color", "24bit Color", "Color24")
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def _sane():
+    global _initialised
+    import sane  # imported lazily: only stations with a SANE scanner need libsane loaded
+
+    with _init_lock:
+        if not _initialised:
+            sane.init()
+            _initialised = True
+    return sane
+
+
+def map_error(exc: BaseException) -> ScannerError:
+    """Turn a python-sane error into the operator-facing scanner error it stands for."""
+    text = str(exc.args[0]) if getattr(exc, "args", None) else str(exc)
+    cls = _STATUS_TEXT.get(text, ScannerError)
+    return cls(text if cls is ScannerError else "")
+
+
+class SaneSource:
+    """Pages from one SANE device until its feeder is empty (one page for a flatbed)."""
+
+    def __init__(self, device: str, dpi: int = 300, options: dict | None = None):
+        sane = _sane()
+        self.name = f"sane:{device}"
+        self.dpi = dpi
+        try:
+            self.dev = sane.open(device)
+        except RuntimeError:
+            raise ScannerNotFound(f"SANE has no device {device!r}") from None
+        except sane._sane.error as exc:
+            raise map_error(exc) from None
+        try:
+            self._configure(options or {})
+        except Exception:
+            self.dev.close()
+            raise
+
+    def _configure(self, options: dict) -> None:
+        opts = self.dev.opt
+        if "source" in opts and "source" not in options:
+            offered = opts["source"].constraint or []
+            feeder = next((s for s in _ADF_SOURCES if s in offered), None)
+            if feeder:
+                self.dev.source = feeder
+        if "mode" in opts and "mode" not in options:
+            mode = next((m for m in _COLOUR_MODES if m in (opts["mode"].constraint or [])), None)
+            if mode:
+                self.dev.mode = mode
+        if "resolution" in opts:
+            self.dev.resolution = self.dpi
+        # Scan the largest area the device offers; the pipeline crops to the paper.
+        for corner in ("br_x", "br_y"):
+            if corner in opts and isinstance(opts[corner].constraint, tuple):
+                setattr(self.dev, corner, opts[corner].constraint[1])
+        for name, value in options.items():
+            try:
+                setattr(self.dev, name.replace("-", "_"), value)
+            except AttributeError as exc:
+                raise ScannerError(f"cannot set scanner option {name}={value!r}: {exc}") from None
+
+    @property
+    def feeder(self) -> bool:
+        try:
+            return "flatbed" not in str(self.dev.source).lower()
+        except AttributeError:
+            return False
+
+    def pages(self) -> Iterator[RawPage]:
+        sane = _sane()
+        while True:
+            try:
+                self.dev.start()
+            except sane._sane.error as exc:
+                err = map_error(exc)
+                if isinstance(err, FeederEmpty):
+                    return  # the normal end of an ADF batch
+                raise err from None
+            try:
+                image = self.dev.arr_snap()
+            except (sane._sane.error, RuntimeError) as exc:
+                self._cancel()
+                raise map_error(exc) from None
+            if image.ndim == 3 and image.shape[2] == 1:
+                image = image[:, :, 0]
+            yield RawPage(np.ascontiguousarray(image), self.dpi, origin=self.name)
+            if not self.feeder:
+                return
+
+    def _cancel(self) -> None:
+        try:
+            self.dev.cancel()
+        except Exception:  # cancelling a device that already failed may fail again; nothing to do
+            pass
+
+    def close(self) -> None:
+        self._cancel()
+        self.dev.close()

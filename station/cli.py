@@ -1,0 +1,207 @@
+"""quire-station: the scanning station's command-line tool."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import config as config_mod
+from .errors import StationError, UsageError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        cfg = config_mod.load(args.home, central=getattr(args, "central", None))
+        return args.func(cfg, args) or 0
+    except StationError as exc:
+        print(f"quire-station: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .capture import SPEC_HELP
+
+    p = argparse.ArgumentParser(prog="quire-station", description="Quire scanning station.")
+    p.add_argument("--home", help="state directory (default $QUIRE_STATION_HOME or /var/lib/quire/station)")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    c = sub.add_parser("init", help="create the station key and page store",
+                       description="Create the station's Ed25519 key (mode 0600) and page store; "
+                                   "prints the id and public key to register with the central archive.")
+    c.add_argument("--id", dest="station_id", help="station id (default st- and the key's first digits)")
+    c.set_defaults(func=cmd_init)
+
+    c = sub.add_parser("scan", help="scan one material into the page store and seal it",
+                       description="Scan one material (材料) of a dossier until the feeder is empty; each "
+                                   "page is stored before the next is fed; the material is then sealed into "
+                                   "a signed bundle. After a fault, the same command resumes.")
+    c.add_argument("--dossier", required=True, help="dossier archive number (档号), e.g. D-0001")
+    c.add_argument("--material", required=True, help="material item number, e.g. 1-1 or 4-1-2")
+    c.add_argument("--title", required=True, help="material title, e.g. 干部履历表")
+    c.add_argument("--name", help="the person's name (dossier field)")
+    c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
+    c.add_argument("--remarks", help="remarks (备注)")
+    c.add_argument("--source", help=f"capture source: {SPEC_HELP} (default from config)")
+    c.add_argument("--operator", help="who is scanning (default the login name)")
+    c.add_argument("--json", action="store_true", help="print one JSON record per page")
+    c.set_defaults(func=cmd_scan)
+
+    c = sub.add_parser("sync", help="send sealed bundles to the central archive",
+                       description="Offer each queued bundle, upload what the central archive lacks, commit, "
+                                   "and store its signed receipt. Refused bundles are kept with the reasons.")
+    c.add_argument("--central", help="central service HOST:PORT (default from config)")
+    c.set_defaults(func=cmd_sync)
+
+    c = sub.add_parser("status", help="show the station, its batches and its outbox",
+                       description="Show the station id and key, interrupted batches and what waits to sync.")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("process", help="run the image pipeline on existing image files",
+                       description="Deskew, crop, flag blanks, choose colour mode and compress each input "
+                                   "image; print one JSON record per page.")
+    c.add_argument("inputs", nargs="+", metavar="IN", help="image files (JPEG, PNG, TIFF …)")
+    c.add_argument("--out", required=True, help="directory for the processed pages")
+    c.add_argument("--dpi", type=int, help="resolution to assume when a file does not say (default config dpi)")
+    c.set_defaults(func=cmd_process)
+    return p
+
+
+def cmd_init(cfg, args) -> int:
+    from .home import init
+
+    station = init(cfg, args.station_id)
+    print(f"station {station.station_id} at {cfg.home}")
+    print(f"public key {station.public_key.hex()}")
+    print(f"register it: quire-central stations add {station.station_id} --key {station.public_key.hex()} --unit UNIT")
+    station.close()
+    return 0
+
+
+def cmd_scan(cfg, args) -> int:
+    from .home import open_station
+    from .scan import scan
+
+    dossier = {"archive_no": args.dossier}
+    if args.name:
+        dossier["name"] = args.name
+    material = {"item": args.material, "title": args.title}
+    for key in ("date_formed", "remarks"):
+        if getattr(args, key):
+            material[key] = getattr(args, key)
+    station = open_station(cfg)
+    started = time.monotonic()
+
+    def on_page(n: int, record: dict) -> None:
+        if args.json:
+            print(json.dumps(dict(record, n=n), ensure_ascii=False), flush=True)
+        else:
+            flags = [record["colour"]] + (["BLANK?"] if record["blank"] else [])
+            print(f"page {n:>3}  skew {record['skew_deg']:+.2f}°  {record['bytes'] // 1024:>5} KiB  "
+                  f"{' '.join(flags)}", flush=True)
+
+    try:
+        result = scan(station, dossier, material, args.source, args.operator, on_page)
+    finally:
+        station.close()
+    resumed = f" (resumed at page {result.first_page})" if result.first_page > 1 else ""
+    print(f"{args.dossier} {args.material}: {result.total_pages} pages{resumed}, "
+          f"sealed as bundle {result.bundle_id[:12]} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_sync(cfg, args) -> int:
+    from .home import open_station
+    from .sync import sync
+
+    station = open_station(cfg)
+    try:
+        report = sync(station, args.central)
+    finally:
+        station.close()
+    print(f"committed {len(report.committed)} bundle(s), {report.pages} pages, "
+          f"{report.bytes_sent} bytes sent")
+    for bundle_id, reason in report.rejected.items():
+        print(f"REJECTED {bundle_id[:12]}: {reason}")
+    for bundle_id, reason in report.failed.items():
+        print(f"waiting  {bundle_id[:12]}: {reason}")
+    if report.rejected:
+        return 4
+    return 4 if report.failed else 0
+
+
+def cmd_status(cfg, args) -> int:
+    from . import outbox
+    from .home import open_station
+
+    station = open_station(cfg)
+    try:
+        bundles = outbox.bundles(station.store)
+        open_batches = [b for b in station.store.batches() if b["state"] != "sealed"]
+        central = station.store.get_meta("central_key")
+        info = {
+            "station_id": station.station_id,
+            "public_key": station.public_key.hex(),
+            "home": str(cfg.home),
+            "central": cfg.central,
+            "central_key_pinned": bool(central),
+            "batches_open": [{k: b[k] for k in ("archive_no", "item", "title", "state", "pages", "last_error")}
+                             for b in open_batches],
+            "bundles": bundles,
+            "outbox": {s: sum(1 for b in bundles if b["state"] == s)
+                       for s in ("sealed", "uploading", "committed", "rejected", "purged")},
+        }
+    finally:
+        station.close()
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return 0
+    print(f"station {info['station_id']}  home {info['home']}")
+    print(f"public key {info['public_key']}")
+    print(f"central {info['central'] or '(not configured)'}  key pinned: {'yes' if central else 'no'}")
+    for b in info["batches_open"]:
+        print(f"batch {b['archive_no']} {b['item']} {b['state']}: {b['pages']} pages stored"
+              + (f" — {b['last_error']}" if b["last_error"] else ""))
+    box = info["outbox"]
+    waiting = box["sealed"] + box["uploading"]
+    print(f"outbox: {waiting} waiting, {box['committed']} committed, {box['rejected']} rejected")
+    for b in bundles:
+        if b["state"] != "committed":
+            print(f"  {b['id'][:12]} {b['archive_no']} {b['item']} {b['state']} {b['pages']} pages"
+                  + (f" — {b['last_error']}" if b["last_error"] else ""))
+    return 0
+
+
+def cmd_process(cfg, args) -> int:
+    from .pipeline import process_page, read_image
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for name in args.inputs:
+        path = Path(name)
+        try:
+            image, dpi = read_image(path)
+        except (OSError, ValueError) as exc:
+            print(f"quire-station: {path}: cannot read the image ({exc}); skipped", file=sys.stderr)
+            failures += 1
+            continue
+        page = process_page(image, dpi or args.dpi or cfg.dpi, cfg.pipeline)
+        target = out / (path.stem + page.suffix)
+        if target.resolve() == path.resolve():
+            raise UsageError(f"{target} would overwrite its input; choose another --out directory")
+        target.write_bytes(page.data)
+        print(json.dumps(dict(page.record, input=str(path), output=str(target)), ensure_ascii=False), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

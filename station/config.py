@@ -1,0 +1,99 @@
+"""Station configuration: loaded once from TOML, validated, passed down."""
+
+import getpass
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError
+from .pipeline import PipelineConfig
+
+DEFAULT_HOME = Path("/var/lib/quire/station")
+SYSTEM_CONFIG = Path("/etc/quire/station.toml")
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    home: Path
+    central: str | None = None              # HOST:PORT of the central service
+    operator: str = field(default_factory=lambda: _default_operator())
+    source: str = "synthetic"               # default capture source for `scan`
+    dpi: int = 300
+    sane_options: dict = field(default_factory=dict)  # SANE option name → value, set on open
+    pipeline: PipelineConfig = PipelineConfig()
+    sync_timeout_s: float = 30.0
+    chunk_bytes: int = 1 << 20
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / "keys" / "station.key"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "station.db"
+
+    @property
+    def pages_dir(self) -> Path:
+        return self.home / "pages"
+
+
+def resolve_home(home: str | os.PathLike | None) -> Path:
+    """The station home: ``--home``, else $QUIRE_STATION_HOME, else /var/lib/quire/station."""
+    if home:
+        return Path(home)
+    return Path(os.environ.get("QUIRE_STATION_HOME") or DEFAULT_HOME)
+
+
+def load(home: str | os.PathLike | None = None, config_file: Path | None = None, **overrides) -> StationConfig:
+    """Read ``station.toml`` from the home (or /etc/quire), validate it, apply overrides."""
+    home_path = resolve_home(home)
+    candidates = [config_file] if config_file else [home_path / "station.toml", SYSTEM_CONFIG]
+    data: dict = {}
+    for path in candidates:
+        if path and path.exists():
+            try:
+                data = tomllib.loads(path.read_text())
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file and retry") from None
+            data["_path"] = str(path)
+            break
+        if config_file:
+            raise ConfigError(f"config file {config_file} does not exist")
+    cfg = _from_dict(home_path, data)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(cfg, **overrides) if overrides else cfg
+
+
+def _from_dict(home: Path, data: dict) -> StationConfig:
+    where = data.pop("_path", "config")
+    known = {f.name for f in fields(StationConfig)} - {"home"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    pipeline_data = data.pop("pipeline", {})
+    pipe_known = {f.name for f in fields(PipelineConfig)}
+    bad = sorted(set(pipeline_data) - pipe_known)
+    if bad:
+        raise ConfigError(f"{where}: unknown [pipeline] setting(s) {', '.join(bad)}; known: {', '.join(sorted(pipe_known))}")
+    try:
+        cfg = StationConfig(home=home, pipeline=PipelineConfig(**pipeline_data), **data)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    problems = []
+    if not isinstance(cfg.dpi, int) or not 50 <= cfg.dpi <= 2400:
+        problems.append(f"dpi {cfg.dpi!r} must be a whole number between 50 and 2400")
+    if not isinstance(cfg.chunk_bytes, int) or not 4096 <= cfg.chunk_bytes <= 4 << 20:
+        problems.append("chunk_bytes must be between 4096 and 4194304")
+    if cfg.central is not None and ":" not in str(cfg.central):
+        problems.append(f"central {cfg.central!r} must be HOST:PORT")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    return cfg
+
+
+def _default_operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"

@@ -1,0 +1,106 @@
+"""Station errors: each carries an exit code and a message that tells the operator what to do."""
+
+import os
+
+
+class StationError(Exception):
+    """Base of every error the station reports to a person; ``str()`` is the whole message."""
+
+    exit_code = 1
+
+
+class UsageError(StationError):
+    """The command was given something it cannot use."""
+
+    exit_code = 2
+
+
+class ConfigError(StationError):
+    """Configuration is wrong; restarting will not help (EX_CONFIG, declared in the unit)."""
+
+    exit_code = os.EX_CONFIG
+
+
+class NotInitialised(ConfigError):
+    """The station home has no key or store yet."""
+
+
+class StoreError(StationError):
+    """The page store cannot be used as asked."""
+
+    exit_code = 5
+
+
+class ScannerError(StationError):
+    """The scanner stopped or could not start; pages already captured are kept."""
+
+    exit_code = 3
+    advice = "check the scanner and run the same scan command again to resume"
+
+    def __init__(self, detail: str = "", resume_at: int | None = None, stored: int | None = None):
+        self.detail = detail
+        self.resume_at = resume_at
+        self.stored = stored
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        head = self.headline + (f" ({self.detail})" if self.detail else "")
+        where = ""
+        if self.resume_at is not None:
+            kept = f"pages 1–{self.resume_at - 1} are stored; " if self.resume_at > 1 else ""
+            where = f" — {kept}{self.advice} at page {self.resume_at}"
+        else:
+            where = f" — {self.advice}"
+        return head + where
+
+    def at(self, resume_at: int) -> "ScannerError":
+        """The same fault, told with the page the operator resumes from."""
+        return type(self)(self.detail, resume_at=resume_at)
+
+    headline = "scanner error"
+
+
+class ScannerJammed(ScannerError):
+    headline = "scanner jammed"
+    advice = "clear the jam, put the unscanned sheets back in the feeder and run the same scan command to resume"
+
+
+class CoverOpen(ScannerError):
+    headline = "scanner cover open"
+    advice = "close it, check the feeder and run the same scan command to resume"
+
+
+class FeederEmpty(ScannerError):
+    headline = "document feeder is empty"
+    advice = "load the sheets into the feeder and run the same scan command"
+
+
+class DeviceBusy(ScannerError):
+    headline = "scanner is busy (another program is using it)"
+    advice = "close the other program or wait for it, then run the same scan command to resume"
+
+
+class ScannerIOError(ScannerError):
+    headline = "scanner connection failed"
+    advice = "check the USB cable and power, then run the same scan command to resume"
+
+
+class ScannerNotFound(ScannerError):
+    headline = "scanner not found"
+    advice = "check it is switched on and connected; 'scanimage -L' lists what SANE sees"
+
+
+class SyncError(StationError):
+    """The central service could not take the outbox; bundles stay queued."""
+
+    exit_code = 4
+
+
+class CentralUnreachable(SyncError):
+    """No answer from the central service; bundles wait and are retried."""
+
+
+class CentralKeyMismatch(SyncError):
+    """The central service presents a key other than the pinned one: possibly an impostor."""
+
+    exit_code = 6

@@ -1,0 +1,119 @@
+"""The outbox: sealing a finished batch into a signed bundle, and each bundle's sync state.
+
+States: sealed → uploading → committed (receipt stored) → purged; or rejected, with the central
+service's reasons, until an operator acts.
+"""
+
+import json
+import socket
+
+from quire import manifest as manifest_format
+from quire.db import atomic, one, rows, utcnow
+
+from .errors import StoreError
+from .store import Store
+
+PENDING = ("sealed", "uploading")
+
+
+def seal_batch(store: Store, batch_id: str, station_id: str, key) -> str:
+    """Sign the manifest of a finished batch and queue it; returns the bundle id."""
+    batch = one(store.db, "SELECT * FROM batches WHERE id = ?", [batch_id])
+    pages = store.pages(batch_id)
+    if not pages:
+        raise StoreError(f"batch {batch_id} has no pages; nothing to seal")
+    ended_at = utcnow()
+    material = json.loads(batch["material_json"])
+    manifest = {
+        "station_id": station_id,
+        "station_host": socket.gethostname(),
+        "created_at": ended_at,
+        "batch": {
+            "id": batch["id"],
+            "operator": batch["operator"],
+            "source": batch["source"],
+            "started_at": batch["started_at"],
+            "ended_at": ended_at,
+        },
+        "dossier": json.loads(batch["dossier_json"]),
+        "material": dict(material, page_count=len(pages)),
+        "pages": [
+            {
+                "n": p["n"],
+                "sha256": p["sha256"],
+                "bytes": p["bytes"],
+                "media_type": p["media_type"],
+                "width_px": p["width_px"],
+                "height_px": p["height_px"],
+                "dpi": p["dpi"],
+                "colour": p["colour"],
+                "captured_at": p["captured_at"],
+                "record": json.loads(p["record_json"]),
+            }
+            for p in pages
+        ],
+    }
+    signed = manifest_format.seal(manifest, key)
+    with atomic(store.db):
+        store.db.execute(
+            "INSERT INTO bundles (id, batch_id, manifest, signature, state, created_at)"
+            " VALUES (?, ?, ?, ?, 'sealed', ?)",
+            [signed.bundle_id, batch_id, signed.data, signed.signature, ended_at],
+        )
+        store.db.execute("UPDATE batches SET state = 'sealed', ended_at = ? WHERE id = ?", [ended_at, batch_id])
+    return signed.bundle_id
+
+
+def pending(store: Store) -> list[dict]:
+    """Bundles waiting for the central service, oldest first."""
+    return rows(store.db, "SELECT * FROM bundles WHERE state IN ('sealed', 'uploading') ORDER BY created_at")
+
+
+def bundles(store: Store) -> list[dict]:
+    return rows(
+        store.db,
+        "SELECT b.id, b.state, b.created_at, b.attempts, b.last_error, b.committed_at,"
+        " t.archive_no, t.item, t.title,"
+        " (SELECT COUNT(*) FROM pages p WHERE p.batch_id = b.batch_id) AS pages,"
+        " (SELECT COALESCE(SUM(bytes), 0) FROM pages p WHERE p.batch_id = b.batch_id) AS bytes"
+        " FROM bundles b JOIN batches t ON t.id = b.batch_id ORDER BY b.created_at",
+    )
+
+
+def mark_uploading(store: Store, bundle_id: str) -> None:
+    with atomic(store.db):
+        store.db.execute(
+            "UPDATE bundles SET state = 'uploading', attempts = attempts + 1 WHERE id = ? AND state IN ('sealed', 'uploading')",
+            [bundle_id],
+        )
+
+
+def note_failure(store: Store, bundle_id: str, reason: str) -> None:
+    """Record why the last attempt failed; the bundle stays queued."""
+    with atomic(store.db):
+        store.db.execute("UPDATE bundles SET last_error = ? WHERE id = ?", [reason, bundle_id])
+
+
+def mark_rejected(store: Store, bundle_id: str, reasons: str) -> None:
+    """The central service refused the bundle; keep it, with the reasons, for an operator."""
+    with atomic(store.db):
+        store.db.execute(
+            "UPDATE bundles SET state = 'rejected', last_error = ? WHERE id = ?", [reasons, bundle_id]
+        )
+
+
+def mark_committed(store: Store, bundle_id: str, receipt: bytes, signature: bytes) -> None:
+    """Store the verified receipt; from now on the bundle's pages may be purged."""
+    with atomic(store.db):
+        store.db.execute(
+            "UPDATE bundles SET state = 'committed', receipt = ?, receipt_signature = ?,"
+            " committed_at = ?, last_error = NULL WHERE id = ?",
+            [receipt, signature, utcnow(), bundle_id],
+        )
+
+
+def get(store: Store, bundle_id: str) -> dict:
+    row = one(store.db, "SELECT * FROM bundles WHERE id = ?", [bundle_id])
+    if row is None:
+        raise StoreError(f"no bundle {bundle_id}")
+    return row

@@ -1,0 +1,158 @@
+"""Send sealed bundles to the central service: offer, upload what it lacks, commit, keep the receipt."""
+
+import json
+from dataclasses import dataclass, field
+
+import grpc
+
+from quire import keys
+from quire import receipt as receipt_format
+from quire.errors import ContractError
+from quire.v1 import sync_pb2, sync_pb2_grpc
+
+from . import outbox
+from .errors import CentralKeyMismatch, CentralUnreachable, SyncError
+from .home import Station
+
+# The central service refused the bundle itself: retrying the same bytes cannot help.
+_REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+@dataclass
+class SyncReport:
+    committed: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes_sent: int = 0
+    pages: int = 0
+
+
+class BundleRefused(Exception):
+    pass
+
+
+def sync(station: Station, central: str | None = None) -> SyncReport:
+    """Push every queued bundle once; refused ones are kept with the reasons, nothing is dropped."""
+    address = central or station.config.central
+    if not address:
+        raise SyncError("no central service configured; pass --central HOST:PORT or set 'central' in station.toml")
+    report = SyncReport()
+    with grpc.insecure_channel(address) as channel:
+        stub = sync_pb2_grpc.StationSyncStub(channel)
+        central_key = _pinned_central_key(station, stub, address)
+        for bundle in outbox.pending(station.store):
+            try:
+                _send(station, stub, bundle, central_key, report)
+            except BundleRefused as exc:
+                outbox.mark_rejected(station.store, bundle["id"], str(exc))
+                report.rejected[bundle["id"]] = str(exc)
+            except grpc.RpcError as exc:
+                reason = _describe(exc, address)
+                outbox.note_failure(station.store, bundle["id"], reason)
+                report.failed[bundle["id"]] = reason
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    break  # central gone: the rest waits for the next attempt
+    return report
+
+
+def _pinned_central_key(station: Station, stub, address: str) -> bytes:
+    timeout = station.config.sync_timeout_s
+    try:
+        info = stub.GetInfo(sync_pb2.GetInfoRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        raise CentralUnreachable(_describe(exc, address) + "; bundles stay queued") from None
+    pinned = station.store.get_meta("central_key")
+    if pinned is None:
+        # First contact pins the key; enrolment with an operator-checked code replaces this later.
+        station.store.set_meta("central_key", info.public_key.hex())
+        return info.public_key
+    if bytes.fromhex(pinned) != info.public_key:
+        raise CentralKeyMismatch(
+            f"central service at {address} presents key {keys.fingerprint(info.public_key)}, "
+            f"but this station trusts {keys.fingerprint(bytes.fromhex(pinned))}; nothing was sent. "
+            "If the archive really re-keyed, an operator must re-pin it on both sides"
+        )
+    return info.public_key
+
+
+def _send(station: Station, stub, bundle: dict, central_key: bytes, report: SyncReport) -> None:
+    timeout = station.config.sync_timeout_s
+    sid = station.station_id
+    bundle_id = bundle["id"]
+    outbox.mark_uploading(station.store, bundle_id)
+    offer = _call(stub.Offer, sync_pb2.OfferRequest(
+        station_id=sid, manifest=bundle["manifest"], signature=bundle["signature"]), timeout)
+    if offer.bundle_id != bundle_id:
+        raise BundleRefused(f"central service computed bundle id {offer.bundle_id}, expected {bundle_id}")
+    pages = json.loads(bundle["manifest"])["pages"]
+    if not offer.HasField("receipt"):
+        by_sha = {p["sha256"]: p for p in pages}
+        for sha in offer.missing_sha256:
+            page = by_sha.get(sha)
+            if page is None:
+                raise BundleRefused(f"central service asked for blob {sha} that is not in the bundle")
+            report.bytes_sent += _upload(station, stub, bundle_id, page, timeout)
+        signed = _call(stub.Commit, sync_pb2.CommitRequest(station_id=sid, bundle_id=bundle_id), timeout).receipt
+    else:
+        signed = offer.receipt
+    try:
+        receipt_format.verify(signed.receipt, signed.signature, central_key, bundle_id)
+    except ContractError as exc:
+        raise SyncError(f"receipt for bundle {bundle_id[:12]} does not verify ({exc}); bundle kept queued") from None
+    outbox.mark_committed(station.store, bundle_id, signed.receipt, signed.signature)
+    report.committed.append(bundle_id)
+    report.pages += len(pages)
+
+
+def _upload(station: Station, stub, bundle_id: str, page: dict, timeout: float) -> int:
+    """Stream one page file from the central service's committed offset; return bytes sent."""
+    sha = page["sha256"]
+    status = _call(stub.QueryWriteStatus, sync_pb2.QueryWriteStatusRequest(
+        station_id=station.station_id, bundle_id=bundle_id, sha256=sha), timeout)
+    if status.complete:
+        return 0
+    path = station.store.page_path(sha, page["media_type"])
+    chunk = station.config.chunk_bytes
+    sent = 0
+
+    def requests():
+        nonlocal sent
+        offset = status.committed_size
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            first = True
+            while True:
+                data = fh.read(chunk)
+                last = offset + len(data) >= page["bytes"] or not data
+                msg = sync_pb2.WriteRequest(write_offset=offset, data=data, finish_write=last)
+                if first:
+                    msg.station_id, msg.bundle_id, msg.sha256 = station.station_id, bundle_id, sha
+                    first = False
+                yield msg
+                offset += len(data)
+                sent += len(data)
+                if last:
+                    return
+
+    _call(stub.Write, requests(), timeout)
+    return sent
+
+
+def _call(method, request, timeout: float):
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        if exc.code() in _REFUSALS:
+            raise BundleRefused(exc.details()) from None
+        raise
+
+
+def _describe(exc: grpc.RpcError, address: str) -> str:
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        return f"central service at {address} is unreachable ({exc.details()})"
+    return f"central service at {address}: {exc.code().name}: {exc.details()}"

@@ -1,0 +1,203 @@
+"""Central verifies before it trusts: through the real gRPC API, with a real station."""
+
+import json
+import os
+
+import grpc
+import nacl.signing
+import pytest
+
+from central import stations
+from central.verify import verify
+from quire import manifest as manifest_format
+from quire.canonical import canonical_bytes
+from quire.v1 import sync_pb2, sync_pb2_grpc
+from station import outbox
+from station.scan import scan
+from station.sync import sync
+from tests.conftest import make_station
+
+DOSSIER = {"archive_no": "D-0001", "name": "王五"}
+
+
+def scan_one(station, item="1-1", seed=1, sheets=1):
+    return scan(station, DOSSIER, {"item": item, "title": "干部履历表"}, f"synthetic:seed={seed},sheets={sheets}")
+
+
+def catalogued(archive) -> dict:
+    return archive.catalogue.one(
+        "SELECT (SELECT COUNT(*) FROM materials) AS materials, (SELECT COUNT(*) FROM pages) AS pages,"
+        " (SELECT COUNT(*) FROM blobs) AS blobs")
+
+
+def blob_files(archive) -> list:
+    return sorted(p for p in archive.config.blobs_dir.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def small_station(tmp_path, central):
+    archive, address = central
+    st = make_station(tmp_path / "st", address, dpi=150)
+    stations.add(archive, st.station_id, st.public_key.hex(), "unit-a")
+    yield st
+    st.close()
+
+
+def test_synced_bundle_is_catalogued_and_receipt_stored(central, small_station):
+    archive, _ = central
+    result = scan_one(small_station, sheets=2)
+    report = sync(small_station)
+    assert report.committed == [result.bundle_id]
+    assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": len(set(
+        p["sha256"] for p in small_station.store.pages(result.batch_id)))}
+    row = outbox.get(small_station.store, result.bundle_id)
+    assert row["state"] == "committed"
+    body = json.loads(row["receipt"])
+    assert body["bundle_id"] == result.bundle_id and body["pages"] == 4
+    assert verify(archive).ok
+
+
+def test_syncing_twice_stores_nothing_twice(central, small_station):
+    archive, address = central
+    result = scan_one(small_station)
+    sync(small_station)
+    files, counts = blob_files(archive), catalogued(archive)
+    # A second sync has nothing to send; a replayed offer gets the same receipt and stores nothing.
+    assert sync(small_station).committed == []
+    row = outbox.get(small_station.store, result.bundle_id)
+    with grpc.insecure_channel(address) as ch:
+        again = sync_pb2_grpc.StationSyncStub(ch).Offer(sync_pb2.OfferRequest(
+            station_id=small_station.station_id, manifest=row["manifest"], signature=row["signature"]))
+        commit = sync_pb2_grpc.StationSyncStub(ch).Commit(sync_pb2.CommitRequest(
+            station_id=small_station.station_id, bundle_id=result.bundle_id))
+    assert list(again.missing_sha256) == []
+    assert again.receipt.receipt == row["receipt"] == commit.receipt.receipt
+    assert blob_files(archive) == files and catalogued(archive) == counts
+
+
+def test_unknown_station_is_refused_and_nothing_catalogued(tmp_path, central):
+    archive, address = central
+    stranger = make_station(tmp_path / "stranger", address, station_id="st-stranger", dpi=150)
+    result = scan_one(stranger)
+    report = sync(stranger)
+    assert "st-stranger" in report.rejected[result.bundle_id]
+    assert "not registered" in report.rejected[result.bundle_id]
+    assert outbox.get(stranger.store, result.bundle_id)["state"] == "rejected"
+    assert catalogued(archive) == {"materials": 0, "pages": 0, "blobs": 0}
+    stranger.close()
+
+
+def test_bad_signature_is_refused_and_nothing_catalogued(central, small_station):
+    archive, _ = central
+    result = scan_one(small_station)
+    sig = bytearray(outbox.get(small_station.store, result.bundle_id)["signature"])
+    sig[0] ^= 1
+    small_station.store.db.execute("UPDATE bundles SET signature = ?", [bytes(sig)])
+    report = sync(small_station)
+    assert "signature does not verify" in report.rejected[result.bundle_id]
+    assert catalogued(archive) == {"materials": 0, "pages": 0, "blobs": 0}
+
+
+def test_blob_not_matching_the_manifest_is_refused_by_name(central, small_station):
+    archive, _ = central
+    result = scan_one(small_station)
+    page = small_station.store.pages(result.batch_id)[0]
+    path = small_station.store.page_path(page["sha256"], page["media_type"])
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    report = sync(small_station)
+    reason = report.rejected[result.bundle_id]
+    assert page["sha256"] in reason and "does not match its manifest" in reason
+    assert catalogued(archive)["materials"] == 0 and catalogued(archive)["pages"] == 0
+    assert not archive.blobs.has(page["sha256"])
+    assert not list(archive.config.uploads_dir.iterdir()), "corrupt partial upload left behind"
+
+
+def test_unknown_manifest_version_is_refused_by_name(central, small_station):
+    archive, address = central
+    result = scan_one(small_station)
+    body = json.loads(outbox.get(small_station.store, result.bundle_id)["manifest"])
+    body["format"] = "quire.bundle/99"
+    data = canonical_bytes(body)
+    signature = small_station.key.sign(b"quire.bundle.v1\x00" + data).signature
+    with grpc.insecure_channel(address) as ch, pytest.raises(grpc.RpcError) as info:
+        sync_pb2_grpc.StationSyncStub(ch).Offer(sync_pb2.OfferRequest(
+            station_id=small_station.station_id, manifest=data, signature=signature))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "quire.bundle/99" in info.value.details()
+    assert catalogued(archive) == {"materials": 0, "pages": 0, "blobs": 0}
+    assert archive.catalogue.query("SELECT * FROM bundles") == []
+
+
+def test_manifest_claiming_another_station_is_refused(central, small_station):
+    archive, address = central
+    other_key = nacl.signing.SigningKey.generate()
+    stations.add(archive, "st-other", bytes(other_key.verify_key).hex(), "unit-a")
+    result = scan_one(small_station)
+    body = json.loads(outbox.get(small_station.store, result.bundle_id)["manifest"])
+    signed = manifest_format.seal(dict(body, station_id=small_station.station_id), other_key)
+    with grpc.insecure_channel(address) as ch, pytest.raises(grpc.RpcError) as info:
+        sync_pb2_grpc.StationSyncStub(ch).Offer(sync_pb2.OfferRequest(
+            station_id="st-other", manifest=signed.data, signature=signed.signature))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sent by 'st-other'" in info.value.details()
+
+
+def test_commit_before_upload_asks_to_offer_again(central, small_station):
+    _, address = central
+    result = scan_one(small_station)
+    row = outbox.get(small_station.store, result.bundle_id)
+    with grpc.insecure_channel(address) as ch:
+        stub = sync_pb2_grpc.StationSyncStub(ch)
+        stub.Offer(sync_pb2.OfferRequest(station_id=small_station.station_id,
+                                         manifest=row["manifest"], signature=row["signature"]))
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Commit(sync_pb2.CommitRequest(station_id=small_station.station_id, bundle_id=result.bundle_id))
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert sync(small_station).committed == [result.bundle_id]  # and the normal path still works
+
+
+def test_same_material_twice_is_rejected_with_the_reason(tmp_path, central, small_station):
+    archive, address = central
+    scan_one(small_station)
+    sync(small_station)
+    second = make_station(tmp_path / "second", address, station_id="st-second", dpi=150)
+    stations.add(archive, second.station_id, second.public_key.hex(), "unit-a")
+    result = scan_one(second, seed=9)
+    report = sync(second)
+    assert "already catalogued" in report.rejected[result.bundle_id]
+    assert catalogued(archive)["materials"] == 1
+    second.close()
+
+
+def test_station_refuses_a_central_with_another_key(tmp_path, central, small_station):
+    from central import config
+    from central.archive import open_archive
+    from central.server import build_server
+    from station.errors import CentralKeyMismatch
+
+    sync(small_station)  # pins the real central key
+    impostor = open_archive(config.load(tmp_path / "impostor"))
+    stations.add(impostor, small_station.station_id, small_station.public_key.hex(), "unit-a")
+    server, port = build_server(impostor, "127.0.0.1:0")
+    server.start()
+    try:
+        scan_one(small_station)
+        with pytest.raises(CentralKeyMismatch, match="nothing was sent"):
+            sync(small_station, f"127.0.0.1:{port}")
+        assert impostor.catalogue.query("SELECT * FROM bundles") == []
+    finally:
+        server.stop(None).wait()
+        impostor.close()
+
+
+def test_unreachable_central_keeps_bundles_queued(tmp_path, central, small_station):
+    from station.errors import CentralUnreachable
+
+    result = scan_one(small_station)
+    with pytest.raises(CentralUnreachable, match="stay queued"):
+        sync(small_station, "127.0.0.1:9")  # discard port: nothing listens
+    assert outbox.get(small_station.store, result.bundle_id)["state"] == "sealed"
+    assert sync(small_station).committed == [result.bundle_id]

@@ -1,0 +1,87 @@
+"""Shared fixtures: a private SANE config with the `test` backend, real central servers on
+loopback port 0, initialised stations on real SQLite files, and a check for leaked threads."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sane_config_dir(tmp_path_factory):
+    """SANE_CONFIG_DIR whose dll.conf lists only `test`, set before libsane is first loaded."""
+    path = tmp_path_factory.mktemp("sane")
+    (path / "dll.conf").write_text("test\n")
+    os.environ["SANE_CONFIG_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail a test that leaves a non-daemon thread of its own running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """A central archive on a real SQLite file and blob directory."""
+    from central import config
+    from central.archive import open_archive
+
+    arch = open_archive(config.load(tmp_path / "central"))
+    yield arch
+    arch.close()
+
+
+@pytest.fixture
+def central(archive):
+    """A real gRPC central server on 127.0.0.1, port 0; yields (archive, 'HOST:PORT')."""
+    from central.server import build_server
+
+    server, port = build_server(archive, "127.0.0.1:0")
+    server.start()
+    yield archive, f"127.0.0.1:{port}"
+    server.stop(grace=None).wait()
+
+
+def make_station(home: Path, central_address: str | None = None, station_id: str = "st-test", **cfg):
+    from station import config, home as station_home
+
+    home.mkdir(parents=True, exist_ok=True)
+    return station_home.init(config.load(home, central=central_address, **cfg), station_id)
+
+
+@pytest.fixture
+def station(tmp_path, central):
+    """An initialised station, registered with the `central` fixture's archive."""
+    from central import stations
+
+    archive, address = central
+    st = make_station(tmp_path / "station", address)
+    stations.add(archive, st.station_id, st.public_key.hex(), "unit-a")
+    yield st
+    st.close()
+
+
+def run_cli(tool: str, *args, env=None, check=True, **kw) -> subprocess.CompletedProcess:
+    """Run quire-station / quire-central as a real subprocess of this interpreter's environment."""
+    exe = Path(sys.executable).parent / tool
+    proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{tool} {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,90 @@
+"""Scanning through python-sane with SANE's own `test` backend: ADF batches, faults, resume."""
+
+import sqlite3
+
+import pytest
+
+from station import outbox
+from station.errors import CoverOpen, ScannerJammed, ScannerNotFound
+from station.scan import scan
+from tests.conftest import make_station
+
+DOSSIER = {"archive_no": "D-0042"}
+MATERIAL = {"item": "4-1-2", "title": "学历证明"}
+
+
+@pytest.fixture
+def st(tmp_path):
+    # 50 dpi keeps the test device's 200×200 mm pages small; the SANE path is the same.
+    station = make_station(tmp_path / "st", dpi=50, sane_options={"test_picture": "Color pattern"})
+    yield station
+    station.close()
+
+
+def test_adf_batch_runs_until_the_feeder_is_empty(st):
+    result = scan(st, DOSSIER, MATERIAL, "sane:test:0")
+    pages = st.store.pages(result.batch_id)
+    assert [p["n"] for p in pages] == list(range(1, 11))  # the test feeder holds ten sheets
+    assert all(p["dpi"] == 50 for p in pages)
+    assert outbox.get(st.store, result.bundle_id)["state"] == "sealed"
+
+
+def test_jam_keeps_every_page_before_it_and_the_same_command_resumes(st):
+    with pytest.raises(ScannerJammed) as info:
+        scan(st, DOSSIER, MATERIAL, "fault:jam@4:sane:test:0")
+    message = str(info.value)
+    assert "jammed" in message and "pages 1–3 are stored" in message and "page 4" in message
+    batch = st.store.batches()[0]
+    assert batch["state"] == "interrupted" and batch["pages"] == 3
+    for page in st.store.pages(batch["id"]):
+        assert st.store.page_path(page["sha256"], page["media_type"]).exists()
+    assert outbox.pending(st.store) == []  # nothing sealed from a broken batch
+
+    result = scan(st, DOSSIER, MATERIAL, "sane:test:0")
+    assert result.first_page == 4 and result.total_pages == 13
+    assert [p["n"] for p in st.store.pages(result.batch_id)] == list(range(1, 14))
+
+
+def test_cover_open_is_reported_in_words_an_operator_can_act_on(tmp_path):
+    st = make_station(tmp_path / "st", dpi=50, sane_options={"read_return_value": "SANE_STATUS_COVER_OPEN"})
+    try:
+        with pytest.raises(CoverOpen, match="cover open — close it"):
+            scan(st, DOSSIER, MATERIAL, "sane:test:0")
+        assert st.store.batches()[0]["state"] == "interrupted"
+    finally:
+        st.close()
+
+
+def test_missing_device_is_named(st):
+    with pytest.raises(ScannerNotFound, match="nosuch:0"):
+        scan(st, DOSSIER, MATERIAL, "sane:nosuch:0")
+
+
+class ProbeSource:
+    """Checks, each time the next page is requested, that the previous one is durably stored."""
+
+    name = "probe"
+
+    def __init__(self, inner, db_path):
+        self.inner, self.db_path, self.checked = inner, db_path, 0
+
+    def pages(self):
+        for n, page in enumerate(self.inner.pages(), 1):
+            yield page
+            # Back here only when the scanner is asked for the next page: page n must be committed.
+            conn = sqlite3.connect(self.db_path)
+            count = conn.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+            conn.close()
+            assert count == n, f"page {n} not committed before page {n + 1} was requested"
+            self.checked += 1
+
+    def close(self):
+        self.inner.close()
+
+
+def test_each_page_is_committed_before_the_next_is_requested(st):
+    from station.capture import open_source
+
+    probe = ProbeSource(open_source("sane:test:0", 50, {}), st.config.db_path)
+    scan(st, DOSSIER, MATERIAL, probe)
+    assert probe.checked == 10

@@ -1,0 +1,72 @@
+"""The whole path with real processes: central serve, station CLI, sync, verify, the demo."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def central_process(tmp_path):
+    exe = Path(sys.executable).parent / "quire-central"
+    proc = subprocess.Popen([str(exe), "--home", str(tmp_path / "central"), "serve", "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, text=True)
+    first = proc.stdout.readline().strip()
+    assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+", first), first
+    yield tmp_path / "central", first.removeprefix("listening on ")
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0  # SIGTERM is a clean stop
+
+
+def test_cli_scan_sync_verify(tmp_path, central_process):
+    central_home, address = central_process
+    st = ["--home", tmp_path / "st"]
+    init = run_cli("quire-station", *st, "init", "--id", "st-cli").stdout
+    key = re.search(r"public key ([0-9a-f]{64})", init).group(1)
+    run_cli("quire-central", "--home", central_home, "stations", "add", "st-cli", "--key", key, "--unit", "u1")
+    for item, seed in (("1-1", 1), ("9-2-1", 2)):
+        run_cli("quire-station", *st, "scan", "--dossier", "D-7", "--name", "赵六", "--material", item,
+                "--title", "材料", "--source", f"synthetic:seed={seed},sheets=1")
+    status = run_cli("quire-station", *st, "status").stdout
+    assert "outbox: 2 waiting" in status
+    out = run_cli("quire-station", *st, "sync", "--central", address).stdout
+    assert "committed 2 bundle(s), 4 pages" in out
+    assert "outbox: 0 waiting, 2 committed" in run_cli("quire-station", *st, "status").stdout
+    verify = run_cli("quire-central", "--home", central_home, "verify").stdout
+    assert "2 bundles, 4 pages — OK" in verify
+    ls = run_cli("quire-central", "--home", central_home, "ls", "D-7").stdout
+    assert ls.index("1-1") < ls.index("9-2-1")
+    pages = run_cli("quire-central", "--home", central_home, "ls", "D-7", "9-2-1", "--json").stdout.splitlines()
+    assert len(pages) == 2
+
+
+def test_verify_exits_non_zero_naming_the_damaged_blob(tmp_path, central_process):
+    import os
+
+    central_home, address = central_process
+    st = ["--home", tmp_path / "st"]
+    key = re.search(r"public key ([0-9a-f]{64})", run_cli("quire-station", *st, "init").stdout).group(1)
+    sid = re.search(r"station (\S+)", run_cli("quire-station", *st, "status").stdout).group(1)
+    run_cli("quire-central", "--home", central_home, "stations", "add", sid, "--key", key, "--unit", "u1")
+    run_cli("quire-station", *st, "scan", "--dossier", "D-8", "--material", "2-1", "--title", "自传",
+            "--source", "synthetic:seed=3,sheets=1")
+    run_cli("quire-station", *st, "sync", "--central", address)
+    blob = next(p for p in (central_home / "blobs").rglob("*") if p.is_file() and p.parent.name != "tmp")
+    os.chmod(blob, 0o644)
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x00")
+    proc = run_cli("quire-central", "--home", central_home, "verify", check=False)
+    assert proc.returncode == 1
+    assert f"DigestMismatch {blob}" in proc.stdout
+
+
+def test_demo_runs_twice(tmp_path):
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-m", "station.demo"], capture_output=True, text=True,
+                              timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert re.search(r"pages verified\s+(\d+) of \1 ", proc.stdout), proc.stdout
+        assert "result              OK" in proc.stdout
