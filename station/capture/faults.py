@@ -45,4 +45,8 @@ class FaultSource:
         raise error()
 
     def close(self) -> None:
+        dev = getattr(self.inner, "dev", None)
+        if dev is not None and "read_return_value" in dev.opt:
+            # The test backend keeps option values across opens within a process: undo the fault.
+            dev.read_return_value = "Default"
         self.inner.close()

@@ -80,9 +80,12 @@ class SaneSource:
         for corner in ("br_x", "br_y"):
             if corner in opts and isinstance(opts[corner].constraint, tuple):
                 setattr(self.dev, corner, opts[corner].constraint[1])
+        self._restore = {}
         for name, value in options.items():
+            attr = name.replace("-", "_")
             try:
-                setattr(self.dev, name.replace("-", "_"), value)
+                self._restore[attr] = getattr(self.dev, attr)
+                setattr(self.dev, attr, value)
             except AttributeError as exc:
                 raise ScannerError(f"cannot set scanner option {name}={value!r}: {exc}") from None
 
@@ -122,4 +125,10 @@ class SaneSource:
 
     def close(self) -> None:
         self._cancel()
+        # Leave the device as we found it: some backends keep option values across opens.
+        for attr, value in self._restore.items():
+            try:
+                setattr(self.dev, attr, value)
+            except AttributeError:
+                pass
         self.dev.close()
