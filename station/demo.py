@@ -145,9 +145,8 @@ def _print_scan(archive_no: str, item: str, title: str, result, source: str) -> 
     blanks = sum(r["blank"] for r in result.records)
     colour = sum(r["colour"] == "colour" for r in result.records)
     skews = [abs(r["skew_deg"]) for r in result.records if not r["blank"]]
-    print(f"  {archive_no} {item:<6} {title[:18]:<18} {result.total_pages:>2} pages "
-          f"({blanks} blank, {colour} colour, max skew {max(skews, default=0):.1f}°)  {source}  "
-          f"→ bundle {result.bundle_id[:12]}")
+    print(f"  {archive_no} {item:<6} {result.total_pages:>2} pages ({blanks} blank, {colour} colour, "
+          f"max skew {max(skews, default=0):.1f}°) {source:<13} → bundle {result.bundle_id[:12]}  {title}")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,10 @@ class SaneSource:
         except RuntimeError:
             raise ScannerNotFound(f"SANE has no device {device!r}") from None
         except sane._sane.error as exc:
-            raise map_error(exc) from None
+            err = map_error(exc)
+            if type(err) is ScannerError:  # e.g. "Invalid argument" for a name SANE does not know
+                err = ScannerNotFound(f"SANE cannot open {device!r}: {exc}")
+            raise err from None
         try:
             self._configure(options or {})
         except Exception:

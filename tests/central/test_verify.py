@@ -46,7 +46,9 @@ def test_changed_page_file_is_found_by_full_check_but_not_quick(synced):
 def test_edited_catalogue_row_is_found(synced):
     conn = sqlite3.connect(synced.config.db_path)
     conn.execute("UPDATE materials SET page_count = 7 WHERE item = '1-1'")
-    conn.execute("UPDATE pages SET sha256 = (SELECT sha256 FROM pages ORDER BY sha256 DESC LIMIT 1)"
+    # Swap in page 1 of the other material: a real blob, so only the catalogue lies.
+    conn.execute("UPDATE pages SET sha256 = (SELECT p.sha256 FROM pages p JOIN materials m"
+                 " ON m.id = p.material_id WHERE m.item = '1-1' AND p.n = 1)"
                  " WHERE n = 1 AND material_id = (SELECT id FROM materials WHERE item = '4-1-2')")
     conn.commit()
     conn.close()
