@@ -78,7 +78,7 @@ def _from_dict(home: Path, data: dict) -> StationConfig:
         raise ConfigError(f"{where}: unknown [pipeline] setting(s) {', '.join(bad)}; known: {', '.join(sorted(pipe_known))}")
     try:
         cfg = StationConfig(home=home, pipeline=PipelineConfig(**pipeline_data), **data)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
     problems = []
     if not isinstance(cfg.dpi, int) or not 50 <= cfg.dpi <= 2400:

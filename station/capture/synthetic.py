@@ -137,9 +137,23 @@ def render_sheet(seed: int, sheet: int, dpi: int = 300, *, sides: tuple[str, ...
         truth = {"skew_deg": round(side_angle, 4), "blank": side != "front",
                  "has_red": has_red and side == "front", "has_colour": has_colour and side == "front",
                  "paper_box": paper_box, "sheet": sheet, "side": side, "kind": kind if side == "front" else "blank",
-                 "punch_holes": holes}
+                 "punch_holes": holes and background}
         pages.append(RawPage(image, dpi, side=side, origin=f"synthetic:{seed}:{sheet}:{side}", truth=truth))
     return pages
+
+
+def render_note(text: str, dpi: int = 300, *, skew_deg: float = 1.0, size_mm: float = 5.0,
+                seed: int = 0) -> RawPage:
+    """A sheet that is empty but for one line of ``text`` mid-page: the hard cases for blank and skew."""
+    mm = dpi / 25.4
+    tone = 245.0
+    sheet = Image.new("RGB", (round(A4_MM[0] * mm), round(A4_MM[1] * mm)), (245, 243, 238))
+    ImageDraw.Draw(sheet).text((60 * mm, 150 * mm), text, font=_font(round(size_mm * mm))[0], fill=_INK)
+    image, paper_box = _place(np.asarray(sheet).copy(), [], skew_deg, np.full(4, 5 * mm), True, tone, dpi)
+    image = _scanner_noise(image, np.random.default_rng([seed, 99]), dpi)
+    truth = {"skew_deg": skew_deg, "blank": not text.strip(), "has_red": False, "has_colour": False,
+             "paper_box": paper_box, "sheet": 0, "side": "front", "kind": "note", "punch_holes": False}
+    return RawPage(image, dpi, origin=f"synthetic:note:{text}", truth=truth)
 
 
 @lru_cache(maxsize=32)
@@ -263,12 +277,12 @@ def _stamp_seal(page: np.ndarray, rng, words, cx: float, cy: float, mm: float) -
 
 def _bleed_through(front: np.ndarray, tone: float, strength: float, dpi: int) -> np.ndarray:
     """A blank back side showing the front's ink faintly, mirrored and blurred through the paper."""
-    grey = cv2.cvtColor(front, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    darkness = np.clip(tone - grey, 0, None)
-    sigma = 0.25 * dpi / 25.4
-    darkness = cv2.GaussianBlur(np.ascontiguousarray(darkness[:, ::-1]), (0, 0), sigma) * strength
-    paper = np.array((tone, tone - 2, tone - 7), dtype=np.float32)
-    return np.clip(paper - darkness[..., None], 0, 255).astype(np.uint8)
+    darkness = cv2.subtract(np.full(front.shape[:2], round(tone), np.uint8), cv2.cvtColor(front, cv2.COLOR_RGB2GRAY))
+    darkness = cv2.GaussianBlur(cv2.flip(darkness, 1), (0, 0), 0.25 * dpi / 25.4)
+    darkness = cv2.cvtColor(cv2.convertScaleAbs(darkness, alpha=strength), cv2.COLOR_GRAY2RGB)
+    paper = np.empty_like(front)
+    paper[:] = (round(tone), round(tone - 2), round(tone - 7))
+    return cv2.subtract(paper, darkness)
 
 
 def _specks(paper: np.ndarray, rng: np.random.Generator, dpi: int) -> None:
@@ -310,8 +324,8 @@ def _place(paper: np.ndarray, holes: list[tuple[float, float]], angle: float, ma
 
 
 def _scanner_noise(image: np.ndarray, rng: np.random.Generator, dpi: int) -> np.ndarray:
-    """Soften like scanner optics and add mild sensor noise."""
+    """Soften like scanner optics and add mild sensor noise (±4 grey levels)."""
     if dpi >= 200:
         image = cv2.GaussianBlur(image, (3, 3), 0.6)
-    noise = rng.integers(-4, 5, size=image.shape[:2], dtype=np.int16)
-    return np.clip(image.astype(np.int16) + noise[..., None], 0, 255).astype(np.uint8)
+    noise = cv2.cvtColor(rng.integers(0, 9, size=image.shape[:2], dtype=np.uint8), cv2.COLOR_GRAY2RGB)
+    return cv2.subtract(cv2.add(image, noise), np.full_like(image, 4))

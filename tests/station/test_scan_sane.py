@@ -88,3 +88,18 @@ def test_each_page_is_committed_before_the_next_is_requested(st):
     probe = ProbeSource(open_source("sane:test:0", 50, {}), st.config.db_path)
     scan(st, DOSSIER, MATERIAL, probe)
     assert probe.checked == 10
+
+
+@pytest.mark.parametrize("picture,blank,colour", [("Color pattern", False, "colour"), ("Solid black", False, "grey"),
+                                                  ("Solid white", True, "grey")])
+def test_test_device_pages_at_300_dpi_get_the_right_flags(picture, blank, colour):
+    from station.capture import open_source
+    from station.pipeline import process_page
+
+    source = open_source("sane:test:0", 300, {"test_picture": picture, "source": "Flatbed"})
+    try:
+        page = next(source.pages())
+    finally:
+        source.close()
+    record = process_page(page.image, page.dpi).record
+    assert (record["blank"], record["colour"]) == (blank, colour)

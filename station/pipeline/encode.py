@@ -1,0 +1,40 @@
+"""Encoding a processed page: JPEG for colour and grey, CCITT G4 TIFF for bilevel."""
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .imageio import to_grey
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded page file."""
+
+    data: bytes
+    media_type: str
+    suffix: str
+    codec: str
+
+
+def encode(image: np.ndarray, colour: str, dpi: int, jpeg_quality: int, threshold: float = 128) -> Encoded:
+    """Encode the page in its colour mode, with ``dpi`` written into the file's header.
+
+    ``threshold`` is the grey level below which a pixel is black in bilevel output.
+    """
+    out = io.BytesIO()
+    if colour == "bilevel":
+        black = to_grey(image) < threshold
+        Image.fromarray(np.where(black, 0, 255).astype(np.uint8)).convert("1", dither=Image.Dither.NONE).save(
+            out, format="TIFF", compression="group4", dpi=(dpi, dpi))
+        return Encoded(out.getvalue(), "image/tiff", ".tif", "tiff-g4")
+    if colour == "colour":
+        pixels = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+    elif colour == "grey":
+        pixels = to_grey(image)
+    else:
+        raise ValueError(f"unknown colour mode {colour!r}")
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="JPEG", quality=jpeg_quality, dpi=(dpi, dpi))
+    return Encoded(out.getvalue(), "image/jpeg", ".jpg", "jpeg")

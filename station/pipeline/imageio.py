@@ -1,0 +1,50 @@
+"""Reading page images from files, and the array conversions the pipeline shares."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, int | None]:
+    """Read the first image in a file as RGB or grey uint8, upright per EXIF, with the dpi it records."""
+    with Image.open(path) as im:
+        dpi = _dpi(im.info)
+        im = ImageOps.exif_transpose(im)
+        return _to_array(im), dpi
+
+
+def _dpi(info: dict) -> int | None:
+    value = info.get("dpi")
+    if not value:
+        return None
+    x = float(value[0] if isinstance(value, tuple) else value)
+    # A density of 1 (or 0) is JFIF's "aspect ratio only", not a resolution.
+    return round(x) if x > 1.5 else None
+
+
+def _to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        wide = np.asarray(im).astype(np.uint32)
+        return (wide >> 8 if wide.max(initial=0) > 255 else wide).astype(np.uint8)
+    if im.mode == "F":
+        return np.clip(np.asarray(im), 0, 255).astype(np.uint8)
+    if im.mode in ("1", "L", "LA", "La"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """Luminance of an RGB page; a grey page as it is."""
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def downscale(image: np.ndarray, dpi: int, target_dpi: int) -> tuple[np.ndarray, float]:
+    """The image averaged down to about ``target_dpi`` (never up), and the scale factor used."""
+    scale = min(1.0, target_dpi / dpi)
+    if scale >= 1.0:
+        return image, 1.0
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale

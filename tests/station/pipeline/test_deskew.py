@@ -1,0 +1,74 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from station.capture.synthetic import render_note, render_page
+from station.pipeline import PipelineConfig, process_page
+from station.pipeline.encode import encode
+
+# A dozen pages across the usual ADF range, and a few fed badly.
+ANGLES = [-3.9, -2.6, -1.3, -0.6, 0.3, 1.1, 2.2, 3.7, -10.4, 11.8, -14.5, 14.6]
+
+
+@pytest.fixture(scope="module")
+def skewed():
+    pages = [render_page(seed, 0, dpi=150, skew_deg=angle) for seed, angle in enumerate(ANGLES)]
+    return [(page, process_page(page.image, page.dpi)) for page in pages]
+
+
+def test_skew_is_measured_within_0_15_degrees(skewed):
+    errors = {p.truth["kind"] + f" {p.truth['skew_deg']:+.1f}°": out.record["skew_deg"] - p.truth["skew_deg"]
+              for p, out in skewed}
+    assert max(abs(e) for e in errors.values()) < 0.15, errors
+
+
+def test_rotation_undoes_the_measured_skew(skewed):
+    for _, out in skewed:
+        assert out.record["rotation_deg"] == pytest.approx(-out.record["skew_deg"], abs=1e-3)
+
+
+def test_processed_pages_come_out_straight(skewed):
+    for page, out in skewed[::4]:
+        straightened = np.asarray(Image.open(io.BytesIO(out.data)))
+        again = process_page(straightened, page.dpi)
+        assert abs(again.record["skew_deg"]) < 0.15, (page.truth, again.record)
+
+
+def test_page_within_the_deadband_is_not_resampled():
+    page = render_page(4, 0, dpi=150, skew_deg=0.02, kind="text")
+    out = process_page(page.image, page.dpi)
+    assert abs(out.record["skew_deg"]) < PipelineConfig().deadband_deg
+    assert out.record["rotation_deg"] == 0.0
+    # The file holds exactly the input's pixels inside the crop box: nothing was interpolated.
+    x, y, w, h = out.record["crop"]
+    untouched = encode(page.image[y:y + h, x:x + w], out.colour, page.dpi, PipelineConfig().jpeg_quality)
+    assert out.data == untouched.data
+
+
+def test_the_paper_edge_does_not_outvote_the_content():
+    # Text printed 2° askew on a sheet that lies straight on the dark scanner background …
+    sheet = render_page(5, 0, dpi=150, background=False, skew_deg=2.0, kind="table").image
+    on_scanner = np.pad(sheet, ((40, 40), (30, 30), (0, 0)), constant_values=50)
+    assert process_page(on_scanner, 150).record["skew_deg"] == pytest.approx(2.0, abs=0.15)
+    # … and text printed 3° askew one way on a sheet lying 3° askew the other: straight overall.
+    sheet = render_page(6, 0, dpi=150, background=False, skew_deg=-3.0, kind="text").image
+    padded = np.pad(sheet, ((40, 40), (30, 30), (0, 0)), constant_values=50)
+    turned = np.asarray(Image.fromarray(padded).rotate(3.0, Image.Resampling.BILINEAR, fillcolor=(50, 50, 50)))
+    assert abs(process_page(turned, 150).record["skew_deg"]) < 0.15
+
+
+def test_blank_side_is_straightened_by_the_paper_edge():
+    back = render_page(7, 1, dpi=150, skew_deg=2.5)
+    assert back.truth["blank"]
+    out = process_page(back.image, back.dpi)
+    assert out.record["skew_deg"] == pytest.approx(back.truth["skew_deg"], abs=0.15)
+
+
+def test_a_short_note_is_straightened_by_the_paper_edge():
+    # One short line cannot fix the angle to a tenth of a degree; the sheet's edges can.
+    note = render_note("同意。 张伟 2019.3.2", dpi=150, skew_deg=-2.5)
+    out = process_page(note.image, note.dpi)
+    assert out.record["skew_deg"] == pytest.approx(-2.5, abs=0.15)
+    assert not out.record["blank"]

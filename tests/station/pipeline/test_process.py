@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+
+from station.capture.synthetic import render_page
+from station.pipeline import PipelineConfig, ProcessedPage, process_page
+
+KEYS = {"skew_deg", "rotation_deg", "orientation", "crop", "blank", "blank_score", "colour", "colour_reason",
+        "codec", "dpi", "bytes", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def page():
+    return render_page(41, 0, dpi=150, kind="seal")
+
+
+def test_record_holds_every_key_as_json(page):
+    out = process_page(page.image, page.dpi)
+    assert isinstance(out, ProcessedPage)
+    assert set(out.record) == KEYS
+    assert json.loads(json.dumps(out.record)) == out.record
+    record = out.record
+    assert isinstance(record["skew_deg"], float) and isinstance(record["rotation_deg"], float)
+    assert record["orientation"] == 0 and record["dpi"] == 150 and out.dpi == 150
+    assert all(isinstance(v, int) for v in record["crop"])
+    assert isinstance(record["blank"], bool) and isinstance(record["blank_score"], float)
+    assert record["colour"] == out.colour and record["seconds"] >= 0
+
+
+def test_processing_is_deterministic(page):
+    first, second = process_page(page.image, page.dpi), process_page(page.image, page.dpi)
+    assert first.data == second.data
+    assert {**first.record, "seconds": 0} == {**second.record, "seconds": 0}
+
+
+def test_grey_input_is_processed(page):
+    grey = page.image.mean(axis=2).astype(np.uint8)
+    out = process_page(grey, page.dpi)
+    assert out.colour == "grey" and out.record["skew_deg"] == pytest.approx(page.truth["skew_deg"], abs=0.15)
+
+
+@pytest.mark.parametrize("image, dpi", [
+    (np.zeros((100, 100, 4), np.uint8), 300),
+    (np.zeros((100, 100), np.float32), 300),
+    (np.zeros((100, 100), np.uint8), 0),
+])
+def test_unusable_input_is_refused(image, dpi):
+    with pytest.raises(ValueError):
+        process_page(image, dpi)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        PipelineConfig(jpeg_quality=120)
+    with pytest.raises(ValueError, match="max_skew_deg"):
+        PipelineConfig(max_skew_deg=0)
