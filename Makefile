@@ -8,7 +8,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # libsane-dev builds python-sane; sane-utils gives scanimage and the `test` backend;
 # the WenQuanYi font lets the synthetic source draw Chinese text.
-APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei
+APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev
+# Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
+APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)
+APT_PACKAGES += $(shell $(PYTHON) -c "import sysconfig, os, sys; \
+  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+  2>/dev/null || echo python3-dev)
 PROTO_SRC := $(wildcard protos/quire/v1/*.proto)
 PROTO_OUT := $(PROTO_SRC:.proto=_pb2.py) $(PROTO_SRC:.proto=_pb2_grpc.py)
 
@@ -33,7 +38,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock pyproject.toml | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
