@@ -8,6 +8,7 @@ from pathlib import Path
 import nacl.exceptions
 import nacl.signing
 
+from .cas import fsync_dir
 from .errors import BadSignature, ContractError, UnknownFormat
 
 KEY_FILE_FORMAT = "quire-ed25519-key/1"
@@ -43,7 +44,7 @@ def create_key_file(path: Path) -> nacl.signing.SigningKey:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return key
 
 
@@ -78,11 +79,3 @@ def verify(public_key: bytes, context: bytes, payload: bytes, signature: bytes, 
         nacl.signing.VerifyKey(public_key).verify(context + payload, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError, TypeError):
         raise BadSignature(what, key_id(public_key)) from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
