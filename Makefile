@@ -25,7 +25,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-setup: system-deps $(VENV)/.installed $(PROTO_OUT)
+setup: system-deps $(VENV)/.installed protos
+
+protos: $(PROTO_OUT)
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \

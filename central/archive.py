@@ -10,6 +10,7 @@ from .blobs import BlobStore
 from .catalogue import Catalogue
 from .config import CentralConfig
 from .errors import ConfigError
+from .tls import TlsIdentity, load_or_create
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Archive:
     key: nacl.signing.SigningKey
     catalogue: Catalogue
     blobs: BlobStore
+    tls: TlsIdentity
 
     @property
     def public_key(self) -> bytes:
@@ -38,4 +40,5 @@ def open_archive(config: CentralConfig, create: bool = True) -> Archive:
         key = keys.load_key_file(config.key_path)
     except keys.ContractError as exc:
         raise ConfigError(str(exc)) from None
-    return Archive(config, key, Catalogue(config.db_path), BlobStore(config.blobs_dir, config.uploads_dir))
+    return Archive(config, key, Catalogue(config.db_path), BlobStore(config.blobs_dir, config.uploads_dir),
+                   load_or_create(config.home / "tls"))

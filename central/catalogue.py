@@ -63,6 +63,16 @@ MIGRATIONS = [
             record_json TEXT NOT NULL,
             PRIMARY KEY (material_id, n))""",
     ]),
+    ("0002_enrolment", [
+        # A station that asked to be enrolled, waiting for an operator to compare the code.
+        """CREATE TABLE enrolments (
+            code TEXT PRIMARY KEY,
+            station_id TEXT NOT NULL,
+            public_key BLOB NOT NULL UNIQUE,
+            hostname TEXT NOT NULL,
+            requested_at TEXT NOT NULL)""",
+        "ALTER TABLE stations ADD COLUMN revoked_by TEXT",
+    ]),
 ]
 
 

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = config_mod.load(args.home, listen=getattr(args, "listen", None))
+        cfg = config_mod.load(args.home, **{k: getattr(args, k, None) for k in
+                                            ("listen", "insecure", "advertise", "zeroconf_interfaces")})
         return args.func(cfg, args) or 0
     except CentralError as exc:
         print(f"quire-central: {exc}", file=sys.stderr)
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("serve", help="run the archive service",
                        description="Serve stations over gRPC; prints 'listening on HOST:PORT' once ready.")
     c.add_argument("--listen", help="HOST:PORT to listen on (port 0 picks a free port)")
+    c.add_argument("--insecure", action="store_true", default=None,
+                   help="plain-text gRPC without TLS, for a lab only")
+    c.add_argument("--no-advertise", dest="advertise", action="store_false", default=None,
+                   help="do not announce the service by zeroconf")
+    c.add_argument("--zeroconf-interface", dest="zeroconf_interfaces", action="append",
+                   help="address to announce on (repeatable; default all interfaces)")
     c.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("info", help="show the archive's key fingerprint and counts",
@@ -61,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--key", required=True, help="the station's Ed25519 public key, 64 hex digits")
     c.add_argument("--unit", required=True, help="the unit (全宗/单位) the station uploads into")
     c.set_defaults(func=cmd_stations_add)
+    c = st_sub.add_parser("pending", help="list stations waiting for enrolment approval",
+                          description="List enrolment requests with their pairing codes, to compare with the "
+                                      "code each station shows.")
+    c.set_defaults(func=cmd_stations_pending)
+    c = st_sub.add_parser("approve", help="enrol a waiting station after comparing its pairing code",
+                          description="Enrol the station that shows this pairing code into a unit.")
+    c.add_argument("code", help="the pairing code both the station and 'stations pending' show, e.g. 1234-5678")
+    c.add_argument("--unit", required=True, help="the unit (全宗/单位) the station uploads into")
+    c.set_defaults(func=cmd_stations_approve)
+    c = st_sub.add_parser("revoke", help="stop a station at once",
+                          description="Revoke a station: every later call and upload from it is refused and logged.")
+    c.add_argument("station_id", help="the station to revoke")
+    c.add_argument("--by", default=None, help="who revokes (default the login name)")
+    c.set_defaults(func=cmd_stations_revoke)
     c = st_sub.add_parser("ls", help="list registered stations", description="List registered stations.")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_stations_ls)
@@ -93,19 +114,43 @@ def cmd_serve(cfg, args) -> int:
     from .server import build_server
 
     archive = open_archive(cfg)
-    server, port = build_server(archive, cfg.listen)
+    server, port = build_server(archive, cfg.listen, tls=not cfg.insecure)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     server.start()
     host = cfg.listen.rsplit(":", 1)[0]
     print(f"listening on {host}:{port}", flush=True)
     print(f"key fingerprint {keys.fingerprint(archive.public_key)}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    if cfg.insecure:
+        print("WARNING: plain-text gRPC (--insecure): for a lab only", file=sys.stderr, flush=True)
+    zc = _advertise(archive, host, port) if cfg.advertise and not stop.is_set() else None
     stop.wait()
+    if zc:
+        zc.unregister_all_services()
+        zc.close()
     # Let calls in flight finish (bounded), so no upload is cut mid-chunk by a clean stop.
     server.stop(grace=10).wait()
     archive.close()
     return 0
+
+
+def _advertise(archive, host: str, port: int):
+    import socket
+
+    from quire import discovery
+
+    zc = discovery.open_zeroconf(archive.config.zeroconf_interfaces)
+    announce = host
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: announce the address mDNS goes out on
+        interfaces = archive.config.zeroconf_interfaces
+        announce = interfaces[0] if interfaces != "all" else socket.gethostbyname(socket.gethostname())
+    discovery.advertise(zc, discovery.CENTRAL_TYPE, f"quire-central-{socket.gethostname()}", announce, port, {
+        "fp": keys.fingerprint(archive.public_key),
+        "tls": archive.tls.cert_sha256.hex(),
+        "insecure": "1" if archive.config.insecure else "0",
+    })
+    return zc
 
 
 def cmd_info(cfg, args) -> int:
@@ -128,6 +173,35 @@ def cmd_stations_add(cfg, args) -> int:
     print(f"station {row['id']} registered for unit {row['unit']} "
           f"(key {keys.fingerprint(bytes(row['public_key']))})")
     archive.close()
+    return 0
+
+
+def cmd_stations_pending(cfg, args) -> int:
+    archive = open_archive(cfg)
+    rows = stations.pending(archive)
+    archive.close()
+    if rows:
+        _table(rows, ["code", "station_id", "hostname", "requested_at", "fingerprint"])
+    else:
+        print("no station is waiting for enrolment")
+    return 0
+
+
+def cmd_stations_approve(cfg, args) -> int:
+    archive = open_archive(cfg)
+    row = stations.approve(archive, args.code, args.unit)
+    archive.close()
+    print(f"station {row['id']} enrolled into unit {row['unit']}")
+    return 0
+
+
+def cmd_stations_revoke(cfg, args) -> int:
+    import getpass
+
+    archive = open_archive(cfg)
+    row = stations.revoke(archive, args.station_id, args.by or getpass.getuser())
+    archive.close()
+    print(f"station {row['id']} revoked at {row['revoked_at']}; its calls are refused from now on")
     return 0
 
 

@@ -17,6 +17,9 @@ class CentralConfig:
     listen: str = "127.0.0.1:7443"
     workers: int = 8
     max_chunk_bytes: int = 4 << 20
+    insecure: bool = False                   # plain-text gRPC, for a lab only
+    advertise: bool = True                   # zeroconf _quire._tcp with the key fingerprint
+    zeroconf_interfaces: list | str = "all"  # or addresses, e.g. ["127.0.0.1"] for tests and the demo
 
     @property
     def key_path(self) -> Path:

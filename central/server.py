@@ -10,8 +10,10 @@ from quire import keys
 from quire import manifest as manifest_format
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
-from . import ingest
+from . import ingest, stations
 from .archive import Archive
+from .auth import StationAuthInterceptor, current_station
+from .errors import CentralError
 from .grpc_errors import ErrorInterceptor
 
 SERVICE_VERSION = "0.1.0"
@@ -22,42 +24,76 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
         self.archive = archive
 
     def GetInfo(self, request, context):
+        cert_sha256 = self.archive.tls.cert_sha256
         return sync_pb2.CentralInfo(
             service_version=SERVICE_VERSION,
             public_key=self.archive.public_key,
             key_fingerprint=keys.fingerprint(self.archive.public_key),
             manifest_formats=list(manifest_format.KNOWN_FORMATS),
+            tls_cert_sha256=cert_sha256,
+            tls_binding_signature=keys.sign(self.archive.key, keys.TLS_BINDING_CONTEXT, cert_sha256),
         )
 
+    def Enroll(self, request, context):
+        state, code, unit = stations.request_enrolment(
+            self.archive, request.station_id, request.public_key, request.hostname, request.time_ms,
+            request.signature)
+        states = {"pending": sync_pb2.EnrollResponse.PENDING, "approved": sync_pb2.EnrollResponse.APPROVED}
+        return sync_pb2.EnrollResponse(state=states[state], pairing_code=code, unit=unit or "")
+
     def Offer(self, request, context):
-        result = ingest.offer(self.archive, request.station_id, request.manifest, request.signature)
+        result = ingest.offer(self.archive, _caller(request.station_id), request.manifest, request.signature)
         response = sync_pb2.OfferResponse(bundle_id=result.bundle_id, missing_sha256=result.missing)
         if result.receipt:
             response.receipt.receipt, response.receipt.signature = result.receipt
         return response
 
     def QueryWriteStatus(self, request, context):
-        size, complete = ingest.write_status(self.archive, request.station_id, request.bundle_id, request.sha256)
+        size, complete = ingest.write_status(self.archive, _caller(request.station_id), request.bundle_id, request.sha256)
         return sync_pb2.QueryWriteStatusResponse(committed_size=size, complete=complete)
 
     def Write(self, request_iterator, context):
-        size, complete = ingest.write(self.archive, iter(request_iterator))
+        size, complete = ingest.write(self.archive, _claims_checked(iter(request_iterator)))
         return sync_pb2.WriteResponse(committed_size=size, complete=complete)
 
     def Commit(self, request, context):
-        data, signature = ingest.commit(self.archive, request.station_id, request.bundle_id)
+        data, signature = ingest.commit(self.archive, _caller(request.station_id), request.bundle_id)
         return sync_pb2.CommitResponse(receipt=sync_pb2.SignedReceipt(receipt=data, signature=signature))
 
 
-def build_server(archive: Archive, listen: str) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) server bound to ``listen``; returns it and the bound port."""
+class StationMismatch(CentralError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+def _caller(claimed: str) -> str:
+    """The authenticated station, refusing a request that claims to be another."""
+    station = current_station.get()
+    if station is None or claimed != station:
+        raise StationMismatch(f"call signed by station {station!r} claims to be {claimed!r}; refused")
+    return station
+
+
+def _claims_checked(messages):
+    first = next(messages, None)
+    if first is not None:
+        _caller(first.station_id)
+        yield first
+    yield from messages
+
+
+def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple[grpc.Server, int]:
+    """A server (not yet started) bound to ``listen``; returns it and the bound port.
+
+    TLS with the archive's pinned certificate unless ``tls`` is False (a lab, explicitly).
+    """
     options = [
         ("grpc.max_receive_message_length", archive.config.max_chunk_bytes + (64 << 10)),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=archive.config.workers, thread_name_prefix="quire-rpc"),
-        interceptors=[ErrorInterceptor()],
+        # Order matters: errors raised by authentication are translated too.
+        interceptors=[ErrorInterceptor(), StationAuthInterceptor(archive)],
         options=options,
     )
     sync_pb2_grpc.add_StationSyncServicer_to_server(StationSyncServicer(archive), server)
@@ -67,7 +103,11 @@ def build_server(archive: Archive, listen: str) -> tuple[grpc.Server, int]:
     health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([service, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    if tls:
+        credentials = grpc.ssl_server_credentials([(archive.tls.key_pem, archive.tls.cert_pem)])
+        port = server.add_secure_port(listen, credentials)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     return server, port

@@ -1,12 +1,15 @@
 """Registering the stations allowed to upload, and looking them up."""
 
+import logging
 import re
 
-from quire import keys
+from quire import callauth, keys
 from quire.db import utcnow
 
 from .archive import Archive
-from .errors import CentralError, NotEnrolled
+from .errors import CentralError, NotEnrolled, SignatureInvalid
+
+audit_log = logging.getLogger("quire.central.stations")
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
@@ -64,3 +67,69 @@ def listing(archive: Archive) -> list[dict]:
     for row in out:
         row["fingerprint"] = keys.fingerprint(bytes(row.pop("public_key")))
     return out
+
+
+def request_enrolment(archive: Archive, station_id: str, public_key: bytes, hostname: str,
+                      time_ms: int, signature: bytes) -> tuple[str, str, str | None]:
+    """Record a signed enrolment request; returns (state, pairing code, unit when approved)."""
+    if not _ID.fullmatch(station_id):
+        raise CentralError(f"station id {station_id!r}: use letters, digits, '.', '_' or '-'")
+    if len(public_key) != 32:
+        raise CentralError("station key must be a 32-byte Ed25519 public key")
+    try:
+        keys.verify(public_key, keys.ENROL_CONTEXT,
+                    callauth.enrol_payload(station_id, public_key, hostname, time_ms), signature,
+                    "enrolment request")
+    except keys.ContractError as exc:
+        raise SignatureInvalid(str(exc)) from None
+    code = callauth.pairing_code(archive.public_key, public_key)
+    with archive.catalogue.transaction() as db:
+        row = db.execute("SELECT id, public_key, unit, revoked_at FROM stations WHERE id = ? OR public_key = ?",
+                         [station_id, public_key]).fetchone()
+        if row:
+            if row[0] != station_id or bytes(row[1]) != public_key:
+                raise CentralError(
+                    f"station {row[0]} is already enrolled with {'another key' if row[0] == station_id else 'this key'}; "
+                    "re-keying a station is an explicit operator action")
+            if row[3]:
+                raise NotEnrolled(f"station {station_id} was revoked at {row[3]}; it cannot re-enrol itself")
+            return "approved", code, row[2]
+        clash = db.execute("SELECT station_id FROM enrolments WHERE station_id = ? AND code != ?",
+                           [station_id, code]).fetchone()
+        if clash:
+            raise CentralError(f"another key already asked to enrol as {station_id}; "
+                               "an operator must clear it ('quire-central stations pending')")
+        db.execute("INSERT OR IGNORE INTO enrolments VALUES (?, ?, ?, ?, ?)",
+                   [code, station_id, public_key, hostname, utcnow()])
+    audit_log.info("station %s asked to enrol from %s, pairing code %s", station_id, hostname, code)
+    return "pending", code, None
+
+
+def pending(archive: Archive) -> list[dict]:
+    rows = archive.catalogue.query("SELECT * FROM enrolments ORDER BY requested_at")
+    for row in rows:
+        row["fingerprint"] = keys.fingerprint(bytes(row.pop("public_key")))
+    return rows
+
+
+def approve(archive: Archive, code: str, unit: str) -> dict:
+    """Enrol the station whose pairing code the operator compared and typed in."""
+    if not unit:
+        raise CentralError("a station is enrolled into a unit: pass --unit")
+    with archive.catalogue.transaction() as db:
+        row = db.execute("SELECT station_id, public_key FROM enrolments WHERE code = ?", [code.strip()]).fetchone()
+        if row is None:
+            raise CentralError(f"no station is waiting with pairing code {code}; "
+                               "'quire-central stations pending' lists the waiting ones")
+        db.execute("DELETE FROM enrolments WHERE code = ?", [code.strip()])
+    return add(archive, row[0], bytes(row[1]).hex(), unit)
+
+
+def revoke(archive: Archive, station_id: str, by: str) -> dict:
+    """Stop a station at once: its later calls and uploads are refused."""
+    get(archive, station_id)
+    with archive.catalogue.transaction() as db:
+        db.execute("UPDATE stations SET revoked_at = COALESCE(revoked_at, ?), revoked_by = COALESCE(revoked_by, ?)"
+                   " WHERE id = ?", [utcnow(), by, station_id])
+    audit_log.warning("station %s revoked by %s", station_id, by)
+    return get(archive, station_id)

@@ -54,6 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON record per page")
     c.set_defaults(func=cmd_scan)
 
+    c = sub.add_parser("enroll", help="ask the central archive to enrol this station and pin its key",
+                       description="Find the central archive (--central, config, or zeroconf), check that its TLS "
+                                   "certificate is vouched for by its key, ask to be enrolled and pin both. Shows a "
+                                   "pairing code the archive operator compares before approving.")
+    c.add_argument("--central", help="central service HOST:PORT (default: config, else zeroconf)")
+    c.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the operator's approval")
+    c.set_defaults(func=cmd_enroll)
+
+    c = sub.add_parser("purge", help="free disk: delete page files of committed bundles past retention",
+                       description="Delete the local page files of bundles the archive has receipted more than "
+                                   "the retention period ago (config retention_days). Nothing else is touched.")
+    c.add_argument("--older-than-days", type=float, help="retention in days (default from config)")
+    c.set_defaults(func=cmd_purge)
+
     c = sub.add_parser("sync", help="send sealed bundles to the central archive",
                        description="Offer each queued bundle, upload what the central archive lacks, commit, "
                                    "and store its signed receipt. Refused bundles are kept with the reasons.")
@@ -115,6 +129,43 @@ def cmd_scan(cfg, args) -> int:
     resumed = f" (resumed at page {result.first_page})" if result.first_page > 1 else ""
     print(f"{args.dossier} {args.material}: {result.total_pages} pages{resumed}, "
           f"sealed as bundle {result.bundle_id[:12]} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_enroll(cfg, args) -> int:
+    from .discovery import find_central
+    from .enrol import enroll
+    from .home import open_station
+
+    station = open_station(cfg)
+    try:
+        address = args.central or cfg.central or station.store.get_meta("central_address")
+        if not address:
+            address = find_central(cfg)
+            print(f"found central archive at {address} (zeroconf)")
+        result = enroll(station, address, wait_s=args.wait)
+    finally:
+        station.close()
+    print(f"central archive {address}  key {result.central_fingerprint}")
+    if result.state == "approved":
+        print(f"enrolled into unit {result.unit}; central key and certificate pinned")
+        return 0
+    print(f"pairing code {result.pairing_code}")
+    print(f"ask the archive operator to compare the code and run: "
+          f"quire-central stations approve {result.pairing_code} --unit UNIT")
+    return 75
+
+
+def cmd_purge(cfg, args) -> int:
+    from .home import open_station
+    from .purge import purge
+
+    station = open_station(cfg)
+    try:
+        bundles, files = purge(station, args.older_than_days)
+    finally:
+        station.close()
+    print(f"purged {files} page file(s) of {bundles} committed bundle(s)")
     return 0
 
 

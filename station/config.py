@@ -17,6 +17,12 @@ SYSTEM_CONFIG = Path("/etc/quire/station.toml")
 class StationConfig:
     home: Path
     central: str | None = None              # HOST:PORT of the central service
+    insecure: bool = False                  # plain-text gRPC, for a lab only (no TLS, no pin)
+    sync_attempts: int = 5                  # tries per bundle per sync run before it waits
+    backoff_base_s: float = 0.5             # first retry delay; doubles, with full jitter
+    backoff_max_s: float = 60.0
+    retention_days: float = 30.0            # committed pages kept locally this long, then purged
+    zeroconf_interfaces: list | str = "all"  # "all", or addresses to browse on (tests: ["127.0.0.1"])
     operator: str = field(default_factory=lambda: _default_operator())
     source: str = "synthetic"               # default capture source for `scan`
     dpi: int = 300

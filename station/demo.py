@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         started = time.monotonic()
-        server = subprocess.Popen(central_cli + ["serve", "--listen", "127.0.0.1:0"],
+        # zeroconf announces on loopback only: the demo never sends mDNS out of this machine.
+        server = subprocess.Popen(central_cli + ["serve", "--listen", "127.0.0.1:0",
+                                                 "--zeroconf-interface", "127.0.0.1"],
                                   stdout=subprocess.PIPE, text=True)
         first = server.stdout.readline().strip()
         if not first.startswith("listening on "):
@@ -64,21 +66,34 @@ def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], sta
     from quire import keys
 
     from . import config, home
+    from .discovery import find_central
+    from .enrol import enroll
     from .scan import scan
     from .sync import sync
 
     (root / "station").mkdir()
     (root / "station" / "station.toml").write_text(
-        f'central = "{address}"\noperator = "demo-operator"\n'
+        'operator = "demo-operator"\nzeroconf_interfaces = ["127.0.0.1"]\n'
         '[sane_options]\ntest_picture = "Color pattern"\n'
     )
     cfg = config.load(root / "station")
     station = home.init(cfg, "st-demo-01")
     print(f"Quire end-to-end demo  (state in {root})")
-    print(f"  central  {address}  key {fingerprint[:23]}…")
+    print(f"  central  {address}  key {fingerprint[:23]}…  TLS, announced by zeroconf on 127.0.0.1")
     print(f"  station  {station.station_id}  key {keys.fingerprint(station.public_key)[:23]}…")
-    subprocess.run(central_cli + ["stations", "add", station.station_id, "--key",
-                                  station.public_key.hex(), "--unit", UNIT], check=True, stdout=subprocess.DEVNULL)
+
+    print("\nEnrolling")
+    found = find_central(cfg)
+    asked = enroll(station, found)
+    print(f"  station found the archive at {found} by zeroconf; pairing code {asked.pairing_code} ({asked.state})")
+    waiting = subprocess.run(central_cli + ["stations", "pending"], capture_output=True, text=True, check=True)
+    if asked.pairing_code not in waiting.stdout:
+        raise SystemExit(f"the archive does not list pairing code {asked.pairing_code}:\n{waiting.stdout}")
+    subprocess.run(central_cli + ["stations", "approve", asked.pairing_code, "--unit", UNIT],
+                   check=True, stdout=subprocess.DEVNULL)
+    done = enroll(station, found)
+    print(f"  operator compared the code and approved it: {done.state}, unit {done.unit}; "
+          "archive key and TLS certificate pinned")
     results = []
     seed = 0
     print("\nScanning")
@@ -96,8 +111,8 @@ def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], sta
     print("\nSyncing")
     report = sync(station)
     synced_at = time.monotonic()
-    print(f"  {len(report.committed)} bundles committed, {report.bytes_sent / 1e6:.1f} MB sent, "
-          f"receipts verified against the pinned central key")
+    print(f"  {len(report.committed)} bundles committed, {report.bytes_sent / 1e6:.1f} MB sent over TLS with "
+          f"signed calls, receipts verified against the pinned archive key")
     for bundle_id, reason in {**report.rejected, **report.failed}.items():
         print(f"  NOT COMMITTED {bundle_id[:12]}: {reason}")
 

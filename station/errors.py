@@ -100,6 +100,16 @@ class CentralUnreachable(SyncError):
     """No answer from the central service; bundles wait and are retried."""
 
 
+class NotEnrolledError(ConfigError):
+    """The station has no pinned central archive yet."""
+
+
+class EnrolmentPending(SyncError):
+    """Enrolment was requested; an operator has yet to approve the pairing code."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again once approved
+
+
 class CentralKeyMismatch(SyncError):
     """The central service presents a key other than the pinned one: possibly an impostor."""
 

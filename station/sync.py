@@ -1,6 +1,8 @@
 """Send sealed bundles to the central service: offer, upload what it lacks, commit, keep the receipt."""
 
 import json
+import random
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -11,8 +13,9 @@ from quire.errors import ContractError
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
 from . import outbox
-from .errors import CentralKeyMismatch, CentralUnreachable, SyncError
+from .errors import CentralKeyMismatch, CentralUnreachable, NotEnrolledError, SyncError
 from .home import Station
+from .transport import explain_unavailable, open_channel
 
 # The central service refused the bundle itself: retrying the same bytes cannot help.
 _REFUSALS = {
@@ -20,6 +23,15 @@ _REFUSALS = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.FAILED_PRECONDITION,
+}
+# Worth another try after a pause: the network, the service, or a resume point that moved.
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INTERNAL,
 }
 
 
@@ -30,53 +42,68 @@ class SyncReport:
     failed: dict[str, str] = field(default_factory=dict)
     bytes_sent: int = 0
     pages: int = 0
+    retries: int = 0
 
 
 class BundleRefused(Exception):
     pass
 
 
-def sync(station: Station, central: str | None = None) -> SyncReport:
-    """Push every queued bundle once; refused ones are kept with the reasons, nothing is dropped."""
-    address = central or station.config.central
+def sync(station: Station, central: str | None = None, sleep=time.sleep) -> SyncReport:
+    """Push every queued bundle; refused ones are kept with the reasons, nothing is dropped.
+
+    Broken calls are retried with exponential backoff and full jitter, resuming uploads from the
+    central service's committed offset; when the service stays unreachable the rest waits.
+    """
+    address = central or station.config.central or station.store.get_meta("central_address")
     if not address:
-        raise SyncError("no central service configured; pass --central HOST:PORT or set 'central' in station.toml")
+        raise SyncError("no central service known; run 'quire-station enroll --central HOST:PORT' "
+                        "or set 'central' in station.toml")
     report = SyncReport()
-    with grpc.insecure_channel(address) as channel:
+    cfg = station.config
+    with open_channel(station, address) as channel:
         stub = sync_pb2_grpc.StationSyncStub(channel)
-        central_key = _pinned_central_key(station, stub, address)
+        central_key = _checked_central_key(station, stub, address)
         for bundle in outbox.pending(station.store):
-            try:
-                _send(station, stub, bundle, central_key, report)
-            except BundleRefused as exc:
-                outbox.mark_rejected(station.store, bundle["id"], str(exc))
-                report.rejected[bundle["id"]] = str(exc)
-            except grpc.RpcError as exc:
-                reason = _describe(exc, address)
-                outbox.note_failure(station.store, bundle["id"], reason)
-                report.failed[bundle["id"]] = reason
-                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    break  # central gone: the rest waits for the next attempt
+            for attempt in range(cfg.sync_attempts):
+                try:
+                    _send(station, stub, bundle, central_key, report)
+                    break
+                except BundleRefused as exc:
+                    outbox.mark_rejected(station.store, bundle["id"], str(exc))
+                    report.rejected[bundle["id"]] = str(exc)
+                    break
+                except grpc.RpcError as exc:
+                    reason = _describe(exc, address)
+                    outbox.note_failure(station.store, bundle["id"], reason)
+                    report.failed[bundle["id"]] = reason
+                    if exc.code() not in _RETRYABLE or attempt + 1 == cfg.sync_attempts:
+                        break
+                    report.retries += 1
+                    sleep(random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** attempt)))
+            if bundle["id"] in report.committed:
+                report.failed.pop(bundle["id"], None)
+            elif report.failed.get(bundle["id"]) and "unreachable" in report.failed[bundle["id"]]:
+                break  # central gone: the rest waits for the next run
     return report
 
 
-def _pinned_central_key(station: Station, stub, address: str) -> bytes:
-    timeout = station.config.sync_timeout_s
-    try:
-        info = stub.GetInfo(sync_pb2.GetInfoRequest(), timeout=timeout)
-    except grpc.RpcError as exc:
-        raise CentralUnreachable(_describe(exc, address) + "; bundles stay queued") from None
+def _checked_central_key(station: Station, stub, address: str) -> bytes:
     pinned = station.store.get_meta("central_key")
-    if pinned is None:
-        # First contact pins the key; enrolment with an operator-checked code replaces this later.
-        station.store.set_meta("central_key", info.public_key.hex())
-        return info.public_key
+    if not pinned:
+        raise NotEnrolledError("this station has not enrolled with a central archive yet; "
+                               "run 'quire-station enroll --central HOST:PORT'")
+    try:
+        info = stub.GetInfo(sync_pb2.GetInfoRequest(), timeout=station.config.sync_timeout_s)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            raise explain_unavailable(station, address, exc) from None
+        raise CentralUnreachable(_describe(exc, address) + "; bundles stay queued") from None
     if bytes.fromhex(pinned) != info.public_key:
         raise CentralKeyMismatch(
             f"central service at {address} presents key {keys.fingerprint(info.public_key)}, "
             f"but this station trusts {keys.fingerprint(bytes.fromhex(pinned))}; nothing was sent. "
-            "If the archive really re-keyed, an operator must re-pin it on both sides"
-        )
+            "If the archive really re-keyed, an operator must re-enrol this station")
     return info.public_key
 
 
@@ -139,7 +166,9 @@ def _upload(station: Station, stub, bundle_id: str, page: dict, timeout: float) 
                 if last:
                     return
 
-    _call(stub.Write, requests(), timeout)
+    # A big page on a slow link needs longer than one small call; a stalled link still times out.
+    remaining = page["bytes"] - status.committed_size
+    _call(stub.Write, requests(), timeout + remaining / 250_000)
     return sent
 
 

@@ -64,14 +64,21 @@ def make_station(home: Path, central_address: str | None = None, station_id: str
     return station_home.init(config.load(home, central=central_address, **cfg), station_id)
 
 
+def register(archive, address: str, station, unit: str = "unit-a"):
+    """Register a station's key with the archive (admin path) and let it pin the archive (enrol)."""
+    from central import stations
+    from station.enrol import enroll
+
+    stations.add(archive, station.station_id, station.public_key.hex(), unit)
+    assert enroll(station, address).state == "approved"
+    return station
+
+
 @pytest.fixture
 def station(tmp_path, central):
-    """An initialised station, registered with the `central` fixture's archive."""
-    from central import stations
-
+    """An initialised station, registered with the `central` fixture's archive and pinned to it."""
     archive, address = central
-    st = make_station(tmp_path / "station", address)
-    stations.add(archive, st.station_id, st.public_key.hex(), "unit-a")
+    st = register(archive, address, make_station(tmp_path / "station", address))
     yield st
     st.close()
 

@@ -13,8 +13,8 @@ from tests.conftest import run_cli
 @pytest.fixture
 def central_process(tmp_path):
     exe = Path(sys.executable).parent / "quire-central"
-    proc = subprocess.Popen([str(exe), "--home", str(tmp_path / "central"), "serve", "--listen", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(exe), "--home", str(tmp_path / "central"), "serve", "--listen", "127.0.0.1:0",
+                             "--zeroconf-interface", "127.0.0.1"], stdout=subprocess.PIPE, text=True)
     first = proc.stdout.readline().strip()
     assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+", first), first
     yield tmp_path / "central", first.removeprefix("listening on ")
@@ -22,18 +22,26 @@ def central_process(tmp_path):
     assert proc.wait(timeout=30) == 0  # SIGTERM is a clean stop
 
 
-def test_cli_scan_sync_verify(tmp_path, central_process):
+def test_cli_enrol_scan_sync_verify(tmp_path, central_process):
     central_home, address = central_process
     st = ["--home", tmp_path / "st"]
-    init = run_cli("quire-station", *st, "init", "--id", "st-cli").stdout
-    key = re.search(r"public key ([0-9a-f]{64})", init).group(1)
-    run_cli("quire-central", "--home", central_home, "stations", "add", "st-cli", "--key", key, "--unit", "u1")
+    (tmp_path / "st").mkdir()
+    # zeroconf on loopback only: never announce or browse on the machine's real interfaces.
+    (tmp_path / "st" / "station.toml").write_text('zeroconf_interfaces = ["127.0.0.1"]\n')
+    run_cli("quire-station", *st, "init", "--id", "st-cli")
+    asked = run_cli("quire-station", *st, "enroll", check=False)  # no address: found by zeroconf
+    assert asked.returncode == 75, asked.stdout + asked.stderr
+    assert f"found central archive at {address}" in asked.stdout
+    code = re.search(r"pairing code (\d{4}-\d{4})", asked.stdout).group(1)
+    assert code in run_cli("quire-central", "--home", central_home, "stations", "pending").stdout
+    run_cli("quire-central", "--home", central_home, "stations", "approve", code, "--unit", "u1")
+    assert "enrolled into unit u1" in run_cli("quire-station", *st, "enroll").stdout
     for item, seed in (("1-1", 1), ("9-2-1", 2)):
         run_cli("quire-station", *st, "scan", "--dossier", "D-7", "--name", "赵六", "--material", item,
                 "--title", "材料", "--source", f"synthetic:seed={seed},sheets=1")
     status = run_cli("quire-station", *st, "status").stdout
     assert "outbox: 2 waiting" in status
-    out = run_cli("quire-station", *st, "sync", "--central", address).stdout
+    out = run_cli("quire-station", *st, "sync").stdout  # the enrolled address
     assert "committed 2 bundle(s), 4 pages" in out
     assert "outbox: 0 waiting, 2 committed" in run_cli("quire-station", *st, "status").stdout
     verify = run_cli("quire-central", "--home", central_home, "verify").stdout
@@ -52,6 +60,7 @@ def test_verify_exits_non_zero_naming_the_damaged_blob(tmp_path, central_process
     key = re.search(r"public key ([0-9a-f]{64})", run_cli("quire-station", *st, "init").stdout).group(1)
     sid = re.search(r"station (\S+)", run_cli("quire-station", *st, "status").stdout).group(1)
     run_cli("quire-central", "--home", central_home, "stations", "add", sid, "--key", key, "--unit", "u1")
+    run_cli("quire-station", *st, "enroll", "--central", address)
     run_cli("quire-station", *st, "scan", "--dossier", "D-8", "--material", "2-1", "--title", "自传",
             "--source", "synthetic:seed=3,sheets=1")
     run_cli("quire-station", *st, "sync", "--central", address)

@@ -16,6 +16,9 @@ KEY_FILE_FORMAT = "quire-ed25519-key/1"
 # Domain separation: a signature made for one purpose can never be replayed as another.
 BUNDLE_CONTEXT = b"quire.bundle.v1\x00"
 RECEIPT_CONTEXT = b"quire.receipt.v1\x00"
+CALL_CONTEXT = b"quire.call.v1\x00"              # a station's signature on one gRPC call
+ENROL_CONTEXT = b"quire.enrol.v1\x00"            # a station asking to be enrolled
+TLS_BINDING_CONTEXT = b"quire.tls-binding.v1\x00"  # the central key vouching for its TLS cert
 
 
 class KeyFileError(ContractError):

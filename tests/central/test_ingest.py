@@ -4,7 +4,6 @@ import json
 import os
 
 import grpc
-import nacl.signing
 import pytest
 
 from central import stations
@@ -15,7 +14,9 @@ from quire.v1 import sync_pb2, sync_pb2_grpc
 from station import outbox
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import make_station
+from station.enrol import enroll
+from station.transport import open_channel
+from tests.conftest import make_station, register
 
 DOSSIER = {"archive_no": "D-0001", "name": "王五"}
 
@@ -37,8 +38,7 @@ def blob_files(archive) -> list:
 @pytest.fixture
 def small_station(tmp_path, central):
     archive, address = central
-    st = make_station(tmp_path / "st", address, dpi=150)
-    stations.add(archive, st.station_id, st.public_key.hex(), "unit-a")
+    st = register(archive, address, make_station(tmp_path / "st", address, dpi=150))
     yield st
     st.close()
 
@@ -65,7 +65,7 @@ def test_syncing_twice_stores_nothing_twice(central, small_station):
     # A second sync has nothing to send; a replayed offer gets the same receipt and stores nothing.
     assert sync(small_station).committed == []
     row = outbox.get(small_station.store, result.bundle_id)
-    with grpc.insecure_channel(address) as ch:
+    with open_channel(small_station, address) as ch:
         again = sync_pb2_grpc.StationSyncStub(ch).Offer(sync_pb2.OfferRequest(
             station_id=small_station.station_id, manifest=row["manifest"], signature=row["signature"]))
         commit = sync_pb2_grpc.StationSyncStub(ch).Commit(sync_pb2.CommitRequest(
@@ -78,6 +78,7 @@ def test_syncing_twice_stores_nothing_twice(central, small_station):
 def test_unknown_station_is_refused_and_nothing_catalogued(tmp_path, central):
     archive, address = central
     stranger = make_station(tmp_path / "stranger", address, station_id="st-stranger", dpi=150)
+    assert enroll(stranger, address).state == "pending"  # asked, never approved
     result = scan_one(stranger)
     report = sync(stranger)
     assert "st-stranger" in report.rejected[result.bundle_id]
@@ -122,7 +123,7 @@ def test_unknown_manifest_version_is_refused_by_name(central, small_station):
     body["format"] = "quire.bundle/99"
     data = canonical_bytes(body)
     signature = small_station.key.sign(b"quire.bundle.v1\x00" + data).signature
-    with grpc.insecure_channel(address) as ch, pytest.raises(grpc.RpcError) as info:
+    with open_channel(small_station, address) as ch, pytest.raises(grpc.RpcError) as info:
         sync_pb2_grpc.StationSyncStub(ch).Offer(sync_pb2.OfferRequest(
             station_id=small_station.station_id, manifest=data, signature=signature))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -131,25 +132,25 @@ def test_unknown_manifest_version_is_refused_by_name(central, small_station):
     assert archive.catalogue.query("SELECT * FROM bundles") == []
 
 
-def test_manifest_claiming_another_station_is_refused(central, small_station):
+def test_manifest_claiming_another_station_is_refused(tmp_path, central, small_station):
     archive, address = central
-    other_key = nacl.signing.SigningKey.generate()
-    stations.add(archive, "st-other", bytes(other_key.verify_key).hex(), "unit-a")
+    other = register(archive, address, make_station(tmp_path / "other", address, station_id="st-other"))
     result = scan_one(small_station)
     body = json.loads(outbox.get(small_station.store, result.bundle_id)["manifest"])
-    signed = manifest_format.seal(dict(body, station_id=small_station.station_id), other_key)
-    with grpc.insecure_channel(address) as ch, pytest.raises(grpc.RpcError) as info:
+    signed = manifest_format.seal(dict(body, station_id=small_station.station_id), other.key)
+    with open_channel(other, address) as ch, pytest.raises(grpc.RpcError) as info:
         sync_pb2_grpc.StationSyncStub(ch).Offer(sync_pb2.OfferRequest(
             station_id="st-other", manifest=signed.data, signature=signed.signature))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "sent by 'st-other'" in info.value.details()
+    other.close()
 
 
 def test_commit_before_upload_asks_to_offer_again(central, small_station):
     _, address = central
     result = scan_one(small_station)
     row = outbox.get(small_station.store, result.bundle_id)
-    with grpc.insecure_channel(address) as ch:
+    with open_channel(small_station, address) as ch:
         stub = sync_pb2_grpc.StationSyncStub(ch)
         stub.Offer(sync_pb2.OfferRequest(station_id=small_station.station_id,
                                          manifest=row["manifest"], signature=row["signature"]))
@@ -163,8 +164,7 @@ def test_same_material_twice_is_rejected_with_the_reason(tmp_path, central, smal
     archive, address = central
     scan_one(small_station)
     sync(small_station)
-    second = make_station(tmp_path / "second", address, station_id="st-second", dpi=150)
-    stations.add(archive, second.station_id, second.public_key.hex(), "unit-a")
+    second = register(archive, address, make_station(tmp_path / "second", address, station_id="st-second", dpi=150))
     result = scan_one(second, seed=9)
     report = sync(second)
     assert "already catalogued" in report.rejected[result.bundle_id]
@@ -178,14 +178,13 @@ def test_station_refuses_a_central_with_another_key(tmp_path, central, small_sta
     from central.server import build_server
     from station.errors import CentralKeyMismatch
 
-    sync(small_station)  # pins the real central key
     impostor = open_archive(config.load(tmp_path / "impostor"))
     stations.add(impostor, small_station.station_id, small_station.public_key.hex(), "unit-a")
     server, port = build_server(impostor, "127.0.0.1:0")
     server.start()
     try:
         scan_one(small_station)
-        with pytest.raises(CentralKeyMismatch, match="nothing was sent"):
+        with pytest.raises(CentralKeyMismatch, match="not the one pinned at enrolment"):
             sync(small_station, f"127.0.0.1:{port}")
         assert impostor.catalogue.query("SELECT * FROM bundles") == []
     finally:

@@ -12,12 +12,10 @@ from station.sync import sync
 
 @pytest.fixture
 def synced(central, tmp_path):
-    from central import stations
-    from tests.conftest import make_station
+    from tests.conftest import make_station, register
 
     archive, address = central
-    st = make_station(tmp_path / "st", address, dpi=150)
-    stations.add(archive, st.station_id, st.public_key.hex(), "unit-a")
+    st = register(archive, address, make_station(tmp_path / "st", address, dpi=150))
     for n, item in enumerate(("1-1", "4-1-2"), 1):
         scan(st, {"archive_no": "D-9"}, {"item": item, "title": "t"}, f"synthetic:seed={n},sheets=1")
     assert len(sync(st).committed) == 2

@@ -1,0 +1,35 @@
+"""Freeing disk: page files of committed bundles go once their retention has passed."""
+
+from datetime import datetime, timedelta, timezone
+
+from quire.db import atomic, rows
+
+from .home import Station
+
+
+def purge(station: Station, retention_days: float | None = None, now: datetime | None = None) -> tuple[int, int]:
+    """Delete page files of bundles committed more than ``retention_days`` ago; returns (bundles, files).
+
+    Only bundles with a verified receipt are touched; a file still used by a page of any bundle not
+    yet purged (the same image in another material) is kept.
+    """
+    days = station.config.retention_days if retention_days is None else retention_days
+    cutoff = ((now or datetime.now(timezone.utc)) - timedelta(days=days)).isoformat(timespec="milliseconds")
+    cutoff = cutoff.replace("+00:00", "Z")
+    due = rows(station.store.db, "SELECT id, batch_id FROM bundles WHERE state = 'committed'"
+               " AND receipt IS NOT NULL AND committed_at <= ?", [cutoff])
+    files = 0
+    for bundle in due:
+        with atomic(station.store.db):
+            station.store.db.execute("UPDATE bundles SET state = 'purged' WHERE id = ?", [bundle["id"]])
+        for page in station.store.pages(bundle["batch_id"]):
+            in_use = rows(station.store.db,
+                          "SELECT 1 FROM pages p JOIN batches t ON t.id = p.batch_id"
+                          " LEFT JOIN bundles b ON b.batch_id = t.id"
+                          " WHERE p.sha256 = ? AND (b.state IS NULL OR b.state != 'purged') LIMIT 1",
+                          [page["sha256"]])
+            path = station.store.page_path(page["sha256"], page["media_type"])
+            if not in_use and path.exists():
+                path.unlink()
+                files += 1
+    return len(due), files

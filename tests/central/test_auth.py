@@ -1,0 +1,123 @@
+"""Only enrolled stations' own, fresh, correctly signed calls get through (tests over real TLS)."""
+
+import secrets
+import ssl
+import time
+
+import grpc
+import nacl.signing
+import pytest
+
+from central import stations
+from quire import callauth, keys
+from quire.v1 import sync_pb2, sync_pb2_grpc
+from station.enrol import enroll
+from station.sync import sync
+from station.transport import TLS_NAME
+from tests.conftest import make_station, register
+
+REQUEST = sync_pb2.QueryWriteStatusRequest(station_id="st-test", bundle_id="0" * 64, sha256="0" * 64)
+METHOD = "/quire.v1.StationSync/QueryWriteStatus"
+
+
+def raw_call(archive, address, metadata, request=REQUEST):
+    """One QueryWriteStatus over the archive's TLS, with exactly the metadata given."""
+    creds = grpc.ssl_channel_credentials(root_certificates=archive.tls.cert_pem)
+    with grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", TLS_NAME)]) as ch:
+        return sync_pb2_grpc.StationSyncStub(ch).QueryWriteStatus(request, metadata=metadata, timeout=10)
+
+
+def signed(key, station_id="st-test", time_ms=None, nonce=None, request=REQUEST):
+    time_ms = int(time.time() * 1000) if time_ms is None else time_ms
+    nonce = nonce or secrets.token_hex(16)
+    payload = callauth.call_payload(METHOD, station_id, time_ms, nonce, callauth.body_digest(request))
+    return [(callauth.HEADER_STATION, station_id), (callauth.HEADER_TIME, str(time_ms)),
+            (callauth.HEADER_NONCE, nonce), (callauth.HEADER_SIGNATURE, keys.sign(key, keys.CALL_CONTEXT, payload))]
+
+
+def refused(archive, address, metadata, request=REQUEST) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        raw_call(archive, address, metadata, request)
+    return info.value
+
+
+def test_a_correctly_signed_call_passes_authentication(central, station):
+    archive, address = central
+    err = refused(archive, address, signed(station.key))
+    assert err.code() == grpc.StatusCode.NOT_FOUND  # past authentication: the bundle is simply unknown
+
+
+def test_unsigned_and_forged_calls_are_refused(central, station):
+    archive, address = central
+    assert refused(archive, address, []).code() == grpc.StatusCode.UNAUTHENTICATED
+    forged = signed(nacl.signing.SigningKey.generate())
+    err = refused(archive, address, forged)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "signature does not verify" in err.details()
+
+
+def test_a_replayed_call_is_refused(central, station):
+    archive, address = central
+    metadata = signed(station.key)
+    assert refused(archive, address, metadata).code() == grpc.StatusCode.NOT_FOUND
+    err = refused(archive, address, metadata)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "replayed" in err.details()
+
+
+def test_a_stale_call_is_refused_with_the_clock_advice(central, station):
+    archive, address = central
+    err = refused(archive, address, signed(station.key, time_ms=int(time.time() * 1000) - 3_600_000))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "clock" in err.details()
+
+
+def test_a_signature_does_not_cover_another_request(central, station):
+    archive, address = central
+    other = sync_pb2.QueryWriteStatusRequest(station_id="st-test", bundle_id="1" * 64, sha256="0" * 64)
+    err = refused(archive, address, signed(station.key), request=other)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_station_cannot_speak_for_another(tmp_path, central, station):
+    archive, address = central
+    other = register(archive, address, make_station(tmp_path / "other", address, station_id="st-other"))
+    err = refused(archive, address, signed(other.key, station_id="st-other"))  # request says st-test
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "claims to be 'st-test'" in err.details()
+    other.close()
+
+
+def test_a_revoked_station_is_refused_at_once(central, station):
+    from station.scan import scan
+
+    archive, address = central
+    scan(station, {"archive_no": "D-1"}, {"item": "1-1", "title": "t"}, "synthetic:seed=1,sheets=1")
+    stations.revoke(archive, station.station_id, by="security-officer")
+    report = sync(station)
+    (reason,) = report.rejected.values()
+    assert "revoked" in reason
+    assert archive.catalogue.query("SELECT * FROM bundles") == []
+
+
+def test_enrolment_needs_the_operator_to_approve_the_same_code(tmp_path, central):
+    archive, address = central
+    st = make_station(tmp_path / "new", address, station_id="st-new")
+    first = enroll(st, address)
+    assert first.state == "pending"
+    (waiting,) = stations.pending(archive)
+    assert waiting["code"] == first.pairing_code and waiting["station_id"] == "st-new"
+    assert first.pairing_code == callauth.pairing_code(archive.public_key, st.public_key)
+    stations.approve(archive, first.pairing_code, "unit-b")
+    second = enroll(st, address)
+    assert (second.state, second.unit) == ("approved", "unit-b")
+    assert stations.pending(archive) == []
+    assert st.store.get_meta("central_cert") == ssl.DER_cert_to_PEM_cert(
+        ssl.PEM_cert_to_DER_cert(archive.tls.cert_pem.decode()))
+    st.close()
+
+
+def test_sync_before_enrolment_says_what_to_do(tmp_path, central):
+    from station.errors import NotEnrolledError
+
+    _, address = central
+    st = make_station(tmp_path / "fresh", address)
+    with pytest.raises(NotEnrolledError, match="quire-station enroll"):
+        sync(st)
+    st.close()
