@@ -47,6 +47,10 @@ def _translated_stream(behaviour, method: str):
 
 
 def _abort(context, method: str, exc: Exception):
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        # Reading the request stream failed because the caller went away (cut, killed): no incident.
+        log.info("%s: caller disconnected mid-call", method)
+        return None
     if isinstance(exc, CentralError):
         log.info("%s refused: %s", method, exc)
         context.abort(exc.code, str(exc))

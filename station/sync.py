@@ -61,13 +61,14 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
                         "or set 'central' in station.toml")
     report = SyncReport()
     cfg = station.config
-    with open_channel(station, address) as channel:
-        stub = sync_pb2_grpc.StationSyncStub(channel)
-        central_key = _checked_central_key(station, stub, address)
+    channel = open_channel(station, address)
+    try:
+        central_key = _checked_central_key(station, sync_pb2_grpc.StationSyncStub(channel), address)
         for bundle in outbox.pending(station.store):
             for attempt in range(cfg.sync_attempts):
                 try:
-                    _send(station, stub, bundle, central_key, report)
+                    _send(station, sync_pb2_grpc.StationSyncStub(channel), bundle, central_key, report)
+                    report.failed.pop(bundle["id"], None)
                     break
                 except BundleRefused as exc:
                     outbox.mark_rejected(station.store, bundle["id"], str(exc))
@@ -81,11 +82,18 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
                         break
                     report.retries += 1
                     sleep(random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** attempt)))
-            if bundle["id"] in report.committed:
-                report.failed.pop(bundle["id"], None)
-            elif report.failed.get(bundle["id"]) and "unreachable" in report.failed[bundle["id"]]:
+                    # A fresh connection: the old one may be half-dead (cut, stalled) without knowing it.
+                    channel.close()
+                    channel = open_channel(station, address)
+            if _unreachable(report.failed.get(bundle["id"])):
                 break  # central gone: the rest waits for the next run
+    finally:
+        channel.close()
     return report
+
+
+def _unreachable(reason: str | None) -> bool:
+    return bool(reason) and "unreachable" in reason
 
 
 def _checked_central_key(station: Station, stub, address: str) -> bytes:

@@ -1,0 +1,205 @@
+"""Sync that survives broken networks, killed processes and a restarted archive: nothing lost,
+nothing duplicated, nothing stored corrupt."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from central.verify import verify
+from station import outbox
+from station.scan import scan
+from station.sync import sync
+from tests.conftest import make_station, register, run_cli
+from tests.netfaults import FaultyProxy
+
+
+def station_pages(st) -> dict:
+    """(archive_no, item) → [(n, sha256)] for every sealed batch of a station."""
+    out = {}
+    for batch in st.store.batches("sealed"):
+        out[(batch["archive_no"], batch["item"])] = [(p["n"], p["sha256"]) for p in st.store.pages(batch["id"])]
+    return out
+
+
+def central_pages(archive) -> dict:
+    out = {}
+    for m in archive.catalogue.query("SELECT id, archive_no, item FROM materials"):
+        rows = archive.catalogue.query("SELECT n, sha256 FROM pages WHERE material_id = ? ORDER BY n", [m["id"]])
+        out[(m["archive_no"], m["item"])] = [(r["n"], r["sha256"]) for r in rows]
+    return out
+
+
+@pytest.fixture
+def flaky_station(tmp_path, central):
+    archive, address = central
+    st = register(archive, address, make_station(tmp_path / "st", address, dpi=200, sync_timeout_s=3.0,
+                                                 backoff_base_s=0.05, backoff_max_s=0.2, sync_attempts=30,
+                                                 chunk_bytes=16384))
+    for n, item in enumerate(("1-1", "4-1-2", "9-2-1"), 1):
+        scan(st, {"archive_no": "D-50"}, {"item": item, "title": "t"}, f"synthetic:seed={n},sheets=2")
+    yield st
+    st.close()
+
+
+def test_connections_cut_at_random_points_still_deliver_everything(central, flaky_station):
+    archive, address = central
+    proxy = FaultyProxy(address, cut_after=(2_000, 300_000), seed=7, max_faults=12)
+    try:
+        report = sync(flaky_station, proxy.address, sleep=lambda s: None)
+    finally:
+        proxy.close()
+    assert proxy.cuts >= 5, "the proxy should have cut several uploads"
+    assert len(report.committed) == 3 and report.retries >= proxy.cuts - 1
+    assert central_pages(archive) == station_pages(flaky_station)
+    assert verify(archive).ok
+    assert not any(archive.config.uploads_dir.iterdir()), "partial uploads left behind"
+
+
+def test_a_stalled_connection_times_out_and_the_upload_resumes(central, flaky_station):
+    archive, address = central
+    proxy = FaultyProxy(address, stall_after=(50_000, 200_000), seed=3, max_faults=2)
+    try:
+        report = sync(flaky_station, proxy.address, sleep=lambda s: None)
+    finally:
+        proxy.close()
+    assert proxy.stalls == 2
+    assert len(report.committed) == 3
+    assert central_pages(archive) == station_pages(flaky_station) and verify(archive).ok
+
+
+def test_bytes_resent_after_a_cut_stay_within_one_chunk(central, flaky_station):
+    archive, address = central
+    total = sum(p["bytes"] for b in outbox.pending(flaky_station.store) for p in json.loads(b["manifest"])["pages"])
+    proxy = FaultyProxy(address, cut_after=(100_000, 400_000), seed=11, max_faults=3)
+    try:
+        report = sync(flaky_station, proxy.address, sleep=lambda s: None)
+    finally:
+        proxy.close()
+    assert len(report.committed) == 3
+    # Each cut may lose what was in flight; the resume point is the archive's committed offset.
+    assert report.bytes_sent - total <= proxy.cuts * (flaky_station.config.chunk_bytes + 65536)
+
+
+def _serve(home: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
+    exe = Path(sys.executable).parent / "quire-central"
+    proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", f"127.0.0.1:{port}",
+                             "--no-advertise"], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    return proc, line.removeprefix("listening on ")
+
+
+def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_path):
+    """20 trials: the station process is killed at random moments while scanning or syncing."""
+    from central import config
+    from central.archive import open_archive
+
+    central_home = tmp_path / "central"
+    server, address = _serve(central_home)
+    proxy = FaultyProxy(address, rate_bytes_s=4_000_000)  # slow enough for kills to land mid-upload
+    home = tmp_path / "st"
+    home.mkdir()
+    (home / "station.toml").write_text("chunk_bytes = 32768\nsync_timeout_s = 5.0\n"
+                                       "backoff_base_s = 0.05\nbackoff_max_s = 0.2\n")
+    st = ["--home", home]
+    rng = random.Random(20261121)
+    killed = {"scan": 0, "sync": 0}
+    try:
+        key = run_cli("quire-station", *st, "init", "--id", "st-kill").stdout.split("public key ")[1].split()[0]
+        run_cli("quire-central", "--home", central_home, "stations", "add", "st-kill", "--key", key, "--unit", "u")
+        run_cli("quire-station", *st, "enroll", "--central", address)
+        exe = str(Path(sys.executable).parent / "quire-station")
+        for trial in range(20):
+            item = f"1-{trial // 2 + 1}"
+            if trial % 2 == 0:
+                args = [exe, "--home", str(home), "scan", "--dossier", "D-K", "--material", item, "--title", "t",
+                        "--source", f"synthetic:seed={trial},sheets=2"]
+            else:
+                args = [exe, "--home", str(home), "sync", "--central", proxy.address]
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(1.0, 4.0))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed["scan" if trial % 2 == 0 else "sync"] += 1
+            proc.wait()
+            status = json.loads(run_cli("quire-station", *st, "status", "--json").stdout)
+            if any(b["item"] == item for b in status["batches_open"]):
+                # status shows the batch open: the operator runs the same scan again, and it resumes
+                run_cli("quire-station", *st, "scan", "--dossier", "D-K", "--material", item, "--title", "t",
+                        "--source", f"synthetic:seed={trial + 100},sheets=2")
+        run_cli("quire-station", *st, "sync", "--central", address)
+    finally:
+        proxy.close()
+        server.terminate()
+        server.wait(timeout=30)
+    assert killed["scan"] >= 5 and killed["sync"] >= 3, killed
+
+    from station import config as station_config
+    from station.home import open_station
+
+    station = open_station(station_config.load(home))
+    archive = open_archive(config.load(central_home))
+    try:
+        expected = station_pages(station)
+        assert len(expected) == 10
+        for pages in expected.values():
+            assert [n for n, _ in pages] == list(range(1, len(pages) + 1))  # no gap, no duplicate
+        assert central_pages(archive) == expected
+        assert all(b["state"] == "committed" for b in outbox.bundles(station.store))
+        report = verify(archive)
+        assert report.ok, report.problems
+    finally:
+        station.close()
+        archive.close()
+
+
+def test_archive_restarted_mid_upload_resumes_from_its_committed_offset(tmp_path):
+    from central import config
+    from central.archive import open_archive
+
+    central_home = tmp_path / "central"
+    server, address = _serve(central_home)
+    port = int(address.rsplit(":", 1)[1])
+    proxy = FaultyProxy(address, rate_bytes_s=1_000_000)
+    home = tmp_path / "st"
+    st = make_station(home, station_id="st-restart", dpi=300, sync_timeout_s=5.0, backoff_base_s=0.2,
+                      backoff_max_s=0.5, sync_attempts=40, chunk_bytes=65536)
+    try:
+        run_cli("quire-central", "--home", central_home, "stations", "add", "st-restart", "--key",
+                st.public_key.hex(), "--unit", "u")
+        from station.enrol import enroll
+
+        enroll(st, address)
+        scan(st, {"archive_no": "D-R"}, {"item": "2-1", "title": "t"}, "synthetic:seed=4,sheets=2")
+        sync_proc = subprocess.Popen([str(Path(sys.executable).parent / "quire-station"), "--home", str(home),
+                                      "sync", "--central", proxy.address], stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not any((central_home / "uploads").glob("*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any((central_home / "uploads").glob("*.part")), "upload never started"
+        server.send_signal(signal.SIGKILL)  # the archive dies mid-upload
+        server.wait()
+        partial = {p.name: p.stat().st_size for p in (central_home / "uploads").glob("*.part")}
+        server, _ = _serve(central_home, port)  # and comes back on the same port
+        out, _ = sync_proc.communicate(timeout=120)
+        assert sync_proc.returncode == 0, out
+        assert "committed 1 bundle(s)" in out
+        assert partial and any(size > 0 for size in partial.values())
+    finally:
+        proxy.close()
+        server.terminate()
+        server.wait(timeout=30)
+    archive = open_archive(config.load(central_home))
+    try:
+        assert central_pages(archive) == station_pages(st)
+        assert verify(archive).ok
+    finally:
+        archive.close()
+        st.close()
