@@ -47,9 +47,14 @@ class BlobStore:
                 raise BlobRejected(
                     f"blob {sha256[:12]}: {size + len(data)} bytes sent but the manifest says {limit}"
                 )
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                # Disk full mid-chunk: cut back to the last whole chunk so the resume point is exact.
+                fh.truncate(size)
+                raise
             return fh.tell()
 
     def finish(self, station_id: str, sha256: str, expected_bytes: int) -> None:

@@ -1,6 +1,8 @@
 """The one place where exceptions become gRPC statuses."""
 
+import errno
 import logging
+import sqlite3
 import uuid
 
 import grpc
@@ -51,6 +53,11 @@ def _abort(context, method: str, exc: Exception):
         # Reading the request stream failed because the caller went away (cut, killed): no incident.
         log.info("%s: caller disconnected mid-call", method)
         return None
+    if _disk_full(exc):
+        log.error("%s: the archive's disk is full (%s)", method, exc)
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      "the archive's disk is full; nothing of this call was kept and the station will retry "
+                      "later (administrator: free space in the archive's home)")
     if isinstance(exc, CentralError):
         log.info("%s refused: %s", method, exc)
         context.abort(exc.code, str(exc))
@@ -59,3 +66,9 @@ def _abort(context, method: str, exc: Exception):
     log.error("%s failed, incident %s", method, incident, exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL,
                   f"internal error, incident {incident}; give this id to the archive administrator")
+
+
+def _disk_full(exc: Exception) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)

@@ -90,6 +90,34 @@ class ScannerNotFound(ScannerError):
     advice = "check it is switched on and connected; 'scanimage -L' lists what SANE sees"
 
 
+class BatchStopped(ScannerError):
+    """The station service was asked to stop mid-batch; it finished the sheet in hand first."""
+
+    headline = "scanning stopped because the station service is stopping"
+    advice = "put the unscanned sheets back in the feeder and press Scan (or run 'quire-station scan') to resume"
+
+
+class NotPermitted(StationError):
+    """The station service refused the caller: not root, not its user, not in its group."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class ServiceUnavailable(StationError):
+    """The station service is not running, is stopping, or is busy with another batch."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class StationDiskFull(ScannerError):
+    """The station's disk filled up mid-batch; the batch stops cleanly and resumes later."""
+
+    exit_code = 5
+    headline = "the station's disk is full"
+    advice = ("free space ('quire-station purge' removes receipted pages) and run the same scan command "
+              "to resume")
+
+
 class SyncError(StationError):
     """The central service could not take the outbox; bundles stay queued."""
 

@@ -1,6 +1,8 @@
 """The station's page store: page files named by SHA-256 plus their rows in SQLite."""
 
+import errno
 import json
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 from quire.cas import ContentStore
 from quire.db import atomic, one, open_db, rows, utcnow
 
-from .errors import StoreError
+from .errors import StationDiskFull, StoreError
 
 MIGRATIONS = [
     ("0001_initial", [
@@ -130,10 +132,13 @@ class Store:
         return Batch(row["id"], row["archive_no"], row["item"], row["title"], row["state"], last + 1)
 
     def interrupt(self, batch_id: str, reason: str) -> None:
-        with atomic(self.db):
-            self.db.execute(
-                "UPDATE batches SET state = 'interrupted', last_error = ? WHERE id = ?", [reason, batch_id]
-            )
+        try:
+            with atomic(self.db):
+                self.db.execute(
+                    "UPDATE batches SET state = 'interrupted', last_error = ? WHERE id = ?", [reason, batch_id]
+                )
+        except sqlite3.OperationalError:
+            pass  # e.g. the disk is full: the batch stays 'open', which resumes just the same
 
     def batches(self, state: str | None = None) -> list[dict]:
         sql = ("SELECT b.*, (SELECT COUNT(*) FROM pages p WHERE p.batch_id = b.id) AS pages"
@@ -145,13 +150,18 @@ class Store:
     def add_page(self, batch_id: str, n: int, page) -> str:
         """Store one processed page durably: file fsynced and renamed, then its row committed."""
         files = self._files(page.media_type)
-        sha = files.put(page.data)
-        with atomic(self.db):
-            self.db.execute(
-                "INSERT INTO pages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [batch_id, n, sha, len(page.data), page.media_type, page.width_px, page.height_px,
-                 page.dpi, page.colour, json.dumps(page.record, ensure_ascii=False), utcnow()],
-            )
+        try:
+            sha = files.put(page.data)
+            with atomic(self.db):
+                self.db.execute(
+                    "INSERT INTO pages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [batch_id, n, sha, len(page.data), page.media_type, page.width_px, page.height_px,
+                     page.dpi, page.colour, json.dumps(page.record, ensure_ascii=False), utcnow()],
+                )
+        except (OSError, sqlite3.OperationalError) as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC or "disk is full" in str(exc):
+                raise StationDiskFull(str(exc)) from None
+            raise
         return sha
 
     def pages(self, batch_id: str) -> list[dict]:
