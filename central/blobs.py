@@ -33,39 +33,23 @@ class BlobStore:
         except FileNotFoundError:
             return 0
 
-    def append(self, station_id: str, sha256: str, offset: int, data: bytes, limit: int) -> int:
-        """Append a chunk at exactly ``offset``; return the new size. Refuse gaps and overruns."""
-        path = self.partial(station_id, sha256)
-        with open(path, "ab") as fh:
-            size = fh.tell()
-            if offset != size:
-                raise WrongOffset(
-                    f"blob {sha256[:12]}: write at offset {offset} but {size} bytes are committed; "
-                    "query the write status and resume from there"
-                )
-            if size + len(data) > limit:
-                raise BlobRejected(
-                    f"blob {sha256[:12]}: {size + len(data)} bytes sent but the manifest says {limit}"
-                )
-            try:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError:
-                # Disk full mid-chunk: cut back to the last whole chunk so the resume point is exact.
-                fh.truncate(size)
-                raise
-            return fh.tell()
+    def open_upload(self, station_id: str, sha256: str, limit: int) -> "Upload":
+        """Append access to one partial upload, for the chunks of one Write stream."""
+        return Upload(self.partial(station_id, sha256), sha256, limit)
 
-    def finish(self, station_id: str, sha256: str, expected_bytes: int) -> None:
-        """Check the complete upload's size and hash, then move it into the store for good."""
+    def finish(self, station_id: str, sha256: str, expected_bytes: int, found: str | None = None) -> None:
+        """Check the complete upload's size and hash, then move it into the store for good.
+
+        ``found`` is the digest the upload computed as the bytes arrived; without it the file is re-read.
+        """
         path = self.partial(station_id, sha256)
         size = path.stat().st_size
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        found = h.hexdigest()
+        if found is None:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            found = h.hexdigest()
         if found != sha256 or size != expected_bytes:
             path.unlink(missing_ok=True)  # a corrupt upload is never kept, never half-visible
             raise BlobRejected(
@@ -73,3 +57,71 @@ class BlobStore:
                 f"{expected_bytes} bytes with that digest; the station's copy does not match its manifest"
             )
         self.files.adopt(path, sha256)
+
+
+class Upload:
+    """One open partial upload: chunks must arrive at exactly the committed offset.
+
+    Data is fsynced every ``sync_every`` bytes and when the stream ends, so a crash loses at most
+    that much, which the station simply re-sends from the offset the file then has.
+    """
+
+    sync_every = 8 << 20
+
+    def __init__(self, path: Path, sha256: str, limit: int):
+        self.path, self.sha256, self.limit = path, sha256, limit
+        self.fh = open(path, "ab")
+        self.size = self.fh.tell()
+        self._unsynced = 0
+        # Hash as the bytes arrive; a resumed upload first hashes what the earlier streams left.
+        self._hash = hashlib.sha256()
+        if self.size:
+            with open(path, "rb") as prefix:
+                while chunk := prefix.read(1 << 20):
+                    self._hash.update(chunk)
+
+    def append(self, offset: int, data: bytes) -> int:
+        """Append a chunk at exactly ``offset``; return the new size. Refuse gaps and overruns."""
+        if offset != self.size:
+            raise WrongOffset(
+                f"blob {self.sha256[:12]}: write at offset {offset} but {self.size} bytes are committed; "
+                "query the write status and resume from there"
+            )
+        if self.size + len(data) > self.limit:
+            raise BlobRejected(
+                f"blob {self.sha256[:12]}: {self.size + len(data)} bytes sent but the manifest says {self.limit}"
+            )
+        try:
+            self.fh.write(data)
+            self._hash.update(data)
+            self._unsynced += len(data)
+            if self._unsynced >= self.sync_every:
+                self.sync()
+        except OSError:
+            # Disk full mid-chunk: cut back to the last whole chunk so the resume point is exact.
+            self.fh.truncate(self.size)
+            raise
+        self.size += len(data)
+        return self.size
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def sync(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self._unsynced = 0
+
+    def close(self) -> None:
+        try:
+            if self._unsynced:
+                self.sync()
+        finally:
+            self.fh.close()
+
+    def __enter__(self) -> "Upload":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

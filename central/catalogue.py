@@ -73,6 +73,48 @@ MIGRATIONS = [
             requested_at TEXT NOT NULL)""",
         "ALTER TABLE stations ADD COLUMN revoked_by TEXT",
     ]),
+    ("0003_unit_profiles", [
+        # Which standards profile judges a unit's bundles; units not listed use meta 'default_profile'.
+        """CREATE TABLE unit_profiles (
+            unit TEXT PRIMARY KEY,
+            profile TEXT NOT NULL,
+            assigned_at TEXT NOT NULL)""",
+    ]),
+    ("0004_quarantine", [
+        # A bundle refused at commit, with every reason; its manifest and page files stay stored.
+        """CREATE TABLE quarantine (
+            bundle_id TEXT PRIMARY KEY REFERENCES bundles (id),
+            station_id TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            archive_no TEXT NOT NULL,
+            item TEXT NOT NULL,
+            profile TEXT,
+            profile_version INTEGER,
+            reasons TEXT NOT NULL,
+            quarantined_at TEXT NOT NULL)""",
+    ]),
+    ("0005_audit_log", [
+        # Leaf i of the audit Merkle tree is SHA-256(0x00 || entry); nodes hold every complete subtree.
+        """CREATE TABLE audit_entries (
+            idx INTEGER PRIMARY KEY,
+            event TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            entry BLOB NOT NULL)""",
+        "CREATE INDEX audit_entries_subject ON audit_entries (event, subject)",
+        """CREATE TABLE audit_nodes (
+            level INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            hash BLOB NOT NULL,
+            PRIMARY KEY (level, idx))""",
+        """CREATE TABLE audit_checkpoints (
+            tree_size INTEGER PRIMARY KEY,
+            body BLOB NOT NULL,
+            signature BLOB NOT NULL)""",
+        # Append-only by construction; someone editing the file directly is caught by 'audit verify'.
+        *(f"""CREATE TRIGGER {table}_append_only_{op} BEFORE {op.upper()} ON {table}
+              BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
+          for table in ("audit_entries", "audit_nodes", "audit_checkpoints") for op in ("update", "delete")),
+    ]),
 ]
 
 

@@ -96,10 +96,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("verify", help="re-check every blob, signature and catalogue row",
                        description="Re-hash every stored blob and re-check every bundle signature and "
-                                   "catalogue row; exit 1 and print one line per problem if any.")
+                                   "catalogue row, and the catalogue and checkpoints against the audit log; "
+                                   "exit 1 and print one line per problem if any.")
     c.add_argument("--quick", action="store_true", help="sizes and counts only (misses changed bytes)")
     c.set_defaults(func=cmd_verify)
+    _add_standards_commands(sub)
     return p
+
+
+def _add_standards_commands(sub) -> None:
+    """The profiles, quarantine and audit command groups."""
+    pr = sub.add_parser("profiles", help="list, show and assign standards profiles",
+                        description="Standards profiles (rules as data): the shipped gbt33870 and dat31, and "
+                                    "any in HOME/profiles; which unit is judged by which.")
+    pr_sub = pr.add_subparsers(title="profile commands", metavar="COMMAND")
+    c = pr_sub.add_parser("ls", help="list available profiles and the units using them",
+                          description="List every profile with its version, and the units assigned to it.")
+    c.add_argument("--json", action="store_true", help="print JSON lines")
+    c.set_defaults(func=cmd_profiles_ls)
+    c = pr_sub.add_parser("show", help="print one profile's settings",
+                          description="Print every setting of a profile, after 'extends' is resolved.")
+    c.add_argument("name", help="profile name, e.g. gbt33870")
+    c.set_defaults(func=cmd_profiles_show)
+    c = pr_sub.add_parser("assign", help="judge a unit's bundles by a profile",
+                          description="Judge a unit's future bundles by the named profile (logged in the audit log).")
+    c.add_argument("unit", help="the unit (全宗/单位)")
+    c.add_argument("name", help="profile name")
+    c.set_defaults(func=cmd_profiles_assign)
+    c = pr_sub.add_parser("default", help="set the profile for units without one",
+                          description="Judge units without an assignment by the named profile (logged in the audit log).")
+    c.add_argument("name", help="profile name")
+    c.set_defaults(func=cmd_profiles_default)
+    pr.set_defaults(func=lambda cfg, args: pr.print_help() or 2)
+
+    q = sub.add_parser("quarantine", help="bundles refused at commit, with every reason",
+                       description="Bundles that broke their unit's standards profile or conflicted with the "
+                                   "catalogue: kept, not catalogued, with every reason.")
+    q_sub = q.add_subparsers(title="quarantine commands", metavar="COMMAND")
+    c = q_sub.add_parser("ls", help="list quarantined bundles", description="List quarantined bundles, newest first.")
+    c.add_argument("--json", action="store_true", help="print JSON lines")
+    c.set_defaults(func=cmd_quarantine_ls)
+    c = q_sub.add_parser("show", help="every reason one bundle was quarantined",
+                         description="Show a quarantined bundle and every rule it broke, page by page.")
+    c.add_argument("bundle", help="bundle id, or at least its first 6 hex digits")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_quarantine_show)
+    q.set_defaults(func=lambda cfg, args: q.print_help() or 2)
+
+    a = sub.add_parser("audit", help="the tamper-evident audit log",
+                       description="The append-only Merkle-tree log of ingests, quarantines, registrations "
+                                   "and profile changes, with signed checkpoints.")
+    a_sub = a.add_subparsers(title="audit commands", metavar="COMMAND")
+    c = a_sub.add_parser("verify", help="recompute the log and check every signed checkpoint",
+                         description="Recompute the Merkle tree from the stored entries and check every signed "
+                                     "checkpoint (the log's own, every receipt's, and any given); exit 1 on a problem.")
+    c.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
+                   help="a checkpoint a station or auditor kept (JSON, as 'audit checkpoint' prints); repeatable")
+    c.set_defaults(func=cmd_audit_verify)
+    c = a_sub.add_parser("ls", help="list audit entries", description="List audit entries in log order.")
+    c.add_argument("--from", dest="start", type=int, default=0, help="first entry index (default 0)")
+    c.add_argument("--limit", type=int, default=None, help="at most this many entries")
+    c.add_argument("--json", action="store_true", help="print the entries as JSON lines")
+    c.set_defaults(func=cmd_audit_ls)
+    c = a_sub.add_parser("checkpoint", help="print the latest signed checkpoint",
+                         description="Print the latest signed checkpoint as JSON, for a witness to keep.")
+    c.set_defaults(func=cmd_audit_checkpoint)
+    a.set_defaults(func=lambda cfg, args: a.print_help() or 2)
 
 
 def cmd_init(cfg, args) -> int:
@@ -253,6 +315,149 @@ def cmd_verify(cfg, args) -> int:
     print(f"{kind}: {report.blobs} blobs ({report.bytes} bytes), {report.bundles} bundles, "
           f"{report.pages} pages — {verdict}")
     return 0 if report.ok else 1
+
+
+def cmd_profiles_ls(cfg, args) -> int:
+    from . import profile
+
+    archive = open_archive(cfg, create=False)
+    default, units = profile.default_name(archive), profile.assignments(archive)
+    rows = []
+    for name, path in profile.available(cfg.home).items():
+        p = profile.load(name, cfg.home)
+        rows.append({"name": name, "version": p.version, "default": "yes" if name == default else "",
+                     "units": ", ".join(u["unit"] for u in units if u["profile"] == name),
+                     "source": "shipped" if path.parent == profile.SHIPPED_DIR else str(path), "title": p.title})
+    archive.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        _table(rows, ["name", "version", "default", "units", "source", "title"])
+    return 0
+
+
+def cmd_profiles_show(cfg, args) -> int:
+    import dataclasses
+
+    from . import profile
+
+    p = profile.load(args.name, cfg.home)
+    for name, value in dataclasses.asdict(p).items():
+        print(f"{name:<28} {', '.join(value) if isinstance(value, tuple) else value}")
+    return 0
+
+
+def cmd_profiles_assign(cfg, args) -> int:
+    from . import profile
+
+    archive = open_archive(cfg, create=False)
+    chosen = profile.assign(archive, args.unit, args.name)
+    archive.close()
+    print(f"unit {args.unit} is judged by profile {chosen.label} from now on")
+    return 0
+
+
+def cmd_profiles_default(cfg, args) -> int:
+    from . import profile
+
+    archive = open_archive(cfg, create=False)
+    chosen = profile.set_default(archive, args.name)
+    archive.close()
+    print(f"units without their own profile are judged by {chosen.label} from now on")
+    return 0
+
+
+def cmd_quarantine_ls(cfg, args) -> int:
+    from . import quarantine
+
+    archive = open_archive(cfg, create=False)
+    rows = quarantine.listing(archive)
+    archive.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    elif rows:
+        for row in rows:
+            row["bundle"] = row["bundle_id"][:12]
+        _table(rows, ["bundle", "station_id", "unit", "archive_no", "item", "profile", "reasons", "rules",
+                      "quarantined_at"])
+    else:
+        print("no bundle is quarantined")
+    return 0
+
+
+def cmd_quarantine_show(cfg, args) -> int:
+    from . import quarantine
+
+    archive = open_archive(cfg, create=False)
+    row = quarantine.show(archive, args.bundle)
+    archive.close()
+    if args.json:
+        print(json.dumps(row, ensure_ascii=False))
+        return 0
+    for key in ("bundle_id", "station_id", "unit", "archive_no", "item", "title", "pages", "operator",
+                "profile", "profile_version", "quarantined_at"):
+        print(f"{key:<16} {'' if row[key] is None else row[key]}")
+    print(f"reasons ({len(row['reasons'])}):")
+    for r in row["reasons"]:
+        where = f" page {r['page']}" if r.get("page") is not None else ""
+        print(f"  {r['severity']:<6} {r['rule']}{where}: {r['message']}")
+    return 0
+
+
+def cmd_audit_verify(cfg, args) -> int:
+    from quire import checkpoint as checkpoint_format
+    from quire.errors import ContractError
+
+    from . import audit
+
+    witnesses = []
+    for path in args.checkpoint:
+        try:
+            witnesses.append((f"checkpoint file {path}", checkpoint_format.from_json(json.loads(open(path).read()))))
+        except (OSError, ValueError, ContractError) as exc:
+            raise CentralError(f"{path}: not a checkpoint 'quire-central audit checkpoint' printed ({exc})") from None
+    archive = open_archive(cfg, create=False)
+    report = audit.verify_log(archive, witnesses)
+    archive.close()
+    for problem in report.problems:
+        print(problem)
+    verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
+    print(f"audit log: {report.entries} entries, {report.checkpoints} checkpoints, "
+          f"root {report.root.hex()} — {verdict}")
+    return 0 if report.ok else 1
+
+
+def cmd_audit_ls(cfg, args) -> int:
+    from . import audit
+
+    archive = open_archive(cfg, create=False)
+    rows = audit.entries(archive, args.start, args.limit)
+    archive.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no audit entries" + (f" from #{args.start}" if args.start else ""))
+        return 0
+    for row in rows:
+        row["subject"] = row.get("bundle_id", "")[:12] or row.get("station_id") or row.get("unit") or ""
+    _table(rows, ["idx", "at", "event", "by", "subject", "archive_no", "item"])
+    return 0
+
+
+def cmd_audit_checkpoint(cfg, args) -> int:
+    from . import audit
+
+    archive = open_archive(cfg, create=False)
+    cp = audit.latest_checkpoint(archive)
+    archive.close()
+    if cp is None:
+        raise CentralError("the audit log is empty; nothing has been signed yet")
+    print(json.dumps(cp.to_json(), ensure_ascii=False))
+    return 0
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:

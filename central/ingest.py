@@ -98,22 +98,31 @@ def write(archive: Archive, chunks) -> tuple[int, bool]:
     declared = _declared_size(row, sha256)
     if archive.blobs.has(sha256):
         return declared, True
-    size = archive.blobs.committed_size(station_id, sha256)
-    msg = first
-    while msg is not None:
-        if msg.data:
-            size = archive.blobs.append(station_id, sha256, msg.write_offset, msg.data, declared)
-        if msg.finish_write:
-            archive.blobs.finish(station_id, sha256, declared)
-            with archive.catalogue.transaction() as db:
-                db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, declared, utcnow()])
-            return declared, True
-        msg = next(chunks, None)
-    return size, False
+    with archive.blobs.open_upload(station_id, sha256, declared) as upload:
+        msg = first
+        while msg is not None and not msg.finish_write:
+            if msg.data:
+                upload.append(msg.write_offset, msg.data)
+            msg = next(chunks, None)
+        if msg is not None and msg.data:
+            upload.append(msg.write_offset, msg.data)
+        size, digest = upload.size, upload.digest
+    if msg is None:  # the stream ended without finish_write: the station resumes later
+        return size, False
+    archive.blobs.finish(station_id, sha256, declared, found=digest)
+    with archive.catalogue.transaction() as db:
+        db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, declared, utcnow()])
+    return declared, True
 
 
 def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, bytes]:
-    """Catalogue an offered bundle whose blobs all arrived; answer with the signed receipt."""
+    """Catalogue an offered bundle whose blobs all arrived; answer with the signed receipt.
+
+    A bundle that breaks its unit's standards profile, or conflicts with the catalogue, is
+    quarantined instead, and the station is told every reason.
+    """
+    from . import audit, quarantine, standards
+
     row = _offered(archive, station_id, bundle_id)
     if row["state"] == "committed":
         return bytes(row["receipt"]), bytes(row["receipt_signature"])
@@ -127,13 +136,19 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
             f"(first {missing[0][:12]}); offer the bundle again and upload them"
         )
     station = stations.active(archive, station_id)
+    findings = standards.check_bundle(archive, manifest, station["unit"])  # re-reads page headers: outside the lock
     dossier, material, pages = manifest["dossier"], manifest["material"], manifest["pages"]
     total = sum(p["bytes"] for p in pages)
     with archive.catalogue.transaction() as db:
-        problems = _catalogue_problems(db, archive, manifest)
+        if db.execute("SELECT state FROM bundles WHERE id = ?", [bundle_id]).fetchone()[0] != "offered":
+            # A concurrent commit of this bundle finished first: answer as it was answered.
+            return commit(archive, station_id, bundle_id)
+        conflicts = _catalogue_problems(db, archive, manifest)
+        problems = conflicts + findings.reasons()
         if problems:
             db.execute("UPDATE bundles SET state = 'rejected', problems = ? WHERE id = ?",
                        [json.dumps(problems, ensure_ascii=False), bundle_id])
+            quarantine.hold(db, archive, bundle_id, station, manifest, findings, conflicts)
             rejected = BundleRejected(bundle_id, problems)
         else:
             rejected = None
@@ -164,6 +179,8 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
                 "bytes": total,
                 "received_at": now,
                 "central_key": keys.fingerprint(archive.public_key),
+                "audit": audit.ingested(db, archive, bundle_id, station, manifest, findings.profile.label),
+                "standards": findings.receipt_field(),
             }, archive.key)
             db.execute(
                 "UPDATE bundles SET state = 'committed', committed_at = ?, receipt = ?,"

@@ -6,6 +6,7 @@ import re
 from quire import callauth, keys
 from quire.db import utcnow
 
+from . import audit
 from .archive import Archive
 from .errors import CentralError, NotEnrolled, SignatureInvalid
 
@@ -33,7 +34,9 @@ def add(archive: Archive, station_id: str, public_key_hex: str, unit: str) -> di
                               [station_id, public_key]).fetchone()
         if existing:
             if existing[0] == station_id and bytes(existing[1]) == public_key:
-                return get(archive, station_id)
+                row = get(archive, station_id)
+                audit.station_registered(archive, row)  # logged once per station and key
+                return row
             raise CentralError(
                 f"station {existing[0]} is already registered with "
                 f"{'another key' if existing[0] == station_id else 'this key'}; "
@@ -41,7 +44,9 @@ def add(archive: Archive, station_id: str, public_key_hex: str, unit: str) -> di
             )
         db.execute("INSERT INTO stations (id, public_key, unit, added_at) VALUES (?, ?, ?, ?)",
                    [station_id, public_key, unit, utcnow()])
-    return get(archive, station_id)
+    row = get(archive, station_id)
+    audit.station_registered(archive, row)  # every way a station gets registered passes here
+    return row
 
 
 def get(archive: Archive, station_id: str) -> dict:
@@ -129,7 +134,10 @@ def revoke(archive: Archive, station_id: str, by: str) -> dict:
     """Stop a station at once: its later calls and uploads are refused."""
     get(archive, station_id)
     with archive.catalogue.transaction() as db:
+        already = db.execute("SELECT revoked_at FROM stations WHERE id = ?", [station_id]).fetchone()[0]
         db.execute("UPDATE stations SET revoked_at = COALESCE(revoked_at, ?), revoked_by = COALESCE(revoked_by, ?)"
                    " WHERE id = ?", [utcnow(), by, station_id])
+        if not already:
+            audit.record(db, archive, "station.revoke", station_id, {"station_id": station_id}, by=by)
     audit_log.warning("station %s revoked by %s", station_id, by)
     return get(archive, station_id)

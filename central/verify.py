@@ -55,7 +55,10 @@ class Report:
 
 
 def verify(archive: Archive, full: bool = True) -> Report:
-    """Full: re-hash every blob and re-check every signature. Quick: sizes and counts only."""
+    """Full: re-hash every blob, re-check every signature and the audit log. Quick: sizes and counts only.
+
+    Both check the catalogue against the audit log's ingest and quarantine entries.
+    """
     report = Report()
     cat = archive.catalogue
     for blob in cat.query("SELECT sha256, bytes FROM blobs ORDER BY sha256"):
@@ -82,6 +85,12 @@ def verify(archive: Archive, full: bool = True) -> Report:
                        " WHERE b.id IS NULL"):
         report.problems.append(CatalogueMismatch(
             f"material {m['archive_no']} {m['item']}", f"no committed bundle {m['bundle_id']} backs it"))
+    from . import audit  # audit builds on this module's Problem
+
+    # The catalogue against the audit log (cheap); full: the log against its signed checkpoints too.
+    report.problems.extend(audit.catalogue_problems(archive))
+    if full:
+        report.problems.extend(audit.verify_log(archive).problems)
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, however found
     return report
 

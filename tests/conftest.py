@@ -37,11 +37,21 @@ def no_leaked_threads():
 
 @pytest.fixture
 def archive(tmp_path):
-    """A central archive on a real SQLite file and blob directory."""
-    from central import config
+    """A central archive on a real SQLite file and blob directory.
+
+    Its default standards profile is gbt33870 with the minimum lowered to 150 dpi, so tests may
+    scan small, fast pages; tests of the standards themselves assign a shipped profile to their unit.
+    """
+    from central import config, profile
     from central.archive import open_archive
 
-    arch = open_archive(config.load(tmp_path / "central"))
+    home = tmp_path / "central"
+    (home / "profiles").mkdir(parents=True)
+    (home / "profiles" / "tests-150dpi.toml").write_text(
+        'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
+        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    arch = open_archive(config.load(home))
+    profile.set_default(arch, "tests-150dpi")
     yield arch
     arch.close()
 

@@ -18,12 +18,17 @@ def open_zeroconf(interfaces: list | str = "all") -> Zeroconf:
     return Zeroconf(interfaces=list(interfaces))
 
 
-def advertise(zc: Zeroconf, service_type: str, name: str, host: str, port: int, properties: dict) -> ServiceInfo:
-    """Register one service instance; the caller unregisters it on shutdown."""
+def service_info(service_type: str, name: str, host: str, port: int, properties: dict) -> ServiceInfo:
+    """The DNS-SD records of one instance, with the TXT version added."""
     addresses = [socket.inet_aton(host)] if _is_ipv4(host) else []
-    info = ServiceInfo(service_type, f"{name}.{service_type}", port=port, addresses=addresses or None,
+    return ServiceInfo(service_type, f"{name}.{service_type}", port=port, addresses=addresses or None,
                        parsed_addresses=None if addresses else ["127.0.0.1"],
                        properties={"v": TXT_VERSION, **properties}, server=f"{name}.local.")
+
+
+def advertise(zc: Zeroconf, service_type: str, name: str, host: str, port: int, properties: dict) -> ServiceInfo:
+    """Register one service instance; the caller unregisters it on shutdown."""
+    info = service_info(service_type, name, host, port, properties)
     zc.register_service(info, allow_name_change=True)
     return info
 

@@ -19,6 +19,7 @@ RECEIPT_CONTEXT = b"quire.receipt.v1\x00"
 CALL_CONTEXT = b"quire.call.v1\x00"              # a station's signature on one gRPC call
 ENROL_CONTEXT = b"quire.enrol.v1\x00"            # a station asking to be enrolled
 TLS_BINDING_CONTEXT = b"quire.tls-binding.v1\x00"  # the central key vouching for its TLS cert
+CHECKPOINT_CONTEXT = b"quire.checkpoint.v1\x00"    # the central key vouching for an audit log head
 
 
 class KeyFileError(ContractError):
