@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # libsane-dev builds python-sane; sane-utils gives scanimage and the `test` backend;
 # the WenQuanYi font lets the synthetic source draw Chinese text.
-APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev
+APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev systemd udev
 # Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
 APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)
 APT_PACKAGES += $(shell $(PYTHON) -c "import sysconfig, os, sys; \
@@ -17,7 +17,7 @@ APT_PACKAGES += $(shell $(PYTHON) -c "import sysconfig, os, sys; \
 PROTO_SRC := $(wildcard protos/quire/v1/*.proto)
 PROTO_OUT := $(PROTO_SRC:.proto=_pb2.py) $(PROTO_SRC:.proto=_pb2_grpc.py)
 
-.PHONY: demo test setup system-deps protos lock clean
+.PHONY: demo test setup system-deps protos lock clean bench
 
 demo: setup
 	$(PY) -m station.demo
@@ -49,6 +49,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml | system-deps
 $(PROTO_OUT) &: $(PROTO_SRC) $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos \
 	  --grpc_python_out=protos $(PROTO_SRC)
+
+# The image-pipeline benchmark: Quire beside Leptonica (Debian's liblept5), unpaper (Debian), jdeskew
+# and deskew (PyPI, in the lock) on the same labelled pages. BENCH_ARGS="--pages 20" for a quick look.
+bench: setup
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="liblept5 unpaper"
+	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 # Re-pin the environment after changing dependencies in pyproject.toml (needs uv).
 lock:

@@ -42,10 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("scan", help="scan one material into the page store and seal it",
                        description="Scan one material (材料) of a dossier until the feeder is empty; each "
                                    "page is stored before the next is fed; the material is then sealed into "
-                                   "a signed bundle. After a fault, the same command resumes.")
-    c.add_argument("--dossier", required=True, help="dossier archive number (档号), e.g. D-0001")
-    c.add_argument("--material", required=True, help="material item number, e.g. 1-1 or 4-1-2")
-    c.add_argument("--title", required=True, help="material title, e.g. 干部履历表")
+                                   "a signed bundle. After a fault, the same command resumes. While the station "
+                                   "service runs, it does the scanning (it owns the scanner); without --dossier, "
+                                   "--material and --title it runs the next queued batch.")
+    c.add_argument("--dossier", help="dossier archive number (档号), e.g. D-0001")
+    c.add_argument("--material", help="material item number, e.g. 1-1 or 4-1-2")
+    c.add_argument("--title", help="material title, e.g. 干部履历表")
     c.add_argument("--name", help="the person's name (dossier field)")
     c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
     c.add_argument("--remarks", help="remarks (备注)")
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "certificate is vouched for by its key, ask to be enrolled and pin both. Shows a "
                                    "pairing code the archive operator compares before approving.")
     c.add_argument("--central", help="central service HOST:PORT (default: config, else zeroconf)")
+    c.add_argument("--fingerprint", help="accept only the archive with this key fingerprint (quire-central info)")
     c.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the operator's approval")
     c.set_defaults(func=cmd_enroll)
 
@@ -78,6 +81,42 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show the station id and key, interrupted batches and what waits to sync.")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("daemon", help="run the station service (systemd starts it)",
+                       description="Run the station service in the foreground: it owns the scanner, runs queued "
+                                   "batches when Scan is pressed or 'quire-station scan' asks, and syncs in the "
+                                   "background. Talks to systemd (Type=notify, watchdog); SIGTERM finishes the "
+                                   "sheet being scanned, then exits.")
+    c.set_defaults(func=cmd_daemon)
+
+    q = sub.add_parser("queue", help="prepare batches for the scanner's Scan button",
+                       description="Queue materials for the running station service; pressing Scan on the "
+                                   "scanner (or 'quire-station scan') runs the next one.")
+    q_sub = q.add_subparsers(title="queue commands", metavar="COMMAND")
+    c = q_sub.add_parser("add", help="queue one material to scan",
+                         description="Queue one material of a dossier; it is scanned when Scan is pressed.")
+    c.add_argument("--dossier", required=True, help="dossier archive number (档号), e.g. D-0001")
+    c.add_argument("--material", required=True, help="material item number, e.g. 1-1 or 4-1-2")
+    c.add_argument("--title", required=True, help="material title, e.g. 干部履历表")
+    c.add_argument("--name", help="the person's name (dossier field)")
+    c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
+    c.add_argument("--remarks", help="remarks (备注)")
+    c.add_argument("--operator", help="who is scanning (default the login name)")
+    c.set_defaults(func=cmd_queue_add)
+    c = q_sub.add_parser("ls", help="list queued batches", description="List the batches waiting for Scan, "
+                         "next first, with why the last run of one stopped.")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_queue_ls)
+    q.set_defaults(func=lambda cfg, args: q.print_help() or 2)
+
+    c = sub.add_parser("doctor", help="check the station and say how to fix what is wrong",
+                       description="Check the scanner and its profile, key file permissions, store integrity, "
+                                   "disk space, the clock, the central archive and its pinned key, and zeroconf; "
+                                   "print OK, WARN or FAIL with the fix for each. Exits 1 when something FAILs.")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument("--zeroconf-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="how long to listen for the central archive's zeroconf announcement (default 3)")
+    c.set_defaults(func=cmd_doctor)
 
     c = sub.add_parser("process", help="run the image pipeline on existing image files",
                        description="Deskew, crop, flag blanks, choose colour mode and compress each input "
@@ -101,6 +140,7 @@ def cmd_init(cfg, args) -> int:
 
 
 def cmd_scan(cfg, args) -> int:
+    from .control import connect
     from .home import open_station
     from .scan import scan
 
@@ -111,7 +151,6 @@ def cmd_scan(cfg, args) -> int:
     for key in ("date_formed", "remarks"):
         if getattr(args, key):
             material[key] = getattr(args, key)
-    station = open_station(cfg)
     started = time.monotonic()
 
     def on_page(n: int, record: dict) -> None:
@@ -122,12 +161,20 @@ def cmd_scan(cfg, args) -> int:
             print(f"page {n:>3}  skew {record['skew_deg']:+.2f}°  {record['bytes'] // 1024:>5} KiB  "
                   f"{' '.join(flags)}", flush=True)
 
-    try:
-        result = scan(station, dossier, material, args.source, args.operator, on_page)
-    finally:
-        station.close()
+    daemon = None if args.source else connect(cfg.control_socket_path)
+    if daemon is not None:  # the station service owns the scanner: it scans, we show the pages
+        result = _scan_via_daemon(daemon, args, dossier, material, on_page)
+    else:
+        if not (args.dossier and args.material and args.title):
+            raise UsageError("--dossier, --material and --title are required; without them 'scan' runs the next "
+                             "queued batch, which needs the station service (sudo systemctl start quire-station)")
+        station = open_station(cfg)
+        try:
+            result = scan(station, dossier, material, args.source, args.operator, on_page)
+        finally:
+            station.close()
     resumed = f" (resumed at page {result.first_page})" if result.first_page > 1 else ""
-    print(f"{args.dossier} {args.material}: {result.total_pages} pages{resumed}, "
+    print(f"{result.archive_no} {result.item}: {result.total_pages} pages{resumed}, "
           f"sealed as bundle {result.bundle_id[:12]} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
@@ -141,7 +188,7 @@ def cmd_enroll(cfg, args) -> int:
     try:
         address = args.central or cfg.central or station.store.get_meta("central_address")
         if not address:
-            address = find_central(cfg)
+            address = find_central(cfg, fingerprint=args.fingerprint)
             print(f"found central archive at {address} (zeroconf)")
         result = enroll(station, address, wait_s=args.wait)
     finally:
@@ -184,6 +231,10 @@ def cmd_sync(cfg, args) -> int:
         print(f"REJECTED {bundle_id[:12]}: {reason}")
     for bundle_id, reason in report.failed.items():
         print(f"waiting  {bundle_id[:12]}: {reason}")
+    for alarm in report.alarms:
+        print(alarm, file=sys.stderr)
+    if report.alarms:
+        return 6
     if report.rejected:
         return 4
     return 4 if report.failed else 0
@@ -202,8 +253,10 @@ def cmd_status(cfg, args) -> int:
             "station_id": station.station_id,
             "public_key": station.public_key.hex(),
             "home": str(cfg.home),
-            "central": cfg.central,
+            "central": cfg.central or station.store.get_meta("central_address"),
             "central_key_pinned": bool(central),
+            "sync_state": station.store.get_meta("sync_state"),
+            "history_alarm": station.store.get_meta("history_alarm"),
             "batches_open": [{k: b[k] for k in ("archive_no", "item", "title", "state", "pages", "last_error")}
                              for b in open_batches],
             "bundles": bundles,
@@ -218,6 +271,10 @@ def cmd_status(cfg, args) -> int:
     print(f"station {info['station_id']}  home {info['home']}")
     print(f"public key {info['public_key']}")
     print(f"central {info['central'] or '(not configured)'}  key pinned: {'yes' if central else 'no'}")
+    if info["sync_state"]:
+        print(f"central {info['sync_state']}")
+    if info["history_alarm"]:
+        print(info["history_alarm"])
     for b in info["batches_open"]:
         print(f"batch {b['archive_no']} {b['item']} {b['state']}: {b['pages']} pages stored"
               + (f" — {b['last_error']}" if b["last_error"] else ""))
@@ -225,9 +282,14 @@ def cmd_status(cfg, args) -> int:
     waiting = box["sealed"] + box["uploading"]
     print(f"outbox: {waiting} waiting, {box['committed']} committed, {box['rejected']} rejected")
     for b in bundles:
-        if b["state"] != "committed":
-            print(f"  {b['id'][:12]} {b['archive_no']} {b['item']} {b['state']} {b['pages']} pages"
-                  + (f" — {b['last_error']}" if b["last_error"] else ""))
+        if b["state"] in ("committed", "purged"):
+            continue
+        state = b["state"]
+        if state == "uploading" and b["bytes"]:
+            state = f"uploading {min(100, 100 * b['uploaded_bytes'] // b['bytes'])} %"
+        why = b["last_error"] or ("waiting for the next sync" if b["state"] == "sealed" else "")
+        print(f"  {b['id'][:12]} {b['archive_no']} {b['item']} {state}, {b['pages']} pages"
+              + (f" — {why}" if why else ""))
     return 0
 
 
@@ -252,6 +314,81 @@ def cmd_process(cfg, args) -> int:
         target.write_bytes(page.data)
         print(json.dumps(dict(page.record, input=str(path), output=str(target)), ensure_ascii=False), flush=True)
     return 1 if failures else 0
+
+
+def _scan_via_daemon(sock, args, dossier: dict, material: dict, on_page):
+    from types import SimpleNamespace
+
+    from .control import request
+
+    message = {"op": "scan", "operator": args.operator}
+    if args.dossier or args.material or args.title:
+        message.update(dossier=dossier, material=material)
+
+    def on_event(event: dict) -> None:
+        if event.get("event") == "page":
+            on_page(event["n"], event["record"])
+        elif event.get("message"):
+            print(event["message"], file=sys.stderr, flush=True)
+
+    return SimpleNamespace(**request(sock, message, on_event))
+
+
+def _daemon_request(cfg, message: dict) -> dict:
+    from .control import connect, request
+    from .errors import ServiceUnavailable
+
+    sock = connect(cfg.control_socket_path)
+    if sock is None:
+        raise ServiceUnavailable(f"the station service is not running (nothing answers on {cfg.control_socket_path}); "
+                                 "start it with 'sudo systemctl start quire-station'")
+    return request(sock, message)
+
+
+def cmd_daemon(cfg, args) -> int:
+    from .daemon import main as run_daemon
+
+    return run_daemon(cfg)
+
+
+def cmd_queue_add(cfg, args) -> int:
+    dossier = {"archive_no": args.dossier, **({"name": args.name} if args.name else {})}
+    material = {"item": args.material, "title": args.title}
+    material.update({k: getattr(args, k) for k in ("date_formed", "remarks") if getattr(args, k)})
+    reply = _daemon_request(cfg, {"op": "queue_add", "dossier": dossier, "material": material,
+                                  "operator": args.operator})
+    print(f"queued {args.dossier} {args.material} «{args.title}» at position {reply['position']}; "
+          "press Scan on the scanner (or run 'quire-station scan') when the sheets are in the feeder")
+    return 0
+
+
+def cmd_queue_ls(cfg, args) -> int:
+    reply = _daemon_request(cfg, {"op": "queue_ls"})
+    if args.json:
+        print(json.dumps(reply["jobs"], ensure_ascii=False, indent=2))
+        return 0
+    print(reply["status"])
+    if not reply["jobs"]:
+        print("no batches queued")
+    for n, job in enumerate(reply["jobs"], 1):
+        running = "  (scanning)" if job["id"] == reply["current"] else ""
+        print(f"{n:>3}. {job['dossier']['archive_no']} {job['material']['item']} «{job['material']['title']}» "
+              f"by {job['operator']}{running}")
+        if job.get("last_error"):
+            print(f"     last stop: {job['last_error']}")
+    return 0
+
+
+def cmd_doctor(cfg, args) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(cfg, zeroconf_timeout_s=args.zeroconf_timeout)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], ensure_ascii=False, indent=2))
+    else:
+        for check in checks:
+            print(check.line())
+    return 1 if any(c.level == "FAIL" for c in checks) else 0
 
 
 if __name__ == "__main__":

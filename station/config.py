@@ -30,6 +30,19 @@ class StationConfig:
     pipeline: PipelineConfig = PipelineConfig()
     sync_timeout_s: float = 30.0
     chunk_bytes: int = 1 << 20
+    control_socket: str | None = None       # the daemon's unix socket (default HOME/control.sock)
+    control_group: str | None = None        # group, besides root and the daemon's user, that may use it
+    button_poll_s: float = 0.25             # how often the idle daemon reads the scanner's buttons
+    sync_interval_s: float = 60.0           # how often the daemon offers queued bundles to central
+    profiles_dir: str | None = None         # extra scanner profiles (*.toml) beside hardware/profiles
+
+    @property
+    def control_socket_path(self) -> Path:
+        return Path(self.control_socket) if self.control_socket else self.home / "control.sock"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.home / "queue.json"
 
     @property
     def key_path(self) -> Path:
@@ -93,6 +106,13 @@ def _from_dict(home: Path, data: dict) -> StationConfig:
         problems.append("chunk_bytes must be between 4096 and 4194304")
     if cfg.central is not None and ":" not in str(cfg.central):
         problems.append(f"central {cfg.central!r} must be HOST:PORT")
+    if not isinstance(cfg.button_poll_s, (int, float)) or not 0 < cfg.button_poll_s <= 10:
+        problems.append("button_poll_s must be more than 0 and at most 10 seconds")
+    if not isinstance(cfg.sync_interval_s, (int, float)) or cfg.sync_interval_s < 1:
+        problems.append("sync_interval_s must be at least 1 second")
+    if len(str(cfg.control_socket_path).encode()) > 107:  # sun_path holds 108 bytes with the NUL
+        problems.append(f"control socket path {cfg.control_socket_path} is too long for a unix socket; "
+                        "set control_socket to a shorter path such as /run/quire/station.sock")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     return cfg

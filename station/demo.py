@@ -83,7 +83,7 @@ def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], sta
     print(f"  station  {station.station_id}  key {keys.fingerprint(station.public_key)[:23]}…")
 
     print("\nEnrolling")
-    found = find_central(cfg)
+    found = find_central(cfg, fingerprint=fingerprint)
     asked = enroll(station, found)
     print(f"  station found the archive at {found} by zeroconf; pairing code {asked.pairing_code} ({asked.state})")
     waiting = subprocess.run(central_cli + ["stations", "pending"], capture_output=True, text=True, check=True)

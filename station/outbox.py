@@ -72,7 +72,7 @@ def pending(store: Store) -> list[dict]:
 def bundles(store: Store) -> list[dict]:
     return rows(
         store.db,
-        "SELECT b.id, b.state, b.created_at, b.attempts, b.last_error, b.committed_at,"
+        "SELECT b.id, b.state, b.created_at, b.attempts, b.last_error, b.committed_at, b.uploaded_bytes,"
         " t.archive_no, t.item, t.title,"
         " (SELECT COUNT(*) FROM pages p WHERE p.batch_id = b.batch_id) AS pages,"
         " (SELECT COALESCE(SUM(bytes), 0) FROM pages p WHERE p.batch_id = b.batch_id) AS bytes"
@@ -86,6 +86,12 @@ def mark_uploading(store: Store, bundle_id: str) -> None:
             "UPDATE bundles SET state = 'uploading', attempts = attempts + 1 WHERE id = ? AND state IN ('sealed', 'uploading')",
             [bundle_id],
         )
+
+
+def note_progress(store: Store, bundle_id: str, uploaded_bytes: int) -> None:
+    """How many bytes of the bundle's pages the archive holds now."""
+    with atomic(store.db):
+        store.db.execute("UPDATE bundles SET uploaded_bytes = ? WHERE id = ?", [uploaded_bytes, bundle_id])
 
 
 def note_failure(store: Store, bundle_id: str, reason: str) -> None:
@@ -110,6 +116,12 @@ def mark_committed(store: Store, bundle_id: str, receipt: bytes, signature: byte
             " committed_at = ?, last_error = NULL WHERE id = ?",
             [receipt, signature, utcnow(), bundle_id],
         )
+
+
+def latest_receipt(store: Store) -> bytes | None:
+    """The most recent receipt this station holds: its view of the archive's audit log."""
+    row = one(store.db, "SELECT receipt FROM bundles WHERE receipt IS NOT NULL ORDER BY committed_at DESC LIMIT 1")
+    return bytes(row["receipt"]) if row else None
 
 
 def get(store: Store, bundle_id: str) -> dict:

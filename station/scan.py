@@ -1,16 +1,29 @@
-"""One scanning batch: capture → process → store each page durably → seal the material."""
+"""One scanning batch: capture → spool → process (every core) → store in page order → seal the material.
 
+The capture loop spools each raw page durably (file fsynced, row committed) before it asks the
+scanner for the next one, so a fault or a kill loses nothing captured. Processing runs on a pool
+of workers meanwhile, and a store thread writes the processed pages in page order, so the
+scanner never waits on the CPU; it waits only when the spool already holds ``spool_pages`` pages
+(backpressure: memory and disk stay bounded whatever the scanner's speed).
+"""
+
+import ctypes
+import os
+import queue
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 from quire.catalogue import parse_item
 
 from . import outbox
-from .capture import Source, open_source
+from .capture import RawPage, Source, open_source
 from .errors import FeederEmpty, ScannerError, UsageError
 from .home import Station
-from .pipeline import process_page
+from .pipeline import PipelineConfig, ProcessedPage, process_page
+from .spool import Spool
 
 
 @dataclass
@@ -24,9 +37,11 @@ class ScanResult:
     bytes: int = 0
     raw_bytes: int = 0
     bundle_id: str | None = None
-    capture_s: float = 0.0
-    process_s: float = 0.0
-    store_s: float = 0.0
+    capture_s: float = 0.0        # waiting for the scanner to deliver pages
+    process_s: float = 0.0        # processing, summed over the workers (runs alongside capture)
+    store_s: float = 0.0          # spooling raw pages and storing processed ones
+    held_s: float = 0.0           # the scanner held back because the spool was full
+    recovered: int = 0            # pages a killed run had spooled, processed and stored by this one
     records: list = field(default_factory=list)
 
 
@@ -34,9 +49,10 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
          operator: str | None = None, on_page: Callable[[int, dict], None] | None = None) -> ScanResult:
     """Scan one material until the source is empty, then seal it into a signed bundle.
 
-    Each page is stored (file fsynced and renamed, row committed) before the next is requested,
-    so a fault or a kill loses nothing already captured; scanning the same material again
-    resumes the batch at the next page.
+    Each page is spooled durably (raw file fsynced, row committed) before the next is requested,
+    and stored in the page store in page order as soon as it is processed; a fault or a kill loses
+    nothing already captured, and scanning the same material again first stores what a killed run
+    left spooled, then resumes the batch at the next page.
     """
     cfg = station.config
     if not dossier.get("archive_no"):
@@ -51,42 +67,174 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
         source = open_source(source or cfg.source, cfg.dpi, cfg.sane_options)
     try:
         batch = station.store.open_batch(dossier, material, source.name, operator or cfg.operator)
+        spool = open_spool(station)
     except BaseException:
         source.close()
         raise
-    result = ScanResult(batch.id, batch.archive_no, batch.item, first_page=batch.next_n)
-    n = batch.next_n
     try:
-        pages = source.pages()
-        while True:
-            t0 = time.perf_counter()
-            raw = next(pages, None)
-            t1 = time.perf_counter()
-            if raw is None:
-                break
-            processed = process_page(raw.image, raw.dpi, cfg.pipeline)
-            t2 = time.perf_counter()
-            station.store.add_page(batch.id, n, processed)
-            t3 = time.perf_counter()
-            result.capture_s += t1 - t0
-            result.process_s += t2 - t1
-            result.store_s += t3 - t2
-            result.pages += 1
-            result.bytes += len(processed.data)
-            result.raw_bytes += raw.image.nbytes
-            result.records.append(processed.record)
-            if on_page:
-                on_page(n, processed.record)
-            n += 1
-    except ScannerError as exc:
-        err = exc.at(n)
-        station.store.interrupt(batch.id, str(err))
-        raise err from None
+        recovered = recover(station, spool)
+        batch = station.store.batch(batch.id)
+        result = ScanResult(batch.id, batch.archive_no, batch.item, first_page=batch.next_n, recovered=recovered)
+        n = _capture(station, spool, batch.id, batch.next_n, source, result, on_page)
     finally:
         source.close()
+        spool.close()
     result.total_pages = n - 1
     if result.total_pages == 0:
         station.store.interrupt(batch.id, "no pages captured")
         raise FeederEmpty().at(1)
     result.bundle_id = outbox.seal_batch(station.store, batch.id, station.station_id, station.key)
     return result
+
+
+def open_spool(station: Station) -> Spool:
+    """The station's capture spool (raw pages not yet in the page store)."""
+    return Spool(station.config.db_path, station.config.home / "spool")
+
+
+def recover(station: Station, spool: Spool) -> int:
+    """Process and store, in order, every page a killed run left in the spool; how many were stored."""
+    spool.sweep()
+    stored = 0
+    for entry in spool.waiting():
+        if not any(p["n"] == entry.n for p in station.store.pages(entry.batch_id)):
+            raw = spool.load(entry.batch_id, entry.n)
+            station.store.add_page(entry.batch_id, entry.n, process_page(raw.image, raw.dpi, station.config.pipeline))
+            stored += 1
+        spool.done(entry.batch_id, entry.n)
+    return stored
+
+
+def _capture(station: Station, spool: Spool, batch_id: str, n: int, source: Source, result: ScanResult,
+             on_page) -> int:
+    """Run the capture loop with the processing line behind it; the number the next page would get."""
+    with _Line(station, spool, batch_id, station.config.pipeline, result, on_page) as line:
+        pages = source.pages()
+        try:
+            while True:
+                line.wait_for_room()
+                t0 = time.perf_counter()
+                raw = next(pages, None)
+                result.capture_s += time.perf_counter() - t0
+                if raw is None:
+                    break
+                line.put(n, raw)
+                raw = None          # the spool has it: hold no second copy while the scanner feeds
+                n += 1
+        except ScannerError as exc:
+            line.finish()           # everything captured before the fault is stored, then it is reported
+            err = exc.at(n)
+            station.store.interrupt(batch_id, str(err))
+            raise err from None
+        line.finish()
+    return n
+
+
+class _Line:
+    """Workers that process spooled pages, and a store thread that writes them in page order."""
+
+    def __init__(self, station: Station, spool: Spool, batch_id: str, config: PipelineConfig,
+                 result: ScanResult, on_page):
+        self.station, self.spool, self.batch_id, self.config = station, spool, batch_id, config
+        self.result, self.on_page = result, on_page
+        _return_page_buffers_to_the_os()
+        workers = config.workers or len(os.sched_getaffinity(0))
+        self.room = threading.Semaphore(config.spool_pages or workers + 2)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="quire-process")
+        self.queue: queue.Queue = queue.Queue()
+        self.failure: BaseException | None = None
+        self.lock = threading.Lock()
+        self.writer = threading.Thread(target=self._store_in_order, name="quire-store")
+        self.writer.start()
+        self.finished = False
+
+    def __enter__(self) -> "_Line":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if not self.finished:
+            # Leaving on an error: stop; whatever was not stored stays spooled for the next run.
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.queue.put(None)
+            self.writer.join()
+
+    def wait_for_room(self) -> None:
+        """Block (holding the scanner back) until the spool has room for one more page."""
+        started = time.perf_counter()
+        while not self.room.acquire(timeout=0.1):
+            self._raise_failure()
+        self.result.held_s += time.perf_counter() - started
+        self._raise_failure()
+
+    def put(self, n: int, raw: RawPage) -> None:
+        """Spool the page durably, then queue it for processing."""
+        started = time.perf_counter()
+        self.spool.put(self.batch_id, n, raw)
+        with self.lock:
+            self.result.store_s += time.perf_counter() - started
+            self.result.pages += 1
+            self.result.raw_bytes += raw.image.nbytes
+        self._raise_failure()
+        try:
+            future = self.pool.submit(self._process, n)
+        except RuntimeError:        # the store thread failed and stopped the pool just now
+            self._raise_failure()
+            raise
+        self.queue.put((n, future))
+
+    def finish(self) -> None:
+        """Wait until every queued page is stored; raise what went wrong on the way."""
+        self.finished = True
+        self.queue.put(None)
+        self.writer.join()
+        self.pool.shutdown(wait=True)
+        self._raise_failure()
+
+    def _process(self, n: int) -> ProcessedPage:
+        raw = self.spool.load(self.batch_id, n)
+        started = time.perf_counter()
+        page = process_page(raw.image, raw.dpi, self.config)
+        with self.lock:
+            self.result.process_s += time.perf_counter() - started
+        return page
+
+    def _store_in_order(self) -> None:
+        while (item := self.queue.get()) is not None:
+            n, future = item
+            try:
+                if self.failure is None:
+                    self._store(n, future)
+            except BaseException as exc:  # handed to the capture thread, which raises it
+                self.failure = exc
+                self.pool.shutdown(wait=False, cancel_futures=True)
+            finally:
+                self.room.release()
+
+    def _store(self, n: int, future: Future) -> None:
+        page = future.result()
+        started = time.perf_counter()
+        self.station.store.add_page(self.batch_id, n, page)
+        self.spool.done(self.batch_id, n)
+        with self.lock:
+            self.result.store_s += time.perf_counter() - started
+            self.result.bytes += len(page.data)
+            self.result.records.append(page.record)
+        if self.on_page:
+            self.on_page(n, page.record)
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
+def _return_page_buffers_to_the_os() -> None:
+    """Have glibc map every buffer of 1 MiB or more on its own, so a page's memory goes back to the
+    system when the page is done; by default each worker thread's heap keeps what it once held."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass                        # not glibc: its allocator decides
+
+
+_M_MMAP_THRESHOLD = -3

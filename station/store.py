@@ -57,6 +57,10 @@ MIGRATIONS = [
             receipt_signature BLOB,
             committed_at TEXT)""",
     ]),
+    ("0002_upload_progress", [
+        # Bytes of the bundle's pages the archive holds, so status can say "uploading 40 %".
+        "ALTER TABLE bundles ADD COLUMN uploaded_bytes INTEGER NOT NULL DEFAULT 0",
+    ]),
 ]
 
 SUFFIX = {"image/jpeg": ".jpg", "image/tiff": ".tif"}

@@ -9,6 +9,7 @@ import grpc
 
 from quire import keys
 from quire import receipt as receipt_format
+from quire.db import utcnow
 from quire.errors import ContractError
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
@@ -43,6 +44,7 @@ class SyncReport:
     bytes_sent: int = 0
     pages: int = 0
     retries: int = 0
+    alarms: list[str] = field(default_factory=list)
 
 
 class BundleRefused(Exception):
@@ -63,7 +65,12 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
     cfg = station.config
     channel = open_channel(station, address)
     try:
-        central_key = _checked_central_key(station, sync_pb2_grpc.StationSyncStub(channel), address)
+        try:
+            central_key = _checked_central_key(station, sync_pb2_grpc.StationSyncStub(channel), address)
+        except SyncError as exc:
+            station.store.set_meta("sync_state", f"offline since {utcnow()}: {exc}")
+            raise
+        station.store.set_meta("sync_state", f"online, last contact {utcnow()}")
         for bundle in outbox.pending(station.store):
             for attempt in range(cfg.sync_attempts):
                 try:
@@ -127,36 +134,58 @@ def _send(station: Station, stub, bundle: dict, central_key: bytes, report: Sync
     pages = json.loads(bundle["manifest"])["pages"]
     if not offer.HasField("receipt"):
         by_sha = {p["sha256"]: p for p in pages}
+        missing = set(offer.missing_sha256)
+        held = sum(p["bytes"] for p in pages if p["sha256"] not in missing)
+        outbox.note_progress(station.store, bundle_id, held)
         for sha in offer.missing_sha256:
             page = by_sha.get(sha)
             if page is None:
                 raise BundleRefused(f"central service asked for blob {sha} that is not in the bundle")
-            report.bytes_sent += _upload(station, stub, bundle_id, page, timeout)
+            _upload(station, stub, bundle_id, page, timeout, report)
+            held += sum(p["bytes"] for p in pages if p["sha256"] == sha)
+            outbox.note_progress(station.store, bundle_id, held)
         signed = _call(stub.Commit, sync_pb2.CommitRequest(station_id=sid, bundle_id=bundle_id), timeout).receipt
     else:
         signed = offer.receipt
     try:
-        receipt_format.verify(signed.receipt, signed.signature, central_key, bundle_id)
+        body = receipt_format.verify(signed.receipt, signed.signature, central_key, bundle_id)
     except ContractError as exc:
         raise SyncError(f"receipt for bundle {bundle_id[:12]} does not verify ({exc}); bundle kept queued") from None
+    held = outbox.latest_receipt(station.store)
     outbox.mark_committed(station.store, bundle_id, signed.receipt, signed.signature)
     report.committed.append(bundle_id)
     report.pages += len(pages)
+    _witness(station, held, body, central_key, report)
 
 
-def _upload(station: Station, stub, bundle_id: str, page: dict, timeout: float) -> int:
-    """Stream one page file from the central service's committed offset; return bytes sent."""
+def _witness(station: Station, held: bytes | None, body: dict, central_key: bytes, report: SyncReport) -> None:
+    """As a witness of the archive's audit log: the new receipt's log must extend the one held."""
+    if held is None:
+        return
+    held_body = json.loads(held)
+    old, new = receipt_format.checkpoint_of(held_body), receipt_format.checkpoint_of(body)
+    if old is None or new is None or new.tree_size < old.tree_size:
+        return  # a receipt from before the audit log, or an old receipt delivered again
+    try:
+        receipt_format.check_history(held_body, body, central_key)
+    except ContractError as exc:
+        alarm = (f"ALARM: the archive's audit log does not extend the one this station witnessed at log size "
+                 f"{old.tree_size} ({exc}); history may have been rewritten — report this to the security officer")
+        station.store.set_meta("history_alarm", f"{utcnow()} {alarm}")
+        report.alarms.append(alarm)
+
+
+def _upload(station: Station, stub, bundle_id: str, page: dict, timeout: float, report: SyncReport) -> None:
+    """Stream one page file from the central service's committed offset, counting what is sent."""
     sha = page["sha256"]
     status = _call(stub.QueryWriteStatus, sync_pb2.QueryWriteStatusRequest(
         station_id=station.station_id, bundle_id=bundle_id, sha256=sha), timeout)
     if status.complete:
-        return 0
+        return
     path = station.store.page_path(sha, page["media_type"])
     chunk = station.config.chunk_bytes
-    sent = 0
 
     def requests():
-        nonlocal sent
         offset = status.committed_size
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -170,14 +199,13 @@ def _upload(station: Station, stub, bundle_id: str, page: dict, timeout: float) 
                     first = False
                 yield msg
                 offset += len(data)
-                sent += len(data)
+                report.bytes_sent += len(data)
                 if last:
                     return
 
     # A big page on a slow link needs longer than one small call; a stalled link still times out.
     remaining = page["bytes"] - status.committed_size
     _call(stub.Write, requests(), timeout + remaining / 250_000)
-    return sent
 
 
 def _call(method, request, timeout: float):

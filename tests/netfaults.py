@@ -18,6 +18,7 @@ class FaultyProxy:
         self.rng = random.Random(seed)
         self.max_faults = max_faults
         self.cuts = self.stalls = self.connections = 0
+        self.upstream_bytes = 0  # bytes delivered to the target, all connections
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -48,10 +49,10 @@ class FaultyProxy:
                 faulty = self.max_faults is None or self.cuts + self.stalls < self.max_faults
                 cut = self.rng.randint(*self.cut_after) if self.cut_after and faulty else None
                 stall = self.rng.randint(*self.stall_after) if self.stall_after and faulty else None
-            for src, dst, limit in ((client, upstream, (cut, stall)), (upstream, client, (None, None))):
-                threading.Thread(target=self._pump, args=(src, dst, *limit), daemon=True).start()
+            for src, dst, limit, up in ((client, upstream, (cut, stall), True), (upstream, client, (None, None), False)):
+                threading.Thread(target=self._pump, args=(src, dst, *limit, up), daemon=True).start()
 
-    def _pump(self, src, dst, cut, stall):
+    def _pump(self, src, dst, cut, stall, upstream):
         sent = 0
         try:
             while not self._stop.is_set():
@@ -60,6 +61,7 @@ class FaultyProxy:
                     break
                 if cut is not None and sent + len(data) > cut:
                     dst.sendall(data[: cut - sent])
+                    self._count(upstream, cut - sent)
                     with self._lock:
                         self.cuts += 1
                     break
@@ -70,6 +72,7 @@ class FaultyProxy:
                     break
                 dst.sendall(data)
                 sent += len(data)
+                self._count(upstream, len(data))
                 if self.rate:
                     time.sleep(len(data) / self.rate)
         except OSError:
@@ -81,6 +84,11 @@ class FaultyProxy:
                 except OSError:
                     pass
                 s.close()
+
+    def _count(self, upstream: bool, n: int) -> None:
+        if upstream:
+            with self._lock:
+                self.upstream_bytes += n
 
     def close(self):
         self._stop.set()

@@ -19,7 +19,7 @@ def small_disk(tmp_path):
     """A real filesystem (tmpfs) with room to spare, and a way to fill it up and free it."""
     mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)], check=True)
 
     class Disk:
         path = mount
@@ -42,20 +42,21 @@ def small_disk(tmp_path):
 def test_station_disk_full_stops_the_batch_cleanly_and_resumes(small_disk):
     st = make_station(small_disk.path / "st", dpi=300)
     try:
-        small_disk.fill(leave_bytes=2_500_000)  # room for a couple of pages, not six
+        small_disk.fill(leave_bytes=20_000_000)  # less than one raw 300-dpi page needs in the spool
         with pytest.raises(StationDiskFull) as info:
             scan(st, {"archive_no": "D-F"}, {"item": "1-1", "title": "t"}, "synthetic:seed=2,sheets=3")
         message = str(info.value)
         assert "disk is full" in message and "resume at page" in message
         batch = st.store.batches()[0]
-        assert batch["state"] in ("interrupted", "open") and 0 < batch["pages"] < 6
+        assert batch["state"] in ("interrupted", "open") and batch["pages"] < 6
         for page in st.store.pages(batch["id"]):  # what was stored is whole
             data = st.store.page_path(page["sha256"], page["media_type"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == page["sha256"]
         assert not any((st.config.pages_dir / "tmp").iterdir()), "temporary files left behind"
+        assert not list((st.config.home / "spool").glob("*.tmp")) and not list((st.config.home / "spool").glob(".*.tmp"))
         small_disk.free()
         result = scan(st, {"archive_no": "D-F"}, {"item": "1-1", "title": "t"}, "synthetic:seed=2,sheets=3")
-        assert result.first_page == batch["pages"] + 1 and result.bundle_id
+        assert result.first_page == batch["pages"] + 1 and result.bundle_id and result.total_pages == 6
     finally:
         st.close()
 

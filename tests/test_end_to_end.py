@@ -17,19 +17,21 @@ def central_process(tmp_path):
                              "--zeroconf-interface", "127.0.0.1"], stdout=subprocess.PIPE, text=True)
     first = proc.stdout.readline().strip()
     assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+", first), first
-    yield tmp_path / "central", first.removeprefix("listening on ")
+    fingerprint = proc.stdout.readline().strip().removeprefix("key fingerprint ")
+    yield tmp_path / "central", first.removeprefix("listening on "), fingerprint
     proc.terminate()
     assert proc.wait(timeout=30) == 0  # SIGTERM is a clean stop
 
 
 def test_cli_enrol_scan_sync_verify(tmp_path, central_process):
-    central_home, address = central_process
+    central_home, address, fingerprint = central_process
     st = ["--home", tmp_path / "st"]
     (tmp_path / "st").mkdir()
     # zeroconf on loopback only: never announce or browse on the machine's real interfaces.
     (tmp_path / "st" / "station.toml").write_text('zeroconf_interfaces = ["127.0.0.1"]\n')
     run_cli("quire-station", *st, "init", "--id", "st-cli")
-    asked = run_cli("quire-station", *st, "enroll", check=False)  # no address: found by zeroconf
+    # No address: found by zeroconf; the fingerprint picks ours if other archives answer too.
+    asked = run_cli("quire-station", *st, "enroll", "--fingerprint", fingerprint, check=False)
     assert asked.returncode == 75, asked.stdout + asked.stderr
     assert f"found central archive at {address}" in asked.stdout
     code = re.search(r"pairing code (\d{4}-\d{4})", asked.stdout).group(1)
@@ -55,7 +57,7 @@ def test_cli_enrol_scan_sync_verify(tmp_path, central_process):
 def test_verify_exits_non_zero_naming_the_damaged_blob(tmp_path, central_process):
     import os
 
-    central_home, address = central_process
+    central_home, address, _ = central_process
     st = ["--home", tmp_path / "st"]
     key = re.search(r"public key ([0-9a-f]{64})", run_cli("quire-station", *st, "init").stdout).group(1)
     sid = re.search(r"station (\S+)", run_cli("quire-station", *st, "status").stdout).group(1)

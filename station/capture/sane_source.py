@@ -37,6 +37,21 @@ def _sane():
     return sane
 
 
+def devices() -> list[tuple]:
+    """The devices SANE sees, as ``(name, vendor, model, type)``."""
+    return _sane().get_devices()
+
+
+def _auto_device(sane) -> tuple:
+    """The first attached scanner a family profile claims (else the first at all), with its profile."""
+    from ..profiles import find_device, load
+
+    found = find_device(sane.get_devices(), "auto", load())
+    if found is None:
+        raise ScannerNotFound("SANE sees no scanner")
+    return found[0][0], found[1]
+
+
 def map_error(exc: BaseException) -> ScannerError:
     """Turn a python-sane error into the operator-facing scanner error it stands for."""
     text = str(exc.args[0]) if getattr(exc, "args", None) else str(exc)
@@ -47,8 +62,11 @@ def map_error(exc: BaseException) -> ScannerError:
 class SaneSource:
     """Pages from one SANE device until its feeder is empty (one page for a flatbed)."""
 
-    def __init__(self, device: str, dpi: int = 300, options: dict | None = None):
+    def __init__(self, device: str, dpi: int = 300, options: dict | None = None, profile=None):
         sane = _sane()
+        self.profile, self.plan = profile, None  # a station.profiles.Profile chooses the options
+        if device == "auto":
+            device, self.profile = _auto_device(sane)
         self.name = f"sane:{device}"
         self.dpi = dpi
         try:
@@ -68,12 +86,15 @@ class SaneSource:
 
     def _configure(self, options: dict) -> None:
         opts = self.dev.opt
-        if "source" in opts and "source" not in options:
+        if self.profile is not None:
+            self._apply_profile(options)
+            opts = self.dev.opt  # choosing a source can make the backend reload its options
+        if self.profile is None and "source" in opts and "source" not in options:
             offered = opts["source"].constraint or []
             feeder = next((s for s in _ADF_SOURCES if s in offered), None)
             if feeder:
                 self.dev.source = feeder
-        if "mode" in opts and "mode" not in options:
+        if self.profile is None and "mode" in opts and "mode" not in options:
             mode = next((m for m in _COLOUR_MODES if m in (opts["mode"].constraint or [])), None)
             if mode:
                 self.dev.mode = mode
@@ -91,6 +112,48 @@ class SaneSource:
                 setattr(self.dev, attr, value)
             except AttributeError as exc:
                 raise ScannerError(f"cannot set scanner option {name}={value!r}: {exc}") from None
+
+    def _apply_profile(self, user: dict) -> None:
+        """Set the profile's setup options, then the feed, mode and features it picks from what the device offers."""
+        from ..profiles import plan
+
+        for name, value in self.profile.setup.items():
+            if name.replace("-", "_") in self.dev.opt:
+                self._set(name, value)
+        active = [o for o in self.dev.opt.values() if o.name and o.is_active()]
+        offered = {o.name: (list(o.constraint) if isinstance(o.constraint, list) else None)
+                   for o in active if o.is_settable()}
+        self.plan = plan(self.profile, offered, frozenset(o.name for o in active))
+        chosen = {k.replace("_", "-") for k in user}
+        for name, value in self.plan.options.items():
+            if name not in chosen:
+                self._set(name, value)
+
+    def _set(self, name: str, value) -> None:
+        try:
+            setattr(self.dev, name.replace("-", "_"), value)
+        except (AttributeError, _sane()._sane.error) as exc:
+            where = f" (profile {self.profile.path})" if self.profile is not None else ""
+            raise ScannerError(f"cannot set scanner option {name}={value!r}: {exc}{where}") from None
+
+    def sensor(self, name: str):
+        """The current value of a sensor option (a button, paper loaded …); None when the device has none."""
+        try:
+            return getattr(self.dev, name.replace("-", "_"))
+        except AttributeError:
+            return None
+        except _sane()._sane.error as exc:
+            raise map_error(exc) from None
+
+    @property
+    def duplex(self) -> bool:
+        """Whether each sheet yields two pages (front, then back)."""
+        if self.plan is not None:
+            return self.plan.feed == "duplex"
+        try:
+            return "duplex" in str(self.dev.source).lower()
+        except AttributeError:
+            return False
 
     @property
     def feeder(self) -> bool:

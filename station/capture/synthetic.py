@@ -1,4 +1,5 @@
-"""Synthetic scanner: realistic A4 personnel-file pages with known skew, for the demo, tests and bench."""
+"""Synthetic scanner: realistic A4 personnel-file pages with known skew and orientation, for the demo,
+tests and bench."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from PIL import Image, ImageDraw, ImageFont
 from .base import RawPage
 
 A4_MM = (210.0, 297.0)
-KINDS = ("text", "table", "red_heading", "seal")
+KINDS = ("text", "table", "red_heading", "seal", "photo", "sparse")
+ORIENTATIONS = (0, 90, 180, 270)    # degrees counter-clockwise that turn a page as fed upright
 
 _CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 _LATIN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -22,6 +24,7 @@ _INK = (28, 28, 30)
 _RED = (214, 36, 40)
 _BLUE = (36, 52, 150)
 _SCANNER_BG = 52            # grey level of the scanner's dark backing
+_PHOTO_BACKDROPS = {"blue": (67, 142, 219), "white": (236, 236, 232), "red": (200, 30, 36)}
 
 _CJK = {
     "headings": ["干部履历表", "干部任免审批表", "年度考核登记表", "入党志愿书", "工资变动审批表",
@@ -96,18 +99,26 @@ class SyntheticSource:
 
 def render_page(seed: int, index: int, dpi: int = 300, *, duplex: bool = True, max_skew_deg: float = 4.0,
                 background: bool = True, title: str = "", skew_deg: float | None = None,
-                kind: str | None = None) -> RawPage:
+                kind: str | None = None, orientation: int = 0, backing: int = _SCANNER_BG) -> RawPage:
     """The page a SyntheticSource with these settings yields at position ``index`` (0-based)."""
     sheet, side = divmod(index, 2) if duplex else (index, 0)
     (page,) = render_sheet(seed, sheet, dpi, sides=(("front", "back")[side],), max_skew_deg=max_skew_deg,
-                           background=background, title=title, skew_deg=skew_deg, kind=kind)
+                           background=background, title=title, skew_deg=skew_deg, kind=kind,
+                           orientation=orientation, backing=backing)
     return page
 
 
 def render_sheet(seed: int, sheet: int, dpi: int = 300, *, sides: tuple[str, ...] = ("front", "back"),
                  max_skew_deg: float = 4.0, background: bool = True, title: str = "",
-                 skew_deg: float | None = None, kind: str | None = None) -> list[RawPage]:
-    """Render the requested sides of one sheet; the back shows the front's faint mirrored bleed-through."""
+                 skew_deg: float | None = None, kind: str | None = None, orientation: int = 0,
+                 backing: int = _SCANNER_BG) -> list[RawPage]:
+    """Render the requested sides of one sheet; the back shows the front's faint mirrored bleed-through.
+
+    ``orientation`` is how far the sheet was fed turned: the degrees counter-clockwise (0, 90, 180,
+    270) that bring its pages upright. ``backing`` is the grey level of the scanner's backing.
+    """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, not {orientation!r}")
     rng = np.random.default_rng([seed, sheet])
     # Draw the sheet's random choices in a fixed order so they do not depend on dpi or the overrides.
     drawn_skew = float(rng.uniform(-max_skew_deg, max_skew_deg))
@@ -132,9 +143,13 @@ def render_sheet(seed: int, sheet: int, dpi: int = 300, *, sides: tuple[str, ...
             side_margins = margins_mm[[2, 1, 0, 3]]
             centres = [(paper.shape[1] - 1 - x, y) for x, y in hole_centres]
         _specks(paper, noise_rng, dpi)
-        image, paper_box = _place(paper, centres, side_angle, side_margins * mm, background, tone, dpi)
+        if background:
+            _punch(paper, centres, backing, dpi)
+        # Fed turned: the content lies turned clockwise by ``orientation`` on the scanner.
+        paper = np.ascontiguousarray(np.rot90(paper, -(orientation // 90)))
+        image, paper_box = _place(paper, side_angle, side_margins * mm, background, tone, backing)
         image = _scanner_noise(image, noise_rng, dpi)
-        truth = {"skew_deg": round(side_angle, 4), "blank": side != "front",
+        truth = {"skew_deg": round(side_angle, 4), "orientation": orientation, "blank": side != "front",
                  "has_red": has_red and side == "front", "has_colour": has_colour and side == "front",
                  "paper_box": paper_box, "sheet": sheet, "side": side, "kind": kind if side == "front" else "blank",
                  "punch_holes": holes and background}
@@ -143,15 +158,17 @@ def render_sheet(seed: int, sheet: int, dpi: int = 300, *, sides: tuple[str, ...
 
 
 def render_note(text: str, dpi: int = 300, *, skew_deg: float = 1.0, size_mm: float = 5.0,
-                seed: int = 0) -> RawPage:
-    """A sheet that is empty but for one line of ``text`` mid-page: the hard cases for blank and skew."""
+                seed: int = 0, orientation: int = 0) -> RawPage:
+    """A sheet that is empty but for one line of ``text`` mid-page: the hard cases for blank, skew and
+    orientation."""
     mm = dpi / 25.4
     tone = 245.0
     sheet = Image.new("RGB", (round(A4_MM[0] * mm), round(A4_MM[1] * mm)), (245, 243, 238))
     ImageDraw.Draw(sheet).text((60 * mm, 150 * mm), text, font=_font(round(size_mm * mm))[0], fill=_INK)
-    image, paper_box = _place(np.asarray(sheet).copy(), [], skew_deg, np.full(4, 5 * mm), True, tone, dpi)
+    paper = np.ascontiguousarray(np.rot90(np.asarray(sheet), -(orientation // 90)))
+    image, paper_box = _place(paper, skew_deg, np.full(4, 5 * mm), True, tone, _SCANNER_BG)
     image = _scanner_noise(image, np.random.default_rng([seed, 99]), dpi)
-    truth = {"skew_deg": skew_deg, "blank": not text.strip(), "has_red": False, "has_colour": False,
+    truth = {"skew_deg": skew_deg, "orientation": orientation, "blank": not text.strip(), "has_red": False, "has_colour": False,
              "paper_box": paper_box, "sheet": 0, "side": "front", "kind": "note", "punch_holes": False}
     return RawPage(image, dpi, origin=f"synthetic:note:{text}", truth=truth)
 
@@ -175,6 +192,9 @@ def _draw_front(rng: np.random.Generator, kind: str, dpi: int, tone: float,
     words = _CJK if cjk else _LATIN
     left, right, y = 26 * mm, size[0] - 26 * mm, 30 * mm
     has_red = has_colour = False
+    if kind == "sparse":
+        blue = _draw_sparse(draw, rng, words, size, mm)
+        return np.asarray(img).copy(), False, blue
     if kind == "red_heading":
         issuer = str(rng.choice(words["issuers"])) + ("文件" if cjk else "")
         font, _ = _font(round(13 * mm))
@@ -191,14 +211,73 @@ def _draw_front(rng: np.random.Generator, kind: str, dpi: int, tone: float,
     y += 18 * mm
     if kind == "table":
         y, has_colour = _draw_table(draw, rng, words, left, right, y, mm)
+    photo = None
+    if kind == "photo":
+        if rng.random() < 0.5:      # a 2-inch ID photo beside the form, as on a cadre resume form
+            photo = (right - 35 * mm, y, 35 * mm, 45 * mm, True)
+            y, _ = _draw_table(draw, rng, words, left, right - 40 * mm, y, mm)
+            y = max(y, photo[1] + 53 * mm)
+        else:                       # a photograph across the page, with a caption
+            photo = (left, y, right - left, float(rng.uniform(70, 110)) * mm, False)
+            y += photo[3] + 4 * mm
+            caption = str(rng.choice(words["sentences"]))
+            draw.text((size[0] / 2, y), caption, font=_font(round(4 * mm))[0], fill=_INK, anchor="mt")
+            y += 12 * mm
     y = _draw_paragraphs(draw, rng, words, left, right, y, size[1] - 40 * mm, mm, cjk)
     page = np.asarray(img).copy()
+    if photo:
+        x0, y0, w, h, portrait = (round(v) for v in photo)
+        picture, red = _photo(rng, w, h, bool(portrait))
+        page[y0:y0 + h, x0:x0 + w] = picture
+        has_colour, has_red = True, has_red or red
     if kind in ("seal", "red_heading") and (kind == "seal" or rng.random() < 0.6):
         cx = float(rng.uniform(right - 60 * mm, right - 30 * mm))
         cy = float(min(y + 10 * mm, size[1] - 50 * mm))
         _stamp_seal(page, rng, words, cx, cy, mm)
         has_red = has_colour = True
     return page, has_red, has_colour
+
+
+def _draw_sparse(draw, rng, words, size, mm) -> bool:
+    """A nearly empty side: only a page number, a short note (in blue ink), or a signature and date;
+    True when it is the blue note."""
+    name = str(rng.choice(words["names"]))
+    date = f"{int(rng.integers(1985, 2020))}.{int(rng.integers(1, 13))}.{int(rng.integers(1, 29))}"
+    choice = int(rng.integers(3))
+    if choice == 0:
+        draw.text((size[0] / 2, size[1] - 15 * mm), f"- {int(rng.integers(1, 40))} -",
+                  font=_font(round(3.5 * mm))[0], fill=_INK, anchor="mb")
+    elif choice == 1:
+        x, y = float(rng.uniform(25, 90)) * mm, float(rng.uniform(60, 220)) * mm
+        draw.text((x, y), f"同意。 {name} {date}", font=_font(round(5 * mm))[0], fill=_BLUE)
+        return True
+    else:
+        x, y = size[0] - 95 * mm, size[1] - float(rng.uniform(40, 70)) * mm
+        draw.text((x, y), f"本人签名：{name}", font=_font(round(5 * mm))[0], fill=_INK)
+        draw.text((x, y + 9 * mm), date, font=_font(round(5 * mm))[0], fill=_INK)
+    return False
+
+
+def _photo(rng, w: int, h: int, portrait: bool) -> tuple[np.ndarray, bool]:
+    """A photograph: an ID portrait on a blue, white or red backdrop, or a smooth colour scene; and if red."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if portrait:
+        backdrop = str(rng.choice(list(_PHOTO_BACKDROPS)))
+        img = np.empty((h, w, 3), np.float32)
+        img[:] = _PHOTO_BACKDROPS[backdrop]
+        img[((xx - w / 2) / (0.5 * w)) ** 2 + ((yy - 1.05 * h) / (0.32 * h)) ** 2 < 1] = (40, 42, 50)
+        img[((xx - w / 2) / (0.22 * w)) ** 2 + ((yy - 0.45 * h) / (0.27 * h)) ** 2 < 1] = (225, 184, 160)
+        hair = (((xx - w / 2) / (0.24 * w)) ** 2 + ((yy - 0.33 * h) / (0.2 * h)) ** 2 < 1) & (yy < 0.33 * h)
+        img[hair] = (30, 25, 25)
+        red = backdrop == "red"
+    else:
+        # A scene: light and shade over a few muted colours, as a print from a film camera looks.
+        light = rng.uniform(40, 220, size=(6, 8, 1)) + rng.uniform(-30, 30, size=(6, 8, 3))
+        img = cv2.resize(light.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        red = False
+    img += rng.normal(0, 6, size=(h, w, 1)).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    return np.clip(img, 0, 255).astype(np.uint8), red
 
 
 def _draw_table(draw, rng, words, left, right, y, mm) -> tuple[float, bool]:
@@ -294,9 +373,15 @@ def _specks(paper: np.ndarray, rng: np.random.Generator, dpi: int) -> None:
         cv2.circle(paper, (x, y), radius, (70, 70, 70), -1, lineType=cv2.LINE_AA)
 
 
-def _place(paper: np.ndarray, holes: list[tuple[float, float]], angle: float, margins_px: np.ndarray,
-           background: bool, tone: float, dpi: int) -> tuple[np.ndarray, list[int]]:
-    """Rotate the paper by ``angle`` (CCW) and lay it on the scanner's dark backing.
+def _punch(paper: np.ndarray, centres: list[tuple[float, float]], backing: int, dpi: int) -> None:
+    """Punch 6 mm binding holes through which the scanner's backing shows."""
+    for x, y in centres:
+        cv2.circle(paper, (round(x), round(y)), round(3 * dpi / 25.4), (backing,) * 3, -1, cv2.LINE_AA)
+
+
+def _place(paper: np.ndarray, angle: float, margins_px: np.ndarray, background: bool, tone: float,
+           backing: int) -> tuple[np.ndarray, list[int]]:
+    """Rotate the paper by ``angle`` (CCW) and lay it on the scanner's backing of grey level ``backing``.
 
     Returns the image and the paper's axis-aligned box after rotating the image back by ``-angle``
     about its centre, as the pipeline does.
@@ -307,8 +392,6 @@ def _place(paper: np.ndarray, holes: list[tuple[float, float]], angle: float, ma
         m = cv2.getRotationMatrix2D(centre, angle, 1.0)
         fill = (round(tone), round(tone - 2), round(tone - 7))
         return cv2.warpAffine(paper, m, (wp, hp), flags=cv2.INTER_LINEAR, borderValue=fill), [0, 0, wp, hp]
-    for x, y in holes:
-        cv2.circle(paper, (round(x), round(y)), round(3 * dpi / 25.4), (_SCANNER_BG,) * 3, -1, cv2.LINE_AA)
     a = math.radians(angle)
     bw = wp * abs(math.cos(a)) + hp * abs(math.sin(a))
     bh = wp * abs(math.sin(a)) + hp * abs(math.cos(a))
@@ -317,7 +400,7 @@ def _place(paper: np.ndarray, holes: list[tuple[float, float]], angle: float, ma
     cx, cy = left - 0.5 + bw / 2, top - 0.5 + bh / 2
     m = cv2.getRotationMatrix2D(centre, angle, 1.0)
     m[:, 2] += (cx - centre[0], cy - centre[1])
-    image = cv2.warpAffine(paper, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(_SCANNER_BG,) * 3)
+    image = cv2.warpAffine(paper, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(backing,) * 3)
     back = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -angle, 1.0)
     px, py = back @ np.array([cx, cy, 1.0])
     return image, [round(px - centre[0]), round(py - centre[1]), wp, hp]

@@ -20,21 +20,25 @@ _CLEAN_EDGE_MM = 2.0
 def colour_content(rgb: np.ndarray) -> dict[str, float]:
     """Percentage of the (downscaled, paper-only) page covered by each colour family found on it."""
     channels = cv2.split(rgb)
-    white = [max(1.0, percentile_u8(c, 80)) for c in channels]
+    white = [max(1.0, percentile_u8(np.ascontiguousarray(c[::4, ::4]), 80)) for c in channels]
     # Balance out a tint of the paper, but no more: on a mostly red page (a certificate cover) the
     # "paper" percentile falls on the red itself, and full balancing would make the red grey.
     white = [max(w, 0.8 * max(white)) for w in white]
     balanced = [cv2.convertScaleAbs(c, alpha=255.0 / w) for c, w in zip(channels, white)]
-    top = np.maximum(np.maximum(balanced[0], balanced[1]), balanced[2])
-    bottom = np.minimum(np.minimum(balanced[0], balanced[1]), balanced[2])
-    coloured = (cv2.subtract(top, bottom) >= MIN_CHROMA) & (top >= MIN_CHROMA)
-    if not coloured.any():
+    top = cv2.max(cv2.max(balanced[0], balanced[1]), balanced[2])
+    bottom = cv2.min(cv2.min(balanced[0], balanced[1]), balanced[2])
+    _, spread = cv2.threshold(cv2.subtract(top, bottom), MIN_CHROMA - 1, 1, cv2.THRESH_BINARY)
+    _, bright = cv2.threshold(top, MIN_CHROMA - 1, 1, cv2.THRESH_BINARY)
+    coloured = cv2.bitwise_and(spread, bright)
+    if not cv2.countNonZero(coloured):
         return {}
-    pixels = np.stack([c[coloured] for c in balanced], axis=1).reshape(-1, 1, 3)
-    hue = cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV_FULL)[:, 0, 0].astype(np.float32) * (360 / 256)
+    hue = cv2.split(cv2.cvtColor(cv2.merge(balanced), cv2.COLOR_RGB2HSV_FULL))[0]
+    # Hue histogram of the coloured pixels only, in degrees (HSV_FULL spreads 360° over 0–255).
+    counts = cv2.calcHist([hue], [0], coloured, [256], [0, 256]).ravel()
+    degrees = np.arange(256) * (360 / 256)
     found: dict[str, float] = {}
     for name, lo, hi in _HUES:
-        share = 100.0 * np.count_nonzero((hue >= lo) & (hue < hi)) / coloured.size
+        share = 100.0 * float(counts[(degrees >= lo) & (degrees < hi)].sum()) / coloured.size
         found[name] = found.get(name, 0.0) + share
     # Red first: red headings and seals are what the standard names; then by area.
     ranked = sorted(found.items(), key=lambda kv: (kv[0] != "red", -kv[1]))

@@ -19,6 +19,10 @@ class PipelineConfig:
     # (the paper less an 8 mm edge band): 0.002 % of A4 is about 1 mm², less than one written
     # character or a page number. See blank.py for what counts as a mark.
     blank_threshold: float = 0.002
+    # Below this confidence (0–1) a page is left the way it was fed, and flagged for an inspector.
+    min_orientation_confidence: float = 0.6
+    workers: int = 0                # pages processed at once; 0: one per CPU core
+    spool_pages: int = 0            # captured pages not yet stored before the scanner is held; 0: workers + 2
 
     def __post_init__(self):
         problems = []
@@ -34,5 +38,11 @@ class PipelineConfig:
             problems.append(f"jpeg_quality {self.jpeg_quality!r} must be a whole number from 1 to 95")
         if not 0 <= self.blank_threshold < 100:
             problems.append(f"blank_threshold {self.blank_threshold!r} must be a percentage from 0 to 100")
+        if not 0 <= self.min_orientation_confidence <= 1:
+            problems.append(f"min_orientation_confidence {self.min_orientation_confidence!r} must be from 0 to 1")
+        for name in ("workers", "spool_pages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= 256:
+                problems.append(f"{name} {value!r} must be a whole number from 0 (automatic) to 256")
         if problems:
             raise ValueError("pipeline settings: " + "; ".join(problems))

@@ -36,5 +36,11 @@ def encode(image: np.ndarray, colour: str, dpi: int, jpeg_quality: int, threshol
         pixels = to_grey(image)
     else:
         raise ValueError(f"unknown colour mode {colour!r}")
-    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="JPEG", quality=jpeg_quality, dpi=(dpi, dpi))
+    _image_of(np.ascontiguousarray(pixels)).save(out, format="JPEG", quality=jpeg_quality, dpi=(dpi, dpi))
     return Encoded(out.getvalue(), "image/jpeg", ".jpg", "jpeg")
+
+
+def _image_of(pixels: np.ndarray) -> Image.Image:
+    """A Pillow image over the array's own memory: a full page is not copied once more to be encoded."""
+    mode = "L" if pixels.ndim == 2 else "RGB"
+    return Image.frombuffer(mode, (pixels.shape[1], pixels.shape[0]), pixels, "raw", mode, 0, 1)

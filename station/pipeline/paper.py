@@ -13,9 +13,11 @@ class Paper:
     """The sheet as found on a (downscaled) image."""
 
     outline: np.ndarray     # (N, 2) float32 x, y of the sheet's outer contour, in the image's pixels
+    polygon: np.ndarray     # the outline simplified to within a pixel, int32 (M, 1, 2) as OpenCV draws it
     mask: np.ndarray        # uint8 255 inside the sheet (holes and ink included), same size as the image
     level: float            # grey level of bare paper
-    edge_deg: float         # skew of the sheet's edges, degrees counter-clockwise, within ±45
+    edge_deg: float | None  # skew of the sheet's edges, degrees counter-clockwise, within ±45; None
+                            # when no edge is seen (the paper runs off the image on every side)
 
 
 def paper_level(grey: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -34,25 +36,67 @@ def percentile_u8(values: np.ndarray, percent: float, mask: np.ndarray | None = 
 
 def find_paper(grey: np.ndarray) -> Paper | None:
     """The sheet as the largest bright region, or None when nothing paper-like is there."""
-    level = percentile_u8(grey, 95)
+    level = percentile_u8(np.ascontiguousarray(grey[::4, ::4]), 95)
     if level < 100:
         return None
-    bright = (grey > 0.6 * level).astype(np.uint8)
+    _, bright = cv2.threshold(grey, 0.6 * level, 255, cv2.THRESH_BINARY)
     bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     contour = max(contours, key=cv2.contourArea)
     if cv2.contourArea(contour) < _MIN_PAPER_FRACTION * grey.size:
         return None
+    polygon = cv2.approxPolyDP(contour, 1.0, True)
     mask = np.zeros_like(bright)
-    cv2.drawContours(mask, [contour], -1, 255, thickness=cv2.FILLED)
-    return Paper(contour.reshape(-1, 2).astype(np.float32), mask, paper_level(grey, mask), _edge_angle(contour))
+    cv2.fillPoly(mask, [polygon], 255)
+    points = contour.reshape(-1, 2).astype(np.float32)
+    level = paper_level(np.ascontiguousarray(grey[::4, ::4]), np.ascontiguousarray(mask[::4, ::4]))
+    return Paper(points, polygon, mask, level, _edge_angle(contour, points[::2], grey.shape))
 
 
-def _edge_angle(contour: np.ndarray) -> float:
+def _edge_angle(contour: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> float | None:
+    """The sheet's skew from straight lines fitted to the middle of each visible side."""
     corners = cv2.boxPoints(cv2.minAreaRect(contour))
     dx, dy = corners[1] - corners[0]
     # y grows downward, so an edge rising to the right is a counter-clockwise (positive) skew.
-    angle = float(np.degrees(np.arctan2(-dy, dx)))
-    return (angle + 45.0) % 90.0 - 45.0
+    rough = (float(np.degrees(np.arctan2(-dy, dx))) + 45.0) % 90.0 - 45.0
+    h, w = shape
+    # Where the sheet runs off the image, the contour follows the image's border, not the sheet.
+    seen = (points[:, 0] > 0) & (points[:, 1] > 0) & (points[:, 0] < w - 1) & (points[:, 1] < h - 1)
+    a = np.radians(rough)
+    # Axis-aligned coordinates of the sheet: u along its top edge, v down its side.
+    u = points[:, 0] * np.cos(a) - points[:, 1] * np.sin(a)
+    v = points[:, 0] * np.sin(a) + points[:, 1] * np.cos(a)
+    fits = []
+    for along, across, sign in ((u, v, 1), (v, u, -1)):
+        span_lo, span_hi = along.min(), along.max()
+        # Leave out a tenth of each side at the corners: dog-ears, tears and rounded corners.
+        middle = (along > span_lo + 0.1 * (span_hi - span_lo)) & (along < span_hi - 0.1 * (span_hi - span_lo))
+        for end in (across.min(), across.max()):
+            side = seen & middle & (np.abs(across - end) < 0.02 * (span_hi - span_lo) + 3)
+            slope = _robust_slope(along[side], across[side])
+            if slope is not None:
+                fits.append((side.sum(), sign * slope))
+    if not fits:
+        return None
+    weights = np.array([f[0] for f in fits], np.float64)
+    # The fitted slopes are of the sheet as already turned back by ``rough``.
+    residual = float(np.degrees(np.arctan(np.average([f[1] for f in fits], weights=weights))))
+    return (rough - residual + 45.0) % 90.0 - 45.0
+
+
+def _robust_slope(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Least-squares slope of y over x, refitted without the points far off the first line."""
+    if x.size < 25 or np.ptp(x) < 50:
+        return None
+    keep = np.ones(x.size, bool)
+    for _ in range(3):
+        xs, ys = x[keep], y[keep]
+        dx = xs - xs.mean()
+        slope = float(dx @ (ys - ys.mean()) / (dx @ dx))
+        off = np.abs(y - ys.mean() - slope * (x - xs.mean()))
+        keep = off < max(1.0, 2.5 * float(np.median(off)))
+        if keep.sum() < 25:
+            return None
+    return slope

@@ -1,16 +1,19 @@
-"""One captured page through the whole pipeline: deskew, crop, blank flag, colour guard, encode."""
+"""One captured page through the whole pipeline: deskew, orientation, crop, blank flag, colour guard, encode."""
 
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from . import blank, colour, crop, deskew, encode
+from . import blank, colour, crop, deskew, encode, orientation
 from .config import PipelineConfig
 from .imageio import downscale, to_grey
+from .ink import ink_mask
+from .marks import find_marks
 from .paper import Paper, find_paper, paper_level
 
-ANALYSIS_DPI = 150      # skew, blank and colour analysis run on a copy at about this resolution
+ANALYSIS_DPI = 150      # skew, orientation, blank and colour analysis run on a copy at about this resolution
 
 
 @dataclass
@@ -28,14 +31,12 @@ class ProcessedPage:
 
 
 def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineConfig()) -> ProcessedPage:
-    """Deskew, crop, flag blank, choose the colour mode and encode one page; never drops a page."""
+    """Deskew, turn upright, crop, flag blank, choose the colour mode and encode one page; never drops a page."""
     started = time.perf_counter()
     _check(image, dpi)
-    small, scale = downscale(to_grey(image), dpi, ANALYSIS_DPI)
+    small, scale = downscale(image, dpi, ANALYSIS_DPI)
     px_per_mm = dpi * scale / 25.4
-    paper = find_paper(small)
-
-    skew = _skew(small, paper, px_per_mm, config.max_skew_deg)
+    paper, skew, source = find_skew(to_grey(small), px_per_mm, config.max_skew_deg)
     rotation = -skew if abs(skew) >= config.deadband_deg else 0.0
     matrix = deskew.rotation_matrix(image.shape, rotation)
 
@@ -46,30 +47,37 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
         bounds = crop.paper_box(outline, matrix, slack_px=0.5 / scale + 1)
         box = crop.crop_box(bounds, config.margin_mm * dpi / 25.4, image.shape)
     region = box or [0, 0, w, h]
-    if rotation:
-        page = deskew.warp(image, matrix, region)
-    else:
-        x, y, rw, rh = region
-        page = np.ascontiguousarray(image[y:y + rh, x:x + rw])
 
-    view, view_scale = downscale(page, dpi, ANALYSIS_DPI)
-    on_paper = _paper_on(view, bounds, region, view_scale)
-    x0, y0, x1, y1 = on_paper
+    # Judge marks on the analysis copy turned and cropped as the output will be; colour needs no turning.
+    view = _view(_darkest(small), rotation, region, scale)
+    x0, y0, x1, y1 = on_paper = _paper_on(view, bounds, region, scale)
+    marks = find_marks(view, on_paper, px_per_mm)
+    score = blank.blank_score(marks, px_per_mm)
+    is_blank = score < config.blank_threshold
+    mx0, my0, mx1, my1 = marks.region
+    upright = orientation.detect_orientation(marks.boxes, (my1 - my0, mx1 - mx0), px_per_mm)
+    sure = upright.confidence >= config.min_orientation_confidence
+    turn = upright.turn_deg if sure else 0
+    found_colour = colour.colour_content(_paper_part(small, paper)) if image.ndim == 3 else {}
     paper_view = view[y0:y1, x0:x1]
-    score = blank.blank_score(view, on_paper, dpi * view_scale / 25.4)
-    grey_view = to_grey(paper_view)
-    found = colour.colour_content(paper_view) if page.ndim == 3 else {}
-    clean = config.allow_bilevel and not found and colour.is_clean_text(grey_view, dpi * view_scale / 25.4)
-    mode, reason = colour.decide(config, found, clean, grey_source=page.ndim == 2)
-    threshold = 0.55 * paper_level(grey_view[::4, ::4])
+    clean = config.allow_bilevel and not found_colour and colour.is_clean_text(paper_view, px_per_mm)
+    mode, reason = colour.decide(config, found_colour, clean, grey_source=image.ndim == 2)
+
+    # Grey and bilevel pages drop their colour before the full-size work: a third of the pixels to move.
+    page = _render(image if mode == "colour" else to_grey(image), matrix if rotation else None, region, turn)
+    threshold = 0.55 * paper_level(np.ascontiguousarray(paper_view[::4, ::4]))
     encoded = encode.encode(page, mode, dpi, config.jpeg_quality, threshold)
 
     record = {
         "skew_deg": round(skew, 3),                 # content rotation found, counter-clockwise positive
+        "skew_source": source,                      # what the skew was measured on
         "rotation_deg": round(rotation, 3) + 0.0,   # rotation applied (-skew or 0); + 0.0 makes -0.0 0.0
-        "orientation": 0,                           # quarter turns applied; orientation detection is to come
+        "orientation": turn,                        # quarter turns applied after deskew, degrees counter-clockwise
+        "orientation_confidence": upright.confidence,
+        # An inspector should look: the page has content but which way up it is could not be told.
+        "orientation_flag": not sure and not is_blank,
         "crop": box,                                # [x, y, w, h] on the deskewed page, None: no background
-        "blank": score < config.blank_threshold,
+        "blank": is_blank,
         "blank_score": round(score, 4),             # % of the inspected paper covered by marks
         "colour": mode,
         "colour_reason": reason,
@@ -82,15 +90,70 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
                          dpi, mode, record)
 
 
-def _skew(small: np.ndarray, paper: Paper | None, px_per_mm: float, max_skew_deg: float) -> float:
+def estimate_page_skew(image: np.ndarray, dpi: int, max_skew_deg: float = PipelineConfig.max_skew_deg) -> float:
+    """The skew (degrees counter-clockwise) process_page would find on this page, and nothing else."""
+    small, scale = downscale(image, dpi, ANALYSIS_DPI)
+    return find_skew(to_grey(small), dpi * scale / 25.4, max_skew_deg)[1]
+
+
+def find_skew(grey: np.ndarray, px_per_mm: float, max_skew_deg: float) -> tuple[Paper | None, float, str]:
+    """The sheet on a downscaled grey page, its skew, and what the skew was measured on."""
+    paper = find_paper(grey)
+    found = deskew.estimate_skew(ink_mask(grey, paper, px_per_mm), px_per_mm, max_skew_deg)
+    return (paper, *_skew(found, paper, max_skew_deg))
+
+
+def _render(image: np.ndarray, matrix: np.ndarray | None, region: list[int], turn: int) -> np.ndarray:
+    """The output page: ``region`` of the image rotated by ``matrix`` (None: not rotated), then turned."""
+    x, y, w, h = region
+    if matrix is None:
+        return np.ascontiguousarray(orientation.turn(image[y:y + h, x:x + w], turn))
+    shifted = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    shifted[:2, 2] -= (x, y)
+    if turn in (90, 270):
+        # Folded into the warp, a quarter turn would read the source down its columns: twice as slow
+        # as warping row by row and then turning the result.
+        return orientation.turn(deskew.warp(image, shifted[:2], (w, h)), turn)
+    combined = (orientation.turn_matrix((w, h), turn) @ shifted)[:2]
+    return deskew.warp(image, combined, (w, h))
+
+
+def _skew(found: deskew.Skew | None, paper: Paper | None, max_skew_deg: float) -> tuple[float, str]:
     """The content's skew; failing that the sheet edge's; failing that 0 (leave the page as it is)."""
-    found = deskew.estimate_skew(small, paper, px_per_mm, max_skew_deg)
     if found is not None and found.sharp:
-        return found.angle_deg
+        return found.angle_deg, "content"
     # Too little content to go by (a blank side, a single word): the sheet's edges are the next best guide.
-    if paper is not None and abs(paper.edge_deg) <= max_skew_deg:
-        return paper.edge_deg
-    return 0.0
+    if paper is not None and paper.edge_deg is not None and abs(paper.edge_deg) <= max_skew_deg:
+        return paper.edge_deg, "paper edge"
+    if found is not None:
+        return found.angle_deg, "content (weak)"
+    return 0.0, "none"
+
+
+def _darkest(small: np.ndarray) -> np.ndarray:
+    """Each pixel's darkest channel: coloured ink is as much a mark as black."""
+    if small.ndim == 2:
+        return small
+    red, green, blue = cv2.split(small)
+    return cv2.min(cv2.min(red, green), blue)
+
+
+def _paper_part(small: np.ndarray, paper: Paper | None) -> np.ndarray:
+    """The bounding box of the sheet on the analysis copy (the whole copy when no sheet was found)."""
+    if paper is None:
+        return small
+    x, y, w, h = cv2.boundingRect(paper.polygon)
+    return small[y:y + h, x:x + w]
+
+
+def _view(small: np.ndarray, rotation: float, region: list[int], scale: float) -> np.ndarray:
+    """The analysis copy rotated like the page and cut to the crop ``region`` (full-size pixels)."""
+    x, y, w, h = (round(v * scale) for v in region)
+    if not rotation:
+        return small[y:y + h, x:x + w]
+    matrix = deskew.rotation_matrix(small.shape, rotation)
+    matrix[:, 2] -= (x, y)
+    return deskew.warp(small, matrix, (max(1, w), max(1, h)))
 
 
 def _check(image: np.ndarray, dpi: int) -> None:
@@ -104,7 +167,7 @@ def _check(image: np.ndarray, dpi: int) -> None:
 
 
 def _paper_on(view: np.ndarray, bounds, region: list[int], scale: float) -> tuple[int, int, int, int]:
-    """The paper's box (x0, y0, x1, y1) on the downscaled processed page; the whole page if unknown."""
+    """The paper's box (x0, y0, x1, y1) on the analysis view; the whole view if unknown."""
     vh, vw = view.shape[:2]
     if bounds is None:
         return 0, 0, vw, vh

@@ -61,7 +61,12 @@ def test_missing_device_is_named(st):
 
 
 class ProbeSource:
-    """Checks, each time the next page is requested, that the previous one is durably stored."""
+    """Checks, each time the next page is requested, that the previous one is durably stored.
+
+    Durable means committed to the station's SQLite with its file fsynced: as a raw page in the
+    capture spool, or already as a processed page in the page store (a page leaves the spool
+    only after it is in the store). Both tables are read in one statement, one snapshot.
+    """
 
     name = "probe"
 
@@ -73,7 +78,8 @@ class ProbeSource:
             yield page
             # Back here only when the scanner is asked for the next page: page n must be committed.
             conn = sqlite3.connect(self.db_path)
-            count = conn.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+            count = conn.execute("SELECT COUNT(*) FROM (SELECT batch_id, n FROM pages"
+                                 " UNION SELECT batch_id, n FROM spool)").fetchone()[0]
             conn.close()
             assert count == n, f"page {n} not committed before page {n + 1} was requested"
             self.checked += 1

@@ -71,3 +71,27 @@ def test_close_stops_the_pages():
     next(pages)
     source.close()
     assert list(pages) == []
+
+
+@pytest.mark.parametrize("orientation", [90, 180, 270])
+def test_a_sheet_fed_turned_is_labelled_with_the_turn_that_brings_it_upright(orientation):
+    upright = render_page(3, 0, dpi=100, skew_deg=0.0, background=False)
+    fed = render_page(3, 0, dpi=100, skew_deg=0.0, background=False, orientation=orientation)
+    assert fed.truth["orientation"] == orientation
+    back = np.rot90(fed.image, orientation // 90)          # turned counter-clockwise by the label
+    assert back.shape == upright.image.shape
+    assert np.abs(back.astype(int) - upright.image.astype(int)).mean() < 3
+
+
+def test_photo_and_sparse_pages_and_the_backing_level():
+    photo = render_page(4, 0, dpi=100, kind="photo")
+    assert photo.truth["has_colour"] and not photo.truth["blank"]
+    sparse = render_page(4, 0, dpi=100, kind="sparse", background=False)
+    assert not sparse.truth["blank"] and (sparse.image < 128).mean() < 0.01     # nearly empty, not empty
+    dark = render_page(4, 0, dpi=100, backing=12)
+    assert dark.image[:3, :3].mean() < 20
+
+
+def test_an_unknown_orientation_is_refused():
+    with pytest.raises(ValueError, match="orientation"):
+        render_page(1, 0, dpi=100, orientation=45)

@@ -72,3 +72,18 @@ def test_a_short_note_is_straightened_by_the_paper_edge():
     out = process_page(note.image, note.dpi)
     assert out.record["skew_deg"] == pytest.approx(-2.5, abs=0.15)
     assert not out.record["blank"]
+
+
+@pytest.mark.parametrize("kind, skew, options", [
+    ("photo", 9.7, {}),                                  # a photograph beside or across the text
+    ("seal", -12.3, {"backing": 10}),                    # near-black scanner backing
+    ("table", 13.1, {"background": False}),              # the sheet fills the image: no edge to go by
+    ("text", -6.4, {"orientation": 90}),                 # fed sideways: the lines run down the image
+    ("red_heading", 4.2, {"orientation": 180, "backing": 85}),
+    ("sparse", -8.8, {}),                                # a page number or a note: the sheet's edge decides
+])
+def test_skew_over_mixed_content_is_measured_within_a_tenth_of_a_degree(kind, skew, options):
+    page = render_page(70, 0, dpi=150, kind=kind, skew_deg=skew, **options)
+    record = process_page(page.image, page.dpi).record
+    assert record["skew_deg"] == pytest.approx(skew, abs=0.1), record
+    assert record["skew_source"] == ("paper edge" if kind == "sparse" else "content")

@@ -6,8 +6,8 @@ import pytest
 from station.capture.synthetic import render_page
 from station.pipeline import PipelineConfig, ProcessedPage, process_page
 
-KEYS = {"skew_deg", "rotation_deg", "orientation", "crop", "blank", "blank_score", "colour", "colour_reason",
-        "codec", "dpi", "bytes", "seconds"}
+KEYS = {"skew_deg", "skew_source", "rotation_deg", "orientation", "orientation_confidence", "orientation_flag",
+        "crop", "blank", "blank_score", "colour", "colour_reason", "codec", "dpi", "bytes", "seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,8 @@ def test_record_holds_every_key_as_json(page):
     record = out.record
     assert isinstance(record["skew_deg"], float) and isinstance(record["rotation_deg"], float)
     assert record["orientation"] == 0 and record["dpi"] == 150 and out.dpi == 150
+    assert record["skew_source"] == "content" and 0.6 <= record["orientation_confidence"] <= 1
+    assert record["orientation_flag"] is False
     assert all(isinstance(v, int) for v in record["crop"])
     assert isinstance(record["blank"], bool) and isinstance(record["blank_score"], float)
     assert record["colour"] == out.colour and record["seconds"] >= 0

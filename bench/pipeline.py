@@ -1,0 +1,106 @@
+"""The image-pipeline benchmark: Quire and its peers on the same labelled pages, in one run, as ratios.
+
+    python -m bench.pipeline                 # 200 pages, every peer, and the 300-page station batch
+    python -m bench.pipeline --pages 20      # a quick look
+
+Each page is rendered and handed to Quire, a bare JPEG encode and Leptonica in one worker process
+pinned to one core, with no other work running; then the slow peers (seconds a page) get the same
+pages, one worker per core. Leptonica comes from the Debian library
+(liblept5), unpaper from its Debian package, jdeskew and deskew from PyPI (`make bench` installs them).
+"""
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from . import measure, pages, peers, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=200, help="labelled pages to measure (default 200)")
+    parser.add_argument("--peers", default=",".join(measure.PEERS),
+                        help=f"comma-separated peers to run (default all: {','.join(measure.PEERS)}; '' for none)")
+    parser.add_argument("--batch-pages", type=int, default=300,
+                        help="pages in the continuous station batch whose peak memory is measured (0: skip)")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="worker processes, each pinned to its own core (default one per core)")
+    parser.add_argument("--seed", type=int, default=2026, help="seed of the labelled page set")
+    args = parser.parse_args(argv)
+    wanted = tuple(p for p in args.peers.split(",") if p)
+    unknown = set(wanted) - set(measure.PEERS)
+    if unknown or args.pages < 1:
+        parser.error(f"unknown peer(s) {', '.join(sorted(unknown))}" if unknown else "--pages must be 1 or more")
+
+    started = time.monotonic()
+    specs = pages.specs(args.pages, args.seed)
+    results = _measure_all(specs, wanted, args.jobs)
+    batch = _station_batch(args.batch_pages, args.seed) if args.batch_pages else None
+    print(report.render(results, batch, _versions(wanted)))
+    print(f"\n({time.monotonic() - started:.0f} s; python -m bench.pipeline {' '.join(argv or sys.argv[1:])})")
+    return 0
+
+
+def _measure_all(specs: list[pages.PageSpec], wanted: tuple[str, ...], jobs: int) -> list[dict]:
+    """Time Quire, the bare encode and Leptonica on one core with the machine otherwise idle; then
+    run the slow peers, one worker per core, for their answers (and their own times)."""
+    cores = sorted(os.sched_getaffinity(0))
+    results = _run(specs, partial(measure.measure, wanted=wanted), 1, cores, "timed")
+    slow = tuple(p for p in wanted if p != "leptonica")
+    if slow:
+        extra = _run(specs, partial(measure.measure_slow_peers, wanted=slow), jobs, cores, "slow peers on")
+        for result, more in zip(results, extra):
+            result.update(more)
+    return results
+
+
+def _run(specs, work, jobs: int, cores: list[int], what: str) -> list[dict]:
+    context = multiprocessing.get_context("spawn")
+    slot = context.Value("i", 0)
+    results = []
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=measure.pin_to_core,
+                             initargs=(cores, slot)) as pool:
+        for done, result in enumerate(pool.map(work, specs), 1):
+            results.append(result)
+            if done % 10 == 0 or done == len(specs):
+                print(f"{what} {done}/{len(specs)} pages", file=sys.stderr, flush=True)
+    return results
+
+
+def _station_batch(count: int, seed: int) -> dict:
+    """Render a few distinct pages, then run the batch in a process of its own and read its figures."""
+    with tempfile.TemporaryDirectory(prefix="bench-pages-") as work:
+        for spec in pages.specs(20, seed + 1):
+            np.save(Path(work) / f"{spec.index:03d}.npy", pages.render(spec, measure.DPI).image)
+        print(f"running the {count}-page station batch", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, "-m", "bench.batch", work, "--pages", str(count)],
+                              capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _versions(wanted: tuple[str, ...]) -> dict[str, str]:
+    from importlib.metadata import version
+
+    found = {}
+    if "leptonica" in wanted:
+        found["Leptonica"] = peers.Leptonica().version
+    for name in ("jdeskew", "deskew"):
+        if name in wanted:
+            found[name] = version(name)
+    if "unpaper" in wanted:
+        found["unpaper"] = peers.unpaper_version()
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

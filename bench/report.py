@@ -1,0 +1,173 @@
+"""The benchmark's tables: per-page measurements summed up, side by side, with ratios."""
+
+import statistics
+
+from station.pipeline import PipelineConfig
+
+from . import pages
+
+# (key in a measurement, label, what its time covers)
+METHODS = [
+    ("quire_estimate", "Quire", "estimate"),
+    ("leptonica15", "Leptonica sweep+search ±15°", "estimate"),
+    ("leptonica7", "Leptonica pixFindSkew (its ±7°)", "estimate"),
+    ("jdeskew", "jdeskew get_angle", "estimate"),
+    ("deskew", "deskew 0.1° (150 dpi)", "estimate"),
+    ("unpaper", "unpaper -dr 15 (whole run)", "whole run"),
+]
+
+
+def fold(error_deg: float) -> float:
+    """An angle error modulo a quarter turn, in (-45, 45]: skew finders answer within ±45°."""
+    return -((-error_deg + 45.0) % 90.0 - 45.0)
+
+
+def skew_error(measured: float | None, truth_deg: float) -> float:
+    """Absolute error; no answer counts as leaving the page as it is (0°)."""
+    return abs(fold((measured or 0.0) - truth_deg))
+
+
+def render(results: list[dict], batch: dict | None, versions: dict[str, str]) -> str:
+    """The whole report as text."""
+    results = sorted(results, key=lambda r: r["index"])
+    lines = [f"Quire image pipeline benchmark — {len(results)} labelled pages, A4 at 300 dpi, RGB, "
+             f"skew ±{pages.MAX_SKEW_DEG:g}°, mixed content; one core per method",
+             "  " + ", ".join(f"{kind} {sum(r['kind'] == kind for r in results)}"
+                              for kind in (*pages.CONTENT, "sparse", "blank")),
+             f"  turned 90/180/270°: {sum(r['truth']['orientation'] != 0 for r in results)}; "
+             f"no scanner backing visible: {sum(not r['background'] for r in results)}",
+             f"  peers: {', '.join(f'{k} {v}' for k, v in versions.items())}", ""]
+    lines += _skew_table(results)
+    lines += [""] + _per_kind(results)
+    lines += [""] + _speed(results)
+    lines += [""] + _checks(results)
+    if batch:
+        lines += ["", _batch(batch)]
+    return "\n".join(lines)
+
+
+def _skew_table(results: list[dict]) -> list[str]:
+    quire_mean = statistics.fmean(skew_error(r["quire_estimate"][0], r["truth"]["skew_deg"]) for r in results)
+    lept_times = [r["leptonica15"][1] for r in results if "leptonica15" in r]
+    lept_median = statistics.median(lept_times) if lept_times else None
+    head = (f"{'Skew estimation':33} {'mean°':>7} {'median°':>8} {'max°':>7} {'≤0.1°':>7} {'≤0.5°':>7} "
+            f"{'>1°':>5} {'none':>5} {'ms/page':>8} {'mean÷Quire':>11} {'time÷Leptonica':>15}")
+    out = [head, "-" * len(head)]
+    for key, label, _ in METHODS:
+        found = [r for r in results if key in r]
+        if not found:
+            continue
+        errors = [skew_error(r[key][0], r["truth"]["skew_deg"]) for r in found]
+        times = [r[key][1] for r in found]
+        mean, median_ms = statistics.fmean(errors), 1000 * statistics.median(times)
+        vs_time = f"{statistics.median(times) / lept_median:.2f}×" if lept_median else "–"
+        out.append(f"{label:33} {mean:7.3f} {statistics.median(errors):8.3f} {max(errors):7.2f} "
+                   f"{_share(errors, 0.1):>7} {_share(errors, 0.5):>7} {sum(e > 1 for e in errors):5d} "
+                   f"{sum(r[key][0] is None for r in found):5d} {median_ms:8.1f} "
+                   f"{mean / quire_mean if quire_mean else float('inf'):10.1f}× {vs_time:>15}")
+    out.append("  errors modulo 90° (no finder here tells upside down from upright); no answer counts as 0°;")
+    out.append("  ms/page: median; Quire's from the grey page to the angle (downscale, sheet, ink, estimate);")
+    out.append("  unpaper's is the CPU time of its whole run (filters, deskew, writing), as it cannot estimate alone.")
+    return out
+
+
+def _per_kind(results: list[dict]) -> list[str]:
+    kinds = [*pages.CONTENT, "sparse", "blank"]
+    out = [f"{'Share within 0.1° by kind':33} " + " ".join(f"{k[:11]:>11}" for k in kinds)]
+    for key, label, _ in METHODS:
+        if not any(key in r for r in results):
+            continue
+        cells = []
+        for kind in kinds:
+            errors = [skew_error(r[key][0], r["truth"]["skew_deg"]) for r in results if r["kind"] == kind and key in r]
+            cells.append(_share(errors, 0.1) if errors else "–")
+        out.append(f"{label:33} " + " ".join(f"{c:>11}" for c in cells))
+    return out
+
+
+def _speed(results: list[dict]) -> list[str]:
+    full = [r["quire_full_s"] for r in results]
+    encode = [r["encode_s"] for r in results]
+    ratios = [r["quire_full_s"] / r["encode_s"] for r in results]
+    colour = [r["quire_full_s"] / r["encode_s"] for r in results if r["record"]["colour"] == "colour"]
+    out = ["Per page, one core (medians)",
+           f"  Quire full pipeline (estimate, rotate, orient, crop, blank, colour, encode)  "
+           f"{1000 * statistics.median(full):7.1f} ms",
+           f"  bare libjpeg-turbo encode of the same raw page (Pillow, quality "
+           f"{PipelineConfig().jpeg_quality})            {1000 * statistics.median(encode):7.1f} ms",
+           f"  ratio Quire ÷ bare encode: median {statistics.median(ratios):.2f}×, "
+           f"pages kept in colour {statistics.median(colour) if colour else float('nan'):.2f}×, "
+           f"90th percentile {_percentile(ratios, 90):.2f}×, max {max(ratios):.2f}×  (bar ≤ 4×)"]
+    if any("leptonica15" in r for r in results):
+        est = [r["quire_estimate"][1] / r["leptonica15"][1] for r in results if "leptonica15" in r]
+        out.append(f"  skew estimate Quire ÷ Leptonica ±15°: median of per-page ratios {statistics.median(est):.2f}×, "
+                   f"ratio of medians {statistics.median(r['quire_estimate'][1] for r in results) / statistics.median(r['leptonica15'][1] for r in results if 'leptonica15' in r):.2f}×  (bar ≤ 1×)")
+    if any("unpaper" in r for r in results):
+        unp = [r["unpaper"][1] / r["encode_s"] for r in results if "unpaper" in r]
+        out.append(f"  unpaper whole run ÷ bare encode: median {statistics.median(unp):.1f}×")
+    return out
+
+
+def _checks(results: list[dict]) -> list[str]:
+    out = []
+    text = [r for r in results if r["text"]]
+    right = sum(r["record"]["orientation"] == r["truth"]["orientation"] for r in text)
+    wrong = sum(r["record"]["orientation"] != r["truth"]["orientation"] and not r["record"]["orientation_flag"]
+                for r in text)
+    flagged_text = sum(r["record"]["orientation_flag"] for r in text)
+    sparse = [r for r in results if r["kind"] == "sparse"]
+    out.append(f"Orientation  text pages upright after processing: {right}/{len(text)} ({_pct(right, len(text))}; "
+               f"bar ≥ 99 %), turned wrongly {wrong}, left as fed and flagged {flagged_text}; "
+               f"sparse pages flagged {sum(r['record']['orientation_flag'] for r in sparse)}/{len(sparse)}, "
+               f"turned wrongly {sum(r['record']['orientation'] not in (0, r['truth']['orientation']) for r in sparse)}")
+    blank = [r for r in results if r["truth"]["blank"]]
+    content = [r for r in results if not r["truth"]["blank"]]
+    hits = sum(r["record"]["blank"] for r in blank)
+    false = sum(r["record"]["blank"] for r in content)
+    precision = _pct(hits, hits + false) if hits + false else "–"
+    out.append(f"Blank        flagged {hits}/{len(blank)} blank pages (recall {_pct(hits, len(blank))}, bar ≥ 98 %), "
+               f"content pages flagged {false}/{len(content)} (bar 0), precision {precision}")
+    on_backing = [r for r in results if r["background"]]
+    cropped = [r for r in on_backing if r["record"]["crop"] is not None]
+    margins = [m for r in cropped for m in _margins_mm(r)]
+    cut = sum(min(_margins_mm(r)) < 0 for r in cropped)
+    target = PipelineConfig().margin_mm
+    errors = [abs(m - target) for m in margins] or [float("nan")]
+    out.append(f"Crop         {len(on_backing)} pages on a backing, {len(on_backing) - len(cropped)} left uncropped; "
+               f"paper cut into on {cut} (bar 0); margin {statistics.fmean(margins or [float('nan')]):.2f} mm on "
+               f"average (target {target} mm), error mean {statistics.fmean(errors):.2f} mm, max {max(errors):.2f} mm, "
+               f"within ±1 mm {_share(errors, 1.0)} (bar 100 %)")
+    coloured = [r for r in results if r["truth"]["has_colour"]]
+    kept = sum(r["record"]["colour"] == "colour" for r in coloured)
+    plain = [r for r in results if not r["truth"]["has_colour"]]
+    out.append(f"Colour       pages with seals, red headings, photos or coloured ink kept in colour: "
+               f"{kept}/{len(coloured)}; plain pages made grey: {sum(r['record']['colour'] == 'grey' for r in plain)}"
+               f"/{len(plain)}")
+    return out
+
+
+def _batch(batch: dict) -> str:
+    return (f"Station batch  {batch['pages']} pages fed continuously (as fast as scan() takes them) on "
+            f"{batch['workers']} workers: peak RSS {batch['peak_rss_mb']:.0f} MB (bar ≤ 400 MB); "
+            f"{batch['pages_per_min']:.0f} pages/min (a 120-ipm scanner needs 120); scanner held back "
+            f"{batch['held_s']:.0f} s of {batch['seconds']:.0f} s")
+
+
+def _margins_mm(result: dict) -> list[float]:
+    cx, cy, cw, ch = result["record"]["crop"]
+    px, py, pw, ph = result["truth"]["paper_box"]
+    scale = 25.4 / result["record"]["dpi"]
+    return [(px - cx) * scale, (py - cy) * scale, (cx + cw - px - pw) * scale, (cy + ch - py - ph) * scale]
+
+
+def _share(errors: list[float], limit: float) -> str:
+    return _pct(sum(e <= limit for e in errors), len(errors))
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]

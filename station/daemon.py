@@ -1,0 +1,371 @@
+"""The station daemon: one process owns the scanner, runs queued batches when Scan is pressed (or
+the CLI asks), syncs in the background, and keeps systemd told (READY, WATCHDOG, STATUS, STOPPING)."""
+
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from quire.db import one
+
+from . import profiles
+from .control import ControlServer, Peer
+from .errors import (BatchStopped, ScannerError, ScannerIOError, ScannerNotFound, ServiceUnavailable,
+                     StationError, UsageError)
+from .home import open_station
+from .jobs import JobQueue
+from .notify import Notifier, Watchdog, watchdog_interval_s
+from .scanner import Scanner
+from .service import STOP_SIGNALS, reexec, signals_blocked
+from .sync_worker import SyncWorker
+
+log = logging.getLogger(__name__)
+SIGNAL_POLL_S = 0.5   # longest an idle daemon takes to notice SIGTERM
+
+
+def status_line(activity: str, outbox: int, central: str) -> str:
+    """The one line ``systemctl status`` shows: what the station does · its outbox · the central archive."""
+    return f"{activity} · outbox {outbox} bundle{'' if outbox == 1 else 's'} · {central}"
+
+
+@dataclass
+class _ScanRequest:
+    """A batch the CLI asked to run now; its control thread waits on ``done``."""
+
+    job: dict | None                  # dossier/material to queue first, or None for the queue's head
+    operator: str
+    emit: Callable[[dict], None]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict | None = None
+    error: StationError | None = None
+    gone: bool = False                # the caller hung up; the batch goes on
+
+    def send(self, message: dict) -> None:
+        if self.gone:
+            return
+        try:
+            self.emit(message)
+        except OSError:
+            self.gone = True
+
+
+class Daemon:
+    """The station service's main loop; ``run`` returns the process exit code."""
+
+    def __init__(self, config, env: Mapping[str, str] = os.environ, take_signals: bool = False):
+        self.config = config
+        self.take_signals = take_signals   # stop signals are blocked: take them from the pending set
+        self.notifier = Notifier.from_env(env)
+        self.watchdog = Watchdog(self.notifier, watchdog_interval_s(env))
+        self.stopping = False
+        self.activity = "starting"
+        self.note: str | None = None       # the last thing worth telling (a refused press, a sealed batch)
+        self.current: dict | None = None   # the job being scanned
+        self.outbox = 0
+        self.station = self.jobs = self.scanner = self.control = self.sync = None
+        self._requests: "queue.SimpleQueue[_ScanRequest]" = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._published: str | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, serve until stopped, shut down cleanly."""
+        try:
+            self._start()
+            self._published = self._line()
+            self.notifier.ready(self._published)
+            log.info("ready: %s", self._published)
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish the sheet in hand and exit; safe from another thread."""
+        if not self.stopping:
+            self.stopping = True
+            doing = "finishing the sheet in hand" if self.current else "shutting down"
+            self.notifier.stopping(f"stopping: {doing}")
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # the pipe is full: the loop is awake already
+            pass
+
+    def _start(self) -> None:
+        cfg = self.config
+        control = ControlServer(cfg.control_socket_path, self._handle, cfg.control_group)
+        control.ensure_free()   # before touching the scanner another daemon holds
+        self.station = open_station(cfg)
+        self.jobs = JobQueue(cfg.queue_path)
+        self.scanner = Scanner(cfg, profiles.load(cfg.profiles_dir))
+        self.scanner.probe()
+        self.outbox = self._count_outbox()
+        self.sync = SyncWorker(cfg, cfg.sync_interval_s)
+        self.sync.start()
+        self.control = control
+        self.control.start()
+
+    def _shutdown(self) -> None:
+        while True:
+            try:
+                pending = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            pending.error = ServiceUnavailable("the station service stopped before running this batch; "
+                                               "queue it again when it is back")
+            pending.done.set()
+        for part, close in ((self.control, lambda c: c.close()),
+                            (self.sync, lambda s: s.stop(self.config.sync_timeout_s)),
+                            (self.scanner, lambda s: s.close()),
+                            (self.station, lambda s: s.close())):
+            if part is not None:
+                try:
+                    close(part)
+                except Exception:
+                    log.exception("while shutting down")
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the main loop ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            self.watchdog.ping_if_due()
+            self._take_signals()
+            if self.stopping:
+                break
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                request = None
+            if request is not None:
+                self._serve(request)
+                continue
+            if self.scanner.held:
+                if self.scanner.scan_pressed():
+                    self._on_scan_button()
+            else:
+                self.scanner.probe_if_due()
+            self.outbox = self._count_outbox()
+            self._publish()
+            self._sleep(self._tick_s())
+
+    def _tick_s(self) -> float:
+        tick = self.config.button_poll_s
+        if self.watchdog.period_s is not None:
+            tick = min(tick, self.watchdog.period_s)
+        if self.take_signals:
+            tick = min(tick, SIGNAL_POLL_S)  # a blocked SIGTERM does not wake select()
+        return tick
+
+    def _sleep(self, seconds: float) -> None:
+        ready, _, _ = select.select([self._wake_r], [], [], seconds)
+        if ready:
+            self._wake_r.recv(4096)
+
+    def _on_scan_button(self) -> None:
+        job = self.jobs.head()
+        if job is None:
+            self.note = "Scan pressed but no batch is queued: 'quire-station queue add …'"
+            log.info("Scan pressed with an empty queue")
+            return
+        log.info("Scan pressed: %s %s", job["dossier"]["archive_no"], job["material"]["item"])
+        try:
+            self._run_job(job)
+        except StationError:
+            pass  # kept on the job and in the note; the operator sees it in STATUS
+
+    def _serve(self, request: _ScanRequest) -> None:
+        try:
+            if request.job is not None:
+                job = self.jobs.add(request.job["dossier"], request.job["material"], request.operator, first=True)
+            else:
+                job = self.jobs.head()
+                if job is None:
+                    raise UsageError("no batch is queued; add one with 'quire-station queue add', or pass "
+                                     "--dossier, --material and --title")
+            request.result = self._run_job(job, request)
+        except StationError as exc:
+            request.error = exc
+        finally:
+            request.done.set()
+
+    def _run_job(self, job: dict, request: _ScanRequest | None = None) -> dict:
+        from .scan import scan
+
+        archive_no, item = job["dossier"]["archive_no"], job["material"]["item"]
+        self.current, self.note = job, None
+        self.activity = f"scanning {archive_no} {item}"
+        self._publish()
+
+        def on_page(n: int, record: dict) -> None:
+            # Called as each page is stored (possibly by scan's store thread): report, do not ping;
+            # the watchdog is fed by the capture loop on this thread, before each page is requested.
+            self.activity = f"scanning {archive_no} {item} page {n}"
+            self._publish()
+            if request is not None:
+                request.send({"event": "page", "n": n, "record": record})
+
+        try:
+            source = _StopBetweenSheets(self.scanner.lend(), lambda: self.stopping, self._between_pages)
+            result = scan(self.station, job["dossier"], job["material"], source, job["operator"], on_page)
+        except ScannerError as exc:
+            self.jobs.note_error(job["id"], str(exc))
+            self.note = f"{archive_no} {item}: {exc}"
+            if isinstance(exc, (ScannerIOError, ScannerNotFound)) and self.scanner.held:
+                self.scanner.lost(exc)
+            log.warning("batch %s %s stopped: %s", archive_no, item, exc)
+            raise
+        except StationError as exc:
+            # Cannot be scanned as queued (e.g. already sealed): drop it, say why.
+            self.jobs.remove(job["id"])
+            self.note = f"{archive_no} {item} removed from the queue: {exc}"
+            log.warning("batch %s %s refused: %s", archive_no, item, exc)
+            raise
+        except Exception as exc:
+            log.exception("batch %s %s failed", archive_no, item)
+            err = StationError(f"internal error while scanning {archive_no} {item} ({type(exc).__name__}); "
+                               "pages stored so far are kept; see 'journalctl -u quire-station'")
+            self.jobs.note_error(job["id"], str(err))
+            self.note = str(err)
+            raise err from None
+        finally:
+            self.current = None
+            self.activity = "idle"
+            self.outbox = self._count_outbox()
+        self.jobs.remove(job["id"])
+        self.sync.kick()
+        self.note = f"sealed {archive_no} {item} ({result.total_pages} pages)"
+        log.info("sealed %s %s: %d pages, bundle %s", archive_no, item, result.total_pages, result.bundle_id[:12])
+        self._publish()
+        return {"archive_no": archive_no, "item": item, "pages": result.pages, "total_pages": result.total_pages,
+                "first_page": result.first_page, "bundle_id": result.bundle_id}
+
+    def _between_pages(self) -> None:
+        """Runs on the capture loop before each page is requested: feed the watchdog, take a SIGTERM."""
+        self.watchdog.ping_if_due()
+        self._take_signals()
+
+    def _take_signals(self) -> None:
+        if self.take_signals and signal.sigtimedwait(STOP_SIGNALS, 0) is not None:
+            self.stop()
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _activity(self) -> str:
+        if self.current is not None or self.stopping:
+            return self.activity if not self.stopping else f"stopping ({self.activity})"
+        if not self.scanner.ready:
+            return f"no scanner: {self.scanner.describe()}"
+        jobs = self.jobs.jobs()
+        if not jobs:
+            idle = "idle, queue empty"
+        else:
+            head = jobs[0]
+            idle = f"ready, next {head['dossier']['archive_no']} {head['material']['item']}"
+            if len(jobs) > 1:
+                idle += f" (+{len(jobs) - 1} queued)"
+            if head.get("last_error"):
+                return f"{idle}; last stop: {head['last_error']}"
+        return f"{idle}; {self.note}" if self.note else idle
+
+    def _line(self) -> str:
+        return status_line(self._activity(), self.outbox, self.sync.state if self.sync else "central not contacted yet")
+
+    def _publish(self) -> None:
+        line = self._line()
+        if line != self._published:
+            self.notifier.status(line)
+            self._published = line
+
+    def _count_outbox(self) -> int:
+        return one(self.station.store.db,
+                   "SELECT COUNT(*) AS n FROM bundles WHERE state IN ('sealed', 'uploading')")["n"]
+
+    # -- control requests (on the control server's threads) --------------------------------
+
+    def _handle(self, request: dict, emit: Callable[[dict], None], peer: Peer) -> dict:
+        op = request.get("op")
+        if op == "status":
+            return {"status": self._published, "pid": os.getpid(), "scanner": self.scanner.info(),
+                    "queued": len(self.jobs.jobs()), "central": self.sync.state}
+        if op == "queue_ls":
+            return {"jobs": self.jobs.jobs(), "current": self.current and self.current["id"],
+                    "status": self._published}
+        if op == "queue_add":
+            job = self.jobs.add(request.get("dossier") or {}, request.get("material") or {},
+                                request.get("operator") or peer.user)
+            self.wake()
+            return {"job": job, "position": len(self.jobs.jobs())}
+        if op == "scan":
+            if self.stopping:
+                raise ServiceUnavailable("the station service is stopping; run the command again once it is back")
+            wanted = None
+            if request.get("dossier"):
+                wanted = {"dossier": request["dossier"], "material": request.get("material") or {}}
+                JobQueue.check(wanted["dossier"], wanted["material"])
+            pending = _ScanRequest(wanted, request.get("operator") or peer.user, emit)
+            if self.current is not None:
+                pending.send({"event": "waiting", "message": "waiting for the batch in progress "
+                              f"({self.current['dossier']['archive_no']} {self.current['material']['item']})"})
+            self._requests.put(pending)
+            self.wake()
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            return pending.result
+        raise UsageError(f"the station service does not know the request {op!r}")
+
+
+class _StopBetweenSheets:
+    """A batch's source that pings the watchdog before each page and, once the daemon is stopping,
+    ends the batch at the next sheet boundary (BatchStopped: the batch stays resumable).
+
+    On a duplex feed a sheet is two pages; stopping between its sides would make the operator
+    re-feed a sheet whose front is already stored, and that page would be captured twice.
+    """
+
+    def __init__(self, inner, stopping: Callable[[], bool], tick: Callable[[], object]):
+        self.inner, self.stopping, self.tick = inner, stopping, tick
+        self.name = inner.name
+        self.duplex = bool(getattr(inner, "duplex", False))
+
+    def pages(self):
+        pages = iter(self.inner.pages())
+        taken = 0
+        while True:
+            self.tick()
+            if self.stopping() and (not self.duplex or taken % 2 == 0):
+                raise BatchStopped()
+            page = next(pages, None)
+            if page is None:
+                return
+            taken += 1
+            yield page
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def main(config, env: Mapping[str, str] = os.environ) -> int:
+    """Run the daemon in this process: SIGTERM/SIGINT stop it after the sheet in hand."""
+    if not signals_blocked():
+        reexec()  # through station.service, which blocks the stop signals before any thread exists
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    daemon = Daemon(config, env, take_signals=True)
+    try:
+        return daemon.run()
+    except StationError as exc:
+        # systemctl status shows the last STATUS: make it the reason the service stopped.
+        daemon.notifier.status(f"failed: {exc}")
+        raise

@@ -1,0 +1,43 @@
+"""Which pixels of a downscaled page are the ink that text lines and rules are made of."""
+
+import cv2
+import numpy as np
+
+from .paper import Paper, paper_level
+
+EDGE_BAND_MM = 3.0       # ink this close to the sheet's edge is the edge's shadow, not content
+_INK_LEVEL = 0.6         # darker than this share of the paper's level is ink
+# Where ink covers most of a block about this wide, it is a photo, a solid area or a punch hole,
+# not strokes: such areas have no lines to align and would only blur the profiles.
+_SOLID_BLOCK_MM = 2.0
+_SOLID_SHARE = 0.6
+
+
+def ink_mask(grey: np.ndarray, paper: Paper | None, px_per_mm: float) -> np.ndarray:
+    """uint8 255 where the grey page has stroke ink inside the sheet; edge band, photos and solid areas left out."""
+    level = paper.level if paper is not None else paper_level(grey[::4, ::4])
+    _, ink = cv2.threshold(grey, _INK_LEVEL * level, 255, cv2.THRESH_BINARY_INV)
+    band = max(1, round(EDGE_BAND_MM * px_per_mm))
+    if paper is not None:
+        inside = paper.mask.copy()
+        cv2.polylines(inside, [paper.polygon], True, 0, thickness=2 * band + 1)
+        ink = cv2.bitwise_and(ink, inside)
+    else:
+        ink[:band], ink[-band:], ink[:, :band], ink[:, -band:] = 0, 0, 0, 0
+    _clear_solids(ink, max(2, round(_SOLID_BLOCK_MM * px_per_mm)))
+    return ink
+
+
+def _clear_solids(ink: np.ndarray, block: int) -> None:
+    """Blank out blocks that are mostly ink, and the blocks around them (the solid area's rim)."""
+    h, w = ink.shape
+    rows, cols = h // block, w // block
+    if not rows or not cols:
+        return
+    share = cv2.resize(ink[:rows * block, :cols * block], (cols, rows), interpolation=cv2.INTER_AREA)
+    solid = (share > _SOLID_SHARE * 255).astype(np.uint8)
+    if not solid.any():
+        return
+    block_rows, block_cols = np.nonzero(cv2.dilate(solid, np.ones((3, 3), np.uint8)))
+    # A view of the image as rows × block × cols × block: whole blocks are cleared in one step.
+    ink[:rows * block, :cols * block].reshape(rows, block, cols, block)[block_rows, :, block_cols, :] = 0

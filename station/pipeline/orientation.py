@@ -1,0 +1,165 @@
+"""Which way up a deskewed page is: 0, 90, 180 or 270 degrees, with a confidence."""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_GLYPH_MM = (0.3, 12.0)  # parts of characters: bigger is a rule, a photo or a seal's ring
+_SOLID_FILL = 0.3        # share of its box a photograph's mark covers, at least
+_GAP_SHARE = 0.06        # a row or column with less ink than this share of a busy one is a gap
+# Evidence, in votes, at which the confidence is one half: one heading, or a few commas, is not enough.
+_HALF_CONFIDENCE_VOTES = 4.0
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How far to turn a page counter-clockwise to bring it upright, and how sure that is."""
+
+    turn_deg: int           # 0, 90, 180 or 270
+    confidence: float       # 0 (no evidence either way) … 1
+
+
+def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: float) -> Orientation:
+    """Which way up the deskewed page is, judged from its text lines.
+
+    ``marks`` holds (x, y, w, h, …) of the connected marks on the deskewed page, within an area of
+    ``shape`` (h, w). Lines of text run across an upright page; full-width punctuation (，。、) sits
+    at the foot of its line, and a heading, larger than the body text, stands above it. Sideways,
+    the lines run down the page.
+    """
+    boxes = _glyph_boxes(marks, px_per_mm)
+    if len(boxes) < 8:
+        return Orientation(0, 0.0)
+    every = marks[:, :4].astype(np.int64)
+    across, down = _gappiness(boxes, shape, 1), _gappiness(boxes, shape, 0)
+    sideways = down > across
+    if sideways:
+        votes = _upright_votes(_turned(boxes, shape), _turned(every, shape))
+        turn = 90 if votes >= 0 else 270
+    else:
+        votes = _upright_votes(boxes, every)
+        turn = 0 if votes >= 0 else 180
+    # The line direction itself must be clear: similar gaps both ways (no lines) lower the confidence.
+    clarity = min(1.0, abs(across - down) / 0.15)
+    confidence = clarity * abs(votes) / (abs(votes) + _HALF_CONFIDENCE_VOTES)
+    return Orientation(turn, round(float(confidence), 3))
+
+
+def _turned(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The boxes as they would lie on the page turned 90° counter-clockwise: x' = y, y' = w - x - width."""
+    return np.stack([boxes[:, 1], shape[1] - boxes[:, 0] - boxes[:, 2], boxes[:, 3], boxes[:, 2]], axis=1)
+
+
+def _glyph_boxes(marks: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """(x, y, w, h) of the marks the size of characters or their parts, outside photographs."""
+    lo, hi = (mm * px_per_mm for mm in _GLYPH_MM)
+    x, y, w, h, pixels = marks[:, :5].T
+    keep = (np.maximum(w, h) >= lo) & (w <= hi) & (h <= hi)
+    # A large mark that fills much of its box is a photograph or a solid block; the specks of its
+    # lighter parts are not characters. (A table's rules, or a seal's ring, fill little of theirs.)
+    centre_x, centre_y = x + w / 2, y + h / 2
+    for bx, by, bw, bh, _ in marks[((w > hi) | (h > hi)) & (pixels > _SOLID_FILL * w * h)]:
+        keep &= ~((centre_x >= bx) & (centre_x < bx + bw) & (centre_y >= by) & (centre_y < by + bh))
+    return marks[keep, :4].astype(np.int64)
+
+
+def _gappiness(boxes: np.ndarray, shape: tuple[int, int], axis: int) -> float:
+    """Share of the text's extent, along rows (axis 1) or columns (axis 0), that falls in gaps.
+
+    Lines of text leave wide gaps between them; characters along a line leave only narrow ones.
+    """
+    start, size = (boxes[:, 1], boxes[:, 3]) if axis == 1 else (boxes[:, 0], boxes[:, 2])
+    profile = _coverage(start, size, shape[0] if axis == 1 else shape[1])
+    busy = np.nonzero(profile)[0]
+    if busy.size == 0:
+        return 0.0
+    span = profile[busy[0]:busy[-1] + 1]
+    return float(np.mean(span < _GAP_SHARE * np.percentile(span, 90)))
+
+
+def _coverage(start: np.ndarray, size: np.ndarray, length: int) -> np.ndarray:
+    """How many boxes cover each position along one axis."""
+    steps = np.zeros(length + 1, np.int64)
+    np.add.at(steps, start, 1)
+    np.add.at(steps, np.minimum(start + size, length), -1)
+    return np.cumsum(steps[:-1])
+
+
+def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> float:
+    """Evidence that lines running across are the right way up (positive) or upside down (negative).
+
+    ``boxes`` are the character-sized marks, ``every`` all marks (x, y, w, h), rules included.
+    """
+    x, y, w, h = boxes.T
+    length = int((y + h).max()) + 1
+    profile = _coverage(y, h, length)
+    lines = _runs(profile > _GAP_SHARE * np.percentile(profile[profile > 0], 90))
+    if not lines:
+        return 0.0
+    heights = np.array([b - a for a, b in lines])
+    typical = float(np.median(heights))
+    centre = y + h / 2
+    votes = 0.0
+    for top, bottom in lines:
+        height = bottom - top
+        if not 0.6 * typical <= height <= 1.6 * typical:
+            continue
+        inside = np.nonzero((centre >= top) & (centre < bottom))[0]
+        if inside.size < 4:
+            continue
+        near = every[(every[:, 1] < bottom + height // 2) & (every[:, 1] + every[:, 3] > top - height // 2)]
+        votes += _punctuation_votes(x[inside], y[inside], w[inside], h[inside], top, height, near)
+    return votes + _heading_votes(lines, heights, typical)
+
+
+def _punctuation_votes(x, y, w, h, top: int, height: int, near: np.ndarray) -> float:
+    """Full-width commas and stops stand alone in their character cell at the foot of the line.
+
+    ``near`` holds every mark within half a line above or below the line.
+    """
+    small = np.nonzero((h <= 0.4 * height) & (w <= 0.4 * height))[0]
+    votes = 0.0
+    for i in small:
+        # Alone: no other mark close above or below shares much of its width. A dot or tick that
+        # belongs to a character (文, 六, 心) has the rest of it there; a broken piece of a ruled
+        # line has the rest of the line.
+        shared = np.minimum(near[:, 0] + near[:, 2], x[i] + w[i]) - np.maximum(near[:, 0], x[i])
+        if np.count_nonzero(shared > 0.3 * w[i]) > 1:
+            continue
+        where = (y[i] + h[i] / 2 - top) / height
+        votes += 1.0 if where > 0.62 else -1.0 if where < 0.38 else 0.0
+    return votes
+
+
+def _heading_votes(lines: list[tuple[int, int]], heights: np.ndarray, typical: float) -> float:
+    """A heading, markedly taller than the body text, is among the first lines, not the last."""
+    if len(lines) < 3:
+        return 0.0
+    tallest = int(np.argmax(heights))
+    if heights[tallest] < 1.35 * typical:
+        return 0.0
+    top, bottom = lines[0][0], lines[-1][1]
+    where = ((lines[tallest][0] + lines[tallest][1]) / 2 - top) / max(1, bottom - top)
+    return 3.0 if where < 0.3 else -3.0 if where > 0.7 else 0.0
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()))
+
+
+def turn(image: np.ndarray, turn_deg: int) -> np.ndarray:
+    """The image turned ``turn_deg`` (a multiple of 90) counter-clockwise."""
+    codes = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+    return cv2.rotate(image, codes[turn_deg]) if turn_deg % 360 else image
+
+
+def turn_matrix(size: tuple[int, int], turn_deg: int) -> np.ndarray:
+    """The 3×3 affine taking pixels of an image of ``size`` (w, h) to the image turned ``turn_deg`` counter-clockwise."""
+    w, h = size
+    return {0: np.eye(3),
+            90: np.array([[0.0, 1, 0], [-1, 0, w - 1], [0, 0, 1]]),
+            180: np.array([[-1.0, 0, w - 1], [0, -1, h - 1], [0, 0, 1]]),
+            270: np.array([[0.0, -1, h - 1], [1, 0, 0], [0, 0, 1]])}[turn_deg % 360]

@@ -1,0 +1,202 @@
+"""Scanner hardware profiles: which SANE option values mean Quire's feeds, modes, buttons and
+hardware features on each scanner family, chosen from the device's vendor and model.
+
+Profiles are data (``hardware/profiles/*.toml``); a site adds or overrides one with
+``profiles_dir`` in station.toml. A family's backend names its options freely ("ADF Duplex",
+"Automatic Document Feeder(left aligned,Duplex)", "adf" plus a duplex switch …); each Quire
+notion lists candidates best first, and the first one the device offers is used.
+"""
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+FORMAT = "quire-scanner-profile/1"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
+FEEDS = ("duplex", "front", "flatbed")
+MODES = ("colour", "grey", "bilevel")
+# Switched on unless a site says otherwise: a double feed hides a page, and Quire must never lose one.
+DEFAULT_FEATURES = ("double_feed",)
+_KEYS = {"format", "name", "family", "backends", "usb_vendors", "notes", "match", "sources", "modes",
+         "buttons", "sensors", "hardware", "setup"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    family: str
+    vendors: tuple[str, ...] = ()             # sane_get_devices() vendor strings, compared case-blind
+    models: tuple[re.Pattern, ...] = ()       # patterns searched in the model string
+    backends: tuple[str, ...] = ()
+    usb_vendors: tuple[str, ...] = ()         # USB vendor ids the udev rule must cover
+    sources: dict = field(default_factory=dict)    # feed → candidate 'source' values; 'duplex_switch'
+    modes: dict = field(default_factory=dict)      # Quire mode → candidate 'mode' values
+    buttons: dict = field(default_factory=dict)    # button → candidate sensor option names
+    sensors: dict = field(default_factory=dict)    # sensor → candidate option names
+    hardware: dict = field(default_factory=dict)   # feature → {option: value}
+    setup: dict = field(default_factory=dict)      # option → value, set on every open
+    path: str = ""
+
+    @property
+    def generic(self) -> bool:
+        return not self.vendors
+
+    def matches(self, vendor: str, model: str) -> bool:
+        """Whether a device reporting this vendor and model belongs to this profile's family."""
+        if self.generic:
+            return False
+        if vendor.strip().casefold() not in {v.casefold() for v in self.vendors}:
+            return False
+        return any(p.search(model.strip()) for p in self.models)
+
+
+@dataclass
+class Plan:
+    """The SANE option values a profile chooses for one device."""
+
+    options: dict                      # option name → value, in the order to set them
+    feed: str | None                   # the Quire feed obtained: duplex, front, flatbed or None
+    mode: str | None                   # the SANE mode value chosen
+    scan_button: str | None            # the sensor option that is the Scan button, if any
+    features: list[str]                # hardware features switched on
+
+
+def load(extra_dir: str | Path | None = None) -> list[Profile]:
+    """Every profile: those shipped in hardware/profiles, then a site's, which replace by name."""
+    if not SHIPPED_DIR.is_dir():
+        raise ConfigError(f"scanner profiles not found at {SHIPPED_DIR}; reinstall Quire")
+    by_name: dict[str, Profile] = {}
+    dirs = [SHIPPED_DIR] + ([Path(extra_dir)] if extra_dir else [])
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ConfigError(f"profiles_dir {folder} is not a directory; fix station.toml")
+        for path in sorted(folder.glob("*.toml")):
+            profile = parse(path)
+            by_name[profile.name] = profile
+    if not any(p.generic for p in by_name.values()):
+        raise ConfigError(f"no generic scanner profile in {SHIPPED_DIR}; reinstall Quire")
+    return list(by_name.values())
+
+
+def parse(path: Path) -> Profile:
+    """Read and check one profile file; a ConfigError names the file and what is wrong."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"scanner profile {path}: cannot read it ({exc})") from None
+    if data.get("format") != FORMAT:
+        raise ConfigError(f"scanner profile {path}: format {data.get('format')!r} is not {FORMAT!r}")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"scanner profile {path}: unknown key(s) {', '.join(unknown)}")
+    for key in ("name", "family"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ConfigError(f"scanner profile {path}: '{key}' is required")
+    match = data.get("match", {})
+    try:
+        models = tuple(re.compile(m, re.IGNORECASE) for m in match.get("models", []))
+    except re.error as exc:
+        raise ConfigError(f"scanner profile {path}: bad model pattern ({exc})") from None
+    if bool(match.get("vendors")) != bool(models):
+        raise ConfigError(f"scanner profile {path}: [match] needs both vendors and models (or neither, "
+                          "for the generic profile)")
+    sources = data.get("sources", {})
+    bad = sorted(set(sources) - set(FEEDS) - {"duplex_switch"}) + sorted(set(data.get("modes", {})) - set(MODES))
+    if bad:
+        raise ConfigError(f"scanner profile {path}: unknown feed or mode {', '.join(bad)}; "
+                          f"feeds are {', '.join(FEEDS)}, modes {', '.join(MODES)}")
+    return Profile(
+        name=data["name"], family=data["family"], vendors=tuple(match.get("vendors", [])), models=models,
+        backends=tuple(data.get("backends", [])),
+        usb_vendors=tuple(v.lower() for v in data.get("usb_vendors", [])),
+        sources=dict(sources), modes=dict(data.get("modes", {})), buttons=dict(data.get("buttons", {})),
+        sensors=dict(data.get("sensors", {})), hardware=dict(data.get("hardware", {})),
+        setup=dict(data.get("setup", {})), path=str(path),
+    )
+
+
+def select(vendor: str, model: str, profiles: list[Profile]) -> Profile:
+    """The profile for a device's vendor and model; the generic one when no family claims it."""
+    for profile in profiles:
+        if profile.matches(vendor, model):
+            return profile
+    return next(p for p in profiles if p.generic)
+
+
+def find_device(devices: list[tuple], wanted: str, profiles: list[Profile]) -> tuple[tuple, Profile] | None:
+    """The ``sane.get_devices()`` entry to use and its profile.
+
+    ``wanted`` is a SANE device name, or ``auto``: the first device a family profile claims, else
+    the first device at all. None when nothing suitable is attached.
+    """
+    if wanted != "auto":
+        for dev in devices:
+            if dev[0] == wanted:
+                return dev, select(dev[1], dev[2], profiles)
+        return None
+    claimed = [(dev, select(dev[1], dev[2], profiles)) for dev in devices]
+    for dev, profile in claimed:
+        if not profile.generic:
+            return dev, profile
+    return claimed[0] if claimed else None
+
+
+def plan(profile: Profile, offered: dict, readable: frozenset = frozenset(), feed: str = "duplex",
+         mode: str = "colour", features: tuple[str, ...] = DEFAULT_FEATURES) -> Plan:
+    """Choose option values for a device from what it offers.
+
+    ``offered`` maps each option software may set (hyphenated names, as backends give them) to its
+    list of allowed values, or None when it is not a list (booleans, numbers); ``readable`` names
+    the read-only options too, where buttons and sensors are. The feed falls back
+    duplex → front → flatbed to what the device has.
+    """
+    options: dict = {}
+    order = FEEDS[FEEDS.index(feed):] if feed in FEEDS else FEEDS
+    got_feed = None
+    if "source" in offered:
+        for candidate_feed in order:
+            value = _first_offered(profile.sources.get(candidate_feed, []), offered["source"])
+            if value is not None:
+                options["source"], got_feed = value, candidate_feed
+                break
+    switch = profile.sources.get("duplex_switch")
+    # A backend with a fixed source (not offered) feeds from it; the switch decides duplex.
+    if switch and switch in offered and got_feed in ("front", None):
+        # Backends such as Panasonic's feed from one 'adf' source and turn duplex on with a switch.
+        options[switch] = feed == "duplex"
+        got_feed = "duplex" if feed == "duplex" else "front"
+    got_mode = None
+    if "mode" in offered:
+        got_mode = _first_offered(profile.modes.get(mode, []), offered["mode"])
+        if got_mode is not None:
+            options["mode"] = got_mode
+    enabled = []
+    for feature in features:
+        settings = profile.hardware.get(feature, {})
+        usable = {name: value for name, value in settings.items() if name in offered}
+        if usable and all(_allowed(value, offered[name]) for name, value in usable.items()):
+            options.update(usable)
+            enabled.append(feature)
+    scan_button = next((name for name in profile.buttons.get("scan", []) if name in readable or name in offered),
+                       None)
+    return Plan(options, got_feed, got_mode, scan_button, enabled)
+
+
+def _first_offered(candidates: list[str], offered: list | None) -> str | None:
+    if not offered:
+        return None
+    for candidate in candidates:
+        if candidate in offered:
+            return candidate
+    folded = {str(v).casefold(): v for v in offered}
+    for candidate in candidates:
+        if candidate.casefold() in folded:
+            return folded[candidate.casefold()]
+    return None
+
+
+def _allowed(value, offered: list | None) -> bool:
+    return offered is None or value in offered

@@ -1,0 +1,133 @@
+"""The capture spool: each raw page made durable the moment it is scanned, until its final page is stored.
+
+A spooled page is an uncompressed ``.npy`` file (written to a temporary name, fsynced, renamed)
+plus a row in the station's SQLite, committed before the scanner is asked for the next page. The
+row is deleted once the processed page is in the page store; a page found in both after a crash
+is stored already and only its spool entry is cleared.
+"""
+
+import errno
+import fcntl
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quire.cas import fsync_dir
+from quire.db import atomic, one, open_db, rows, utcnow
+
+from .capture import RawPage
+from .errors import StationDiskFull, StoreError
+
+MIGRATIONS = [
+    ("spool_0001_initial", [
+        """CREATE TABLE spool (
+            batch_id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            file TEXT NOT NULL,
+            dpi INTEGER NOT NULL,
+            side TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            spooled_at TEXT NOT NULL,
+            PRIMARY KEY (batch_id, n))""",
+    ]),
+]
+_SUFFIX = ".npy"
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """One page waiting in the spool."""
+
+    batch_id: str
+    n: int
+    path: Path
+
+
+class Spool:
+    """Raw pages captured but not yet processed and stored, in files beside a table of the station's SQLite."""
+
+    def __init__(self, db_path: Path, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # One scan at a time per station: a second would take the first one's spooled pages for a
+        # killed run's and store them twice. The kernel drops the lock when its holder dies.
+        self._owner = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._owner)
+            raise StoreError("another scan is running on this station; wait for it to finish, "
+                             "or stop it, then scan again") from None
+        self.db = open_db(db_path, MIGRATIONS)
+        # The capture thread adds and the store thread clears: one connection, used by one at a time.
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.close()
+        os.close(self._owner)
+
+    def put(self, batch_id: str, n: int, page: RawPage) -> Path:
+        """Make the raw page durable (file fsynced and renamed, then its row committed)."""
+        final = self.dir / f"{batch_id}-{n:06d}{_SUFFIX}"
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{batch_id}-{n:06d}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(page.image), allow_pickle=False)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            fsync_dir(self.dir)
+            with self._lock, atomic(self.db):
+                self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?)",
+                                [batch_id, n, final.name, page.dpi, page.side, page.origin, utcnow()])
+        except (OSError, sqlite3.OperationalError) as exc:
+            # numpy reports a short write without an errno, so the free space itself is asked too.
+            full = (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc)
+                    or shutil.disk_usage(self.dir).free < page.image.nbytes)
+            if full:
+                final.unlink(missing_ok=True)  # the page was not captured durably: it is scanned again
+                raise StationDiskFull(str(exc)) from None
+            raise
+        return final
+
+    def load(self, batch_id: str, n: int) -> RawPage:
+        """The spooled raw page, as it was captured."""
+        with self._lock:
+            row = one(self.db, "SELECT * FROM spool WHERE batch_id = ? AND n = ?", [batch_id, n])
+        if row is None:
+            raise KeyError(f"page {n} of batch {batch_id} is not in the spool")
+        image = np.load(self.dir / row["file"], allow_pickle=False)
+        return RawPage(image, row["dpi"], side=row["side"], origin=row["origin"])
+
+    def done(self, batch_id: str, n: int) -> None:
+        """Forget a page that is now in the page store: its row, then its file."""
+        with self._lock, atomic(self.db):
+            row = one(self.db, "SELECT file FROM spool WHERE batch_id = ? AND n = ?", [batch_id, n])
+            self.db.execute("DELETE FROM spool WHERE batch_id = ? AND n = ?", [batch_id, n])
+        if row:
+            (self.dir / row["file"]).unlink(missing_ok=True)
+
+    def waiting(self) -> list[Spooled]:
+        """Every spooled page, by batch and page number."""
+        with self._lock:
+            found = rows(self.db, "SELECT batch_id, n, file FROM spool ORDER BY batch_id, n")
+        return [Spooled(r["batch_id"], r["n"], self.dir / r["file"]) for r in found]
+
+    def sweep(self) -> int:
+        """Delete files no row names (a write cut short by a crash); how many. Only while nothing is spooling."""
+        named = {s.path.name for s in self.waiting()}
+        removed = 0
+        for path in self.dir.iterdir():
+            if path.is_file() and path.name not in named and path.name != ".lock":
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -1,0 +1,234 @@
+"""The station daemon as systemd runs it: a real `quire-station daemon` process, its sd_notify
+messages read from a NOTIFY_SOCKET the test owns, the CLI talking to it over its control socket."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from station.jobs import JobQueue
+from tests.conftest import make_station, run_cli
+from tests.station.test_notify import NotifyListener, status_has
+
+QUIRE_STATION = Path(sys.executable).parent / "quire-station"
+
+
+@pytest.fixture
+def listener():
+    lst = NotifyListener()
+    yield lst
+    lst.close()
+
+
+def make_home(tmp_path: Path, **settings) -> Path:
+    """An initialised station whose station.toml holds ``settings``."""
+    home = tmp_path / "st"
+    make_station(home).close()
+    lines = [f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}" for key, value in settings.items()]
+    (home / "station.toml").write_text("\n".join(lines).replace("'", '"') + "\n")
+    return home
+
+
+class Daemon:
+    """`quire-station daemon` as a child process, with systemd's environment."""
+
+    def __init__(self, home: Path, listener: NotifyListener, watchdog_usec: int | None = None):
+        env = {**os.environ, "NOTIFY_SOCKET": listener.path}
+        if watchdog_usec:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self.log_path = home.parent / "daemon.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "daemon"], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def daemons():
+    started = []
+    yield lambda *args, **kw: started.append(Daemon(*args, **kw)) or started[-1]
+    for daemon in started:
+        daemon.close()
+
+
+def test_ready_status_lines_watchdog_while_scanning_and_stopping(tmp_path, listener, daemons):
+    home = make_home(tmp_path, source="synthetic:sheets=2", dpi=50)
+    daemon = daemons(home, listener, watchdog_usec=1000)  # a ping due at every step of the loop
+    first = listener.next(60)
+    assert first is not None and first.get("READY") == "1", daemon.output()
+    assert first["STATUS"] == "idle, queue empty · outbox 0 bundles · central not contacted yet"
+    # Ready means usable: the store is open and the control socket answers.
+    assert (home / "control.sock").exists()
+
+    proc = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-0042", "--material", "4-1-2",
+                   "--title", "学历证明")
+    assert [line.split()[:2] for line in proc.stdout.splitlines()] == [["page", str(n)] for n in range(1, 5)]
+    assert "D-0042 4-1-2: 4 pages, sealed as bundle" in proc.stderr
+
+    messages = listener.until(status_has("sealed D-0042 4-1-2"))
+    statuses = [m["STATUS"] for m in messages if "STATUS" in m]
+    for n in range(1, 5):
+        assert f"scanning D-0042 4-1-2 page {n} · outbox 0 bundles · central not configured" in statuses
+    assert statuses[-1] == "idle, queue empty; sealed D-0042 4-1-2 (4 pages) · outbox 1 bundle · central not configured"
+    # The main loop kept the watchdog fed while it scanned: a ping before each page was requested.
+    batch = messages[next(i for i, m in enumerate(messages) if "scanning D-0042" in m.get("STATUS", "")):]
+    assert sum(m.get("WATCHDOG") == "1" for m in batch) >= 4, batch
+
+    assert daemon.terminate() == 0
+    stopping = listener.until(lambda m: m.get("STOPPING") == "1")[-1]
+    assert stopping["STATUS"] == "stopping: shutting down"
+    assert not (home / "control.sock").exists()
+
+
+def test_sigterm_mid_batch_keeps_every_captured_page(tmp_path, listener, daemons):
+    # A feeder that would not run dry for hours: the stop can only come from SIGTERM.
+    home = make_home(tmp_path, source="synthetic:sheets=100000", dpi=50)
+    daemon = daemons(home, listener)
+    listener.until(lambda m: m.get("READY") == "1")
+    run_cli("quire-station", "--home", home, "queue", "add", "--dossier", "D-0042", "--material", "4-1-2",
+            "--title", "学历证明", "--operator", "张三")
+    dup = run_cli("quire-station", "--home", home, "queue", "add", "--dossier", "D-0042", "--material", "4-1-2",
+                  "--title", "again", check=False)
+    assert dup.returncode == 2 and "already queued (position 1)" in dup.stderr
+    assert "1. D-0042 4-1-2 «学历证明» by 张三" in run_cli("quire-station", "--home", home, "queue", "ls").stdout
+
+    with open(tmp_path / "scan.out", "w") as out:
+        scan = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "scan"], stdout=out,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            seen = listener.until(status_has("page 5"))
+            daemon.proc.send_signal(signal.SIGTERM)
+            err = scan.communicate(timeout=120)[1]
+        finally:
+            if scan.poll() is None:
+                scan.kill()
+    assert daemon.proc.wait(timeout=60) == 0, daemon.output()
+    assert any(m.get("STOPPING") == "1" for m in listener.until(lambda m: m.get("STOPPING") == "1"))
+    assert scan.returncode == 3
+    assert "scanning stopped because the station service is stopping" in err and "resume" in err
+
+    reported = max(int(m["STATUS"].split(" page ")[1].split()[0]) for m in seen if " page " in m.get("STATUS", ""))
+    station = make_station(home)
+    try:
+        (batch,) = station.store.batches()
+        pages = station.store.pages(batch["id"])
+        assert batch["state"] == "interrupted" and "stopping" in batch["last_error"]
+        assert [p["n"] for p in pages] == list(range(1, len(pages) + 1))
+        assert len(pages) >= reported          # every page the daemon reported is stored
+        assert len(pages) % 2 == 0             # duplex: it stopped between sheets, not between sides
+        for page in pages:
+            assert station.store.page_path(page["sha256"], page["media_type"]).exists()
+        assert f"pages 1–{len(pages)} are stored" in err
+    finally:
+        station.close()
+    (job,) = JobQueue(home / "queue.json").jobs()
+    assert job["material"]["item"] == "4-1-2" and "stopping" in job["last_error"]
+
+
+def test_sigterm_while_libsane_reads_a_page_still_stops_cleanly(tmp_path, listener, daemons):
+    # SANE's test backend resets signal handlers process-wide while it reads (sanei_thread), as
+    # avision or pixma do: the daemon must not die mid-page when SIGTERM lands during a read.
+    home = make_home(tmp_path, source="sane:test:0", dpi=50)
+    with open(home / "station.toml", "a") as fh:
+        fh.write("[sane_options]\nread_delay = true\nread_delay_duration = 50000\n")   # ~0.4 s a page
+    daemon = daemons(home, listener)
+    listener.until(lambda m: m.get("READY") == "1")
+    scan = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "scan", "--dossier", "D-7", "--material",
+                             "1-1", "--title", "履历表"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        listener.until(status_has("scanning D-7 1-1 page 2"))
+        daemon.proc.send_signal(signal.SIGTERM)
+        err = scan.communicate(timeout=120)[1]
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+    assert daemon.proc.wait(timeout=60) == 0, daemon.output()
+    assert "scanning stopped because the station service is stopping" in err
+    station = make_station(home)
+    try:
+        (batch,) = station.store.batches()
+        assert batch["state"] == "interrupted" and 2 <= batch["pages"] < 10
+    finally:
+        station.close()
+
+
+def test_watchdog_pings_stop_when_the_main_loop_hangs(tmp_path, listener, daemons):
+    # Page 2 is a named pipe nobody writes: reading it blocks for ever, as a wedged scanner's read does.
+    from PIL import Image
+
+    from station.capture.synthetic import render_page
+
+    folder = tmp_path / "feeder"
+    folder.mkdir()
+    Image.fromarray(render_page(seed=1, index=0, dpi=50).image).save(folder / "page1.png", dpi=(50, 50))
+    os.mkfifo(folder / "page2.png")
+    home = make_home(tmp_path, source=f"folder:{folder}", dpi=50)
+    daemon = daemons(home, listener, watchdog_usec=100_000)   # ping every 50 ms
+    listener.until(lambda m: m.get("READY") == "1")
+    assert listener.until(lambda m: m.get("WATCHDOG") == "1")
+    scan = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "scan", "--dossier", "D-1", "--material",
+                             "1-1", "--title", "履历表"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        listener.until(status_has("scanning D-1 1-1 page 1"))
+        # At most the ping before page 2 is requested; then twenty ping periods of silence, after which
+        # systemd would kill and restart the service. A loop still pinging would never fall quiet.
+        after = []
+        while (message := listener.next(1.0)) is not None:
+            after.append(message)
+            assert len(after) <= 2, f"pings went on while the main loop was stuck: {after}"
+        assert daemon.proc.poll() is None
+    finally:
+        scan.kill()
+        scan.wait()
+
+
+def test_a_cli_that_goes_away_mid_batch_neither_stops_the_batch_nor_kills_the_service(tmp_path, listener, daemons):
+    # Through libsane, whose reader threads reset SIGPIPE: a write to the vanished CLI must not kill the daemon.
+    home = make_home(tmp_path, source="sane:test:0", dpi=50)
+    daemon = daemons(home, listener)
+    listener.until(lambda m: m.get("READY") == "1")
+    scan = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "scan", "--dossier", "D-1", "--material",
+                             "1-1", "--title", "履历表"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listener.until(status_has("scanning D-1 1-1 page 2"))
+    scan.kill()                      # the operator's terminal closed
+    scan.wait()
+    listener.until(status_has("sealed D-1 1-1 (10 pages)"))
+    assert daemon.proc.poll() is None, daemon.output()
+    assert "no batches queued" in run_cli("quire-station", "--home", home, "queue", "ls").stdout
+    assert daemon.terminate() == 0
+
+
+def test_a_station_that_is_not_initialised_fails_without_ready(tmp_path, listener, daemons):
+    home = tmp_path / "empty"
+    home.mkdir()
+    daemon = daemons(home, listener)
+    assert daemon.proc.wait(timeout=60) == 78        # EX_CONFIG: the unit does not restart it
+    assert "run 'quire-station init'" in daemon.output()
+    messages = listener.until(lambda m: "STATUS" in m)
+    assert not any("READY" in m for m in messages)
+    assert messages[-1]["STATUS"].startswith("failed: no station at")
+
+
+def test_cli_says_when_the_service_is_not_running(tmp_path):
+    home = make_home(tmp_path)
+    proc = run_cli("quire-station", "--home", home, "queue", "add", "--dossier", "D-1", "--material", "1-1",
+                   "--title", "履历表", check=False)
+    assert proc.returncode == 69 and "systemctl start quire-station" in proc.stderr
+    proc = run_cli("quire-station", "--home", home, "scan", check=False)
+    assert proc.returncode == 2 and "--dossier, --material and --title are required" in proc.stderr

@@ -1,0 +1,139 @@
+"""The capture spool: pages durable as soon as captured, processed alongside capture, stored in order,
+the scanner held back only when the spool is full, and nothing lost or doubled when a run is killed."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from station.capture.synthetic import SyntheticSource, render_page
+from station.pipeline import PipelineConfig
+from station.scan import open_spool, scan
+from tests.conftest import make_station
+
+DOSSIER = {"archive_no": "D-0100"}
+MATERIAL = {"item": "1-1", "title": "干部履历表"}
+
+
+def _with_pipeline(station, **settings):
+    station.config = replace(station.config, pipeline=PipelineConfig(**settings))
+    return station
+
+
+class FastFeeder:
+    """A scanner faster than any CPU: the same page again and again, and a count of what waits in the spool."""
+
+    name = "fast"
+
+    def __init__(self, page, count, db_path):
+        self.page, self.count, self.db_path, self.most_waiting = page, count, db_path, 0
+
+    def pages(self):
+        for _ in range(self.count):
+            yield self.page
+            conn = sqlite3.connect(self.db_path)
+            waiting = conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+            conn.close()
+            self.most_waiting = max(self.most_waiting, waiting)
+
+    def close(self):
+        pass
+
+
+def test_pages_are_processed_on_several_workers_and_stored_in_page_order(tmp_path):
+    st = _with_pipeline(make_station(tmp_path / "st", dpi=100), workers=3)
+    try:
+        source = SyntheticSource(seed=8, sheets=4, dpi=100, max_skew_deg=10)
+        truth = [p.truth["skew_deg"] for p in SyntheticSource(seed=8, sheets=4, dpi=100, max_skew_deg=10).pages()]
+        seen = []
+        result = scan(st, DOSSIER, MATERIAL, source, on_page=lambda n, record: seen.append(n))
+        assert seen == list(range(1, 9)) and result.pages == result.total_pages == 8
+        stored = st.store.pages(result.batch_id)
+        assert [p["n"] for p in stored] == seen
+        measured = [json.loads(p["record_json"])["skew_deg"] for p in stored]
+        assert measured == pytest.approx(truth, abs=0.15)       # each page landed under its own number
+        assert open_spool(st).waiting() == []
+        assert not any((st.config.home / "spool").glob("*.npy"))
+    finally:
+        st.close()
+
+
+def test_a_scanner_faster_than_the_cpu_is_held_back_at_the_spool_limit(tmp_path):
+    st = _with_pipeline(make_station(tmp_path / "st", dpi=150), workers=1, spool_pages=2)
+    try:
+        feeder = FastFeeder(render_page(3, 0, dpi=150), 8, st.config.db_path)
+        result = scan(st, DOSSIER, MATERIAL, feeder)
+        assert result.total_pages == 8
+        assert feeder.most_waiting <= 2        # bounded: never more than the limit captured ahead
+        assert result.held_s > 0               # and the scanner did wait for the CPU to catch up
+    finally:
+        st.close()
+
+
+KILLED_RUN = """
+import sys, time
+from station import config, home
+from station.scan import scan
+from station.capture.synthetic import SyntheticSource
+st = home.open_station(config.load(sys.argv[1]))
+scan(st, {"archive_no": "D-0100"}, {"item": "1-1", "title": "x"}, SyntheticSource(seed=2, sheets=40, dpi=150))
+"""
+
+
+def _durable(db_path) -> list[tuple[str, int]]:
+    conn = sqlite3.connect(db_path)
+    found = conn.execute("SELECT n, 'page' FROM pages UNION ALL SELECT n, 'spool' FROM spool").fetchall()
+    conn.close()
+    return found
+
+
+def test_a_run_killed_mid_batch_loses_and_doubles_nothing(tmp_path):
+    st = make_station(tmp_path / "st", dpi=150)
+    open_spool(st).close()
+    st.close()
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "st")], cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 120
+        # Kill it while some pages are stored and others still wait in the spool.
+        while not (any(k == "page" for _, k in _durable(st.config.db_path))
+                   and any(k == "spool" for _, k in _durable(st.config.db_path))):
+            assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.02)
+        run.send_signal(signal.SIGKILL)
+    finally:
+        run.wait(timeout=30)
+    captured = {n for n, _ in _durable(st.config.db_path)}
+    assert captured == set(range(1, len(captured) + 1))
+
+    from station import home
+    station = home.open_station(st.config)
+    try:
+        result = scan(station, DOSSIER, MATERIAL, SyntheticSource(seed=5, sheets=1, dpi=150))
+        pages = [p["n"] for p in station.store.pages(result.batch_id)]
+        assert pages == list(range(1, len(captured) + 3))      # every captured page once, then the 2 new ones
+        assert result.first_page == len(captured) + 1 and result.recovered >= 1
+        assert open_spool(station).waiting() == []
+    finally:
+        station.close()
+
+
+def test_a_second_scan_on_the_same_station_is_refused_while_one_runs(tmp_path):
+    from station.errors import StoreError
+
+    st = make_station(tmp_path / "st", dpi=100)
+    try:
+        running = open_spool(st)
+        try:
+            with pytest.raises(StoreError, match="another scan is running"):
+                scan(st, DOSSIER, MATERIAL, SyntheticSource(seed=1, sheets=1, dpi=100))
+        finally:
+            running.close()
+        assert scan(st, DOSSIER, MATERIAL, SyntheticSource(seed=1, sheets=1, dpi=100)).total_pages == 2
+    finally:
+        st.close()
