@@ -10,12 +10,12 @@ pages, one worker per core. Leptonica comes from the Debian library
 """
 
 import argparse
+import json
 import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
