@@ -61,30 +61,23 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
         if handler is None or not method.startswith(SERVICE_PREFIX) or method in OPEN_METHODS:
             return handler
         if handler.unary_unary:
-            inner = handler.unary_unary
-
-            def unary(request, context):
-                station = self._authenticate(method, context, callauth.body_digest(request))
-                token = current_station.set(station)
-                try:
-                    return inner(request, context)
-                finally:
-                    current_station.reset(token)
-
-            return handler._replace(unary_unary=unary)
+            return handler._replace(unary_unary=self._guarded(handler.unary_unary, method, callauth.body_digest))
         if handler.stream_unary:
-            inner_stream = handler.stream_unary
-
-            def stream(request_iterator, context):
-                station = self._authenticate(method, context, "")
-                token = current_station.set(station)
-                try:
-                    return inner_stream(request_iterator, context)
-                finally:
-                    current_station.reset(token)
-
-            return handler._replace(stream_unary=stream)
+            # A client stream's messages are not known yet: its signature covers the call, not a body.
+            return handler._replace(stream_unary=self._guarded(handler.stream_unary, method, lambda _: ""))
         raise CallRefused(f"{method}: no authentication rule for this call shape")
+
+    def _guarded(self, inner, method: str, digest):
+        """``inner`` run only for an authenticated station, which ``current_station`` names meanwhile."""
+
+        def behaviour(request, context):
+            token = current_station.set(self._authenticate(method, context, digest(request)))
+            try:
+                return inner(request, context)
+            finally:
+                current_station.reset(token)
+
+        return behaviour
 
     def _authenticate(self, method: str, context, body_sha256: str) -> str:
         meta = {}

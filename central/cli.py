@@ -271,8 +271,7 @@ def cmd_stations_ls(cfg, args) -> int:
     archive = open_archive(cfg, create=False)
     rows = stations.listing(archive)
     if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+        _json_lines(rows)
     else:
         _table(rows, ["id", "unit", "added_at", "revoked_at", "fingerprint"])
     archive.close()
@@ -292,8 +291,7 @@ def cmd_ls(cfg, args) -> int:
         columns = ["archive_no", "name", "unit", "materials", "pages", "bytes"]
     archive.close()
     if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+        _json_lines(rows)
     elif rows:
         _table(rows, columns)
     else:
@@ -330,8 +328,7 @@ def cmd_profiles_ls(cfg, args) -> int:
                      "source": "shipped" if path.parent == profile.SHIPPED_DIR else str(path), "title": p.title})
     archive.close()
     if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+        _json_lines(rows)
     else:
         _table(rows, ["name", "version", "default", "units", "source", "title"])
     return 0
@@ -375,8 +372,7 @@ def cmd_quarantine_ls(cfg, args) -> int:
     rows = quarantine.listing(archive)
     archive.close()
     if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+        _json_lines(rows)
     elif rows:
         for row in rows:
             row["bundle"] = row["bundle_id"][:12]
@@ -436,8 +432,7 @@ def cmd_audit_ls(cfg, args) -> int:
     rows = audit.entries(archive, args.start, args.limit)
     archive.close()
     if args.json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
+        _json_lines(rows)
         return 0
     if not rows:
         print("no audit entries" + (f" from #{args.start}" if args.start else ""))
@@ -458,6 +453,12 @@ def cmd_audit_checkpoint(cfg, args) -> int:
         raise CentralError("the audit log is empty; nothing has been signed yet")
     print(json.dumps(cp.to_json(), ensure_ascii=False))
     return 0
+
+
+def _json_lines(rows: list[dict]) -> None:
+    """One JSON object per line, for scripts."""
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False))
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:
