@@ -75,17 +75,6 @@ def test_a_stalled_connection_times_out_and_the_upload_resumes(central, flaky_st
     assert central_pages(archive) == station_pages(flaky_station) and verify(archive).ok
 
 
-def _partial_sizes(central_home: Path) -> dict:
-    """Partial uploads the archive holds now, with their sizes (those with bytes in them)."""
-    sizes = {}
-    for path in (central_home / "uploads").glob("*.part"):
-        try:
-            sizes[path.name] = path.stat().st_size
-        except FileNotFoundError:  # finished and moved into the store meanwhile
-            continue
-    return {name: size for name, size in sizes.items() if size}
-
-
 def _serve(home: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     exe = Path(sys.executable).parent / "quire-central"
     proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", f"127.0.0.1:{port}",
@@ -179,20 +168,19 @@ def test_archive_restarted_mid_upload_resumes_from_its_committed_offset(tmp_path
         scan(st, {"archive_no": "D-R"}, {"item": "2-1", "title": "t"}, "synthetic:seed=4,sheets=2")
         sync_proc = subprocess.Popen([str(Path(sys.executable).parent / "quire-station"), "--home", str(home),
                                       "sync", "--central", proxy.address], stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not _partial_sizes(central_home) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while proxy.upstream_bytes < 1_200_000 and time.monotonic() < deadline:
             time.sleep(0.01)
-        if not _partial_sizes(central_home):
-            sync_proc.kill()
-            raise AssertionError(f"upload never started: {sync_proc.communicate()[0]}")
+        assert sync_proc.poll() is None, "the upload finished before the archive could be killed"
         server.send_signal(signal.SIGKILL)  # the archive dies mid-upload
         server.wait()
-        partial = _partial_sizes(central_home)
         server, _ = _serve(central_home, port)  # and comes back on the same port
         out, _ = sync_proc.communicate(timeout=120)
         assert sync_proc.returncode == 0, out
         assert "committed 1 bundle(s)" in out
-        assert partial and any(size > 0 for size in partial.values())
+        total = sum(p["bytes"] for p in st.store.pages(st.store.batches()[0]["id"]))
+        sent = int(re.search(r"(\d+) bytes sent", out).group(1))
+        assert sent < 2 * total, f"{sent} bytes sent for {total}: the upload started over"
     finally:
         proxy.close()
         server.terminate()
