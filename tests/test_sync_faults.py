@@ -84,6 +84,23 @@ def _serve(home: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     return proc, line.removeprefix("listening on ")
 
 
+def _pages_stored(home: Path, item: str) -> int:
+    """Pages of the batch for `item` the station has stored, read from outside the process; -1 before it exists."""
+    import sqlite3
+
+    db = home / "station.db"
+    if not db.exists():
+        return -1
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = conn.execute("SELECT id FROM batches WHERE archive_no = 'D-K' AND item = ?", [item]).fetchone()
+        if row is None:
+            return -1
+        return conn.execute("SELECT count(*) FROM pages WHERE batch_id = ?", [row[0]]).fetchone()[0]
+    finally:
+        conn.close()
+
+
 def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_path):
     """20 trials: the station process is killed at random moments while scanning or syncing."""
     from central import config
@@ -111,8 +128,21 @@ def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_p
                         "--source", f"synthetic:seed={trial},sheets=2"]
             else:
                 args = [exe, "--home", str(home), "sync", "--central", proxy.address]
+            sent_before = proxy.upstream_bytes
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(1.0, 4.0))
+            # The kill lands at a random point of observed progress, not at a guessed time: while
+            # scanning, once a random number of this batch's pages (0-3 of 4) is stored; while syncing,
+            # once the proxy has forwarded a random number of bytes.
+            if trial % 2 == 0:
+                want = rng.randint(0, 3)
+                progressed = lambda: _pages_stored(home, item) >= want  # noqa: E731
+            else:
+                want = rng.randint(20_000, 1_500_000)
+                progressed = lambda: proxy.upstream_bytes - sent_before >= want  # noqa: E731
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and not progressed() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.2))
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed["scan" if trial % 2 == 0 else "sync"] += 1
@@ -127,7 +157,7 @@ def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_p
         proxy.close()
         server.terminate()
         server.wait(timeout=30)
-    assert killed["scan"] >= 5 and killed["sync"] >= 3, killed
+    assert killed["scan"] >= 8 and killed["sync"] >= 5, killed
 
     from station import config as station_config
     from station.home import open_station
