@@ -6,18 +6,23 @@ replayed one its nonce, a stale one its time, a revoked station its registration
 """
 
 import contextvars
+import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
 
 import grpc
 
 from quire import callauth, keys
+from quire.db import atomic, one, open_db
 from quire.errors import BadSignature
 
 from . import stations
 from .archive import Archive
 from .errors import CentralError, SignatureInvalid
+
+NONCES_FILE = "nonces.db"   # under the archive home, beside the catalogue but not in it
 
 OPEN_METHODS = {"/quire.v1.StationSync/GetInfo", "/quire.v1.StationSync/Enroll"}
 SERVICE_PREFIX = "/quire.v1.StationSync/"
@@ -29,23 +34,45 @@ class CallRefused(CentralError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+NONCE_MIGRATIONS = [
+    ("0001_nonces", [
+        "CREATE TABLE nonces (station_id TEXT NOT NULL, nonce TEXT NOT NULL, time_ms INTEGER NOT NULL,"
+        " PRIMARY KEY (station_id, nonce))",
+        "CREATE INDEX nonces_time ON nonces (time_ms)",
+    ]),
+]
+
+
 class NonceCache:
-    """Nonces seen within the clock-skew window; a nonce seen twice is a replay."""
+    """Nonces of calls still inside the clock-skew window, kept in their own SQLite file so that a
+    call captured before a restart cannot be replayed after it; a nonce seen twice is a replay."""
 
-    def __init__(self, window_ms: int = 2 * callauth.MAX_CLOCK_SKEW_MS, limit: int = 200_000):
-        self.window_ms, self.limit = window_ms, limit
-        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+    def __init__(self, path: Path, window_ms: int = 2 * callauth.MAX_CLOCK_SKEW_MS, prune_every_s: float = 30.0):
+        self.window_ms, self.prune_every_s = window_ms, prune_every_s
+        self.db = open_db(path, NONCE_MIGRATIONS)
         self._lock = threading.Lock()
+        self._pruned_at = -float("inf")
 
-    def first_use(self, station_id: str, nonce: str, now_ms: int) -> bool:
+    def first_use(self, station_id: str, nonce: str, time_ms: int, now_ms: int) -> int | None:
+        """Record a call's nonce; None when it is new, else the call time it was first seen with."""
         with self._lock:
-            while self._seen and (next(iter(self._seen.values())) < now_ms - self.window_ms
-                                  or len(self._seen) > self.limit):
-                self._seen.popitem(last=False)
-            if (station_id, nonce) in self._seen:
-                return False
-            self._seen[(station_id, nonce)] = now_ms
-            return True
+            if time.monotonic() - self._pruned_at > self.prune_every_s:
+                # Calls older than the skew are refused by their time anyway; twice the skew leaves a
+                # margin for the archive's clock being stepped back.
+                with atomic(self.db):
+                    self.db.execute("DELETE FROM nonces WHERE time_ms < ?", [now_ms - self.window_ms])
+                self._pruned_at = time.monotonic()
+            try:
+                with atomic(self.db):
+                    self.db.execute("INSERT INTO nonces VALUES (?, ?, ?)", [station_id, nonce, time_ms])
+            except sqlite3.IntegrityError:
+                row = one(self.db, "SELECT time_ms FROM nonces WHERE station_id = ? AND nonce = ?",
+                          [station_id, nonce])
+                return row["time_ms"] if row else time_ms
+            return None
+
+    def close(self) -> None:
+        self.db.close()
 
 
 class StationAuthInterceptor(grpc.ServerInterceptor):
@@ -53,7 +80,7 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, archive: Archive):
         self.archive = archive
-        self.nonces = NonceCache()
+        self.nonces = NonceCache(archive.config.home / NONCES_FILE)
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
@@ -103,6 +130,10 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
         if abs(now_ms - time_ms) > callauth.MAX_CLOCK_SKEW_MS:
             raise CallRefused(f"station {station_id}: call time is {(time_ms - now_ms) / 1000:+.0f} s from the "
                               "archive's clock; set the station's clock (NTP) and retry")
-        if not self.nonces.first_use(station_id, nonce, now_ms):
-            raise CallRefused(f"station {station_id}: replayed call (nonce seen before) refused")
+        first_seen = self.nonces.first_use(station_id, nonce, time_ms, now_ms)
+        if first_seen is not None:
+            when = datetime.fromtimestamp(first_seen / 1000, timezone.utc).isoformat(timespec="seconds")
+            raise CallRefused(f"station {station_id}: replayed call refused — its nonce was already used by a call "
+                              f"signed at {when}; a station never repeats one, so if this station did not "
+                              "resend a captured call, check that no other machine holds its key")
         return station_id

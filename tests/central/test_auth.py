@@ -121,3 +121,31 @@ def test_sync_before_enrolment_says_what_to_do(tmp_path, central):
     with pytest.raises(NotEnrolledError, match="quire-station enroll"):
         sync(st)
     st.close()
+
+
+def test_a_call_replayed_after_the_archive_is_killed_and_restarted_is_refused(tmp_path):
+    """The nonce cache outlives the process: kill -9 the archive, start it again, replay a captured call."""
+    import signal
+
+    from central import config
+    from central.archive import open_archive
+    from tests.test_sync_faults import _serve
+
+    home = tmp_path / "central"
+    key = nacl.signing.SigningKey.generate()
+    archive = open_archive(config.load(home))
+    stations.add(archive, "st-test", bytes(key.verify_key).hex(), "unit-a")
+    archive.close()
+    server, address = _serve(home)
+    try:
+        metadata = signed(key)
+        assert refused(archive, address, metadata).code() == grpc.StatusCode.NOT_FOUND
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        server, address = _serve(home)
+        err = refused(archive, address, metadata)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "replayed call refused" in err.details() and "already used" in err.details()
