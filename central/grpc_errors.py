@@ -51,8 +51,10 @@ def _translated_stream(behaviour, method: str):
 def _abort(context, method: str, exc: Exception):
     if isinstance(exc, grpc.RpcError) and not context.is_active():
         # Reading the request stream failed because the caller went away (cut, killed): no incident.
+        # Re-raised, not answered: gRPC ends a call quietly on the RpcError its own request iterator
+        # raised, whereas a returned None would reach the serializer and be logged as an error.
         log.info("%s: caller disconnected mid-call", method)
-        return None
+        raise exc
     if _disk_full(exc):
         log.error("%s: the archive's disk is full (%s)", method, exc)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,

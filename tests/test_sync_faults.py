@@ -75,6 +75,23 @@ def test_a_stalled_connection_times_out_and_the_upload_resumes(central, flaky_st
     assert central_pages(archive) == station_pages(flaky_station) and verify(archive).ok
 
 
+def test_a_cut_upload_leaves_no_error_in_the_archive_log(central, flaky_station, caplog):
+    """A station that goes away mid-upload is routine for the archive, not an incident."""
+    import logging
+
+    archive, address = central
+    caplog.set_level(logging.INFO)
+    proxy = FaultyProxy(address, cut_after=(20_000, 200_000), seed=11, max_faults=4)
+    try:
+        report = sync(flaky_station, proxy.address, sleep=lambda s: None)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 4 and len(report.committed) == 3
+    assert any("caller disconnected" in r.getMessage() for r in caplog.records), "no upload was cut mid-stream"
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == []
+
+
 def _serve(home: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     exe = Path(sys.executable).parent / "quire-central"
     proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", f"127.0.0.1:{port}",
