@@ -34,7 +34,7 @@ def record(db, archive: Archive, event: str, subject: str, fields: dict, by: str
     row = db.execute("SELECT MAX(idx) FROM audit_entries").fetchone()
     index = 0 if row[0] is None else row[0] + 1
     entry = canonical_bytes({"format": FORMAT, "seq": index, "at": utcnow(), "event": event,
-                             "by": by or _local_user(), **fields})
+                             "by": by or local_user(), **fields})
     db.execute("INSERT INTO audit_entries (idx, event, subject, entry) VALUES (?, ?, ?, ?)",
                [index, event, subject, entry])
     for level, idx, h in merkle.completed_nodes(_perfect(db), index, merkle.leaf_hash(entry)):
@@ -46,7 +46,8 @@ def record(db, archive: Archive, event: str, subject: str, fields: dict, by: str
     return index, cp
 
 
-def ingested(db, archive: Archive, bundle_id: str, station: dict, manifest: dict, profile_label: str) -> dict:
+def ingested(db, archive: Archive, bundle_id: str, station: dict, manifest: dict, profile_label: str,
+             by: str | None = None) -> dict:
     """Log a catalogued bundle; return the receipt's ``audit`` field (entry, checkpoint, consistency)."""
     previous = _previous_size(db, station["id"])
     index, cp = record(db, archive, "ingest", bundle_id, {
@@ -54,7 +55,7 @@ def ingested(db, archive: Archive, bundle_id: str, station: dict, manifest: dict
         "pages": len(manifest["pages"]),
         "bytes": sum(p["bytes"] for p in manifest["pages"]),
         "profile": profile_label,
-    }, by=f"station:{station['id']}")
+    }, by=by or f"station:{station['id']}")
     out = {"entry": index, "checkpoint": cp.to_json()}
     if previous is not None and 0 < previous < cp.tree_size:
         proof = merkle.consistency_proof(_perfect(db), previous, cp.tree_size)
@@ -337,7 +338,7 @@ def _bundle_fields(bundle_id: str, station: dict, manifest: dict) -> dict:
             "archive_no": manifest["dossier"]["archive_no"], "item": manifest["material"]["item"]}
 
 
-def _local_user() -> str:
+def local_user() -> str:
     try:
         return f"local:{getpass.getuser()}"
     except (KeyError, OSError):

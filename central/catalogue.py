@@ -115,6 +115,105 @@ MIGRATIONS = [
               BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
           for table in ("audit_entries", "audit_nodes", "audit_checkpoints") for op in ("update", "delete")),
     ]),
+    ("0006_people_and_access", [
+        # Catalogue identity fields of a dossier (DA/T 31 著录): who it belongs to and what kind it is.
+        "ALTER TABLE dossiers ADD COLUMN sex TEXT",
+        "ALTER TABLE dossiers ADD COLUMN birth_date TEXT",
+        "ALTER TABLE dossiers ADD COLUMN post TEXT",
+        "ALTER TABLE dossiers ADD COLUMN kind TEXT NOT NULL DEFAULT 'personnel'",
+        """CREATE TABLE units (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            dossiers_expected INTEGER,
+            created_at TEXT NOT NULL)""",
+        # People who use the archive. Tokens are stored only as SHA-256 of a 256-bit random secret.
+        """CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            units TEXT NOT NULL,
+            own_archive_no TEXT,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            disabled_at TEXT)""",
+        # Dossiers a user may never consult: relatives (回避).
+        """CREATE TABLE user_relations (
+            user_id TEXT NOT NULL REFERENCES users (id),
+            archive_no TEXT NOT NULL,
+            relation TEXT NOT NULL,
+            PRIMARY KEY (user_id, archive_no))""",
+        """CREATE TABLE consultations (
+            id INTEGER PRIMARY KEY,
+            reader TEXT NOT NULL REFERENCES users (id),
+            archive_no TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            days INTEGER NOT NULL,
+            export_requested INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('requested', 'approved', 'refused')),
+            export_state TEXT NOT NULL CHECK (export_state IN ('none', 'requested', 'approved', 'refused')),
+            filed_at TEXT NOT NULL,
+            decided_by TEXT,
+            decided_at TEXT,
+            decision_reason TEXT,
+            expires_at TEXT,
+            export_decided_by TEXT)""",
+        # Four eyes (双人复核): a change proposed by one person, applied only when a second approves.
+        """CREATE TABLE changes (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('proposed', 'applied', 'refused')),
+            proposed_by TEXT NOT NULL,
+            proposed_at TEXT NOT NULL,
+            decided_by TEXT,
+            decided_at TEXT)""",
+        # Earlier versions of a replaced or withdrawn material, with who/when/why.
+        """CREATE TABLE material_versions (
+            archive_no TEXT NOT NULL,
+            item TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            bundle_id TEXT NOT NULL,
+            title TEXT NOT NULL,
+            page_count INTEGER NOT NULL,
+            pages TEXT NOT NULL,
+            catalogued_at TEXT NOT NULL,
+            ended_at TEXT NOT NULL,
+            ended_how TEXT NOT NULL CHECK (ended_how IN ('replaced', 'withdrawn')),
+            change_id INTEGER NOT NULL REFERENCES changes (id),
+            PRIMARY KEY (archive_no, item, version))""",
+        "ALTER TABLE materials ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE stations ADD COLUMN suspended_at TEXT",
+        # A quarantined bundle that a four-eyes replacement later catalogued stays on record, released.
+        "ALTER TABLE quarantine ADD COLUMN released_by_change INTEGER REFERENCES changes (id)",
+        # QC acceptance (数据验收): per committed bundle, a random sample judged by an inspector.
+        """CREATE TABLE qc_batches (
+            bundle_id TEXT PRIMARY KEY REFERENCES bundles (id),
+            station_id TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            inspector TEXT NOT NULL,
+            sample TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('sampling', 'accepted', 'returned')),
+            started_at TEXT NOT NULL,
+            decided_at TEXT,
+            good_share REAL)""",
+        """CREATE TABLE qc_judgements (
+            bundle_id TEXT NOT NULL REFERENCES qc_batches (bundle_id),
+            n INTEGER NOT NULL,
+            good INTEGER NOT NULL,
+            reason TEXT,
+            judged_at TEXT NOT NULL,
+            PRIMARY KEY (bundle_id, n))""",
+        # What a station is told outside a receipt: rescan requests after a returned QC batch.
+        """CREATE TABLE station_notices (
+            id INTEGER PRIMARY KEY,
+            station_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL)""",
+    ]),
 ]
 
 

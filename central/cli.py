@@ -10,7 +10,9 @@ import threading
 from quire import keys
 
 from . import config as config_mod
-from . import listing, stations
+from . import cli_people, listing, stations
+from .printing import json_lines as _json_lines
+from .printing import table as _table
 from .archive import open_archive
 from .errors import CentralError
 
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quire-central", description="Quire central archive service.")
     p.add_argument("--home", help="state directory (default $QUIRE_CENTRAL_HOME or /var/lib/quire/central)")
     p.add_argument("-v", "--verbose", action="store_true", help="log each call to stderr")
+    p.add_argument("--token-file", help="file holding your user token (default $QUIRE_TOKEN); not needed while "
+                                        "the archive has no users")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     c = sub.add_parser("init", help="create the archive's key and catalogue",
@@ -77,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("code", help="the pairing code both the station and 'stations pending' show, e.g. 1234-5678")
     c.add_argument("--unit", required=True, help="the unit (全宗/单位) the station uploads into")
     c.set_defaults(func=cmd_stations_approve)
-    c = st_sub.add_parser("revoke", help="stop a station at once",
-                          description="Revoke a station: every later call and upload from it is refused and logged.")
+    c = st_sub.add_parser("revoke", help="stop a station at once; a second administrator confirms",
+                          description="Suspend a station at once (every later call and upload is refused and "
+                                      "logged) and propose its revocation, which a second administrator "
+                                      "confirms with 'changes approve' (or refuses, which reinstates it).")
     c.add_argument("station_id", help="the station to revoke")
-    c.add_argument("--by", default=None, help="who revokes (default the login name)")
+    c.add_argument("--reason", required=True, help="why (kept with the change), e.g. 'station stolen'")
     c.set_defaults(func=cmd_stations_revoke)
     c = st_sub.add_parser("ls", help="list registered stations", description="List registered stations.")
     c.add_argument("--json", action="store_true", help="print JSON")
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quick", action="store_true", help="sizes and counts only (misses changed bytes)")
     c.set_defaults(func=cmd_verify)
     _add_standards_commands(sub)
+    cli_people.add_commands(sub)
     return p
 
 
@@ -231,7 +238,7 @@ def cmd_info(cfg, args) -> int:
 
 def cmd_stations_add(cfg, args) -> int:
     archive = open_archive(cfg)
-    row = stations.add(archive, args.station_id, args.key, args.unit)
+    row = stations.add(archive, args.station_id, args.key, args.unit, by=_as_admin(archive, args))
     print(f"station {row['id']} registered for unit {row['unit']} "
           f"(key {keys.fingerprint(bytes(row['public_key']))})")
     archive.close()
@@ -251,20 +258,33 @@ def cmd_stations_pending(cfg, args) -> int:
 
 def cmd_stations_approve(cfg, args) -> int:
     archive = open_archive(cfg)
-    row = stations.approve(archive, args.code, args.unit)
+    row = stations.approve(archive, args.code, args.unit, by=_as_admin(archive, args))
     archive.close()
     print(f"station {row['id']} enrolled into unit {row['unit']}")
     return 0
 
 
 def cmd_stations_revoke(cfg, args) -> int:
-    import getpass
+    from . import changes
 
-    archive = open_archive(cfg)
-    row = stations.revoke(archive, args.station_id, args.by or getpass.getuser())
-    archive.close()
-    print(f"station {row['id']} revoked at {row['revoked_at']}; its calls are refused from now on")
+    archive = open_archive(cfg, create=False)
+    try:
+        change = changes.propose(archive, cli_people.actor(archive, args), "revoke_station",
+                                 {"station_id": args.station_id}, args.reason)
+    finally:
+        archive.close()
+    print(f"station {args.station_id} suspended: its calls are refused from now on. Revocation #{change['id']} "
+          f"becomes final when a second administrator runs 'quire-central changes approve {change['id']}'")
     return 0
+
+
+def _as_admin(archive, args) -> str:
+    """The administrator running a station or profile command (checked and named in the log)."""
+    from .access import guard
+
+    who = cli_people.actor(archive, args)
+    guard(archive, who, "station.manage")
+    return who.label
 
 
 def cmd_stations_ls(cfg, args) -> int:
@@ -349,6 +369,7 @@ def cmd_profiles_assign(cfg, args) -> int:
     from . import profile
 
     archive = open_archive(cfg, create=False)
+    _as_admin(archive, args)
     chosen = profile.assign(archive, args.unit, args.name)
     archive.close()
     print(f"unit {args.unit} is judged by profile {chosen.label} from now on")
@@ -359,6 +380,7 @@ def cmd_profiles_default(cfg, args) -> int:
     from . import profile
 
     archive = open_archive(cfg, create=False)
+    _as_admin(archive, args)
     chosen = profile.set_default(archive, args.name)
     archive.close()
     print(f"units without their own profile are judged by {chosen.label} from now on")
@@ -428,9 +450,14 @@ def cmd_audit_verify(cfg, args) -> int:
 def cmd_audit_ls(cfg, args) -> int:
     from . import audit
 
+    from .access import guard
+
     archive = open_archive(cfg, create=False)
-    rows = audit.entries(archive, args.start, args.limit)
-    archive.close()
+    try:
+        guard(archive, cli_people.actor(archive, args), "audit.read")  # the log names who read what
+        rows = audit.entries(archive, args.start, args.limit)
+    finally:
+        archive.close()
     if args.json:
         _json_lines(rows)
         return 0
@@ -453,25 +480,6 @@ def cmd_audit_checkpoint(cfg, args) -> int:
         raise CentralError("the audit log is empty; nothing has been signed yet")
     print(json.dumps(cp.to_json(), ensure_ascii=False))
     return 0
-
-
-def _json_lines(rows: list[dict]) -> None:
-    """One JSON object per line, for scripts."""
-    for row in rows:
-        print(json.dumps(row, ensure_ascii=False))
-
-
-def _table(rows: list[dict], columns: list[str]) -> None:
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max(len(c), *(_width(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        print("  ".join(v + " " * (w - _width(v)) for v, w in zip(row, widths)).rstrip())
-
-
-def _width(text: str) -> int:
-    # CJK characters take two terminal columns
-    return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
 
 
 if __name__ == "__main__":

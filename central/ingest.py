@@ -41,6 +41,7 @@ def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> O
         raise ManifestRejected(
             f"manifest names station {manifest['station_id']!r} but was sent by {station_id!r}"
         )
+    stations.check_unit(archive, station, manifest["dossier"])  # before a single page byte is accepted
     bundle_id = sha256_hex(data)
     with archive.catalogue.transaction() as db:
         row = db.execute("SELECT state, receipt, receipt_signature, problems FROM bundles WHERE id = ?",
@@ -121,7 +122,7 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
     A bundle that breaks its unit's standards profile, or conflicts with the catalogue, is
     quarantined instead, and the station is told every reason.
     """
-    from . import audit, quarantine, standards
+    from . import quarantine, standards
 
     row = _offered(archive, station_id, bundle_id)
     if row["state"] == "committed":
@@ -137,8 +138,6 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
         )
     station = stations.active(archive, station_id)
     findings = standards.check_bundle(archive, manifest, station["unit"])  # re-reads page headers: outside the lock
-    dossier, material, pages = manifest["dossier"], manifest["material"], manifest["pages"]
-    total = sum(p["bytes"] for p in pages)
     with archive.catalogue.transaction() as db:
         if db.execute("SELECT state FROM bundles WHERE id = ?", [bundle_id]).fetchone()[0] != "offered":
             # A concurrent commit of this bundle finished first: answer as it was answered.
@@ -152,49 +151,70 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
             rejected = BundleRejected(bundle_id, problems)
         else:
             rejected = None
-            now = utcnow()
-            db.execute(
-                "INSERT OR IGNORE INTO dossiers (archive_no, name, unit, created_at) VALUES (?, ?, ?, ?)",
-                [dossier["archive_no"], dossier.get("name"), station["unit"], now],
-            )
-            cur = db.execute(
-                "INSERT INTO materials (archive_no, item, category, title, date_formed, page_count,"
-                " remarks, bundle_id, catalogued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [dossier["archive_no"], material["item"], parse_item(material["item"]).category,
-                 material["title"], material.get("date_formed"), material["page_count"],
-                 material.get("remarks"), bundle_id, now],
-            )
-            for p in pages:
-                db.execute(
-                    "INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [cur.lastrowid, p["n"], p["sha256"], p["bytes"], p["media_type"], p["width_px"],
-                     p["height_px"], p["dpi"], p["colour"], json.dumps(p["record"], ensure_ascii=False)],
-                )
-            data, signature = receipt_format.issue({
-                "bundle_id": bundle_id,
-                "station_id": station_id,
-                "archive_no": dossier["archive_no"],
-                "item": material["item"],
-                "pages": len(pages),
-                "bytes": total,
-                "received_at": now,
-                "central_key": keys.fingerprint(archive.public_key),
-                "audit": audit.ingested(db, archive, bundle_id, station, manifest, findings.profile.label),
-                "standards": findings.receipt_field(),
-            }, archive.key)
-            db.execute(
-                "UPDATE bundles SET state = 'committed', committed_at = ?, receipt = ?,"
-                " receipt_signature = ? WHERE id = ?",
-                [now, data, signature, bundle_id],
-            )
+            data, signature = catalogue_bundle(db, archive, station, bundle_id, manifest, findings)
     if rejected:
         raise rejected
+    return data, signature
+
+
+def catalogue_bundle(db, archive: Archive, station: dict, bundle_id: str, manifest: dict, findings,
+                     replaces: dict | None = None, by: str | None = None) -> tuple[bytes, bytes]:
+    """Inside the caller's transaction: catalogue a verified bundle (as a new version of ``replaces``
+    when given), log it, mark it committed and return the signed receipt."""
+    from . import audit
+
+    dossier, material, pages = manifest["dossier"], manifest["material"], manifest["pages"]
+    now = utcnow()
+    db.execute(
+        "INSERT OR IGNORE INTO dossiers (archive_no, name, unit, created_at, sex, birth_date, post, kind)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [dossier["archive_no"], dossier.get("name"), station["unit"], now, dossier.get("sex"),
+         dossier.get("birth_date"), dossier.get("post"), dossier.get("kind") or "personnel"],
+    )
+    fields = [material["title"], material.get("date_formed"), material["page_count"], material.get("remarks"),
+              bundle_id, now]
+    if replaces is None:
+        material_id = db.execute(
+            "INSERT INTO materials (archive_no, item, category, title, date_formed, page_count,"
+            " remarks, bundle_id, catalogued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [dossier["archive_no"], material["item"], parse_item(material["item"]).category, *fields],
+        ).lastrowid
+    else:
+        material_id = replaces["id"]
+        db.execute("DELETE FROM pages WHERE material_id = ?", [material_id])
+        db.execute("UPDATE materials SET title = ?, date_formed = ?, page_count = ?, remarks = ?, bundle_id = ?,"
+                   " catalogued_at = ?, version = version + 1 WHERE id = ?", [*fields, material_id])
+    for p in pages:
+        db.execute(
+            "INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [material_id, p["n"], p["sha256"], p["bytes"], p["media_type"], p["width_px"],
+             p["height_px"], p["dpi"], p["colour"], json.dumps(p["record"], ensure_ascii=False)],
+        )
+    data, signature = receipt_format.issue({
+        "bundle_id": bundle_id,
+        "station_id": station["id"],
+        "archive_no": dossier["archive_no"],
+        "item": material["item"],
+        "pages": len(pages),
+        "bytes": sum(p["bytes"] for p in pages),
+        "received_at": now,
+        "central_key": keys.fingerprint(archive.public_key),
+        "audit": audit.ingested(db, archive, bundle_id, station, manifest, findings.profile.label, by=by),
+        "standards": findings.receipt_field(),
+    }, archive.key)
+    db.execute("UPDATE bundles SET state = 'committed', committed_at = ?, receipt = ?, receipt_signature = ?,"
+               " problems = NULL WHERE id = ?", [now, data, signature, bundle_id])
     return data, signature
 
 
 def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
     problems = []
     dossier, material = manifest["dossier"], manifest["material"]
+    owner = db.execute("SELECT unit FROM dossiers WHERE archive_no = ?", [dossier["archive_no"]]).fetchone()
+    station_unit = db.execute("SELECT unit FROM stations WHERE id = ?", [manifest["station_id"]]).fetchone()
+    if owner and station_unit and owner[0] != station_unit[0]:
+        problems.append(f"dossier {dossier['archive_no']} belongs to unit {owner[0]}; station "
+                        f"{manifest['station_id']} uploads only into unit {station_unit[0]}")
     existing = db.execute("SELECT bundle_id FROM materials WHERE archive_no = ? AND item = ?",
                           [dossier["archive_no"], material["item"]]).fetchone()
     if existing:

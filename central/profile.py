@@ -47,6 +47,9 @@ class Profile:
     archive_no_pattern: str
     required_metadata: tuple[str, ...]
     page_count_equals_images: bool
+    qc_sample_share: float
+    qc_sample_min_pages: int
+    qc_accept_share: float
 
     @property
     def label(self) -> str:
@@ -59,6 +62,10 @@ def _positive(v):
 
 def _non_negative(v):
     return None if v >= 0 else "must be 0 or more"
+
+
+def _share(v):
+    return None if 0 < v <= 1 else "must be a share above 0 and at most 1 (0.05 = 5 %)"
 
 
 def _subset(allowed):
@@ -97,6 +104,9 @@ _SCHEMA = {
     ("catalogue", "archive_no_pattern"): ("archive_no_pattern", str, _regex),
     ("catalogue", "required_metadata"): ("required_metadata", list, _dotted),
     ("catalogue", "page_count_equals_images"): ("page_count_equals_images", bool, None),
+    ("qc", "sample_share"): ("qc_sample_share", float, _share),
+    ("qc", "sample_min_pages"): ("qc_sample_min_pages", int, _positive),
+    ("qc", "accept_share"): ("qc_accept_share", float, _share),
 }
 _SECTIONS = {section for section, _ in _SCHEMA}
 

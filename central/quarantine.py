@@ -29,7 +29,8 @@ def hold(db, archive: Archive, bundle_id: str, station: dict, manifest: dict,
 
 def listing(archive: Archive) -> list[dict]:
     """Quarantined bundles, newest first, each with the rules it broke."""
-    out = archive.catalogue.query("SELECT * FROM quarantine ORDER BY quarantined_at DESC, bundle_id")
+    out = archive.catalogue.query("SELECT * FROM quarantine WHERE released_by_change IS NULL"
+                                  " ORDER BY quarantined_at DESC, bundle_id")
     for row in out:
         reasons = json.loads(row.pop("reasons"))
         row["rules"] = ",".join(sorted({r["rule"] for r in reasons if r["severity"] == "reject"}))

@@ -8,9 +8,10 @@ from grpc_reflection.v1alpha import reflection
 
 from quire import keys
 from quire import manifest as manifest_format
-from quire.v1 import sync_pb2, sync_pb2_grpc
+from quire.v1 import access_pb2, access_pb2_grpc, sync_pb2, sync_pb2_grpc
 
-from . import ingest, stations
+from . import ingest, qc, stations
+from .access_server import ArchiveAccessServicer
 from .archive import Archive
 from .auth import StationAuthInterceptor, current_station
 from .errors import CentralError
@@ -60,6 +61,11 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
         data, signature = ingest.commit(self.archive, _caller(request.station_id), request.bundle_id)
         return sync_pb2.CommitResponse(receipt=sync_pb2.SignedReceipt(receipt=data, signature=signature))
 
+    def Notices(self, request, context):
+        rows = qc.notices(self.archive, _caller(request.station_id), request.after_id)
+        return sync_pb2.NoticesResponse(notices=[
+            sync_pb2.Notice(id=r["id"], kind=r["kind"], body_json=r["body"], created_at=r["created_at"]) for r in rows])
+
 
 class StationMismatch(CentralError):
     code = grpc.StatusCode.PERMISSION_DENIED
@@ -97,12 +103,15 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple[grpc.
         options=options,
     )
     sync_pb2_grpc.add_StationSyncServicer_to_server(StationSyncServicer(archive), server)
+    access_pb2_grpc.add_ArchiveAccessServicer_to_server(ArchiveAccessServicer(archive), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service = sync_pb2.DESCRIPTOR.services_by_name["StationSync"].full_name
-    health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    services = [sync_pb2.DESCRIPTOR.services_by_name["StationSync"].full_name,
+                access_pb2.DESCRIPTOR.services_by_name["ArchiveAccess"].full_name]
+    for service in services:
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([service, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     if tls:
         credentials = grpc.ssl_server_credentials([(archive.tls.key_pem, archive.tls.cert_pem)])
         port = server.add_secure_port(listen, credentials)

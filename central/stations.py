@@ -15,7 +15,7 @@ audit_log = logging.getLogger("quire.central.stations")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
-def add(archive: Archive, station_id: str, public_key_hex: str, unit: str) -> dict:
+def add(archive: Archive, station_id: str, public_key_hex: str, unit: str, by: str | None = None) -> dict:
     """Register a station's public key for a unit (enrolment with a pairing code comes later)."""
     if not _ID.fullmatch(station_id):
         raise CentralError(f"station id {station_id!r}: use letters, digits, '.', '_' or '-'")
@@ -35,7 +35,7 @@ def add(archive: Archive, station_id: str, public_key_hex: str, unit: str) -> di
         if existing:
             if existing[0] == station_id and bytes(existing[1]) == public_key:
                 row = get(archive, station_id)
-                audit.station_registered(archive, row)  # logged once per station and key
+                audit.station_registered(archive, row, by=by)  # logged once per station and key
                 return row
             raise CentralError(
                 f"station {existing[0]} is already registered with "
@@ -45,7 +45,7 @@ def add(archive: Archive, station_id: str, public_key_hex: str, unit: str) -> di
         db.execute("INSERT INTO stations (id, public_key, unit, added_at) VALUES (?, ?, ?, ?)",
                    [station_id, public_key, unit, utcnow()])
     row = get(archive, station_id)
-    audit.station_registered(archive, row)  # every way a station gets registered passes here
+    audit.station_registered(archive, row, by=by)  # every way a station gets registered passes here
     return row
 
 
@@ -64,7 +64,30 @@ def active(archive: Archive, station_id: str) -> dict:
     row = get(archive, station_id)
     if row["revoked_at"]:
         raise NotEnrolled(f"station {station_id} was revoked at {row['revoked_at']}; its uploads are refused")
+    if row["suspended_at"]:
+        raise NotEnrolled(f"station {station_id} is suspended since {row['suspended_at']} pending its revocation; "
+                          "its uploads are refused")
     return row
+
+
+class WrongUnit(NotEnrolled):
+    """A station uploading into a dossier of a unit it does not serve."""
+
+
+def check_unit(archive: Archive, station: dict, dossier: dict) -> None:
+    """Refuse (and log) an upload into a dossier that belongs to another unit than the station's."""
+    declared = dossier.get("unit")
+    row = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [dossier["archive_no"]])
+    owner = row["unit"] if row else declared
+    if owner is None or owner == station["unit"]:
+        return
+    message = (f"dossier {dossier['archive_no']} belongs to unit {owner}; station {station['id']} uploads only "
+               f"into unit {station['unit']} — nothing from this bundle was accepted")
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "upload.refused", dossier["archive_no"],
+                     {"station_id": station["id"], "unit": station["unit"], "dossier_unit": owner},
+                     by=f"station:{station['id']}")
+    raise WrongUnit(message)
 
 
 def listing(archive: Archive) -> list[dict]:
@@ -117,7 +140,7 @@ def pending(archive: Archive) -> list[dict]:
     return rows
 
 
-def approve(archive: Archive, code: str, unit: str) -> dict:
+def approve(archive: Archive, code: str, unit: str, by: str | None = None) -> dict:
     """Enrol the station whose pairing code the operator compared and typed in."""
     if not unit:
         raise CentralError("a station is enrolled into a unit: pass --unit")
@@ -127,17 +150,24 @@ def approve(archive: Archive, code: str, unit: str) -> dict:
             raise CentralError(f"no station is waiting with pairing code {code}; "
                                "'quire-central stations pending' lists the waiting ones")
         db.execute("DELETE FROM enrolments WHERE code = ?", [code.strip()])
-    return add(archive, row[0], bytes(row[1]).hex(), unit)
+    return add(archive, row[0], bytes(row[1]).hex(), unit, by=by)
 
 
-def revoke(archive: Archive, station_id: str, by: str) -> dict:
-    """Stop a station at once: its later calls and uploads are refused."""
-    get(archive, station_id)
-    with archive.catalogue.transaction() as db:
-        already = db.execute("SELECT revoked_at FROM stations WHERE id = ?", [station_id]).fetchone()[0]
-        db.execute("UPDATE stations SET revoked_at = COALESCE(revoked_at, ?), revoked_by = COALESCE(revoked_by, ?)"
-                   " WHERE id = ?", [utcnow(), by, station_id])
-        if not already:
-            audit.record(db, archive, "station.revoke", station_id, {"station_id": station_id}, by=by)
-    audit_log.warning("station %s revoked by %s", station_id, by)
-    return get(archive, station_id)
+def suspend(db, archive: Archive, station_id: str, by: str, change_id: int) -> None:
+    """Inside a transaction: stop a station's uploads at once while its revocation awaits a second person."""
+    db.execute("UPDATE stations SET suspended_at = COALESCE(suspended_at, ?) WHERE id = ?", [utcnow(), station_id])
+    audit.record(db, archive, "station.suspend", station_id, {"station_id": station_id, "change": change_id}, by=by)
+    audit_log.warning("station %s suspended by %s pending revocation #%s", station_id, by, change_id)
+
+
+def reinstate(db, archive: Archive, station_id: str, by: str, change_id: int) -> None:
+    db.execute("UPDATE stations SET suspended_at = NULL WHERE id = ? AND revoked_at IS NULL", [station_id])
+    audit.record(db, archive, "station.reinstate", station_id, {"station_id": station_id, "change": change_id}, by=by)
+
+
+def revoke(db, archive: Archive, station_id: str, by: str, change_id: int) -> None:
+    """Inside a transaction: revoke for good (the second person approved); later calls are refused."""
+    db.execute("UPDATE stations SET revoked_at = COALESCE(revoked_at, ?), revoked_by = COALESCE(revoked_by, ?)"
+               " WHERE id = ?", [utcnow(), by, station_id])
+    audit.record(db, archive, "station.revoke", station_id, {"station_id": station_id, "change": change_id}, by=by)
+    audit_log.warning("station %s revoked by %s (change #%s)", station_id, by, change_id)

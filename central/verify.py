@@ -89,6 +89,9 @@ def verify(archive: Archive, full: bool = True) -> Report:
 
     # The catalogue against the audit log (cheap); full: the log against its signed checkpoints too.
     report.problems.extend(audit.catalogue_problems(archive))
+    from .dossiers import identity_problems
+
+    report.problems.extend(identity_problems(archive))
     if full:
         report.problems.extend(audit.verify_log(archive).problems)
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, however found
@@ -113,7 +116,7 @@ def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, re
     subject = f"material {dossier} {material}"
     row = archive.catalogue.one("SELECT * FROM materials WHERE bundle_id = ?", [bid])
     if row is None:
-        yield CatalogueMismatch(subject, f"bundle {bid[:12]} is committed but not catalogued")
+        yield from _check_earlier_version(archive, bid, manifest, subject)
         return
     if (row["archive_no"], row["item"], row["page_count"]) != (dossier, material, manifest["material"]["page_count"]):
         yield CatalogueMismatch(
@@ -129,3 +132,18 @@ def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, re
     for n, sha, _size in stored:
         if not archive.blobs.has(sha):
             yield BlobMissing(archive.blobs.path(sha), sha)
+
+
+def _check_earlier_version(archive: Archive, bid: str, manifest: dict, subject: str):
+    """A committed bundle no longer current must be a recorded earlier version, ended by an applied change."""
+    row = archive.catalogue.one("SELECT v.*, c.state AS change_state FROM material_versions v"
+                                " LEFT JOIN changes c ON c.id = v.change_id WHERE v.bundle_id = ?", [bid])
+    if row is None:
+        yield CatalogueMismatch(subject, f"bundle {bid[:12]} is committed but not catalogued, now or as an earlier version")
+        return
+    if row["change_state"] != "applied":
+        yield CatalogueMismatch(subject, f"version {row['version']} ended without an applied four-eyes change")
+    signed = [[p["n"], p["sha256"], p["bytes"]] for p in manifest["pages"]]
+    if (row["archive_no"], row["item"]) != (manifest["dossier"]["archive_no"], manifest["material"]["item"]) \
+            or json.loads(row["pages"]) != signed:
+        yield CatalogueMismatch(subject, f"earlier version {row['version']} differs from its signed manifest")

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--source", help=f"capture source: {SPEC_HELP} (default from config)")
     c.add_argument("--operator", help="who is scanning (default the login name)")
     c.add_argument("--json", action="store_true", help="print one JSON record per page")
+    c.add_argument("--rescan", action="store_true",
+                   help="scan an already sealed material again, as the replacement QC asked for")
     c.set_defaults(func=cmd_scan)
 
     c = sub.add_parser("enroll", help="ask the central archive to enrol this station and pin its key",
@@ -151,6 +153,8 @@ def cmd_scan(cfg, args) -> int:
     for key in ("date_formed", "remarks"):
         if getattr(args, key):
             material[key] = getattr(args, key)
+    if args.rescan:
+        material["rescan"] = True
     started = time.monotonic()
 
     def on_page(n: int, record: dict) -> None:
@@ -220,13 +224,18 @@ def cmd_sync(cfg, args) -> int:
     from .home import open_station
     from .sync import sync
 
+    from .notices import describe, fetch_quietly
+
     station = open_station(cfg)
     try:
         report = sync(station, args.central)
+        news = fetch_quietly(station, args.central) if not report.failed else []
     finally:
         station.close()
     print(f"committed {len(report.committed)} bundle(s), {report.pages} pages, "
           f"{report.bytes_sent} bytes sent")
+    for notice in news:
+        print(describe(notice))
     for bundle_id, reason in report.rejected.items():
         print(f"REJECTED {bundle_id[:12]}: {reason}")
     for bundle_id, reason in report.failed.items():
@@ -243,6 +252,7 @@ def cmd_sync(cfg, args) -> int:
 def cmd_status(cfg, args) -> int:
     from . import outbox
     from .home import open_station
+    from .notices import describe, held
 
     station = open_station(cfg)
     try:
@@ -257,6 +267,7 @@ def cmd_status(cfg, args) -> int:
             "central_key_pinned": bool(central),
             "sync_state": station.store.get_meta("sync_state"),
             "history_alarm": station.store.get_meta("history_alarm"),
+            "rescan_requests": [n for n in held(station) if n["kind"] == "rescan"],
             "batches_open": [{k: b[k] for k in ("archive_no", "item", "title", "state", "pages", "last_error")}
                              for b in open_batches],
             "bundles": bundles,
@@ -275,6 +286,8 @@ def cmd_status(cfg, args) -> int:
         print(f"central {info['sync_state']}")
     if info["history_alarm"]:
         print(info["history_alarm"])
+    for notice in info["rescan_requests"]:
+        print(describe(notice))
     for b in info["batches_open"]:
         print(f"batch {b['archive_no']} {b['item']} {b['state']}: {b['pages']} pages stored"
               + (f" — {b['last_error']}" if b["last_error"] else ""))

@@ -104,11 +104,13 @@ class Store:
     # -- batches ---------------------------------------------------------------------------
 
     def open_batch(self, dossier: dict, material: dict, source: str, operator: str) -> Batch:
-        """Start the batch for this material, or resume it when it was interrupted."""
+        """Start the batch for this material, or resume it when it was interrupted; a material already
+        sealed is scanned again only when ``material['rescan']`` says so (a QC rescan request)."""
         archive_no, item = dossier["archive_no"], material["item"]
         with atomic(self.db):
-            row = one(self.db, "SELECT * FROM batches WHERE archive_no = ? AND item = ?", [archive_no, item])
-            if row is None:
+            row = one(self.db, "SELECT * FROM batches WHERE archive_no = ? AND item = ?"
+                      " ORDER BY started_at DESC, rowid DESC LIMIT 1", [archive_no, item])
+            if row is None or row["state"] == "sealed" and material.get("rescan"):
                 batch_id = uuid.uuid4().hex
                 self.db.execute(
                     "INSERT INTO batches (id, archive_no, item, title, dossier_json, material_json,"
@@ -121,7 +123,7 @@ class Store:
                 raise StoreError(
                     f"material {item} of dossier {archive_no} is already sealed "
                     f"(bundle {bundle['id'][:12] if bundle else '?'}); scan a new material number, "
-                    "or ask the central archive to replace the material"
+                    "or rescan it for a replacement with --rescan (an archivist then replaces it centrally)"
                 )
             else:
                 batch_id = row["id"]

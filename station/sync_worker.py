@@ -71,6 +71,10 @@ class SyncWorker:
             self._set("central sync failing", str(exc), logging.WARNING)
         else:
             self._set("central online", "central archive answers")
+            from .notices import describe, fetch_quietly
+
+            for notice in fetch_quietly(station):
+                log.warning("%s", describe(notice))
             if report.committed:
                 log.info("synced %d bundle(s), %d pages", len(report.committed), report.pages)
             for bundle_id, reason in report.rejected.items():

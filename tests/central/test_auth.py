@@ -8,7 +8,8 @@ import grpc
 import nacl.signing
 import pytest
 
-from central import stations
+from central import changes, stations
+from central.permissions import local_admin
 from quire import callauth, keys
 from quire.v1 import sync_pb2, sync_pb2_grpc
 from station.enrol import enroll
@@ -89,10 +90,11 @@ def test_a_revoked_station_is_refused_at_once(central, station):
 
     archive, address = central
     scan(station, {"archive_no": "D-1"}, {"item": "1-1", "title": "t"}, "synthetic:seed=1,sheets=1")
-    stations.revoke(archive, station.station_id, by="security-officer")
+    changes.propose(archive, local_admin("officer"), "revoke_station", {"station_id": station.station_id},
+                    "station reported stolen")  # suspended at once, before a second person confirms
     report = sync(station)
     (reason,) = report.rejected.values()
-    assert "revoked" in reason
+    assert "suspended" in reason and "revocation" in reason
     assert archive.catalogue.query("SELECT * FROM bundles") == []
 
 

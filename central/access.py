@@ -1,0 +1,164 @@
+"""Reading the archive: the consultation (查阅) workflow and every view, download and export.
+
+Every decision goes through ``permissions.authorize``; every refusal and every read is appended
+to the audit log with the consultation it used.
+"""
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import grpc
+
+from quire.db import utcnow
+
+from . import audit
+from .archive import Archive
+from .errors import CentralError
+from .permissions import Actor, PermissionDenied, authorize
+
+MAX_DAYS = 90
+
+
+class NotFound(CentralError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+def guard(archive: Archive, actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
+          consultation: dict | None = None) -> None:
+    """Authorize or refuse; a refusal is logged (who, what, why) before it is raised."""
+    try:
+        authorize(actor, action, unit=unit, archive_no=archive_no, consultation=consultation, now=utcnow())
+    except PermissionDenied as exc:
+        with archive.catalogue.transaction() as db:
+            audit.record(db, archive, "access.denied", archive_no or action,
+                         {"action": action, "archive_no": archive_no, "unit": unit,
+                          "consultation": consultation["id"] if consultation else None, "reason": str(exc)},
+                         by=actor.label)
+        raise
+
+
+def dossier_unit(archive: Archive, archive_no: str) -> str:
+    row = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [archive_no])
+    if row is None:
+        raise NotFound(f"no dossier {archive_no} in the catalogue")
+    return row["unit"]
+
+
+def file_request(archive: Archive, actor: Actor, archive_no: str, purpose: str, days: int,
+                 export: bool = False) -> dict:
+    """A reader asks to consult a dossier for a purpose and a period (and, separately, to export)."""
+    guard(archive, actor, "consultation.file", archive_no=archive_no)
+    dossier_unit(archive, archive_no)
+    if not purpose.strip():
+        raise CentralError("state the purpose of the consultation (查阅目的); it is part of the record")
+    if not 1 <= days <= MAX_DAYS:
+        raise CentralError(f"a consultation lasts 1 to {MAX_DAYS} days, not {days}")
+    with archive.catalogue.transaction() as db:
+        cur = db.execute(
+            "INSERT INTO consultations (reader, archive_no, purpose, days, export_requested, state, export_state,"
+            " filed_at) VALUES (?, ?, ?, ?, ?, 'requested', ?, ?)",
+            [actor.id, archive_no, purpose.strip(), days, int(export), "requested" if export else "none", utcnow()])
+        audit.record(db, archive, "consultation.file", archive_no,
+                     {"consultation": cur.lastrowid, "archive_no": archive_no, "purpose": purpose.strip(),
+                      "days": days, "export": export}, by=actor.label)
+    return get(archive, cur.lastrowid)
+
+
+def decide(archive: Archive, actor: Actor, consultation_id: int, approve: bool, reason: str = "",
+           what: str = "view") -> dict:
+    """An approver over the dossier's unit approves or refuses viewing (``what='view'``) or export."""
+    c = get(archive, consultation_id)
+    guard(archive, actor, "consultation.decide", unit=dossier_unit(archive, c["archive_no"]),
+          archive_no=c["archive_no"])
+    if c["reader"] == actor.id:
+        raise PermissionDenied("nobody approves their own consultation")
+    now = utcnow()
+    with archive.catalogue.transaction() as db:
+        if what == "view":
+            if c["state"] != "requested":
+                raise CentralError(f"consultation #{consultation_id} was already {c['state']}")
+            expires = (datetime.now(timezone.utc) + timedelta(days=c["days"])).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            db.execute("UPDATE consultations SET state = ?, decided_by = ?, decided_at = ?, decision_reason = ?,"
+                       " expires_at = ? WHERE id = ?",
+                       ["approved" if approve else "refused", actor.id, now, reason, expires if approve else None,
+                        consultation_id])
+        elif what == "export":
+            if c["export_state"] != "requested":
+                raise CentralError(f"consultation #{consultation_id} has no export request waiting "
+                                   f"(export is {c['export_state']})")
+            db.execute("UPDATE consultations SET export_state = ?, export_decided_by = ? WHERE id = ?",
+                       ["approved" if approve else "refused", actor.id, consultation_id])
+        else:
+            raise CentralError(f"decide 'view' or 'export', not {what!r}")
+        audit.record(db, archive, f"consultation.{'approve' if approve else 'refuse'}", c["archive_no"],
+                     {"consultation": consultation_id, "what": what, "reader": c["reader"], "reason": reason},
+                     by=actor.label)
+    return get(archive, consultation_id)
+
+
+def request_export(archive: Archive, actor: Actor, consultation_id: int) -> dict:
+    """Ask, on an existing consultation, for permission to export or copy."""
+    c = get(archive, consultation_id)
+    if c["reader"] != actor.id:
+        raise PermissionDenied(f"consultation #{consultation_id} is not {actor.id}'s")
+    if c["export_state"] in ("requested", "approved"):
+        return c
+    with archive.catalogue.transaction() as db:
+        db.execute("UPDATE consultations SET export_state = 'requested' WHERE id = ?", [consultation_id])
+        audit.record(db, archive, "consultation.export_request", c["archive_no"],
+                     {"consultation": consultation_id}, by=actor.label)
+    return get(archive, consultation_id)
+
+
+def get(archive: Archive, consultation_id: int) -> dict:
+    row = archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
+    if row is None:
+        raise NotFound(f"no consultation #{consultation_id}")
+    return row
+
+
+def listing(archive: Archive, actor: Actor) -> list[dict]:
+    """A reader's own requests; a security officer's: those on dossiers of their units."""
+    guard(archive, actor, "consultation.list")
+    rows = archive.catalogue.query("SELECT c.*, d.unit FROM consultations c JOIN dossiers d USING (archive_no)"
+                                   " ORDER BY c.id")
+    if "security_officer" in actor.roles:
+        return [r for r in rows if actor.covers(r["unit"])]
+    return [r for r in rows if r["reader"] == actor.id]
+
+
+def _consultation(archive: Archive, consultation_id: int | None) -> dict | None:
+    return get(archive, consultation_id) if consultation_id else None
+
+
+def materials(archive: Archive, actor: Actor, archive_no: str, consultation_id: int | None = None) -> list[dict]:
+    """The dossier's catalogue entries (titles, dates, page counts) for someone entitled to see them."""
+    unit = dossier_unit(archive, archive_no)
+    guard(archive, actor, "catalogue.read", unit=unit, archive_no=archive_no,
+          consultation=_consultation(archive, consultation_id))
+    from .listing import sort_items
+
+    return sort_items(archive.catalogue.query(
+        "SELECT item, category, title, date_formed, page_count, remarks, version FROM materials"
+        " WHERE archive_no = ?", [archive_no]))
+
+
+def page(archive: Archive, actor: Actor, archive_no: str, item: str, n: int, consultation_id: int | None = None,
+         export: bool = False) -> tuple[dict, Path]:
+    """Open one page for viewing (or exporting): checked, logged with the consultation, then returned."""
+    unit = dossier_unit(archive, archive_no)
+    consultation = _consultation(archive, consultation_id)
+    action = "content.export" if export else "content.view"
+    guard(archive, actor, action, unit=unit, archive_no=archive_no, consultation=consultation)
+    row = archive.catalogue.one(
+        "SELECT p.* FROM pages p JOIN materials m ON m.id = p.material_id"
+        " WHERE m.archive_no = ? AND m.item = ? AND p.n = ?", [archive_no, item, n])
+    if row is None:
+        raise NotFound(f"dossier {archive_no} has no page {n} in material {item}")
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "content.export" if export else "content.view", archive_no,
+                     {"archive_no": archive_no, "item": item, "page": n, "sha256": row["sha256"],
+                      "consultation": consultation_id}, by=actor.label)
+    row["record"] = json.loads(row.pop("record_json"))
+    return row, archive.blobs.path(row["sha256"])

@@ -1,0 +1,67 @@
+"""The ArchiveAccess servicer: authenticates the caller's token, then calls ``access`` — nothing more."""
+
+from quire.v1 import access_pb2, access_pb2_grpc
+
+from . import access, audit, users
+from .archive import Archive
+
+CHUNK_BYTES = 1 << 20
+
+
+def _consultation(row: dict) -> access_pb2.Consultation:
+    return access_pb2.Consultation(
+        id=row["id"], reader=row["reader"], archive_no=row["archive_no"], purpose=row["purpose"], days=row["days"],
+        state=row["state"], export_state=row["export_state"], expires_at=row["expires_at"] or "",
+        decided_by=row["decided_by"] or "")
+
+
+class ArchiveAccessServicer(access_pb2_grpc.ArchiveAccessServicer):
+    def __init__(self, archive: Archive):
+        self.archive = archive
+
+    def _actor(self, context):
+        return users.from_metadata(self.archive, context.invocation_metadata())
+
+    def Whoami(self, request, context):
+        actor = self._actor(context)
+        with self.archive.catalogue.transaction() as db:
+            audit.record(db, self.archive, "login", actor.label, {"user": actor.id, "peer": context.peer()},
+                         by=actor.label)
+        return access_pb2.UserInfo(id=actor.id, name=actor.name, roles=sorted(actor.roles), units=sorted(actor.units))
+
+    def RequestConsultation(self, request, context):
+        return _consultation(access.file_request(self.archive, self._actor(context), request.archive_no,
+                                                 request.purpose, request.days, request.export))
+
+    def DecideConsultation(self, request, context):
+        return _consultation(access.decide(self.archive, self._actor(context), request.id, request.approve,
+                                           request.reason, request.what or "view"))
+
+    def RequestExport(self, request, context):
+        return _consultation(access.request_export(self.archive, self._actor(context), request.id))
+
+    def ListConsultations(self, request, context):
+        rows = access.listing(self.archive, self._actor(context))
+        return access_pb2.ConsultationList(consultations=[_consultation(r) for r in rows])
+
+    def ListMaterials(self, request, context):
+        rows = access.materials(self.archive, self._actor(context), request.archive_no,
+                                request.consultation_id or None)
+        return access_pb2.MaterialList(materials=[
+            access_pb2.Material(item=r["item"], title=r["title"], date_formed=r["date_formed"] or "",
+                                page_count=r["page_count"], version=r["version"]) for r in rows])
+
+    def GetPage(self, request, context):
+        row, path = access.page(self.archive, self._actor(context), request.archive_no, request.item, request.n,
+                                request.consultation_id or None, request.export)
+        with open(path, "rb") as f:
+            offset = 0
+            while True:
+                data = f.read(CHUNK_BYTES)
+                if not data and offset:
+                    return
+                yield access_pb2.PageChunk(media_type=row["media_type"] if offset == 0 else "",
+                                           sha256=row["sha256"] if offset == 0 else "", offset=offset, data=data)
+                offset += len(data)
+                if not data:
+                    return

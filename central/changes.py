@@ -1,0 +1,204 @@
+"""Four eyes (双人复核): changes one authorised person proposes and a second one approves.
+
+Replacing or withdrawing a material, changing a dossier's identity fields and revoking a station
+take effect only when a different person holding the same role approves. A station revocation
+suspends the station at once (the safe direction) and becomes final on approval.
+"""
+
+import json
+
+from quire.db import utcnow
+
+from . import audit, stations
+from .archive import Archive
+from .errors import CentralError
+from .permissions import CHANGE_ROLES, Actor, PermissionDenied, authorize
+
+IDENTITY_FIELDS = ("name", "sex", "birth_date", "post", "kind")
+KINDS = ("personnel", "integrity", "party-building")
+
+
+def propose(archive: Archive, actor: Actor, kind: str, payload: dict, reason: str) -> dict:
+    """Record a proposed change (checked now, applied on approval); returns the change."""
+    if kind not in CHANGE_ROLES:
+        raise CentralError(f"unknown change {kind!r}; one of {', '.join(CHANGE_ROLES)}")
+    _may(archive, actor, kind, "propose")
+    if not reason.strip():
+        raise CentralError("give the reason for the change (--reason); it is kept with the change for good")
+    subject = _validate(archive, kind, payload)
+    with archive.catalogue.transaction() as db:
+        open_ = db.execute("SELECT id FROM changes WHERE kind = ? AND subject = ? AND state = 'proposed'",
+                           [kind, subject]).fetchone()
+        if open_:
+            raise CentralError(f"change #{open_[0]} on {subject} already waits for approval; decide it first")
+        change_id = db.execute(
+            "INSERT INTO changes (kind, subject, payload, reason, state, proposed_by, proposed_at)"
+            " VALUES (?, ?, ?, ?, 'proposed', ?, ?)",
+            [kind, subject, json.dumps(payload, ensure_ascii=False, sort_keys=True), reason.strip(), actor.label,
+             utcnow()]).lastrowid
+        audit.record(db, archive, "change.propose", subject,
+                     {"change": change_id, "kind": kind, "payload": payload, "reason": reason.strip()}, by=actor.label)
+        if kind == "revoke_station":
+            stations.suspend(db, archive, payload["station_id"], actor.label, change_id)
+    return get(archive, change_id)
+
+
+def decide(archive: Archive, actor: Actor, change_id: int, approve: bool, note: str = "") -> dict:
+    """The second person approves (the change is applied in the same transaction) or refuses."""
+    change = get(archive, change_id)
+    _may(archive, actor, change["kind"], "approve")
+    if change["proposed_by"] == actor.label:
+        raise PermissionDenied(f"change #{change_id} was proposed by {actor.id}; a second person must decide it "
+                               "(双人复核)")
+    if change["state"] != "proposed":
+        raise CentralError(f"change #{change_id} was already {change['state']}")
+    payload = json.loads(change["payload"])
+    with archive.catalogue.transaction() as db:
+        db.execute("UPDATE changes SET state = ?, decided_by = ?, decided_at = ? WHERE id = ?",
+                   ["applied" if approve else "refused", actor.label, utcnow(), change_id])
+        audit.record(db, archive, "change.apply" if approve else "change.refuse", change["subject"],
+                     {"change": change_id, "kind": change["kind"], "payload": payload,
+                      "proposed_by": change["proposed_by"], "note": note}, by=actor.label)
+        if approve:
+            _APPLY[change["kind"]](db, archive, actor, change_id, payload, change["reason"])
+        elif change["kind"] == "revoke_station":
+            stations.reinstate(db, archive, payload["station_id"], actor.label, change_id)
+    return get(archive, change_id)
+
+
+def get(archive: Archive, change_id: int) -> dict:
+    row = archive.catalogue.one("SELECT * FROM changes WHERE id = ?", [change_id])
+    if row is None:
+        raise CentralError(f"no change #{change_id}; 'quire-central changes ls' lists them")
+    return row
+
+
+def listing(archive: Archive, state: str | None = None) -> list[dict]:
+    if state:
+        return archive.catalogue.query("SELECT * FROM changes WHERE state = ? ORDER BY id", [state])
+    return archive.catalogue.query("SELECT * FROM changes ORDER BY id")
+
+
+def history(archive: Archive, archive_no: str, item: str) -> list[dict]:
+    """Every version of a material, oldest first, each with who/when/why it ended."""
+    out = []
+    for v in archive.catalogue.query("SELECT v.*, c.reason, c.proposed_by, c.decided_by FROM material_versions v"
+                                     " JOIN changes c ON c.id = v.change_id"
+                                     " WHERE archive_no = ? AND item = ? ORDER BY version", [archive_no, item]):
+        v.pop("pages")
+        out.append(v)
+    current = archive.catalogue.one("SELECT archive_no, item, version, bundle_id, title, page_count, catalogued_at"
+                                    " FROM materials WHERE archive_no = ? AND item = ?", [archive_no, item])
+    if current:
+        out.append(dict(current, ended_how="current"))
+    if not out:
+        raise CentralError(f"dossier {archive_no} has no material {item}, now or earlier")
+    return out
+
+
+def _may(archive: Archive, actor: Actor, kind: str, step: str) -> None:
+    from .access import guard
+
+    guard(archive, actor, f"change.{step}")
+    role = CHANGE_ROLES[kind]
+    if role not in actor.roles:
+        authorize_error = f"{actor.id} may not {step} {kind.replace('_', ' ')}: that needs the role {role}"
+        raise PermissionDenied(authorize_error)
+
+
+def _material(archive: Archive, archive_no: str, item: str) -> dict:
+    row = archive.catalogue.one("SELECT * FROM materials WHERE archive_no = ? AND item = ?", [archive_no, item])
+    if row is None:
+        raise CentralError(f"dossier {archive_no} has no catalogued material {item}")
+    return row
+
+
+def _validate(archive: Archive, kind: str, payload: dict) -> str:
+    if kind == "revoke_station":
+        row = stations.get(archive, payload["station_id"])
+        if row["revoked_at"]:
+            raise CentralError(f"station {row['id']} is already revoked")
+        return f"station:{row['id']}"
+    if kind == "edit_dossier":
+        fields = payload.get("fields") or {}
+        unknown = sorted(set(fields) - set(IDENTITY_FIELDS))
+        if unknown or not fields:
+            raise CentralError(f"identity fields are {', '.join(IDENTITY_FIELDS)}; not {', '.join(unknown) or 'none'}")
+        if "kind" in fields and fields["kind"] not in KINDS:
+            raise CentralError(f"dossier kind is one of {', '.join(KINDS)}")
+        if not archive.catalogue.one("SELECT 1 AS x FROM dossiers WHERE archive_no = ?", [payload["archive_no"]]):
+            raise CentralError(f"no dossier {payload['archive_no']}")
+        return f"dossier:{payload['archive_no']}"
+    material = _material(archive, payload["archive_no"], payload["item"])
+    subject = f"material:{payload['archive_no']}:{payload['item']}"
+    if kind == "withdraw_material":
+        return subject
+    # replace_material: the replacement is a bundle the catalogue conflict sent to quarantine.
+    bundle = _replacement(archive, payload["bundle_id"], payload["archive_no"], payload["item"])
+    if bundle["id"] == material["bundle_id"]:
+        raise CentralError("that bundle is the current version already")
+    payload["bundle_id"] = bundle["id"]
+    return subject
+
+
+def _replacement(archive: Archive, bundle_prefix: str, archive_no: str, item: str) -> dict:
+    rows = archive.catalogue.query("SELECT q.*, b.manifest, b.station_id AS sid FROM quarantine q JOIN bundles b"
+                                   " ON b.id = q.bundle_id WHERE q.bundle_id LIKE ? || '%' AND b.state = 'rejected'",
+                                   [bundle_prefix.lower()])
+    if len(rows) != 1:
+        raise CentralError(f"no single quarantined bundle {bundle_prefix}; upload the replacement from the station "
+                           "(it is held as 'already catalogued'), then name it from 'quire-central quarantine ls'")
+    row = rows[0]
+    if (row["archive_no"], row["item"]) != (archive_no, item):
+        raise CentralError(f"bundle {row['bundle_id'][:12]} holds {row['archive_no']} {row['item']}, "
+                           f"not {archive_no} {item}")
+    other = [r for r in json.loads(row["reasons"]) if r["severity"] == "reject" and r["rule"] != "CatalogueConflict"]
+    if other:
+        raise CentralError(f"bundle {row['bundle_id'][:12]} also breaks the standards "
+                           f"({', '.join(sorted({r['rule'] for r in other}))}); it cannot replace anything")
+    return {"id": row["bundle_id"], "station_id": row["sid"], "manifest": row["manifest"]}
+
+
+def _end_version(db, material: dict, how: str, change_id: int) -> None:
+    pages = db.execute("SELECT n, sha256, bytes FROM pages WHERE material_id = ? ORDER BY n", [material["id"]]).fetchall()
+    db.execute("INSERT INTO material_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               [material["archive_no"], material["item"], material["version"], material["bundle_id"],
+                material["title"], material["page_count"], json.dumps([list(p) for p in pages]),
+                material["catalogued_at"], utcnow(), how, change_id])
+
+
+def _apply_revoke(db, archive, actor, change_id, payload, reason):
+    stations.revoke(db, archive, payload["station_id"], actor.label, change_id)
+
+
+def _apply_withdraw(db, archive, actor, change_id, payload, reason):
+    material = _material(archive, payload["archive_no"], payload["item"])
+    _end_version(db, material, "withdrawn", change_id)
+    db.execute("DELETE FROM pages WHERE material_id = ?", [material["id"]])
+    db.execute("DELETE FROM materials WHERE id = ?", [material["id"]])
+
+
+def _apply_replace(db, archive, actor, change_id, payload, reason):
+    from . import ingest, standards
+
+    material = _material(archive, payload["archive_no"], payload["item"])
+    bundle = _replacement(archive, payload["bundle_id"], payload["archive_no"], payload["item"])
+    manifest = json.loads(bundle["manifest"])
+    station = stations.get(archive, bundle["station_id"])
+    findings = standards.check_bundle(archive, manifest, station["unit"])
+    if not findings.ok:
+        raise CentralError(f"bundle {bundle['id'][:12]} no longer meets the standards: {'; '.join(findings.reasons())}")
+    _end_version(db, material, "replaced", change_id)
+    db.execute("UPDATE quarantine SET released_by_change = ? WHERE bundle_id = ?", [change_id, bundle["id"]])
+    ingest.catalogue_bundle(db, archive, station, bundle["id"], manifest, findings, replaces=material,
+                            by=actor.label)
+
+
+def _apply_edit_dossier(db, archive, actor, change_id, payload, reason):
+    fields = payload["fields"]
+    db.execute(f"UPDATE dossiers SET {', '.join(f'{k} = ?' for k in fields)} WHERE archive_no = ?",
+               [*fields.values(), payload["archive_no"]])
+
+
+_APPLY = {"revoke_station": _apply_revoke, "withdraw_material": _apply_withdraw,
+          "replace_material": _apply_replace, "edit_dossier": _apply_edit_dossier}

@@ -1,0 +1,150 @@
+"""Who may do what — the one place every permission is decided.
+
+Roles follow separation of duties (三员分立): the system administrator, the security officer and
+the auditor are three different people, and none of them holds a content role. Content is read
+only by content roles, only within their units, never one's own dossier or a relative's, and a
+reader only through an approved, unexpired consultation.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import grpc
+
+from .errors import CentralError
+
+ROLES = {
+    "admin": "system administrator: users, stations, profiles; never archive content",
+    "security_officer": "approves or refuses consultations and exports for the units in scope",
+    "auditor": "reads and verifies the audit log only",
+    "archivist": "catalogue work: dossier identity, replacing or withdrawing material (two archivists)",
+    "inspector": "QC acceptance of uploaded batches",
+    "reader": "consults dossiers through approved requests",
+}
+# Each of these must be the only role its holder has.
+SOLE_ROLES = {"admin", "security_officer", "auditor"}
+
+# action → roles that may perform it (further conditions are checked in ``authorize``).
+ACTIONS = {
+    "user.manage": {"admin"},
+    "station.manage": {"admin"},
+    "profile.manage": {"admin"},
+    "consultation.file": {"reader"},
+    "consultation.decide": {"security_officer"},
+    "consultation.list": {"reader", "security_officer"},
+    "catalogue.read": {"archivist", "inspector", "security_officer", "reader"},
+    "content.view": {"reader", "archivist", "inspector"},
+    "content.export": {"reader"},
+    "change.propose": {"archivist", "admin"},
+    "change.approve": {"archivist", "admin"},
+    "qc.inspect": {"inspector"},
+    "audit.read": {"auditor"},
+    "stats.read": {"admin", "auditor", "archivist", "inspector", "security_officer"},
+}
+# Which role may propose and approve each four-eyes change.
+CHANGE_ROLES = {
+    "replace_material": "archivist",
+    "withdraw_material": "archivist",
+    "edit_dossier": "archivist",
+    "revoke_station": "admin",
+}
+
+
+class PermissionDenied(CentralError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    exit_code = 77  # EX_NOPERM
+
+
+class Unauthenticated(CentralError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    exit_code = 77
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated person (or the local operating-system user for bootstrap tasks)."""
+
+    id: str
+    name: str
+    roles: frozenset
+    units: frozenset                      # "*" means every unit
+    own_archive_no: str | None = None
+    relatives: frozenset = field(default_factory=frozenset)
+
+    @property
+    def label(self) -> str:
+        return self.id if self.id.startswith("local:") else f"user:{self.id}"
+
+    def covers(self, unit: str | None) -> bool:
+        return "*" in self.units or (unit is not None and unit in self.units)
+
+
+def check_roles(roles: set[str]) -> None:
+    """Refuse unknown roles and combinations that break separation of duties."""
+    unknown = sorted(roles - set(ROLES))
+    if unknown:
+        raise CentralError(f"unknown role(s) {', '.join(unknown)}; roles are: {', '.join(ROLES)}")
+    if not roles:
+        raise CentralError(f"give at least one role: {', '.join(ROLES)}")
+    sole = roles & SOLE_ROLES
+    if sole and len(roles) > 1:
+        raise CentralError(
+            f"{'/'.join(sorted(sole))} cannot be combined with {', '.join(sorted(roles - sole)) or 'another of them'}: "
+            "administrator, security officer and auditor are separate people (三员分立)")
+
+
+def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
+              consultation: dict | None = None, now: str | None = None) -> None:
+    """Raise PermissionDenied naming why ``actor`` may not do ``action`` here; return when allowed."""
+    allowed = ACTIONS.get(action)
+    if allowed is None:
+        raise PermissionDenied(f"unknown action {action!r}")
+    if not actor.roles & allowed:
+        raise PermissionDenied(
+            f"{actor.id} ({', '.join(sorted(actor.roles))}) may not {action.replace('.', ' ')}: "
+            f"that needs the role {' or '.join(sorted(allowed))}")
+    if archive_no is not None:
+        if archive_no == actor.own_archive_no:
+            raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it is their own (回避)")
+        if archive_no in actor.relatives:
+            raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it belongs to a relative (回避)")
+    if action in ("catalogue.read", "content.view", "content.export"):
+        staff = {"archivist", "inspector"} | ({"security_officer"} if action == "catalogue.read" else set())
+        if actor.roles & staff and action != "content.export" and actor.covers(unit):
+            return  # the unit's own archive staff work on its dossiers; every view is still logged
+        if "reader" not in actor.roles:
+            raise PermissionDenied(f"{actor.id} has no authority over unit {unit} (dossier {archive_no})")
+        _consultation_allows(actor, action, archive_no, consultation, now)
+        return
+    if action == "consultation.decide" and not actor.covers(unit):
+        raise PermissionDenied(f"{actor.id} has no authority over unit {unit}; its own security officer decides")
+
+
+def _consultation_allows(actor: Actor, action: str, archive_no: str | None, consultation: dict | None,
+                         now: str | None) -> None:
+    if consultation is None:
+        raise PermissionDenied(
+            f"{actor.id} has no approved consultation of dossier {archive_no}; file one with "
+            "'RequestConsultation' (purpose and period) and wait for the security officer")
+    if consultation["reader"] != actor.id or consultation["archive_no"] != archive_no:
+        raise PermissionDenied(f"consultation #{consultation['id']} is not {actor.id}'s for dossier {archive_no}")
+    if consultation["state"] != "approved":
+        raise PermissionDenied(f"consultation #{consultation['id']} is {consultation['state']}, not approved")
+    if now is not None and consultation["expires_at"] <= now:
+        raise PermissionDenied(
+            f"consultation #{consultation['id']} expired at {consultation['expires_at']}; file a new request")
+    if action == "content.export" and consultation["export_state"] != "approved":
+        raise PermissionDenied(
+            f"consultation #{consultation['id']} allows viewing only; exporting or copying needs its own "
+            f"approval (export is {consultation['export_state']})")
+
+
+def actor_from_row(row: dict, relatives: list[str]) -> Actor:
+    return Actor(row["id"], row["name"], frozenset(json.loads(row["roles"])), frozenset(json.loads(row["units"])),
+                 row["own_archive_no"], frozenset(relatives))
+
+
+def local_admin(os_user: str) -> Actor:
+    """The operating-system user on the archive host while the archive has no users: it administers
+    and audits (a one-person lab); it never reads content, and four-eyes changes still need a user."""
+    return Actor(f"local:{os_user}", os_user, frozenset({"admin", "auditor"}), frozenset({"*"}))

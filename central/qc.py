@@ -1,0 +1,139 @@
+"""QC acceptance (数据验收): a random sample of each committed batch, judged by an inspector who did
+not scan it; a batch below the profile's acceptance share is returned with a rescan request."""
+
+import json
+import math
+import random
+
+from quire.db import utcnow
+
+from . import audit, profile
+from .access import guard
+from .archive import Archive
+from .errors import CentralError, UnknownBundle
+from .permissions import Actor, PermissionDenied
+
+
+def sample_size(pages: int, share: float, min_pages: int) -> int:
+    """≥ max(share of the pages, min_pages), never more than the batch has."""
+    return min(pages, max(math.ceil(pages * share - 1e-9), min_pages))
+
+
+def start(archive: Archive, actor: Actor, bundle: str, rng: random.Random | None = None) -> dict:
+    """Draw the sample for a committed batch and record who inspects it."""
+    row = _bundle(archive, bundle)
+    manifest = json.loads(row["manifest"])
+    unit = archive.catalogue.one("SELECT unit FROM stations WHERE id = ?", [row["station_id"]])["unit"]
+    guard(archive, actor, "qc.inspect", unit=unit, archive_no=manifest["dossier"]["archive_no"])
+    operator = manifest["batch"]["operator"]
+    if operator.strip().lower() in {actor.id.lower(), actor.name.strip().lower()}:
+        raise PermissionDenied(f"{actor.id} scanned batch {row['id'][:12]} (operator {operator!r}); "
+                               "another inspector must accept it")
+    existing = archive.catalogue.one("SELECT * FROM qc_batches WHERE bundle_id = ?", [row["id"]])
+    if existing:
+        if existing["inspector"] != actor.id:
+            raise CentralError(f"batch {row['id'][:12]} is already being inspected by {existing['inspector']}")
+        return status(archive, row["id"])
+    rules = profile.for_unit(archive, unit)
+    numbers = [p["n"] for p in manifest["pages"]]
+    size = sample_size(len(numbers), rules.qc_sample_share, rules.qc_sample_min_pages)
+    chosen = sorted((rng or random.SystemRandom()).sample(numbers, size))
+    with archive.catalogue.transaction() as db:
+        db.execute("INSERT INTO qc_batches (bundle_id, station_id, operator, inspector, sample, state, started_at)"
+                   " VALUES (?, ?, ?, ?, ?, 'sampling', ?)",
+                   [row["id"], row["station_id"], operator, actor.id, json.dumps(chosen), utcnow()])
+        audit.record(db, archive, "qc.start", row["id"],
+                     {"bundle_id": row["id"], "operator": operator, "sample": chosen, "of_pages": len(numbers),
+                      "profile": rules.label}, by=actor.label)
+    return status(archive, row["id"])
+
+
+def judge(archive: Archive, actor: Actor, bundle: str, n: int, good: bool, reason: str = "") -> dict:
+    """Record the inspector's verdict on one sampled page (a bad page needs a reason)."""
+    batch = _batch(archive, bundle)
+    if batch["inspector"] != actor.id:
+        raise PermissionDenied(f"batch {batch['bundle_id'][:12]} is inspected by {batch['inspector']}, not {actor.id}")
+    if batch["state"] != "sampling":
+        raise CentralError(f"batch {batch['bundle_id'][:12]} was already {batch['state']}")
+    if n not in json.loads(batch["sample"]):
+        raise CentralError(f"page {n} is not in the sample {json.loads(batch['sample'])}")
+    if not good and not reason.strip():
+        raise CentralError("say what is wrong with the page (--reason), e.g. 'cut off at the bottom'")
+    with archive.catalogue.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO qc_judgements VALUES (?, ?, ?, ?, ?)",
+                   [batch["bundle_id"], n, int(good), reason.strip() or None, utcnow()])
+    return status(archive, batch["bundle_id"])
+
+
+def decide(archive: Archive, actor: Actor, bundle: str) -> dict:
+    """Accept at ≥ the profile's share of good sampled pages, else return the batch for rescanning."""
+    batch = _batch(archive, bundle)
+    if batch["inspector"] != actor.id:
+        raise PermissionDenied(f"batch {batch['bundle_id'][:12]} is inspected by {batch['inspector']}, not {actor.id}")
+    if batch["state"] != "sampling":
+        return status(archive, batch["bundle_id"])
+    sample = json.loads(batch["sample"])
+    verdicts = {r["n"]: r for r in archive.catalogue.query("SELECT * FROM qc_judgements WHERE bundle_id = ?",
+                                                           [batch["bundle_id"]])}
+    unjudged = [n for n in sample if n not in verdicts]
+    if unjudged:
+        raise CentralError(f"pages {unjudged} of the sample are not judged yet")
+    unit = archive.catalogue.one("SELECT unit FROM stations WHERE id = ?", [batch["station_id"]])["unit"]
+    rules = profile.for_unit(archive, unit)
+    good = sum(verdicts[n]["good"] for n in sample) / len(sample)
+    bad = [{"n": n, "reason": verdicts[n]["reason"]} for n in sample if not verdicts[n]["good"]]
+    accepted = good >= rules.qc_accept_share - 1e-9
+    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?",
+                                                [batch["bundle_id"]])["manifest"])
+    with archive.catalogue.transaction() as db:
+        db.execute("UPDATE qc_batches SET state = ?, decided_at = ?, good_share = ? WHERE bundle_id = ?",
+                   ["accepted" if accepted else "returned", utcnow(), good, batch["bundle_id"]])
+        audit.record(db, archive, "qc.accept" if accepted else "qc.return", batch["bundle_id"],
+                     {"bundle_id": batch["bundle_id"], "good_share": round(good, 4), "bad_pages": bad,
+                      "accept_share": rules.qc_accept_share}, by=actor.label)
+        if not accepted:
+            db.execute("INSERT INTO station_notices (station_id, kind, body, created_at) VALUES (?, 'rescan', ?, ?)",
+                       [batch["station_id"], json.dumps({
+                           "bundle_id": batch["bundle_id"], "archive_no": manifest["dossier"]["archive_no"],
+                           "item": manifest["material"]["item"], "pages": bad, "inspector": actor.id,
+                           "good_share": round(good, 4)}, ensure_ascii=False), utcnow()])
+    return status(archive, batch["bundle_id"])
+
+
+def status(archive: Archive, bundle: str) -> dict:
+    batch = _batch(archive, bundle)
+    batch["sample"] = json.loads(batch["sample"])
+    batch["judged"] = {r["n"]: {"good": bool(r["good"]), "reason": r["reason"]} for r in archive.catalogue.query(
+        "SELECT * FROM qc_judgements WHERE bundle_id = ? ORDER BY n", [batch["bundle_id"]])}
+    return batch
+
+
+def listing(archive: Archive) -> list[dict]:
+    """Committed batches with their QC state ('waiting' when nobody has sampled them yet)."""
+    return archive.catalogue.query(
+        "SELECT b.id AS bundle_id, b.station_id, m.archive_no, m.item, m.page_count,"
+        " COALESCE(q.state, 'waiting') AS qc, q.inspector, q.good_share FROM bundles b"
+        " JOIN materials m ON m.bundle_id = b.id LEFT JOIN qc_batches q ON q.bundle_id = b.id"
+        " WHERE b.state = 'committed' ORDER BY b.committed_at")
+
+
+def notices(archive: Archive, station_id: str, after: int = 0) -> list[dict]:
+    """What a station has been told since notice ``after``: rescan requests."""
+    return archive.catalogue.query("SELECT * FROM station_notices WHERE station_id = ? AND id > ? ORDER BY id",
+                                   [station_id, after])
+
+
+def _bundle(archive: Archive, bundle: str) -> dict:
+    rows = archive.catalogue.query("SELECT * FROM bundles WHERE id LIKE ? || '%' AND state = 'committed'",
+                                   [bundle.lower()])
+    if len(rows) != 1:
+        raise UnknownBundle(f"{'no' if not rows else 'more than one'} committed bundle {bundle}; "
+                            "'quire-central qc ls' lists them")
+    return rows[0]
+
+
+def _batch(archive: Archive, bundle: str) -> dict:
+    rows = archive.catalogue.query("SELECT * FROM qc_batches WHERE bundle_id LIKE ? || '%'", [bundle.lower()])
+    if len(rows) != 1:
+        raise UnknownBundle(f"no QC started for bundle {bundle}; start it with 'quire-central qc start BUNDLE'")
+    return rows[0]
