@@ -53,7 +53,7 @@ $(PROTO_OUT) &: $(PROTO_SRC) $(VENV)/.installed
 # The image-pipeline benchmark: Quire beside Leptonica (Debian's liblept5), unpaper (Debian), jdeskew
 # and deskew (PyPI, in the lock) on the same labelled pages. BENCH_ARGS="--pages 20" for a quick look.
 bench: setup
-	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="liblept5 unpaper"
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="liblept5 unpaper iproute2"
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 # Re-pin the environment after changing dependencies in pyproject.toml (needs uv).

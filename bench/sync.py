@@ -1,15 +1,20 @@
-"""Sync throughput: Quire's sync beside a plain TLS socket and raw TCP, on loopback, in one run.
+"""Sync throughput: Quire's sync beside a plain TLS socket and raw TCP, in one run.
 
-Prints MB/s and client CPU seconds per GB for each, and Quire's figures as ratios to plain TLS,
-plus the bytes re-sent after connections are cut. Usage:
+On loopback it prints MB/s and client CPU seconds per GB for each, Quire's figures as ratios to
+plain TLS (medians of --runs), and the bytes re-sent after connections are cut. With --link-mbit it
+runs the same senders over a shaped veth link between two network namespaces it creates (central
+side 10.213.0.2, sender side 10.213.0.1, tc tbf on the sender's egress) and reports throughput as
+a share of the link rate; the namespaces are removed on exit. Usage (the link mode needs root):
 
-    .venv/bin/python -m bench.sync [--mb 500]
+    .venv/bin/python -m bench.sync --mb 500 --runs 3
+    .venv/bin/python -m bench.sync --mb 100 --runs 3 --link-mbit 100
 """
 
 import argparse
 import io
 import os
 import resource
+import signal
 import socket
 import ssl
 import statistics
@@ -23,26 +28,104 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+CENTRAL_ADDR, SENDER_ADDR = "10.213.0.2", "10.213.0.1"
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=500, help="megabytes of pages to send each way")
     parser.add_argument("--runs", type=int, default=3, help="runs per method (median reported)")
+    parser.add_argument("--link-mbit", type=float, default=None,
+                        help="send over a veth link shaped to this rate (tc tbf) between two new network "
+                             "namespaces instead of loopback; needs root and iproute2")
+    parser.add_argument("--link-delay-ms", type=float, default=0.0,
+                        help="with --link-mbit: one-way delay (tc netem) added on the central side")
+    parser.add_argument("--in-namespace", help=argparse.SUPPRESS)  # the sender half of --link-mbit
     args = parser.parse_args()
+    if args.link_mbit and not args.in_namespace:
+        return _shaped(args)
+    host = CENTRAL_ADDR if args.in_namespace else "127.0.0.1"
+    at_central = ["ip", "netns", "exec", args.in_namespace] if args.in_namespace else []
     with tempfile.TemporaryDirectory(prefix="quire-bench-sync-") as tmp:
         root = Path(tmp)
         os.environ["SANE_CONFIG_DIR"] = str(root)  # no scanner needed
         pages = _pages(args.mb)
         total = sum(len(p) for p in pages)
-        print(f"{len(pages)} pages, {total / 1e6:.0f} MB, 300 dpi A4 JPEG sizes, loopback, {os.cpu_count()} cores")
+        where = (f"veth link shaped to {args.link_mbit:g} Mbit/s (tbf), +{args.link_delay_ms:g} ms delay"
+                 if args.in_namespace else "loopback")
+        print(f"{len(pages)} pages, {total / 1e6:.0f} MB, 300 dpi A4 JPEG sizes, {where}, {os.cpu_count()} cores, "
+              f"{CHUNK >> 10} KiB chunks", flush=True)
         results = {"raw TCP": [], "plain TLS": [], "Quire sync": []}
         for run in range(args.runs):
-            results["raw TCP"].append(_socket_run(pages, tls=None))
-            results["plain TLS"].append(_socket_run(pages, tls=root / f"tls{run}"))
-            results["Quire sync"].append(_quire_run(pages, root / f"quire{run}"))
-        _report(results, total)
-        _cut_report(root, pages[:40])
+            results["raw TCP"].append(_socket_run(pages, None, host, at_central))
+            results["plain TLS"].append(_socket_run(pages, root / f"tls{run}", host, at_central))
+            results["Quire sync"].append(_quire_run(pages, root / f"quire{run}", host, at_central))
+        _report(results, total, args.link_mbit if args.in_namespace else None)
+        if not args.in_namespace:
+            _cut_report(root, pages[:40])
     return 0
+
+
+def _shaped(args) -> int:
+    """Create the namespace pair and shaped link, run the senders inside, remove it all again."""
+    tag = str(os.getpid())
+    cen, snd = f"quire-bench-cen-{tag}", f"quire-bench-snd-{tag}"
+    veth_cen, veth_snd = f"qbc{tag}"[:15], f"qbs{tag}"[:15]
+    # SIGTERM (and SIGHUP) unwind through finally like Ctrl-C does, so the namespaces go too.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(130))
+    made = []
+    try:
+        for ns in (cen, snd):
+            _ip("netns", "add", ns)
+            made.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("link", "add", veth_snd, "netns", snd, "type", "veth", "peer", "name", veth_cen, "netns", cen)
+        for ns, dev, addr in ((cen, veth_cen, CENTRAL_ADDR), (snd, veth_snd, SENDER_ADDR)):
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+        # tbf's burst must hold a whole GSO super-packet (up to 64 KiB on veth) or those are dropped.
+        _run("tc", "-n", snd, "qdisc", "add", "dev", veth_snd, "root", "tbf", "rate", f"{args.link_mbit:g}mbit",
+             "burst", "256kb", "latency", "50ms")
+        if args.link_delay_ms:
+            _run("tc", "-n", cen, "qdisc", "add", "dev", veth_cen, "root", "netem", "delay", f"{args.link_delay_ms:g}ms")
+        worker = ["ip", "netns", "exec", snd, sys.executable, "-m", "bench.sync", "--mb", str(args.mb),
+                  "--runs", str(args.runs), "--link-mbit", f"{args.link_mbit:g}",
+                  "--link-delay-ms", f"{args.link_delay_ms:g}", "--in-namespace", cen]
+        # Its own process group, so that the archives and sinks it starts inside the namespaces end with it.
+        proc = subprocess.Popen(worker, cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+        try:
+            return proc.wait()
+        finally:
+            _end_group(proc)
+    finally:
+        for ns in reversed(made):  # deleting a namespace deletes its end of the veth pair, and so both
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """Stop what is left of the worker's process group: TERM, then KILL after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(0.2)  # the worker may be gone while its children still exit
+
+
+def _ip(*args: str) -> None:
+    _run("ip", *args)
+
+
+def _run(*cmd: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()}; the link mode needs root and "
+                         "iproute2 (apt-get install iproute2)")
 
 
 CHUNK = int(os.environ.get("QUIRE_BENCH_CHUNK", 1 << 20))
@@ -79,7 +162,7 @@ def _cpu() -> float:
 
 _SINK = r'''
 import socket, ssl, sys
-listener = socket.create_server(("127.0.0.1", 0))
+listener = socket.create_server((sys.argv[3], 0))
 print(listener.getsockname()[1], flush=True)
 conn, _ = listener.accept()
 if sys.argv[1] != "-":
@@ -97,7 +180,8 @@ conn.sendall(str(n).encode())
 '''
 
 
-def _socket_run(pages: list[bytes], tls: Path | None) -> tuple[float, float, str]:
+def _socket_run(pages: list[bytes], tls: Path | None, host: str = "127.0.0.1",
+                at_central: list[str] = ()) -> tuple[float, float, str]:
     args = ["-", "-"]
     if tls is not None:
         from central.tls import load_or_create
@@ -105,10 +189,11 @@ def _socket_run(pages: list[bytes], tls: Path | None) -> tuple[float, float, str
         ident = load_or_create(tls)
         args = [str(tls / "cert.pem"), str(tls / "key.pem")]
         assert ident.cert_pem
-    sink = subprocess.Popen([sys.executable, "-c", _SINK, *args], stdout=subprocess.PIPE, text=True)
+    sink = subprocess.Popen([*at_central, sys.executable, "-c", _SINK, *args, host], stdout=subprocess.PIPE,
+                            text=True)
     port = int(sink.stdout.readline())
     cpu0, t0 = _cpu(), time.perf_counter()
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection((host, port))
     cipher = "none"
     if tls is not None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -128,7 +213,8 @@ def _socket_run(pages: list[bytes], tls: Path | None) -> tuple[float, float, str
 
 # -- Quire: a real central service process, this process as the station --------------------------
 
-def _quire_run(pages: list[bytes], root: Path) -> tuple[float, float, str]:
+def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
+               at_central: list[str] = ()) -> tuple[float, float, str]:
     from central import stations as _unused  # noqa: F401 - import cost outside the timing
     from station import config, home, outbox
     from station.enrol import enroll
@@ -137,7 +223,8 @@ def _quire_run(pages: list[bytes], root: Path) -> tuple[float, float, str]:
 
     central_home = root / "central"
     exe = Path(sys.executable).parent / "quire-central"
-    server = subprocess.Popen([str(exe), "--home", str(central_home), "serve", "--listen", "127.0.0.1:0",
+    # `ip netns exec` execs the command, so server.pid is the archive's own (for its CPU figure).
+    server = subprocess.Popen([*at_central, str(exe), "--home", str(central_home), "serve", "--listen", f"{host}:0",
                                "--no-advertise"], stdout=subprocess.PIPE, text=True)
     address = server.stdout.readline().strip().removeprefix("listening on ")
     try:
@@ -168,23 +255,32 @@ def _quire_run(pages: list[bytes], root: Path) -> tuple[float, float, str]:
     return seconds, cpu, "TLS 1.3 (gRPC, pinned)"
 
 
-def _report(results: dict, total: int) -> None:
+def _report(results: dict, total: int, link_mbit: float | None = None) -> None:
     gb = total / 1e9
     rows = {}
     for name, runs in results.items():
-        seconds = statistics.median(r[0] for r in runs)
-        cpu = statistics.median(r[1] for r in runs)
-        rows[name] = (total / 1e6 / seconds, cpu / gb, runs[0][2])
-    tls_rate, tls_cpu, _ = rows["plain TLS"]
-    print(f"\n{'method':<12} {'MB/s':>8} {'CPU s/GB':>9} {'rate vs TLS':>12} {'CPU vs TLS':>11}  cipher")
-    for name, (rate, cpu, cipher) in rows.items():
-        print(f"{name:<12} {rate:>8.0f} {cpu:>9.2f} {rate / tls_rate:>11.0%} {cpu / tls_cpu:>10.2f}×  {cipher}")
+        rates = [total / 1e6 / r[0] for r in runs]
+        rows[name] = (statistics.median(rates), statistics.median(r[1] for r in runs) / gb, runs[0][2],
+                      min(rates), max(rates))
+    tls_rate, tls_cpu = rows["plain TLS"][:2]
+    link = f" {'of link':>8}" if link_mbit else ""
+    print(f"\n{'method':<12} {'MB/s':>8} {'(min–max)':>13}{link} {'CPU s/GB':>9} {'rate vs TLS':>12} "
+          f"{'CPU vs TLS':>11}  cipher")
+    for name, (rate, cpu, cipher, low, high) in rows.items():
+        share = f" {rate * 8 / link_mbit:>8.0%}" if link_mbit else ""
+        print(f"{name:<12} {rate:>8.1f} {f'({low:.0f}–{high:.0f})':>13}{share} {cpu:>9.2f} {rate / tls_rate:>11.0%} "
+              f"{cpu / tls_cpu:>10.2f}×  {cipher}")
     if _server_cpu:
         print(f"{'':<12} archive side: {statistics.median(_server_cpu) / gb:.2f} CPU s/GB "
               "(verifies every digest, fsyncs, catalogues)")
-    rate, cpu, _ = rows["Quire sync"]
-    print(f"\ngoals: Quire ≥ 60 % of plain-TLS throughput ({rate / tls_rate:.0%}), "
-          f"≤ 2× its CPU per GB ({cpu / tls_cpu:.2f}×); medians of {len(results['raw TCP'])} runs")
+    rate, cpu = rows["Quire sync"][:2]
+    runs = len(results["raw TCP"])
+    if link_mbit:
+        print(f"\nlink {link_mbit:g} Mbit/s = {link_mbit / 8:.1f} MB/s of wire bytes (payload share excludes "
+              f"TCP/IP, TLS and HTTP/2 overhead): Quire {rate * 8 / link_mbit:.0%}, plain TLS "
+              f"{tls_rate * 8 / link_mbit:.0%}; medians of {runs} runs")
+    print(f"goals: Quire ≥ 60 % of plain-TLS throughput ({rate / tls_rate:.0%}), "
+          f"≤ 2× its CPU per GB ({cpu / tls_cpu:.2f}×); medians of {runs} runs", flush=True)
 
 
 def _cut_report(root: Path, pages: list[bytes]) -> None:
@@ -217,9 +313,11 @@ def _cut_report(root: Path, pages: list[bytes]) -> None:
         report = sync(st, proxy.address, sleep=lambda s: None)
         total = sum(len(p) for p in pages)
         extra = report.bytes_sent - total
-        print(f"\ncuts: {proxy.cuts} connections cut at random points; {report.bytes_sent / 1e6:.1f} MB sent for "
-              f"{total / 1e6:.1f} MB of pages; re-sent {extra / 1e3:.0f} kB = {extra / max(proxy.cuts, 1) / 1e3:.0f} kB "
-              f"per cut (one chunk is {st.config.chunk_bytes / 1e3:.0f} kB)")
+        cuts, chunk = max(proxy.cuts, 1), st.config.chunk_bytes
+        print(f"\ncuts: {proxy.cuts} connections cut at random points; {report.bytes_sent / 1e6:.1f} MB of page bytes "
+              f"handed to gRPC for {total / 1e6:.1f} MB of pages ({proxy.upstream_bytes / 1e6:.1f} MB reached the "
+              f"archive on the wire); re-sent {extra / 1e3:.0f} kB = {extra / cuts / 1e3:.0f} kB per cut = "
+              f"{extra / cuts / chunk:.2f} chunks of {chunk >> 10} KiB (goal ≤ 1)", flush=True)
         st.close()
     finally:
         proxy.close()
