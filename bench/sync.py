@@ -124,8 +124,8 @@ def _ip(*args: str) -> None:
 def _run(*cmd: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()}; the link mode needs root and "
-                         "iproute2 (apt-get install iproute2)")
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()}; the link mode needs root, iproute2 "
+                         "(apt-get install iproute2) and the kernel's tbf qdisc (netem too for --link-delay-ms)")
 
 
 CHUNK = int(os.environ.get("QUIRE_BENCH_CHUNK", 1 << 20))
