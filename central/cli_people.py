@@ -270,8 +270,10 @@ def cmd_materials_change(archive, who, args):
           f"'quire-central changes approve {c['id']}'")
 
 
-@_guarded("catalogue.read")
+@_guarded(None)
 def cmd_materials_history(archive, who, args):
+    access.guard(archive, who, "catalogue.read", unit=access.dossier_unit(archive, args.archive_no),
+                 archive_no=args.archive_no)
     _out(changes.history(archive, args.archive_no, args.item),
          ["version", "bundle_id", "title", "page_count", "catalogued_at", "ended_how", "ended_at", "reason",
           "proposed_by", "decided_by"], args)

@@ -110,7 +110,8 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it belongs to a relative (回避)")
     if action in ("catalogue.read", "content.view", "content.export"):
         staff = {"archivist", "inspector"} | ({"security_officer"} if action == "catalogue.read" else set())
-        if actor.roles & staff and action != "content.export" and actor.covers(unit):
+        across_units = action == "catalogue.read" and unit is None and archive_no is None  # a search, filtered after
+        if actor.roles & staff and action != "content.export" and (across_units or actor.covers(unit)):
             return  # the unit's own archive staff work on its dossiers; every view is still logged
         if "reader" not in actor.roles:
             raise PermissionDenied(f"{actor.id} has no authority over unit {unit} (dossier {archive_no})")

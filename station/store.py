@@ -61,6 +61,12 @@ MIGRATIONS = [
         # Bytes of the bundle's pages the archive holds, so status can say "uploading 40 %".
         "ALTER TABLE bundles ADD COLUMN uploaded_bytes INTEGER NOT NULL DEFAULT 0",
     ]),
+    ("0003_rescans", [
+        # A material may be scanned again (a QC rescan request), but only one batch of it is ever unsealed.
+        "DROP INDEX batches_material",
+        "CREATE UNIQUE INDEX batches_material_unsealed ON batches (archive_no, item) WHERE state != 'sealed'",
+        "CREATE INDEX batches_material ON batches (archive_no, item)",
+    ]),
 ]
 
 SUFFIX = {"image/jpeg": ".jpg", "image/tiff": ".tif"}
