@@ -10,7 +10,7 @@ import threading
 from quire import keys
 
 from . import config as config_mod
-from . import cli_people, listing, stations
+from . import cli_people, cli_stats, listing, stations
 from .printing import json_lines as _json_lines
 from .printing import table as _table
 from .archive import open_archive
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_verify)
     _add_standards_commands(sub)
     cli_people.add_commands(sub)
+    cli_stats.add_commands(sub)
     return p
 
 
