@@ -8,7 +8,7 @@ import getpass
 import os
 from pathlib import Path
 
-from . import access, changes, dossiers, qc, users
+from . import access, audit, changes, dossiers, qc, users
 from .archive import open_archive
 from .errors import CentralError
 from .permissions import ROLES, Unauthenticated, local_admin
@@ -25,7 +25,10 @@ def actor(archive, args):
         token = path.read_text().strip()
     token = token or os.environ.get("QUIRE_TOKEN")
     if token:
-        return users.authenticate(archive, token)
+        who = users.authenticate(archive, token)
+        with archive.catalogue.transaction() as db:
+            audit.record(db, archive, "login", who.label, {"user": who.id, "via": "cli"}, by=who.label)
+        return who
     if users.count(archive) == 0:
         return local_admin(getpass.getuser())
     raise Unauthenticated("this archive has users: pass your token with --token-file FILE or $QUIRE_TOKEN")
@@ -47,16 +50,16 @@ def add_commands(sub) -> None:
     c.set_defaults(func=cmd_users_add)
     c = g.add_parser("relate", help="record a relative's dossier the user may never consult (回避)",
                      description="Record that a dossier belongs to a relative of the user.")
-    c.add_argument("user_id")
-    c.add_argument("archive_no")
+    c.add_argument("user_id", help="the user's id")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
     c.add_argument("--relation", required=True, help="e.g. spouse, parent, child, sibling")
     c.set_defaults(func=cmd_users_relate)
     c = g.add_parser("token", help="issue a new token (the old one stops working)",
                      description="Replace a user's token and print the new one once.")
-    c.add_argument("user_id")
+    c.add_argument("user_id", help="the user's id")
     c.set_defaults(func=cmd_users_token)
     c = g.add_parser("disable", help="disable a user", description="Disable a user; their token is refused.")
-    c.add_argument("user_id")
+    c.add_argument("user_id", help="the user's id")
     c.set_defaults(func=cmd_users_disable)
     c = g.add_parser("ls", help="list users", description="List users, their roles and units.")
     c.add_argument("--json", action="store_true", help="print JSON lines")
@@ -66,7 +69,7 @@ def add_commands(sub) -> None:
                "Readers file requests (dossier, purpose, days); a security officer over the dossier's unit "
                "decides. Viewing and exporting are approved separately; grants expire by themselves.")
     c = g.add_parser("request", help="file a consultation request", description="File a consultation request.")
-    c.add_argument("archive_no")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
     c.add_argument("--purpose", required=True, help="why the dossier is consulted (recorded)")
     c.add_argument("--days", type=int, default=7, help="how long the grant lasts (default 7)")
     c.add_argument("--export", action="store_true", help="also ask to export/copy pages")
@@ -74,7 +77,7 @@ def add_commands(sub) -> None:
     for verb, approve in (("approve", True), ("refuse", False)):
         c = g.add_parser(verb, help=f"{verb} a request (viewing, or --export)",
                          description=f"{verb.capitalize()} viewing, or with --export the export request.")
-        c.add_argument("id", type=int)
+        c.add_argument("id", type=int, help="its number, from the ls command")
         c.add_argument("--export", action="store_true", help="decide the export request instead")
         c.add_argument("--reason", default="", help="recorded with the decision")
         c.set_defaults(func=cmd_consult_decide, approve=approve)
@@ -93,7 +96,7 @@ def add_commands(sub) -> None:
     for verb, approve in (("approve", True), ("refuse", False)):
         c = g.add_parser(verb, help=f"{verb} a change proposed by someone else",
                          description=f"{verb.capitalize()} a waiting change; the proposer cannot decide it.")
-        c.add_argument("id", type=int)
+        c.add_argument("id", type=int, help="its number, from the ls command")
         c.add_argument("--note", default="", help="recorded with the decision")
         c.set_defaults(func=cmd_changes_decide, approve=approve)
 
@@ -102,21 +105,21 @@ def add_commands(sub) -> None:
                "catalogued'), or withdrawing it; every earlier version stays, browsable with 'history'.")
     c = g.add_parser("replace", help="propose replacing a material by a quarantined bundle",
                      description="Propose the replacement; a second archivist approves with 'changes approve'.")
-    c.add_argument("archive_no")
-    c.add_argument("item")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
+    c.add_argument("item", help="material item number, e.g. 4-1-2")
     c.add_argument("--bundle", required=True, help="the replacement bundle id (prefix) from 'quarantine ls'")
     c.add_argument("--reason", required=True, help="why (kept with the version for good)")
     c.set_defaults(func=cmd_materials_change, kind="replace_material")
     c = g.add_parser("withdraw", help="propose withdrawing a material",
                      description="Propose the withdrawal; a second archivist approves with 'changes approve'.")
-    c.add_argument("archive_no")
-    c.add_argument("item")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
+    c.add_argument("item", help="material item number, e.g. 4-1-2")
     c.add_argument("--reason", required=True, help="why (kept with the version for good)")
     c.set_defaults(func=cmd_materials_change, kind="withdraw_material", bundle=None)
     c = g.add_parser("history", help="every version of a material with who/when/why",
                      description="List every version of a material, oldest first.")
-    c.add_argument("archive_no")
-    c.add_argument("item")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
+    c.add_argument("item", help="material item number, e.g. 4-1-2")
     c.add_argument("--json", action="store_true", help="print JSON lines")
     c.set_defaults(func=cmd_materials_history)
 
@@ -124,7 +127,7 @@ def add_commands(sub) -> None:
                "Propose changes to a dossier's name, sex, birth date, post or kind.")
     c = g.add_parser("edit", help="propose an identity change",
                      description="Propose the change; a second archivist approves with 'changes approve'.")
-    c.add_argument("archive_no")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
     c.add_argument("--set", action="append", required=True, metavar="FIELD=VALUE",
                    help=f"field to change: {', '.join(changes.IDENTITY_FIELDS)} (repeatable)")
     c.add_argument("--reason", required=True, help="why (kept with the change)")
@@ -153,7 +156,7 @@ def add_commands(sub) -> None:
     c.set_defaults(func=cmd_qc_start)
     c = g.add_parser("judge", help="record good/bad for sampled pages",
                      description="Record verdicts: --good N... and/or --bad N --reason WHY.")
-    c.add_argument("bundle")
+    c.add_argument("bundle", help="bundle id (prefix) from 'qc ls'")
     c.add_argument("--good", type=int, nargs="*", default=[], help="sampled pages that are good")
     c.add_argument("--bad", type=int, nargs="*", default=[], help="sampled pages that are not")
     c.add_argument("--reason", default="", help="what is wrong with the --bad pages")
@@ -161,7 +164,7 @@ def add_commands(sub) -> None:
     c = g.add_parser("decide", help="accept or return the batch",
                      description="Accept at the profile's share of good pages, else return it with a rescan "
                                  "request the station shows in 'quire-station status'.")
-    c.add_argument("bundle")
+    c.add_argument("bundle", help="bundle id (prefix) from 'qc ls'")
     c.set_defaults(func=cmd_qc_decide)
 
 

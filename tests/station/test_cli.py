@@ -35,7 +35,9 @@ def test_help_works_on_every_subcommand():
     for args in (["init"], ["scan"], ["sync"], ["status"], ["process"]):
         out = run_cli("quire-station", *args, "--help").stdout
         assert "usage: quire-station " + args[0] in out
-    for args in (["serve"], ["stations", "add"], ["stations", "ls"], ["ls"], ["verify"], ["init"], ["info"]):
+    for args in (["serve"], ["stations", "add"], ["stations", "ls"], ["ls"], ["verify"], ["init"], ["info"],
+                 ["users", "add"], ["consult", "request"], ["changes", "approve"], ["materials", "replace"],
+                 ["qc", "start"], ["search"]):
         assert "usage: quire-central" in run_cli("quire-central", *args, "--help").stdout
 
 
