@@ -300,7 +300,14 @@ def cmd_stations_ls(cfg, args) -> int:
 
 
 def cmd_ls(cfg, args) -> int:
+    from .access import dossier_unit, guard
+
     archive = open_archive(cfg, create=False)
+    who = cli_people.actor(archive, args)
+    if args.archive_no:
+        guard(archive, who, "catalogue.read", unit=dossier_unit(archive, args.archive_no), archive_no=args.archive_no)
+    else:
+        guard(archive, who, "catalogue.read")
     if args.item:
         rows = listing.pages(archive, args.archive_no, args.item)
         columns = ["n", "sha256", "bytes", "media_type", "width_px", "height_px", "dpi", "colour"]
@@ -308,8 +315,8 @@ def cmd_ls(cfg, args) -> int:
         rows = listing.sort_items(listing.materials(archive, args.archive_no))
         columns = ["item", "title", "page_count", "station_id", "catalogued_at"]
     else:
-        rows = listing.dossiers(archive)
-        columns = ["archive_no", "name", "unit", "materials", "pages", "bytes"]
+        rows = [r for r in listing.dossiers(archive) if who.covers(r["unit"])]
+        columns = ["archive_no", "name", "kind", "unit", "materials", "pages", "bytes"]
     archive.close()
     if args.json:
         _json_lines(rows)

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import access, audit, changes, dossiers, qc, users
 from .archive import open_archive
 from .errors import CentralError
-from .permissions import ROLES, Unauthenticated, local_admin
+from .permissions import ROLES, Unauthenticated, local_operator
 from .printing import json_lines, table
 
 
@@ -30,7 +30,7 @@ def actor(archive, args):
             audit.record(db, archive, "login", who.label, {"user": who.id, "via": "cli"}, by=who.label)
         return who
     if users.count(archive) == 0:
-        return local_admin(getpass.getuser())
+        return local_operator(getpass.getuser())
     raise Unauthenticated("this archive has users: pass your token with --token-file FILE or $QUIRE_TOKEN")
 
 

@@ -5,7 +5,7 @@ from .archive import Archive
 
 def dossiers(archive: Archive) -> list[dict]:
     return archive.catalogue.query(
-        "SELECT d.archive_no, d.name, d.unit, COUNT(DISTINCT m.id) AS materials,"
+        "SELECT d.archive_no, d.name, d.kind, d.unit, COUNT(DISTINCT m.id) AS materials,"
         " COUNT(p.n) AS pages, COALESCE(SUM(p.bytes), 0) AS bytes"
         " FROM dossiers d LEFT JOIN materials m ON m.archive_no = d.archive_no"
         " LEFT JOIN pages p ON p.material_id = m.id GROUP BY d.archive_no ORDER BY d.archive_no")

@@ -145,7 +145,9 @@ def actor_from_row(row: dict, relatives: list[str]) -> Actor:
                  row["own_archive_no"], frozenset(relatives))
 
 
-def local_admin(os_user: str) -> Actor:
-    """The operating-system user on the archive host while the archive has no users: it administers
-    and audits (a one-person lab); it never reads content, and four-eyes changes still need a user."""
-    return Actor(f"local:{os_user}", os_user, frozenset({"admin", "auditor"}), frozenset({"*"}))
+def local_operator(os_user: str) -> Actor:
+    """The operating-system user on the archive host while the archive has no users yet (a one-person
+    lab or the first setup): administers, audits and keeps the catalogue. It never holds the reader
+    role, so content is still read only through consultations, and four-eyes changes need users."""
+    return Actor(f"local:{os_user}", os_user, frozenset({"admin", "auditor", "archivist", "inspector"}),
+                 frozenset({"*"}))

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dossier", help="dossier archive number (档号), e.g. D-0001")
     c.add_argument("--material", help="material item number, e.g. 1-1 or 4-1-2")
     c.add_argument("--title", help="material title, e.g. 干部履历表")
-    c.add_argument("--name", help="the person's name (dossier field)")
+    _dossier_arguments(c)
     c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
     c.add_argument("--remarks", help="remarks (备注)")
     c.add_argument("--source", help=f"capture source: {SPEC_HELP} (default from config)")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dossier", required=True, help="dossier archive number (档号), e.g. D-0001")
     c.add_argument("--material", required=True, help="material item number, e.g. 1-1 or 4-1-2")
     c.add_argument("--title", required=True, help="material title, e.g. 干部履历表")
-    c.add_argument("--name", help="the person's name (dossier field)")
+    _dossier_arguments(c)
     c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
     c.add_argument("--remarks", help="remarks (备注)")
     c.add_argument("--operator", help="who is scanning (default the login name)")
@@ -141,14 +141,30 @@ def cmd_init(cfg, args) -> int:
     return 0
 
 
+def _dossier_arguments(c) -> None:
+    """The dossier's identity fields (DA/T 31 著录), recorded with the first material scanned."""
+    c.add_argument("--name", help="the person's name (dossier field)")
+    c.add_argument("--sex", choices=["男", "女"], help="the person's sex (dossier field)")
+    c.add_argument("--birth-date", help="the person's birth date, YYYY-MM (dossier field)")
+    c.add_argument("--post", help="unit and post, e.g. 县委组织部 科长 (dossier field)")
+    c.add_argument("--kind", choices=["personnel", "integrity", "party-building"],
+                   help="干部人事 / 廉政 / 党建 archive (default personnel)")
+
+
+def _dossier(args) -> dict:
+    dossier = {"archive_no": args.dossier}
+    for key in ("name", "sex", "birth_date", "post", "kind"):
+        if getattr(args, key, None):
+            dossier[key] = getattr(args, key)
+    return dossier
+
+
 def cmd_scan(cfg, args) -> int:
     from .control import connect
     from .home import open_station
     from .scan import scan
 
-    dossier = {"archive_no": args.dossier}
-    if args.name:
-        dossier["name"] = args.name
+    dossier = _dossier(args)
     material = {"item": args.material, "title": args.title}
     for key in ("date_formed", "remarks"):
         if getattr(args, key):
@@ -365,7 +381,7 @@ def cmd_daemon(cfg, args) -> int:
 
 
 def cmd_queue_add(cfg, args) -> int:
-    dossier = {"archive_no": args.dossier, **({"name": args.name} if args.name else {})}
+    dossier = _dossier(args)
     material = {"item": args.material, "title": args.title}
     material.update({k: getattr(args, k) for k in ("date_formed", "remarks") if getattr(args, k)})
     reply = _daemon_request(cfg, {"op": "queue_add", "dossier": dossier, "material": material,

@@ -9,7 +9,7 @@ import nacl.signing
 import pytest
 
 from central import changes, stations
-from central.permissions import local_admin
+from central.permissions import local_operator
 from quire import callauth, keys
 from quire.v1 import sync_pb2, sync_pb2_grpc
 from station.enrol import enroll
@@ -90,7 +90,7 @@ def test_a_revoked_station_is_refused_at_once(central, station):
 
     archive, address = central
     scan(station, {"archive_no": "D-1"}, {"item": "1-1", "title": "t"}, "synthetic:seed=1,sheets=1")
-    changes.propose(archive, local_admin("officer"), "revoke_station", {"station_id": station.station_id},
+    changes.propose(archive, local_operator("officer"), "revoke_station", {"station_id": station.station_id},
                     "station reported stolen")  # suspended at once, before a second person confirms
     report = sync(station)
     (reason,) = report.rejected.values()
