@@ -124,3 +124,10 @@ def test_search_finds_dossiers_by_name_category_and_date(desk):
     (hit,) = [json.loads(line) for line in out.splitlines()]
     assert (hit["archive_no"], hit["matching"]) == ("D-1", "4-1-2")
     assert cli("arc1", "search", "--archive-no", "X").stdout.strip() == "none"
+
+
+def test_the_catalogue_listing_is_for_archive_staff_not_administrators(desk):
+    archive, station, cli = desk
+    refused = cli("adm1", "ls", "D-1", check=False)
+    assert refused.returncode == 77 and "may not catalogue read" in refused.stderr
+    assert "履历表" in cli("arc1", "ls", "D-1").stdout
