@@ -101,12 +101,14 @@ def write(archive: Archive, chunks) -> tuple[int, bool]:
         return declared, True
     with archive.blobs.open_upload(station_id, sha256, declared) as upload:
         msg = first
-        while msg is not None and not msg.finish_write:
-            if msg.data:
-                upload.append(msg.write_offset, msg.data)
+        while msg is not None:
+            # Read once: each access of a bytes field copies it (a whole chunk, every time).
+            data = msg.data
+            if data:
+                upload.append(msg.write_offset, data)
+            if msg.finish_write:
+                break
             msg = next(chunks, None)
-        if msg is not None and msg.data:
-            upload.append(msg.write_offset, msg.data)
         size, digest = upload.size, upload.digest
     if msg is None:  # the stream ended without finish_write: the station resumes later
         return size, False
