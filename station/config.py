@@ -35,6 +35,7 @@ class StationConfig:
     button_poll_s: float = 0.25             # how often the idle daemon reads the scanner's buttons
     sync_interval_s: float = 60.0           # how often the daemon offers queued bundles to central
     profiles_dir: str | None = None         # extra scanner profiles (*.toml) beside hardware/profiles
+    announce: bool = False                  # the daemon announces itself by zeroconf (id, state, outbox)
 
     @property
     def control_socket_path(self) -> Path:

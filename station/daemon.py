@@ -67,7 +67,7 @@ class Daemon:
         self.note: str | None = None       # the last thing worth telling (a refused press, a sealed batch)
         self.current: dict | None = None   # the job being scanned
         self.outbox = 0
-        self.station = self.jobs = self.scanner = self.control = self.sync = None
+        self.station = self.jobs = self.scanner = self.control = self.sync = self.announcement = None
         self._requests: "queue.SimpleQueue[_ScanRequest]" = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
@@ -112,6 +112,10 @@ class Daemon:
         self.outbox = self._count_outbox()
         self.sync = SyncWorker(cfg, cfg.sync_interval_s)
         self.sync.start()
+        if cfg.announce:
+            from .discovery import StationAnnouncement
+
+            self.announcement = StationAnnouncement(cfg, self.station.station_id, self._activity(), self.outbox)
         self.control = control
         self.control.start()
 
@@ -124,7 +128,8 @@ class Daemon:
             pending.error = ServiceUnavailable("the station service stopped before running this batch; "
                                                "queue it again when it is back")
             pending.done.set()
-        for part, close in ((self.control, lambda c: c.close()),
+        for part, close in ((self.announcement, lambda a: a.close()),
+                            (self.control, lambda c: c.close()),
                             (self.sync, lambda s: s.stop(self.config.sync_timeout_s)),
                             (self.scanner, lambda s: s.close()),
                             (self.station, lambda s: s.close())):
@@ -287,6 +292,11 @@ class Daemon:
         if line != self._published:
             self.notifier.status(line)
             self._published = line
+            if self.announcement is not None:
+                try:
+                    self.announcement.update(self._activity(), self.outbox)
+                except Exception:  # the announcement is a courtesy; scanning goes on without it
+                    log.warning("zeroconf announcement not updated", exc_info=True)
 
     def _count_outbox(self) -> int:
         return one(self.station.store.db,

@@ -75,6 +75,12 @@ class SyncWorker:
 
             for notice in fetch_quietly(station):
                 log.warning("%s", describe(notice))
+            from .purge import purge
+
+            bundles, files = purge(station)  # only receipted bundles past the configured retention
+            if bundles:
+                log.info("purged %d page file(s) of %d receipted bundle(s) past %g days", files, bundles,
+                         self.config.retention_days)
             if report.committed:
                 log.info("synced %d bundle(s), %d pages", len(report.committed), report.pages)
             for bundle_id, reason in report.rejected.items():

@@ -1,6 +1,7 @@
 """The station daemon as systemd runs it: a real `quire-station daemon` process, its sd_notify
 messages read from a NOTIFY_SOCKET the test owns, the CLI talking to it over its control socket."""
 
+import json
 import os
 import signal
 import subprocess
@@ -232,3 +233,24 @@ def test_cli_says_when_the_service_is_not_running(tmp_path):
     assert proc.returncode == 69 and "systemctl start quire-station" in proc.stderr
     proc = run_cli("quire-station", "--home", home, "scan", check=False)
     assert proc.returncode == 2 and "--dossier, --material and --title are required" in proc.stderr
+
+
+def test_the_service_announces_itself_on_zeroconf_with_its_state_and_outbox(tmp_path, listener, daemons):
+    from quire import discovery
+
+    home = make_home(tmp_path, source="synthetic:sheets=1", dpi=50)
+    with open(home / "station.toml", "a") as f:
+        f.write('announce = true\nzeroconf_interfaces = ["127.0.0.1"]\n')
+    daemon = daemons(home, listener)
+    assert listener.next(60).get("READY") == "1", daemon.output()
+    run_cli("quire-station", "--home", home, "scan", "--dossier", "D-7", "--material", "1-1", "--title", "履历")
+    station_id = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)["station_id"]
+    zc = discovery.open_zeroconf(["127.0.0.1"])
+    try:
+        found = discovery.browse(zc, discovery.STATION_TYPE, timeout_s=10,
+                                 want=lambda p: p.get("id") == station_id and p.get("outbox") == "1")
+        assert found, daemon.output()
+        assert found[0]["properties"]["state"].startswith("idle")
+    finally:
+        zc.close()
+    assert daemon.terminate() == 0
