@@ -106,6 +106,7 @@ class Daemon:
         control = ControlServer(cfg.control_socket_path, self._handle, cfg.control_group)
         control.ensure_free()   # before touching the scanner another daemon holds
         self.station = open_station(cfg)
+        self._recover_spool()
         self.jobs = JobQueue(cfg.queue_path)
         self.scanner = Scanner(cfg, profiles.load(cfg.profiles_dir))
         self.scanner.probe()
@@ -118,6 +119,20 @@ class Daemon:
             self.announcement = StationAnnouncement(cfg, self.station.station_id, self._activity(), self.outbox)
         self.control = control
         self.control.start()
+
+    def _recover_spool(self) -> None:
+        """Store the pages a killed run captured but never processed (power cut, kill -9), before READY."""
+        from .scan import open_spool, recover
+
+        self.notifier.status("recovering pages an interrupted run left in the spool")
+        spool = open_spool(self.station)
+        try:
+            recovered = recover(self.station, spool)
+        finally:
+            spool.close()
+        if recovered:
+            self.note = f"recovered {recovered} page(s) an interrupted run had captured"
+            log.warning("%s", self.note)
 
     def _shutdown(self) -> None:
         while True:

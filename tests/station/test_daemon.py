@@ -254,3 +254,41 @@ def test_the_service_announces_itself_on_zeroconf_with_its_state_and_outbox(tmp_
     finally:
         zc.close()
     assert daemon.terminate() == 0
+
+
+def test_after_kill_minus_nine_the_service_stores_spooled_pages_before_it_is_ready(tmp_path, listener, daemons):
+    home = make_home(tmp_path, source="synthetic:sheets=100000", dpi=50)
+    daemon = daemons(home, listener)
+    listener.until(lambda m: m.get("READY") == "1")
+    scan = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "scan", "--dossier", "D-9", "--material", "1-1",
+                             "--title", "t"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        listener.until(status_has("page 6"))
+        daemon.proc.kill()                      # power cut: no SIGTERM, nothing finished
+        daemon.proc.wait(timeout=30)
+        scan.wait(timeout=60)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+    spooled = sorted((home / "spool").rglob("*.npy"))
+    station = make_station(home)
+    try:
+        (batch,) = station.store.batches()
+        before = len(station.store.pages(batch["id"]))
+    finally:
+        station.close()
+    captured = before + len(spooled)
+    assert captured >= 6
+
+    daemon = daemons(home, listener)
+    ready = listener.until(lambda m: m.get("READY") == "1")[-1]
+    assert not list((home / "spool").rglob("*.npy")), "the spool was not emptied before READY"
+    station = make_station(home)
+    try:
+        pages = station.store.pages(batch["id"])
+        assert [p["n"] for p in pages] == list(range(1, captured + 1))   # none lost, none twice
+    finally:
+        station.close()
+    if spooled:
+        assert f"recovered {len(spooled)} page(s)" in ready["STATUS"]
+    assert daemon.terminate() == 0
