@@ -1,5 +1,6 @@
 """Capture from a SANE device through python-sane (ADF, duplex, flatbed)."""
 
+import select
 import threading
 from typing import Iterator
 
@@ -21,6 +22,8 @@ _STATUS_TEXT = {
 # Preferred feeder sources across backends, best first (duplex captures both sides).
 _ADF_SOURCES = ("ADF Duplex", "Duplex", "Automatic Document Feeder", "ADF", "ADF Front", "ADF Back")
 _COLOUR_MODES = ("Color", "color", "24bit Color", "Color24")
+# How long a started scan may take to deliver its first data before it is read regardless.
+_FIRST_DATA_WAIT_S = 30.0
 
 _init_lock = threading.Lock()
 _initialised = False
@@ -105,6 +108,10 @@ class SaneSource:
             if corner in opts and isinstance(opts[corner].constraint, tuple):
                 setattr(self.dev, corner, opts[corner].constraint[1])
         self._restore = {}
+        if "select_fd" in opts and "select_fd" not in {k.replace("-", "_") for k in options}:
+            # The test backend offers a select fd only when asked; pages() waits on it (see _await_data).
+            self._restore["select_fd"] = self.dev.select_fd
+            self.dev.select_fd = True
         for name, value in options.items():
             attr = name.replace("-", "_")
             try:
@@ -172,6 +179,7 @@ class SaneSource:
                 if isinstance(err, FeederEmpty):
                     return  # the normal end of an ADF batch
                 raise err from None
+            self._await_data()
             try:
                 image = self.dev.arr_snap()
             except (sane._sane.error, RuntimeError) as exc:
@@ -182,6 +190,24 @@ class SaneSource:
             yield RawPage(np.ascontiguousarray(image), self.dpi, origin=self.name)
             if not self.feeder:
                 return
+
+    def _await_data(self) -> None:
+        """Wait until a started scan has data to read, when the backend offers a select fd to tell.
+
+        SANE's pthread reader (sanei_thread, used by the test backend and many USB backends) is
+        stopped by sane_cancel with pthread_cancel under PTHREAD_CANCEL_ASYNCHRONOUS. A reader
+        cancelled while still in malloc dies holding a glibc arena lock, and every thread that
+        later needs it, the next reader included, blocks forever: capture hangs in sane_read or
+        sane_cancel. python-sane cancels at once when the first read fails (a jam, an open cover),
+        so the read must not begin before the reader is past its allocations, writing data.
+        """
+        try:
+            fd = self.dev.fileno()
+        except (_sane()._sane.error, AttributeError):
+            return                  # no select fd: the backend gives no way to tell
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        poller.poll(int(_FIRST_DATA_WAIT_S * 1000))
 
     def _cancel(self) -> None:
         try:

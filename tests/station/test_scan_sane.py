@@ -109,3 +109,53 @@ def test_test_device_pages_at_300_dpi_get_the_right_flags(picture, blank, colour
         source.close()
     record = process_page(page.image, page.dpi).record
     assert (record["blank"], record["colour"]) == (blank, colour)
+
+
+FAULT_LOOP = """
+import sys, threading, time
+import numpy as np
+from station.capture.sane_source import SaneSource
+from station.errors import ScannerJammed
+
+stop = threading.Event()
+def busy():                             # a pipeline worker's kind of load
+    a = np.random.rand(200, 200)
+    while not stop.is_set():
+        a @ a
+workers = [threading.Thread(target=busy) for _ in range(2)]
+for w in workers:
+    w.start()
+source = SaneSource("test:0", dpi=25, options={"source": "Flatbed", "read_return_value": "SANE_STATUS_JAMMED"})
+faults, deadline = 0, time.monotonic() + float(sys.argv[2])
+try:
+    while faults < int(sys.argv[1]) and time.monotonic() < deadline:
+        try:
+            next(source.pages())
+        except ScannerJammed:
+            faults += 1
+        # Threads come and go between scans, as each batch's pool and store threads do.
+        churn = threading.Thread(target=bytearray, args=(100_000,))
+        churn.start()
+        churn.join()
+finally:
+    source.close()
+    stop.set()
+    for w in workers:
+        w.join()
+print(faults)
+"""
+
+
+def test_scanner_faults_over_and_over_never_hang_capture():
+    # A reader thread that libsane cancels while it is still allocating dies holding a glibc malloc
+    # lock, and the next sane_read/sane_cancel blocks forever. Before the fix this loop hung in about
+    # half the runs of 2,000 faults; it runs in a child, so a hang inside C fails here, loudly.
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", FAULT_LOOP, "6000", "30"], capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("SANE capture hung: a jammed scan never returned from sane_read/sane_cancel")
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 200         # faults enough to meet the race, even on a loaded machine
