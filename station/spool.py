@@ -9,6 +9,7 @@ is stored already and only its spool entry is cleared.
 import errno
 import fcntl
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -38,6 +39,8 @@ MIGRATIONS = [
     ]),
 ]
 _SUFFIX = ".npy"
+# The header np.save writes for a page (uint8, C order): H×W grey or H×W×3 colour.
+_PAGE_HEADER = re.compile(r"\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+), (\d+)(?:, (3))?\), \}\s*")
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class Spool:
             row = one(self.db, "SELECT * FROM spool WHERE batch_id = ? AND n = ?", [batch_id, n])
         if row is None:
             raise KeyError(f"page {n} of batch {batch_id} is not in the spool")
-        image = np.load(self.dir / row["file"], allow_pickle=False)
+        image = _load_page(self.dir / row["file"])
         return RawPage(image, row["dpi"], side=row["side"], origin=row["origin"])
 
     def done(self, batch_id: str, n: int) -> None:
@@ -131,3 +134,25 @@ class Spool:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _load_page(path: Path) -> np.ndarray:
+    """A spooled page, read without np.load's header parser.
+
+    np.load parses the header with ast.literal_eval, and CPython 3.11 before 3.11.8 keeps the AST
+    converter's recursion depth in one process-wide variable: worker threads loading pages at the
+    same time fail at random with "SystemError: AST constructor recursion depth mismatch".
+    """
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise StoreError(f"spooled page {path.name} has .npy version {version}, which this station does not read")
+        size = int.from_bytes(fh.read(2 if version == (1, 0) else 4), "little")
+        header = _PAGE_HEADER.fullmatch(fh.read(size).decode("latin1"))
+        if header is None:
+            raise StoreError(f"spooled page {path.name} is not a uint8 page image")
+        shape = tuple(int(d) for d in header.groups() if d)
+        image = np.fromfile(fh, np.uint8, count=int(np.prod(shape)))
+    if image.size != int(np.prod(shape)):
+        raise StoreError(f"spooled page {path.name} is cut short")
+    return image.reshape(shape)

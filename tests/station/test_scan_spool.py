@@ -100,10 +100,15 @@ def test_a_run_killed_mid_batch_loses_and_doubles_nothing(tmp_path):
     run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "st")], cwd=os.getcwd())
     try:
         deadline = time.monotonic() + 120
-        # Kill it while some pages are stored and others still wait in the spool.
-        while not (any(k == "page" for _, k in _durable(st.config.db_path))
-                   and any(k == "spool" for _, k in _durable(st.config.db_path))):
+        # Kill it while some pages are stored and others still wait in the spool: stopped first, so
+        # what is seen is what the kill leaves (a loaded machine may store the last spooled page between).
+        while True:
             assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            run.send_signal(signal.SIGSTOP)
+            kinds = {k for _, k in _durable(st.config.db_path)}
+            if kinds == {"page", "spool"}:
+                break
+            run.send_signal(signal.SIGCONT)
             time.sleep(0.02)
         run.send_signal(signal.SIGKILL)
     finally:
