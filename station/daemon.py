@@ -124,9 +124,11 @@ class Daemon:
         """Store the pages a killed run captured but never processed (power cut, kill -9), before READY."""
         from .scan import open_spool, recover
 
-        self.notifier.status("recovering pages an interrupted run left in the spool")
         spool = open_spool(self.station)
         try:
+            if not spool.waiting():
+                return
+            self.notifier.status("recovering pages an interrupted run left in the spool")
             recovered = recover(self.station, spool)
         finally:
             spool.close()

@@ -87,6 +87,14 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
     return result
 
 
+def extent_mm(raw: RawPage, page: ProcessedPage) -> list[float]:
+    """The physical size of the processed page, from the scanner's own mm-per-pixel (not from its dpi)."""
+    mm_per_px = (raw.area_mm[0] / raw.image.shape[1], raw.area_mm[1] / raw.image.shape[0])
+    if page.record.get("orientation") in (90, 270):
+        mm_per_px = mm_per_px[::-1]     # turned a quarter: the page's width lies along the scan's height
+    return [round(page.width_px * mm_per_px[0], 2), round(page.height_px * mm_per_px[1], 2)]
+
+
 def open_spool(station: Station) -> Spool:
     """The station's capture spool (raw pages not yet in the page store)."""
     return Spool(station.config.db_path, station.config.home / "spool")
@@ -99,7 +107,10 @@ def recover(station: Station, spool: Spool) -> int:
     for entry in spool.waiting():
         if not any(p["n"] == entry.n for p in station.store.pages(entry.batch_id)):
             raw = spool.load(entry.batch_id, entry.n)
-            station.store.add_page(entry.batch_id, entry.n, process_page(raw.image, raw.dpi, station.config.pipeline))
+            page = process_page(raw.image, raw.dpi, station.config.pipeline)
+            if raw.area_mm:
+                page.record["extent_mm"] = extent_mm(raw, page)
+            station.store.add_page(entry.batch_id, entry.n, page)
             stored += 1
         spool.done(entry.batch_id, entry.n)
     return stored
@@ -194,6 +205,8 @@ class _Line:
         raw = self.spool.load(self.batch_id, n)
         started = time.perf_counter()
         page = process_page(raw.image, raw.dpi, self.config)
+        if raw.area_mm:
+            page.record["extent_mm"] = extent_mm(raw, page)
         with self.lock:
             self.result.process_s += time.perf_counter() - started
         return page

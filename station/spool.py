@@ -8,6 +8,7 @@ is stored already and only its spool entry is cleared.
 
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -36,6 +37,9 @@ MIGRATIONS = [
             origin TEXT NOT NULL,
             spooled_at TEXT NOT NULL,
             PRIMARY KEY (batch_id, n))""",
+    ]),
+    ("spool_0002_area", [
+        "ALTER TABLE spool ADD COLUMN area_mm TEXT",   # JSON [width, height], or NULL when unknown
     ]),
 ]
 _SUFFIX = ".npy"
@@ -90,8 +94,9 @@ class Spool:
                 Path(tmp).unlink(missing_ok=True)
             fsync_dir(self.dir)
             with self._lock, atomic(self.db):
-                self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?)",
-                                [batch_id, n, final.name, page.dpi, page.side, page.origin, utcnow()])
+                self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?)",
+                                [batch_id, n, final.name, page.dpi, page.side, page.origin, utcnow(),
+                                 json.dumps(list(page.area_mm)) if page.area_mm else None])
         except (OSError, sqlite3.OperationalError) as exc:
             # numpy reports a short write without an errno, so the free space itself is asked too.
             full = (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc)
@@ -109,7 +114,8 @@ class Spool:
         if row is None:
             raise KeyError(f"page {n} of batch {batch_id} is not in the spool")
         image = _load_page(self.dir / row["file"])
-        return RawPage(image, row["dpi"], side=row["side"], origin=row["origin"])
+        area = tuple(json.loads(row["area_mm"])) if row["area_mm"] else None
+        return RawPage(image, row["dpi"], side=row["side"], origin=row["origin"], area_mm=area)
 
     def done(self, batch_id: str, n: int) -> None:
         """Forget a page that is now in the page store: its row, then its file."""

@@ -15,6 +15,9 @@ class RawPage:
     side: str = "front"        # "front" or "back" (duplex)
     origin: str = ""           # where it came from, for messages: device, file name …
     truth: dict = field(default_factory=dict)  # ground-truth labels (synthetic pages only)
+    # The physical width and height (mm) the image covers, as the scanner's own geometry reports it;
+    # the archive checks pixels ÷ this size against the stated dpi (effective resolution).
+    area_mm: tuple[float, float] | None = None
 
 
 class Source(Protocol):

@@ -22,6 +22,7 @@ _STATUS_TEXT = {
 # Preferred feeder sources across backends, best first (duplex captures both sides).
 _ADF_SOURCES = ("ADF Duplex", "Duplex", "Automatic Document Feeder", "ADF", "ADF Front", "ADF Back")
 _COLOUR_MODES = ("Color", "color", "24bit Color", "Color24")
+_UNIT_MM = 3  # SANE_UNIT_MM
 # How long a started scan may take to deliver its first data before it is read regardless.
 _FIRST_DATA_WAIT_S = 30.0
 
@@ -171,6 +172,7 @@ class SaneSource:
 
     def pages(self) -> Iterator[RawPage]:
         sane = _sane()
+        area = self._area_mm()  # read while the device is idle; the geometry holds for the whole batch
         while True:
             try:
                 self.dev.start()
@@ -187,9 +189,19 @@ class SaneSource:
                 raise map_error(exc) from None
             if image.ndim == 3 and image.shape[2] == 1:
                 image = image[:, :, 0]
-            yield RawPage(np.ascontiguousarray(image), self.dpi, origin=self.name)
+            yield RawPage(np.ascontiguousarray(image), self.dpi, origin=self.name, area_mm=area)
             if not self.feeder:
                 return
+
+    def _area_mm(self) -> tuple[float, float] | None:
+        """The scan area's width and height in mm from the device's geometry options, when it has them."""
+        try:
+            opts = self.dev.opt
+            if any(opts[k].unit != _UNIT_MM for k in ("tl_x", "tl_y", "br_x", "br_y")):
+                return None
+            return (float(self.dev.br_x) - float(self.dev.tl_x), float(self.dev.br_y) - float(self.dev.tl_y))
+        except (KeyError, AttributeError, TypeError, _sane()._sane.error):
+            return None     # a backend without geometry: the archive cannot check effective resolution
 
     def _await_data(self) -> None:
         """Wait until a started scan has data to read, when the backend offers a select fd to tell.

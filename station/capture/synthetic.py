@@ -153,7 +153,10 @@ def render_sheet(seed: int, sheet: int, dpi: int = 300, *, sides: tuple[str, ...
                  "has_red": has_red and side == "front", "has_colour": has_colour and side == "front",
                  "paper_box": paper_box, "sheet": sheet, "side": side, "kind": kind if side == "front" else "blank",
                  "punch_holes": holes and background}
-        pages.append(RawPage(image, dpi, side=side, origin=f"synthetic:{seed}:{sheet}:{side}", truth=truth))
+        # A truthful simulated scanner: its geometry covers exactly the pixels it delivers at its dpi.
+        area = (image.shape[1] * 25.4 / dpi, image.shape[0] * 25.4 / dpi)
+        pages.append(RawPage(image, dpi, side=side, origin=f"synthetic:{seed}:{sheet}:{side}", truth=truth,
+                             area_mm=area))
     return pages
 
 
