@@ -187,6 +187,7 @@ class SaneSource:
             except (sane._sane.error, RuntimeError) as exc:
                 self._cancel()
                 raise map_error(exc) from None
+            _ignore_sigpipe()
             if image.ndim == 3 and image.shape[2] == 1:
                 image = image[:, :, 0]
             yield RawPage(np.ascontiguousarray(image), self.dpi, origin=self.name, area_mm=area)
@@ -236,3 +237,15 @@ class SaneSource:
             except AttributeError:
                 pass
         self.dev.close()
+
+
+def _ignore_sigpipe() -> None:
+    """Put back Python's SIGPIPE disposition (ignore), which libsane's reader thread resets to the
+    default (terminate): otherwise a write to a closed pipe anywhere in the process kills it (exit 141)."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.signal(signal.SIGPIPE, 1)  # SIG_IGN
