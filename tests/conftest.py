@@ -10,6 +10,27 @@ from pathlib import Path
 
 import pytest
 
+_CHILD = "QUIRE_TEST_CHILD"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "own_process: run the test in a fresh pytest process. libsane cancels its reader "
+                   "thread asynchronously, which can leave glibc's allocator locked in the process that "
+                   "scanned; a test that scans through libsane must not pass that on to later tests.")
+
+
+def pytest_pyfunc_call(pyfuncitem):
+    """Run an ``own_process`` test as a child pytest of this one; its result is the child's."""
+    if pyfuncitem.get_closest_marker("own_process") is None or os.environ.get(_CHILD):
+        return None
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "240",
+                           pyfuncitem.nodeid], cwd=pyfuncitem.config.rootpath, capture_output=True, text=True,
+                          env={**os.environ, _CHILD: "1"}, timeout=280)
+    if proc.returncode != 0:
+        pytest.fail(f"{pyfuncitem.nodeid} failed in its own process (exit {proc.returncode}):\n"
+                    f"{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}", pytrace=False)
+    return True
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,6 +21,7 @@ def st(tmp_path):
     station.close()
 
 
+@pytest.mark.own_process
 def test_adf_batch_runs_until_the_feeder_is_empty(st):
     result = scan(st, DOSSIER, MATERIAL, "sane:test:0")
     pages = st.store.pages(result.batch_id)
@@ -116,6 +117,7 @@ class ProbeSource:
         self.inner.close()
 
 
+@pytest.mark.own_process
 def test_each_page_is_committed_before_the_next_is_requested(st):
     from station.capture import open_source
 
@@ -124,6 +126,7 @@ def test_each_page_is_committed_before_the_next_is_requested(st):
     assert probe.checked == 10
 
 
+@pytest.mark.own_process
 @pytest.mark.parametrize("picture,blank,colour", [("Color pattern", False, "colour"), ("Solid black", False, "grey"),
                                                   ("Solid white", True, "grey")])
 def test_test_device_pages_at_300_dpi_get_the_right_flags(picture, blank, colour):
