@@ -41,8 +41,8 @@ def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> O
         raise ManifestRejected(
             f"manifest names station {manifest['station_id']!r} but was sent by {station_id!r}"
         )
-    stations.check_unit(archive, station, manifest["dossier"])  # before a single page byte is accepted
     bundle_id = sha256_hex(data)
+    stations.check_unit(archive, station, manifest["dossier"], bundle_id)  # before any page byte is accepted
     with archive.catalogue.transaction() as db:
         row = db.execute("SELECT state, receipt, receipt_signature, problems FROM bundles WHERE id = ?",
                          [bundle_id]).fetchone()

@@ -74,8 +74,8 @@ class WrongUnit(NotEnrolled):
     """A station uploading into a dossier of a unit it does not serve."""
 
 
-def check_unit(archive: Archive, station: dict, dossier: dict) -> None:
-    """Refuse (and log) an upload into a dossier that belongs to another unit than the station's."""
+def check_unit(archive: Archive, station: dict, dossier: dict, bundle_id: str) -> None:
+    """Refuse (and log, once per bundle) an upload into a dossier of another unit than the station's."""
     declared = dossier.get("unit")
     row = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [dossier["archive_no"]])
     owner = row["unit"] if row else declared
@@ -84,9 +84,11 @@ def check_unit(archive: Archive, station: dict, dossier: dict) -> None:
     message = (f"dossier {dossier['archive_no']} belongs to unit {owner}; station {station['id']} uploads only "
                f"into unit {station['unit']} — nothing from this bundle was accepted")
     with archive.catalogue.transaction() as db:
-        audit.record(db, archive, "upload.refused", dossier["archive_no"],
-                     {"station_id": station["id"], "unit": station["unit"], "dossier_unit": owner},
-                     by=f"station:{station['id']}")
+        if not db.execute("SELECT 1 FROM audit_entries WHERE event = 'upload.refused' AND subject = ?",
+                          [bundle_id]).fetchone():
+            audit.record(db, archive, "upload.refused", bundle_id,
+                         {"bundle_id": bundle_id, "archive_no": dossier["archive_no"], "station_id": station["id"],
+                          "unit": station["unit"], "dossier_unit": owner}, by=f"station:{station['id']}")
     raise WrongUnit(message)
 
 

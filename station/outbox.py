@@ -69,6 +69,11 @@ def pending(store: Store) -> list[dict]:
     return rows(store.db, "SELECT * FROM bundles WHERE state IN ('sealed', 'uploading') ORDER BY created_at")
 
 
+def rejected(store: Store) -> list[dict]:
+    """Bundles the central service refused, kept with its reasons until an operator acts."""
+    return rows(store.db, "SELECT * FROM bundles WHERE state = 'rejected' ORDER BY created_at")
+
+
 def bundles(store: Store) -> list[dict]:
     return rows(
         store.db,

@@ -71,6 +71,8 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
             station.store.set_meta("sync_state", f"offline since {utcnow()}: {exc}")
             raise
         station.store.set_meta("sync_state", f"online, last contact {utcnow()}")
+        for bundle in outbox.rejected(station.store):
+            _recheck(station, sync_pb2_grpc.StationSyncStub(channel), bundle, central_key, report)
         for bundle in outbox.pending(station.store):
             for attempt in range(cfg.sync_attempts):
                 try:
@@ -155,6 +157,28 @@ def _send(station: Station, stub, bundle: dict, central_key: bytes, report: Sync
     outbox.mark_committed(station.store, bundle_id, signed.receipt, signed.signature)
     report.committed.append(bundle_id)
     report.pages += len(pages)
+    _witness(station, held, body, central_key, report)
+
+
+def _recheck(station: Station, stub, bundle: dict, central_key: bytes, report: SyncReport) -> None:
+    """Ask once about a refused bundle: an archivist may since have catalogued it (a four-eyes
+    replacement), and then the archive answers with its receipt. Any other answer leaves it as it is."""
+    try:
+        offer = _call(stub.Offer, sync_pb2.OfferRequest(
+            station_id=station.station_id, manifest=bundle["manifest"], signature=bundle["signature"]),
+            station.config.sync_timeout_s)
+    except (grpc.RpcError, BundleRefused):
+        return  # still refused (the reasons kept are the archive's), or the archive is unreachable now
+    if offer.bundle_id != bundle["id"] or not offer.HasField("receipt"):
+        return
+    try:
+        body = receipt_format.verify(offer.receipt.receipt, offer.receipt.signature, central_key, bundle["id"])
+    except ContractError:
+        return
+    held = outbox.latest_receipt(station.store)
+    outbox.mark_committed(station.store, bundle["id"], offer.receipt.receipt, offer.receipt.signature)
+    report.committed.append(bundle["id"])
+    report.pages += len(json.loads(bundle["manifest"])["pages"])
     _witness(station, held, body, central_key, report)
 
 

@@ -160,6 +160,7 @@ def test_a_station_cannot_upload_into_another_units_dossier(tmp_path, central, p
     try:
         scan(st_b, {"archive_no": "D-1"}, {"item": "9-2-1", "title": "奖励"}, "synthetic:seed=5,sheets=1")
         report = sync(st_b)
+        assert len(sync(st_b).rejected) == 0  # asked again at the next sync: still refused, logged once
     finally:
         st_b.close()
     (reason,) = report.rejected.values()
@@ -167,4 +168,4 @@ def test_a_station_cannot_upload_into_another_units_dossier(tmp_path, central, p
     assert archive.catalogue.query("SELECT item FROM materials WHERE archive_no = 'D-1'") == [{"item": "4-1-2"}]
     assert archive.catalogue.query("SELECT * FROM bundles WHERE station_id = 'st-b'") == []
     (logged,) = [e for e in audit.entries(archive) if e["event"] == "upload.refused"]
-    assert (logged["station_id"], logged["dossier_unit"]) == ("st-b", "unit-a")
+    assert (logged["station_id"], logged["archive_no"], logged["dossier_unit"]) == ("st-b", "D-1", "unit-a")

@@ -8,6 +8,7 @@ import pytest
 
 from central import users
 from central.verify import verify
+from station import outbox
 from station.scan import scan
 from station.sync import sync
 from tests.conftest import run_cli
@@ -81,6 +82,10 @@ def test_replacing_a_material_keeps_every_version_and_verifies(desk):
         (old, "QC 退回重扫", "user:arc1", "user:arc2")
     assert new[:12] not in cli("arc1", "quarantine", "ls").stdout
     assert verify(archive).ok, verify(archive).problems
+    # At its next sync the station learns that its rescan was accepted, with a receipt it verifies.
+    report = sync(station)
+    assert report.committed == [new] and not report.rejected
+    assert {b["id"]: b["state"] for b in outbox.bundles(station.store)}[new] == "committed"
     # Putting the old version back behind the archive's back is caught.
     db = sqlite3.connect(archive.config.db_path)
     db.execute("UPDATE materials SET bundle_id = ? WHERE id = ?", [old, current["id"]])
