@@ -30,12 +30,18 @@ def guard(archive: Archive, actor: Actor, action: str, *, unit: str | None = Non
     try:
         authorize(actor, action, unit=unit, archive_no=archive_no, consultation=consultation, now=utcnow())
     except PermissionDenied as exc:
-        with archive.catalogue.transaction() as db:
-            audit.record(db, archive, "access.denied", archive_no or action,
-                         {"action": action, "archive_no": archive_no, "unit": unit,
-                          "consultation": consultation["id"] if consultation else None, "reason": str(exc)},
-                         by=actor.label)
-        raise
+        refuse(archive, actor, action, str(exc), unit=unit, archive_no=archive_no, consultation=consultation)
+
+
+def refuse(archive: Archive, actor: Actor, action: str, reason: str, *, unit: str | None = None,
+           archive_no: str | None = None, consultation: dict | None = None):
+    """Log a refusal in the audit log, then raise it: the one way any permission is refused."""
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "access.denied", archive_no or action,
+                     {"action": action, "archive_no": archive_no, "unit": unit,
+                      "consultation": consultation["id"] if consultation else None, "reason": reason},
+                     by=actor.label)
+    raise PermissionDenied(reason)
 
 
 def dossier_unit(archive: Archive, archive_no: str) -> str:
@@ -72,7 +78,8 @@ def decide(archive: Archive, actor: Actor, consultation_id: int, approve: bool, 
     guard(archive, actor, "consultation.decide", unit=dossier_unit(archive, c["archive_no"]),
           archive_no=c["archive_no"])
     if c["reader"] == actor.id:
-        raise PermissionDenied("nobody approves their own consultation")
+        refuse(archive, actor, "consultation.decide", "nobody approves their own consultation",
+               archive_no=c["archive_no"], consultation=c)
     now = utcnow()
     with archive.catalogue.transaction() as db:
         if what == "view":
@@ -101,7 +108,8 @@ def request_export(archive: Archive, actor: Actor, consultation_id: int) -> dict
     """Ask, on an existing consultation, for permission to export or copy."""
     c = get(archive, consultation_id)
     if c["reader"] != actor.id:
-        raise PermissionDenied(f"consultation #{consultation_id} is not {actor.id}'s")
+        refuse(archive, actor, "consultation.export_request", f"consultation #{consultation_id} is not {actor.id}'s",
+               archive_no=c["archive_no"], consultation=c)
     if c["export_state"] in ("requested", "approved"):
         return c
     with archive.catalogue.transaction() as db:

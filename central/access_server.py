@@ -55,13 +55,10 @@ class ArchiveAccessServicer(access_pb2_grpc.ArchiveAccessServicer):
         row, path = access.page(self.archive, self._actor(context), request.archive_no, request.item, request.n,
                                 request.consultation_id or None, request.export)
         with open(path, "rb") as f:
-            offset = 0
-            while True:
-                data = f.read(CHUNK_BYTES)
-                if not data and offset:
-                    return
-                yield access_pb2.PageChunk(media_type=row["media_type"] if offset == 0 else "",
-                                           sha256=row["sha256"] if offset == 0 else "", offset=offset, data=data)
+            offset, data = 0, f.read(CHUNK_BYTES)
+            yield access_pb2.PageChunk(media_type=row["media_type"], sha256=row["sha256"], offset=0, data=data)
+            while data:
                 offset += len(data)
-                if not data:
-                    return
+                data = f.read(CHUNK_BYTES)
+                if data:
+                    yield access_pb2.PageChunk(offset=offset, data=data)

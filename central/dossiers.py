@@ -31,19 +31,18 @@ def search(archive: Archive, archive_no: str | None = None, name: str | None = N
         material_filter.append("m.date_formed <= ?")
         mparams.append(date_to)
     sql = ("SELECT d.archive_no, d.name, d.sex, d.birth_date, d.unit, d.post, d.kind,"
-           " (SELECT COUNT(*) FROM materials m WHERE m.archive_no = d.archive_no) AS materials FROM dossiers d")
+           " (SELECT COUNT(*) FROM materials m WHERE m.archive_no = d.archive_no) AS materials")
     if material_filter:
-        where.append(f"EXISTS (SELECT 1 FROM materials m WHERE m.archive_no = d.archive_no AND "
-                     f"{' AND '.join(material_filter)})")
-        params += mparams
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+        # The matching items in the same query: the dossiers without any drop out with the NULL.
+        sql += (", (SELECT group_concat(item, ',') FROM (SELECT m.item FROM materials m WHERE m.archive_no ="
+                f" d.archive_no AND {' AND '.join(material_filter)} ORDER BY m.item)) AS matching")
+        params = mparams + params
+        where.append("matching IS NOT NULL")
+    sql += " FROM dossiers d" + (" WHERE " + " AND ".join(where) if where else "")
     out = archive.catalogue.query(sql + " ORDER BY d.archive_no", params)
-    if material_filter:
-        for row in out:
-            row["matching"] = [r["item"] for r in archive.catalogue.query(
-                f"SELECT m.item FROM materials m WHERE m.archive_no = ? AND {' AND '.join(material_filter)}"
-                " ORDER BY m.item", [row["archive_no"], *mparams])]
+    for row in out:
+        if "matching" in row:
+            row["matching"] = row["matching"].split(",")
     return out
 
 

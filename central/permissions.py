@@ -35,19 +35,18 @@ ACTIONS = {
     "catalogue.read": {"archivist", "inspector", "security_officer", "reader"},
     "content.view": {"reader", "archivist", "inspector"},
     "content.export": {"reader"},
-    "change.propose": {"archivist", "admin"},
-    "change.approve": {"archivist", "admin"},
     "qc.inspect": {"inspector"},
     "audit.read": {"auditor"},
     "stats.read": {"admin", "auditor", "archivist", "inspector", "security_officer"},
 }
-# Which role may propose and approve each four-eyes change.
+# Which role may propose and approve each four-eyes change (action "change.<kind>").
 CHANGE_ROLES = {
     "replace_material": "archivist",
     "withdraw_material": "archivist",
     "edit_dossier": "archivist",
     "revoke_station": "admin",
 }
+ACTIONS.update({f"change.{kind}": {role} for kind, role in CHANGE_ROLES.items()})
 
 
 class PermissionDenied(CentralError):

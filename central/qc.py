@@ -8,10 +8,10 @@ import random
 from quire.db import utcnow
 
 from . import audit, profile
-from .access import guard
+from .access import guard, refuse
 from .archive import Archive
 from .errors import CentralError, UnknownBundle
-from .permissions import Actor, PermissionDenied
+from .permissions import Actor
 
 
 def sample_size(pages: int, share: float, min_pages: int) -> int:
@@ -27,8 +27,8 @@ def start(archive: Archive, actor: Actor, bundle: str, rng: random.Random | None
     guard(archive, actor, "qc.inspect", unit=unit, archive_no=manifest["dossier"]["archive_no"])
     operator = manifest["batch"]["operator"]
     if operator.strip().lower() in {actor.id.lower(), actor.name.strip().lower()}:
-        raise PermissionDenied(f"{actor.id} scanned batch {row['id'][:12]} (operator {operator!r}); "
-                               "another inspector must accept it")
+        refuse(archive, actor, "qc.inspect", f"{actor.id} scanned batch {row['id'][:12]} (operator {operator!r}); "
+               "another inspector must accept it", unit=unit, archive_no=manifest["dossier"]["archive_no"])
     existing = archive.catalogue.one("SELECT * FROM qc_batches WHERE bundle_id = ?", [row["id"]])
     if existing:
         if existing["inspector"] != actor.id:
@@ -50,9 +50,7 @@ def start(archive: Archive, actor: Actor, bundle: str, rng: random.Random | None
 
 def judge(archive: Archive, actor: Actor, bundle: str, n: int, good: bool, reason: str = "") -> dict:
     """Record the inspector's verdict on one sampled page (a bad page needs a reason)."""
-    batch = _batch(archive, bundle)
-    if batch["inspector"] != actor.id:
-        raise PermissionDenied(f"batch {batch['bundle_id'][:12]} is inspected by {batch['inspector']}, not {actor.id}")
+    batch = _own_batch(archive, actor, bundle)
     if batch["state"] != "sampling":
         raise CentralError(f"batch {batch['bundle_id'][:12]} was already {batch['state']}")
     if n not in json.loads(batch["sample"]):
@@ -67,9 +65,7 @@ def judge(archive: Archive, actor: Actor, bundle: str, n: int, good: bool, reaso
 
 def decide(archive: Archive, actor: Actor, bundle: str) -> dict:
     """Accept at ≥ the profile's share of good sampled pages, else return the batch for rescanning."""
-    batch = _batch(archive, bundle)
-    if batch["inspector"] != actor.id:
-        raise PermissionDenied(f"batch {batch['bundle_id'][:12]} is inspected by {batch['inspector']}, not {actor.id}")
+    batch = _own_batch(archive, actor, bundle)
     if batch["state"] != "sampling":
         return status(archive, batch["bundle_id"])
     sample = json.loads(batch["sample"])
@@ -130,6 +126,15 @@ def _bundle(archive: Archive, bundle: str) -> dict:
         raise UnknownBundle(f"{'no' if not rows else 'more than one'} committed bundle {bundle}; "
                             "'quire-central qc ls' lists them")
     return rows[0]
+
+
+def _own_batch(archive: Archive, actor: Actor, bundle: str) -> dict:
+    """The batch under QC, refusing anyone but the inspector who drew its sample."""
+    batch = _batch(archive, bundle)
+    if batch["inspector"] != actor.id:
+        refuse(archive, actor, "qc.inspect",
+               f"batch {batch['bundle_id'][:12]} is inspected by {batch['inspector']}, not {actor.id}")
+    return batch
 
 
 def _batch(archive: Archive, bundle: str) -> dict:

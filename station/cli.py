@@ -240,17 +240,16 @@ def cmd_sync(cfg, args) -> int:
     from .home import open_station
     from .sync import sync
 
-    from .notices import describe, fetch_quietly
+    from .notices import describe
 
     station = open_station(cfg)
     try:
         report = sync(station, args.central)
-        news = fetch_quietly(station, args.central) if not report.failed else []
     finally:
         station.close()
     print(f"committed {len(report.committed)} bundle(s), {report.pages} pages, "
           f"{report.bytes_sent} bytes sent")
-    for notice in news:
+    for notice in report.notices:
         print(describe(notice))
     for bundle_id, reason in report.rejected.items():
         print(f"REJECTED {bundle_id[:12]}: {reason}")

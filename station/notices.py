@@ -2,40 +2,20 @@
 
 import json
 
-import grpc
-
-from quire.v1 import sync_pb2, sync_pb2_grpc
+from quire.v1 import sync_pb2
 
 from .home import Station
-from .transport import open_channel
 
 
-def fetch(station: Station, central: str | None = None, timeout_s: float = 10.0) -> list[dict]:
+def fetch(station: Station, stub, timeout_s: float) -> list[dict]:
     """Ask for notices newer than the last one kept; keep them in the store; return the new ones."""
-    address = central or station.config.central or station.store.get_meta("central_address")
-    if not address:
-        return []
     after = int(station.store.get_meta("notices_after") or 0)
-    channel = open_channel(station, address)
-    try:
-        reply = sync_pb2_grpc.StationSyncStub(channel).Notices(
-            sync_pb2.NoticesRequest(station_id=station.station_id, after_id=after), timeout=timeout_s)
-    finally:
-        channel.close()
+    reply = stub.Notices(sync_pb2.NoticesRequest(station_id=station.station_id, after_id=after), timeout=timeout_s)
     fresh = [dict(json.loads(n.body_json), id=n.id, kind=n.kind, created_at=n.created_at) for n in reply.notices]
     if fresh:
-        kept = held(station) + fresh
-        station.store.set_meta("notices", json.dumps(kept, ensure_ascii=False))
+        station.store.set_meta("notices", json.dumps(held(station) + fresh, ensure_ascii=False))
         station.store.set_meta("notices_after", str(max(n["id"] for n in fresh)))
     return fresh
-
-
-def fetch_quietly(station: Station, central: str | None = None) -> list[dict]:
-    """``fetch``, but an unreachable archive only means no news this time."""
-    try:
-        return fetch(station, central)
-    except grpc.RpcError:
-        return []
 
 
 def held(station: Station) -> list[dict]:

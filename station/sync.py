@@ -13,7 +13,7 @@ from quire.db import utcnow
 from quire.errors import ContractError
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
-from . import outbox
+from . import notices, outbox
 from .errors import CentralKeyMismatch, CentralUnreachable, NotEnrolledError, SyncError
 from .home import Station
 from .transport import explain_unavailable, open_channel
@@ -45,6 +45,7 @@ class SyncReport:
     pages: int = 0
     retries: int = 0
     alarms: list[str] = field(default_factory=list)
+    notices: list[dict] = field(default_factory=list)   # new ones from the archive (QC rescan requests)
 
 
 class BundleRefused(Exception):
@@ -96,6 +97,11 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
                     channel = open_channel(station, address)
             if _unreachable(report.failed.get(bundle["id"])):
                 break  # central gone: the rest waits for the next run
+        if not any(_unreachable(reason) for reason in report.failed.values()):
+            try:
+                report.notices = notices.fetch(station, sync_pb2_grpc.StationSyncStub(channel), cfg.sync_timeout_s)
+            except grpc.RpcError:
+                pass  # no news this time; asked again at the next sync
     finally:
         channel.close()
     return report

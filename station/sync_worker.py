@@ -71,9 +71,9 @@ class SyncWorker:
             self._set("central sync failing", str(exc), logging.WARNING)
         else:
             self._set("central online", "central archive answers")
-            from .notices import describe, fetch_quietly
+            from .notices import describe
 
-            for notice in fetch_quietly(station):
+            for notice in report.notices:
                 log.warning("%s", describe(notice))
             from .purge import purge
 

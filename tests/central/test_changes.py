@@ -47,6 +47,10 @@ def test_revoking_a_station_suspends_it_at_once_and_needs_a_second_administrator
     assert same.returncode == 77 and "a second person must decide it" in same.stderr
     wrong_role = cli("arc1", "changes", "approve", change, check=False)
     assert wrong_role.returncode == 77 and "needs the role admin" in wrong_role.stderr
+    from central import audit
+
+    assert [(e["by"], e["action"]) for e in audit.entries(archive) if e["event"] == "access.denied"] == [
+        ("user:adm1", "change.revoke_station"), ("user:arc1", "change.revoke_station")]
     cli("adm2", "changes", "approve", change)
     row = archive.catalogue.one("SELECT revoked_at, revoked_by FROM stations WHERE id = ?", [station.station_id])
     assert row["revoked_at"] and row["revoked_by"] == "user:adm2"
