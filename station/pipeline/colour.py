@@ -17,9 +17,9 @@ _LABEL = {"red": "red content (seal/heading)"}
 _CLEAN_EDGE_MM = 2.0
 
 
-def colour_content(rgb: np.ndarray) -> dict[str, float]:
-    """Percentage of the (downscaled, paper-only) page covered by each colour family found on it."""
-    channels = cv2.split(rgb)
+def colour_content(channels: list[np.ndarray]) -> dict[str, float]:
+    """Percentage of the (downscaled, paper-only) page, given as its red, green and blue planes,
+    covered by each colour family found on it."""
     white = [max(1.0, percentile_u8(np.ascontiguousarray(c[::4, ::4]), 80)) for c in channels]
     # Balance out a tint of the paper, but no more: on a mostly red page (a certificate cover) the
     # "paper" percentile falls on the red itself, and full balancing would make the red grey.
@@ -27,18 +27,19 @@ def colour_content(rgb: np.ndarray) -> dict[str, float]:
     balanced = [cv2.convertScaleAbs(c, alpha=255.0 / w) for c, w in zip(channels, white)]
     top = cv2.max(cv2.max(balanced[0], balanced[1]), balanced[2])
     bottom = cv2.min(cv2.min(balanced[0], balanced[1]), balanced[2])
+    # A spread of MIN_CHROMA also makes the pixel at least that bright: the top channel is above it.
     _, spread = cv2.threshold(cv2.subtract(top, bottom), MIN_CHROMA - 1, 1, cv2.THRESH_BINARY)
-    _, bright = cv2.threshold(top, MIN_CHROMA - 1, 1, cv2.THRESH_BINARY)
-    coloured = cv2.bitwise_and(spread, bright)
-    if not cv2.countNonZero(coloured):
+    if not cv2.countNonZero(spread):
         return {}
-    hue = cv2.split(cv2.cvtColor(cv2.merge(balanced), cv2.COLOR_RGB2HSV_FULL))[0]
-    # Hue histogram of the coloured pixels only, in degrees (HSV_FULL spreads 360° over 0–255).
-    counts = cv2.calcHist([hue], [0], coloured, [256], [0, 256]).ravel()
+    coloured = np.flatnonzero(spread)
+    # Hue of the coloured pixels only, in degrees (HSV_FULL spreads 360° over 0–255).
+    pixels = np.stack([b.ravel()[coloured] for b in balanced], axis=1)
+    hue = cv2.cvtColor(pixels[:, None, :], cv2.COLOR_RGB2HSV_FULL)[:, 0, 0]
+    counts = np.bincount(hue, minlength=256)
     degrees = np.arange(256) * (360 / 256)
     found: dict[str, float] = {}
     for name, lo, hi in _HUES:
-        share = 100.0 * float(counts[(degrees >= lo) & (degrees < hi)].sum()) / coloured.size
+        share = 100.0 * float(counts[(degrees >= lo) & (degrees < hi)].sum()) / top.size
         found[name] = found.get(name, 0.0) + share
     # Red first: red headings and seals are what the standard names; then by area.
     ranked = sorted(found.items(), key=lambda kv: (kv[0] != "red", -kv[1]))

@@ -20,7 +20,7 @@ class Encoded:
 
 
 def encode(image: np.ndarray, colour: str, dpi: int, jpeg_quality: int, threshold: float = 128) -> Encoded:
-    """Encode the page in its colour mode, with ``dpi`` written into the file's header.
+    """Encode the page (grey, RGB or RGBX) in its colour mode, with ``dpi`` written into the file's header.
 
     ``threshold`` is the grey level below which a pixel is black in bilevel output.
     """
@@ -41,6 +41,6 @@ def encode(image: np.ndarray, colour: str, dpi: int, jpeg_quality: int, threshol
 
 
 def _image_of(pixels: np.ndarray) -> Image.Image:
-    """A Pillow image over the array's own memory: a full page is not copied once more to be encoded."""
-    mode = "L" if pixels.ndim == 2 else "RGB"
+    """A Pillow image over the array's own memory (grey or RGBX; RGB is copied to Pillow's four bytes a pixel)."""
+    mode = "L" if pixels.ndim == 2 else "RGB" if pixels.shape[2] == 3 else "RGBX"
     return Image.frombuffer(mode, (pixels.shape[1], pixels.shape[0]), pixels, "raw", mode, 0, 1)

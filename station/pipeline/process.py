@@ -8,7 +8,7 @@ import numpy as np
 
 from . import blank, colour, crop, deskew, encode, orientation
 from .config import PipelineConfig
-from .imageio import downscale, to_grey
+from .imageio import downscale, planes, to_grey
 from .ink import ink_mask
 from .marks import find_marks
 from .paper import Paper, find_paper, paper_level
@@ -49,7 +49,8 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
     region = box or [0, 0, w, h]
 
     # Judge marks on the analysis copy turned and cropped as the output will be; colour needs no turning.
-    view = _view(_darkest(small), rotation, region, scale)
+    rgb = planes(small) if small.ndim == 3 else None
+    view = _view(small if rgb is None else _darkest(rgb), rotation, region, scale)
     x0, y0, x1, y1 = on_paper = _paper_on(view, bounds, region, scale)
     marks = find_marks(view, on_paper, px_per_mm)
     score = blank.blank_score(marks, px_per_mm)
@@ -58,13 +59,12 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
     upright = orientation.detect_orientation(marks.boxes, (my1 - my0, mx1 - mx0), px_per_mm)
     sure = upright.confidence >= config.min_orientation_confidence
     turn = upright.turn_deg if sure else 0
-    found_colour = colour.colour_content(_paper_part(small, paper)) if image.ndim == 3 else {}
+    found_colour = colour.colour_content(_paper_part(rgb, paper)) if rgb else {}
     paper_view = view[y0:y1, x0:x1]
     clean = config.allow_bilevel and not found_colour and colour.is_clean_text(paper_view, px_per_mm)
     mode, reason = colour.decide(config, found_colour, clean, grey_source=image.ndim == 2)
 
-    # Grey and bilevel pages drop their colour before the full-size work: a third of the pixels to move.
-    page = _render(image if mode == "colour" else to_grey(image), matrix if rotation else None, region, turn)
+    page = _render(image, mode, matrix if rotation else None, region, turn)
     threshold = 0.55 * paper_level(np.ascontiguousarray(paper_view[::4, ::4]))
     encoded = encode.encode(page, mode, dpi, config.jpeg_quality, threshold)
 
@@ -103,19 +103,33 @@ def find_skew(grey: np.ndarray, px_per_mm: float, max_skew_deg: float) -> tuple[
     return (paper, *_skew(found, paper, max_skew_deg))
 
 
-def _render(image: np.ndarray, matrix: np.ndarray | None, region: list[int], turn: int) -> np.ndarray:
-    """The output page: ``region`` of the image rotated by ``matrix`` (None: not rotated), then turned."""
+def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: list[int], turn: int) -> np.ndarray:
+    """The output page: ``region`` of the image rotated by ``matrix`` (None: not rotated), then turned,
+    in the pixels the encoder takes for ``mode``."""
     x, y, w, h = region
     if matrix is None:
-        return np.ascontiguousarray(orientation.turn(image[y:y + h, x:x + w], turn))
+        return orientation.turn(_pixels(image[y:y + h, x:x + w], mode), turn)
+    source = _pixels(image, mode)
     shifted = np.vstack([matrix, [0.0, 0.0, 1.0]])
     shifted[:2, 2] -= (x, y)
     if turn in (90, 270):
-        # Folded into the warp, a quarter turn would read the source down its columns: twice as slow
-        # as warping row by row and then turning the result.
-        return orientation.turn(deskew.warp(image, shifted[:2], (w, h)), turn)
+        # Folded into the warp, a quarter turn would read the source down its columns: half again
+        # as slow as warping row by row and then turning the result.
+        return orientation.turn(deskew.warp(source, shifted[:2], (w, h)), turn)
     combined = (orientation.turn_matrix((w, h), turn) @ shifted)[:2]
-    return deskew.warp(image, combined, (w, h))
+    return deskew.warp(source, combined, (w, h))
+
+
+def _pixels(image: np.ndarray, mode: str) -> np.ndarray:
+    """The page as the encoder takes it for ``mode``: grey, or RGBX for colour (a grey source stays grey).
+
+    Grey and bilevel pages drop their colour before the full-size work: a third of the pixels to
+    move. Colour pages move as RGBX: OpenCV warps four channels faster than three, and Pillow
+    encodes RGBX from the array's own memory, where RGB would first be copied out to four bytes a pixel.
+    """
+    if mode != "colour":
+        return to_grey(image)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2RGBA) if image.ndim == 3 else image
 
 
 def _skew(found: deskew.Skew | None, paper: Paper | None, max_skew_deg: float) -> tuple[float, str]:
@@ -130,20 +144,18 @@ def _skew(found: deskew.Skew | None, paper: Paper | None, max_skew_deg: float) -
     return 0.0, "none"
 
 
-def _darkest(small: np.ndarray) -> np.ndarray:
+def _darkest(rgb: list[np.ndarray]) -> np.ndarray:
     """Each pixel's darkest channel: coloured ink is as much a mark as black."""
-    if small.ndim == 2:
-        return small
-    red, green, blue = cv2.split(small)
+    red, green, blue = rgb
     return cv2.min(cv2.min(red, green), blue)
 
 
-def _paper_part(small: np.ndarray, paper: Paper | None) -> np.ndarray:
-    """The bounding box of the sheet on the analysis copy (the whole copy when no sheet was found)."""
+def _paper_part(channels: list[np.ndarray], paper: Paper | None) -> list[np.ndarray]:
+    """The bounding box of the sheet on each plane of the analysis copy (the whole copy when no sheet was found)."""
     if paper is None:
-        return small
+        return channels
     x, y, w, h = cv2.boundingRect(paper.polygon)
-    return small[y:y + h, x:x + w]
+    return [plane[y:y + h, x:x + w] for plane in channels]
 
 
 def _view(small: np.ndarray, rotation: float, region: list[int], scale: float) -> np.ndarray:

@@ -6,6 +6,7 @@ from PIL import Image
 
 from station.capture.synthetic import render_page
 from station.pipeline import PipelineConfig, process_page, read_image
+from station.pipeline.encode import encode
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,10 @@ def test_processed_file_reads_back(tmp_path, seal_page):
     path.write_bytes(out.data)
     image, dpi = read_image(path)
     assert image.shape == (out.height_px, out.width_px, 3) and dpi == 150
+
+
+def test_rgbx_page_encodes_exactly_as_its_rgb(seal_page):
+    rgb = np.ascontiguousarray(seal_page.image[:301, :203])
+    rgbx = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    for mode in ("colour", "grey", "bilevel"):
+        assert encode(rgbx, mode, 150, 85).data == encode(rgb, mode, 150, 85).data

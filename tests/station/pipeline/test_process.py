@@ -1,7 +1,9 @@
+import io
 import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from station.capture.synthetic import render_page
 from station.pipeline import PipelineConfig, ProcessedPage, process_page
@@ -57,3 +59,14 @@ def test_settings_are_validated():
         PipelineConfig(jpeg_quality=120)
     with pytest.raises(ValueError, match="max_skew_deg"):
         PipelineConfig(max_skew_deg=0)
+
+
+@pytest.mark.parametrize("skew_deg, orientation", [(0.0, 0), (4.0, 0), (4.0, 90), (-3.0, 180)])
+def test_colour_page_keeps_its_colours_turned_or_not(skew_deg, orientation):
+    page = render_page(41, 0, dpi=150, kind="seal", skew_deg=skew_deg, orientation=orientation)
+    out = process_page(page.image, page.dpi)
+    pixels = np.asarray(Image.open(io.BytesIO(out.data))).reshape(-1, 3).astype(int)
+    seal = pixels[pixels.max(axis=1) - pixels.min(axis=1) > 80]
+    assert out.colour == "colour" and out.record["orientation"] == orientation and len(seal) > 100
+    red, green, blue = seal.mean(axis=0)
+    assert red > blue + 60 and red > green + 60
