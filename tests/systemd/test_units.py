@@ -9,7 +9,8 @@ import pytest
 
 from station import config as station_config
 from station.errors import ConfigError
-from tests.systemd.tools import SYSTEMD_DIR, UNITS, need_root, need_tool, unit_root, unit_settings
+from tests.systemd.tools import (SYSTEMD_DIR, UNITS, need_root, need_tool, syscall_allowed, syscall_groups, unit_root,
+                                 unit_settings)
 
 MAX_EXPOSURE = 2.0
 
@@ -58,6 +59,19 @@ def test_station_unit_still_reaches_the_scanner_and_the_network():
     assert "Service.PrivateNetwork" not in unit and "Service.IPAddressDeny" not in unit
     # The control socket's directory is the one the config template names.
     assert unit["Service.RuntimeDirectory"] == ["quire"]
+
+
+def test_station_unit_lets_the_daemon_give_its_socket_to_the_operators_group():
+    # Under systemd, ~@privileged took chown(2) away too: the daemon died with EPERM on
+    # chown(/run/quire/station.sock, -1, quire-operators) and never started (seen under systemd-nspawn).
+    need_tool("systemd-analyze")
+    groups = syscall_groups()
+    filters = unit_settings(SYSTEMD_DIR / "quire-station.service")["Service.SystemCallFilter"]
+    for syscall in ("chown", "fchown", "fchownat", "socket", "bind", "chmod"):
+        assert syscall_allowed(filters, syscall, groups), syscall
+    # ...while changing identity or loading modules stays refused.
+    for syscall in ("setuid", "setresuid", "setgroups", "init_module", "mount", "setrlimit"):
+        assert not syscall_allowed(filters, syscall, groups), syscall
 
 
 def test_units_run_as_the_user_sysusers_creates():

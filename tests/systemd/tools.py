@@ -61,3 +61,46 @@ def unit_settings(path: Path) -> dict[str, list[str]]:
         key, _, value = line.partition("=")
         settings.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
     return settings
+
+
+def syscall_groups() -> dict[str, list[str]]:
+    """``@group`` → its members (syscalls and nested ``@group``s), as this machine's systemd defines them."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"], capture_output=True, text=True,
+                         check=True).stdout
+    groups: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.strip(), [])
+        elif line.startswith(" ") and current is not None and not line.strip().startswith("#") and line.strip():
+            current.append(line.strip())
+        elif not line.strip() or line.startswith("#"):
+            current = None
+    return groups
+
+
+def syscall_allowed(filters: list[str], syscall: str, groups: dict[str, list[str]]) -> bool:
+    """Whether a unit's SystemCallFilter= lines, in order, let ``syscall`` through (systemd.exec(5): the
+    first line decides allow- or deny-list; later lines add to or take from it; @default is always allowed)."""
+    def expand(names: str) -> set[str]:
+        found: set[str] = set()
+        todo = names.split()
+        while todo:
+            name = todo.pop()
+            if name.startswith("@"):
+                todo.extend(groups[name])
+            else:
+                found.add(name)
+        return found
+
+    if not filters:
+        return True
+    allow_list = not filters[0].startswith("~")
+    listed: set[str] = expand("@default") if allow_list else set()
+    for value in filters:
+        names = expand(value.lstrip("~"))
+        if value.startswith("~") == (not allow_list):   # same kind as the first line: add
+            listed |= names
+        else:
+            listed -= names
+    return (syscall in listed) == allow_list
