@@ -12,6 +12,7 @@ set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREFIX=/opt/quire
+STATION_HOME=/var/lib/quire/station
 DESTDIR="${DESTDIR:-}"
 STATION_ID=""
 FILES_ONLY=0
@@ -19,15 +20,6 @@ FILES_ONLY=0
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install-station: $*" >&2; exit 1; }
 step() { echo "==> $*"; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --id) STATION_ID="${2:?--id needs a station id}"; shift 2 ;;
-    --files-only) FILES_ONLY=1; shift ;;
-    -h|--help) usage 0 ;;
-    *) echo "install-station: unknown argument $1" >&2; usage 2 ;;
-  esac
-done
 
 check_machine() {
   [ "$(id -u)" = 0 ] || die "run as root (sudo $0)"
@@ -74,15 +66,30 @@ activate() {
   systemd-sysusers quire.conf
   systemd-tmpfiles --create quire.conf
   step "giving the quire group access to supported scanners"
-  udevadm control --reload
-  udevadm trigger --subsystem-match=usb --action=add
-  step "initialising the station (key and page store; kept if they exist)"
-  runuser -u quire -- "$PREFIX/.venv/bin/quire-station" --home /var/lib/quire/station init \
-    ${STATION_ID:+--id "$STATION_ID"}
+  if udevadm control --ping 2>/dev/null; then
+    udevadm control --reload
+    udevadm trigger --subsystem-match=usb --action=add
+  else
+    # No udev daemon (a container or chroot): nothing to re-trigger now; udev reads the rule when it starts.
+    echo "    systemd-udevd is not running; the rule applies once it does (or plug the scanner in again)"
+  fi
+  init_station
   step "enabling and starting quire-station"
   systemctl daemon-reload
   systemctl enable quire-station.service
   systemctl restart quire-station.service
+}
+
+init_station() {
+  step "initialising the station (key and page store; kept if they exist)"
+  # The daemon runs with UMask=0077; so must init, or the store, its WAL and pages/ keep the sudo
+  # shell's 0022 and any local user reads station.db through the 0711 home. umask inside the command:
+  # runuser's PAM session may set its own.
+  runuser -u quire -- sh -c 'umask 0077 && exec "$@"' sh "$PREFIX/.venv/bin/quire-station" --home "$STATION_HOME" \
+    init ${STATION_ID:+--id "$STATION_ID"}
+  # Stations initialised before that (an upgrade): take back what group and others could read. Not the
+  # home itself (0711 from tmpfiles) nor a station.toml there, which operators' CLI may read.
+  find "$STATION_HOME" -mindepth 1 ! -type l ! -name station.toml -perm /0077 -exec chmod go-rwx {} +
 }
 
 next_steps() {
@@ -97,13 +104,28 @@ Installed. Next:
 EOF
 }
 
-if [ "$FILES_ONLY" = 1 ]; then
+main() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --id) STATION_ID="${2:?--id needs a station id}"; shift 2 ;;
+      --files-only) FILES_ONLY=1; shift ;;
+      -h|--help) usage 0 ;;
+      *) echo "install-station: unknown argument $1" >&2; usage 2 ;;
+    esac
+  done
+  if [ "$FILES_ONLY" = 1 ]; then
+    install_files
+    exit 0
+  fi
+  [ -z "$DESTDIR" ] || die "DESTDIR is only for --files-only"
+  check_machine
+  install_code
   install_files
-  exit 0
+  activate
+  next_steps
+}
+
+# Sourced (the tests call single steps), define the functions only.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
 fi
-[ -z "$DESTDIR" ] || die "DESTDIR is only for --files-only"
-check_machine
-install_code
-install_files
-activate
-next_steps
