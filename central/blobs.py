@@ -6,7 +6,7 @@ from pathlib import Path
 
 from quire.cas import ContentStore
 
-from .errors import BlobRejected, WrongOffset
+from .errors import BlobRejected, UploadDamaged, WrongOffset
 
 
 class BlobStore:
@@ -51,10 +51,13 @@ class BlobStore:
                     h.update(chunk)
             found = h.hexdigest()
         if found != sha256 or size != expected_bytes:
-            path.unlink(missing_ok=True)  # a corrupt upload is never kept, never half-visible
-            raise BlobRejected(
+            # A corrupt upload is never kept, never half-visible. Either the station's copy is damaged
+            # or this partial file is (bytes not yet on disk when the archive lost power): the station
+            # checks its copy and, if that is intact, sends the blob again from the start.
+            path.unlink(missing_ok=True)
+            raise UploadDamaged(
                 f"blob {sha256}: received {size} bytes hashing to {found}, but the manifest lists "
-                f"{expected_bytes} bytes with that digest; the station's copy does not match its manifest"
+                f"{expected_bytes} bytes with that digest; the upload was discarded, send it again from offset 0"
             )
         self.files.adopt(path, sha256)
 

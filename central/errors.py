@@ -39,6 +39,15 @@ class BlobRejected(CentralError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class UploadDamaged(CentralError):
+    """Bytes that arrived damaged: a chunk failing its CRC, or a finished blob failing its digest.
+
+    Nothing damaged is kept; the station checks its own copy and sends again from the committed offset.
+    """
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 class WrongOffset(CentralError):
     code = grpc.StatusCode.OUT_OF_RANGE
 

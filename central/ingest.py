@@ -1,7 +1,9 @@
 """Ingest: verify a station's bundle before trusting any of it, then store and catalogue it."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import google_crc32c
 
 from quire import keys
 from quire import manifest as manifest_format
@@ -15,7 +17,7 @@ from quire.errors import BadSignature, ContractError
 from . import stations
 from .archive import Archive
 from .errors import (BlobRejected, BlobsMissing, BundleRejected, ManifestRejected,
-                     SignatureInvalid, UnknownBundle)
+                     SignatureInvalid, UnknownBundle, UploadDamaged)
 
 
 @dataclass
@@ -23,6 +25,16 @@ class Offer:
     bundle_id: str
     missing: list[str]
     receipt: tuple[bytes, bytes] | None = None
+    committed_sizes: list[int] = field(default_factory=list)   # resume point of each missing blob
+
+
+@dataclass
+class Written:
+    """What one Write stream achieved: every blob it completed, and where its last blob stands."""
+
+    size: int
+    complete: bool
+    completed: list[str]
 
 
 def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> Offer:
@@ -60,7 +72,8 @@ def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> O
     for page in manifest["pages"]:
         if page["sha256"] not in missing and not archive.blobs.has(page["sha256"]):
             missing.append(page["sha256"])
-    return Offer(bundle_id, missing)
+    return Offer(bundle_id, missing, committed_sizes=[archive.blobs.committed_size(station_id, sha)
+                                                      for sha in missing])
 
 
 def _offered(archive: Archive, station_id: str, bundle_id: str) -> dict:
@@ -87,35 +100,66 @@ def write_status(archive: Archive, station_id: str, bundle_id: str, sha256: str)
     return archive.blobs.committed_size(station_id, sha256), False
 
 
-def write(archive: Archive, chunks) -> tuple[int, bool]:
-    """Take one blob's chunks (the first names station, bundle and blob); return (size, complete)."""
+def write(archive: Archive, chunks) -> Written:
+    """Take the chunks of one Write stream: one blob after another, each named by its first message.
+
+    A blob whose last chunk arrived is checked against its digest and stored before the next one
+    starts; a stream that breaks off leaves the blob in hand at its last whole chunk, to resume.
+    """
     first = next(chunks, None)
     if first is None:
         raise BlobRejected("empty upload: the first message must name station, bundle and blob")
-    station_id, bundle_id, sha256 = first.station_id, first.bundle_id, first.sha256
-    if not is_sha256_hex(sha256):
-        raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest")
+    station_id, bundle_id = first.station_id, first.bundle_id
     row = _offered(archive, station_id, bundle_id)
-    declared = _declared_size(row, sha256)
-    if archive.blobs.has(sha256):
-        return declared, True
+    declared = {page["sha256"]: page["bytes"] for page in json.loads(row["manifest"])["pages"]}
+    completed, msg = [], first
+    while msg is not None:
+        sha256 = msg.sha256
+        if not is_sha256_hex(sha256):
+            raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest; each blob's first message must name it")
+        if sha256 not in declared:
+            raise BlobRejected(f"blob {sha256[:12]} is not listed in bundle {bundle_id[:12]}")
+        size, msg = _write_blob(archive, station_id, sha256, declared[sha256], msg, chunks)
+        if msg is None:  # the stream ended inside this blob: the station resumes it later
+            return Written(size, False, completed)
+        completed.append(sha256)
+        msg = next(chunks, None)
+    return Written(declared[completed[-1]], True, completed)
+
+
+def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks):
+    """Append one blob's chunks from ``msg`` on; return (size, its finishing message or None)."""
+    if archive.blobs.has(sha256):  # another station's copy arrived meanwhile: skip this one's bytes
+        while msg is not None and not msg.finish_write:
+            msg = next(chunks, None)
+        return declared, msg
     with archive.blobs.open_upload(station_id, sha256, declared) as upload:
-        msg = first
         while msg is not None:
             # Read once: each access of a bytes field copies it (a whole chunk, every time).
             data = msg.data
+            _check_crc(sha256, msg, data)
             if data:
                 upload.append(msg.write_offset, data)
             if msg.finish_write:
                 break
             msg = next(chunks, None)
         size, digest = upload.size, upload.digest
-    if msg is None:  # the stream ended without finish_write: the station resumes later
-        return size, False
+    if msg is None:
+        return size, None
     archive.blobs.finish(station_id, sha256, declared, found=digest)
     with archive.catalogue.transaction() as db:
         db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, declared, utcnow()])
-    return declared, True
+    return declared, msg
+
+
+def _check_crc(sha256: str, msg, data: bytes) -> None:
+    if not msg.HasField("data_crc32c"):
+        raise BlobRejected(f"blob {sha256[:12]}: the chunk at offset {msg.write_offset} carries no data_crc32c; "
+                           "every chunk must (update the station)")
+    if google_crc32c.value(data) != msg.data_crc32c:
+        raise UploadDamaged(f"blob {sha256[:12]}: the chunk at offset {msg.write_offset} arrived damaged (CRC-32C "
+                            f"{google_crc32c.value(data):08x}, the station sent {msg.data_crc32c:08x}); nothing of it was "
+                            "written, send it again from the committed offset")
 
 
 def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, bytes]:

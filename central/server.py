@@ -44,7 +44,8 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
 
     def Offer(self, request, context):
         result = ingest.offer(self.archive, _caller(request.station_id), request.manifest, request.signature)
-        response = sync_pb2.OfferResponse(bundle_id=result.bundle_id, missing_sha256=result.missing)
+        response = sync_pb2.OfferResponse(bundle_id=result.bundle_id, missing_sha256=result.missing,
+                                          committed_sizes=result.committed_sizes)
         if result.receipt:
             response.receipt.receipt, response.receipt.signature = result.receipt
         return response
@@ -54,8 +55,9 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
         return sync_pb2.QueryWriteStatusResponse(committed_size=size, complete=complete)
 
     def Write(self, request_iterator, context):
-        size, complete = ingest.write(self.archive, _claims_checked(iter(request_iterator)))
-        return sync_pb2.WriteResponse(committed_size=size, complete=complete)
+        written = ingest.write(self.archive, _claims_checked(iter(request_iterator)))
+        return sync_pb2.WriteResponse(committed_size=written.size, complete=written.complete,
+                                      completed_sha256=written.completed)
 
     def Commit(self, request, context):
         data, signature = ingest.commit(self.archive, _caller(request.station_id), request.bundle_id)

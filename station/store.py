@@ -182,6 +182,10 @@ class Store:
     def page_path(self, sha256: str, media_type: str) -> Path:
         return self._files(media_type).path(sha256)
 
+    def page_intact(self, sha256: str, media_type: str) -> bool:
+        """Whether the stored page file is there and still hashes to its name."""
+        return self._files(media_type).rehash(sha256) == sha256
+
     def _files(self, media_type: str) -> ContentStore:
         if media_type == "image/jpeg":
             return self.jpeg

@@ -5,6 +5,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+import google_crc32c
 import grpc
 
 from quire import keys
@@ -25,8 +26,10 @@ _REFUSALS = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
-# Worth another try after a pause: the network, the service, or a resume point that moved.
+# Worth another try after a pause: the network, the service, a resume point that moved, or bytes
+# damaged on the way (after the station has checked its own copy).
 _RETRYABLE = {
+    grpc.StatusCode.DATA_LOSS,
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.ABORTED,
@@ -34,6 +37,11 @@ _RETRYABLE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.INTERNAL,
 }
+
+
+# A Write stream carries blobs up to about this many bytes: one call for a bundle of small pages,
+# progress noted between streams; a bigger page goes in a stream of its own.
+_STREAM_BYTES = 64 << 20
 
 
 @dataclass
@@ -142,15 +150,15 @@ def _send(station: Station, stub, bundle: dict, central_key: bytes, report: Sync
     pages = json.loads(bundle["manifest"])["pages"]
     if not offer.HasField("receipt"):
         by_sha = {p["sha256"]: p for p in pages}
-        missing = set(offer.missing_sha256)
-        held = sum(p["bytes"] for p in pages if p["sha256"] not in missing)
+        unknown = [sha for sha in offer.missing_sha256 if sha not in by_sha]
+        if unknown:
+            raise BundleRefused(f"central service asked for blob {unknown[0]} that is not in the bundle")
+        todo = [(by_sha[sha], offset) for sha, offset in _resume_points(station, stub, bundle_id, offer, timeout)]
+        held = sum(p["bytes"] for p in pages) - sum(page["bytes"] - offset for page, offset in todo)
         outbox.note_progress(station.store, bundle_id, held)
-        for sha in offer.missing_sha256:
-            page = by_sha.get(sha)
-            if page is None:
-                raise BundleRefused(f"central service asked for blob {sha} that is not in the bundle")
-            _upload(station, stub, bundle_id, page, timeout, report)
-            held += sum(p["bytes"] for p in pages if p["sha256"] == sha)
+        for group in _streams(todo):
+            _upload(station, stub, bundle_id, group, timeout, report)
+            held += sum(page["bytes"] - offset for page, offset in group)
             outbox.note_progress(station.store, bundle_id, held)
         signed = _call(stub.Commit, sync_pb2.CommitRequest(station_id=sid, bundle_id=bundle_id), timeout).receipt
     else:
@@ -205,37 +213,72 @@ def _witness(station: Station, held: bytes | None, body: dict, central_key: byte
         report.alarms.append(alarm)
 
 
-def _upload(station: Station, stub, bundle_id: str, page: dict, timeout: float, report: SyncReport) -> None:
-    """Stream one page file from the central service's committed offset, counting what is sent."""
-    sha = page["sha256"]
-    status = _call(stub.QueryWriteStatus, sync_pb2.QueryWriteStatusRequest(
-        station_id=station.station_id, bundle_id=bundle_id, sha256=sha), timeout)
-    if status.complete:
-        return
-    path = station.store.page_path(sha, page["media_type"])
+def _resume_points(station: Station, stub, bundle_id: str, offer, timeout: float) -> list[tuple[str, int]]:
+    """Each missing blob with the bytes the central service already holds of it."""
+    missing = list(offer.missing_sha256)
+    if len(offer.committed_sizes) == len(missing):
+        return list(zip(missing, offer.committed_sizes))
+    # An archive that predates resume points in the offer: ask blob by blob.
+    return [(sha, _call(stub.QueryWriteStatus, sync_pb2.QueryWriteStatusRequest(
+        station_id=station.station_id, bundle_id=bundle_id, sha256=sha), timeout).committed_size) for sha in missing]
+
+
+def _streams(todo: list[tuple[dict, int]]) -> list[list[tuple[dict, int]]]:
+    """Blobs grouped into Write streams of about _STREAM_BYTES: few calls, progress after each."""
+    groups, size = [], _STREAM_BYTES
+    for page, offset in todo:
+        if size >= _STREAM_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append((page, offset))
+        size += page["bytes"] - offset
+    return groups
+
+
+def _upload(station: Station, stub, bundle_id: str, group: list[tuple[dict, int]], timeout: float,
+            report: SyncReport) -> None:
+    """Stream some page files, each from the central service's committed offset, in one Write call."""
     chunk = station.config.chunk_bytes
 
     def requests():
-        offset = status.committed_size
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            first = True
-            while True:
-                data = fh.read(chunk)
-                last = offset + len(data) >= page["bytes"] or not data
-                msg = sync_pb2.WriteRequest(write_offset=offset, data=data, finish_write=last)
-                if first:
-                    msg.station_id, msg.bundle_id, msg.sha256 = station.station_id, bundle_id, sha
-                    first = False
-                yield msg
-                offset += len(data)
-                report.bytes_sent += len(data)
-                if last:
-                    return
+        first = True
+        for page, offset in group:
+            with open(station.store.page_path(page["sha256"], page["media_type"]), "rb") as fh:
+                fh.seek(offset)
+                start = True
+                while True:
+                    data = fh.read(chunk)
+                    last = offset + len(data) >= page["bytes"] or not data
+                    msg = sync_pb2.WriteRequest(write_offset=offset, data=data, finish_write=last,
+                                                data_crc32c=google_crc32c.value(data))
+                    if start:
+                        msg.sha256, start = page["sha256"], False
+                    if first:
+                        msg.station_id, msg.bundle_id, first = station.station_id, bundle_id, False
+                    yield msg
+                    offset += len(data)
+                    report.bytes_sent += len(data)
+                    if last:
+                        break
 
-    # A big page on a slow link needs longer than one small call; a stalled link still times out.
-    remaining = page["bytes"] - status.committed_size
-    _call(stub.Write, requests(), timeout + remaining / 250_000)
+    # A big stream on a slow link needs longer than one small call; a stalled link still times out.
+    remaining = sum(page["bytes"] - offset for page, offset in group)
+    try:
+        _call(stub.Write, requests(), timeout + remaining / 250_000)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.DATA_LOSS:
+            _check_own_copies(station, [page for page, _ in group], exc.details())
+        raise
+
+
+def _check_own_copies(station: Station, pages: list[dict], why: str) -> None:
+    """The archive received damaged bytes: refuse to resend if the damage is in this station's copy."""
+    for page in pages:
+        if not station.store.page_intact(page["sha256"], page["media_type"]):
+            raise BundleRefused(
+                f"this station's copy of page {page['n']} ({station.store.page_path(page['sha256'], page['media_type'])}) "
+                f"is damaged or missing: it no longer matches the sealed manifest (the archive reported: {why}); "
+                "rescan the material")
 
 
 def _call(method, request, timeout: float):

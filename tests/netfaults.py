@@ -1,4 +1,4 @@
-"""A TCP proxy on loopback that cuts, stalls or throttles the connections it forwards."""
+"""A TCP proxy on loopback that cuts, stalls, throttles or damages the connections it forwards."""
 
 import random
 import socket
@@ -11,12 +11,14 @@ class FaultyProxy:
 
     def __init__(self, target: str, cut_after: tuple[int, int] | None = None,
                  stall_after: tuple[int, int] | None = None, rate_bytes_s: float | None = None, seed: int = 0,
-                 max_faults: int | None = None):
+                 max_faults: int | None = None, flip_at: int | None = None):
         host, _, port = target.rpartition(":")
         self.target = (host, int(port))
         self.cut_after, self.stall_after, self.rate = cut_after, stall_after, rate_bytes_s
         self.rng = random.Random(seed)
         self.max_faults = max_faults
+        self.flip_at = flip_at  # invert the byte at this upstream offset of a connection, once in all
+        self.flips = 0
         self.cuts = self.stalls = self.connections = 0
         self.upstream_bytes = 0  # bytes delivered to the target, all connections
         self._stop = threading.Event()
@@ -49,10 +51,12 @@ class FaultyProxy:
                 faulty = self.max_faults is None or self.cuts + self.stalls < self.max_faults
                 cut = self.rng.randint(*self.cut_after) if self.cut_after and faulty else None
                 stall = self.rng.randint(*self.stall_after) if self.stall_after and faulty else None
-            for src, dst, limit, up in ((client, upstream, (cut, stall), True), (upstream, client, (None, None), False)):
+                flip = self.flip_at if not self.flips else None
+            for src, dst, limit, up in ((client, upstream, (cut, stall, flip), True),
+                                        (upstream, client, (None, None, None), False)):
                 threading.Thread(target=self._pump, args=(src, dst, *limit, up), daemon=True).start()
 
-    def _pump(self, src, dst, cut, stall, upstream):
+    def _pump(self, src, dst, cut, stall, flip, upstream):
         sent = 0
         try:
             while not self._stop.is_set():
@@ -70,6 +74,12 @@ class FaultyProxy:
                         self.stalls += 1
                     self._stop.wait()  # hold the connection open, forward nothing more
                     break
+                if flip is not None and sent <= flip < sent + len(data):
+                    with self._lock:
+                        flip, self.flips = (flip, 1) if not self.flips else (None, self.flips)
+                    if flip is not None:
+                        data = bytearray(data)
+                        data[flip - sent] ^= 0xFF
                 dst.sendall(data)
                 sent += len(data)
                 self._count(upstream, len(data))

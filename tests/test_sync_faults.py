@@ -263,3 +263,51 @@ def test_status_tells_what_waits_and_why(flaky_station):
     assert "rejected, 4 pages — BelowResolution page 1" in text
     assert "sealed, 4 pages — waiting for the next sync" in text
     assert re.search(r"central offline since \S+: central service at 127.0.0.1:9 is unreachable", text), text
+
+
+def test_a_chunk_damaged_on_the_wire_is_refused_and_sent_again(tmp_path, archive):
+    """Plain-text lab mode, where nothing but the chunk CRC stands between a flipped bit and the disk."""
+    from central.server import build_server
+
+    server, port = build_server(archive, "127.0.0.1:0", tls=False)
+    server.start()
+    proxy = FaultyProxy(f"127.0.0.1:{port}", flip_at=400_000)
+    try:
+        st = register(archive, proxy.address, make_station(tmp_path / "st", proxy.address, insecure=True, dpi=200,
+                                                           backoff_base_s=0.01, chunk_bytes=65536))
+        scan(st, {"archive_no": "D-51"}, {"item": "1-1", "title": "t"}, "synthetic:seed=4,sheets=3")
+        report = sync(st, sleep=lambda s: None)
+    finally:
+        proxy.close()
+        server.stop(grace=None).wait()
+    assert proxy.flips == 1 and proxy.connections >= 2, "the damaged stream should have been refused and redone"
+    assert len(report.committed) == 1 and report.retries >= 1
+    assert central_pages(archive) == station_pages(st) and verify(archive).ok
+    assert not any(archive.config.uploads_dir.iterdir())
+    st.close()
+
+
+def test_a_partial_upload_damaged_by_an_archive_power_cut_is_sent_again(central, flaky_station):
+    """Bytes the archive had not yet flushed when it lost power: the resume point lies past garbage.
+    The finished blob fails its digest, is discarded, and the station sends it again from the start."""
+    import google_crc32c
+
+    from central import ingest
+    from quire.v1 import sync_pb2
+
+    archive, address = central
+    bundle = outbox.pending(flaky_station.store)[0]
+    ingest.offer(archive, flaky_station.station_id, bundle["manifest"], bundle["signature"])
+    page = json.loads(bundle["manifest"])["pages"][0]
+    data = flaky_station.store.page_path(page["sha256"], page["media_type"]).read_bytes()
+    half = data[:len(data) // 2]
+    written = ingest.write(archive, iter([sync_pb2.WriteRequest(  # a stream that broke off half way
+        station_id=flaky_station.station_id, bundle_id=bundle["id"], sha256=page["sha256"], write_offset=0,
+        data=half, data_crc32c=google_crc32c.value(half))]))
+    assert not written.complete and written.size == len(half)
+    [partial] = archive.config.uploads_dir.iterdir()
+    partial.write_bytes(bytes(len(half) // 2) + half[len(half) // 2:])  # the first half of it lost to the power cut
+    report = sync(flaky_station, address, sleep=lambda s: None)
+    assert len(report.committed) == 3 and report.retries == 1
+    assert central_pages(archive) == station_pages(flaky_station) and verify(archive).ok
+    assert not any(archive.config.uploads_dir.iterdir())

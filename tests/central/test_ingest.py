@@ -110,7 +110,7 @@ def test_blob_not_matching_the_manifest_is_refused_by_name(central, small_statio
     path.write_bytes(bytes(data))
     report = sync(small_station)
     reason = report.rejected[result.bundle_id]
-    assert page["sha256"] in reason and "does not match its manifest" in reason
+    assert page["sha256"] in reason and "no longer matches the sealed manifest" in reason and "rescan" in reason
     assert catalogued(archive)["materials"] == 0 and catalogued(archive)["pages"] == 0
     assert not archive.blobs.has(page["sha256"])
     assert not list(archive.config.uploads_dir.iterdir()), "corrupt partial upload left behind"

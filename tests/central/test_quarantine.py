@@ -8,6 +8,7 @@ differs from the pages listed before anything is uploaded (test_standards shows 
 
 import json
 
+import google_crc32c
 import pytest
 
 from central import audit, profile
@@ -174,7 +175,8 @@ def test_two_commits_of_one_bundle_at_once_catalogue_it_once(tmp_path, archive):
     for p in json.loads(row["manifest"])["pages"]:
         data = st.store.page_path(p["sha256"], p["media_type"]).read_bytes()
         ingest.write(archive, iter([sync_pb2.WriteRequest(station_id=st.station_id, bundle_id=bid, sha256=p["sha256"],
-                                                          data=data, finish_write=True)]))
+                                                          data=data, finish_write=True,
+                                                          data_crc32c=google_crc32c.value(data))]))
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(ingest.commit(archive, st.station_id, bid)))
                for _ in range(4)]
