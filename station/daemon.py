@@ -8,6 +8,7 @@ import select
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -26,6 +27,7 @@ from .sync_worker import SyncWorker
 
 log = logging.getLogger(__name__)
 SIGNAL_POLL_S = 0.5   # longest an idle daemon takes to notice SIGTERM
+ANNOUNCE_RETRY_S = 60  # a station without a network yet tries zeroconf again this often
 
 
 def status_line(activity: str, outbox: int, central: str) -> str:
@@ -72,6 +74,7 @@ class Daemon:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._published: str | None = None
+        self._announce_at = 0.0            # when to try the zeroconf announcement (again)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -113,10 +116,7 @@ class Daemon:
         self.outbox = self._count_outbox()
         self.sync = SyncWorker(cfg, cfg.sync_interval_s)
         self.sync.start()
-        if cfg.announce:
-            from .discovery import StationAnnouncement
-
-            self.announcement = StationAnnouncement(cfg, self.station.station_id, self._activity(), self.outbox)
+        self._announce()
         self.control = control
         self.control.start()
 
@@ -179,6 +179,7 @@ class Daemon:
             else:
                 self.scanner.probe_if_due()
             self.outbox = self._count_outbox()
+            self._announce()
             self._publish()
             self._sleep(self._tick_s())
 
@@ -303,6 +304,21 @@ class Daemon:
 
     def _line(self) -> str:
         return status_line(self._activity(), self.outbox, self.sync.state if self.sync else "central not contacted yet")
+
+    def _announce(self) -> None:
+        """Start the zeroconf announcement when configured; without a network yet, try again later.
+
+        A station booting with its cable unplugged scans all the same; it appears on the network once it has one.
+        """
+        if not self.config.announce or self.announcement is not None or time.monotonic() < self._announce_at:
+            return
+        from .discovery import StationAnnouncement
+
+        try:
+            self.announcement = StationAnnouncement(self.config, self.station.station_id, self._activity(), self.outbox)
+        except Exception as exc:  # noqa: BLE001 - zeroconf raises plain RuntimeError/OSError for "no network"
+            self._announce_at = time.monotonic() + ANNOUNCE_RETRY_S
+            log.warning("not announced on zeroconf yet (%s); trying again in %d s", exc, ANNOUNCE_RETRY_S)
 
     def _publish(self) -> None:
         line = self._line()

@@ -37,13 +37,14 @@ def make_home(tmp_path: Path, **settings) -> Path:
 class Daemon:
     """`quire-station daemon` as a child process, with systemd's environment."""
 
-    def __init__(self, home: Path, listener: NotifyListener, watchdog_usec: int | None = None):
+    def __init__(self, home: Path, listener: NotifyListener, watchdog_usec: int | None = None,
+                 wrapper: tuple[str, ...] = ()):
         env = {**os.environ, "NOTIFY_SOCKET": listener.path}
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.log_path = home.parent / "daemon.log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "daemon"], stdout=self.log,
+        self.proc = subprocess.Popen([*wrapper, str(QUIRE_STATION), "--home", str(home), "daemon"], stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env)
 
     def terminate(self) -> int:
@@ -255,6 +256,19 @@ def test_the_service_announces_itself_on_zeroconf_with_its_state_and_outbox(tmp_
     finally:
         zc.close()
     assert daemon.terminate() == 0
+
+
+def test_a_station_booting_without_a_network_scans_and_announces_itself_later(tmp_path, listener, daemons):
+    """Cable unplugged at boot: a network namespace of its own with no interface up (only root may make one)."""
+    home = make_home(tmp_path, source="synthetic:sheets=1", dpi=50)
+    with open(home / "station.toml", "a") as f:
+        f.write("announce = true\n")
+    daemon = daemons(home, listener, wrapper=("unshare", "--net"))
+    assert listener.next(60).get("READY") == "1", daemon.output()
+    out = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-8", "--material", "1-1", "--title", "履历")
+    assert "page   2" in out.stdout
+    assert daemon.terminate() == 0
+    assert "not announced on zeroconf yet" in daemon.output() and "trying again in 60 s" in daemon.output()
 
 
 def _spooled(home: Path) -> list:
