@@ -105,31 +105,32 @@ def find_skew(grey: np.ndarray, px_per_mm: float, max_skew_deg: float) -> tuple[
 
 def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: list[int], turn: int) -> np.ndarray:
     """The output page: ``region`` of the image rotated by ``matrix`` (None: not rotated), then turned,
-    in the pixels the encoder takes for ``mode``."""
-    x, y, w, h = region
-    if matrix is None:
-        return orientation.turn(_pixels(image[y:y + h, x:x + w], mode), turn)
-    source = _pixels(image, mode)
-    shifted = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    shifted[:2, 2] -= (x, y)
-    if turn in (90, 270):
-        # Folded into the warp, a quarter turn would read the source down its columns: half again
-        # as slow as warping row by row and then turning the result.
-        return orientation.turn(deskew.warp(source, shifted[:2], (w, h)), turn)
-    combined = (orientation.turn_matrix((w, h), turn) @ shifted)[:2]
-    return deskew.warp(source, combined, (w, h))
-
-
-def _pixels(image: np.ndarray, mode: str) -> np.ndarray:
-    """The page as the encoder takes it for ``mode``: grey, or RGBX for colour (a grey source stays grey).
+    in the pixels the encoder takes for ``mode``: grey, or RGBX for colour (a grey source stays grey).
 
     Grey and bilevel pages drop their colour before the full-size work: a third of the pixels to
     move. Colour pages move as RGBX: OpenCV warps four channels faster than three, and Pillow
     encodes RGBX from the array's own memory, where RGB would first be copied out to four bytes a pixel.
     """
-    if mode != "colour":
-        return to_grey(image)
-    return cv2.cvtColor(image, cv2.COLOR_RGB2RGBA) if image.ndim == 3 else image
+    x, y, w, h = region
+    if matrix is None:
+        part = image[y:y + h, x:x + w]
+        if mode != "colour":
+            part = to_grey(part)
+        elif part.ndim == 3:
+            part = cv2.cvtColor(part, cv2.COLOR_RGB2RGBA)
+        return orientation.turn(part, turn)
+    source = image if mode == "colour" else to_grey(image)
+    shifted = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    shifted[:2, 2] -= (x, y)
+    combined = (orientation.turn_matrix((w, h), turn) @ shifted)[:2]
+    if source.ndim == 3:
+        # Tile by tile (see warp_rgbx), a quarter turn folded into the warp costs next to nothing.
+        return deskew.warp_rgbx(source, combined, (h, w) if turn in (90, 270) else (w, h))
+    if turn in (90, 270):
+        # Folded into a whole-page warp, a quarter turn would read the source down its columns: twice
+        # as slow as warping row by row and then turning the result.
+        return orientation.turn(deskew.warp(source, shifted[:2], (w, h)), turn)
+    return deskew.warp(source, combined, (w, h))
 
 
 def _skew(found: deskew.Skew | None, paper: Paper | None, max_skew_deg: float) -> tuple[float, str]:
