@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from quire.memory import tune_allocator
+
 CENTRAL_ADDR, SENDER_ADDR = "10.213.0.2", "10.213.0.1"
 
 
@@ -42,6 +44,8 @@ def main() -> int:
                         help="with --link-mbit: one-way delay (tc netem) added on the central side")
     parser.add_argument("--in-namespace", help=argparse.SUPPRESS)  # the sender half of --link-mbit
     args = parser.parse_args()
+    # The allocator limits quire-station and quire-central set at start; every sender here runs with them.
+    tune_allocator()
     if args.link_mbit and not args.in_namespace:
         return _shaped(args)
     host = CENTRAL_ADDR if args.in_namespace else "127.0.0.1"
@@ -218,7 +222,6 @@ def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
     from central import stations as _unused  # noqa: F401 - import cost outside the timing
     from station import config, home, outbox
     from station.enrol import enroll
-    from station.pipeline import ProcessedPage
     from station.sync import sync
 
     central_home = root / "central"
@@ -237,11 +240,7 @@ def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
             batch = st.store.open_batch({"archive_no": "B-1"}, {"item": f"1-{m // per_material + 1}", "title": "b"},
                                         "bench", "bench")
             for n, data in enumerate(pages[m:m + per_material], 1):
-                record = {"skew_deg": 0.0, "rotation_deg": 0.0, "orientation": 0, "crop": None, "blank": False,
-                          "blank_score": 5.0, "colour": "colour", "colour_reason": "bench", "codec": "jpeg",
-                          "dpi": 300, "bytes": len(data), "seconds": 0.0}
-                st.store.add_page(batch.id, n, ProcessedPage(data, "image/jpeg", ".jpg", 2480, 3508, 300,
-                                                             "colour", record))
+                st.store.add_page(batch.id, n, _page(data))
             outbox.seal_batch(st.store, batch.id, st.station_id, st.key)
         cpu0, t0, server0 = _cpu(), time.perf_counter(), _proc_cpu(server.pid)
         report = sync(st)
@@ -253,6 +252,16 @@ def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
         server.terminate()
         server.wait()
     return seconds, cpu, "TLS 1.3 (gRPC, pinned)"
+
+
+def _page(data: bytes):
+    """A processed 300-dpi A4 colour page of these bytes, with the record the archive's profile requires."""
+    from station.pipeline import ProcessedPage
+
+    record = {"skew_deg": 0.0, "rotation_deg": 0.0, "orientation": 0, "crop": None, "blank": False,
+              "blank_score": 5.0, "colour": "colour", "colour_reason": "bench", "codec": "jpeg",
+              "dpi": 300, "bytes": len(data), "seconds": 0.0}
+    return ProcessedPage(data, "image/jpeg", ".jpg", 2480, 3508, 300, "colour", record)
 
 
 def _report(results: dict, total: int, link_mbit: float | None = None) -> None:
@@ -284,46 +293,62 @@ def _report(results: dict, total: int, link_mbit: float | None = None) -> None:
 
 
 def _cut_report(root: Path, pages: list[bytes]) -> None:
-    """Bytes re-sent beyond the cut points when connections are cut at random."""
+    """Bytes sent again after connections are cut at random, measured on the wire into the archive.
+
+    The same pages go through the proxy twice, once untouched and once with cuts; what reached the
+    archive beyond the clean run's bytes was sent twice (the part of each cut that must be resent,
+    plus reconnecting and offering again). Bytes the station had handed to gRPC but that never left
+    it are counted apart: they never passed the cut point.
+    """
+    clean, _ = _through_proxy(root / "clean", pages, {})
+    cut, report = _through_proxy(root / "cut", pages, {"cut_after": (1_000_000, 8_000_000), "seed": 5,
+                                                       "max_faults": 10})
+    total, chunk = sum(len(p) for p in pages), CHUNK
+    cuts = max(cut.cuts, 1)
+    again = cut.upstream_bytes - clean.upstream_bytes
+    print(f"\ncuts: {cut.cuts} connections cut at random points while sending {total / 1e6:.1f} MB of pages; "
+          f"{cut.upstream_bytes / 1e6:.1f} MB reached the archive on the wire (uncut: {clean.upstream_bytes / 1e6:.1f} MB)"
+          f"\n  sent again beyond the cut points: {again / 1e3:.0f} kB = {again / cuts / 1e3:.0f} kB per cut = "
+          f"{again / cuts / chunk:.2f} chunks of {chunk >> 10} KiB (goal ≤ 1)"
+          f"\n  handed to gRPC but lost in the station's own buffers at the cuts: "
+          f"{(report.bytes_sent - total - again) / cuts / chunk:.2f} chunks per cut", flush=True)
+
+
+def _through_proxy(root: Path, pages: list[bytes], faults: dict):
+    """Sync one bundle of ``pages`` to a fresh archive through a FaultyProxy; return (proxy, report)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.netfaults import FaultyProxy
 
     from station import config, home, outbox
     from station.enrol import enroll
-    from station.pipeline import ProcessedPage
     from station.sync import sync
 
-    central_home = root / "cut-central"
+    central_home = root / "central"
     exe = Path(sys.executable).parent / "quire-central"
     server = subprocess.Popen([str(exe), "--home", str(central_home), "serve", "--listen", "127.0.0.1:0",
                                "--no-advertise"], stdout=subprocess.PIPE, text=True)
     address = server.stdout.readline().strip().removeprefix("listening on ")
-    proxy = FaultyProxy(address, cut_after=(1_000_000, 8_000_000), seed=5, max_faults=10)
     try:
-        st = home.init(config.load(root / "cut-station", central=address, backoff_base_s=0.01,
-                                   sync_attempts=50), "st-cut")
+        st = home.init(config.load(root / "station", central=address, backoff_base_s=0.01, sync_attempts=50,
+                                   chunk_bytes=CHUNK), "st-cut")
         subprocess.run([str(exe), "--home", str(central_home), "stations", "add", "st-cut", "--key",
                         st.public_key.hex(), "--unit", "bench"], check=True, stdout=subprocess.DEVNULL)
         enroll(st, address)
         batch = st.store.open_batch({"archive_no": "C-1"}, {"item": "1-1", "title": "c"}, "bench", "bench")
         for n, data in enumerate(pages, 1):
-            st.store.add_page(batch.id, n, ProcessedPage(data, "image/jpeg", ".jpg", 2480, 3508, 300, "colour",
-                                                         {"dpi": 300, "bytes": len(data), "colour": "colour"}))
+            st.store.add_page(batch.id, n, _page(data))
         outbox.seal_batch(st.store, batch.id, st.station_id, st.key)
-        report = sync(st, proxy.address, sleep=lambda s: None)
-        total = sum(len(p) for p in pages)
-        extra = report.bytes_sent - total
-        cuts, chunk = max(proxy.cuts, 1), st.config.chunk_bytes
-        print(f"\ncuts: {proxy.cuts} connections cut at random points; {report.bytes_sent / 1e6:.1f} MB of page bytes "
-              f"handed to gRPC for {total / 1e6:.1f} MB of pages ({proxy.upstream_bytes / 1e6:.1f} MB reached the "
-              f"archive on the wire); re-sent {extra / 1e3:.0f} kB = {extra / cuts / 1e3:.0f} kB per cut = "
-              f"{extra / cuts / chunk:.2f} chunks of {chunk >> 10} KiB (goal ≤ 1)", flush=True)
+        proxy = FaultyProxy(address, **faults)
+        try:
+            report = sync(st, proxy.address, sleep=lambda s: None)
+        finally:
+            proxy.close()
+        assert len(report.committed) == 1, report
         st.close()
     finally:
-        proxy.close()
         server.terminate()
         server.wait()
-
+    return proxy, report
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ import sys
 import threading
 
 from quire import keys
+from quire.memory import tune_allocator
 
 from . import config as config_mod
 from . import cli_people, cli_stats, listing, stations
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    tune_allocator()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

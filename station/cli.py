@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from quire.memory import tune_allocator
+
 from . import config as config_mod
 from .errors import StationError, UsageError
 
@@ -16,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    tune_allocator()
     try:
         cfg = config_mod.load(args.home, central=getattr(args, "central", None))
         return args.func(cfg, args) or 0
