@@ -105,20 +105,23 @@ def _read_ahead(messages, depth: int = READ_AHEAD):
     box: "queue.Queue[tuple[object, BaseException | None]]" = queue.Queue(depth)
     done = threading.Event()
 
+    def hand_over(item) -> bool:
+        while not done.is_set():
+            try:
+                box.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False  # the handler has stopped reading
+
     def receive():
         try:
             for message in messages:
-                while not done.is_set():
-                    try:
-                        box.put((message, None), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if done.is_set():
+                if not hand_over((message, None)):
                     return
-            box.put((None, None))
+            hand_over((None, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the handler's thread, raised there
-            box.put((None, exc))
+            hand_over((None, exc))
 
     threading.Thread(target=receive, name="quire-write-read-ahead", daemon=True).start()
     try:
