@@ -108,8 +108,8 @@ def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: lis
     in the pixels the encoder takes for ``mode``: grey, or RGBX for colour (a grey source stays grey).
 
     Grey and bilevel pages drop their colour before the full-size work: a third of the pixels to
-    move. Colour pages move as RGBX: OpenCV warps four channels faster than three, and Pillow
-    encodes RGBX from the array's own memory, where RGB would first be copied out to four bytes a pixel.
+    move. Colour pages come out as RGBX, which Pillow encodes from the array's own memory, where RGB
+    would first be copied out to four bytes a pixel.
     """
     x, y, w, h = region
     if matrix is None:
