@@ -1,0 +1,18 @@
+"""The sync benchmark runs end to end on a small batch and prints every figure it promises."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_sync_benchmark_prints_the_three_senders_and_the_cut_figures():
+    out = subprocess.run([sys.executable, "-m", "bench.sync", "--mb", "12", "--runs", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=240, check=True).stdout
+    for method in ("raw TCP", "plain TLS", "Quire sync"):
+        assert re.search(rf"^{method} +[\d.]+ .* [\d.]+ +\d+% +[\d.]+×", out, re.M), out
+    assert "archive side:" in out and "goals:" in out
+    cut = re.search(r"sent again beyond the cut points: .* = ([\d.]+) chunks of 1024 KiB", out)
+    assert cut and float(cut.group(1)) < 4, out
