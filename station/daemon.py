@@ -111,7 +111,9 @@ class Daemon:
         self.station = open_station(cfg)
         self._recover_spool()
         self.jobs = JobQueue(cfg.queue_path)
-        self.scanner = Scanner(cfg, profiles.load(cfg.profiles_dir))
+        # Waiting on the scanner-driver process (a page can take a minute) is not being stuck: feed the
+        # watchdog meanwhile; the driver's own deadlines catch a hung driver, and it alone is killed.
+        self.scanner = Scanner(cfg, profiles.load(cfg.profiles_dir), keepalive=self.watchdog.ping_if_due)
         self.scanner.probe()
         self.outbox = self._count_outbox()
         self.sync = SyncWorker(cfg, cfg.sync_interval_s)

@@ -90,6 +90,23 @@ class ScannerNotFound(ScannerError):
     advice = "check it is switched on and connected; 'scanimage -L' lists what SANE sees"
 
 
+class ScannerDriverFailed(ScannerError):
+    """The process that runs the scanner's driver (libsane) hung or died; the station killed it and
+    starts a fresh one on next use. Pages captured before are kept; the page in hand is lost."""
+
+    headline = "the scanner driver failed"
+    advice = ("the station restarts the driver by itself; check the feeder, put back any sheet that did not "
+              "come out whole, and press Scan or run the same scan command to resume")
+
+
+class ScannerDriverHung(ScannerDriverFailed):
+    headline = "the scanner driver stopped responding"
+
+
+class ScannerDriverCrashed(ScannerDriverFailed):
+    headline = "the scanner driver stopped unexpectedly"
+
+
 class BatchStopped(ScannerError):
     """The station service was asked to stop mid-batch; it finished the sheet in hand first."""
 

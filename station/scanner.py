@@ -1,5 +1,9 @@
 """The daemon's one hold on the scanner: probed at start, kept open, polled for its Scan button while
-idle and lent to each batch, so buttons, batches and the CLI never fight over the device lock."""
+idle and lent to each batch, so buttons, batches and the CLI never fight over the device lock.
+
+The device itself lives in a scanner-driver child process (``station.capture.driver``): a driver
+that hangs or dies costs the page in hand; the held source starts a fresh one on its next use.
+"""
 
 import logging
 import time
@@ -16,8 +20,10 @@ REPROBE_S = 5.0  # how often to look again for a scanner that is switched off or
 class Scanner:
     """The configured capture source; for ``sane:…`` sources, the open device and its profile."""
 
-    def __init__(self, config, profile_list: list, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config, profile_list: list, clock: Callable[[], float] = time.monotonic,
+                 keepalive: Callable[[], object] | None = None):
         self.config = config
+        self.keepalive = keepalive  # called while waiting on the driver (the daemon feeds its watchdog)
         self.spec = config.source
         self.is_device = self.spec.partition(":")[0] == "sane"
         self.profiles = profile_list
@@ -44,20 +50,24 @@ class Scanner:
         self._probed_at = self.clock()
         if not self.is_device or self.held:
             return
-        from .capture.sane_source import SaneSource, devices
+        from .capture.driver import Driver
+        from .capture.sane_source import SaneSource
 
         wanted = self.spec.partition(":")[2]
-        found = profiles.find_device(devices(), wanted, self.profiles)
-        if found is None and wanted != "auto":
-            # Some backends open devices they do not list (e.g. net:HOST:…); try it as named.
-            found = ((wanted, "", "", ""), profiles.select("", "", self.profiles))
-        if found is None:
-            self.error = ScannerNotFound("SANE sees no scanner")
-            return
-        device, profile = found
+        driver = Driver(keepalive=self.keepalive)   # lists the devices, then holds the one found
         try:
-            self.source = SaneSource(device[0], self.config.dpi, self.config.sane_options, profile=profile)
+            driver.start()
+            found = profiles.find_device(driver.call("devices", doing="listing scanners"), wanted, self.profiles)
+            if found is None and wanted != "auto":
+                # Some backends open devices they do not list (e.g. net:HOST:…); try it as named.
+                found = ((wanted, "", "", ""), profiles.select("", "", self.profiles))
+            if found is None:
+                raise ScannerNotFound("SANE sees no scanner")
+            device, profile = found
+            self.source = SaneSource(device[0], self.config.dpi, self.config.sane_options, profile=profile,
+                                     driver=driver)
         except ScannerError as exc:
+            driver.close()
             self.error = exc
             return
         self.device, self.profile, self.error = device, profile, None
@@ -149,7 +159,4 @@ class _Lent:
         return self.source.pages()
 
     def close(self) -> None:
-        try:
-            self.source.dev.cancel()
-        except Exception:  # cancelling after a fault may fail again; the next batch starts afresh
-            pass
+        self.source.cancel()  # a no-op when the driver died mid-batch: its next use starts a fresh one

@@ -15,9 +15,10 @@ _CHILD = "QUIRE_TEST_CHILD"
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "own_process: run the test in a fresh pytest process. libsane cancels its reader "
-                   "thread asynchronously, which can leave glibc's allocator locked in the process that "
-                   "scanned; a test that scans through libsane must not pass that on to later tests.")
+        "markers", "own_process: run the test in a fresh pytest process, for a test that must not pass "
+                   "process-wide damage on to later tests. (libsane's asynchronous cancel can leave glibc's "
+                   "allocator locked in the process that loads it; that is now the scanner-driver child, "
+                   "so scanning through SANE no longer needs this.)")
 
 
 def pytest_pyfunc_call(pyfuncitem):

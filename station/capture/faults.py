@@ -46,7 +46,7 @@ class FaultSource:
 
     def close(self) -> None:
         dev = getattr(self.inner, "dev", None)
-        if dev is not None and "read_return_value" in dev.opt:
-            # The test backend keeps option values across opens within a process: undo the fault.
+        if dev is not None and getattr(self.inner, "running", False) and "read_return_value" in dev.opt:
+            # The test backend keeps option values while its process lives: undo the fault.
             dev.read_return_value = "Default"
         self.inner.close()

@@ -1,92 +1,145 @@
-"""Capture from a SANE device through python-sane (ADF, duplex, flatbed)."""
+"""Capture from a SANE device (ADF, duplex, flatbed), through the scanner-driver process.
 
-import select
+libsane runs only in that child (``station.capture.sane_driver``; see ``station.capture.driver``
+for why); this module never imports ``sane``. A source restarts its driver on the next use after
+a hang or a crash, and opens and configures the device again the same way.
+"""
+
+import logging
 import threading
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
-import numpy as np
-
-from ..errors import (CoverOpen, DeviceBusy, FeederEmpty, ScannerError, ScannerIOError,
-                      ScannerJammed, ScannerNotFound)
+from ..errors import ScannerDriverCrashed, ScannerDriverFailed, ScannerError, ScannerNotFound
+from . import driver as _driver
 from .base import RawPage
+from .driver import Driver
 
-# python-sane raises _sane.error carrying sane_strstatus() text; these are SANE's own strings.
-_STATUS_TEXT = {
-    "Document feeder jammed": ScannerJammed,
-    "Scanner cover is open": CoverOpen,
-    "Document feeder out of documents": FeederEmpty,
-    "Device busy": DeviceBusy,
-    "Error during device I/O": ScannerIOError,
-    "Access to resource has been denied": DeviceBusy,
-}
+log = logging.getLogger(__name__)
+
 # Preferred feeder sources across backends, best first (duplex captures both sides).
 _ADF_SOURCES = ("ADF Duplex", "Duplex", "Automatic Document Feeder", "ADF", "ADF Front", "ADF Back")
 _COLOUR_MODES = ("Color", "color", "24bit Color", "Color24")
 _UNIT_MM = 3  # SANE_UNIT_MM
-# How long a started scan may take to deliver its first data before it is read regardless.
-_FIRST_DATA_WAIT_S = 30.0
-
-_init_lock = threading.Lock()
-_initialised = False
 
 
-def _sane():
-    global _initialised
-    import sane  # imported lazily: only stations with a SANE scanner need libsane loaded
-
-    with _init_lock:
-        if not _initialised:
-            sane.init()
-            _initialised = True
-    return sane
-
-
-def devices() -> list[tuple]:
-    """The devices SANE sees, as ``(name, vendor, model, type)``."""
-    return _sane().get_devices()
+def devices(call_timeout_s: float | None = None) -> list[tuple]:
+    """The devices SANE sees, as ``(name, vendor, model, type)``, asked of a short-lived driver."""
+    drv = Driver(call_timeout_s)
+    try:
+        drv.start()
+        return drv.call("devices", doing="listing scanners")
+    finally:
+        drv.close()
 
 
-def _auto_device(sane) -> tuple:
+def _auto_device(drv: Driver) -> tuple:
     """The first attached scanner a family profile claims (else the first at all), with its profile."""
     from ..profiles import find_device, load
 
-    found = find_device(sane.get_devices(), "auto", load())
+    found = find_device(drv.call("devices", doing="listing scanners"), "auto", load())
     if found is None:
         raise ScannerNotFound("SANE sees no scanner")
     return found[0][0], found[1]
 
 
-def map_error(exc: BaseException) -> ScannerError:
-    """Turn a python-sane error into the operator-facing scanner error it stands for."""
-    text = str(exc.args[0]) if getattr(exc, "args", None) else str(exc)
-    cls = _STATUS_TEXT.get(text, ScannerError)
-    return cls(text if cls is ScannerError else "")
+@dataclass(frozen=True)
+class Option:
+    """One SANE option as the driver described it (python-sane's Option, without its device)."""
+
+    name: str
+    py_name: str
+    type: int
+    unit: int
+    constraint: object
+    active: bool
+    settable: bool
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def is_settable(self) -> bool:
+        return self.settable
+
+
+class Device:
+    """The device the driver holds, read and set like python-sane's SaneDev (``dev.mode = "Color"``)."""
+
+    def __init__(self, source: "SaneSource"):
+        object.__setattr__(self, "_source", source)
+
+    @property
+    def opt(self) -> dict[str, Option]:
+        """The device's options now (setting one can make the backend reload them)."""
+        described = self._source._call("options", doing="reading the scanner's options")
+        return {key: Option(**value) for key, value in described.items()}
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._source._call("get", name, doing=f"reading the scanner option {name}")
+
+    def __setattr__(self, name: str, value) -> None:
+        self._source._call("set", name, value, doing=f"setting the scanner option {name}")
+
+    def cancel(self) -> None:
+        self._source.cancel()
 
 
 class SaneSource:
     """Pages from one SANE device until its feeder is empty (one page for a flatbed)."""
 
-    def __init__(self, device: str, dpi: int = 300, options: dict | None = None, profile=None):
-        sane = _sane()
+    def __init__(self, device: str, dpi: int = 300, options: dict | None = None, profile=None, *,
+                 driver: Driver | None = None, page_timeout_s: float | None = None,
+                 call_timeout_s: float | None = None, keepalive: Callable[[], object] | None = None):
+        self.driver = driver if driver is not None else Driver(call_timeout_s, keepalive)
+        self.page_timeout_s = _driver.PAGE_TIMEOUT_S if page_timeout_s is None else page_timeout_s
         self.profile, self.plan = profile, None  # a station.profiles.Profile chooses the options
-        if device == "auto":
-            device, self.profile = _auto_device(sane)
-        self.name = f"sane:{device}"
         self.dpi = dpi
+        self.options = dict(options or {})
+        self.dev = Device(self)
+        self._lock = threading.RLock()  # the daemon polls buttons and scans on one thread; tests poke from another
+        self._restarting = False
         try:
-            self.dev = sane.open(device)
-        except RuntimeError:
-            raise ScannerNotFound(f"SANE has no device {device!r}") from None
-        except sane._sane.error as exc:
-            err = map_error(exc)
-            if type(err) is ScannerError:  # e.g. "Invalid argument" for a name SANE does not know
-                err = ScannerNotFound(f"SANE cannot open {device!r}: {exc}")
-            raise err from None
-        try:
-            self._configure(options or {})
-        except Exception:
-            self.dev.close()
+            self.driver.start()
+            if device == "auto":
+                device, self.profile = _auto_device(self.driver)
+            self.device = device
+            self.name = f"sane:{device}"
+            self._open()
+        except BaseException:
+            self.driver.close()
             raise
+
+    @property
+    def running(self) -> bool:
+        """Whether the driver process is up (after a hang or crash it is not, until the next use)."""
+        return self.driver.running
+
+    def _open(self) -> None:
+        self.driver.call("open", self.device, doing=f"opening {self.device}")
+        self._configure(self.options)
+
+    def _call(self, op: str, *args, timeout_s: float | None = None, doing: str | None = None):
+        """One call into the driver, starting a fresh one (device opened and configured) if the last died."""
+        with self._lock:
+            if not self.driver.running:
+                if self._restarting:
+                    raise ScannerDriverCrashed(f"it stopped again while it was being restarted ({doing or op})")
+                self._restart()
+            return self.driver.call(op, *args, timeout_s=timeout_s, doing=doing)
+
+    def _restart(self) -> None:
+        self._restarting = True
+        try:
+            self.driver.start()
+            self._open()
+        except BaseException:
+            self.driver.close()
+            raise
+        finally:
+            self._restarting = False
+        log.warning("scanner driver restarted (pid %s); %s opened again", self.driver.pid, self.device)
 
     def _configure(self, options: dict) -> None:
         opts = self.dev.opt
@@ -108,16 +161,12 @@ class SaneSource:
         for corner in ("br_x", "br_y"):
             if corner in opts and isinstance(opts[corner].constraint, tuple):
                 setattr(self.dev, corner, opts[corner].constraint[1])
-        self._restore = {}
         if "select_fd" in opts and "select_fd" not in {k.replace("-", "_") for k in options}:
-            # The test backend offers a select fd only when asked; pages() waits on it (see _await_data).
-            self._restore["select_fd"] = self.dev.select_fd
+            # The test backend offers a select fd only when asked; the driver waits on it before reading.
             self.dev.select_fd = True
         for name, value in options.items():
-            attr = name.replace("-", "_")
             try:
-                self._restore[attr] = getattr(self.dev, attr)
-                setattr(self.dev, attr, value)
+                setattr(self.dev, name.replace("-", "_"), value)
             except AttributeError as exc:
                 raise ScannerError(f"cannot set scanner option {name}={value!r}: {exc}") from None
 
@@ -125,8 +174,9 @@ class SaneSource:
         """Set the profile's setup options, then the feed, mode and features it picks from what the device offers."""
         from ..profiles import plan
 
+        opts = self.dev.opt
         for name, value in self.profile.setup.items():
-            if name.replace("-", "_") in self.dev.opt:
+            if name.replace("-", "_") in opts:
                 self._set(name, value)
         active = [o for o in self.dev.opt.values() if o.name and o.is_active()]
         offered = {o.name: (list(o.constraint) if isinstance(o.constraint, list) else None)
@@ -140,18 +190,18 @@ class SaneSource:
     def _set(self, name: str, value) -> None:
         try:
             setattr(self.dev, name.replace("-", "_"), value)
-        except (AttributeError, _sane()._sane.error) as exc:
+        except ScannerDriverFailed:
+            raise
+        except (AttributeError, ScannerError) as exc:
             where = f" (profile {self.profile.path})" if self.profile is not None else ""
             raise ScannerError(f"cannot set scanner option {name}={value!r}: {exc}{where}") from None
 
     def sensor(self, name: str):
         """The current value of a sensor option (a button, paper loaded …); None when the device has none."""
         try:
-            return getattr(self.dev, name.replace("-", "_"))
+            return self._call("get", name.replace("-", "_"), doing=f"reading the sensor {name}")
         except AttributeError:
             return None
-        except _sane()._sane.error as exc:
-            raise map_error(exc) from None
 
     @property
     def duplex(self) -> bool:
@@ -171,27 +221,15 @@ class SaneSource:
             return False
 
     def pages(self) -> Iterator[RawPage]:
-        sane = _sane()
         area = self._area_mm()  # read while the device is idle; the geometry holds for the whole batch
+        feeder = self.feeder
         while True:
-            try:
-                self.dev.start()
-            except sane._sane.error as exc:
-                err = map_error(exc)
-                if isinstance(err, FeederEmpty):
-                    return  # the normal end of an ADF batch
-                raise err from None
-            self._await_data()
-            try:
-                image = self.dev.arr_snap()
-            except (sane._sane.error, RuntimeError) as exc:
-                self._cancel()
-                raise map_error(exc) from None
-            _ignore_sigpipe()
-            if image.ndim == 3 and image.shape[2] == 1:
-                image = image[:, :, 0]
-            yield RawPage(np.ascontiguousarray(image), self.dpi, origin=self.name, area_mm=area)
-            if not self.feeder:
+            image = self._call("page", timeout_s=self.page_timeout_s, doing="scanning a page")
+            if image is None:
+                return              # the feeder is empty: the normal end of an ADF batch
+            yield RawPage(image, self.dpi, origin=self.name, area_mm=area)
+            image = None            # the caller has spooled it: hold nothing while the next one comes
+            if not feeder:
                 return
 
     def _area_mm(self) -> tuple[float, float] | None:
@@ -201,51 +239,22 @@ class SaneSource:
             if any(opts[k].unit != _UNIT_MM for k in ("tl_x", "tl_y", "br_x", "br_y")):
                 return None
             return (float(self.dev.br_x) - float(self.dev.tl_x), float(self.dev.br_y) - float(self.dev.tl_y))
-        except (KeyError, AttributeError, TypeError, _sane()._sane.error):
+        except ScannerDriverFailed:
+            raise
+        except (KeyError, AttributeError, TypeError, ScannerError):
             return None     # a backend without geometry: the archive cannot check effective resolution
 
-    def _await_data(self) -> None:
-        """Wait until a started scan has data to read, when the backend offers a select fd to tell.
-
-        SANE's pthread reader (sanei_thread, used by the test backend and many USB backends) is
-        stopped by sane_cancel with pthread_cancel under PTHREAD_CANCEL_ASYNCHRONOUS. A reader
-        cancelled while still in malloc dies holding a glibc arena lock, and every thread that
-        later needs it, the next reader included, blocks forever: capture hangs in sane_read or
-        sane_cancel. python-sane cancels at once when the first read fails (a jam, an open cover),
-        so the read must not begin before the reader is past its allocations, writing data.
-        """
-        try:
-            fd = self.dev.fileno()
-        except (_sane()._sane.error, AttributeError):
-            return                  # no select fd: the backend gives no way to tell
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        poller.poll(int(_FIRST_DATA_WAIT_S * 1000))
-
-    def _cancel(self) -> None:
-        try:
-            self.dev.cancel()
-        except Exception:  # cancelling a device that already failed may fail again; nothing to do
-            pass
+    def cancel(self) -> None:
+        """Stop a scan in progress, if the driver is up (a dead one has nothing to cancel)."""
+        with self._lock:
+            if not self.driver.running:
+                return
+            try:
+                self.driver.call("cancel", doing="cancelling a scan")
+            except ScannerError:  # cancelling after a fault may fail again; the next use starts afresh
+                pass
 
     def close(self) -> None:
-        self._cancel()
-        # Leave the device as we found it: some backends keep option values across opens.
-        for attr, value in self._restore.items():
-            try:
-                setattr(self.dev, attr, value)
-            except AttributeError:
-                pass
-        self.dev.close()
-
-
-def _ignore_sigpipe() -> None:
-    """Put back Python's SIGPIPE disposition (ignore), which libsane's reader thread resets to the
-    default (terminate): otherwise a write to a closed pipe anywhere in the process kills it (exit 141)."""
-    import ctypes
-    import signal
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.signal.restype = ctypes.c_void_p
-    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    libc.signal(signal.SIGPIPE, 1)  # SIG_IGN
+        """Close the device and let the driver process exit."""
+        with self._lock:
+            self.driver.close()

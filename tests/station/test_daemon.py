@@ -146,7 +146,8 @@ def test_sigterm_mid_batch_keeps_every_captured_page(tmp_path, listener, daemons
 
 def test_sigterm_while_libsane_reads_a_page_still_stops_cleanly(tmp_path, listener, daemons):
     # SANE's test backend resets signal handlers process-wide while it reads (sanei_thread), as
-    # avision or pixma do: the daemon must not die mid-page when SIGTERM lands during a read.
+    # avision or pixma do; that is the driver process's affair now, but the daemon must still finish
+    # the sheet in hand and stop cleanly when SIGTERM lands while the driver reads a page.
     home = make_home(tmp_path, source="sane:test:0", dpi=50)
     with open(home / "station.toml", "a") as fh:
         fh.write("[sane_options]\nread_delay = true\nread_delay_duration = 50000\n")   # ~0.4 s a page
@@ -202,7 +203,8 @@ def test_watchdog_pings_stop_when_the_main_loop_hangs(tmp_path, listener, daemon
 
 
 def test_a_cli_that_goes_away_mid_batch_neither_stops_the_batch_nor_kills_the_service(tmp_path, listener, daemons):
-    # Through libsane, whose reader threads reset SIGPIPE: a write to the vanished CLI must not kill the daemon.
+    # Through libsane (in the driver process, whose reader threads reset SIGPIPE there): a write to the
+    # vanished CLI must not kill the daemon.
     home = make_home(tmp_path, source="sane:test:0", dpi=50)
     daemon = daemons(home, listener)
     listener.until(lambda m: m.get("READY") == "1")
@@ -307,10 +309,12 @@ def test_after_kill_minus_nine_the_service_stores_spooled_pages_before_it_is_rea
     station = make_station(home)
     try:
         (batch,) = station.store.batches()
-        before = len(station.store.pages(batch["id"]))
+        stored = {p["n"] for p in station.store.pages(batch["id"])}
     finally:
         station.close()
-    captured = before + len(spooled)
+    # A page is stored, then let go of by the spool: a kill in between leaves it in both, stored once.
+    unstored = {n for _, n in spooled} - stored
+    captured = len(stored | unstored)
     assert spooled and captured >= 6
 
     daemon = daemons(home, listener)
@@ -322,5 +326,6 @@ def test_after_kill_minus_nine_the_service_stores_spooled_pages_before_it_is_rea
         assert [p["n"] for p in pages] == list(range(1, captured + 1))   # none lost, none twice
     finally:
         station.close()
-    assert f"recovered {len(spooled)} page(s)" in ready["STATUS"]
+    if unstored:
+        assert f"recovered {len(unstored)} page(s)" in ready["STATUS"]
     assert daemon.terminate() == 0

@@ -1,6 +1,7 @@
 """Pressing Scan: the daemon polls the scanner's button sensor while idle and runs the next queued
 batch. SANE's `test` device stands in for the scanner; its settable test option is the button."""
 
+import os
 import signal
 import threading
 import time
@@ -13,18 +14,6 @@ from tests.conftest import make_station
 from tests.station.test_notify import NotifyListener, status_has
 
 BUTTON = "bool_soft_select_soft_detect"   # the sane-test profile's stand-in Scan sensor
-
-
-def _set_button_while_closed(value: bool) -> None:
-    """The test backend keeps option values per device across opens in one process: start released."""
-    from station.capture.sane_source import _sane
-
-    dev = _sane().open("test:0")
-    try:
-        dev.enable_test_options = True
-        setattr(dev, BUTTON, value)
-    finally:
-        dev.close()
 
 
 def _wait_for_reads(daemon: Daemon, more: int) -> None:
@@ -43,10 +32,9 @@ def listener():
     lst.close()
 
 
-@pytest.fixture
-def running(tmp_path, listener):
-    """A daemon on this thread's SANE test device, running on its own thread, READY."""
-    _set_button_while_closed(False)
+def _run_daemon(tmp_path, listener):
+    """A daemon on the SANE test device (in its own driver process, so the button starts released),
+    running on its own thread, READY."""
     station = make_station(tmp_path / "st", dpi=50, source="sane:test:0", button_poll_s=0.01)
     config = station.config
     station.close()
@@ -60,10 +48,23 @@ def running(tmp_path, listener):
     finally:
         daemon.stop()
         thread.join(60)
-        _set_button_while_closed(False)
-        # SANE's reader threads reset SIGPIPE to its default in this process; pytest expects it ignored.
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     assert listener.until(lambda m: m.get("STOPPING") == "1")
+
+
+@pytest.fixture
+def running(tmp_path, listener):
+    yield from _run_daemon(tmp_path, listener)
+
+
+HANG_TIMEOUT_S = 6.0   # longer than two watchdog periods (2.5 s each): the wait must feed the watchdog
+
+
+@pytest.fixture
+def running_with_short_deadlines(tmp_path, listener, monkeypatch):
+    from station.capture import driver
+
+    monkeypatch.setattr(driver, "PAGE_TIMEOUT_S", HANG_TIMEOUT_S)
+    yield from _run_daemon(tmp_path, listener)
 
 
 def _queue(daemon, archive_no, item, title):
@@ -115,3 +116,45 @@ def test_doctor_asks_the_service_about_the_scanner_it_holds(running):
     assert check.level == "OK", check.line()
     assert "test:0 (Noname frontend-tester): profile sane-test" in check.message
     assert "Scan button 'bool-soft-select-soft-detect'" in check.message
+
+
+# The test backend's reader waits 80 ms before each of a page's ~14 buffers: about a second a page.
+SLOW = {"read_delay": True, "read_delay_duration": 80_000}
+
+
+def test_a_hung_driver_is_killed_and_the_daemon_runs_on(running_with_short_deadlines, listener):
+    daemon = running_with_short_deadlines
+    _queue(daemon, "D-0042", "4-1-2", "学历证明")
+    listener.until(status_has("ready, next D-0042 4-1-2"))
+    source = daemon.scanner.source
+    for name, value in SLOW.items():
+        setattr(source.dev, name, value)
+    hung = source.driver.pid
+
+    setattr(source.dev, BUTTON, True)       # press
+    listener.until(status_has("scanning D-0042 4-1-2 page 2"))
+    os.kill(hung, signal.SIGSTOP)           # the driver freezes in the middle of a later page
+    during = listener.until(status_has("last stop: the scanner driver stopped responding"))
+    # Fed while the daemon waited on the frozen driver: only the wait can ping twice in that time.
+    assert sum(m.get("WATCHDOG") == "1" for m in during) >= 2
+    line = during[-1]["STATUS"]
+    assert f"no answer within {HANG_TIMEOUT_S:g} s while scanning a page" in line and "check the feeder" in line
+
+    (batch,) = daemon.station.store.batches()
+    kept = batch["pages"]
+    assert batch["state"] == "interrupted" and kept >= 2
+    assert [p["n"] for p in daemon.station.store.pages(batch["id"])] == list(range(1, kept + 1))
+
+    # The daemon runs on: the watchdog is fed, and a fresh driver reads the button again.
+    listener.until(lambda m: m.get("WATCHDOG") == "1")
+    _wait_for_reads(daemon, 3)
+    assert daemon.scanner.held and source.driver.starts == 2 and source.driver.pid != hung
+    try:
+        os.kill(hung, 0)
+        raise AssertionError(f"the hung driver {hung} is still there")
+    except ProcessLookupError:
+        pass
+
+    setattr(source.dev, BUTTON, True)       # the fresh driver's button starts released: press again
+    listener.until(status_has(f"idle, queue empty; sealed D-0042 4-1-2 ({kept + 10} pages)"))
+    assert [p["n"] for p in daemon.station.store.pages(batch["id"])] == list(range(1, kept + 11))

@@ -1,4 +1,8 @@
-"""Scanning through python-sane with SANE's own `test` backend: ADF batches, faults, resume."""
+"""Scanning through python-sane with SANE's own `test` backend: ADF batches, faults, resume.
+
+libsane runs in the scanner-driver process (station.capture.driver), never in the test runner, so
+these tests scan in-process; the hang and crash cases are in tests/station/capture/test_driver.py.
+"""
 
 import sqlite3
 
@@ -21,7 +25,6 @@ def st(tmp_path):
     station.close()
 
 
-@pytest.mark.own_process
 def test_adf_batch_runs_until_the_feeder_is_empty(st):
     result = scan(st, DOSSIER, MATERIAL, "sane:test:0")
     pages = st.store.pages(result.batch_id)
@@ -44,9 +47,7 @@ def _scan_cli(home, source):
                    MATERIAL["item"], "--title", MATERIAL["title"], "--source", source, check=False)
 
 
-# Fault injection runs in `quire-station` subprocesses: libsane cancels its reader thread
-# asynchronously on a fault, which can leave glibc's allocator locked in that process; the test
-# runner must not inherit that (see SaneSource._await_data).
+# Fault injection through the CLI, as an operator meets it: the exit code and the words on stderr.
 def test_jam_keeps_every_page_before_it_and_the_same_command_resumes(tmp_path):
     home = _cli_station(tmp_path, test_picture="Color pattern")
     jammed = _scan_cli(home, "fault:jam@4:sane:test:0")
@@ -117,7 +118,6 @@ class ProbeSource:
         self.inner.close()
 
 
-@pytest.mark.own_process
 def test_each_page_is_committed_before_the_next_is_requested(st):
     from station.capture import open_source
 
@@ -126,7 +126,6 @@ def test_each_page_is_committed_before_the_next_is_requested(st):
     assert probe.checked == 10
 
 
-@pytest.mark.own_process
 @pytest.mark.parametrize("picture,blank,colour", [("Color pattern", False, "colour"), ("Solid black", False, "grey"),
                                                   ("Solid white", True, "grey")])
 def test_test_device_pages_at_300_dpi_get_the_right_flags(picture, blank, colour):
@@ -156,7 +155,8 @@ def busy():                             # a pipeline worker's kind of load
 workers = [threading.Thread(target=busy) for _ in range(2)]
 for w in workers:
     w.start()
-source = SaneSource("test:0", dpi=25, options={"source": "Flatbed", "read_return_value": "SANE_STATUS_JAMMED"})
+source = SaneSource("test:0", dpi=25, options={"source": "Flatbed", "read_return_value": "SANE_STATUS_JAMMED"},
+                    page_timeout_s=20)
 faults, deadline = 0, time.monotonic() + float(sys.argv[2])
 try:
     while faults < int(sys.argv[1]) and time.monotonic() < deadline:
@@ -179,8 +179,10 @@ print(faults)
 
 def test_scanner_faults_over_and_over_never_hang_capture():
     # A reader thread that libsane cancels while it is still allocating dies holding a glibc malloc
-    # lock, and the next sane_read/sane_cancel blocks forever. Before the fix this loop hung in about
-    # half the runs of 2,000 faults; it runs in a child, so a hang inside C fails here, loudly.
+    # lock, and the next sane_read/sane_cancel blocks forever. Before the fix (the driver waits for
+    # data before it reads) this loop hung in about half the runs of 2,000 faults. The driver process
+    # would now be killed at the page deadline (ScannerDriverHung, the loop's exit code) rather than
+    # hang the station, but each such kill would still cost a page: the fault path must not hang.
     import subprocess
     import sys
 
@@ -193,8 +195,8 @@ def test_scanner_faults_over_and_over_never_hang_capture():
 
 
 def test_after_a_sane_scan_a_write_to_a_closed_pipe_is_an_error_not_death(tmp_path):
-    """libsane resets SIGPIPE to 'terminate'; capture puts 'ignore' back, so the daemon survives a
-    client (or log reader) that went away."""
+    """libsane resets SIGPIPE to 'terminate' in the process that loads it: that is the driver process
+    alone, so the station survives a client (or log reader) that went away."""
     import subprocess
     import sys
 
