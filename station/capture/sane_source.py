@@ -174,9 +174,8 @@ class SaneSource:
         """Set the profile's setup options, then the feed, mode and features it picks from what the device offers."""
         from ..profiles import plan
 
-        opts = self.dev.opt
         for name, value in self.profile.setup.items():
-            if name.replace("-", "_") in opts:
+            if name.replace("-", "_") in self.dev.opt:   # asked each time: one setting can reveal others
                 self._set(name, value)
         active = [o for o in self.dev.opt.values() if o.name and o.is_active()]
         offered = {o.name: (list(o.constraint) if isinstance(o.constraint, list) else None)

@@ -147,3 +147,26 @@ def test_closing_lets_the_driver_exit(st):
     pid = source.driver.pid
     source.close()
     assert _gone(pid) and not source.running
+
+
+def test_the_station_holds_no_earlier_page_while_the_driver_sends_the_next(st):
+    import weakref
+
+    source = _source()
+    kept, asks = [], []
+    call = source.driver.call
+
+    def checked_call(op, *args, **kw):
+        if op == "page":                        # about to receive a page: nothing earlier may be held
+            asks.append([ref for ref in kept if ref() is not None])
+        return call(op, *args, **kw)
+
+    source.driver.call = checked_call
+    try:
+        pages = source.pages()
+        while (page := next(pages, None)) is not None:
+            kept.append(weakref.ref(page.image))
+            del page                            # as scan() does once the page is spooled
+        assert len(kept) == 10 and len(asks) == 11 and not any(asks), "an earlier page was still held"
+    finally:
+        source.close()
