@@ -10,30 +10,6 @@ from pathlib import Path
 
 import pytest
 
-_CHILD = "QUIRE_TEST_CHILD"
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "own_process: run the test in a fresh pytest process, for a test that must not pass "
-                   "process-wide damage on to later tests. (libsane's asynchronous cancel can leave glibc's "
-                   "allocator locked in the process that loads it; that is now the scanner-driver child, "
-                   "so scanning through SANE no longer needs this.)")
-
-
-def pytest_pyfunc_call(pyfuncitem):
-    """Run an ``own_process`` test as a child pytest of this one; its result is the child's."""
-    if pyfuncitem.get_closest_marker("own_process") is None or os.environ.get(_CHILD):
-        return None
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "240",
-                           pyfuncitem.nodeid], cwd=pyfuncitem.config.rootpath, capture_output=True, text=True,
-                          env={**os.environ, _CHILD: "1"}, timeout=280)
-    if proc.returncode != 0:
-        pytest.fail(f"{pyfuncitem.nodeid} failed in its own process (exit {proc.returncode}):\n"
-                    f"{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}", pytrace=False)
-    return True
-
-
 @pytest.fixture(scope="session", autouse=True)
 def sane_config_dir(tmp_path_factory):
     """SANE_CONFIG_DIR whose dll.conf lists only `test`, set before libsane is first loaded."""
