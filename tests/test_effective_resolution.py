@@ -3,11 +3,11 @@ scanner's own geometry; the archive checks pixels ÷ size against the stated dpi
 
 import json
 
-
 from central import profile
 from station.scan import scan
 from station.sync import sync
 from tests.conftest import make_station, register
+
 
 def test_pages_carry_their_physical_extent_and_pass_an_archive_that_requires_it(tmp_path, central):
     archive, address = central
