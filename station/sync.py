@@ -224,15 +224,18 @@ def _resume_points(station: Station, stub, bundle_id: str, offer, timeout: float
 
 
 def _streams(todo: list[tuple[dict, int]]) -> list[list[tuple[dict, int]]]:
-    """Blobs grouped into Write streams of about _STREAM_BYTES: few calls, progress after each."""
-    groups, size = [], _STREAM_BYTES
-    for page, offset in todo:
-        if size >= _STREAM_BYTES:
+    """Blobs grouped into Write streams of about _STREAM_BYTES each (as many as the bytes round to,
+    at least one, evened out): few calls, progress noted after each."""
+    sizes = [page["bytes"] - offset for page, offset in todo]
+    share = sum(sizes) / max(1, round(sum(sizes) / _STREAM_BYTES))
+    groups, size = [[]], 0
+    for item, n in zip(todo, sizes):
+        if groups[-1] and size + n / 2 > share:
             groups.append([])
-            size = 0
-        groups[-1].append((page, offset))
-        size += page["bytes"] - offset
-    return groups
+            size -= share
+        groups[-1].append(item)
+        size += n
+    return groups if todo else []
 
 
 def _upload(station: Station, stub, bundle_id: str, group: list[tuple[dict, int]], timeout: float,
