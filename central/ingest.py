@@ -1,6 +1,7 @@
 """Ingest: verify a station's bundle before trusting any of it, then store and catalogue it."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import google_crc32c
@@ -103,8 +104,9 @@ def write_status(archive: Archive, station_id: str, bundle_id: str, sha256: str)
 def write(archive: Archive, chunks) -> Written:
     """Take the chunks of one Write stream: one blob after another, each named by its first message.
 
-    A blob whose last chunk arrived is checked against its digest and stored before the next one
-    starts; a stream that breaks off leaves the blob in hand at its last whole chunk, to resume.
+    A blob whose last chunk arrived is flushed, checked against its digest and stored on a thread
+    of its own while the next blob's chunks come in; the answer waits until every finished blob is
+    stored. A stream that breaks off leaves the blob in hand at its last whole chunk, to resume.
     """
     first = next(chunks, None)
     if first is None:
@@ -112,28 +114,39 @@ def write(archive: Archive, chunks) -> Written:
     station_id, bundle_id = first.station_id, first.bundle_id
     row = _offered(archive, station_id, bundle_id)
     declared = {page["sha256"]: page["bytes"] for page in json.loads(row["manifest"])["pages"]}
-    completed, msg = [], first
-    while msg is not None:
-        sha256 = msg.sha256
-        if not is_sha256_hex(sha256):
-            raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest; each blob's first message must name it")
-        if sha256 not in declared:
-            raise BlobRejected(f"blob {sha256[:12]} is not listed in bundle {bundle_id[:12]}")
-        size, msg = _write_blob(archive, station_id, sha256, declared[sha256], msg, chunks)
-        if msg is None:  # the stream ended inside this blob: the station resumes it later
-            return Written(size, False, completed)
-        completed.append(sha256)
-        msg = next(chunks, None)
+    completed, msg, broken_off = [], first, None
+    with ThreadPoolExecutor(1, thread_name_prefix="quire-blob-finish") as finisher:
+        stored = []
+        try:
+            while msg is not None:
+                sha256 = msg.sha256
+                if not is_sha256_hex(sha256):
+                    raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest; each blob's first message must name it")
+                if sha256 not in declared:
+                    raise BlobRejected(f"blob {sha256[:12]} is not listed in bundle {bundle_id[:12]}")
+                size, msg = _write_blob(archive, station_id, sha256, declared[sha256], msg, chunks, finisher, stored)
+                if msg is None:  # the stream ended inside this blob: the station resumes it later
+                    broken_off = size
+                    break
+                completed.append(sha256)
+                msg = next(chunks, None)
+        finally:
+            for done in stored:  # what arrived whole is stored (or refused) whatever broke the stream
+                done.result()
+    if broken_off is not None:
+        return Written(broken_off, False, completed)
     return Written(declared[completed[-1]], True, completed)
 
 
-def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks):
-    """Append one blob's chunks from ``msg`` on; return (size, its finishing message or None)."""
+def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks, finisher, stored):
+    """Append one blob's chunks from ``msg`` on and hand a finished one to ``finisher`` to store;
+    return (size, its finishing message or None)."""
     if archive.blobs.has(sha256):  # another station's copy arrived meanwhile: skip this one's bytes
         while msg is not None and not msg.finish_write:
             msg = next(chunks, None)
         return declared, msg
-    with archive.blobs.open_upload(station_id, sha256, declared) as upload:
+    upload = archive.blobs.open_upload(station_id, sha256, declared)
+    try:
         while msg is not None:
             # Read once: each access of a bytes field copies it (a whole chunk, every time).
             data = msg.data
@@ -143,13 +156,22 @@ def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, m
             if msg.finish_write:
                 break
             msg = next(chunks, None)
-        size, digest = upload.size, upload.digest
+    except BaseException:
+        upload.close()
+        raise
     if msg is None:
-        return size, None
-    archive.blobs.finish(station_id, sha256, declared, found=digest)
+        upload.close()
+        return upload.size, None
+    stored.append(finisher.submit(_store_blob, archive, station_id, sha256, declared, upload))
+    return declared, msg
+
+
+def _store_blob(archive: Archive, station_id: str, sha256: str, declared: int, upload) -> None:
+    """Flush a completely received blob, check its digest and move it into the store, recorded."""
+    upload.close()
+    archive.blobs.finish(station_id, sha256, declared, found=upload.digest)
     with archive.catalogue.transaction() as db:
         db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, declared, utcnow()])
-    return declared, msg
 
 
 def _check_crc(sha256: str, msg, data: bytes) -> None:
