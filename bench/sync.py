@@ -56,10 +56,6 @@ def main() -> int:
         root = Path(tmp)
         os.environ["SANE_CONFIG_DIR"] = str(root)  # no scanner needed
         pages = _pages(args.mb)
-        (root / "pages").mkdir()
-        files = [root / "pages" / f"{n}.jpg" for n in range(len(pages))]
-        for path, page in zip(files, pages):
-            path.write_bytes(page)
         total = sum(len(p) for p in pages)
         where = (f"veth link shaped to {args.link_mbit:g} Mbit/s (tbf), +{args.link_delay_ms:g} ms delay"
                  if args.in_namespace else "loopback")
@@ -67,8 +63,8 @@ def main() -> int:
               f"{CHUNK >> 10} KiB chunks", flush=True)
         results = {"raw TCP": [], "plain TLS": [], "Quire sync": []}
         for run in range(args.runs):
-            results["raw TCP"].append(_socket_run(files, None, host, at_central))
-            results["plain TLS"].append(_socket_run(files, root / f"tls{run}", host, at_central))
+            results["raw TCP"].append(_socket_run(pages, root / f"tcp{run}", False, host, at_central))
+            results["plain TLS"].append(_socket_run(pages, root / f"tls{run}", True, host, at_central))
             results["Quire sync"].append(_quire_run(pages, root / f"quire{run}", host, at_central))
         _report(results, total, args.link_mbit if args.in_namespace else None)
         if not args.in_namespace:
@@ -188,8 +184,25 @@ conn.sendall(str(n).encode())
 '''
 
 
-def _socket_run(files: list[Path], tls: Path | None, host: str = "127.0.0.1",
+def _socket_run(pages: list[bytes], root: Path, tls: bool, host: str = "127.0.0.1",
                 at_central: list[str] = ()) -> tuple[float, float, str]:
+    """Send the pages from files of this run's own (removed afterwards, as a Quire run's are)."""
+    root.mkdir()
+    try:
+        return _send_files(_write_files(pages, root / "pages"), root if tls else None, host, at_central)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _write_files(pages: list[bytes], folder: Path) -> list[Path]:
+    folder.mkdir()
+    files = [folder / f"{n}.jpg" for n in range(len(pages))]
+    for path, page in zip(files, pages):
+        path.write_bytes(page)
+    return files
+
+
+def _send_files(files: list[Path], tls: Path | None, host: str, at_central: list[str]) -> tuple[float, float, str]:
     args = ["-", "-"]
     if tls is not None:
         from central.tls import load_or_create
