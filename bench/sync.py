@@ -313,9 +313,12 @@ def _report(results: dict, total: int, link_mbit: float | None = None) -> None:
     rate, cpu = rows["Quire sync"][:2]
     runs = len(results["raw TCP"])
     if link_mbit:
+        # Per GB, a slow link costs more CPU (wake-ups per chunk spread over a longer time); the CPU
+        # goal is the loopback one, where the senders' own costs are what is measured.
         print(f"\nlink {link_mbit:g} Mbit/s = {link_mbit / 8:.1f} MB/s of wire bytes (payload share excludes "
               f"TCP/IP, TLS and HTTP/2 overhead): Quire {rate * 8 / link_mbit:.0%}, plain TLS "
-              f"{tls_rate * 8 / link_mbit:.0%}; medians of {runs} runs")
+              f"{tls_rate * 8 / link_mbit:.0%}; goal: Quire ≥ 90 % of the link; medians of {runs} runs", flush=True)
+        return
     print(f"goals: Quire ≥ 60 % of plain-TLS throughput ({rate / tls_rate:.0%}), "
           f"≤ 2× its CPU per GB ({cpu / tls_cpu:.2f}×); medians of {runs} runs", flush=True)
 
