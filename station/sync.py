@@ -3,6 +3,7 @@
 import json
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import google_crc32c
@@ -42,6 +43,7 @@ _RETRYABLE = {
 # A Write stream carries blobs up to about this many bytes: one call for a bundle of small pages,
 # progress noted between streams; a bigger page goes in a stream of its own.
 _STREAM_BYTES = 64 << 20
+_PROGRESS_EVERY_S = 1.0
 
 
 @dataclass
@@ -157,7 +159,7 @@ def _send(station: Station, stub, bundle: dict, central_key: bytes, report: Sync
         held = sum(p["bytes"] for p in pages) - sum(page["bytes"] - offset for page, offset in todo)
         outbox.note_progress(station.store, bundle_id, held)
         for group in _streams(todo):
-            _upload(station, stub, bundle_id, group, timeout, report)
+            _upload_showing_progress(station, stub, bundle_id, group, timeout, report, held)
             held += sum(page["bytes"] - offset for page, offset in group)
             outbox.note_progress(station.store, bundle_id, held)
         signed = _call(stub.Commit, sync_pb2.CommitRequest(station_id=sid, bundle_id=bundle_id), timeout).receipt
@@ -236,6 +238,18 @@ def _streams(todo: list[tuple[dict, int]]) -> list[list[tuple[dict, int]]]:
         groups[-1].append(item)
         size += n
     return groups if todo else []
+
+
+def _upload_showing_progress(station: Station, stub, bundle_id: str, group: list[tuple[dict, int]],
+                             timeout: float, report: SyncReport, held: int) -> None:
+    """One Write call on a worker thread while this one notes, each second, how far it has got, so
+    `quire-station status` moves during a long stream on a slow link."""
+    start = report.bytes_sent
+    with ThreadPoolExecutor(1, thread_name_prefix="quire-upload") as pool:
+        call = pool.submit(_upload, station, stub, bundle_id, group, timeout, report)
+        while not wait([call], timeout=_PROGRESS_EVERY_S).done:
+            outbox.note_progress(station.store, bundle_id, held + report.bytes_sent - start)
+        call.result()
 
 
 def _upload(station: Station, stub, bundle_id: str, group: list[tuple[dict, int]], timeout: float,

@@ -333,3 +333,32 @@ def test_a_cut_connection_keeps_every_whole_chunk_that_reached_the_archive(centr
     # What crossed the cut point, less the calls before the pages (handshake, offer: well under 64 kB).
     assert proxy.upstream_bytes - 64_000 - chunk <= held <= proxy.upstream_bytes, (held, proxy.upstream_bytes)
     st.close()
+
+
+def test_status_shows_an_upload_moving_on_a_slow_link(central, tmp_path):
+    """One Write stream over a throttled link: `status` reports a rising share while it runs."""
+    import sqlite3
+    import threading
+
+    archive, address = central
+    st = register(archive, address, make_station(tmp_path / "st", address, chunk_bytes=65536))
+    scan(st, {"archive_no": "D-53"}, {"item": "1-1", "title": "t"}, "synthetic:seed=8,sheets=2")
+    total = st.store.db.execute("SELECT SUM(bytes) FROM pages").fetchone()[0]
+    proxy = FaultyProxy(address, rate_bytes_s=total / 5)   # about five seconds for the one stream
+    seen = set()
+    try:
+        syncing = threading.Thread(target=lambda: sync(st, proxy.address, sleep=lambda s: None))
+        syncing.start()
+        db = sqlite3.connect(st.config.db_path)
+        while syncing.is_alive():
+            row = db.execute("SELECT state, uploaded_bytes FROM bundles").fetchone()
+            if row[0] == "uploading":
+                seen.add(100 * row[1] // total)
+            time.sleep(0.2)
+        db.close()
+        syncing.join()
+    finally:
+        proxy.close()
+    assert len([p for p in seen if 0 < p < 100]) >= 2, f"progress seen: {sorted(seen)}"
+    assert central_pages(archive) == station_pages(st)
+    st.close()
