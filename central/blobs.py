@@ -37,19 +37,11 @@ class BlobStore:
         """Append access to one partial upload, for the chunks of one Write stream."""
         return Upload(self.partial(station_id, sha256), sha256, limit)
 
-    def finish(self, station_id: str, sha256: str, expected_bytes: int, found: str | None = None) -> None:
-        """Check the complete upload's size and hash, then move it into the store for good.
-
-        ``found`` is the digest the upload computed as the bytes arrived; without it the file is re-read.
-        """
+    def finish(self, station_id: str, sha256: str, expected_bytes: int, found: str) -> None:
+        """Check the complete upload's size and ``found`` (the digest the upload computed as its bytes
+        arrived), then move it into the store for good."""
         path = self.partial(station_id, sha256)
         size = path.stat().st_size
-        if found is None:
-            h = hashlib.sha256()
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-            found = h.hexdigest()
         if found != sha256 or size != expected_bytes:
             # A corrupt upload is never kept, never half-visible. Either the station's copy is damaged
             # or this partial file is (bytes not yet on disk when the archive lost power): the station

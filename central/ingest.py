@@ -85,17 +85,20 @@ def _offered(archive: Archive, station_id: str, bundle_id: str) -> dict:
     return row
 
 
-def _declared_size(row: dict, sha256: str) -> int:
-    for page in json.loads(row["manifest"])["pages"]:
-        if page["sha256"] == sha256:
-            return page["bytes"]
-    raise BlobRejected(f"blob {sha256[:12]} is not listed in bundle {row['id'][:12]}")
+def _declared_sizes(row: dict) -> dict[str, int]:
+    """Each page blob of an offered bundle with the size its manifest declares."""
+    return {page["sha256"]: page["bytes"] for page in json.loads(row["manifest"])["pages"]}
+
+
+def _declared_size(sizes: dict[str, int], sha256: str, bundle_id: str) -> int:
+    if sha256 not in sizes:
+        raise BlobRejected(f"blob {sha256[:12]} is not listed in bundle {bundle_id[:12]}")
+    return sizes[sha256]
 
 
 def write_status(archive: Archive, station_id: str, bundle_id: str, sha256: str) -> tuple[int, bool]:
     """The resume point of one blob: (bytes committed, complete)."""
-    row = _offered(archive, station_id, bundle_id)
-    size = _declared_size(row, sha256)
+    size = _declared_size(_declared_sizes(_offered(archive, station_id, bundle_id)), sha256, bundle_id)
     if archive.blobs.has(sha256):
         return size, True
     return archive.blobs.committed_size(station_id, sha256), False
@@ -112,8 +115,7 @@ def write(archive: Archive, chunks) -> Written:
     if first is None:
         raise BlobRejected("empty upload: the first message must name station, bundle and blob")
     station_id, bundle_id = first.station_id, first.bundle_id
-    row = _offered(archive, station_id, bundle_id)
-    declared = {page["sha256"]: page["bytes"] for page in json.loads(row["manifest"])["pages"]}
+    declared = _declared_sizes(_offered(archive, station_id, bundle_id))
     completed, msg, broken_off = [], first, None
     with ThreadPoolExecutor(1, thread_name_prefix="quire-blob-finish") as finisher:
         stored = []
@@ -122,9 +124,8 @@ def write(archive: Archive, chunks) -> Written:
                 sha256 = msg.sha256
                 if not is_sha256_hex(sha256):
                     raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest; each blob's first message must name it")
-                if sha256 not in declared:
-                    raise BlobRejected(f"blob {sha256[:12]} is not listed in bundle {bundle_id[:12]}")
-                size, msg = _write_blob(archive, station_id, sha256, declared[sha256], msg, chunks, finisher, stored)
+                size, msg = _write_blob(archive, station_id, sha256, _declared_size(declared, sha256, bundle_id),
+                                        msg, chunks, finisher, stored)
                 if msg is None:  # the stream ended inside this blob: the station resumes it later
                     broken_off = size
                     break
@@ -145,7 +146,7 @@ def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, m
         while msg is not None and not msg.finish_write:
             msg = next(chunks, None)
         return declared, msg
-    upload = archive.blobs.open_upload(station_id, sha256, declared)
+    upload, handed_over = archive.blobs.open_upload(station_id, sha256, declared), False
     try:
         while msg is not None:
             # Read once: each access of a bytes field copies it (a whole chunk, every time).
@@ -154,16 +155,14 @@ def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, m
             if data:
                 upload.append(msg.write_offset, data)
             if msg.finish_write:
-                break
+                stored.append(finisher.submit(_store_blob, archive, station_id, sha256, declared, upload))
+                handed_over = True
+                return declared, msg
             msg = next(chunks, None)
-    except BaseException:
-        upload.close()
-        raise
-    if msg is None:
-        upload.close()
         return upload.size, None
-    stored.append(finisher.submit(_store_blob, archive, station_id, sha256, declared, upload))
-    return declared, msg
+    finally:
+        if not handed_over:  # broken off or refused: the partial keeps its last whole chunk, to resume
+            upload.close()
 
 
 def _store_blob(archive: Archive, station_id: str, sha256: str, declared: int, upload) -> None:

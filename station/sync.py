@@ -155,7 +155,7 @@ def _send(station: Station, stub, bundle: dict, central_key: bytes, report: Sync
         unknown = [sha for sha in offer.missing_sha256 if sha not in by_sha]
         if unknown:
             raise BundleRefused(f"central service asked for blob {unknown[0]} that is not in the bundle")
-        todo = [(by_sha[sha], offset) for sha, offset in _resume_points(station, stub, bundle_id, offer, timeout)]
+        todo = [(by_sha[sha], offset) for sha, offset in _resume_points(offer)]
         held = sum(p["bytes"] for p in pages) - sum(page["bytes"] - offset for page, offset in todo)
         outbox.note_progress(station.store, bundle_id, held)
         for group in _streams(todo):
@@ -215,14 +215,13 @@ def _witness(station: Station, held: bytes | None, body: dict, central_key: byte
         report.alarms.append(alarm)
 
 
-def _resume_points(station: Station, stub, bundle_id: str, offer, timeout: float) -> list[tuple[str, int]]:
+def _resume_points(offer) -> list[tuple[str, int]]:
     """Each missing blob with the bytes the central service already holds of it."""
-    missing = list(offer.missing_sha256)
-    if len(offer.committed_sizes) == len(missing):
-        return list(zip(missing, offer.committed_sizes))
-    # An archive that predates resume points in the offer: ask blob by blob.
-    return [(sha, _call(stub.QueryWriteStatus, sync_pb2.QueryWriteStatusRequest(
-        station_id=station.station_id, bundle_id=bundle_id, sha256=sha), timeout).committed_size) for sha in missing]
+    if len(offer.committed_sizes) != len(offer.missing_sha256):
+        raise SyncError(f"central service named {len(offer.missing_sha256)} missing blobs but gave "
+                        f"{len(offer.committed_sizes)} resume points; it speaks another version of the sync "
+                        "contract — update the station or the archive so both match")
+    return list(zip(offer.missing_sha256, offer.committed_sizes))
 
 
 def _streams(todo: list[tuple[dict, int]]) -> list[list[tuple[dict, int]]]:

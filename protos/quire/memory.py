@@ -7,7 +7,6 @@ that way and 0.2 ms with the limits below (python -m bench.sync shows the effect
 """
 
 import ctypes
-import ctypes.util
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -19,7 +18,7 @@ TRIM_THRESHOLD = 32 << 20   # up to 32 MiB of free heap is kept for the next chu
 def tune_allocator() -> bool:
     """Set the two limits (process-wide, idempotent); False where the C library is not glibc."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded (no ldconfig lookup at start)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

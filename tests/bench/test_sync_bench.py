@@ -15,4 +15,4 @@ def test_the_sync_benchmark_prints_the_three_senders_and_the_cut_figures():
         assert re.search(rf"^{method} +[\d.]+ .* [\d.]+ +\d+% +[\d.]+×", out, re.M), out
     assert "archive side:" in out and "goals:" in out
     cut = re.search(r"sent again beyond the cut points: .* = ([\d.]+) chunks of 1024 KiB", out)
-    assert cut and float(cut.group(1)) < 4, out
+    assert cut and float(cut.group(1)) <= 1, out   # the goal: at most one chunk sent again per cut
