@@ -1,7 +1,11 @@
 """The central blob store: write-once files named by SHA-256, filled by resumable uploads."""
 
+import errno
 import hashlib
+import mmap
 import os
+import threading
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 from quire.cas import ContentStore
@@ -16,6 +20,7 @@ class BlobStore:
         self.files = ContentStore(blobs_dir)
         self.uploads = uploads_dir
         self.uploads.mkdir(parents=True, exist_ok=True)
+        self.buffers = AlignedBuffers()
 
     def has(self, sha256: str) -> bool:
         return self.files.has(sha256)
@@ -35,23 +40,74 @@ class BlobStore:
 
     def open_upload(self, station_id: str, sha256: str, limit: int) -> "Upload":
         """Append access to one partial upload, for the chunks of one Write stream."""
-        return Upload(self.partial(station_id, sha256), sha256, limit)
+        return Upload(self.partial(station_id, sha256), sha256, limit, self.buffers)
 
-    def finish(self, station_id: str, sha256: str, expected_bytes: int, found: str) -> None:
-        """Check the complete upload's size and ``found`` (the digest the upload computed as its bytes
-        arrived), then move it into the store for good."""
-        path = self.partial(station_id, sha256)
-        size = path.stat().st_size
-        if found != sha256 or size != expected_bytes:
-            # A corrupt upload is never kept, never half-visible. Either the station's copy is damaged
-            # or this partial file is (bytes not yet on disk when the archive lost power): the station
-            # checks its copy and, if that is intact, sends the blob again from the start.
-            path.unlink(missing_ok=True)
-            raise UploadDamaged(
-                f"blob {sha256}: received {size} bytes hashing to {found}, but the manifest lists "
-                f"{expected_bytes} bytes with that digest; the upload was discarded, send it again from offset 0"
-            )
-        self.files.adopt(path, sha256)
+    def finish_many(self, uploads: list["Upload"]) -> dict[str, Exception]:
+        """Close completely received uploads, check each one's size and digest (computed as its bytes
+        arrived) against the manifest, and move the good ones into the store for good, together.
+        Returns what went wrong by digest: a damaged upload is discarded; one the disk failed to
+        flush is kept to resume (its digest is checked again when it completes)."""
+        refused, good = {}, []
+        for upload in uploads:
+            try:
+                upload.close()
+            except OSError as exc:
+                refused[upload.sha256] = exc
+                continue
+            size = upload.path.stat().st_size
+            if upload.digest != upload.sha256 or size != upload.limit:
+                # A corrupt upload is never kept, never half-visible. Either the station's copy is damaged
+                # or this partial file is (bytes not yet on disk when the archive lost power): the station
+                # checks its copy and, if that is intact, sends the blob again from the start.
+                upload.path.unlink(missing_ok=True)
+                refused[upload.sha256] = UploadDamaged(
+                    f"blob {upload.sha256}: received {size} bytes hashing to {upload.digest}, but the manifest "
+                    f"lists {upload.limit} bytes with that digest; the upload was discarded, send it again from offset 0")
+            else:
+                good.append((upload.path, upload.sha256))
+        self.files.adopt_many(good)
+        return refused
+
+
+_hashing: ThreadPool | None = None
+_hashing_lock = threading.Lock()
+
+
+def _hashing_pool() -> ThreadPool:
+    """Daemon threads that hash each chunk while its write waits on the disk (one chunk per upload)."""
+    global _hashing
+    with _hashing_lock:
+        if _hashing is None:
+            _hashing = ThreadPool(4)
+        return _hashing
+
+
+BLOCK = 4096   # O_DIRECT transfers start and end on this boundary (a multiple of every disk's sector)
+
+
+class AlignedBuffers:
+    """Page-aligned buffers for direct writes, kept for reuse: a fresh one per blob would fault in
+    new memory for every blob."""
+
+    room = 4 << 20   # bytes of a chunk a buffer takes at once (a longer chunk goes in pieces)
+    keep = 8
+
+    def __init__(self):
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> mmap.mmap:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return mmap.mmap(-1, self.room + BLOCK)
+
+    def give_back(self, buf: mmap.mmap) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buf)
+                return
+        buf.close()
 
 
 class Upload:
@@ -59,21 +115,29 @@ class Upload:
 
     Data is fsynced every ``sync_every`` bytes and when the stream ends, so a crash loses at most
     that much, which the station simply re-sends from the offset the file then has.
+
+    Where the filesystem allows it the partial is written with O_DIRECT through an aligned buffer:
+    the archive writes each blob once and seldom reads it soon after, so copying it into the page
+    cache would only cost CPU and push out what is read (the catalogue, dossiers in use). The file
+    always ends at the committed size: a last block that is not whole is written padded with zeros
+    and the file cut back to the size; the next chunk writes that block again, completed.
     """
 
     sync_every = 8 << 20
 
-    def __init__(self, path: Path, sha256: str, limit: int):
+    def __init__(self, path: Path, sha256: str, limit: int, buffers: AlignedBuffers | None = None):
         self.path, self.sha256, self.limit = path, sha256, limit
-        self.fh = open(path, "ab")
-        self.size = self.fh.tell()
+        self.fd, self.direct = _open_for_append(path, direct=buffers is not None)
+        self.size = os.fstat(self.fd).st_size
         self._unsynced = 0
+        self._buffers, self._buf = buffers, (buffers.take() if self.direct else None)
         # Hash as the bytes arrive; a resumed upload first hashes what the earlier streams left.
         self._hash = hashlib.sha256()
         if self.size:
             with open(path, "rb") as prefix:
                 while chunk := prefix.read(1 << 20):
                     self._hash.update(chunk)
+            self._load_last_block()
 
     def append(self, offset: int, data: bytes) -> int:
         """Append a chunk at exactly ``offset``; return the new size. Refuse gaps and overruns."""
@@ -86,37 +150,95 @@ class Upload:
             raise BlobRejected(
                 f"blob {self.sha256[:12]}: {self.size + len(data)} bytes sent but the manifest says {self.limit}"
             )
+        hashed = _hashing_pool().apply_async(self._hash.update, (data,))  # while the write waits on the disk
         try:
-            self.fh.write(data)
-            self._hash.update(data)
+            if self.direct:
+                view, room = memoryview(data), self._buffers.room
+                for at in range(0, len(data), room):
+                    self._write_direct(self.size + at, view[at:at + room])
+            else:
+                _write_all(self.fd, data)
             self._unsynced += len(data)
             if self._unsynced >= self.sync_every:
                 self.sync()
         except OSError:
-            # Disk full mid-chunk: cut back to the last whole chunk so the resume point is exact.
-            self.fh.truncate(self.size)
+            # Disk full mid-chunk: cut back to the last whole chunk so the resume point is exact. (The
+            # digest now counts a chunk the file lacks: a stream that fails ends its upload, and the
+            # next one hashes what the file holds.)
+            hashed.wait()
+            os.ftruncate(self.fd, self.size)
+            self._load_last_block()
             raise
+        hashed.get()
         self.size += len(data)
         return self.size
+
+    def _write_direct(self, at: int, piece: memoryview) -> None:
+        """Write ``piece`` at file offset ``at``, the buffer holding the bytes of at's block before it."""
+        kept = at % BLOCK
+        end = kept + len(piece)
+        whole = -(-end // BLOCK) * BLOCK
+        self._buf[kept:end] = piece
+        self._buf[end:whole] = bytes(whole - end)
+        start = at - kept
+        block, done = memoryview(self._buf), 0
+        while done < whole:  # a short write means the disk filled: the next one says so (ENOSPC)
+            done += os.pwrite(self.fd, block[done:whole], start + done)
+        if whole > end:
+            os.ftruncate(self.fd, start + end)
+        last = end - end % BLOCK
+        self._buf[:end - last] = self._buf[last:end]
+
+    def _load_last_block(self) -> None:
+        """Put the committed bytes of the last, partly filled block at the front of the buffer."""
+        kept = self.size % BLOCK
+        if self.direct and kept:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.size - kept)
+                self._buf[:kept] = fh.read(kept)
 
     @property
     def digest(self) -> str:
         return self._hash.hexdigest()
 
     def sync(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        os.fsync(self.fd)
         self._unsynced = 0
 
     def close(self) -> None:
+        if self.fd < 0:
+            return
         try:
             if self._unsynced:
                 self.sync()
         finally:
-            self.fh.close()
+            os.close(self.fd)
+            self.fd = -1
+            if self._buf is not None:
+                self._buffers.give_back(self._buf)
+                self._buf = None
 
     def __enter__(self) -> "Upload":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_for_append(path: Path, direct: bool) -> tuple[int, bool]:
+    """A write descriptor at the end of ``path`` (created if new), direct where the filesystem allows."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    if direct:
+        try:
+            return os.open(path, flags | os.O_DIRECT, 0o666), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: this filesystem has no direct I/O
+                raise
+    fd = os.open(path, flags | os.O_APPEND, 0o666)
+    return fd, False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

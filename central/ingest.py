@@ -1,7 +1,8 @@
 """Ingest: verify a station's bundle before trusting any of it, then store and catalogue it."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import dataclass, field
 
 import google_crc32c
@@ -107,9 +108,10 @@ def write_status(archive: Archive, station_id: str, bundle_id: str, sha256: str)
 def write(archive: Archive, chunks) -> Written:
     """Take the chunks of one Write stream: one blob after another, each named by its first message.
 
-    A blob whose last chunk arrived is flushed, checked against its digest and stored on a thread
-    of its own while the next blob's chunks come in; the answer waits until every finished blob is
-    stored. A stream that breaks off leaves the blob in hand at its last whole chunk, to resume.
+    Blobs whose last chunk arrived are flushed, checked against their digests and stored on a
+    thread of their own while the next blob's chunks come in; the answer waits until every
+    finished blob is stored. A stream that breaks off leaves the blob in hand at its last whole
+    chunk, to resume.
     """
     first = next(chunks, None)
     if first is None:
@@ -117,29 +119,27 @@ def write(archive: Archive, chunks) -> Written:
     station_id, bundle_id = first.station_id, first.bundle_id
     declared = _declared_sizes(_offered(archive, station_id, bundle_id))
     completed, msg, broken_off = [], first, None
-    with ThreadPoolExecutor(1, thread_name_prefix="quire-blob-finish") as finisher:
-        stored = []
-        try:
-            while msg is not None:
-                sha256 = msg.sha256
-                if not is_sha256_hex(sha256):
-                    raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest; each blob's first message must name it")
-                size, msg = _write_blob(archive, station_id, sha256, _declared_size(declared, sha256, bundle_id),
-                                        msg, chunks, finisher, stored)
-                if msg is None:  # the stream ended inside this blob: the station resumes it later
-                    broken_off = size
-                    break
-                completed.append(sha256)
-                msg = next(chunks, None)
-        finally:
-            for done in stored:  # what arrived whole is stored (or refused) whatever broke the stream
-                done.result()
+    finisher = _GroupCommit(archive)
+    try:
+        while msg is not None:
+            sha256 = msg.sha256
+            if not is_sha256_hex(sha256):
+                raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest; each blob's first message must name it")
+            size, msg = _write_blob(archive, station_id, sha256, _declared_size(declared, sha256, bundle_id),
+                                    msg, chunks, finisher)
+            if msg is None:  # the stream ended inside this blob: the station resumes it later
+                broken_off = size
+                break
+            completed.append(sha256)
+            msg = next(chunks, None)
+    finally:
+        finisher.close()  # what arrived whole is stored (or refused) whatever broke the stream
     if broken_off is not None:
         return Written(broken_off, False, completed)
     return Written(declared[completed[-1]], True, completed)
 
 
-def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks, finisher, stored):
+def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks, finisher):
     """Append one blob's chunks from ``msg`` on and hand a finished one to ``finisher`` to store;
     return (size, its finishing message or None)."""
     if archive.blobs.has(sha256):  # another station's copy arrived meanwhile: skip this one's bytes
@@ -155,7 +155,7 @@ def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, m
             if data:
                 upload.append(msg.write_offset, data)
             if msg.finish_write:
-                stored.append(finisher.submit(_store_blob, archive, station_id, sha256, declared, upload))
+                finisher.submit(upload)
                 handed_over = True
                 return declared, msg
             msg = next(chunks, None)
@@ -165,12 +165,63 @@ def _write_blob(archive: Archive, station_id: str, sha256: str, declared: int, m
             upload.close()
 
 
-def _store_blob(archive: Archive, station_id: str, sha256: str, declared: int, upload) -> None:
-    """Flush a completely received blob, check its digest and move it into the store, recorded."""
-    upload.close()
-    archive.blobs.finish(station_id, sha256, declared, found=upload.digest)
-    with archive.catalogue.transaction() as db:
-        db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, declared, utcnow()])
+class _GroupCommit:
+    """Stores a Write stream's finished blobs on a thread of its own, each time all that have
+    queued up together: their files flushed, their digests checked, renamed into the store with
+    one directory flush per folder and recorded in one catalogue transaction. When the disk is
+    slow to flush, groups grow instead of the stream waiting on one blob after another."""
+
+    def __init__(self, archive: Archive):
+        self.archive = archive
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._refused: dict[str, BaseException] = {}
+        self._order: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="quire-blob-finish", daemon=True)
+        self._thread.start()
+
+    def submit(self, upload) -> None:
+        self._order.append(upload.sha256)
+        self._queue.put(upload)
+
+    def close(self) -> None:
+        """Wait until every submitted blob is stored or refused; raise the first refusal."""
+        self._queue.put(None)
+        self._thread.join()
+        for sha256 in self._order:
+            if sha256 in self._refused:
+                raise self._refused[sha256]
+
+    def _run(self) -> None:
+        ending = False
+        while not ending:
+            group = [self._queue.get()]
+            while True:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ending = group[-1] is None
+            uploads = [upload for upload in group if upload is not None]
+            if uploads:
+                self._store(uploads)
+
+    def _store(self, uploads: list) -> None:
+        try:
+            refused = self.archive.blobs.finish_many(uploads)
+            stored = [u for u in uploads if u.sha256 not in refused]
+            if stored:
+                with self.archive.catalogue.transaction() as db:
+                    for upload in stored:
+                        _record_blob(db, upload.sha256, upload.limit)
+        except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread by close()
+            for upload in uploads:
+                upload.close()
+            refused = {u.sha256: exc for u in uploads}
+        self._refused.update(refused)
+
+
+def _record_blob(db, sha256: str, size: int) -> None:
+    db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, size, utcnow()])
 
 
 def _check_crc(sha256: str, msg, data: bytes) -> None:
@@ -209,6 +260,8 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
         if db.execute("SELECT state FROM bundles WHERE id = ?", [bundle_id]).fetchone()[0] != "offered":
             # A concurrent commit of this bundle finished first: answer as it was answered.
             return commit(archive, station_id, bundle_id)
+        for page in manifest["pages"]:  # recorded as stored already, unless the archive stopped in between
+            _record_blob(db, page["sha256"], page["bytes"])
         conflicts = _catalogue_problems(db, archive, manifest)
         problems = conflicts + findings.reasons()
         if problems:

@@ -61,12 +61,23 @@ class ContentStore:
 
     def adopt(self, tmp_path: Path, sha256: str) -> Path:
         """Rename an fsynced temp file (already checked to hash to ``sha256``) into place."""
-        final = self.path(sha256)
-        final.parent.mkdir(exist_ok=True)
-        os.chmod(tmp_path, 0o444)  # write-once: nothing in Quire opens a stored blob for writing
-        os.replace(tmp_path, final)
-        fsync_dir(final.parent)
+        (final,) = self.adopt_many([(tmp_path, sha256)])
         return final
+
+    def adopt_many(self, files: list[tuple[Path, str]]) -> list[Path]:
+        """Rename fsynced temp files (each checked to hash to its digest) into place, then make the
+        renames durable with one fsync per directory: on a journalling filesystem the first of those
+        commits them all, so a group costs about what one file does."""
+        finals = []
+        for tmp_path, sha256 in files:
+            final = self.path(sha256)
+            final.parent.mkdir(exist_ok=True)
+            os.chmod(tmp_path, 0o444)  # write-once: nothing in Quire opens a stored blob for writing
+            os.replace(tmp_path, final)
+            finals.append(final)
+        for folder in dict.fromkeys(final.parent for final in finals):
+            fsync_dir(folder)
+        return finals
 
     def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> str | None:
         """SHA-256 of the stored bytes (None when missing), for full verification."""

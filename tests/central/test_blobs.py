@@ -1,0 +1,70 @@
+"""The archive's partial uploads: exact bytes at every committed size, however the chunks fall."""
+
+import hashlib
+import os
+
+import pytest
+
+from central.blobs import BLOCK, AlignedBuffers, BlobStore, Upload
+from central.errors import UploadDamaged, WrongOffset
+
+DATA = os.urandom(5 * BLOCK + 1234)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture(params=["direct", "page cache"])
+def buffers(request):
+    """Both ways an upload is written: direct through aligned buffers, or through the page cache."""
+    return AlignedBuffers() if request.param == "direct" else None
+
+
+def test_chunks_of_any_size_leave_exactly_the_committed_bytes(tmp_path, buffers):
+    path = tmp_path / "blob.part"
+    upload = Upload(path, SHA, len(DATA), buffers)
+    at = 0
+    for size in (1000, 5000, BLOCK, 3, 2 * BLOCK + 17):
+        upload.append(at, DATA[at:at + size])
+        at += size
+        assert path.read_bytes() == DATA[:at], f"file differs from what was committed after {at} bytes"
+    upload.close()
+    # Resumed by a later stream at an offset inside a block: that block is written again, completed.
+    upload = Upload(path, SHA, len(DATA), buffers)
+    assert upload.size == at
+    upload.append(at, DATA[at:])
+    upload.close()
+    assert path.read_bytes() == DATA and upload.digest == SHA
+
+
+def test_a_chunk_longer_than_the_buffer_goes_in_pieces(tmp_path):
+    buffers = AlignedBuffers()
+    buffers.room = 2 * BLOCK
+    path = tmp_path / "blob.part"
+    with Upload(path, SHA, len(DATA), buffers) as upload:
+        upload.append(0, DATA[:7])
+        upload.append(7, DATA[7:])
+    assert path.read_bytes() == DATA and upload.digest == SHA
+
+
+def test_gaps_and_overruns_are_refused_and_write_nothing(tmp_path, buffers):
+    path = tmp_path / "blob.part"
+    with Upload(path, SHA, len(DATA), buffers) as upload:
+        upload.append(0, DATA[:100])
+        with pytest.raises(WrongOffset, match="100 bytes are committed"):
+            upload.append(200, DATA[200:300])
+        with pytest.raises(Exception, match="manifest says"):
+            upload.append(100, DATA[100:] + b"x")
+    assert path.read_bytes() == DATA[:100]
+
+
+def test_finishing_a_group_stores_the_good_and_discards_the_damaged(tmp_path):
+    store = BlobStore(tmp_path / "blobs", tmp_path / "uploads")
+    other = os.urandom(3000)
+    good = store.open_upload("st-1", SHA, len(DATA))
+    good.append(0, DATA)
+    damaged = store.open_upload("st-1", hashlib.sha256(other).hexdigest(), len(other))
+    damaged.append(0, other[:-1] + bytes([other[-1] ^ 1]))
+    refused = store.finish_many([good, damaged])
+    assert list(refused) == [damaged.sha256] and isinstance(refused[damaged.sha256], UploadDamaged)
+    assert "send it again from offset 0" in str(refused[damaged.sha256])
+    assert store.has(SHA) and store.path(SHA).read_bytes() == DATA
+    assert not store.has(damaged.sha256) and not list(store.uploads.iterdir())
