@@ -69,19 +69,6 @@ class BlobStore:
         return refused
 
 
-_hashing: ThreadPool | None = None
-_hashing_lock = threading.Lock()
-
-
-def _hashing_pool() -> ThreadPool:
-    """Daemon threads that hash each chunk while its write waits on the disk (one chunk per upload)."""
-    global _hashing
-    with _hashing_lock:
-        if _hashing is None:
-            _hashing = ThreadPool(4)
-        return _hashing
-
-
 BLOCK = 4096   # O_DIRECT transfers start and end on this boundary (a multiple of every disk's sector)
 
 
@@ -90,7 +77,7 @@ class AlignedBuffers:
     new memory for every blob."""
 
     room = 4 << 20   # bytes of a chunk a buffer takes at once (a longer chunk goes in pieces)
-    keep = 8
+    keep = 16
 
     def __init__(self):
         self._free: list[mmap.mmap] = []
@@ -110,17 +97,33 @@ class AlignedBuffers:
         buf.close()
 
 
+_writers: ThreadPool | None = None
+_writers_lock = threading.Lock()
+
+
+def _writer_pool() -> ThreadPool:
+    """Daemon threads that carry each upload's direct writes (one at a time per upload)."""
+    global _writers
+    with _writers_lock:
+        if _writers is None:
+            _writers = ThreadPool(4)
+        return _writers
+
+
 class Upload:
     """One open partial upload: chunks must arrive at exactly the committed offset.
 
     Data is fsynced every ``sync_every`` bytes and when the stream ends, so a crash loses at most
     that much, which the station simply re-sends from the offset the file then has.
 
-    Where the filesystem allows it the partial is written with O_DIRECT through an aligned buffer:
+    Where the filesystem allows it the partial is written with O_DIRECT through aligned buffers:
     the archive writes each blob once and seldom reads it soon after, so copying it into the page
-    cache would only cost CPU and push out what is read (the catalogue, dossiers in use). The file
-    always ends at the committed size: a last block that is not whole is written padded with zeros
-    and the file cut back to the size; the next chunk writes that block again, completed.
+    cache would only cost CPU and push out what is read (the catalogue, dossiers in use). The
+    write of one chunk goes to the disk on a helper thread while the next chunk is checked and
+    hashed; the next chunk, ``sync`` and ``close`` wait for it, and a write that failed cuts the
+    file back to what the disk took and is raised there. The file ends where its last write did:
+    a last block that is not whole is written padded with zeros and the file cut back to the
+    size; the next chunk writes that block again, completed.
     """
 
     sync_every = 8 << 20
@@ -128,16 +131,20 @@ class Upload:
     def __init__(self, path: Path, sha256: str, limit: int, buffers: AlignedBuffers | None = None):
         self.path, self.sha256, self.limit = path, sha256, limit
         self.fd, self.direct = _open_for_append(path, direct=buffers is not None)
-        self.size = os.fstat(self.fd).st_size
+        self.size = os.fstat(self.fd).st_size   # bytes accepted; the last chunk may be on its way to the disk
+        self._written = self.size               # bytes the disk has taken
         self._unsynced = 0
-        self._buffers, self._buf = buffers, (buffers.take() if self.direct else None)
+        self._buffers = buffers
+        self._bufs = [buffers.take(), buffers.take()] if self.direct else []
+        self._turn = 0
+        self._pending = None
         # Hash as the bytes arrive; a resumed upload first hashes what the earlier streams left.
         self._hash = hashlib.sha256()
         if self.size:
             with open(path, "rb") as prefix:
                 while chunk := prefix.read(1 << 20):
                     self._hash.update(chunk)
-            self._load_last_block()
+        self._tail = self._last_block()
 
     def append(self, offset: int, data: bytes) -> int:
         """Append a chunk at exactly ``offset``; return the new size. Refuse gaps and overruns."""
@@ -150,73 +157,105 @@ class Upload:
             raise BlobRejected(
                 f"blob {self.sha256[:12]}: {self.size + len(data)} bytes sent but the manifest says {self.limit}"
             )
-        hashed = _hashing_pool().apply_async(self._hash.update, (data,))  # while the write waits on the disk
         try:
             if self.direct:
                 view, room = memoryview(data), self._buffers.room
                 for at in range(0, len(data), room):
-                    self._write_direct(self.size + at, view[at:at + room])
+                    self._send(view[at:at + room])
             else:
                 _write_all(self.fd, data)
+                self.size = self._written = self.size + len(data)
+            self._hash.update(data)  # while the write is on its way
             self._unsynced += len(data)
             if self._unsynced >= self.sync_every:
                 self.sync()
         except OSError:
             # Disk full mid-chunk: cut back to the last whole chunk so the resume point is exact. (The
-            # digest now counts a chunk the file lacks: a stream that fails ends its upload, and the
+            # digest may now count bytes the file lacks: a stream that fails ends its upload, and the
             # next one hashes what the file holds.)
-            hashed.wait()
-            os.ftruncate(self.fd, self.size)
-            self._load_last_block()
+            self._cut_back()
             raise
-        hashed.get()
-        self.size += len(data)
         return self.size
 
-    def _write_direct(self, at: int, piece: memoryview) -> None:
-        """Write ``piece`` at file offset ``at``, the buffer holding the bytes of at's block before it."""
-        kept = at % BLOCK
+    def _send(self, piece: memoryview) -> None:
+        """Hand ``piece`` to the disk after the accepted bytes, in a buffer whose first bytes are the
+        accepted part of the block it starts in."""
+        buf, kept = self._bufs[self._turn], len(self._tail)
+        self._turn ^= 1
         end = kept + len(piece)
         whole = -(-end // BLOCK) * BLOCK
-        self._buf[kept:end] = piece
-        self._buf[end:whole] = bytes(whole - end)
-        start = at - kept
-        block, done = memoryview(self._buf), 0
-        while done < whole:  # a short write means the disk filled: the next one says so (ENOSPC)
-            done += os.pwrite(self.fd, block[done:whole], start + done)
+        buf[:kept] = self._tail
+        buf[kept:end] = piece
+        buf[end:whole] = bytes(whole - end)
+        self._tail = bytes(buf[end - end % BLOCK:end])
+        self._settle()  # writes reach the file in order: a block may be written again, completed
+        self._pending = _writer_pool().apply_async(self._write, (buf, self.size - kept, end, whole))
+        self.size += len(piece)
+
+    def _write(self, buf: mmap.mmap, start: int, end: int, whole: int) -> None:
+        """On a helper thread: write ``buf[:whole]`` at ``start``, then cut the file to ``start + end``."""
+        block, done = memoryview(buf), 0
+        while done < whole:  # a short write means the disk filled: the next one says so
+            written = os.pwrite(self.fd, block[done:whole], start + done)
+            if written == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            done += written
         if whole > end:
             os.ftruncate(self.fd, start + end)
-        last = end - end % BLOCK
-        self._buf[:end - last] = self._buf[last:end]
+        self._written = start + end
 
-    def _load_last_block(self) -> None:
-        """Put the committed bytes of the last, partly filled block at the front of the buffer."""
-        kept = self.size % BLOCK
-        if self.direct and kept:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.size - kept)
-                self._buf[:kept] = fh.read(kept)
+    def _settle(self) -> None:
+        """Wait for the write on its way; raise what it raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.get()
+
+    def _cut_back(self) -> None:
+        """After a failed write: the file, and what is accepted, end where the disk's last write did."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.wait()
+        os.ftruncate(self.fd, self._written)
+        self.size = self._written
+        self._tail = self._last_block()
+
+    def _last_block(self) -> bytes:
+        """The accepted bytes of the last, partly filled block (what a direct write repeats)."""
+        kept = self.size % BLOCK if self.direct else 0
+        if not kept:
+            return b""
+        with open(self.path, "rb") as fh:
+            fh.seek(self.size - kept)
+            return fh.read(kept)
 
     @property
     def digest(self) -> str:
         return self._hash.hexdigest()
 
     def sync(self) -> None:
+        self._settle()
         os.fsync(self.fd)
         self._unsynced = 0
 
     def close(self) -> None:
+        """Wait for the last write and flush the file; raise if either failed (the file then ends
+        where the disk's last good write did)."""
         if self.fd < 0:
             return
         try:
-            if self._unsynced:
+            if self._unsynced or self._pending is not None:
                 self.sync()
+        except OSError:
+            self._cut_back()
+            raise
         finally:
+            if self._pending is not None:
+                self._pending.wait()
             os.close(self.fd)
             self.fd = -1
-            if self._buf is not None:
-                self._buffers.give_back(self._buf)
-                self._buf = None
+            for buf in self._bufs:
+                self._buffers.give_back(buf)
+            self._bufs = []
 
     def __enter__(self) -> "Upload":
         return self

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 import time
 from pathlib import Path
 
@@ -100,3 +101,26 @@ def run_cli(tool: str, *args, env=None, check=True, **kw) -> subprocess.Complete
         raise AssertionError(f"{tool} {' '.join(map(str, args))} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real filesystem (tmpfs) with room to spare, and a way to fill it up and free it."""
+    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)], check=True)
+
+    class Disk:
+        path = mount
+        filler = mount / "filler"
+
+        def fill(self, leave_bytes: int):
+            """Take up all but ``leave_bytes`` of the free space."""
+            st = os.statvfs(mount)
+            self.filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave_bytes))
+
+        def free(self):
+            self.filler.unlink(missing_ok=True)
+
+    yield Disk()
+    subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -1,8 +1,6 @@
 """A full disk on either side stops cleanly, says so, keeps nothing half-done and recovers."""
 
 import hashlib
-import subprocess
-import uuid
 
 import pytest
 
@@ -12,31 +10,6 @@ from station.errors import StationDiskFull
 from station.scan import scan
 from station.sync import sync
 from tests.conftest import make_station, register
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real filesystem (tmpfs) with room to spare, and a way to fill it up and free it."""
-    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)], check=True)
-
-    class Disk:
-        path = mount
-        filler = mount / "filler"
-
-        def fill(self, leave_bytes: int):
-            """Take up all but ``leave_bytes`` of the free space."""
-            import os
-
-            st = os.statvfs(mount)
-            self.filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave_bytes))
-
-        def free(self):
-            self.filler.unlink(missing_ok=True)
-
-    yield Disk()
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_station_disk_full_stops_the_batch_cleanly_and_resumes(small_disk):

@@ -1,5 +1,6 @@
 """The archive's partial uploads: exact bytes at every committed size, however the chunks fall."""
 
+import errno
 import hashlib
 import os
 
@@ -25,6 +26,7 @@ def test_chunks_of_any_size_leave_exactly_the_committed_bytes(tmp_path, buffers)
     for size in (1000, 5000, BLOCK, 3, 2 * BLOCK + 17):
         upload.append(at, DATA[at:at + size])
         at += size
+        upload.sync()  # the last write may still be on its way until then
         assert path.read_bytes() == DATA[:at], f"file differs from what was committed after {at} bytes"
     upload.close()
     # Resumed by a later stream at an offset inside a block: that block is written again, completed.
@@ -68,3 +70,25 @@ def test_finishing_a_group_stores_the_good_and_discards_the_damaged(tmp_path):
     assert "send it again from offset 0" in str(refused[damaged.sha256])
     assert store.has(SHA) and store.path(SHA).read_bytes() == DATA
     assert not store.has(damaged.sha256) and not list(store.uploads.iterdir())
+
+
+def test_a_full_disk_cuts_the_upload_back_to_its_last_whole_chunk(small_disk, buffers):
+    data = os.urandom(40 * BLOCK)
+    sha = hashlib.sha256(data).hexdigest()
+    path = small_disk.path / "blob.part"
+    chunk = 4 * BLOCK
+    small_disk.fill(leave_bytes=10 * BLOCK)
+    upload = Upload(path, sha, len(data), buffers)
+    with pytest.raises(OSError) as info:
+        for at in range(0, len(data), chunk):
+            upload.append(at, data[at:at + chunk])
+        upload.close()
+    assert info.value.errno == errno.ENOSPC
+    upload.close()
+    kept = path.stat().st_size
+    assert 0 < kept < len(data) and kept % chunk == 0 and upload.size == kept
+    assert path.read_bytes() == data[:kept]
+    small_disk.free()  # the next stream resumes from the file's size and completes the blob
+    with Upload(path, sha, len(data), buffers) as upload:
+        upload.append(kept, data[kept:])
+    assert path.read_bytes() == data and upload.digest == sha
