@@ -68,15 +68,19 @@ class ContentStore:
         """Rename fsynced temp files (each checked to hash to its digest) into place, then make the
         renames durable with one fsync per directory: on a journalling filesystem the first of those
         commits them all, so a group costs about what one file does."""
-        finals = []
+        finals, new_folder = [], False
         for tmp_path, sha256 in files:
             final = self.path(sha256)
-            final.parent.mkdir(exist_ok=True)
+            if not final.parent.is_dir():
+                final.parent.mkdir(exist_ok=True)
+                new_folder = True
             os.chmod(tmp_path, 0o444)  # write-once: nothing in Quire opens a stored blob for writing
             os.replace(tmp_path, final)
             finals.append(final)
         for folder in dict.fromkeys(final.parent for final in finals):
             fsync_dir(folder)
+        if new_folder:  # the folder's own name must survive a power cut too
+            fsync_dir(self.root)
         return finals
 
     def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> str | None:
