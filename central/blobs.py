@@ -69,7 +69,7 @@ class BlobStore:
         return refused
 
 
-BLOCK = 4096   # O_DIRECT transfers start and end on this boundary (a multiple of every disk's sector)
+BLOCK = 4096   # O_DIRECT transfers start and end on this boundary (a multiple of 512- and 4096-byte sectors)
 
 
 class AlignedBuffers:
