@@ -47,15 +47,15 @@ class ScannerError(StationError):
         head = self.headline + (f" ({self.detail})" if self.detail else "")
         where = ""
         if self.resume_at is not None:
-            kept = f"pages 1–{self.resume_at - 1} are stored; " if self.resume_at > 1 else ""
+            kept = {1: "", 2: "page 1 is stored; "}.get(self.resume_at, f"pages 1–{self.resume_at - 1} are stored; ")
             where = f" — {kept}{self.advice} at page {self.resume_at}"
         else:
             where = f" — {self.advice}"
         return head + where
 
-    def at(self, resume_at: int) -> "ScannerError":
-        """The same fault, told with the page the operator resumes from."""
-        return type(self)(self.detail, resume_at=resume_at)
+    def at(self, resume_at: int, also: str = "") -> "ScannerError":
+        """The same fault, told with the page the operator resumes from (and ``also`` in its detail)."""
+        return type(self)("; ".join(part for part in (self.detail, also) if part), resume_at=resume_at)
 
     headline = "scanner error"
 

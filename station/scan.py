@@ -1,7 +1,8 @@
 """One scanning batch: capture → spool → process (every core) → store in page order → seal the material.
 
 The capture loop spools each raw page durably (file fsynced, row committed) before it asks the
-scanner for the next one, so a fault or a kill loses nothing captured. Processing runs on a pool
+scanner for the next one — on a duplex feed each sheet, both sides or neither, so a sheet fed again
+after a fault is never captured twice — and a fault or a kill loses nothing captured. Processing runs on a pool
 of workers meanwhile, and a store thread writes the processed pages in page order, so the
 scanner never waits on the CPU; it waits only when the spool already holds ``spool_pages`` pages
 (backpressure: memory and disk stay bounded whatever the scanner's speed).
@@ -49,10 +50,10 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
          operator: str | None = None, on_page: Callable[[int, dict], None] | None = None) -> ScanResult:
     """Scan one material until the source is empty, then seal it into a signed bundle.
 
-    Each page is spooled durably (raw file fsynced, row committed) before the next is requested,
-    and stored in the page store in page order as soon as it is processed; a fault or a kill loses
-    nothing already captured, and scanning the same material again first stores what a killed run
-    left spooled, then resumes the batch at the next page.
+    Each page (on a duplex feed, each sheet) is spooled durably (raw files fsynced, rows committed)
+    before the next is requested, and stored in the page store in page order as soon as it is
+    processed; a fault or a kill loses nothing already captured, and scanning the same material
+    again first stores what a killed run left spooled, then resumes the batch at the next page.
     """
     cfg = station.config
     if not dossier.get("archive_no"):
@@ -118,7 +119,14 @@ def recover(station: Station, spool: Spool) -> int:
 
 def _capture(station: Station, spool: Spool, batch_id: str, n: int, source: Source, result: ScanResult,
              on_page) -> int:
-    """Run the capture loop with the processing line behind it; the number the next page would get."""
+    """Run the capture loop with the processing line behind it; the number the next page would get.
+
+    On a duplex feed a sheet is kept whole or not at all: its front waits (in memory) for its back.
+    A fault between the two sides loses the front too, and the operator feeds that sheet again —
+    kept, its front would be captured a second time under the next number.
+    """
+    duplex = bool(getattr(source, "duplex", False))
+    held = None                     # the front of the sheet in the scanner, until its back arrives
     with _Line(station, spool, batch_id, station.config.pipeline, result, on_page) as line:
         pages = source.pages()
         try:
@@ -129,12 +137,22 @@ def _capture(station: Station, spool: Spool, batch_id: str, n: int, source: Sour
                 result.capture_s += time.perf_counter() - t0
                 if raw is None:
                     break
-                line.put(n, raw)
-                raw = None          # the spool has it: hold no second copy while the scanner feeds
+                if duplex and held is None:
+                    held = raw
+                    continue
+                sheet = [held, raw] if held is not None else [raw]
+                line.put(n, sheet)
+                n += len(sheet)
+                held = raw = sheet = None  # the spool has them: hold no second copy while the scanner feeds
+            if held is not None:    # the feed ended on a front: a back the scanner itself left out
+                line.put(n, [held])
+                held = None
                 n += 1
         except ScannerError as exc:
             line.finish()           # everything captured before the fault is stored, then it is reported
-            err = exc.at(n)
+            lost = (f"page {n} was read but not the back of its sheet, so neither side is kept: feed that whole "
+                    "sheet again" if held is not None else "")
+            err = exc.at(n, lost)
             station.store.interrupt(batch_id, str(err))
             raise err from None
         line.finish()
@@ -150,7 +168,8 @@ class _Line:
         self.result, self.on_page = result, on_page
         _return_page_buffers_to_the_os()
         workers = config.workers or len(os.sched_getaffinity(0))
-        self.room = threading.Semaphore(config.spool_pages or workers + 2)
+        # At least two: a duplex sheet's front waits for its back before either is queued.
+        self.room = threading.Semaphore(max(2, config.spool_pages or workers + 2))
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="quire-process")
         self.queue: queue.Queue = queue.Queue()
         self.failure: BaseException | None = None
@@ -177,21 +196,22 @@ class _Line:
         self.result.held_s += time.perf_counter() - started
         self._raise_failure()
 
-    def put(self, n: int, raw: RawPage) -> None:
-        """Spool the page durably, then queue it for processing."""
+    def put(self, n: int, sheet: list[RawPage]) -> None:
+        """Spool a sheet's pages (numbered from ``n``) durably together, then queue them for processing."""
         started = time.perf_counter()
-        self.spool.put(self.batch_id, n, raw)
+        self.spool.put(self.batch_id, n, sheet)
         with self.lock:
             self.result.store_s += time.perf_counter() - started
-            self.result.pages += 1
-            self.result.raw_bytes += raw.image.nbytes
+            self.result.pages += len(sheet)
+            self.result.raw_bytes += sum(raw.image.nbytes for raw in sheet)
         self._raise_failure()
-        try:
-            future = self.pool.submit(self._process, n)
-        except RuntimeError:        # the store thread failed and stopped the pool just now
-            self._raise_failure()
-            raise
-        self.queue.put((n, future))
+        for number in range(n, n + len(sheet)):
+            try:
+                future = self.pool.submit(self._process, number)
+            except RuntimeError:    # the store thread failed and stopped the pool just now
+                self._raise_failure()
+                raise
+            self.queue.put((number, future))
 
     def finish(self) -> None:
         """Wait until every queued page is stored; raise what went wrong on the way."""

@@ -79,33 +79,37 @@ class Spool:
         self.db.close()
         os.close(self._owner)
 
-    def put(self, batch_id: str, n: int, page: RawPage) -> Path:
-        """Make the raw page durable (file fsynced and renamed, then its row committed)."""
-        final = self.dir / f"{batch_id}-{n:06d}{_SUFFIX}"
+    def put(self, batch_id: str, n: int, pages: list[RawPage]) -> list[Path]:
+        """Make raw pages numbered from ``n`` durable together (files fsynced and renamed, then their
+        rows committed in one transaction): a duplex sheet's two sides are spooled both or neither."""
+        finals = [self.dir / f"{batch_id}-{n + i:06d}{_SUFFIX}" for i in range(len(pages))]
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{batch_id}-{n:06d}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(page.image), allow_pickle=False)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            for i, (page, final) in enumerate(zip(pages, finals)):
+                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{batch_id}-{n + i:06d}.", suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        np.save(fh, np.ascontiguousarray(page.image), allow_pickle=False)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, final)
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
             fsync_dir(self.dir)
             with self._lock, atomic(self.db):
-                self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?)",
-                                [batch_id, n, final.name, page.dpi, page.side, page.origin, utcnow(),
-                                 json.dumps(list(page.area_mm)) if page.area_mm else None])
+                for i, page in enumerate(pages):
+                    self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?)",
+                                    [batch_id, n + i, finals[i].name, page.dpi, page.side, page.origin, utcnow(),
+                                     json.dumps(list(page.area_mm)) if page.area_mm else None])
         except (OSError, sqlite3.OperationalError) as exc:
             # numpy reports a short write without an errno, so the free space itself is asked too.
             full = (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc)
-                    or shutil.disk_usage(self.dir).free < page.image.nbytes)
+                    or shutil.disk_usage(self.dir).free < max(page.image.nbytes for page in pages))
             if full:
-                final.unlink(missing_ok=True)  # the page was not captured durably: it is scanned again
+                for final in finals:  # the pages were not captured durably: they are scanned again
+                    final.unlink(missing_ok=True)
                 raise StationDiskFull(str(exc)) from None
             raise
-        return final
+        return finals
 
     def load(self, batch_id: str, n: int) -> RawPage:
         """The spooled raw page, as it was captured."""

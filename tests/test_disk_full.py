@@ -63,3 +63,19 @@ def test_archive_disk_full_is_reported_and_the_bundle_retried_later(small_disk, 
         server.stop(None).wait()
         archive.close()
         st.close()
+
+
+def test_station_disk_full_between_the_sides_of_a_sheet_keeps_neither(small_disk):
+    st = make_station(small_disk.path / "st", dpi=300)
+    try:
+        small_disk.fill(leave_bytes=40_000_000)  # room for one raw 300-dpi side (26 MB), not for both
+        with pytest.raises(StationDiskFull) as info:
+            scan(st, {"archive_no": "D-H"}, {"item": "1-1", "title": "t"}, "synthetic:seed=2,sheets=2")
+        assert "resume at page 1" in str(info.value)
+        assert st.store.pages(st.store.batches()[0]["id"]) == []
+        assert not list((st.config.home / "spool").glob("*.npy")), "one side of a sheet left in the spool"
+        small_disk.free()
+        result = scan(st, {"archive_no": "D-H"}, {"item": "1-1", "title": "t"}, "synthetic:seed=2,sheets=2")
+        assert result.first_page == 1 and result.total_pages == 4
+    finally:
+        st.close()

@@ -29,6 +29,10 @@ class FaultSource:
         self.kind, self.at_page, self.inner = kind, at_page, inner
         self.name = f"fault:{kind}@{at_page}:{inner.name}"
 
+    @property
+    def duplex(self) -> bool:
+        return bool(getattr(self.inner, "duplex", False))
+
     def pages(self) -> Iterator[RawPage]:
         status, error = KINDS[self.kind]
         pages = self.inner.pages()

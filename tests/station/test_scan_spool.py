@@ -76,6 +76,28 @@ def test_a_scanner_faster_than_the_cpu_is_held_back_at_the_spool_limit(tmp_path)
         st.close()
 
 
+@pytest.mark.parametrize("fault_at", [3, 4])
+def test_a_duplex_sheet_is_kept_whole_or_not_at_all(tmp_path, fault_at):
+    """A jam on a sheet's back loses its front too: the operator feeds that sheet again, and its
+    front is not captured twice (fronts and backs keep alternating)."""
+    from station.capture.faults import FaultSource
+    from station.errors import ScannerJammed
+
+    st = make_station(tmp_path / "st", dpi=150)
+    try:
+        with pytest.raises(ScannerJammed) as info:
+            scan(st, DOSSIER, MATERIAL, FaultSource("jam", fault_at, SyntheticSource(seed=3, sheets=3, dpi=150)))
+        message = str(info.value)
+        assert "pages 1–2 are stored" in message and "resume at page 3" in message
+        assert ("feed that whole sheet again" in message) == (fault_at == 4), message
+        assert [p["n"] for p in st.store.pages(st.store.batches()[0]["id"])] == [1, 2]
+        result = scan(st, DOSSIER, MATERIAL, SyntheticSource(seed=4, sheets=2, dpi=150))  # sheets 2 and 3 again
+        blank = [json.loads(p["record_json"])["blank"] for p in st.store.pages(result.batch_id)]
+        assert blank == [False, True] * 3    # every synthetic back is blank: page 3 is a front again
+    finally:
+        st.close()
+
+
 KILLED_RUN = """
 import sys, time
 from station import config, home
