@@ -27,6 +27,7 @@ class StationConfig:
     source: str = "synthetic"               # default capture source for `scan`
     dpi: int = 300
     sane_options: dict = field(default_factory=dict)  # SANE option name → value, set on open
+    scanner_page_timeout_s: float = 120.0   # a page not delivered by then: the scanner driver is hung
     pipeline: PipelineConfig = PipelineConfig()
     sync_timeout_s: float = 30.0
     chunk_bytes: int = 1 << 20
@@ -103,6 +104,8 @@ def _from_dict(home: Path, data: dict) -> StationConfig:
     problems = []
     if not isinstance(cfg.dpi, int) or not 50 <= cfg.dpi <= 2400:
         problems.append(f"dpi {cfg.dpi!r} must be a whole number between 50 and 2400")
+    if not isinstance(cfg.scanner_page_timeout_s, (int, float)) or not 5 <= cfg.scanner_page_timeout_s <= 3600:
+        problems.append(f"scanner_page_timeout_s {cfg.scanner_page_timeout_s!r} must be between 5 and 3600 seconds")
     if not isinstance(cfg.chunk_bytes, int) or not 4096 <= cfg.chunk_bytes <= 4 << 20:
         problems.append("chunk_bytes must be between 4096 and 4194304")
     if cfg.central is not None and ":" not in str(cfg.central):

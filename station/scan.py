@@ -65,7 +65,7 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
     if not material.get("title"):
         raise UsageError("a material title is required: --title …")
     if source is None or isinstance(source, str):
-        source = open_source(source or cfg.source, cfg.dpi, cfg.sane_options)
+        source = open_source(source or cfg.source, cfg.dpi, cfg.sane_options, cfg.scanner_page_timeout_s)
     try:
         batch = station.store.open_batch(dossier, material, source.name, operator or cfg.operator)
         spool = open_spool(station)

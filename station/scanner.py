@@ -65,7 +65,7 @@ class Scanner:
                 raise ScannerNotFound("SANE sees no scanner")
             device, profile = found
             self.source = SaneSource(device[0], self.config.dpi, self.config.sane_options, profile=profile,
-                                     driver=driver)
+                                     driver=driver, page_timeout_s=self.config.scanner_page_timeout_s)
         except ScannerError as exc:
             driver.close()
             self.error = exc
@@ -105,7 +105,7 @@ class Scanner:
             if not self.held:
                 raise self.error
             return _Lent(self.source)
-        return open_source(self.spec, self.config.dpi, self.config.sane_options)
+        return open_source(self.spec, self.config.dpi, self.config.sane_options, self.config.scanner_page_timeout_s)
 
     def lost(self, error: ScannerError) -> None:
         """Let go of a device that stopped answering; it is looked for again while idle."""

@@ -12,8 +12,10 @@ __all__ = ["RawPage", "Source", "open_source", "SPEC_HELP"]
 SPEC_HELP = "synthetic[:seed=N,sheets=N] | folder:PATH | sane:DEVICE (e.g. sane:test:0)"
 
 
-def open_source(spec: str, dpi: int = 300, sane_options: dict | None = None) -> Source:
-    """Open the capture source a spec names; raise UsageError naming the valid forms."""
+def open_source(spec: str, dpi: int = 300, sane_options: dict | None = None,
+                page_timeout_s: float | None = None) -> Source:
+    """Open the capture source a spec names; raise UsageError naming the valid forms.
+    ``page_timeout_s``: how long a scanner may take over one page before its driver counts as hung."""
     kind, _, rest = spec.partition(":")
     if kind == "synthetic":
         from .synthetic import SyntheticSource
@@ -26,7 +28,7 @@ def open_source(spec: str, dpi: int = 300, sane_options: dict | None = None) -> 
     if kind == "sane" and rest:
         from .sane_source import SaneSource
 
-        return SaneSource(rest, dpi=dpi, options=sane_options)
+        return SaneSource(rest, dpi=dpi, options=sane_options, page_timeout_s=page_timeout_s)
     if kind == "fault" and rest:
         from .faults import FaultSource
 
@@ -34,7 +36,7 @@ def open_source(spec: str, dpi: int = 300, sane_options: dict | None = None) -> 
         fault, _, page = head.partition("@")
         if not page.isdigit() or not inner:
             raise UsageError(f"fault source {spec!r}: write fault:KIND@PAGE:SOURCE, e.g. fault:jam@7:sane:test:0")
-        return FaultSource(fault, int(page), open_source(inner, dpi, sane_options))
+        return FaultSource(fault, int(page), open_source(inner, dpi, sane_options, page_timeout_s))
     raise UsageError(f"unknown capture source {spec!r}; use {SPEC_HELP}")
 
 

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..errors import ScannerDriverCrashed, ScannerDriverFailed, ScannerError, ScannerNotFound
+from ..errors import ScannerDriverCrashed, ScannerDriverFailed, ScannerDriverHung, ScannerError, ScannerNotFound
 from . import driver as _driver
 from .base import RawPage
 from .driver import Driver
@@ -223,7 +223,11 @@ class SaneSource:
         area = self._area_mm()  # read while the device is idle; the geometry holds for the whole batch
         feeder = self.feeder
         while True:
-            image = self._call("page", timeout_s=self.page_timeout_s, doing="scanning a page")
+            try:
+                image = self._call("page", timeout_s=self.page_timeout_s, doing="scanning a page")
+            except ScannerDriverHung as exc:
+                raise ScannerDriverHung(f"{exc.detail}; if this scanner is just that slow, raise "
+                                        "scanner_page_timeout_s in station.toml") from None
             if image is None:
                 return              # the feeder is empty: the normal end of an ADF batch
             yield RawPage(image, self.dpi, origin=self.name, area_mm=area)

@@ -208,3 +208,22 @@ def test_after_a_sane_scan_a_write_to_a_closed_pipe_is_an_error_not_death(tmp_pa
             "try:\n    a.send(b'x'); a.send(b'x')\nexcept BrokenPipeError:\n    print('EPIPE')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "EPIPE", (proc.returncode, proc.stderr)
+
+
+def test_a_page_slower_than_the_set_timeout_is_stopped_and_names_the_setting(tmp_path):
+    """scanner_page_timeout_s in station.toml reaches the driver: a scanner slower than it is stopped
+    and the operator is told which setting to raise."""
+    from station.errors import ConfigError, ScannerDriverHung
+
+    home = tmp_path / "slow-st"
+    make_station(home).close()
+    # The test device pauses 0.2 s after each buffer it hands over: a 600-dpi page takes ~15 s.
+    (home / "station.toml").write_text(
+        "dpi = 600\nscanner_page_timeout_s = 5\n[sane_options]\nread_delay = true\nread_delay_duration = 200000\n")
+    slow = _scan_cli(home, "sane:test:0")
+    assert slow.returncode == ScannerDriverHung.exit_code, slow.stderr
+    assert "within 5 s" in slow.stderr and "raise scanner_page_timeout_s in station.toml" in slow.stderr
+    (home / "station.toml").write_text("scanner_page_timeout_s = 1\n")
+    refused = _scan_cli(home, "sane:test:0")
+    assert refused.returncode == ConfigError.exit_code
+    assert "scanner_page_timeout_s 1 must be between 5 and 3600 seconds" in refused.stderr
