@@ -32,10 +32,10 @@ def listener():
     lst.close()
 
 
-def _run_daemon(tmp_path, listener):
+def _run_daemon(tmp_path, listener, **settings):
     """A daemon on the SANE test device (in its own driver process, so the button starts released),
     running on its own thread, READY."""
-    station = make_station(tmp_path / "st", dpi=50, source="sane:test:0", button_poll_s=0.01)
+    station = make_station(tmp_path / "st", dpi=50, source="sane:test:0", button_poll_s=0.01, **settings)
     config = station.config
     station.close()
     daemon = Daemon(config, env={"NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "5000000"})
@@ -60,11 +60,8 @@ HANG_TIMEOUT_S = 6.0   # longer than two watchdog periods (2.5 s each): the wait
 
 
 @pytest.fixture
-def running_with_short_deadlines(tmp_path, listener, monkeypatch):
-    from station.capture import driver
-
-    monkeypatch.setattr(driver, "PAGE_TIMEOUT_S", HANG_TIMEOUT_S)
-    yield from _run_daemon(tmp_path, listener)
+def running_with_short_deadlines(tmp_path, listener):
+    yield from _run_daemon(tmp_path, listener, scanner_page_timeout_s=HANG_TIMEOUT_S)
 
 
 def _queue(daemon, archive_no, item, title):
