@@ -48,8 +48,6 @@ def main() -> int:
     args = parser.parse_args()
     # The allocator limits quire-station and quire-central set at start; every sender here runs with them.
     tune_allocator()
-    if not args.in_namespace:
-        print(_cold_cache(), flush=True)
     if args.link_mbit and not args.in_namespace:
         return _shaped(args)
     host = CENTRAL_ADDR if args.in_namespace else "127.0.0.1"
@@ -72,18 +70,6 @@ def main() -> int:
         if not args.in_namespace:
             _cut_report(root, pages[:40])
     return 0
-
-
-def _cold_cache() -> str:
-    """Start from an empty page cache where allowed (root). On the VMs measured here a few GB of other
-    work's cached files slowed every disk writer — the archive's side of Quire — by a third or more
-    (Quire 392 → 251 MB/s in back-to-back runs), while the socket sinks, which write nothing, kept their pace."""
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return "page cache: left as it is (not root); other work's cached files can slow the archive's writes"
-    return "page cache: emptied before the first run"
 
 
 def _shaped(args) -> int:

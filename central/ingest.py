@@ -228,9 +228,10 @@ def _check_crc(sha256: str, msg, data: bytes) -> None:
     if not msg.HasField("data_crc32c"):
         raise BlobRejected(f"blob {sha256[:12]}: the chunk at offset {msg.write_offset} carries no data_crc32c; "
                            "every chunk must (update the station)")
-    if google_crc32c.value(data) != msg.data_crc32c:
+    found = google_crc32c.value(data)
+    if found != msg.data_crc32c:
         raise UploadDamaged(f"blob {sha256[:12]}: the chunk at offset {msg.write_offset} arrived damaged (CRC-32C "
-                            f"{google_crc32c.value(data):08x}, the station sent {msg.data_crc32c:08x}); nothing of it was "
+                            f"{found:08x}, the station sent {msg.data_crc32c:08x}); nothing of it was "
                             "written, send it again from the committed offset")
 
 

@@ -2,10 +2,10 @@
 
 The capture loop spools each raw page durably (file fsynced, row committed) before it asks the
 scanner for the next one — on a duplex feed each sheet, both sides or neither, so a sheet fed again
-after a fault is never captured twice — and a fault or a kill loses nothing captured. Processing runs on a pool
-of workers meanwhile, and a store thread writes the processed pages in page order, so the
-scanner never waits on the CPU; it waits only when the spool already holds ``spool_pages`` pages
-(backpressure: memory and disk stay bounded whatever the scanner's speed).
+after a fault is never captured twice — and a fault or a kill loses nothing captured. Processing
+runs on a pool of workers meanwhile, and a store thread writes the processed pages in page order,
+so the scanner never waits on the CPU; it waits only when the spool already holds ``spool_pages``
+pages (backpressure: memory and disk stay bounded whatever the scanner's speed).
 """
 
 import ctypes

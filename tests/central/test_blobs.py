@@ -7,7 +7,7 @@ import os
 import pytest
 
 from central.blobs import BLOCK, AlignedBuffers, BlobStore, Upload
-from central.errors import UploadDamaged, WrongOffset
+from central.errors import BlobRejected, UploadDamaged, WrongOffset
 
 DATA = os.urandom(5 * BLOCK + 1234)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -53,7 +53,7 @@ def test_gaps_and_overruns_are_refused_and_write_nothing(tmp_path, buffers):
         upload.append(0, DATA[:100])
         with pytest.raises(WrongOffset, match="100 bytes are committed"):
             upload.append(200, DATA[200:300])
-        with pytest.raises(Exception, match="manifest says"):
+        with pytest.raises(BlobRejected, match="manifest says 21714"):
             upload.append(100, DATA[100:] + b"x")
     assert path.read_bytes() == DATA[:100]
 
