@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .capture.driver import PAGE_TIMEOUT_S
 from .errors import ConfigError
 from .pipeline import PipelineConfig
 
@@ -27,7 +28,7 @@ class StationConfig:
     source: str = "synthetic"               # default capture source for `scan`
     dpi: int = 300
     sane_options: dict = field(default_factory=dict)  # SANE option name → value, set on open
-    scanner_page_timeout_s: float = 120.0   # a page not delivered by then: the scanner driver is hung
+    scanner_page_timeout_s: float = PAGE_TIMEOUT_S  # a page not delivered by then: the scanner driver is hung
     pipeline: PipelineConfig = PipelineConfig()
     sync_timeout_s: float = 30.0
     chunk_bytes: int = 1 << 20

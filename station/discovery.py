@@ -38,12 +38,16 @@ class StationAnnouncement:
         import socket
 
         self._zc = discovery.open_zeroconf(config.zeroconf_interfaces)
-        interfaces = config.zeroconf_interfaces
-        address = interfaces[0] if interfaces != "all" else socket.gethostbyname(socket.gethostname())
-        # DNS-SD needs a port; the station serves none over the network, so it announces the discard port.
-        self._args = (discovery.STATION_TYPE, station_id, address, 9)
-        self._id = station_id
-        discovery.advertise(self._zc, *self._args, self._props(state, outbox))
+        try:
+            interfaces = config.zeroconf_interfaces
+            address = interfaces[0] if interfaces != "all" else socket.gethostbyname(socket.gethostname())
+            # DNS-SD needs a port; the station serves none over the network, so it announces the discard port.
+            self._args = (discovery.STATION_TYPE, station_id, address, 9)
+            self._id = station_id
+            discovery.advertise(self._zc, *self._args, self._props(state, outbox))
+        except BaseException:
+            self._zc.close()  # the daemon tries again later: no zeroconf threads left behind each time
+            raise
 
     def _props(self, state: str, outbox: int) -> dict:
         return {"id": self._id, "state": state, "outbox": str(outbox)}

@@ -52,15 +52,6 @@ def recv_into(sock: socket.socket, buffer, deadline: float | None = None,
     _read_exact(sock, memoryview(buffer).cast("B"), deadline, tick)
 
 
-def discard(sock: socket.socket, size: int, deadline: float | None = None) -> None:
-    """Read and drop a payload nobody wants, a chunk at a time."""
-    chunk = bytearray(min(size, 1 << 20))
-    while size:
-        part = memoryview(chunk)[:min(size, len(chunk))]
-        _read_exact(sock, part, deadline, None)
-        size -= len(part)
-
-
 def _read_exact(sock: socket.socket, view: memoryview, deadline: float | None, tick) -> None:
     got = 0
     while got < len(view):

@@ -28,9 +28,8 @@ from . import _wire
 
 log = logging.getLogger(__name__)
 
-# Read when a driver or source is made (not bound as defaults), so a test can shorten them.
 CALL_TIMEOUT_S = 15.0    # open a device, read or set an option, list devices
-PAGE_TIMEOUT_S = 120.0   # one page, from sane_start to its last byte (a slow flatbed at 600 dpi colour)
+PAGE_TIMEOUT_S = 120.0   # one page, sane_start to last byte (a slow flatbed at 600 dpi colour); station.toml may change it
 START_TIMEOUT_S = 30.0   # the child up and libsane initialised (sane_init enumerates USB)
 CLOSE_TIMEOUT_S = 5.0    # the child closing its device and exiting once told to
 REAP_TIMEOUT_S = 5.0     # a SIGKILLed child in uninterruptible USB I/O dies when the kernel lets it

@@ -8,7 +8,7 @@ a hang or a crash, and opens and configures the device again the same way.
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ..errors import ScannerDriverCrashed, ScannerDriverFailed, ScannerDriverHung, ScannerError, ScannerNotFound
 from . import driver as _driver
@@ -23,9 +23,9 @@ _COLOUR_MODES = ("Color", "color", "24bit Color", "Color24")
 _UNIT_MM = 3  # SANE_UNIT_MM
 
 
-def devices(call_timeout_s: float | None = None) -> list[tuple]:
+def devices() -> list[tuple]:
     """The devices SANE sees, as ``(name, vendor, model, type)``, asked of a short-lived driver."""
-    drv = Driver(call_timeout_s)
+    drv = Driver()
     try:
         drv.start()
         return drv.call("devices", doing="listing scanners")
@@ -90,9 +90,8 @@ class SaneSource:
     """Pages from one SANE device until its feeder is empty (one page for a flatbed)."""
 
     def __init__(self, device: str, dpi: int = 300, options: dict | None = None, profile=None, *,
-                 driver: Driver | None = None, page_timeout_s: float | None = None,
-                 call_timeout_s: float | None = None, keepalive: Callable[[], object] | None = None):
-        self.driver = driver if driver is not None else Driver(call_timeout_s, keepalive)
+                 driver: Driver | None = None, page_timeout_s: float | None = None):
+        self.driver = driver if driver is not None else Driver()
         self.page_timeout_s = _driver.PAGE_TIMEOUT_S if page_timeout_s is None else page_timeout_s
         self.profile, self.plan = profile, None  # a station.profiles.Profile chooses the options
         self.dpi = dpi

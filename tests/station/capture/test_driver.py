@@ -144,9 +144,10 @@ def test_this_process_never_loads_libsane(st):
 
 def test_closing_lets_the_driver_exit(st):
     source = _source()
-    pid = source.driver.pid
+    pid, proc = source.driver.pid, source.driver._proc
     source.close()
     assert _gone(pid) and not source.running
+    assert proc.returncode == 0, "the driver was killed instead of closing its device and exiting"
 
 
 def test_the_station_holds_no_earlier_page_while_the_driver_sends_the_next(st):

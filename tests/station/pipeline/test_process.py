@@ -61,7 +61,7 @@ def test_settings_are_validated():
         PipelineConfig(max_skew_deg=0)
 
 
-@pytest.mark.parametrize("skew_deg, orientation", [(0.0, 0), (4.0, 0), (4.0, 90), (-3.0, 180)])
+@pytest.mark.parametrize("skew_deg, orientation", [(0.0, 0), (0.0, 90), (4.0, 0), (4.0, 90), (-3.0, 180)])
 def test_colour_page_keeps_its_colours_turned_or_not(skew_deg, orientation):
     page = render_page(41, 0, dpi=150, kind="seal", skew_deg=skew_deg, orientation=orientation)
     out = process_page(page.image, page.dpi)
