@@ -61,11 +61,13 @@ def main() -> int:
                  if args.in_namespace else "loopback")
         print(f"{len(pages)} pages, {total / 1e6:.0f} MB, 300 dpi A4 JPEG sizes, {where}, {os.cpu_count()} cores, "
               f"{CHUNK >> 10} KiB chunks", flush=True)
+        # Plain TLS gets the cipher suite Quire's own connection negotiates, not OpenSSL's first choice.
+        suite = grpc_suite(root / "probe")
         results = {"raw TCP": [], "plain TLS": [], "Quire sync": []}
         for run in range(args.runs):
-            results["raw TCP"].append(_socket_run(pages, root / f"tcp{run}", False, host, at_central))
-            results["plain TLS"].append(_socket_run(pages, root / f"tls{run}", True, host, at_central))
-            results["Quire sync"].append(_quire_run(pages, root / f"quire{run}", host, at_central))
+            results["raw TCP"].append(_socket_run(pages, root / f"tcp{run}", None, host, at_central))
+            results["plain TLS"].append(_socket_run(pages, root / f"tls{run}", suite, host, at_central))
+            results["Quire sync"].append(_quire_run(pages, root / f"quire{run}", host, at_central, suite))
         _report(results, total, args.link_mbit if args.in_namespace else None)
         if not args.in_namespace:
             _cut_report(root, pages[:40])
@@ -184,12 +186,13 @@ conn.sendall(str(n).encode())
 '''
 
 
-def _socket_run(pages: list[bytes], root: Path, tls: bool, host: str = "127.0.0.1",
+def _socket_run(pages: list[bytes], root: Path, suite: str | None, host: str = "127.0.0.1",
                 at_central: list[str] = ()) -> tuple[float, float, str]:
-    """Send the pages from files of this run's own (removed afterwards, as a Quire run's are)."""
+    """Send the pages from files of this run's own (removed afterwards, as a Quire run's are), over
+    TLS with cipher ``suite`` or, with None, over bare TCP."""
     root.mkdir()
     try:
-        return _send_files(_write_files(pages, root / "pages"), root if tls else None, host, at_central)
+        return _send_files(_write_files(pages, root / "pages"), root if suite else None, host, at_central, suite)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -202,16 +205,22 @@ def _write_files(pages: list[bytes], folder: Path) -> list[Path]:
     return files
 
 
-def _send_files(files: list[Path], tls: Path | None, host: str, at_central: list[str]) -> tuple[float, float, str]:
-    args = ["-", "-"]
+def _send_files(files: list[Path], tls: Path | None, host: str, at_central: list[str],
+                suite: str | None = None) -> tuple[float, float, str]:
+    args, env = ["-", "-"], None
     if tls is not None:
         from central.tls import load_or_create
 
         ident = load_or_create(tls)
         args = [str(tls / "cert.pem"), str(tls / "key.pem")]
         assert ident.cert_pem
+        # Python's ssl cannot choose TLS 1.3 suites; OpenSSL's configuration can, for the sink's process.
+        conf = tls / "openssl.cnf"
+        conf.write_text("openssl_conf = bench\n[bench]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n"
+                        f"[tls]\nCiphersuites = {suite}\n")
+        env = dict(os.environ, OPENSSL_CONF=str(conf))
     sink = subprocess.Popen([*at_central, sys.executable, "-c", _SINK, *args, host], stdout=subprocess.PIPE,
-                            text=True)
+                            text=True, env=env)
     port = int(sink.stdout.readline())
     os.sync()  # each sender starts with no other writes pending on the disk (see _quire_run)
     cpu0, t0 = _cpu(), time.perf_counter()
@@ -223,6 +232,9 @@ def _send_files(files: list[Path], tls: Path | None, host: str, at_central: list
         ctx.check_hostname = False
         sock = ctx.wrap_socket(sock)
         cipher = sock.cipher()[0]
+        if cipher != suite:
+            raise SystemExit(f"plain TLS negotiated {cipher}, not {suite} as Quire's connection does; "
+                             "this OpenSSL ignores OPENSSL_CONF's Ciphersuites")
     total = sum(path.stat().st_size for path in files)
     sock.sendall(total.to_bytes(8, "big"))
     # Like the station, read each page from its file (in the page cache) in chunks and send it.
@@ -237,10 +249,76 @@ def _send_files(files: list[Path], tls: Path | None, host: str, at_central: list
     return seconds, cpu, cipher
 
 
+# -- the cipher suite gRPC negotiates --------------------------------------------------------------
+
+_SUITES = {0x1301: "TLS_AES_128_GCM_SHA256", 0x1302: "TLS_AES_256_GCM_SHA384",
+           0x1303: "TLS_CHACHA20_POLY1305_SHA256"}
+
+
+def grpc_suite(root: Path) -> str:
+    """The TLS 1.3 cipher suite a station's channel and a real archive agree on (gRPC's BoringSSL
+    chooses it and says so nowhere): read from the archive's ServerHello through a relay."""
+    import grpc
+
+    from station.transport import TLS_NAME
+
+    server, address = _serve(root / "central", "127.0.0.1", [])
+    listener = socket.create_server(("127.0.0.1", 0))
+    first = bytearray()
+
+    def relay():
+        conn, _ = listener.accept()
+        with conn, socket.create_connection(address.rsplit(":", 1)) as up:
+            threading.Thread(target=_pump, args=(conn, up, None), daemon=True).start()
+            _pump(up, conn, first)
+
+    threading.Thread(target=relay, daemon=True).start()
+    cert = (root / "central" / "tls" / "cert.pem").read_bytes()
+    channel = grpc.secure_channel(f"127.0.0.1:{listener.getsockname()[1]}", grpc.ssl_channel_credentials(cert),
+                                  options=[("grpc.ssl_target_name_override", TLS_NAME)])
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)   # the handshake is all that is needed
+    finally:
+        channel.close()
+        listener.close()
+        server.terminate()
+        server.wait()
+    # TLS record (type 22 = handshake, 5 bytes) > handshake (type 2 = ServerHello, 4 bytes) >
+    # version (2), random (32), session id (1 + its length), then the two bytes of the cipher suite.
+    if len(first) < 44 or first[0] != 22 or first[5] != 2:
+        raise SystemExit(f"no TLS ServerHello from the archive at {address} (got {bytes(first[:8]).hex()})")
+    at = 5 + 4 + 2 + 32 + 1 + first[43]
+    code = int.from_bytes(first[at:at + 2], "big")
+    if code not in _SUITES:
+        raise SystemExit(f"gRPC negotiated cipher suite 0x{code:04x}, which Python's ssl cannot be given")
+    return _SUITES[code]
+
+
+def _pump(src: socket.socket, dst: socket.socket, keep: bytearray | None) -> None:
+    try:
+        while data := src.recv(1 << 16):
+            if keep is not None and len(keep) < 4096:
+                keep.extend(data)
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        dst.close()
+
+
 # -- Quire: a real central service process, this process as the station --------------------------
 
+def _serve(central_home: Path, host: str, at_central: list[str]) -> tuple[subprocess.Popen, str]:
+    """`quire-central serve` on port 0; the process and the address it listens on."""
+    exe = Path(sys.executable).parent / "quire-central"
+    # `ip netns exec` execs the command, so the process's pid is the archive's own (for its CPU figure).
+    server = subprocess.Popen([*at_central, str(exe), "--home", str(central_home), "serve", "--listen", f"{host}:0",
+                               "--no-advertise"], stdout=subprocess.PIPE, text=True)
+    return server, server.stdout.readline().strip().removeprefix("listening on ")
+
+
 def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
-               at_central: list[str] = ()) -> tuple[float, float, str]:
+               at_central: list[str] = (), suite: str = "TLS 1.3") -> tuple[float, float, str]:
     from central import stations as _unused  # noqa: F401 - import cost outside the timing
     from station import config, home, outbox
     from station.enrol import enroll
@@ -248,10 +326,7 @@ def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
 
     central_home = root / "central"
     exe = Path(sys.executable).parent / "quire-central"
-    # `ip netns exec` execs the command, so server.pid is the archive's own (for its CPU figure).
-    server = subprocess.Popen([*at_central, str(exe), "--home", str(central_home), "serve", "--listen", f"{host}:0",
-                               "--no-advertise"], stdout=subprocess.PIPE, text=True)
-    address = server.stdout.readline().strip().removeprefix("listening on ")
+    server, address = _serve(central_home, host, at_central)
     try:
         st = home.init(config.load(root / "station", central=address, chunk_bytes=CHUNK), "st-bench")
         subprocess.run([str(exe), "--home", str(central_home), "stations", "add", "st-bench", "--key",
@@ -279,7 +354,7 @@ def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
         # Both copies of the batch go: left behind, runs' page caches pile up, and on this kind of VM
         # every later run's writes slowed to half speed (measured: 330 MB/s → 190 MB/s from run 2 on).
         shutil.rmtree(root, ignore_errors=True)
-    return seconds, cpu, "TLS 1.3 (gRPC, pinned)"
+    return seconds, cpu, f"{suite} (gRPC, pinned)"
 
 
 def _page(data: bytes):
