@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from central.verify import verify
@@ -90,6 +91,37 @@ def test_a_cut_upload_leaves_no_error_in_the_archive_log(central, flaky_station,
     assert any("caller disconnected" in r.getMessage() for r in caplog.records), "no upload was cut mid-stream"
     errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == []
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["refused-before-storing", "answer-lost-after-storing"])
+def test_a_commit_that_fails_is_delivered_again(central, flaky_station, monkeypatch, stored):
+    """A Commit answered with a failure — the archive down before it stored the bundle, or gone after
+    storing it — is followed by the bundle offered and committed again: every bundle arrives once,
+    in order, and the receipts still witness one log."""
+    from central import ingest
+    from central.errors import CentralError
+
+    class Unavailable(CentralError):
+        code = grpc.StatusCode.UNAVAILABLE
+
+    archive, address = central
+    commit, calls = ingest.commit, []
+
+    def first_commit_fails(*args):
+        calls.append(args[-1])
+        if len(calls) == 1:
+            if stored:
+                commit(*args)
+            raise Unavailable("archive restarting")
+        return commit(*args)
+
+    monkeypatch.setattr(ingest, "commit", first_commit_fails)
+    queued = [bundle["id"] for bundle in outbox.pending(flaky_station.store)]
+    report = sync(flaky_station, address, sleep=lambda s: None)
+    assert report.committed == queued and report.failed == {} and report.alarms == []
+    assert report.retries == 1
+    assert central_pages(archive) == station_pages(flaky_station) and verify(archive).ok
+    assert outbox.pending(flaky_station.store) == []
 
 
 def _serve(home: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
