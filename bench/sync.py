@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from quire.memory import tune_allocator
+from station.config import StationConfig
 
 CENTRAL_ADDR, SENDER_ADDR = "10.213.0.2", "10.213.0.1"
 
@@ -136,7 +137,8 @@ def _run(*cmd: str) -> None:
                          "(apt-get install iproute2) and the kernel's tbf qdisc (netem too for --link-delay-ms)")
 
 
-CHUNK = int(os.environ.get("QUIRE_BENCH_CHUNK", 1 << 20))
+# The station's own default unless QUIRE_BENCH_CHUNK says otherwise.
+CHUNK = int(os.environ.get("QUIRE_BENCH_CHUNK", 0)) or StationConfig.chunk_bytes
 
 
 def _pages(mb: int) -> list[bytes]:

@@ -31,7 +31,7 @@ class StationConfig:
     scanner_page_timeout_s: float = PAGE_TIMEOUT_S  # a page not delivered by then: the scanner driver is hung
     pipeline: PipelineConfig = PipelineConfig()
     sync_timeout_s: float = 30.0
-    chunk_bytes: int = 1 << 20
+    chunk_bytes: int = 2 << 20               # upload chunk (bench/sync.py: 2 MiB beat 1 and 3 MiB)
     control_socket: str | None = None       # the daemon's unix socket (default HOME/control.sock)
     control_group: str | None = None        # group, besides root and the daemon's user, that may use it
     button_poll_s: float = 0.25             # how often the idle daemon reads the scanner's buttons

@@ -347,7 +347,7 @@ def test_a_partial_upload_damaged_by_an_archive_power_cut_is_sent_again(central,
 
 def test_a_cut_connection_keeps_every_whole_chunk_that_reached_the_archive(central, tmp_path):
     """The resume point after a cut is within one chunk of what passed the cut point: the archive does
-    not drop chunks it had received but not yet written (bench/sync.py measures this at 1 MiB)."""
+    not drop chunks it had received but not yet written (bench/sync.py measures this at full-size chunks)."""
     archive, address = central
     chunk = 65536
     st = register(archive, address, make_station(tmp_path / "st", address, chunk_bytes=chunk, sync_attempts=1))
