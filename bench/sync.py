@@ -194,7 +194,7 @@ def _socket_run(pages: list[bytes], root: Path, suite: str | None, host: str = "
     TLS with cipher ``suite`` or, with None, over bare TCP."""
     root.mkdir()
     try:
-        return _send_files(_write_files(pages, root / "pages"), root if suite else None, host, at_central, suite)
+        return _send_files(_write_files(pages, root / "pages"), root, suite, host, at_central)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -207,10 +207,12 @@ def _write_files(pages: list[bytes], folder: Path) -> list[Path]:
     return files
 
 
-def _send_files(files: list[Path], tls: Path | None, host: str, at_central: list[str],
-                suite: str | None = None) -> tuple[float, float, str]:
+def _send_files(files: list[Path], tls: Path, suite: str | None, host: str,
+                at_central: list[str]) -> tuple[float, float, str]:
+    """Send ``files`` to a sink process: over TLS with cipher ``suite`` (its key and certificate in
+    ``tls``), or with None over bare TCP."""
     args, env = ["-", "-"], None
-    if tls is not None:
+    if suite is not None:
         from central.tls import load_or_create
 
         ident = load_or_create(tls)
@@ -228,7 +230,7 @@ def _send_files(files: list[Path], tls: Path | None, host: str, at_central: list
     cpu0, t0 = _cpu(), time.perf_counter()
     sock = socket.create_connection((host, port))
     cipher = "none"
-    if tls is not None:
+    if suite is not None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(tls / "cert.pem")
         ctx.check_hostname = False

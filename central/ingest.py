@@ -1,5 +1,6 @@
 """Ingest: verify a station's bundle before trusting any of it, then store and catalogue it."""
 
+import contextlib
 import json
 import queue
 import threading
@@ -214,9 +215,13 @@ class _GroupCommit:
                     for upload in stored:
                         _record_blob(db, upload.sha256, upload.limit)
         except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread by close()
+            # Noted before anything else can fail: a refusal lost here would let the Write call answer
+            # as if these blobs were stored.
+            self._refused.update({u.sha256: exc for u in uploads})
             for upload in uploads:
-                upload.close()
-            refused = {u.sha256: exc for u in uploads}
+                with contextlib.suppress(OSError):
+                    upload.close()
+            return
         self._refused.update(refused)
 
 

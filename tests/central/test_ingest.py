@@ -213,3 +213,25 @@ def test_a_blob_stored_but_not_yet_recorded_is_recorded_by_the_commit(central, s
     assert sync(small_station).committed == [result.bundle_id]
     assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4}
     assert verify(archive).ok
+
+
+def test_blobs_the_archive_failed_to_store_are_not_answered_as_stored(central, small_station, monkeypatch):
+    """Storing a finished group fails (the store's disk gone): the Write call fails, nothing is
+    catalogued, and the next sync stores the bundle."""
+    from central.blobs import BlobStore
+
+    archive, _ = central
+    result = scan_one(small_station, sheets=2)
+
+    def store_gone(self, uploads):
+        raise OSError(5, "Input/output error", str(self.files.root))
+
+    monkeypatch.setattr(BlobStore, "finish_many", store_gone)
+    first = sync(small_station)
+    # The Write call itself reports the failure (an incident for the administrator), rather than
+    # answering "stored" and leaving the Commit to find the files missing.
+    assert first.committed == [] and "INTERNAL: internal error, incident" in first.failed[result.bundle_id]
+    assert catalogued(archive)["blobs"] == 0 and not [p for p in archive.config.blobs_dir.rglob("*") if p.is_file()]
+    monkeypatch.undo()
+    assert sync(small_station).committed == [result.bundle_id]
+    assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok
