@@ -233,6 +233,7 @@ def cmd_info(cfg, args) -> int:
         " (SELECT COUNT(*) FROM blobs) AS blobs, (SELECT COALESCE(SUM(bytes), 0) FROM blobs) AS bytes")
     print(f"home            {cfg.home}")
     print(f"key fingerprint {keys.fingerprint(archive.public_key)}")
+    print(f"tls certificate {cfg.home / 'tls' / 'cert.pem'} (sha256 {archive.tls.cert_sha256.hex()})")
     for name, value in counts.items():
         print(f"{name:<15} {value}")
     archive.close()

@@ -71,6 +71,10 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
             sync_pb2.Notice(id=r["id"], kind=r["kind"], body_json=r["body"], created_at=r["created_at"]) for r in rows])
 
 
+class ListenFailed(CentralError):
+    exit_code = 69  # EX_UNAVAILABLE: the address is taken; restarting alone will not help
+
+
 class StationMismatch(CentralError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
@@ -165,11 +169,17 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple[grpc.
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if tls:
-        credentials = grpc.ssl_server_credentials([(archive.tls.key_pem, archive.tls.cert_pem)])
-        port = server.add_secure_port(listen, credentials)
-    else:
-        port = server.add_insecure_port(listen)
+    try:
+        if tls:
+            credentials = grpc.ssl_server_credentials([(archive.tls.key_pem, archive.tls.cert_pem)])
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError:  # gRPC says only "Failed to bind"; the usual causes are named instead
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        server.stop(None)
+        raise ListenFailed(f"cannot listen on {listen}: the port is in use by another program or the address is "
+                           "not this machine's; stop the other service or choose another (--listen, or listen in "
+                           "central.toml)")
     return server, port
