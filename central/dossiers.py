@@ -4,7 +4,7 @@ import json
 
 from .archive import Archive
 from .changes import IDENTITY_FIELDS
-from .verify import CatalogueMismatch, Problem
+from .verify import CatalogueMismatch, FieldMismatch, Problem
 
 
 def search(archive: Archive, archive_no: str | None = None, name: str | None = None, category: str | None = None,
@@ -47,7 +47,8 @@ def search(archive: Archive, archive_no: str | None = None, name: str | None = N
 
 
 def identity_problems(archive: Archive) -> list[Problem]:
-    """Each dossier's identity fields equal the first signed manifest's, as amended by applied four-eyes edits."""
+    """Each dossier's identity fields equal the first signed manifest's, and its unit the first ingest's,
+    as amended by applied four-eyes edits."""
     expected: dict[str, dict] = {}
     for row in archive.catalogue.query("SELECT event, entry FROM audit_entries WHERE event IN ('ingest', 'change.apply')"
                                        " ORDER BY idx"):
@@ -61,6 +62,7 @@ def identity_problems(archive: Archive) -> list[Problem]:
                 dossier = json.loads(bundle["manifest"])["dossier"]
                 expected[dossier["archive_no"]] = {f: dossier.get(f) for f in IDENTITY_FIELDS}
                 expected[dossier["archive_no"]]["kind"] = dossier.get("kind") or "personnel"
+                expected[dossier["archive_no"]]["unit"] = entry.get("unit")  # the uploading station's
         elif row["event"] == "change.apply" and entry.get("kind") == "edit_dossier":
             payload = entry.get("payload") or {}
             expected.setdefault(payload.get("archive_no"), {}).update(payload.get("fields") or {})
@@ -70,10 +72,7 @@ def identity_problems(archive: Archive) -> list[Problem]:
         if want is None:
             problems.append(CatalogueMismatch(f"dossier {d['archive_no']}", "no ingest in the audit log created it"))
             continue
-        changed = [f for f in IDENTITY_FIELDS if f in want and d[f] != want[f]]
-        if changed:
-            problems.append(CatalogueMismatch(
-                f"dossier {d['archive_no']}",
-                f"{', '.join(changed)} differ from the signed manifest and the approved changes "
-                f"(catalogue: {', '.join(f'{f}={d[f]!r}' for f in changed)})"))
+        problems += [FieldMismatch(f"dossier {d['archive_no']}", f, d[f], want[f],
+                                   "the signed manifest and the approved changes")
+                     for f in (*IDENTITY_FIELDS, "unit") if f in want and d[f] != want[f]]
     return problems

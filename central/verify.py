@@ -4,8 +4,11 @@ the catalogue against the signed manifests. Reports every problem, not the first
 import json
 from dataclasses import dataclass, field
 
+from quire import keys
 from quire import manifest as manifest_format
 from quire import receipt as receipt_format
+from quire.canonical import sha256_hex
+from quire.catalogue import parse_item
 from quire.errors import ContractError
 
 from .archive import Archive
@@ -39,6 +42,16 @@ def SignatureInvalid(bundle_id, detail):
 
 def CatalogueMismatch(subject, detail):
     return Problem("CatalogueMismatch", subject, detail)
+
+
+def FieldMismatch(subject, name, catalogue, source_value, source="the signed manifest"):
+    return Problem("FieldMismatch", subject,
+                   f"{name} is {catalogue!r} in the catalogue but {source_value!r} in {source}")
+
+
+# Catalogue columns copied from a signed manifest's material and page entries at ingest.
+MATERIAL_FIELDS = ("title", "date_formed", "page_count", "remarks")
+PAGE_FIELDS = ("sha256", "bytes", "media_type", "width_px", "height_px", "dpi", "colour")
 
 
 @dataclass
@@ -79,6 +92,8 @@ def verify(archive: Archive, full: bool = True) -> Report:
     for bundle in cat.query("SELECT * FROM bundles WHERE state = 'committed' ORDER BY committed_at"):
         report.bundles += 1
         report.problems.extend(_check_bundle(archive, bundle, stations, full, report))
+    report.problems.extend(_quarantine_problems(archive))
+    report.problems.extend(_station_problems(archive))
     # Catalogued material that no committed bundle accounts for was inserted behind our back.
     for m in cat.query("SELECT m.archive_no, m.item, m.bundle_id FROM materials m"
                        " LEFT JOIN bundles b ON b.id = m.bundle_id AND b.state = 'committed'"
@@ -114,24 +129,52 @@ def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, re
     manifest = json.loads(data)
     dossier, material = manifest["dossier"]["archive_no"], manifest["material"]["item"]
     subject = f"material {dossier} {material}"
+    yield from _bundle_row_problems(bundle, data, manifest)
     row = archive.catalogue.one("SELECT * FROM materials WHERE bundle_id = ?", [bid])
     if row is None:
         yield from _check_earlier_version(archive, bid, manifest, subject)
         return
-    if (row["archive_no"], row["item"], row["page_count"]) != (dossier, material, manifest["material"]["page_count"]):
-        yield CatalogueMismatch(
-            subject, f"catalogue says {row['archive_no']} {row['item']} with {row['page_count']} pages; "
-            f"the signed manifest says {dossier} {material} with {manifest['material']['page_count']}")
-    pages = archive.catalogue.query("SELECT n, sha256, bytes FROM pages WHERE material_id = ? ORDER BY n", [row["id"]])
-    signed = [(p["n"], p["sha256"], p["bytes"]) for p in manifest["pages"]]
-    stored = [(p["n"], p["sha256"], p["bytes"]) for p in pages]
-    report.pages += len(stored)
-    if stored != signed:
-        changed = sorted({n for n, *_ in set(signed) ^ set(stored)})
-        yield CatalogueMismatch(subject, f"pages {changed} differ from the signed manifest")
-    for n, sha, _size in stored:
-        if not archive.blobs.has(sha):
-            yield BlobMissing(archive.blobs.path(sha), sha)
+    signed = {"archive_no": dossier, "item": material, "category": parse_item(material).category,
+              **{f: manifest["material"].get(f) for f in MATERIAL_FIELDS}}
+    for name, value in signed.items():
+        if row[name] != value:
+            yield FieldMismatch(subject, name, row[name], value)
+    pages = archive.catalogue.query("SELECT * FROM pages WHERE material_id = ? ORDER BY n", [row["id"]])
+    report.pages += len(pages)
+    yield from _page_problems(subject, pages, manifest["pages"])
+    for page in pages:
+        if not archive.blobs.has(page["sha256"]):
+            yield BlobMissing(archive.blobs.path(page["sha256"]), page["sha256"])
+
+
+def _bundle_row_problems(bundle: dict, data: bytes, manifest: dict):
+    """A bundle's id is the digest of its manifest, and its station the one the manifest names."""
+    subject = f"bundle {bundle['id'][:12]}"
+    if sha256_hex(data) != bundle["id"]:
+        yield CatalogueMismatch(subject, f"its manifest's SHA-256 is {sha256_hex(data)}, not the bundle's id")
+    if bundle["station_id"] != manifest["station_id"]:
+        yield FieldMismatch(subject, "station_id", bundle["station_id"], manifest["station_id"])
+
+
+def _page_problems(subject: str, stored: list[dict], signed: list[dict]):
+    """Each catalogued page against its signed manifest entry, field by field (the record key by key)."""
+    catalogued, listed = {p["n"]: p for p in stored}, {p["n"]: p for p in signed}
+    for n in sorted(catalogued.keys() | listed.keys()):
+        where = f"{subject} page {n}"
+        if n not in catalogued:
+            yield CatalogueMismatch(where, "listed in the signed manifest but not catalogued")
+            continue
+        if n not in listed:
+            yield CatalogueMismatch(where, "catalogued but not listed in the signed manifest")
+            continue
+        page, entry = catalogued[n], listed[n]
+        for name in PAGE_FIELDS:
+            if page[name] != entry[name]:
+                yield FieldMismatch(where, name, page[name], entry[name])
+        record = json.loads(page["record_json"])
+        for key in sorted(record.keys() | entry["record"].keys()):
+            if record.get(key) != entry["record"].get(key):
+                yield FieldMismatch(where, f"record.{key}", record.get(key), entry["record"].get(key))
 
 
 def _check_earlier_version(archive: Archive, bid: str, manifest: dict, subject: str):
@@ -143,7 +186,57 @@ def _check_earlier_version(archive: Archive, bid: str, manifest: dict, subject: 
         return
     if row["change_state"] != "applied":
         yield CatalogueMismatch(subject, f"version {row['version']} ended without an applied four-eyes change")
-    signed = [[p["n"], p["sha256"], p["bytes"]] for p in manifest["pages"]]
-    if (row["archive_no"], row["item"]) != (manifest["dossier"]["archive_no"], manifest["material"]["item"]) \
-            or json.loads(row["pages"]) != signed:
-        yield CatalogueMismatch(subject, f"earlier version {row['version']} differs from its signed manifest")
+    where = f"{subject} version {row['version']}"
+    signed = {"archive_no": manifest["dossier"]["archive_no"], "item": manifest["material"]["item"],
+              "title": manifest["material"]["title"], "page_count": manifest["material"]["page_count"],
+              "pages": [[p["n"], p["sha256"], p["bytes"]] for p in manifest["pages"]]}
+    stored = dict(row, pages=json.loads(row["pages"]))
+    for name, value in signed.items():
+        if stored[name] != value:
+            yield FieldMismatch(where, name, stored[name], value)
+
+
+def _quarantine_problems(archive: Archive) -> list[Problem]:
+    """Each quarantined bundle's dossier, item and station as its signed manifest gives them."""
+    problems = []
+    for row in archive.catalogue.query("SELECT q.*, b.id, b.station_id AS bundle_station, b.manifest"
+                                       " FROM quarantine q JOIN bundles b ON b.id = q.bundle_id ORDER BY q.bundle_id"):
+        data = bytes(row["manifest"])
+        manifest = json.loads(data)
+        problems += _bundle_row_problems(dict(row, station_id=row["bundle_station"]), data, manifest)
+        signed = {"archive_no": manifest["dossier"]["archive_no"], "item": manifest["material"]["item"],
+                  "station_id": manifest["station_id"]}
+        problems += [FieldMismatch(f"quarantined bundle {row['bundle_id'][:12]}", name, row[name], value)
+                     for name, value in signed.items() if row[name] != value]
+    return problems
+
+
+def _station_problems(archive: Archive) -> list[Problem]:
+    """Each station's unit and key as its last registration logged them, and revoked if the log says so."""
+    logged: dict[str, dict] = {}
+    revoked = set()
+    for row in archive.catalogue.query("SELECT event, subject, entry FROM audit_entries"
+                                       " WHERE event IN ('station.register', 'station.revoke') ORDER BY idx"):
+        try:
+            entry = json.loads(row["entry"])
+        except ValueError:
+            continue  # the log check names a damaged entry
+        if row["event"] == "station.register":
+            logged[row["subject"]] = entry
+        else:
+            revoked.add(row["subject"])
+    problems = []
+    source = "the audit log's registration"
+    for station in archive.catalogue.query("SELECT * FROM stations ORDER BY id"):
+        subject, entry = f"station {station['id']}", logged.get(station["id"])
+        if entry is None:
+            problems.append(CatalogueMismatch(subject, "no registration in the audit log created it"))
+            continue
+        key = keys.fingerprint(bytes(station["public_key"]))
+        for name, value, said in (("unit", station["unit"], entry.get("unit")), ("key", key, entry.get("key"))):
+            if value != said:
+                problems.append(FieldMismatch(subject, name, value, said, source))
+        if station["id"] in revoked and not station["revoked_at"]:
+            problems.append(CatalogueMismatch(subject, "the audit log records its revocation but the catalogue "
+                                                       "does not: its uploads would be accepted"))
+    return problems

@@ -52,7 +52,7 @@ def test_edited_catalogue_row_is_found(synced):
     conn.close()
     problems = [str(p) for p in verify(synced).problems]
     assert any("D-9 1-1" in p and "7" in p for p in problems)
-    assert any("D-9 4-1-2" in p and "pages [1]" in p for p in problems)
+    assert any(p.startswith("FieldMismatch material D-9 4-1-2 page 1: sha256 is") for p in problems)
 
 
 def test_deleted_blob_and_forged_signature_are_each_named(synced):
@@ -64,3 +64,57 @@ def test_deleted_blob_and_forged_signature_are_each_named(synced):
     conn.close()
     kinds = sorted({p.kind for p in verify(synced).problems})
     assert kinds == ["BlobMissing", "SignatureInvalid"]
+
+
+def _edit(archive, *statements):
+    conn = sqlite3.connect(archive.config.db_path)
+    for sql in statements:
+        conn.execute(sql)
+    conn.commit()
+    conn.close()
+
+
+def _verify_cli(archive, *args, env=None):
+    from tests.conftest import run_cli
+
+    return run_cli("quire-central", "--home", archive.config.home, "verify", *args, env=env, check=False)
+
+
+def test_catalogue_fields_edited_against_the_signed_manifest_are_each_named(synced):
+    _edit(synced,
+          "UPDATE materials SET title = '伪造' WHERE item = '1-1'",
+          "UPDATE pages SET dpi = 600, media_type = 'image/tiff', colour = 'bilevel'"
+          " WHERE n = 2 AND material_id = (SELECT id FROM materials WHERE item = '4-1-2')",
+          "UPDATE dossiers SET unit = 'unit-b' WHERE archive_no = 'D-9'")
+    for args in ((), ("--quick",)):
+        proc = _verify_cli(synced, *args)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        lines = proc.stdout.splitlines()
+        for subject, field, catalogue, signed in (
+                ("material D-9 1-1", "title", "'伪造'", "'t'"),
+                ("material D-9 4-1-2 page 2", "dpi", "600", "150"),
+                ("material D-9 4-1-2 page 2", "media_type", "'image/tiff'", "'image/jpeg'"),
+                ("material D-9 4-1-2 page 2", "colour", "'bilevel'", "'grey'"),
+                ("dossier D-9", "unit", "'unit-b'", "'unit-a'")):
+            assert any(line.startswith(f"FieldMismatch {subject}: {field} is {catalogue} in the catalogue")
+                       and signed in line for line in lines), (subject, field, proc.stdout)
+        assert "5 PROBLEM(S)" in lines[-1]
+
+
+def test_a_four_eyes_edit_of_the_post_still_verifies_but_a_direct_edit_of_it_does_not(synced):
+    from central import users
+    from tests.conftest import run_cli
+
+    tokens = {name: users.add(synced, name, name, ["archivist"], ["unit-a"]) for name in ("arc1", "arc2")}
+    proposed = run_cli("quire-central", "--home", synced.config.home, "dossiers", "edit", "D-9",
+                       "--set", "post=科长", "--reason", "任职变动", env={"QUIRE_TOKEN": tokens["arc1"]}).stdout
+    run_cli("quire-central", "--home", synced.config.home, "changes", "approve", proposed.split("#")[1].split()[0],
+            env={"QUIRE_TOKEN": tokens["arc2"]})
+    assert synced.catalogue.one("SELECT post FROM dossiers")["post"] == "科长"
+    auditor = users.add(synced, "aud", "aud", ["auditor"], ["*"])
+    ok = _verify_cli(synced, env={"QUIRE_TOKEN": auditor})
+    assert ok.returncode == 0 and ok.stdout.splitlines()[-1].endswith("OK"), ok.stdout + ok.stderr
+    _edit(synced, "UPDATE dossiers SET post = '处长'")
+    proc = _verify_cli(synced, env={"QUIRE_TOKEN": auditor})
+    assert proc.returncode == 1
+    assert "FieldMismatch dossier D-9: post is '处长' in the catalogue but '科长' in " in proc.stdout
