@@ -1,9 +1,13 @@
 """Central configuration: loaded once from TOML, validated, passed down."""
 
 import os
-import tomllib
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from quire import settings
+from quire.settings import HostPort, Settings
 
 from .errors import ConfigError
 
@@ -11,15 +15,22 @@ DEFAULT_HOME = Path("/var/lib/quire/central")
 SYSTEM_CONFIG = Path("/etc/quire/central.toml")
 
 
-@dataclass(frozen=True)
-class CentralConfig:
-    home: Path
-    listen: str = "127.0.0.1:7443"
-    workers: int = 8
-    max_chunk_bytes: int = 4 << 20
+class CentralSettings(Settings):
+    """What central.toml may say: every key, its type and its range."""
+
+    listen: HostPort = "127.0.0.1:7443"
+    workers: int = Field(8, ge=1, le=256)          # threads serving gRPC calls
+    max_chunk_bytes: int = Field(4 << 20, ge=4096, le=64 << 20)  # largest upload chunk accepted
     insecure: bool = False                   # plain-text gRPC, for a lab only
     advertise: bool = True                   # zeroconf _quire._tcp with the key fingerprint
-    zeroconf_interfaces: list | str = "all"  # or addresses, e.g. ["127.0.0.1"] for tests and the demo
+    # "all", or addresses, e.g. ["127.0.0.1"] for tests and the demo
+    zeroconf_interfaces: Literal["all"] | list[str] = "all"
+
+
+class CentralConfig(CentralSettings):
+    """The archive's settings with its home: loaded once, passed down."""
+
+    home: Path
 
     @property
     def key_path(self) -> Path:
@@ -46,25 +57,7 @@ def resolve_home(home: str | os.PathLike | None) -> Path:
 
 
 def load(home: str | os.PathLike | None = None, **overrides) -> CentralConfig:
-    """Read ``central.toml`` from the home (or /etc/quire), validate it, apply overrides."""
+    """Read ``central.toml`` from the home (or /etc/quire), validate it, apply overrides (validated too)."""
     home_path = resolve_home(home)
-    data: dict = {}
-    where = "defaults"
-    for path in (home_path / "central.toml", SYSTEM_CONFIG):
-        if path.exists():
-            try:
-                data = tomllib.loads(path.read_text())
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file and retry") from None
-            where = str(path)
-            break
-    known = {f.name for f in fields(CentralConfig)} - {"home"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    cfg = CentralConfig(home=home_path, **data)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    cfg = replace(cfg, **overrides) if overrides else cfg
-    if ":" not in cfg.listen:
-        raise ConfigError(f"{where}: listen {cfg.listen!r} must be HOST:PORT")
-    return cfg
+    path = next((p for p in (home_path / "central.toml", SYSTEM_CONFIG) if p.exists()), None)
+    return settings.load(CentralSettings, CentralConfig, path, home_path, overrides, ConfigError)

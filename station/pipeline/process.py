@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from quire.manifest import DPI_SOURCES
+
 from . import blank, colour, crop, deskew, encode, orientation
 from .config import PipelineConfig
 from .imageio import downscale, planes, to_grey
@@ -30,10 +32,14 @@ class ProcessedPage:
     record: dict
 
 
-def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineConfig()) -> ProcessedPage:
-    """Deskew, turn upright, crop, flag blank, choose the colour mode and encode one page; never drops a page."""
+def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineConfig(),
+                 dpi_source: str = "scanner") -> ProcessedPage:
+    """Deskew, turn upright, crop, flag blank, choose the colour mode and encode one page; never drops a page.
+
+    ``dpi_source`` says where ``dpi`` came from (one of quire.manifest.DPI_SOURCES); it goes into the record.
+    """
     started = time.perf_counter()
-    _check(image, dpi)
+    _check(image, dpi, dpi_source)
     small, scale = downscale(image, dpi, ANALYSIS_DPI)
     px_per_mm = dpi * scale / 25.4
     paper, skew, source = find_skew(to_grey(small), px_per_mm, config.max_skew_deg)
@@ -80,9 +86,11 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
         "blank": is_blank,
         "blank_score": round(score, 4),             # % of the inspected paper covered by marks
         "colour": mode,
-        "colour_reason": reason,
+        "colour_reason": reason,                    # for people: the archive decides on colour_evidence
+        "colour_evidence": colour.evidence(config, found_colour, grey_source=image.ndim == 2),
         "codec": encoded.codec,
         "dpi": dpi,
+        "dpi_source": dpi_source,
         "bytes": len(encoded.data),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -90,7 +98,7 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
                          dpi, mode, record)
 
 
-def estimate_page_skew(image: np.ndarray, dpi: int, max_skew_deg: float = PipelineConfig.max_skew_deg) -> float:
+def estimate_page_skew(image: np.ndarray, dpi: int, max_skew_deg: float = PipelineConfig().max_skew_deg) -> float:
     """The skew (degrees counter-clockwise) process_page would find on this page, and nothing else."""
     small, scale = downscale(image, dpi, ANALYSIS_DPI)
     return find_skew(to_grey(small), dpi * scale / 25.4, max_skew_deg)[1]
@@ -169,7 +177,7 @@ def _view(small: np.ndarray, rotation: float, region: list[int], scale: float) -
     return deskew.warp(small, matrix, (max(1, w), max(1, h)))
 
 
-def _check(image: np.ndarray, dpi: int) -> None:
+def _check(image: np.ndarray, dpi: int, dpi_source: str) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or not (
             image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError("a page image must be a uint8 array, H×W grey or H×W×3 RGB")
@@ -177,6 +185,8 @@ def _check(image: np.ndarray, dpi: int) -> None:
         raise ValueError(f"a page image of {image.shape[1]}×{image.shape[0]} pixels is too small to process")
     if not isinstance(dpi, (int, np.integer)) or dpi <= 0:
         raise ValueError(f"the scan resolution must be a positive whole number of dpi, not {dpi!r}")
+    if dpi_source not in DPI_SOURCES:
+        raise ValueError(f"where the resolution came from must be one of {', '.join(DPI_SOURCES)}, not {dpi_source!r}")
 
 
 def _paper_on(view: np.ndarray, bounds, region: list[int], scale: float) -> tuple[int, int, int, int]:

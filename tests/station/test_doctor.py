@@ -1,6 +1,5 @@
 """`quire-station doctor`: each problem a technician meets shows up as WARN or FAIL with its fix."""
 
-import dataclasses
 import json
 import socket
 from datetime import datetime, timezone
@@ -112,7 +111,7 @@ def test_an_unreachable_central_is_a_warning_bundles_wait(enrolled):
     with socket.socket() as probe:            # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = dataclasses.replace(enrolled[0].config, central=f"127.0.0.1:{port}")
+    config = enrolled[0].config.model_copy(update={"central": f"127.0.0.1:{port}"})
     check = doctor.check_central(config)
     assert check.level == "WARN" and "unreachable" in check.message and "bundles wait" in check.fix
 
@@ -131,14 +130,14 @@ def test_little_disk_fails_with_what_to_free(enrolled):
 
 def test_scanner_missing_or_only_synthetic(enrolled):
     config = enrolled[0].config
-    missing = doctor.check_scanner(dataclasses.replace(config, source="sane:nosuch:0"), None)
+    missing = doctor.check_scanner(config.model_copy(update={"source": "sane:nosuch:0"}), None)
     assert missing.level == "FAIL" and "70-quire-scanners.rules" in missing.fix
-    demo = doctor.check_scanner(dataclasses.replace(config, source="synthetic"), None)
+    demo = doctor.check_scanner(config.model_copy(update={"source": "synthetic"}), None)
     assert demo.level == "WARN" and 'source = "sane:auto"' in demo.fix
 
 
 def test_zeroconf_that_cannot_start_fails(enrolled):
-    config = dataclasses.replace(enrolled[0].config, zeroconf_interfaces=["203.0.113.7"])
+    config = enrolled[0].config.model_copy(update={"zeroconf_interfaces": ["203.0.113.7"]})
     check = doctor.check_zeroconf(config, timeout_s=0.1)
     assert check.level == "FAIL" and "zeroconf_interfaces" in check.fix
 

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -22,7 +21,7 @@ MATERIAL = {"item": "1-1", "title": "干部履历表"}
 
 
 def _with_pipeline(station, **settings):
-    station.config = replace(station.config, pipeline=PipelineConfig(**settings))
+    station.config = station.config.model_copy(update={"pipeline": PipelineConfig(**settings)})
     return station
 
 
