@@ -77,6 +77,7 @@ class ListenFailed(CentralError):
 
 class StationMismatch(CentralError):
     code = grpc.StatusCode.PERMISSION_DENIED
+    scope = "caller"
 
 
 def _caller(claimed: str) -> str:
@@ -140,7 +141,7 @@ def _read_ahead(messages, depth: int = READ_AHEAD):
         done.set()  # the handler stopped early (refusal, disk full): the receiver gives up too
 
 
-def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple[grpc.Server, int]:
+def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["ArchiveServer", int]:
     """A server (not yet started) bound to ``listen``; returns it and the bound port.
 
     TLS with the archive's pinned certificate unless ``tls`` is False (a lab, explicitly).
@@ -153,8 +154,9 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple[grpc.
         # at most the chunk on the wire (bench/sync.py measures it).
         ("grpc.http2.bdp_probe", 0),
     ]
+    pool = futures.ThreadPoolExecutor(max_workers=archive.config.workers, thread_name_prefix="quire-rpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=archive.config.workers, thread_name_prefix="quire-rpc"),
+        pool,
         # Order matters: errors raised by authentication are translated too.
         interceptors=[ErrorInterceptor(), StationAuthInterceptor(archive)],
         options=options,
@@ -182,4 +184,21 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple[grpc.
         raise ListenFailed(f"cannot listen on {listen}: the port is in use by another program or the address is "
                            "not this machine's; stop the other service or choose another (--listen, or listen in "
                            "central.toml)")
-    return server, port
+    return ArchiveServer(server, pool), port
+
+
+class ArchiveServer:
+    """A gRPC server whose ``stop`` also ends its pool of handler threads (gRPC leaves them running)."""
+
+    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor):
+        self._server, self._pool = server, pool
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stop taking calls, let those in flight finish within ``grace``, then end the handler threads."""
+        stopped = self._server.stop(grace)
+        stopped.wait()
+        self._pool.shutdown(wait=True)
+        return stopped

@@ -9,13 +9,15 @@ notion lists candidates best first, and the first one the device offers is used.
 
 import re
 import tomllib
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
 
 FORMAT = "quire-scanner-profile/1"
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
+# hardware/profiles ships as the package quire_hardware.profiles; installed, it is a directory on disk.
+SHIPPED_DIR = Path(str(resources.files("quire_hardware.profiles")))
 FEEDS = ("duplex", "front", "flatbed")
 MODES = ("colour", "grey", "bilevel")
 # Switched on unless a site says otherwise: a double feed hides a page, and Quire must never lose one.

@@ -20,22 +20,60 @@ def sane_config_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_threads():
-    """Fail a test that leaves a non-daemon thread of its own running (the archive's pool of
-    writer threads is the process's, started once and kept)."""
-    from central.blobs import WRITER_THREADS
+def _children() -> set[int]:
+    """This process's live child processes (zombies reaped by their owner later are not counted)."""
+    found = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            found |= {int(pid) for pid in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return {pid for pid in found if _state(pid) not in ("Z", "X", None)}
 
-    before = set(threading.enumerate())
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _sockets() -> set[str]:
+    """The sockets this process holds open, by inode."""
+    held = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            held.add(target)
+    return held
+
+
+# Process-wide pools started once and kept for the life of the process, by thread-name prefix: the
+# archive's blob writers, and gRPC's own C-core pollers that outlive any one server or channel.
+_KEPT_THREADS = ("quire-write_",)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Fail a test that leaves threads (daemon ones too: the archive's background threads are),
+    child processes or sockets of its own behind."""
+    threads, children, sockets = set(threading.enumerate()), _children(), _sockets()
     yield
     deadline = time.monotonic() + 5
     while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
-                  and not t.name.startswith(WRITER_THREADS + "_")]
-        if not leaked or time.monotonic() > deadline:
+        leaked_threads = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()
+                          and not t.name.startswith(_KEPT_THREADS)]
+        leaked_children = sorted(_children() - children)
+        leaked_sockets = sorted(_sockets() - sockets)
+        if not (leaked_threads or leaked_children or leaked_sockets) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+    assert not leaked_threads, f"test leaked threads: {leaked_threads}"
+    assert not leaked_children, f"test left child processes running: {leaked_children}"
+    assert not leaked_sockets, f"test left sockets open: {leaked_sockets}"
 
 
 @pytest.fixture

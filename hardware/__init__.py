@@ -1,0 +1,1 @@
+"""Device-specific data shipped with Quire: udev rules and scanner profiles."""

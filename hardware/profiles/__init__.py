@@ -1,0 +1,1 @@
+"""Scanner profiles (TOML), read through importlib.resources."""
