@@ -3,20 +3,139 @@
 A bundle is one material (材料) of one dossier: a payload of page files and one manifest listing
 each page's SHA-256, size and metadata. The manifest's canonical bytes are what the station signs
 and what the central service verifies; the bundle id is the SHA-256 of those bytes.
+
+/2 types the page record: where the resolution came from (``dpi_source``) and what the colour guard
+found (``colour_evidence``), so the archive never reads the human-readable ``colour_reason``.
+/1 is still read; its records are taken as they come.
 """
 
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 
 from . import keys
 from .canonical import canonical_bytes, parse_json_object, sha256_hex
-from .cas import is_sha256_hex
+from .cas import Sha256Hex
 from .catalogue import parse_item
 from .errors import Malformed, UnknownFormat
+from .settings import Settings, problems
 
-FORMAT = "quire.bundle/1"
-KNOWN_FORMATS = (FORMAT,)
+FORMAT_1 = "quire.bundle/1"
+FORMAT = "quire.bundle/2"
+KNOWN_FORMATS = (FORMAT_1, FORMAT)
 MEDIA_TYPES = {"image/jpeg": ".jpg", "image/tiff": ".tif"}
 COLOUR_MODES = {"colour", "grey", "bilevel"}
+# The colour families the station's colour guard measures (hue ranges of coloured ink on the paper).
+COLOUR_FAMILIES = ("red", "orange/yellow", "green", "blue", "purple")
+# Where a page's resolution came from: the scanner's setting, the image file's header, the operator
+# (who measured it), or the station's configured default because nothing said (not measured at all).
+DPI_SOURCES = ("scanner", "file", "operator", "assumed")
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+Dpi = Annotated[int, Field(ge=1, le=10000)]
+Degrees = Annotated[float, Field(ge=-45, le=45)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+ColourMode = Literal["colour", "grey", "bilevel"]
+
+
+def _item(text: str) -> str:
+    parse_item(text)
+    return text
+
+
+class Batch(Settings):
+    id: NonEmpty
+    operator: str           # may be empty: the standards profile says whether it is required
+    source: str
+    started_at: str
+    ended_at: str
+
+
+class Dossier(Settings):
+    archive_no: NonEmpty
+    name: str | None = None
+    sex: str | None = None
+    birth_date: str | None = None
+    post: str | None = None
+    kind: Literal["personnel", "integrity", "party-building"] | None = None
+    unit: str | None = None
+
+
+class Material(Settings):
+    item: Annotated[str, AfterValidator(_item)]
+    title: str
+    page_count: Annotated[int, Field(ge=0)]
+    date_formed: str | None = None
+    remarks: str | None = None
+    rescan: bool | None = None
+
+
+class ColourEvidence(Settings):
+    """What the colour guard measured: the share of the paper each colour family covers."""
+
+    found_percent: dict[Literal[COLOUR_FAMILIES], Percent]   # families below the station's floor are left out
+    grey_source: bool                                       # the scanner delivered grey: no colour to find
+    policy: Literal["auto", "colour"]
+
+
+class PageRecord(Settings):
+    """The processing record of one page (/2): what the archive decides on is required and typed."""
+
+    dpi: Dpi
+    dpi_source: Literal[DPI_SOURCES]
+    colour: ColourMode
+    colour_reason: str                      # for people; nothing decides on it
+    colour_evidence: ColourEvidence
+    blank: bool
+    skew_deg: Degrees
+    rotation_deg: Degrees
+    skew_source: Literal["content", "paper edge", "content (weak)", "none"] | None = None
+    orientation: Literal[0, 90, 180, 270] | None = None
+    orientation_confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    orientation_flag: bool | None = None
+    crop: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)] | None = None
+    blank_score: Percent | None = None
+    codec: Literal["jpeg", "tiff-g4"] | None = None
+    bytes: Annotated[int, Field(ge=1)] | None = None
+    seconds: Annotated[float, Field(ge=0)] | None = None
+    extent_mm: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None = None
+
+
+class PageV1(Settings):
+    n: Annotated[int, Field(ge=1)]
+    sha256: Sha256Hex
+    bytes: Annotated[int, Field(ge=1)]
+    media_type: Literal[tuple(MEDIA_TYPES)]
+    width_px: Annotated[int, Field(ge=1)]
+    height_px: Annotated[int, Field(ge=1)]
+    dpi: Dpi
+    colour: ColourMode
+    captured_at: str
+    record: dict[str, Any]
+
+
+class Page(PageV1):
+    record: PageRecord
+
+
+class ManifestV1(Settings):
+    format: Literal[FORMAT_1]
+    station_id: NonEmpty
+    station_host: str
+    created_at: str
+    batch: Batch
+    dossier: Dossier
+    material: Material
+    pages: Annotated[list[PageV1], Field(min_length=1)]
+
+
+class Manifest(ManifestV1):
+    format: Literal[FORMAT]
+    pages: Annotated[list[Page], Field(min_length=1)]
+
+
+MODELS = {FORMAT_1: ManifestV1, FORMAT: Manifest}
 
 
 @dataclass(frozen=True)
@@ -33,9 +152,7 @@ class SignedManifest:
 def seal(manifest: dict, key) -> SignedManifest:
     """Canonicalise ``manifest`` (after checking it) and sign it with the station key."""
     manifest = dict(manifest, format=FORMAT)
-    problems = _problems(manifest)
-    if problems:
-        raise Malformed("manifest", problems)
+    _check(manifest)
     data = canonical_bytes(manifest)
     return SignedManifest(manifest, data, keys.sign(key, keys.BUNDLE_CONTEXT, data))
 
@@ -48,9 +165,7 @@ def read(data: bytes) -> dict:
     obj = parse_json_object(data, "manifest")
     if obj.get("format") not in KNOWN_FORMATS:
         raise UnknownFormat("manifest", obj.get("format"), KNOWN_FORMATS)
-    problems = _problems(obj)
-    if problems:
-        raise Malformed("manifest", problems)
+    _check(obj)
     return obj
 
 
@@ -59,64 +174,28 @@ def verify(data: bytes, signature: bytes, public_key: bytes) -> None:
     keys.verify(public_key, keys.BUNDLE_CONTEXT, data, signature, "bundle manifest")
 
 
-def _problems(m: dict) -> list[str]:
-    problems: list[str] = []
+def _check(m: dict) -> None:
+    model, found = MODELS[m["format"]], []
+    try:
+        model.model_validate(m)
+    except ValidationError as exc:
+        found = problems(model, exc)
+    found += _order(m)
+    if found:
+        raise Malformed("manifest", found)
 
-    def need(obj, field, typ, where):
-        value = obj.get(field) if isinstance(obj, dict) else None
-        if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
-            problems.append(f"{where}.{field} missing or not {typ.__name__}")
-            return None
-        return value
 
-    station = need(m, "station_id", str, "manifest")
-    need(m, "created_at", str, "manifest")
-    batch = need(m, "batch", dict, "manifest")
-    if batch is not None:
-        for f in ("id", "operator", "source", "started_at", "ended_at"):
-            need(batch, f, str, "batch")
-    dossier = need(m, "dossier", dict, "manifest")
-    if dossier is not None and need(dossier, "archive_no", str, "dossier") == "":
-        problems.append("dossier.archive_no is empty")
-    material = need(m, "material", dict, "manifest")
-    if material is not None:
-        item = need(material, "item", str, "material")
-        if item is not None:
-            try:
-                parse_item(item)
-            except ValueError as exc:
-                problems.append(str(exc))
-        need(material, "title", str, "material")
-        need(material, "page_count", int, "material")
-    pages = need(m, "pages", list, "manifest")
-    if pages is not None:
-        if not pages:
-            problems.append("manifest lists no pages")
-        for i, page in enumerate(pages, 1):
-            where = f"page[{i}]"
-            if not isinstance(page, dict):
-                problems.append(f"{where} is not an object")
-                continue
-            if page.get("n") != i:
-                problems.append(f"{where}.n is {page.get('n')!r}, expected {i} (pages in order)")
-            sha = need(page, "sha256", str, where)
-            if sha is not None and not is_sha256_hex(sha):
-                problems.append(f"{where}.sha256 is not a hex SHA-256")
-            size = need(page, "bytes", int, where)
-            if size is not None and size <= 0:
-                problems.append(f"{where}.bytes must be positive")
-            if page.get("media_type") not in MEDIA_TYPES:
-                problems.append(f"{where}.media_type {page.get('media_type')!r} not one of {sorted(MEDIA_TYPES)}")
-            if page.get("colour") not in COLOUR_MODES:
-                problems.append(f"{where}.colour {page.get('colour')!r} not one of {sorted(COLOUR_MODES)}")
-            for f in ("dpi", "width_px", "height_px"):
-                need(page, f, int, where)
-            need(page, "record", dict, where)
-        if material is not None and isinstance(material.get("page_count"), int):
-            if material["page_count"] != len(pages):
-                problems.append(
-                    f"material.page_count is {material['page_count']} but {len(pages)} pages are listed"
-                )
-    if station == "":
-        problems.append("manifest.station_id is empty")
-    return problems
+def _order(m: dict) -> list[str]:
+    """What no single field can say: pages numbered 1, 2, … in order, and as many as the material's 页数."""
+    pages = m.get("pages")
+    if not isinstance(pages, list):
+        return []
+    out = []
+    for i, page in enumerate(pages, 1):
+        n = page.get("n") if isinstance(page, dict) else None
+        if isinstance(n, int) and not isinstance(n, bool) and n != i:
+            out.append(f"pages[{i - 1}].n is {n}, expected {i} (pages in order)")
+    count = (m.get("material") or {}).get("page_count") if isinstance(m.get("material"), dict) else None
+    if isinstance(count, int) and not isinstance(count, bool) and count != len(pages):
+        out.append(f"material.page_count is {count} but {len(pages)} pages are listed")
+    return out

@@ -66,6 +66,12 @@ def is_clean_text(grey: np.ndarray, px_per_mm: float) -> bool:
     return level > 150 and black and stray < 0.0002
 
 
+def evidence(config: PipelineConfig, found: dict[str, float], grey_source: bool) -> dict:
+    """What the colour decision rests on, as the signed page record carries it (quire.manifest.ColourEvidence)."""
+    return {"found_percent": {k: round(v, 4) for k, v in found.items()}, "grey_source": grey_source,
+            "policy": config.colour_policy}
+
+
 def decide(config: PipelineConfig, found: dict[str, float], clean: bool, grey_source: bool) -> tuple[str, str]:
     """The colour mode for the page and the reason, in words an inspector can check."""
     if config.colour_policy == "colour":
