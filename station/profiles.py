@@ -8,51 +8,90 @@ notion lists candidates best first, and the first one the device offers is used.
 """
 
 import re
-import tomllib
-from importlib import resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from quire.settings import Regex, Settings, Texts, read_toml, validated
 
 from .errors import ConfigError
 
 FORMAT = "quire-scanner-profile/1"
-# hardware/profiles ships as the package quire_hardware.profiles; installed, it is a directory on disk.
-SHIPPED_DIR = Path(str(resources.files("quire_hardware.profiles")))
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
 FEEDS = ("duplex", "front", "flatbed")
-MODES = ("colour", "grey", "bilevel")
 # Switched on unless a site says otherwise: a double feed hides a page, and Quire must never lose one.
 DEFAULT_FEATURES = ("double_feed",)
-_KEYS = {"format", "name", "family", "backends", "usb_vendors", "notes", "match", "sources", "modes",
-         "buttons", "sensors", "hardware", "setup"}
+OptionValue = bool | int | float | str
 
 
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    family: str
-    vendors: tuple[str, ...] = ()             # sane_get_devices() vendor strings, compared case-blind
-    models: tuple[re.Pattern, ...] = ()       # patterns searched in the model string
-    backends: tuple[str, ...] = ()
-    usb_vendors: tuple[str, ...] = ()         # USB vendor ids the udev rule must cover
-    sources: dict = field(default_factory=dict)    # feed → candidate 'source' values; 'duplex_switch'
-    modes: dict = field(default_factory=dict)      # Quire mode → candidate 'mode' values
-    buttons: dict = field(default_factory=dict)    # button → candidate sensor option names
-    sensors: dict = field(default_factory=dict)    # sensor → candidate option names
-    hardware: dict = field(default_factory=dict)   # feature → {option: value}
-    setup: dict = field(default_factory=dict)      # option → value, set on every open
-    path: str = ""
+class Match(Settings):
+    """Which devices a family claims: sane_get_devices() vendor strings (compared case-blind) and
+    patterns searched in the model string; neither for the generic profile."""
+
+    vendors: Texts = ()
+    models: Annotated[tuple[Regex, ...], Field(strict=False)] = ()
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Match":
+        if bool(self.vendors) != bool(self.models):
+            raise ValueError("[match] needs both vendors and models (or neither, for the generic profile)")
+        return self
+
+
+class Sources(Settings):
+    """Candidate 'source' values for each Quire feed, best first; or one source and a duplex switch."""
+
+    duplex: Texts = ()
+    front: Texts = ()
+    flatbed: Texts = ()
+    duplex_switch: str | None = None
+
+
+class Modes(Settings):
+    """Candidate 'mode' values for each Quire mode, best first."""
+
+    colour: Texts = ()
+    grey: Texts = ()
+    bilevel: Texts = ()
+
+
+class ProfileFile(Settings):
+    """What a scanner profile file may say."""
+
+    format: Literal["quire-scanner-profile/1"]
+    name: str = Field(min_length=1)
+    family: str = Field(min_length=1)
+    backends: Texts = ()
+    usb_vendors: Annotated[tuple[Annotated[str, Field(pattern="^[0-9a-f]{4}$")], ...],
+                           Field(strict=False)] = ()   # USB vendor ids the udev rule must cover
+    notes: str | None = None
+    match: Match = Match()
+    sources: Sources = Sources()
+    modes: Modes = Modes()
+    buttons: dict[str, Texts] = {}                 # button → candidate sensor option names
+    sensors: dict[str, Texts] = {}                 # sensor → candidate option names
+    hardware: dict[str, dict[str, OptionValue]] = {}   # feature → {option: value}
+    setup: dict[str, OptionValue] = {}             # option → value, set on every open
+
+
+class Profile(ProfileFile):
+    """A scanner profile and the file it came from."""
+
+    path: str
 
     @property
     def generic(self) -> bool:
-        return not self.vendors
+        return not self.match.vendors
 
     def matches(self, vendor: str, model: str) -> bool:
         """Whether a device reporting this vendor and model belongs to this profile's family."""
         if self.generic:
             return False
-        if vendor.strip().casefold() not in {v.casefold() for v in self.vendors}:
+        if vendor.strip().casefold() not in {v.casefold() for v in self.match.vendors}:
             return False
-        return any(p.search(model.strip()) for p in self.models)
+        return any(re.search(p, model.strip(), re.IGNORECASE) for p in self.match.models)
 
 
 @dataclass
@@ -84,40 +123,9 @@ def load(extra_dir: str | Path | None = None) -> list[Profile]:
 
 
 def parse(path: Path) -> Profile:
-    """Read and check one profile file; a ConfigError names the file and what is wrong."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"scanner profile {path}: cannot read it ({exc})") from None
-    if data.get("format") != FORMAT:
-        raise ConfigError(f"scanner profile {path}: format {data.get('format')!r} is not {FORMAT!r}")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"scanner profile {path}: unknown key(s) {', '.join(unknown)}")
-    for key in ("name", "family"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise ConfigError(f"scanner profile {path}: '{key}' is required")
-    match = data.get("match", {})
-    try:
-        models = tuple(re.compile(m, re.IGNORECASE) for m in match.get("models", []))
-    except re.error as exc:
-        raise ConfigError(f"scanner profile {path}: bad model pattern ({exc})") from None
-    if bool(match.get("vendors")) != bool(models):
-        raise ConfigError(f"scanner profile {path}: [match] needs both vendors and models (or neither, "
-                          "for the generic profile)")
-    sources = data.get("sources", {})
-    bad = sorted(set(sources) - set(FEEDS) - {"duplex_switch"}) + sorted(set(data.get("modes", {})) - set(MODES))
-    if bad:
-        raise ConfigError(f"scanner profile {path}: unknown feed or mode {', '.join(bad)}; "
-                          f"feeds are {', '.join(FEEDS)}, modes {', '.join(MODES)}")
-    return Profile(
-        name=data["name"], family=data["family"], vendors=tuple(match.get("vendors", [])), models=models,
-        backends=tuple(data.get("backends", [])),
-        usb_vendors=tuple(v.lower() for v in data.get("usb_vendors", [])),
-        sources=dict(sources), modes=dict(data.get("modes", {})), buttons=dict(data.get("buttons", {})),
-        sensors=dict(data.get("sensors", {})), hardware=dict(data.get("hardware", {})),
-        setup=dict(data.get("setup", {})), path=str(path),
-    )
+    """Read and check one profile file; a ConfigError names the file and every problem."""
+    found = validated(ProfileFile, read_toml(path, ConfigError), f"scanner profile {path}", ConfigError)
+    return Profile(**dict(found), path=str(path))
 
 
 def select(vendor: str, model: str, profiles: list[Profile]) -> Profile:
@@ -160,11 +168,11 @@ def plan(profile: Profile, offered: dict, readable: frozenset = frozenset(), fee
     got_feed = None
     if "source" in offered:
         for candidate_feed in order:
-            value = _first_offered(profile.sources.get(candidate_feed, []), offered["source"])
+            value = _first_offered(getattr(profile.sources, candidate_feed), offered["source"])
             if value is not None:
                 options["source"], got_feed = value, candidate_feed
                 break
-    switch = profile.sources.get("duplex_switch")
+    switch = profile.sources.duplex_switch
     # A backend with a fixed source (not offered) feeds from it; the switch decides duplex.
     if switch and switch in offered and got_feed in ("front", None):
         # Backends such as Panasonic's feed from one 'adf' source and turn duplex on with a switch.
@@ -172,7 +180,7 @@ def plan(profile: Profile, offered: dict, readable: frozenset = frozenset(), fee
         got_feed = "duplex" if feed == "duplex" else "front"
     got_mode = None
     if "mode" in offered:
-        got_mode = _first_offered(profile.modes.get(mode, []), offered["mode"])
+        got_mode = _first_offered(getattr(profile.modes, mode, ()), offered["mode"])
         if got_mode is not None:
             options["mode"] = got_mode
     enabled = []
@@ -187,7 +195,7 @@ def plan(profile: Profile, offered: dict, readable: frozenset = frozenset(), fee
     return Plan(options, got_feed, got_mode, scan_button, enabled)
 
 
-def _first_offered(candidates: list[str], offered: list | None) -> str | None:
+def _first_offered(candidates: tuple[str, ...], offered: list | None) -> str | None:
     if not offered:
         return None
     for candidate in candidates:

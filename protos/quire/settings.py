@@ -7,7 +7,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,6 +44,8 @@ def _host_port(value: str) -> str:
 
 Regex = Annotated[str, AfterValidator(_regex)]
 HostPort = Annotated[str, AfterValidator(_host_port)]
+# A TOML list of strings, kept as a tuple (strict mode would take only a tuple, which TOML has not).
+Texts = Annotated[tuple[StrictStr, ...], Field(strict=False)]
 
 
 def read_toml(path: Path, error: type[Exception]) -> dict:
@@ -104,6 +106,8 @@ def _say(errors: list[dict], model: type[BaseModel], key: str) -> str:
             name, words = _LIMITS[kind]
             limit = ctx[name]
             nouns.append(f"{words} {int(limit) if isinstance(limit, float) and limit.is_integer() else limit}")
+        elif kind == "string_pattern_mismatch":
+            nouns.append(f"text matching {ctx['pattern']}")
         elif kind == "literal_error":
             nouns.append(f"one of {ctx['expected']}")
         else:

@@ -156,10 +156,10 @@ def _profile_text(shipped, name):
 
 
 @pytest.mark.parametrize("change,complaint", [
-    (("quire-scanner-profile/1", "quire-scanner-profile/9"), "format"),
-    (('name = "fujitsu-fi"', 'name = "fujitsu-fi"\ncolour_profile = 1'), "unknown key"),
-    (("grey = [", "sepia = ["), "unknown feed or mode"),
-    (('models = ["^fi-\\\\d"]', 'models = ["^fi-("]'), "bad model pattern"),
+    (("quire-scanner-profile/1", "quire-scanner-profile/9"), "format: must be one of 'quire-scanner-profile/1'"),
+    (('name = "fujitsu-fi"', 'name = "fujitsu-fi"\ncolour_profile = 1'), "colour_profile: unknown setting"),
+    (("grey = [", "sepia = ["), "modes.sepia: unknown setting; known here: bilevel, colour, grey"),
+    (('models = ["^fi-\\\\d"]', 'models = ["^fi-("]'), r"match.models\[0\]: is not a regular expression"),
 ])
 def test_a_broken_profile_is_refused_naming_the_file(tmp_path, shipped, change, complaint):
     text = _profile_text(shipped, "fujitsu-fi")
@@ -194,3 +194,27 @@ def test_configured_options_win_over_the_profile():
         assert source.dev.source == "Flatbed"
     finally:
         source.close()
+
+
+def test_every_problem_of_a_site_profile_is_reported_through_the_cli(tmp_path, shipped):
+    """A site's profile with several mistakes: `doctor` fails the scanner check with one message naming
+    the file and each key, instead of the first mistake (or a string taken for a list) showing up later."""
+    from tests.conftest import make_station, run_cli
+
+    site = tmp_path / "site-profiles"
+    site.mkdir()
+    text = _profile_text(shipped, "fujitsu-fi")
+    for old, new in (('backends = ["fujitsu"]', 'backends = "fujitsu"'), ('"04c5"', '"04C5X"'),
+                     ('scan = ["scan"]', 'scan = "scan"'), ('[modes]', '[modes]\nsepia = ["Sepia"]')):
+        assert old in text
+        text = text.replace(old, new, 1)
+    (site / "fujitsu-fi.toml").write_text(text)
+    make_station(tmp_path / "st").close()
+    (tmp_path / "st" / "station.toml").write_text(f'source = "sane:auto"\nprofiles_dir = "{site}"\n')
+    proc = run_cli("quire-station", "--home", tmp_path / "st", "doctor", check=False)
+    scanner = next(line for line in proc.stdout.splitlines() if line.startswith("FAIL scanner"))
+    assert proc.returncode == 1 and f"scanner profile {site / 'fujitsu-fi.toml'}: " in scanner, proc.stdout
+    for problem in ("backends: must be a list (got the string 'fujitsu')",
+                    "usb_vendors[0]: must be text matching ^[0-9a-f]{4}$ (got the string '04C5X')",
+                    "modes.sepia: unknown setting", "buttons.scan: must be a list (got the string 'scan')"):
+        assert problem in scanner
