@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quire.db import utcnow
-from quire.manifest import COLOUR_MODES, MEDIA_TYPES
+from quire.manifest import COLOUR_FAMILIES, COLOUR_MODES, MEDIA_TYPES
 
 from .archive import Archive
 from .errors import ConfigError
@@ -36,8 +36,9 @@ class Profile:
     min_dpi: int
     effective_tolerance_percent: float
     require_extent: bool
+    require_measured_dpi: bool              # refuse a page whose resolution the station only assumed
     allowed_modes: tuple[str, ...]
-    colour_required_markers: tuple[str, ...]
+    colour_required_markers: tuple[str, ...]   # colour families (quire.manifest.COLOUR_FAMILIES) that need colour
     allowed_media_types: tuple[str, ...]
     one_format_per_batch: bool
     dpi_in_file: bool
@@ -93,8 +94,9 @@ _SCHEMA = {
     ("resolution", "min_dpi"): ("min_dpi", int, _positive),
     ("resolution", "effective_tolerance_percent"): ("effective_tolerance_percent", float, _positive),
     ("resolution", "require_extent"): ("require_extent", bool, None),
+    ("resolution", "require_measured"): ("require_measured_dpi", bool, None),
     ("colour", "allowed_modes"): ("allowed_modes", list, _subset(COLOUR_MODES)),
-    ("colour", "colour_required_markers"): ("colour_required_markers", list, None),
+    ("colour", "colour_required_markers"): ("colour_required_markers", list, _subset(COLOUR_FAMILIES)),
     ("files", "allowed_media_types"): ("allowed_media_types", list, _subset(MEDIA_TYPES)),
     ("files", "one_format_per_batch"): ("one_format_per_batch", bool, None),
     ("files", "dpi_in_file"): ("dpi_in_file", bool, None),

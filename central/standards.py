@@ -13,6 +13,7 @@ from typing import Callable, ClassVar
 import grpc
 from PIL import Image
 
+from quire import manifest as manifest_format
 from quire.catalogue import parse_item
 
 from . import profile as profiles
@@ -82,14 +83,39 @@ class EffectiveResolution(Violation):
 
 
 @dataclass(frozen=True)
+class AssumedResolution(Violation):
+    rule: ClassVar[str] = "AssumedResolution"
+    page: int
+    dpi: int
+
+    def detail(self):
+        return (f"{self.dpi} dpi was assumed, not measured (its image file states no resolution); rescan the page, "
+                "or measure its resolution and import it again with --dpi (quire-station scan --rescan --dpi N)")
+
+
+@dataclass(frozen=True)
 class ColourRequired(Violation):
     rule: ClassVar[str] = "ColourRequired"
     page: int
     mode: str
-    reason: str
+    found: tuple[str, ...]      # the colour families the station found; empty: the station itself chose colour
 
     def detail(self):
-        return f"stored as {self.mode}, but the station's own record says: {self.reason}"
+        if not self.found:
+            return f"stored as {self.mode}, but the station's own record chose colour"
+        return f"stored as {self.mode}, but the station found {' and '.join(self.found)} on it, which needs colour"
+
+
+@dataclass(frozen=True)
+class LegacyRecord(Violation):
+    rule: ClassVar[str] = "LegacyRecord"
+    severity: ClassVar[str] = "warn"
+    format: str
+
+    def detail(self):
+        return (f"a {self.format} bundle records neither where each page's resolution came from nor the colour "
+                "evidence: colour was judged on the station's chosen mode only, and a measured resolution "
+                "could not be required; update the station")
 
 
 @dataclass(frozen=True)
@@ -264,8 +290,11 @@ def check(manifest: dict, blob_path: Callable[[str], Path], profile: Profile) ->
     out += _metadata(manifest, profile)
     out += _catalogue(manifest, profile)
     pages = manifest.get("pages") or []
+    typed = manifest.get("format") != manifest_format.FORMAT_1
+    if not typed:
+        out.append(LegacyRecord(manifest_format.FORMAT_1))
     for page in pages:
-        out += _page(page, profile, blob_path)
+        out += _page(page, profile, blob_path, typed)
     formats = sorted({p.get("media_type") for p in pages if isinstance(p.get("media_type"), str)})
     if profile.one_format_per_batch and len(formats) > 1:
         out.append(MixedFormats(tuple(formats)))
@@ -314,35 +343,36 @@ def _catalogue(manifest: dict, profile: Profile) -> list[Violation]:
     return out
 
 
-def _page(page: dict, profile: Profile, blob_path: Callable[[str], Path]) -> list[Violation]:
+def _page(page: dict, profile: Profile, blob_path: Callable[[str], Path], typed: bool) -> list[Violation]:
+    """``typed``: the record carries dpi_source and colour_evidence (quire.bundle/2 on)."""
     n, dpi, mode, media = page.get("n"), page.get("dpi"), page.get("colour"), page.get("media_type")
     record = page.get("record") or {}
     out: list[Violation] = []
     if isinstance(dpi, int) and dpi < profile.min_dpi:
         out.append(BelowResolution(n, dpi, profile.min_dpi))
+    if typed and profile.require_measured_dpi and record["dpi_source"] == "assumed":
+        out.append(AssumedResolution(n, dpi))
     if mode not in profile.allowed_modes:
         out.append(ColourModeNotAllowed(n, mode, profile.allowed_modes))
     if media not in profile.allowed_media_types:
         out.append(FormatNotAllowed(n, media, profile.allowed_media_types))
-    out += _colour_required(n, mode, record, profile)
+    out += _colour_required(n, mode, record, profile, typed)
     out += _skew(n, record, profile)
     out += _extent(n, page, record, profile)
     out += _header(n, page, profile, blob_path)
     return out
 
 
-def _colour_required(n: int, mode: str, record: dict, profile: Profile) -> list[Violation]:
+def _colour_required(n: int, mode: str, record: dict, profile: Profile, typed: bool) -> list[Violation]:
+    """From the record's typed fields only: never from its colour_reason, which is for people."""
     if mode == "colour":
         return []
-    reason = str(record.get("colour_reason", ""))
     if record.get("colour") == "colour":
-        return [ColourRequired(n, mode, f"colour was chosen ({reason})")]
-    # The part before "policy" lists what the station's colour guard found on the page.
-    content = reason.split("policy", 1)[0]
-    markers = "|".join(re.escape(m) for m in profile.colour_required_markers)
-    if markers and re.search(rf"\b({markers})\b", content, re.IGNORECASE):
-        return [ColourRequired(n, mode, reason)]
-    return []
+        return [ColourRequired(n, mode, ())]
+    if not typed:
+        return []
+    found = tuple(f for f in record["colour_evidence"]["found_percent"] if f in profile.colour_required_markers)
+    return [ColourRequired(n, mode, found)] if found else []
 
 
 def _skew(n: int, record: dict, profile: Profile) -> list[Violation]:

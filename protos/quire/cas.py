@@ -5,6 +5,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -12,6 +15,15 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 def is_sha256_hex(value: str) -> bool:
     """True for a lower-case 64-digit hex SHA-256."""
     return bool(_HEX64.fullmatch(value))
+
+
+def _sha256_hex(value: str) -> str:
+    if not is_sha256_hex(value):
+        raise ValueError(f"must be a SHA-256 in 64 lower-case hex digits (got {value!r})")
+    return value
+
+
+Sha256Hex = Annotated[str, AfterValidator(_sha256_hex)]   # a declared model's field holding a hex SHA-256
 
 
 def fsync_dir(path: Path) -> None:

@@ -5,21 +5,49 @@ root hash". Stations keep the checkpoints that ride on their receipts; a later c
 consistency proof shows the log only grew. If the history was rewritten, no proof can do that.
 """
 
-import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
+
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 
 from . import keys, merkle
 from .canonical import canonical_bytes
+from .cas import Sha256Hex
 from .errors import ContractError, Malformed, UnknownFormat
+from .settings import Settings, problems
 
 FORMAT = "quire.checkpoint/1"
 KNOWN_FORMATS = (FORMAT,)
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class HistoryRewritten(ContractError):
     """Two checkpoints signed by the same key that no append-only log can both satisfy."""
+
+
+def _signature_hex(value: str) -> str:
+    try:
+        if len(bytes.fromhex(value)) == 64 and value == value.lower():
+            return value
+    except ValueError:
+        pass
+    raise ValueError(f"must be an Ed25519 signature in 128 lower-case hex digits (got {value!r})")
+
+
+class Body(Settings):
+    """What the central key signs: the log (the key's fingerprint), its size and root hash, and when."""
+
+    format: Literal[FORMAT]
+    log: Annotated[str, StringConstraints(min_length=1)]
+    tree_size: Annotated[int, Field(ge=0)]
+    root_hash: Sha256Hex
+    signed_at: str
+
+
+class Signed(Settings):
+    """A checkpoint as JSON: its body and the Ed25519 signature in hex."""
+
+    body: Body
+    signature: Annotated[str, AfterValidator(_signature_hex)]
 
 
 @dataclass(frozen=True)
@@ -56,26 +84,13 @@ def from_json(obj: object) -> Checkpoint:
     """Parse ``{"body": …, "signature": hex}``; raise Malformed with every problem found."""
     if not isinstance(obj, dict) or not isinstance(obj.get("body"), dict):
         raise Malformed("checkpoint", ["not an object with a 'body' object"])
-    body, problems = obj["body"], []
-    if body.get("format") not in KNOWN_FORMATS:
-        raise UnknownFormat("checkpoint", body.get("format"), KNOWN_FORMATS)
-    size = body.get("tree_size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        problems.append("tree_size is not a whole number ≥ 0")
-    if not isinstance(body.get("root_hash"), str) or not _HEX64.fullmatch(body["root_hash"]):
-        problems.append("root_hash is not a hex SHA-256")
-    for field in ("log", "signed_at"):
-        if not isinstance(body.get(field), str):
-            problems.append(f"{field} missing or not a string")
+    if obj["body"].get("format") not in KNOWN_FORMATS:
+        raise UnknownFormat("checkpoint", obj["body"].get("format"), KNOWN_FORMATS)
     try:
-        signature = bytes.fromhex(obj.get("signature", ""))
-    except (TypeError, ValueError):
-        signature = b""
-    if len(signature) != 64:
-        problems.append("signature is not 64 bytes of hex")
-    if problems:
-        raise Malformed("checkpoint", problems)
-    return Checkpoint(body, signature)
+        Signed.model_validate(obj)
+    except ValidationError as exc:
+        raise Malformed("checkpoint", problems(Signed, exc)) from None
+    return Checkpoint(obj["body"], bytes.fromhex(obj["signature"]))
 
 
 def verify(cp: Checkpoint, central_key: bytes) -> None:

@@ -13,11 +13,14 @@ from PIL import Image
 
 from central import profile, standards
 from central.profile import ProfileError
+from quire import manifest as manifest_format
 from quire.canonical import sha256_hex
 from station.pipeline import ProcessedPage
 
 GREY_REASON = "no colour content; policy auto → grey"
 SEAL_REASON = "red content (seal/heading) 1.20% of page; policy auto → colour"
+NOTHING_FOUND = {"found_percent": {}, "grey_source": False, "policy": "auto"}
+SEAL_FOUND = {"found_percent": {"red": 1.2}, "grey_source": False, "policy": "auto"}
 
 
 def page(dpi=300, colour="grey", media_type="image/jpeg", size=(120, 170), file_dpi=None, claimed_size=None,
@@ -29,7 +32,9 @@ def page(dpi=300, colour="grey", media_type="image/jpeg", size=(120, 170), file_
     extra = {"compression": "group4"} if mode == "1" else {}
     Image.new(mode, size, "white").save(out, format=fmt, dpi=(file_dpi or dpi,) * 2, **extra)
     rec = {"skew_deg": 0.3, "rotation_deg": -0.3, "colour": colour, "blank": False,
-           "colour_reason": GREY_REASON if colour != "colour" else SEAL_REASON, "dpi": dpi}
+           "colour_reason": GREY_REASON if colour != "colour" else SEAL_REASON,
+           "colour_evidence": NOTHING_FOUND if colour != "colour" else SEAL_FOUND,
+           "dpi": dpi, "dpi_source": "scanner"}
     rec.update(record)
     w, h = claimed_size or size
     suffix = ".jpg" if media_type == "image/jpeg" else ".tif"
@@ -37,7 +42,7 @@ def page(dpi=300, colour="grey", media_type="image/jpeg", size=(120, 170), file_
 
 
 def bundle(tmp_path: Path, pages: list[ProcessedPage], archive_no="D-0001", item="1-1", operator="op",
-           page_count=None, **dossier):
+           page_count=None, format=manifest_format.FORMAT, **dossier):
     """(manifest, blob_path) of a bundle whose page files are stored under ``tmp_path``."""
     store = tmp_path / "blobs"
     store.mkdir(exist_ok=True)
@@ -49,7 +54,7 @@ def bundle(tmp_path: Path, pages: list[ProcessedPage], archive_no="D-0001", item
                        "width_px": p.width_px, "height_px": p.height_px, "dpi": p.dpi, "colour": p.colour,
                        "record": p.record})
     manifest = {
-        "station_id": "st-1", "created_at": "2026-11-21T00:00:00.000Z",
+        "format": format, "station_id": "st-1", "created_at": "2026-11-21T00:00:00.000Z",
         "batch": {"id": "b1", "operator": operator, "source": "test", "started_at": "t", "ended_at": "t"},
         "dossier": {"archive_no": archive_no, **dossier},
         "material": {"item": item, "title": "干部履历表", "page_count": len(pages) if page_count is None else page_count},
@@ -69,7 +74,7 @@ def rules(findings) -> list[str]:
 # ---- profiles ----------------------------------------------------------------------------------
 
 def test_shipped_profiles_load_with_their_numbers():
-    assert (GBT.name, GBT.version, GBT.min_dpi, GBT.allowed_modes) == ("gbt33870", 1, 300, ("colour", "grey"))
+    assert (GBT.name, GBT.version, GBT.min_dpi, GBT.allowed_modes) == ("gbt33870", 2, 300, ("colour", "grey"))
     assert (DAT.min_dpi, DAT.allowed_modes) == (200, ("colour", "grey", "bilevel"))
     for p in (GBT, DAT):
         assert (p.skew_reject_above_deg, p.skew_warn_above_deg, p.effective_tolerance_percent) == (1.0, 0.5, 2.0)
@@ -130,7 +135,8 @@ def test_real_station_pages_at_300_dpi_pass_the_default_profile(tmp_path):
 CASES = {
     "BelowResolution": dict(pages=[page(dpi=150)]),
     "EffectiveResolution": dict(pages=[page(extent_mm=[12.0, 14.4])]),  # 120 px over 12 mm is 254 dpi
-    "ColourRequired": dict(pages=[page(colour_reason=SEAL_REASON)]),
+    "ColourRequired": dict(pages=[page(colour_evidence=SEAL_FOUND)]),
+    "AssumedResolution": dict(pages=[page(dpi_source="assumed")]),
     "ColourModeNotAllowed": dict(pages=[page(colour="bilevel", media_type="image/tiff")]),
     "MixedFormats": dict(pages=[page(), page(media_type="image/tiff")]),
     "DpiNotInFile": dict(pages=[page(file_dpi=72)]),
@@ -158,7 +164,7 @@ def test_format_not_allowed_comes_from_the_profile(tmp_path):
 
 
 def test_a_bundle_breaking_several_rules_gets_all_of_them(tmp_path):
-    pages = [page(dpi=150, file_dpi=96, colour_reason=SEAL_REASON, skew_deg=2.0, rotation_deg=0.0),
+    pages = [page(dpi=150, file_dpi=96, colour_evidence=SEAL_FOUND, skew_deg=2.0, rotation_deg=0.0),
              page(colour="bilevel", media_type="image/tiff", claimed_size=(100, 100))]
     findings = standards.check(*bundle(tmp_path, pages, archive_no="档号 1", item="4-9", operator=""), GBT)
     assert rules(findings) == sorted([
@@ -178,7 +184,7 @@ def test_residual_skew_between_the_limits_is_a_warning_not_a_rejection(tmp_path)
     assert findings.ok
     assert [str(w) for w in findings.warnings] == [
         "ResidualSkew page 2: 0.70° of skew left after processing, limit 0.5°"]
-    assert findings.receipt_field() == {"profile": "gbt33870", "version": 1, "warnings": [
+    assert findings.receipt_field() == {"profile": "gbt33870", "version": 2, "warnings": [
         "ResidualSkew page 2: 0.70° of skew left after processing, limit 0.5°"]}
 
 
@@ -188,8 +194,8 @@ def test_grey_and_bilevel_follow_the_profiles_colour_policy(tmp_path):
                                                    "bilevel allowed → bilevel")])
     assert rules(standards.check(*bilevel, GBT)) == ["ColourModeNotAllowed"]
     assert standards.check(*bilevel, DAT).ok
-    # "no colour content" or "coloured paper" names no colour the standard cares about.
-    assert standards.check(*bundle(tmp_path, [page(colour_reason="greyscale source; coloured paper; "
+    # The reason is for people: words in it that name colours decide nothing.
+    assert standards.check(*bundle(tmp_path, [page(colour_reason="greyscale source; no red seal, no photo; "
                                                                  "policy auto → grey")]), GBT).ok
 
 
@@ -203,10 +209,71 @@ def test_colour_chosen_by_the_station_but_sent_grey_is_refused(tmp_path):
 def test_the_station_is_told_pages_grouped_and_within_bounds(tmp_path):
     findings = standards.check(*bundle(tmp_path, [page(dpi=150)] * 5 + [page()] + [page(dpi=150)]), GBT)
     assert findings.reasons() == [
-        "standards profile gbt33870 v1 not met",
+        "standards profile gbt33870 v2 not met",
         "BelowResolution pages 1-5, 7: scanned at 150 dpi, the profile's minimum is 300 dpi",
     ]
     many = standards.check(*bundle(tmp_path, [page(skew_deg=1.01 + n / 100, rotation_deg=0.0) for n in range(400)]), GBT)
     message = "; ".join(many.reasons())
     assert len(message) < 4000 and message.endswith("'quire-central quarantine show' lists them all")
     assert len(many.rejections) == 400
+
+
+# ---- decided from the typed page record (quire.bundle/2) --------------------------------------------
+
+@pytest.mark.parametrize("reason", [
+    SEAL_REASON,
+    "red content (seal/heading) 1.20% of page; policy auto → grey",          # the same words as before
+    "page carries a vermilion stamp; kept grey by operator",                 # reworded
+    "发现红色印章（占页面 1.20%）；策略 自动 → 灰度",                             # translated
+    "",
+])
+def test_colour_is_required_by_the_evidence_whatever_the_reason_says(tmp_path, reason):
+    findings = standards.check(*bundle(tmp_path, [page(colour_reason=reason, colour_evidence=SEAL_FOUND)]), GBT)
+    assert [str(v) for v in findings.rejections] == [
+        "ColourRequired page 1: stored as grey, but the station found red on it, which needs colour"]
+    # And a reason that names seals and red decides nothing when the evidence found no colour.
+    assert standards.check(*bundle(tmp_path, [page(colour_reason=reason)]), GBT).ok
+
+
+def test_colour_required_families_come_from_the_profile(tmp_path):
+    blue = {"found_percent": {"blue": 0.4}, "grey_source": False, "policy": "auto"}
+    red_only = dataclasses.replace(GBT, colour_required_markers=("red",))
+    assert rules(standards.check(*bundle(tmp_path, [page(colour_evidence=blue)]), GBT)) == ["ColourRequired"]
+    assert standards.check(*bundle(tmp_path, [page(colour_evidence=blue)]), red_only).ok
+
+
+def test_a_profile_naming_a_colour_the_station_does_not_measure_is_refused(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "words.toml").write_text(
+        'format = "quire.profile/1"\nname = "words"\nversion = 1\ntitle = "x"\nextends = "gbt33870"\n'
+        '[colour]\ncolour_required_markers = ["red", "seal", "photo"]\n')
+    with pytest.raises(ProfileError, match=r"colour.colour_required_markers \['seal', 'photo'\] not among"):
+        profile.load("words", tmp_path)
+
+
+def test_an_assumed_resolution_is_refused_naming_the_page_and_what_to_do(tmp_path):
+    pages = [page(), page(dpi_source="assumed"), page(dpi_source="file"), page(dpi_source="operator")]
+    for shipped in (GBT, DAT):
+        findings = standards.check(*bundle(tmp_path, pages), shipped)
+        assert [str(v) for v in findings.rejections] == [
+            "AssumedResolution page 2: 300 dpi was assumed, not measured (its image file states no resolution); "
+            "rescan the page, or measure its resolution and import it again with --dpi "
+            "(quire-station scan --rescan --dpi N)"]
+    lenient = dataclasses.replace(GBT, require_measured_dpi=False)
+    assert standards.check(*bundle(tmp_path, pages), lenient).ok
+
+
+def test_version_1_bundles_are_judged_leniently_and_told_so(tmp_path):
+    # A /1 record has no dpi_source and no colour evidence: its prose is not read, and only a mode the
+    # station itself chose colour for can be required to be colour.
+    old = page(colour_reason=SEAL_REASON)
+    for key in ("colour_evidence", "dpi_source"):
+        del old.record[key]
+    findings = standards.check(*bundle(tmp_path, [old], format=manifest_format.FORMAT_1), GBT)
+    assert findings.ok
+    assert [str(w) for w in findings.warnings] == [
+        "LegacyRecord: a quire.bundle/1 bundle records neither where each page's resolution came from nor the "
+        "colour evidence: colour was judged on the station's chosen mode only, and a measured resolution could "
+        "not be required; update the station"]
+    old.record["colour"] = "colour"
+    assert rules(standards.check(*bundle(tmp_path, [old], format=manifest_format.FORMAT_1), GBT)) == ["ColourRequired"]

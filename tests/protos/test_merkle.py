@@ -204,7 +204,8 @@ def test_a_receipt_with_a_forged_checkpoint_does_not_verify():
     cp = _cp(tree)
     body = dict(cp.body, tree_size=40)
     data, sig = receipt.issue({"bundle_id": "b" * 64, "station_id": "st-1", "pages": 1, "bytes": 1,
-                               "received_at": "t", "central_key": "k", "standards": {},
+                               "received_at": "t", "central_key": "k",
+                               "standards": {"profile": "gbt33870", "version": 1, "warnings": []},
                                "audit": {"entry": 3, "checkpoint": {"body": body, "signature": cp.signature.hex()}}},
                               KEY)
     with pytest.raises(Malformed, match="receipt.audit.checkpoint"):
