@@ -159,6 +159,8 @@ class Daemon:
                     log.exception("while shutting down")
         self._wake_r.close()
         self._wake_w.close()
+        # systemctl status keeps the last STATUS after the process is gone: not "stopping (scanning …)".
+        self.notifier.status(status_line("stopped", self.outbox, "sync stopped"))
 
     # -- the main loop ---------------------------------------------------------------------
 
@@ -413,4 +415,8 @@ def main(config, env: Mapping[str, str] = os.environ) -> int:
     except StationError as exc:
         # systemctl status shows the last STATUS: make it the reason the service stopped.
         daemon.notifier.status(f"failed: {exc}")
+        raise
+    except Exception as exc:
+        daemon.notifier.status(f"failed: unexpected {type(exc).__name__}; the journal has the details "
+                               "(journalctl -u quire-station)")
         raise

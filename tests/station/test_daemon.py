@@ -97,6 +97,9 @@ def test_ready_status_lines_watchdog_while_scanning_and_stopping(tmp_path, liste
     stopping = listener.until(lambda m: m.get("STOPPING") == "1")[-1]
     assert stopping["STATUS"] == "stopping: shutting down"
     assert not (home / "control.sock").exists()
+    # What systemctl status keeps showing once the process is gone.
+    last = listener.until(lambda m: m.get("STATUS", "").startswith("stopped"))[-1]
+    assert last["STATUS"] == "stopped · outbox 1 bundle · sync stopped"
 
 
 def test_sigterm_mid_batch_keeps_every_captured_page(tmp_path, listener, daemons):

@@ -129,3 +129,23 @@ def test_install_script_lays_out_the_files_and_keeps_local_config(tmp_path):
     proc = subprocess.run([str(script), "--files-only"], check=True, capture_output=True, text=True, env=env)
     assert "keeping the existing /etc/quire/station.toml" in proc.stdout
     assert tomllib.loads(local.read_text())["source"] == "sane:fujitsu:fi-7160:1234"
+
+
+def _seconds(value: str) -> float:
+    units = {"s": 1, "sec": 1, "min": 60, "h": 3600}
+    number = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value.strip())
+    return float(number.group(1)) * units[number.group(2) or "s"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_the_start_limit_spares_a_technicians_day_and_still_ends_a_crash_loop(unit):
+    """systemd counts every start against StartLimitBurst, ordinary ones too: an install, a README restart
+    and two crash restarts must leave room for more restarts by hand; a crash loop must still stop."""
+    settings = unit_settings(SYSTEMD_DIR / unit)
+    burst = int(settings["Unit.StartLimitBurst"][0])
+    interval_s = _seconds(settings["Unit.StartLimitIntervalSec"][0])
+    restart_s = _seconds(settings["Service.RestartSec"][0])
+    ordinary = 1 + 1 + 2 + 5   # installer's start, the README's restart, two crashes, five restarts by hand
+    assert burst > ordinary
+    crash_loop_ends_after_s = burst * restart_s
+    assert crash_loop_ends_after_s < interval_s and crash_loop_ends_after_s <= 180
