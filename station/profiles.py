@@ -9,6 +9,7 @@ notion lists candidates best first, and the first one the device offers is used.
 
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,7 +20,8 @@ from quire.settings import Regex, Settings, Texts, read_toml, validated
 from .errors import ConfigError
 
 FORMAT = "quire-scanner-profile/1"
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
+# hardware/profiles ships as the package quire_hardware.profiles; installed, it is a directory on disk.
+SHIPPED_DIR = Path(str(resources.files("quire_hardware.profiles")))
 FEEDS = ("duplex", "front", "flatbed")
 # Switched on unless a site says otherwise: a double feed hides a page, and Quire must never lose one.
 DEFAULT_FEATURES = ("double_feed",)
