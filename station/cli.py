@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
     c.add_argument("--remarks", help="remarks (备注)")
     c.add_argument("--source", help=f"capture source: {SPEC_HELP} (default from config)")
+    c.add_argument("--dpi", type=int, help="with --source: scan at this resolution; for a folder, the resolution "
+                                           "you measured for files that state none (without it, the config dpi "
+                                           "is assumed, recorded as assumed, and a strict archive refuses it)")
     c.add_argument("--operator", help="who is scanning (default the login name)")
     c.add_argument("--json", action="store_true", help="print one JSON record per page")
     c.add_argument("--rescan", action="store_true",
@@ -128,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "image; print one JSON record per page.")
     c.add_argument("inputs", nargs="+", metavar="IN", help="image files (JPEG, PNG, TIFF …)")
     c.add_argument("--out", required=True, help="directory for the processed pages")
-    c.add_argument("--dpi", type=int, help="resolution to assume when a file does not say (default config dpi)")
+    c.add_argument("--dpi", type=int, help="resolution of files that state none, as you measured it (without it "
+                                           "the config dpi is assumed, with a warning per file)")
     c.set_defaults(func=cmd_process)
     return p
 
@@ -163,6 +167,7 @@ def _dossier(args) -> dict:
 
 
 def cmd_scan(cfg, args) -> int:
+    from .capture import open_source
     from .control import connect
     from .home import open_station
     from .scan import scan
@@ -183,7 +188,13 @@ def cmd_scan(cfg, args) -> int:
             flags = [record["colour"]] + (["BLANK?"] if record["blank"] else [])
             print(f"page {n:>3}  skew {record['skew_deg']:+.2f}°  {record['bytes'] // 1024:>5} KiB  "
                   f"{' '.join(flags)}", flush=True)
+        if record.get("dpi_source") == "assumed":
+            print(f"quire-station: warning: page {n}: its file states no resolution, so {record['dpi']} dpi is "
+                  "assumed (recorded as assumed; a profile requiring a measured resolution refuses it) — measure "
+                  "it and scan with --dpi N", file=sys.stderr, flush=True)
 
+    if args.dpi is not None and not args.source:
+        raise UsageError("--dpi needs --source (the station service scans at the dpi in station.toml)")
     daemon = None if args.source else connect(cfg.control_socket_path)
     if daemon is not None:  # the station service owns the scanner: it scans, we show the pages
         result = _scan_via_daemon(daemon, args, dossier, material, on_page)
@@ -193,7 +204,9 @@ def cmd_scan(cfg, args) -> int:
                              "queued batch, which needs the station service (sudo systemctl start quire-station)")
         station = open_station(cfg)
         try:
-            result = scan(station, dossier, material, args.source, args.operator, on_page)
+            source = args.source if args.dpi is None else open_source(
+                args.source, args.dpi, cfg.sane_options, cfg.scanner_page_timeout_s, dpi_given=True)
+            result = scan(station, dossier, material, source, args.operator, on_page)
         finally:
             station.close()
     resumed = f" (resumed at page {result.first_page})" if result.first_page > 1 else ""
@@ -338,7 +351,11 @@ def cmd_process(cfg, args) -> int:
             print(f"quire-station: {path}: cannot read the image ({exc}); skipped", file=sys.stderr)
             failures += 1
             continue
-        page = process_page(image, dpi or args.dpi or cfg.dpi, cfg.pipeline)
+        if not dpi and args.dpi is None:
+            print(f"quire-station: warning: {path}: the file states no resolution, so {cfg.dpi} dpi is assumed "
+                  "(recorded as assumed) — measure it and give --dpi N", file=sys.stderr, flush=True)
+        source = "file" if dpi else "operator" if args.dpi is not None else "assumed"
+        page = process_page(image, dpi or args.dpi or cfg.dpi, cfg.pipeline, source)
         target = out / (path.stem + page.suffix)
         if target.resolve() == path.resolve():
             raise UsageError(f"{target} would overwrite its input; choose another --out directory")

@@ -108,7 +108,7 @@ def recover(station: Station, spool: Spool) -> int:
     for entry in spool.waiting():
         if not any(p["n"] == entry.n for p in station.store.pages(entry.batch_id)):
             raw = spool.load(entry.batch_id, entry.n)
-            page = process_page(raw.image, raw.dpi, station.config.pipeline)
+            page = process_page(raw.image, raw.dpi, station.config.pipeline, raw.dpi_source)
             if raw.area_mm:
                 page.record["extent_mm"] = extent_mm(raw, page)
             station.store.add_page(entry.batch_id, entry.n, page)
@@ -224,7 +224,7 @@ class _Line:
     def _process(self, n: int) -> ProcessedPage:
         raw = self.spool.load(self.batch_id, n)
         started = time.perf_counter()
-        page = process_page(raw.image, raw.dpi, self.config)
+        page = process_page(raw.image, raw.dpi, self.config, raw.dpi_source)
         if raw.area_mm:
             page.record["extent_mm"] = extent_mm(raw, page)
         with self.lock:

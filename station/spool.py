@@ -41,6 +41,10 @@ MIGRATIONS = [
     ("spool_0002_area", [
         "ALTER TABLE spool ADD COLUMN area_mm TEXT",   # JSON [width, height], or NULL when unknown
     ]),
+    ("spool_0003_dpi_source", [
+        # NULL: spooled before the source was recorded, so the resolution is not known to be measured.
+        "ALTER TABLE spool ADD COLUMN dpi_source TEXT",
+    ]),
 ]
 _SUFFIX = ".npy"
 # The header np.save writes for a page (uint8, C order): H×W grey or H×W×3 colour.
@@ -97,9 +101,9 @@ class Spool:
             fsync_dir(self.dir)
             with self._lock, atomic(self.db):
                 for i, page in enumerate(pages):
-                    self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?)",
+                    self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?,?)",
                                     [batch_id, n + i, finals[i].name, page.dpi, page.side, page.origin, utcnow(),
-                                     json.dumps(list(page.area_mm)) if page.area_mm else None])
+                                     json.dumps(list(page.area_mm)) if page.area_mm else None, page.dpi_source])
         except (OSError, sqlite3.OperationalError) as exc:
             # numpy reports a short write without an errno, so the free space itself is asked too.
             full = (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc)
@@ -119,7 +123,8 @@ class Spool:
             raise KeyError(f"page {n} of batch {batch_id} is not in the spool")
         image = _load_page(self.dir / row["file"])
         area = tuple(json.loads(row["area_mm"])) if row["area_mm"] else None
-        return RawPage(image, row["dpi"], side=row["side"], origin=row["origin"], area_mm=area)
+        return RawPage(image, row["dpi"], dpi_source=row["dpi_source"] or "assumed", side=row["side"],
+                       origin=row["origin"], area_mm=area)
 
     def done(self, batch_id: str, n: int) -> None:
         """Forget a page that is now in the page store: its row, then its file."""

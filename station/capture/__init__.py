@@ -13,9 +13,10 @@ SPEC_HELP = "synthetic[:seed=N,sheets=N] | folder:PATH | sane:DEVICE (e.g. sane:
 
 
 def open_source(spec: str, dpi: int = 300, sane_options: dict | None = None,
-                page_timeout_s: float | None = None) -> Source:
+                page_timeout_s: float | None = None, dpi_given: bool = False) -> Source:
     """Open the capture source a spec names; raise UsageError naming the valid forms.
-    ``page_timeout_s``: how long a scanner may take over one page before its driver counts as hung."""
+    ``page_timeout_s``: how long a scanner may take over one page before its driver counts as hung;
+    ``dpi_given``: the operator gave ``dpi`` (measured), so a folder's files that state none are not assumed."""
     kind, _, rest = spec.partition(":")
     if kind == "synthetic":
         from .synthetic import SyntheticSource
@@ -24,7 +25,7 @@ def open_source(spec: str, dpi: int = 300, sane_options: dict | None = None,
     if kind == "folder" and rest:
         from .folder import FolderSource
 
-        return FolderSource(rest, dpi=dpi)
+        return FolderSource(rest, dpi=dpi, dpi_given=dpi_given)
     if kind == "sane" and rest:
         from .sane_source import SaneSource
 
@@ -36,7 +37,7 @@ def open_source(spec: str, dpi: int = 300, sane_options: dict | None = None,
         fault, _, page = head.partition("@")
         if not page.isdigit() or not inner:
             raise UsageError(f"fault source {spec!r}: write fault:KIND@PAGE:SOURCE, e.g. fault:jam@7:sane:test:0")
-        return FaultSource(fault, int(page), open_source(inner, dpi, sane_options, page_timeout_s))
+        return FaultSource(fault, int(page), open_source(inner, dpi, sane_options, page_timeout_s, dpi_given))
     raise UsageError(f"unknown capture source {spec!r}; use {SPEC_HELP}")
 
 

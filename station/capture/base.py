@@ -12,6 +12,9 @@ class RawPage:
 
     image: np.ndarray          # H×W×3 RGB or H×W grey, uint8
     dpi: int                   # the resolution the source scanned at
+    # Where ``dpi`` came from (quire.manifest.DPI_SOURCES): the scanner's setting, the file's header,
+    # the operator's measurement, or the station's default because nothing said ("assumed").
+    dpi_source: str = "scanner"
     side: str = "front"        # "front" or "back" (duplex)
     origin: str = ""           # where it came from, for messages: device, file name …
     truth: dict = field(default_factory=dict)  # ground-truth labels (synthetic pages only)

@@ -19,10 +19,13 @@ def _natural_key(path: Path) -> list:
 class FolderSource:
     """The image files of one folder, in natural name order, as pages."""
 
-    def __init__(self, folder: str | Path, dpi: int = 300):
+    def __init__(self, folder: str | Path, dpi: int = 300, dpi_given: bool = False):
+        """``dpi`` is the resolution of files whose header states none: measured by the operator when
+        ``dpi_given``, else only the station's default, and each such page is recorded as assumed."""
         self.folder = Path(folder)
         self.name = f"folder:{self.folder}"
         self.dpi = dpi
+        self.fallback_source = "operator" if dpi_given else "assumed"
         if not self.folder.is_dir():
             raise UsageError(f"folder source {self.folder} is not a directory")
         self.files = sorted(
@@ -39,7 +42,7 @@ class FolderSource:
                 image, dpi = read_image(path)
             except (OSError, ValueError) as exc:
                 raise UsageError(f"{path}: cannot read the image ({exc}); fix or remove it and resume") from None
-            yield RawPage(image, dpi or self.dpi, origin=str(path))
+            yield RawPage(image, dpi or self.dpi, dpi_source="file" if dpi else self.fallback_source, origin=str(path))
 
     def close(self) -> None:
         pass

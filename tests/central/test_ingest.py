@@ -235,3 +235,84 @@ def test_blobs_the_archive_failed_to_store_are_not_answered_as_stored(central, s
     monkeypatch.undo()
     assert sync(small_station).committed == [result.bundle_id]
     assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok
+
+
+# ---- the typed page record (quire.bundle/2), and bundles of older stations -------------------------
+
+def _folder(tmp_path, dpi_in_file: bool):
+    """A folder of two page images, as another capture device left them; with or without a stated dpi."""
+    from PIL import Image
+
+    from station.capture.synthetic import render_page
+
+    folder = tmp_path / f"feeder-{dpi_in_file}"
+    folder.mkdir()
+    for i in range(2):
+        extra = {"dpi": (150, 150)} if dpi_in_file else {}
+        Image.fromarray(render_page(seed=4, index=i, dpi=150).image).save(folder / f"p{i + 1}.jpg", **extra)
+    return folder
+
+
+def test_a_page_whose_resolution_was_assumed_is_refused_naming_it_and_a_measured_one_accepted(
+        tmp_path, central, small_station):
+    from station.capture import open_source
+
+    archive, _ = central
+    folder = _folder(tmp_path, dpi_in_file=False)
+    assumed = scan(small_station, DOSSIER, {"item": "1-1", "title": "履历"}, f"folder:{folder}")
+    reason = sync(small_station).rejected[assumed.bundle_id]
+    assert "AssumedResolution pages 1-2: 150 dpi was assumed, not measured" in reason
+    assert "rescan the page, or measure its resolution and import it again with --dpi" in reason
+    assert catalogued(archive)["materials"] == 0
+    # The operator measured the pages (a ruler on the image: 150 dpi) and imports them again with --dpi.
+    measured = open_source(f"folder:{folder}", 150, dpi_given=True)
+    again = scan(small_station, DOSSIER, {"item": "1-1", "title": "履历", "rescan": True}, measured)
+    assert sync(small_station).committed == [again.bundle_id]
+    # A file that states its resolution needs no word from the operator.
+    stated = scan(small_station, DOSSIER, {"item": "1-2", "title": "履历"}, f"folder:{_folder(tmp_path, True)}")
+    assert sync(small_station).committed == [stated.bundle_id]
+    sources = [json.loads(r["record_json"])["dpi_source"] for r in archive.catalogue.query("SELECT record_json FROM pages")]
+    assert sorted(sources) == ["file", "file", "operator", "operator"]
+
+
+def _seal_crafted(station, item, page):
+    batch = station.store.open_batch(DOSSIER, {"item": item, "title": "履历"}, "test", "op")
+    station.store.add_page(batch.id, 1, page)
+    return outbox.seal_batch(station.store, batch.id, station.station_id, station.key)
+
+
+def test_a_reworded_or_translated_colour_reason_is_judged_the_same(central, small_station):
+    from tests.central.test_standards import SEAL_FOUND, page
+
+    reasons = {"1-1": "red content (seal/heading) 1.20% of page; policy auto → grey",
+               "1-2": "seal found, kept grey by the operator",
+               "1-3": "发现红色印章，占页面 1.20%；策略 自动 → 灰度"}
+    bundles = {item: _seal_crafted(small_station, item, page(dpi=150, colour_reason=reason, colour_evidence=SEAL_FOUND))
+               for item, reason in reasons.items()}
+    told = sync(small_station).rejected
+    for bid in bundles.values():
+        assert "ColourRequired page 1: stored as grey, but the station found red on it, which needs colour" in told[bid]
+    # And a reason naming red seals decides nothing when the evidence found no colour.
+    plain = _seal_crafted(small_station, "1-4", page(dpi=150, colour_reason=reasons["1-1"]))
+    assert sync(small_station).committed == [plain]
+
+
+def test_a_version_1_bundle_from_an_older_station_is_still_accepted_with_a_warning(central, small_station):
+    from quire import keys
+
+    archive, _ = central
+    result = scan_one(small_station)
+    row = outbox.get(small_station.store, result.bundle_id)
+    body = dict(json.loads(row["manifest"]), format=manifest_format.FORMAT_1)
+    for p in body["pages"]:     # what a station before quire.bundle/2 recorded
+        del p["record"]["dpi_source"], p["record"]["colour_evidence"]
+    data = canonical_bytes(body)
+    old_id = manifest_format.SignedManifest(body, data, b"").bundle_id
+    small_station.store.db.execute("UPDATE bundles SET id = ?, manifest = ?, signature = ? WHERE id = ?",
+                                   [old_id, data, keys.sign(small_station.key, keys.BUNDLE_CONTEXT, data),
+                                    result.bundle_id])
+    assert sync(small_station).committed == [old_id]
+    receipt = json.loads(outbox.get(small_station.store, old_id)["receipt"])
+    assert any(w.startswith("LegacyRecord: a quire.bundle/1 bundle records neither")
+               for w in receipt["standards"]["warnings"])
+    assert catalogued(archive)["materials"] == 1 and verify(archive).ok

@@ -16,7 +16,7 @@ from central.verify import verify
 from station import outbox
 from station.scan import scan
 from station.sync import sync
-from tests.central.test_standards import SEAL_REASON, page
+from tests.central.test_standards import SEAL_FOUND, page
 from tests.conftest import make_station, register, run_cli
 
 STRICT = ('format = "quire.profile/1"\nname = "strict"\nversion = 2\ntitle = "JPEG only, no category 10"\n'
@@ -60,7 +60,7 @@ def test_each_rule_quarantines_its_bundle_and_the_station_is_told_it(tmp_path, p
     cases = {  # rule → (station, pages, item, archive_no, operator)
         "BelowResolution": (st, [page(dpi=150)], "1-1", "D-0001", "op"),
         "EffectiveResolution": (st, [page(extent_mm=[12.0, 14.4])], "1-2", "D-0001", "op"),
-        "ColourRequired": (st, [page(colour_reason=SEAL_REASON)], "1-3", "D-0001", "op"),
+        "ColourRequired": (st, [page(colour_evidence=SEAL_FOUND)], "1-3", "D-0001", "op"),
         "ColourModeNotAllowed": (st, [page(colour="bilevel", media_type="image/tiff")], "1-4", "D-0001", "op"),
         "MixedFormats": (st, [page(), page(media_type="image/tiff")], "1-5", "D-0001", "op"),
         "DpiNotInFile": (st, [page(file_dpi=72)], "1-6", "D-0001", "op"),
@@ -77,7 +77,7 @@ def test_each_rule_quarantines_its_bundle_and_the_station_is_told_it(tmp_path, p
     assert {rule: named(told.get(bid, "")) for rule, bid in bundles.items()} == {rule: {rule} for rule in cases}
     for rule, bid in bundles.items():
         assert outbox.get(cases[rule][0].store, bid)["state"] == "rejected"
-    assert "standards profile gbt33870 v1 not met" in told[bundles["BelowResolution"]]
+    assert "standards profile gbt33870 v2 not met" in told[bundles["BelowResolution"]]
     assert "standards profile strict v2 not met" in told[bundles["InvalidCategory"]]
 
     assert archive.catalogue.one("SELECT COUNT(*) AS n FROM materials")["n"] == 0
@@ -93,7 +93,7 @@ def test_each_rule_quarantines_its_bundle_and_the_station_is_told_it(tmp_path, p
 
 def test_a_bundle_breaking_several_rules_is_told_all_of_them(pair):
     archive, st, _ = pair
-    pages = [page(dpi=150, file_dpi=96, colour_reason=SEAL_REASON, skew_deg=2.0, rotation_deg=0.0),
+    pages = [page(dpi=150, file_dpi=96, colour_evidence=SEAL_FOUND, skew_deg=2.0, rotation_deg=0.0),
              page(colour="bilevel", media_type="image/tiff", claimed_size=(100, 100))]
     bid = seal(st, pages, "4-1-1", archive_no="档号 1", operator="")
     expected = {"BelowResolution", "DpiNotInFile", "ColourRequired", "ResidualSkew", "ColourModeNotAllowed",
@@ -105,7 +105,7 @@ def test_a_bundle_breaking_several_rules_is_told_all_of_them(pair):
     assert "reject HeaderMismatch page 2: the manifest says pixel size 100×100, the stored file is 120×170" in show
     assert "profile          gbt33870" in show
     entry = [e for e in audit.entries(archive) if e["event"] == "quarantine"][-1]
-    assert entry["bundle_id"] == bid and set(entry["rules"]) == expected and entry["profile"] == "gbt33870 v1"
+    assert entry["bundle_id"] == bid and set(entry["rules"]) == expected and entry["profile"] == "gbt33870 v2"
 
 
 def test_a_real_scan_below_the_units_profile_is_quarantined_then_accepted_elsewhere(tmp_path, central):
@@ -137,7 +137,7 @@ def test_an_accepted_bundle_carries_its_warnings_on_the_receipt(pair):
     bid = seal(st, [page(skew_deg=0.8, rotation_deg=0.0)], "1-1")
     assert sync(st).committed == [bid]
     body = json.loads(outbox.get(st.store, bid)["receipt"])
-    assert body["standards"] == {"profile": "gbt33870", "version": 1, "warnings": [
+    assert body["standards"] == {"profile": "gbt33870", "version": 2, "warnings": [
         "ResidualSkew page 1: 0.80° of skew left after processing, limit 0.5°"]}
 
 

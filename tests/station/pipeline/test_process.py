@@ -6,10 +6,13 @@ import pytest
 from PIL import Image
 
 from station.capture.synthetic import render_page
+from quire.manifest import PageRecord
 from station.pipeline import PipelineConfig, ProcessedPage, process_page
+from tests.conftest import run_cli
 
 KEYS = {"skew_deg", "skew_source", "rotation_deg", "orientation", "orientation_confidence", "orientation_flag",
-        "crop", "blank", "blank_score", "colour", "colour_reason", "codec", "dpi", "bytes", "seconds"}
+        "crop", "blank", "blank_score", "colour", "colour_reason", "colour_evidence", "codec", "dpi", "dpi_source",
+        "bytes", "seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,9 @@ def test_record_holds_every_key_as_json(page):
     assert all(isinstance(v, int) for v in record["crop"])
     assert isinstance(record["blank"], bool) and isinstance(record["blank_score"], float)
     assert record["colour"] == out.colour and record["seconds"] >= 0
+    # The record is what a quire.bundle/2 manifest signs: its declared model takes it as it is.
+    PageRecord.model_validate(record)
+    assert record["dpi_source"] == "scanner" and record["colour_evidence"]["found_percent"]["red"] > 0
 
 
 def test_processing_is_deterministic(page):
@@ -70,3 +76,20 @@ def test_colour_page_keeps_its_colours_turned_or_not(skew_deg, orientation):
     assert out.colour == "colour" and out.record["orientation"] == orientation and len(seal) > 100
     red, green, blue = seal.mean(axis=0)
     assert red > blue + 60 and red > green + 60
+
+
+def test_process_says_where_it_assumes_a_resolution_and_records_it(tmp_path, page):
+    Image.fromarray(page.image).save(tmp_path / "plain.jpg")                    # no density in the file
+    Image.fromarray(page.image).save(tmp_path / "stated.jpg", dpi=(150, 150))
+    out = tmp_path / "out"
+    proc = run_cli("quire-station", "--home", tmp_path / "home", "process", tmp_path / "plain.jpg",
+                   tmp_path / "stated.jpg", "--out", out)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"quire-station: warning: {tmp_path / 'plain.jpg'}: the file states no resolution, so 300 dpi "
+                        "is assumed (recorded as assumed) — measure it and give --dpi N"]
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["dpi"], r["dpi_source"]) for r in records] == [(300, "assumed"), (150, "file")]
+    measured = run_cli("quire-station", "--home", tmp_path / "home", "process", tmp_path / "plain.jpg",
+                       "--out", out, "--dpi", "150")
+    assert "warning" not in measured.stderr
+    assert json.loads(measured.stdout)["dpi_source"] == "operator"

@@ -1,0 +1,46 @@
+"""Folder import: each page's resolution comes from its file, or the operator, or is assumed — and said so."""
+
+import json
+
+from PIL import Image
+
+from station.capture.synthetic import render_page
+from tests.conftest import run_cli
+
+
+def _feeder(tmp_path):
+    """page1 states 150 dpi in its file; page2 states none (another device's export)."""
+    folder = tmp_path / "feeder"
+    folder.mkdir()
+    Image.fromarray(render_page(seed=2, index=0, dpi=150).image).save(folder / "page1.jpg", dpi=(150, 150))
+    Image.fromarray(render_page(seed=2, index=2, dpi=150).image).save(folder / "page2.jpg")
+    return folder
+
+
+def _scan(home, folder, item, *extra):
+    return run_cli("quire-station", "--home", home, "scan", "--source", f"folder:{folder}", "--dossier", "D-1",
+                   "--material", item, "--title", "履历表", "--json", *extra)
+
+
+def test_a_folder_scan_warns_for_each_page_whose_resolution_is_assumed(tmp_path):
+    home, folder = tmp_path / "station", _feeder(tmp_path)
+    run_cli("quire-station", "--home", home, "init", "--id", "st-folder")
+    proc = _scan(home, folder, "1-1")
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["n"], r["dpi"], r["dpi_source"]) for r in records] == [(1, 150, "file"), (2, 300, "assumed")]
+    assert [line for line in proc.stderr.splitlines() if "warning" in line] == [
+        "quire-station: warning: page 2: its file states no resolution, so 300 dpi is assumed (recorded as "
+        "assumed; a profile requiring a measured resolution refuses it) — measure it and scan with --dpi N"]
+
+    measured = _scan(home, folder, "1-2", "--dpi", "150")
+    assert [(r["dpi"], r["dpi_source"]) for r in map(json.loads, measured.stdout.splitlines())] == [
+        (150, "file"), (150, "operator")]
+    assert "warning" not in measured.stderr
+
+
+def test_dpi_without_a_source_is_refused_with_what_to_do(tmp_path):
+    home = tmp_path / "station"
+    run_cli("quire-station", "--home", home, "init")
+    proc = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-1", "--material", "1-1", "--title", "x",
+                   "--dpi", "400", check=False)
+    assert proc.returncode == 2 and "--dpi needs --source" in proc.stderr and "Traceback" not in proc.stderr
