@@ -367,7 +367,8 @@ def _page(data: bytes):
 
     record = {"skew_deg": 0.0, "rotation_deg": 0.0, "orientation": 0, "crop": None, "blank": False,
               "blank_score": 5.0, "colour": "colour", "colour_reason": "bench", "codec": "jpeg",
-              "dpi": 300, "bytes": len(data), "seconds": 0.0}
+              "colour_evidence": {"found_percent": {"red": 1.2}, "grey_source": False, "policy": "auto"},
+              "dpi": 300, "dpi_source": "scanner", "bytes": len(data), "seconds": 0.0}
     return ProcessedPage(data, "image/jpeg", ".jpg", 2480, 3508, 300, "colour", record)
 
 

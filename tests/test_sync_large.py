@@ -37,7 +37,9 @@ def _page(tail_bytes: int, seed: int) -> ProcessedPage:
     Image.new("RGB", (850, 1100), (200, 190, 180)).save(out, "JPEG", quality=85, dpi=(300, 300))
     data = out.getvalue() + seed.to_bytes(8, "big") + os.urandom(tail_bytes)
     record = {"skew_deg": 0.0, "rotation_deg": 0.0, "colour": "colour", "blank": False,
-              "colour_reason": "red content (seal/heading) 1.20% of page; policy auto → colour", "dpi": 300}
+              "colour_reason": "red content (seal/heading) 1.20% of page; policy auto → colour", "dpi": 300,
+              "colour_evidence": {"found_percent": {"red": 1.2}, "grey_source": False, "policy": "auto"},
+              "dpi_source": "scanner"}
     return ProcessedPage(data, "image/jpeg", ".jpg", 850, 1100, 300, "colour", record)
 
 
