@@ -290,6 +290,7 @@ def test_a_reworded_or_translated_colour_reason_is_judged_the_same(central, smal
     bundles = {item: _seal_crafted(small_station, item, page(dpi=150, colour_reason=reason, colour_evidence=SEAL_FOUND))
                for item, reason in reasons.items()}
     told = sync(small_station).rejected
+    assert set(told) == set(bundles.values())       # all three refused, whatever the words
     for bid in bundles.values():
         assert "ColourRequired page 1: stored as grey, but the station found red on it, which needs colour" in told[bid]
     # And a reason naming red seals decides nothing when the evidence found no colour.
