@@ -32,6 +32,7 @@ current_station: contextvars.ContextVar[str | None] = contextvars.ContextVar("cu
 
 class CallRefused(CentralError):
     code = grpc.StatusCode.UNAUTHENTICATED
+    scope = "caller"
 
 
 NONCE_MIGRATIONS = [

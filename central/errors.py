@@ -1,4 +1,5 @@
-"""Central errors; each names its gRPC status, translated in one place (``grpc_errors``)."""
+"""Central errors; each names its gRPC status and its scope — what a refusal is about, which is all a
+station decides on (quire.refusal: "bundle", "caller" or "call") — translated in one place (``grpc_errors``)."""
 
 import grpc
 
@@ -7,7 +8,9 @@ class CentralError(Exception):
     """Base of every error the central service reports; ``str()`` is the whole message."""
 
     code = grpc.StatusCode.INTERNAL
+    scope = "call"
     exit_code = 1
+    audited: bool | None = None   # a refusal once logged (True) or counted (False): not logged again
 
 
 class ConfigError(CentralError):
@@ -17,16 +20,25 @@ class ConfigError(CentralError):
 
 class NotEnrolled(CentralError):
     code = grpc.StatusCode.PERMISSION_DENIED
+    scope = "caller"
 
 
 class SignatureInvalid(CentralError):
     code = grpc.StatusCode.UNAUTHENTICATED
+    scope = "caller"
+
+
+class ManifestSignatureInvalid(SignatureInvalid):
+    """A bundle's manifest signature fails under the key the station's calls verify with."""
+
+    scope = "bundle"
 
 
 class ManifestRejected(CentralError):
     """The manifest's bytes break the contract (unknown version, malformed, wrong station)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    scope = "bundle"
 
 
 class UnknownBundle(CentralError):
@@ -37,6 +49,7 @@ class BlobRejected(CentralError):
     """Uploaded bytes that are not what the manifest promised."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    scope = "bundle"
 
 
 class UploadDamaged(CentralError):
@@ -62,6 +75,7 @@ class BundleRejected(CentralError):
     """The bundle cannot be catalogued; carries every reason."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+    scope = "bundle"
 
     def __init__(self, bundle_id: str, problems: list[str]):
         self.bundle_id, self.problems = bundle_id, problems

@@ -2,10 +2,13 @@
 
 import errno
 import logging
+import re
 import sqlite3
 import uuid
 
 import grpc
+
+from quire import refusal
 
 from .errors import CentralError
 
@@ -57,17 +60,27 @@ def _abort(context, method: str, exc: Exception):
         raise exc
     if _disk_full(exc):
         log.error("%s: the archive's disk is full (%s)", method, exc)
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      "the archive's disk is full; nothing of this call was kept and the station will retry "
-                      "later (administrator: free space in the archive's home)")
+        _refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "the archive's disk is full; nothing of this call was kept and the station will retry "
+                "later (administrator: free space in the archive's home)", "ARCHIVE_DISK_FULL", "call")
     if isinstance(exc, CentralError):
         log.info("%s refused: %s", method, exc)
-        context.abort(exc.code, str(exc))
+        _refuse(context, exc.code, str(exc), _upper_snake(type(exc).__name__), exc.scope)
     incident = uuid.uuid4().hex[:12]
     # Full detail stays in the service log; the caller only gets the incident id.
     log.error("%s failed, incident %s", method, incident, exc_info=exc)
-    context.abort(grpc.StatusCode.INTERNAL,
-                  f"internal error, incident {incident}; give this id to the archive administrator")
+    _refuse(context, grpc.StatusCode.INTERNAL,
+            f"internal error, incident {incident}; give this id to the archive administrator", "INTERNAL", "call")
+
+
+def _refuse(context, code: grpc.StatusCode, message: str, reason: str, scope: str):
+    """End the call with ``code``, ``message`` and the typed reason and scope a station decides on."""
+    context.abort_with_status(refusal.status(code, message, reason, scope))
+
+
+def _upper_snake(name: str) -> str:
+    """BundleRejected → BUNDLE_REJECTED."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
 
 def _disk_full(exc: Exception) -> bool:

@@ -20,7 +20,7 @@ from quire.errors import BadSignature, ContractError
 from . import stations
 from .archive import Archive
 from .errors import (BlobRejected, BlobsMissing, BundleRejected, ManifestRejected,
-                     SignatureInvalid, UnknownBundle, UploadDamaged)
+                     ManifestSignatureInvalid, UnknownBundle, UploadDamaged)
 
 
 @dataclass
@@ -46,7 +46,7 @@ def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> O
     try:
         manifest_format.verify(data, signature, bytes(station["public_key"]))
     except BadSignature as exc:
-        raise SignatureInvalid(f"station {station_id}: {exc}; nothing from this bundle was accepted") from None
+        raise ManifestSignatureInvalid(f"station {station_id}: {exc}; nothing from this bundle was accepted") from None
     # Only signed bytes are parsed: an unknown version or a malformed field is the station's word.
     try:
         manifest = manifest_format.read(data)

@@ -51,11 +51,13 @@ ACTIONS.update({f"change.{kind}": {role} for kind, role in CHANGE_ROLES.items()}
 
 class PermissionDenied(CentralError):
     code = grpc.StatusCode.PERMISSION_DENIED
+    scope = "caller"
     exit_code = 77  # EX_NOPERM
 
 
 class Unauthenticated(CentralError):
     code = grpc.StatusCode.UNAUTHENTICATED
+    scope = "caller"
     exit_code = 77
 
 

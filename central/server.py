@@ -78,6 +78,7 @@ class ListenFailed(CentralError):
 class StationMismatch(CentralError):
     code = grpc.StatusCode.PERMISSION_DENIED
     scope = "caller"
+    scope = "caller"
 
 
 def _caller(claimed: str) -> str:

@@ -73,6 +73,8 @@ def active(archive: Archive, station_id: str) -> dict:
 class WrongUnit(NotEnrolled):
     """A station uploading into a dossier of a unit it does not serve."""
 
+    scope = "bundle"   # the station's other bundles may be for its own units
+
 
 def check_unit(archive: Archive, station: dict, dossier: dict, bundle_id: str) -> None:
     """Refuse (and log, once per bundle) an upload into a dossier of another unit than the station's."""

@@ -81,9 +81,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("sync", help="send sealed bundles to the central archive",
                        description="Offer each queued bundle, upload what the central archive lacks, commit, "
-                                   "and store its signed receipt. Refused bundles are kept with the reasons.")
+                                   "and store its signed receipt. A bundle the archive refuses is kept aside with "
+                                   "the reasons; when it refuses this station (clock, suspension) every bundle "
+                                   "stays queued. A broken call is retried for sync_retry_span_s. Exits 6 when "
+                                   "the archive's audit log does not extend what this station witnessed.")
     c.add_argument("--central", help="central service HOST:PORT (default from config)")
     c.set_defaults(func=cmd_sync)
+
+    o = sub.add_parser("outbox", help="act on bundles in the outbox",
+                       description="Act on bundles waiting in the outbox ('quire-station status' lists them).")
+    o_sub = o.add_subparsers(title="outbox commands", metavar="COMMAND")
+    c = o_sub.add_parser("retry", help="queue a rejected bundle again",
+                         description="Put a rejected bundle back in the queue, sealed, so the next sync offers it "
+                                     "again — after what the archive refused was put right.")
+    which = c.add_mutually_exclusive_group(required=True)
+    which.add_argument("bundle", nargs="?", metavar="ID", help="the bundle id, or its first digits (from status)")
+    which.add_argument("--all", action="store_true", help="every rejected bundle")
+    c.set_defaults(func=cmd_outbox_retry)
+    o.set_defaults(func=lambda cfg, args: o.print_help() or 2)
+
+    c = sub.add_parser("checkpoint", help="print the archive's audit checkpoint this station witnessed",
+                       description="Print, as JSON, the largest signed checkpoint of the archive's audit log this "
+                                   "station holds from its receipts; an auditor checks the archive against it with "
+                                   "'quire-central audit verify --checkpoint FILE'.")
+    c.set_defaults(func=cmd_checkpoint)
 
     c = sub.add_parser("status", help="show the station, its batches and its outbox",
                        description="Show the station id and key, interrupted batches and what waits to sync.")
@@ -271,13 +292,42 @@ def cmd_sync(cfg, args) -> int:
         print(f"REJECTED {bundle_id[:12]}: {reason}")
     for bundle_id, reason in report.failed.items():
         print(f"waiting  {bundle_id[:12]}: {reason}")
+    if report.stopped:
+        print(f"stopped: the central archive refuses this station for now ({report.stopped}); every bundle stays "
+              "queued and is offered again at the next sync", file=sys.stderr)
     for alarm in report.alarms:
         print(alarm, file=sys.stderr)
     if report.alarms:
         return 6
-    if report.rejected:
-        return 4
-    return 4 if report.failed else 0
+    return 4 if report.rejected or report.failed or report.stopped else 0
+
+
+def cmd_outbox_retry(cfg, args) -> int:
+    from . import outbox
+    from .home import open_station
+
+    station = open_station(cfg)
+    try:
+        queued = outbox.retry(station.store, None if args.all else args.bundle)
+    finally:
+        station.close()
+    for bundle in queued:
+        print(f"{bundle['id'][:12]} queued again (was rejected: {bundle['last_error']})")
+    print(f"{len(queued)} bundle(s) queued again; the next sync offers them")
+    return 0
+
+
+def cmd_checkpoint(cfg, args) -> int:
+    from .home import open_station
+    from .witness import held_checkpoint
+
+    station = open_station(cfg)
+    try:
+        checkpoint = held_checkpoint(station.store)
+    finally:
+        station.close()
+    print(json.dumps(checkpoint, ensure_ascii=False))
+    return 0
 
 
 def cmd_status(cfg, args) -> int:

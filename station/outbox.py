@@ -1,7 +1,7 @@
 """The outbox: sealing a finished batch into a signed bundle, and each bundle's sync state.
 
 States: sealed → uploading → committed (receipt stored) → purged; or rejected, with the central
-service's reasons, until an operator acts.
+service's reasons, until an operator acts (`quire-station outbox retry` queues it again).
 """
 
 import json
@@ -123,10 +123,27 @@ def mark_committed(store: Store, bundle_id: str, receipt: bytes, signature: byte
         )
 
 
-def latest_receipt(store: Store) -> bytes | None:
-    """The most recent receipt this station holds: its view of the archive's audit log."""
-    row = one(store.db, "SELECT receipt FROM bundles WHERE receipt IS NOT NULL ORDER BY committed_at DESC LIMIT 1")
-    return bytes(row["receipt"]) if row else None
+def requeue(store: Store, bundle_id: str, reason: str | None = None) -> None:
+    """Put a bundle back in the queue, sealed: one the archive would not take from this station for now
+    (``reason`` says why), or a rejected one an operator retries."""
+    with atomic(store.db):
+        store.db.execute("UPDATE bundles SET state = 'sealed', last_error = ? WHERE id = ?"
+                         " AND state IN ('sealed', 'uploading', 'rejected')", [reason, bundle_id])
+
+
+def retry(store: Store, prefix: str | None) -> list[dict]:
+    """Queue again the rejected bundle whose id starts with ``prefix`` (every rejected one for None);
+    returns them."""
+    found = [b for b in rejected(store) if prefix is None or b["id"].startswith(prefix.lower())]
+    if prefix is not None and len(found) != 1:
+        listed = [b["id"][:12] for b in bundles(store) if b["id"].startswith(prefix.lower())]
+        if not found:
+            raise StoreError(f"no rejected bundle {prefix}" + (f" ({listed[0]} is not rejected)" if listed else "")
+                             + "; 'quire-station status' lists the rejected ones")
+        raise StoreError(f"{prefix} matches {len(found)} rejected bundles; give more of the id")
+    for bundle in found:
+        requeue(store, bundle["id"])
+    return found
 
 
 def get(store: Store, bundle_id: str) -> dict:

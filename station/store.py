@@ -67,6 +67,29 @@ MIGRATIONS = [
         "CREATE UNIQUE INDEX batches_material_unsealed ON batches (archive_no, item) WHERE state != 'sealed'",
         "CREATE INDEX batches_material ON batches (archive_no, item)",
     ]),
+    ("0004_witness_baseline", [
+        # The station compares each new audit checkpoint with the largest it has witnessed (it compared
+        # with the latest received, which a restored archive's smaller log replaced).
+        "INSERT OR IGNORE INTO meta (key, value) SELECT 'witnessed_receipt', CAST(receipt AS TEXT) FROM bundles"
+        " WHERE json_extract(CAST(receipt AS TEXT), '$.audit.checkpoint.body.tree_size') IS NOT NULL"
+        " ORDER BY json_extract(CAST(receipt AS TEXT), '$.audit.checkpoint.body.tree_size') DESC LIMIT 1",
+    ]),
+    ("0005_requeue_station_refusals", [
+        # Before refusals carried their scope, a refusal of the station itself (clock off, not
+        # registered, suspended or revoked, a call signature) marked the bundle rejected for good.
+        # Those rows carry only the archive's message, so this one upgrade goes by its words — the
+        # only place a message is read: a wrong guess costs one more offer, after which the archive's
+        # typed scope decides again.
+        "UPDATE bundles SET state = 'sealed' WHERE state = 'rejected' AND ("
+        " last_error LIKE '%call time is%from the archive''s clock%'"
+        " OR last_error LIKE '%is not registered with this archive%'"
+        " OR last_error LIKE '%is suspended since%pending its revocation%'"
+        " OR last_error LIKE '%was revoked at%its uploads are refused%'"
+        " OR last_error LIKE '%signature does not verify%; call refused%'"
+        " OR last_error LIKE '%unsigned call; stations sign every call%'"
+        " OR last_error LIKE '%replayed call refused%'"
+        " OR last_error LIKE '%call signed by station%claims to be%')",
+    ]),
 ]
 
 SUFFIX = {"image/jpeg": ".jpg", "image/tiff": ".tif"}

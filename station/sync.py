@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import google_crc32c
 import grpc
 
-from quire import keys
+from quire import keys, refusal
 from quire import receipt as receipt_format
 from quire.db import utcnow
 from quire.errors import ContractError
@@ -19,17 +19,11 @@ from . import notices, outbox
 from .errors import CentralKeyMismatch, CentralUnreachable, NotEnrolledError, SyncError
 from .home import Station
 from .transport import explain_unavailable, open_channel
+from .witness import witness
 
-# The central service refused the bundle itself: retrying the same bytes cannot help.
-_REFUSALS = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.FAILED_PRECONDITION,
-}
-# Worth another try after a pause: the network, the service, a resume point that moved, or bytes
-# damaged on the way (after the station has checked its own copy).
-_RETRYABLE = {
+# Failures of the connection or the service rather than refusals: worth another try after a pause.
+# Used only when the archive typed no scope (an older archive, or the call never reached it).
+_TRANSIENT = {
     grpc.StatusCode.DATA_LOSS,
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -37,6 +31,8 @@ _RETRYABLE = {
     grpc.StatusCode.OUT_OF_RANGE,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
 }
 
 
@@ -51,70 +47,286 @@ class SyncReport:
     committed: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    bytes_sent: int = 0
+    bytes_sent: int = 0          # page bytes the archive acknowledged holding that it lacked before this run
     pages: int = 0
     retries: int = 0
     alarms: list[str] = field(default_factory=list)
     notices: list[dict] = field(default_factory=list)   # new ones from the archive (QC rescan requests)
+    stopped: str = ""            # why the archive refuses this station for now; every bundle stays queued
+    _held: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def acknowledged(self, bundle_id: str, held: int) -> bool:
+        """The archive holds ``held`` bytes of the bundle's pages (the first figure of a run is where it
+        started); True when that is more than it held before."""
+        before = self._held.setdefault(bundle_id, held)
+        if held <= before:
+            return False
+        self.bytes_sent += held - before
+        self._held[bundle_id] = held
+        return True
 
 
 class BundleRefused(Exception):
-    pass
+    """The archive refused this bundle itself (or the station's own copy is damaged): set it aside."""
+
+
+class StationRefused(Exception):
+    """The archive refuses this station for now (unknown, suspended, clock off): stop, keep every bundle."""
 
 
 def sync(station: Station, central: str | None = None, sleep=time.sleep) -> SyncReport:
     """Push every queued bundle; refused ones are kept with the reasons, nothing is dropped.
 
-    Broken calls are retried with exponential backoff and full jitter, resuming uploads from the
-    central service's committed offset; when the service stays unreachable the rest waits.
+    A broken call (the first one too) is tried again, backing off exponentially with full jitter, for
+    ``sync_retry_span_s`` from the first failure in a row — long enough to outlast an archive restart —
+    resuming uploads from the central service's committed offset; when it stays unreachable the rest waits.
     """
     address = central or station.config.central or station.store.get_meta("central_address")
     if not address:
         raise SyncError("no central service known; run 'quire-station enroll --central HOST:PORT' "
                         "or set 'central' in station.toml")
-    report = SyncReport()
-    cfg = station.config
-    channel = open_channel(station, address)
+    session = _Session(station, address, _Backoff(station.config, sleep))
     try:
-        try:
-            central_key = _checked_central_key(station, _Stub(channel), address)
-        except SyncError as exc:
-            station.store.set_meta("sync_state", f"offline since {utcnow()}: {exc}")
-            raise
-        station.store.set_meta("sync_state", f"online, last contact {utcnow()}")
-        for bundle in outbox.rejected(station.store):
-            _recheck(station, _Stub(channel), bundle, central_key, report)
-        for bundle in outbox.pending(station.store):
-            for attempt in range(cfg.sync_attempts):
-                try:
-                    _send(station, _Stub(channel), bundle, central_key, report)
-                    report.failed.pop(bundle["id"], None)
-                    break
-                except BundleRefused as exc:
-                    outbox.mark_rejected(station.store, bundle["id"], str(exc))
-                    report.rejected[bundle["id"]] = str(exc)
-                    break
-                except grpc.RpcError as exc:
-                    reason = _describe(exc, address)
-                    outbox.note_failure(station.store, bundle["id"], reason)
-                    report.failed[bundle["id"]] = reason
-                    if exc.code() not in _RETRYABLE or attempt + 1 == cfg.sync_attempts:
-                        break
-                    report.retries += 1
-                    sleep(random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** attempt)))
-                    # A fresh connection: the old one may be half-dead (cut, stalled) without knowing it.
-                    channel.close()
-                    channel = open_channel(station, address)
-            if _unreachable(report.failed.get(bundle["id"])):
-                break  # central gone: the rest waits for the next run
-        if not any(_unreachable(reason) for reason in report.failed.values()):
+        session.run()
+    finally:
+        session.close()
+    return session.report
+
+
+class _Backoff:
+    """Pauses between tries: exponential with full jitter, until the retry span has passed since the
+    first failure of a row; progress (a bundle delivered, more of it acknowledged) ends the row."""
+
+    def __init__(self, cfg, sleep, clock=time.monotonic):
+        self.cfg, self.sleep, self.clock = cfg, sleep, clock
+        self.deadline: float | None = None
+        self.tries = 0
+
+    def pause(self) -> bool:
+        """Wait before the next try; False (no wait) once the span is used up."""
+        now = self.clock()
+        if self.deadline is None:
+            self.deadline = now + self.cfg.sync_retry_span_s
+        left = self.deadline - now
+        if left <= 0:
+            return False
+        ceiling = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** min(self.tries, 30))
+        self.sleep(min(left, random.uniform(0, ceiling)))
+        self.tries += 1
+        return True
+
+    def reset(self) -> None:
+        self.deadline, self.tries = None, 0
+
+
+class _Session:
+    """One sync run: a channel (opened afresh after a failure), its backoff and its report."""
+
+    def __init__(self, station: Station, address: str, backoff: _Backoff):
+        self.station, self.address, self.backoff = station, address, backoff
+        self.report = SyncReport()
+        self.channel = open_channel(station, address)
+        self.stub = _Stub(self.channel)
+        self.central_key = b""
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def reconnect(self) -> None:
+        """A fresh connection: the old one may be half-dead (cut, stalled) without knowing it."""
+        self.channel.close()
+        self.channel = open_channel(self.station, self.address)
+        self.stub = _Stub(self.channel)
+
+    def run(self) -> None:
+        store, report = self.station.store, self.report
+        self.central_key = self._greet()
+        store.set_meta("sync_state", f"online, last contact {utcnow()}")
+        for bundle in outbox.rejected(store):
+            self._recheck(bundle)
+        unreachable = False
+        for bundle in outbox.pending(store):
+            unreachable = self._deliver(bundle)
+            if report.stopped or unreachable:
+                break  # the rest waits for the next run
+        if report.stopped:
+            store.set_meta("sync_state", f"refused since {utcnow()}: {report.stopped}")
+        elif not unreachable:
             try:
-                report.notices = notices.fetch(station, _Stub(channel), cfg.sync_timeout_s)
+                report.notices = notices.fetch(self.station, self.stub, self.station.config.sync_timeout_s)
             except grpc.RpcError:
                 pass  # no news this time; asked again at the next sync
-    finally:
-        channel.close()
-    return report
+
+    def _greet(self) -> bytes:
+        """The archive's key, checked against the pinned one; the first call is retried like any other."""
+        while True:
+            try:
+                key = _checked_central_key(self.station, self.stub, self.address)
+                self.backoff.reset()
+                return key
+            except CentralUnreachable as exc:
+                if not self.backoff.pause():
+                    self.station.store.set_meta("sync_state", f"offline since {utcnow()}: {exc}")
+                    raise
+                self.report.retries += 1
+                self.reconnect()
+            except SyncError as exc:
+                self.station.store.set_meta("sync_state", f"offline since {utcnow()}: {exc}")
+                raise
+
+    def _deliver(self, bundle: dict) -> bool:
+        """Send one bundle, trying again while the span lasts; True when the archive is unreachable."""
+        store, report, bundle_id = self.station.store, self.report, bundle["id"]
+        while True:
+            try:
+                self._send(bundle)
+                report.failed.pop(bundle_id, None)
+                self.backoff.reset()
+                return False
+            except BundleRefused as exc:
+                outbox.mark_rejected(store, bundle_id, str(exc))
+                report.rejected[bundle_id] = str(exc)
+                report.failed.pop(bundle_id, None)
+                self.backoff.reset()
+                return False
+            except StationRefused as exc:
+                outbox.requeue(store, bundle_id, str(exc))
+                report.stopped = str(exc)
+                report.failed.pop(bundle_id, None)
+                return False
+            except grpc.RpcError as exc:
+                reason = _describe(exc, self.address)
+                outbox.note_failure(store, bundle_id, reason)
+                report.failed[bundle_id] = reason
+                if not self.backoff.pause():
+                    return exc.code() == grpc.StatusCode.UNAVAILABLE and refusal.scope_of(exc) is None
+                report.retries += 1
+                self.reconnect()
+
+    def _call(self, method, request, timeout: float):
+        """One call; a refusal becomes BundleRefused or StationRefused by the scope the archive typed."""
+        try:
+            reply = method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            scope = refusal.scope_of(exc)
+            if scope == "bundle":
+                raise BundleRefused(exc.details()) from None
+            if scope == "caller" or scope is None and exc.code() not in _TRANSIENT:
+                raise StationRefused(exc.details()) from None
+            raise
+        return reply
+
+    def _send(self, bundle: dict) -> None:
+        station = self.station
+        timeout = station.config.sync_timeout_s
+        sid = station.station_id
+        bundle_id = bundle["id"]
+        outbox.mark_uploading(station.store, bundle_id)
+        offer = self._call(self.stub.Offer, sync_pb2.OfferRequest(
+            station_id=sid, manifest=bundle["manifest"], signature=bundle["signature"]), timeout)
+        if offer.bundle_id != bundle_id:
+            raise BundleRefused(f"central service computed bundle id {offer.bundle_id}, expected {bundle_id}")
+        pages = json.loads(bundle["manifest"])["pages"]
+        fresh = not offer.HasField("receipt")
+        if fresh:
+            by_sha = {p["sha256"]: p for p in pages}
+            unknown = [sha for sha in offer.missing_sha256 if sha not in by_sha]
+            if unknown:
+                raise BundleRefused(f"central service asked for blob {unknown[0]} that is not in the bundle")
+            todo = [(by_sha[sha], offset) for sha, offset in _resume_points(offer)]
+            held = sum(p["bytes"] for p in pages) - sum(page["bytes"] - offset for page, offset in todo)
+            self._progress(bundle_id, held)
+            for group in _streams(todo):
+                reply = self._upload_showing_progress(bundle_id, group, held)
+                held += _acknowledged(group, reply)
+                self._progress(bundle_id, held)
+            signed = self._call(self.stub.Commit, sync_pb2.CommitRequest(station_id=sid, bundle_id=bundle_id),
+                                timeout).receipt
+        else:
+            signed = offer.receipt
+        try:
+            body = receipt_format.verify(signed.receipt, signed.signature, self.central_key, bundle_id)
+        except ContractError as exc:
+            raise SyncError(f"receipt for bundle {bundle_id[:12]} does not verify ({exc}); bundle kept queued") from None
+        self._committed(bundle, signed, body, fresh)
+
+    def _progress(self, bundle_id: str, held: int) -> None:
+        """The archive acknowledged holding ``held`` bytes of the bundle; more than before ends a row of failures."""
+        if self.report.acknowledged(bundle_id, held):
+            self.backoff.reset()
+        outbox.note_progress(self.station.store, bundle_id, held)
+
+    def _recheck(self, bundle: dict) -> None:
+        """Ask once about a refused bundle: an archivist may since have catalogued it (a four-eyes
+        replacement), and then the archive answers with its receipt. Any other answer leaves it as it is."""
+        try:
+            offer = self._call(self.stub.Offer, sync_pb2.OfferRequest(
+                station_id=self.station.station_id, manifest=bundle["manifest"], signature=bundle["signature"]),
+                self.station.config.sync_timeout_s)
+        except (grpc.RpcError, BundleRefused, StationRefused):
+            return  # still refused (the reasons kept are the archive's), or the archive is unreachable now
+        if offer.bundle_id != bundle["id"] or not offer.HasField("receipt"):
+            return
+        try:
+            body = receipt_format.verify(offer.receipt.receipt, offer.receipt.signature, self.central_key,
+                                         bundle["id"])
+        except ContractError:
+            return
+        self._committed(bundle, offer.receipt, body, fresh=False)
+
+    def _committed(self, bundle: dict, signed, body: dict, fresh: bool) -> None:
+        """Keep the verified receipt, then witness the audit log it vouches for."""
+        outbox.mark_committed(self.station.store, bundle["id"], signed.receipt, signed.signature)
+        self.report.committed.append(bundle["id"])
+        self.report.pages += len(json.loads(bundle["manifest"])["pages"])
+        alarm = witness(self.station.store, signed.receipt, body, self.central_key, fresh)
+        if alarm:
+            self.report.alarms.append(alarm)
+
+    def _upload_showing_progress(self, bundle_id: str, group: list[tuple[dict, int]], held: int):
+        """One Write call on a worker thread while this one notes, each second, how far it has got, so
+        `quire-station status` moves during a long stream on a slow link; returns the archive's answer."""
+        handed = [0]
+        with ThreadPoolExecutor(1, thread_name_prefix="quire-upload") as pool:
+            call = pool.submit(self._upload, bundle_id, group, handed)
+            while not wait([call], timeout=_PROGRESS_EVERY_S).done:
+                outbox.note_progress(self.station.store, bundle_id, held + handed[0])
+            return call.result()
+
+    def _upload(self, bundle_id: str, group: list[tuple[dict, int]], handed: list[int]):
+        """Stream some page files, each from the central service's committed offset, in one Write call;
+        ``handed`` counts the bytes given to gRPC so far."""
+        station = self.station
+        chunk = station.config.chunk_bytes
+
+        def requests():
+            first = True
+            for page, offset in group:
+                with open(station.store.page_path(page["sha256"], page["media_type"]), "rb") as fh:
+                    fh.seek(offset)
+                    start = True
+                    while True:
+                        data = fh.read(chunk)
+                        last = offset + len(data) >= page["bytes"] or not data
+                        head = sync_pb2.WriteRequest(write_offset=offset)
+                        if start:
+                            head.sha256, start = page["sha256"], False
+                        if first:
+                            head.station_id, head.bundle_id, first = station.station_id, bundle_id, False
+                        yield write_request(head, data, last)
+                        offset += len(data)
+                        handed[0] += len(data)
+                        if last:
+                            break
+
+        # A big stream on a slow link needs longer than one small call; a stalled link still times out.
+        remaining = sum(page["bytes"] - offset for page, offset in group)
+        try:
+            return self._call(self.stub.Write, requests(), station.config.sync_timeout_s + remaining / 250_000)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DATA_LOSS:
+                _check_own_copies(station, [page for page, _ in group], exc.details())
+            raise
 
 
 class _Stub(sync_pb2_grpc.StationSyncStub):
@@ -124,10 +336,6 @@ class _Stub(sync_pb2_grpc.StationSyncStub):
         super().__init__(channel)
         self.Write = channel.stream_unary(_WRITE_METHOD, request_serializer=None,
                                           response_deserializer=sync_pb2.WriteResponse.FromString)
-
-
-def _unreachable(reason: str | None) -> bool:
-    return bool(reason) and "unreachable" in reason
 
 
 def _checked_central_key(station: Station, stub, address: str) -> bytes:
@@ -149,79 +357,15 @@ def _checked_central_key(station: Station, stub, address: str) -> bytes:
     return info.public_key
 
 
-def _send(station: Station, stub, bundle: dict, central_key: bytes, report: SyncReport) -> None:
-    timeout = station.config.sync_timeout_s
-    sid = station.station_id
-    bundle_id = bundle["id"]
-    outbox.mark_uploading(station.store, bundle_id)
-    offer = _call(stub.Offer, sync_pb2.OfferRequest(
-        station_id=sid, manifest=bundle["manifest"], signature=bundle["signature"]), timeout)
-    if offer.bundle_id != bundle_id:
-        raise BundleRefused(f"central service computed bundle id {offer.bundle_id}, expected {bundle_id}")
-    pages = json.loads(bundle["manifest"])["pages"]
-    if not offer.HasField("receipt"):
-        by_sha = {p["sha256"]: p for p in pages}
-        unknown = [sha for sha in offer.missing_sha256 if sha not in by_sha]
-        if unknown:
-            raise BundleRefused(f"central service asked for blob {unknown[0]} that is not in the bundle")
-        todo = [(by_sha[sha], offset) for sha, offset in _resume_points(offer)]
-        held = sum(p["bytes"] for p in pages) - sum(page["bytes"] - offset for page, offset in todo)
-        outbox.note_progress(station.store, bundle_id, held)
-        for group in _streams(todo):
-            _upload_showing_progress(station, stub, bundle_id, group, timeout, report, held)
-            held += sum(page["bytes"] - offset for page, offset in group)
-            outbox.note_progress(station.store, bundle_id, held)
-        signed = _call(stub.Commit, sync_pb2.CommitRequest(station_id=sid, bundle_id=bundle_id), timeout).receipt
-    else:
-        signed = offer.receipt
-    try:
-        body = receipt_format.verify(signed.receipt, signed.signature, central_key, bundle_id)
-    except ContractError as exc:
-        raise SyncError(f"receipt for bundle {bundle_id[:12]} does not verify ({exc}); bundle kept queued") from None
-    held = outbox.latest_receipt(station.store)
-    outbox.mark_committed(station.store, bundle_id, signed.receipt, signed.signature)
-    report.committed.append(bundle_id)
-    report.pages += len(pages)
-    _witness(station, held, body, central_key, report)
-
-
-def _recheck(station: Station, stub, bundle: dict, central_key: bytes, report: SyncReport) -> None:
-    """Ask once about a refused bundle: an archivist may since have catalogued it (a four-eyes
-    replacement), and then the archive answers with its receipt. Any other answer leaves it as it is."""
-    try:
-        offer = _call(stub.Offer, sync_pb2.OfferRequest(
-            station_id=station.station_id, manifest=bundle["manifest"], signature=bundle["signature"]),
-            station.config.sync_timeout_s)
-    except (grpc.RpcError, BundleRefused):
-        return  # still refused (the reasons kept are the archive's), or the archive is unreachable now
-    if offer.bundle_id != bundle["id"] or not offer.HasField("receipt"):
-        return
-    try:
-        body = receipt_format.verify(offer.receipt.receipt, offer.receipt.signature, central_key, bundle["id"])
-    except ContractError:
-        return
-    held = outbox.latest_receipt(station.store)
-    outbox.mark_committed(station.store, bundle["id"], offer.receipt.receipt, offer.receipt.signature)
-    report.committed.append(bundle["id"])
-    report.pages += len(json.loads(bundle["manifest"])["pages"])
-    _witness(station, held, body, central_key, report)
-
-
-def _witness(station: Station, held: bytes | None, body: dict, central_key: bytes, report: SyncReport) -> None:
-    """As a witness of the archive's audit log: the new receipt's log must extend the one held."""
-    if held is None:
-        return
-    held_body = json.loads(held)
-    old, new = receipt_format.checkpoint_of(held_body), receipt_format.checkpoint_of(body)
-    if old is None or new is None or new.tree_size < old.tree_size:
-        return  # a receipt from before the audit log, or an old receipt delivered again
-    try:
-        receipt_format.check_history(held_body, body, central_key)
-    except ContractError as exc:
-        alarm = (f"ALARM: the archive's audit log does not extend the one this station witnessed at log size "
-                 f"{old.tree_size} ({exc}); history may have been rewritten — report this to the security officer")
-        station.store.set_meta("history_alarm", f"{utcnow()} {alarm}")
-        report.alarms.append(alarm)
+def _acknowledged(group: list[tuple[dict, int]], reply) -> int:
+    """Bytes a Write's answer says the archive stored of the group: each blob it completed, and of an
+    unfinished last one, up to its committed size."""
+    done = set(reply.completed_sha256)
+    stored = sum(page["bytes"] - offset for page, offset in group if page["sha256"] in done)
+    page, offset = group[-1]
+    if page["sha256"] not in done:
+        stored += max(0, reply.committed_size - offset)
+    return stored
 
 
 def _resume_points(offer) -> list[tuple[str, int]]:
@@ -246,53 +390,6 @@ def _streams(todo: list[tuple[dict, int]]) -> list[list[tuple[dict, int]]]:
         groups[-1].append(item)
         size += n
     return groups if todo else []
-
-
-def _upload_showing_progress(station: Station, stub, bundle_id: str, group: list[tuple[dict, int]],
-                             timeout: float, report: SyncReport, held: int) -> None:
-    """One Write call on a worker thread while this one notes, each second, how far it has got, so
-    `quire-station status` moves during a long stream on a slow link."""
-    start = report.bytes_sent
-    with ThreadPoolExecutor(1, thread_name_prefix="quire-upload") as pool:
-        call = pool.submit(_upload, station, stub, bundle_id, group, timeout, report)
-        while not wait([call], timeout=_PROGRESS_EVERY_S).done:
-            outbox.note_progress(station.store, bundle_id, held + report.bytes_sent - start)
-        call.result()
-
-
-def _upload(station: Station, stub, bundle_id: str, group: list[tuple[dict, int]], timeout: float,
-            report: SyncReport) -> None:
-    """Stream some page files, each from the central service's committed offset, in one Write call."""
-    chunk = station.config.chunk_bytes
-
-    def requests():
-        first = True
-        for page, offset in group:
-            with open(station.store.page_path(page["sha256"], page["media_type"]), "rb") as fh:
-                fh.seek(offset)
-                start = True
-                while True:
-                    data = fh.read(chunk)
-                    last = offset + len(data) >= page["bytes"] or not data
-                    head = sync_pb2.WriteRequest(write_offset=offset)
-                    if start:
-                        head.sha256, start = page["sha256"], False
-                    if first:
-                        head.station_id, head.bundle_id, first = station.station_id, bundle_id, False
-                    yield write_request(head, data, last)
-                    offset += len(data)
-                    report.bytes_sent += len(data)
-                    if last:
-                        break
-
-    # A big stream on a slow link needs longer than one small call; a stalled link still times out.
-    remaining = sum(page["bytes"] - offset for page, offset in group)
-    try:
-        _call(stub.Write, requests(), timeout + remaining / 250_000)
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.DATA_LOSS:
-            _check_own_copies(station, [page for page, _ in group], exc.details())
-        raise
 
 
 _WRITE_METHOD = "/{}/Write".format(sync_pb2.DESCRIPTOR.services_by_name["StationSync"].full_name)
@@ -332,15 +429,6 @@ def _check_own_copies(station: Station, pages: list[dict], why: str) -> None:
                 f"this station's copy of page {page['n']} ({station.store.page_path(page['sha256'], page['media_type'])}) "
                 f"is damaged or missing: it no longer matches the sealed manifest (the archive reported: {why}); "
                 "rescan the material")
-
-
-def _call(method, request, timeout: float):
-    try:
-        return method(request, timeout=timeout)
-    except grpc.RpcError as exc:
-        if exc.code() in _REFUSALS:
-            raise BundleRefused(exc.details()) from None
-        raise
 
 
 def _describe(exc: grpc.RpcError, address: str) -> str:

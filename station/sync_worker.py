@@ -70,7 +70,15 @@ class SyncWorker:
         except StationError as exc:
             self._set("central sync failing", str(exc), logging.WARNING)
         else:
-            self._set("central online", "central archive answers")
+            for alarm in report.alarms:
+                log.error("%s", alarm)
+            if report.alarms:
+                self._set("central HISTORY ALARM", "the alarm above is kept in 'quire-station status'", logging.ERROR)
+            elif report.stopped:
+                self._set("central refuses this station", report.stopped + "; every bundle stays queued",
+                          logging.WARNING)
+            else:
+                self._set("central online", "central archive answers")
             from .notices import describe
 
             for notice in report.notices:

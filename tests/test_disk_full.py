@@ -43,7 +43,7 @@ def test_archive_disk_full_is_reported_and_the_bundle_retried_later(small_disk, 
     server, port = build_server(archive, "127.0.0.1:0")
     server.start()
     address = f"127.0.0.1:{port}"
-    st = register(archive, address, make_station(tmp_path / "st", address, dpi=300, sync_attempts=2,
+    st = register(archive, address, make_station(tmp_path / "st", address, dpi=300, sync_retry_span_s=0.2,
                                                  backoff_base_s=0.01))
     try:
         scan(st, {"archive_no": "D-G"}, {"item": "2-1", "title": "t"}, "synthetic:seed=5,sheets=2")

@@ -42,7 +42,7 @@ def central_pages(archive) -> dict:
 def flaky_station(tmp_path, central):
     archive, address = central
     st = register(archive, address, make_station(tmp_path / "st", address, dpi=200, sync_timeout_s=3.0,
-                                                 backoff_base_s=0.05, backoff_max_s=0.2, sync_attempts=30,
+                                                 backoff_base_s=0.05, backoff_max_s=0.2,
                                                  chunk_bytes=16384))
     for n, item in enumerate(("1-1", "4-1-2", "9-2-1"), 1):
         scan(st, {"archive_no": "D-50"}, {"item": item, "title": "t"}, f"synthetic:seed={n},sheets=2")
@@ -237,7 +237,7 @@ def test_archive_restarted_mid_upload_resumes_from_its_committed_offset(tmp_path
     proxy = FaultyProxy(address, rate_bytes_s=300_000)
     home = tmp_path / "st"
     st = make_station(home, station_id="st-restart", dpi=300, sync_timeout_s=5.0, backoff_base_s=0.2,
-                      backoff_max_s=0.5, sync_attempts=40, chunk_bytes=65536)
+                      backoff_max_s=0.5, chunk_bytes=65536)
     try:
         run_cli("quire-central", "--home", central_home, "stations", "add", "st-restart", "--key",
                 st.public_key.hex(), "--unit", "u")
@@ -276,12 +276,14 @@ def test_archive_restarted_mid_upload_resumes_from_its_committed_offset(tmp_path
 def test_status_tells_what_waits_and_why(flaky_station):
     import contextlib
     import io
+    from dataclasses import replace
 
     from station.cli import main
     from station.errors import CentralUnreachable
 
-    with pytest.raises(CentralUnreachable):
-        sync(flaky_station, "127.0.0.1:9")  # nothing listens there
+    with pytest.raises(CentralUnreachable):  # nothing listens there; tried once
+        sync(replace(flaky_station, config=flaky_station.config.model_copy(update={"sync_retry_span_s": 0})),
+             "127.0.0.1:9")
     db = flaky_station.store.db
     db.execute("UPDATE bundles SET state = 'uploading', last_error = NULL, uploaded_bytes ="
                " (SELECT SUM(bytes) FROM pages p WHERE p.batch_id = bundles.batch_id) / 2 WHERE rowid = 1")
@@ -350,7 +352,7 @@ def test_a_cut_connection_keeps_every_whole_chunk_that_reached_the_archive(centr
     not drop chunks it had received but not yet written (bench/sync.py measures this at full-size chunks)."""
     archive, address = central
     chunk = 65536
-    st = register(archive, address, make_station(tmp_path / "st", address, chunk_bytes=chunk, sync_attempts=1))
+    st = register(archive, address, make_station(tmp_path / "st", address, chunk_bytes=chunk, sync_retry_span_s=0))
     scan(st, {"archive_no": "D-52"}, {"item": "1-1", "title": "t"}, "synthetic:seed=6,sheets=3")
     assert st.store.db.execute("SELECT SUM(bytes) FROM pages").fetchone()[0] > 2_000_000
     proxy = FaultyProxy(address, cut_after=(1_500_000, 1_500_000), max_faults=1)

@@ -151,7 +151,7 @@ def test_a_unit_whose_profile_is_gone_keeps_its_bundles_queued(tmp_path, central
     archive, address = central
     (archive.config.home / "profiles" / "strict.toml").write_text(STRICT)
     profile.assign(archive, "unit-strict", "strict")
-    st = register(archive, address, make_station(tmp_path / "st", address, sync_attempts=1), unit="unit-strict")
+    st = register(archive, address, make_station(tmp_path / "st", address, sync_retry_span_s=0), unit="unit-strict")
     bid = seal(st, [page()], "1-1")
     (archive.config.home / "profiles" / "strict.toml").unlink()
     report = sync(st)
