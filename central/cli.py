@@ -212,11 +212,13 @@ def _advertise(archive, host: str, port: int):
 
     from quire import discovery
 
+    # Listening everywhere: announce the addresses of the interfaces mDNS goes out on.
+    interfaces = archive.config.zeroconf_interfaces if host in ("0.0.0.0", "::", "") else [host]
+    try:
+        announce = discovery.announced_addresses(interfaces)
+    except ValueError as exc:
+        raise CentralError(f"not announced on zeroconf: {exc} (or serve with --no-advertise)") from None
     zc = discovery.open_zeroconf(archive.config.zeroconf_interfaces)
-    announce = host
-    if host in ("0.0.0.0", "::", ""):  # listening everywhere: announce the address mDNS goes out on
-        interfaces = archive.config.zeroconf_interfaces
-        announce = interfaces[0] if interfaces != "all" else socket.gethostbyname(socket.gethostname())
     discovery.advertise(zc, discovery.CENTRAL_TYPE, f"quire-central-{socket.gethostname()}", announce, port, {
         "fp": keys.fingerprint(archive.public_key),
         "tls": archive.tls.cert_sha256.hex(),

@@ -1,8 +1,20 @@
-"""Finding the central archive by zeroconf when no address is configured."""
+"""Finding the central archive by zeroconf when no address is configured or it moved; announcing the station."""
 
-from quire import discovery
+import hashlib
+import logging
+import ssl
 
-from .errors import CentralUnreachable
+import zeroconf
+
+from quire import discovery, keys
+
+from .errors import CentralKeyMismatch, CentralUnreachable
+from .transport import answers, fetch_certificate
+
+log = logging.getLogger("quire.station.discovery")
+
+RELOCATE_BROWSE_S = 2.0   # how long to look for a moved archive
+ANSWER_S = 2.0            # how long a connection to a live archive may take to open
 
 
 def find_central(config, timeout_s: float = 5.0, fingerprint: str | None = None) -> str:
@@ -26,23 +38,66 @@ def find_central(config, timeout_s: float = 5.0, fingerprint: str | None = None)
                                    for f in found))
         raise CentralUnreachable(f"several central archives answered: {listing}; "
                                  "pass --fingerprint (from 'quire-central info') or --central HOST:PORT")
-    first = found[0]
-    host = first["address"]
-    return f"[{host}]:{first['port']}" if ":" in host else f"{host}:{first['port']}"
+    return _host_port(found[0])
+
+
+def relocated(station, address: str) -> str:
+    """``address``, or, when nothing answers there, where zeroconf finds the archive this station is pinned
+    to: its key fingerprint in TXT and the pinned TLS certificate presented (the key is checked again on
+    the call). An announcement of the pinned key with another certificate is refused loudly."""
+    pinned = station.store.get_meta("central_key")
+    if not pinned or answers(address, ANSWER_S):
+        return address
+    fingerprint = keys.fingerprint(bytes.fromhex(pinned))
+    try:
+        zc = discovery.open_zeroconf(station.config.zeroconf_interfaces)
+        try:
+            found = discovery.browse(zc, discovery.CENTRAL_TYPE, RELOCATE_BROWSE_S,
+                                     lambda props: props.get("fp") == fingerprint)
+        finally:
+            zc.close()
+    except (OSError, zeroconf.Error) as exc:
+        log.warning("central archive at %s does not answer and zeroconf cannot look for it (%s)", address, exc)
+        return address
+    impostors = []
+    for candidate in dict.fromkeys(_host_port(f) for f in found if _host_port(f) != address):
+        if station.config.insecure:
+            if not answers(candidate, ANSWER_S):
+                continue
+        else:
+            try:
+                presented = fetch_certificate(candidate, timeout_s=ANSWER_S)
+            except CentralUnreachable:
+                continue
+            if presented != ssl.PEM_cert_to_DER_cert(station.store.get_meta("central_cert")):
+                impostors.append(f"{candidate} (TLS certificate SHA256:{hashlib.sha256(presented).hexdigest()})")
+                continue
+        log.warning("central archive %s moved from %s to %s (found by zeroconf); syncing there", fingerprint,
+                    address, candidate)
+        station.store.set_meta("central_address", candidate)
+        return candidate
+    if impostors:
+        raise CentralKeyMismatch(
+            f"central archive at {address} does not answer, and zeroconf announces key {fingerprint} at "
+            f"{', '.join(impostors)}, which is not the certificate pinned at enrolment; nothing was sent. "
+            "Something on this network claims to be the archive: tell the archive operator")
+    return address
+
+
+def _host_port(found: dict) -> str:
+    host = found["address"]
+    return f"[{host}]:{found['port']}" if ":" in host else f"{host}:{found['port']}"
 
 
 class StationAnnouncement:
     """This station on zeroconf (id, state, outbox length), so technicians and the archive see it."""
 
     def __init__(self, config, station_id: str, state: str, outbox: int):
-        import socket
-
+        addresses = discovery.announced_addresses(config.zeroconf_interfaces)
         self._zc = discovery.open_zeroconf(config.zeroconf_interfaces)
         try:
-            interfaces = config.zeroconf_interfaces
-            address = interfaces[0] if interfaces != "all" else socket.gethostbyname(socket.gethostname())
             # DNS-SD needs a port; the station serves none over the network, so it announces the discard port.
-            self._args = (discovery.STATION_TYPE, station_id, address, 9)
+            self._args = (discovery.STATION_TYPE, station_id, addresses, 9)
             self._id = station_id
             discovery.advertise(self._zc, *self._args, self._props(state, outbox))
         except BaseException:

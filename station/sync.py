@@ -16,6 +16,7 @@ from quire.errors import ContractError
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
 from . import notices, outbox
+from .discovery import relocated
 from .errors import CentralKeyMismatch, CentralUnreachable, NotEnrolledError, SyncError
 from .home import Station
 from .transport import explain_unavailable, open_channel
@@ -85,6 +86,7 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
     if not address:
         raise SyncError("no central service known; run 'quire-station enroll --central HOST:PORT' "
                         "or set 'central' in station.toml")
+    address = central or relocated(station, address)  # an archive that moved is found by its pinned key
     session = _Session(station, address, _Backoff(station.config, sleep))
     try:
         session.run()

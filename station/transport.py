@@ -29,6 +29,15 @@ def fetch_certificate(address: str, timeout_s: float = 10.0) -> bytes:
         raise CentralUnreachable(f"no TLS service at {address} ({exc})") from None
 
 
+def answers(address: str, timeout_s: float) -> bool:
+    """Whether anything accepts a connection at ``address`` (who it is, the pins tell)."""
+    try:
+        with socket.create_connection(_split(address), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 class _Signer(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
     """Adds the station's signature, time and nonce to every call."""
 

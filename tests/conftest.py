@@ -112,6 +112,7 @@ def make_station(home: Path, central_address: str | None = None, station_id: str
     from station import config, home as station_home
 
     home.mkdir(parents=True, exist_ok=True)
+    cfg.setdefault("zeroconf_interfaces", ["127.0.0.1"])  # a moved archive is looked for on loopback only
     return station_home.init(config.load(home, central=central_address, **cfg), station_id)
 
 

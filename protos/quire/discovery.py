@@ -1,9 +1,10 @@
 """Zeroconf (mDNS/DNS-SD): the central archive and stations make themselves findable on the LAN."""
 
-import socket
+import ipaddress
 import threading
 import time
 
+import ifaddr
 from zeroconf import InterfaceChoice, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
 CENTRAL_TYPE = "_quire._tcp.local."
@@ -18,17 +19,36 @@ def open_zeroconf(interfaces: list | str = "all") -> Zeroconf:
     return Zeroconf(interfaces=list(interfaces))
 
 
-def service_info(service_type: str, name: str, host: str, port: int, properties: dict) -> ServiceInfo:
-    """The DNS-SD records of one instance, with the TXT version added."""
-    addresses = [socket.inet_aton(host)] if _is_ipv4(host) else []
-    return ServiceInfo(service_type, f"{name}.{service_type}", port=port, addresses=addresses or None,
-                       parsed_addresses=None if addresses else ["127.0.0.1"],
+def announced_addresses(interfaces: list | str = "all", adapters: list[ifaddr.Adapter] | None = None) -> list[str]:
+    """The addresses to announce: those of the host's interfaces (``interfaces``: "all", or the
+    addresses zeroconf is bound to), IPv4 and IPv6, link-local IPv6 with its scope id; loopback only
+    when nothing else is configured, since a loopback address sends a station to itself."""
+    adapters = ifaddr.get_adapters() if adapters is None else adapters
+    chosen = []
+    for adapter in adapters:
+        for ip in adapter.ips:
+            address = ipaddress.ip_address(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
+            if interfaces != "all" and str(address) not in interfaces:
+                continue
+            scoped = address.version == 6 and address.is_link_local and not isinstance(ip.ip, str) and ip.ip[2]
+            chosen.append((address, f"{address}%{ip.ip[2]}" if scoped else str(address)))
+    if not chosen:
+        raise ValueError(f"none of the zeroconf interfaces {interfaces} is an address of this host's interfaces "
+                         f"({', '.join(str(ip.ip) for a in adapters for ip in a.ips)}); correct zeroconf_interfaces")
+    outside = [text for address, text in chosen if not address.is_loopback]
+    return outside or [text for _, text in chosen]
+
+
+def service_info(service_type: str, name: str, addresses: list[str], port: int, properties: dict) -> ServiceInfo:
+    """The DNS-SD records of one instance at ``addresses``, with the TXT version added."""
+    return ServiceInfo(service_type, f"{name}.{service_type}", port=port, addresses=addresses,
                        properties={"v": TXT_VERSION, **properties}, server=f"{name}.local.")
 
 
-def advertise(zc: Zeroconf, service_type: str, name: str, host: str, port: int, properties: dict) -> ServiceInfo:
+def advertise(zc: Zeroconf, service_type: str, name: str, addresses: list[str], port: int,
+              properties: dict) -> ServiceInfo:
     """Register one service instance; the caller unregisters it on shutdown."""
-    info = service_info(service_type, name, host, port, properties)
+    info = service_info(service_type, name, addresses, port, properties)
     zc.register_service(info, allow_name_change=True)
     return info
 
@@ -47,7 +67,7 @@ def browse(zc: Zeroconf, service_type: str, timeout_s: float = 5.0, want=lambda 
         props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
         if props.get("v") != TXT_VERSION or not want(props):
             return
-        for address in info.parsed_addresses():
+        for address in info.parsed_scoped_addresses():
             found.append({"name": name, "address": address, "port": info.port, "properties": props})
         done.set()
 
@@ -60,11 +80,3 @@ def browse(zc: Zeroconf, service_type: str, timeout_s: float = 5.0, want=lambda 
     finally:
         browser.cancel()
     return found
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        socket.inet_aton(host)
-        return host.count(".") == 3
-    except OSError:
-        return False

@@ -1,8 +1,17 @@
 """Zeroconf on loopback only: the archive finds stations, stations find the archive."""
 
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from quire import discovery
 from station import config
 from station.discovery import StationAnnouncement
+from tests.conftest import run_cli
 
 
 def test_a_station_announces_its_id_state_and_outbox(tmp_path):
@@ -18,3 +27,101 @@ def test_a_station_announces_its_id_state_and_outbox(tmp_path):
     finally:
         zc.close()
         announcement.close()
+
+
+def _adapters():
+    from ifaddr import IP, Adapter
+
+    return [Adapter("lo", "lo", [IP("127.0.0.1", 8, "lo"), IP(("::1", 0, 0), 128, "lo")], index=1),
+            Adapter("eth0", "eth0", [IP("192.168.10.20", 24, "eth0"), IP(("2001:db8::20", 0, 0), 64, "eth0"),
+                                     IP(("fe80::2", 0, 2), 64, "eth0")], index=2)]
+
+
+def test_the_interfaces_real_addresses_are_announced_not_loopback():
+    assert discovery.announced_addresses("all", _adapters()) == ["192.168.10.20", "2001:db8::20", "fe80::2%2"]
+    assert discovery.announced_addresses(["192.168.10.20", "127.0.0.1"], _adapters()) == ["192.168.10.20"]
+    # Bound to loopback only (tests, the demo): loopback is all there is to announce.
+    assert discovery.announced_addresses(["127.0.0.1"], _adapters()) == ["127.0.0.1"]
+    lo_only = _adapters()[:1]
+    assert discovery.announced_addresses("all", lo_only) == ["127.0.0.1", "::1"]
+    with pytest.raises(ValueError, match="203.0.113.9.*correct zeroconf_interfaces"):
+        discovery.announced_addresses(["203.0.113.9"], _adapters())
+
+
+def test_an_announcement_carries_every_address_link_local_with_its_scope():
+    info = discovery.service_info(discovery.CENTRAL_TYPE, "quire-central-x",
+                                  discovery.announced_addresses("all", _adapters()), 7443, {"fp": "SHA256:x"})
+    assert info.parsed_scoped_addresses() == ["192.168.10.20", "2001:db8::20", "fe80::2%2"]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start `quire-central serve` on a fresh port, announcing on loopback only; (process, address, fingerprint)."""
+    started = []
+
+    def start(home, *args):
+        exe = Path(sys.executable).parent / "quire-central"
+        proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", "127.0.0.1:0",
+                                 "--zeroconf-interface", "127.0.0.1", *args], stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        address = proc.stdout.readline().strip().removeprefix("listening on ")
+        fingerprint = proc.stdout.readline().strip().removeprefix("key fingerprint ")
+        return proc, address, fingerprint
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def _stop(proc):
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+
+
+def test_a_station_finds_its_archive_on_a_new_port_and_refuses_an_impostor(tmp_path, serve):
+    real_home, st = tmp_path / "central", ["--home", tmp_path / "st"]
+    proc, old, fingerprint = serve(real_home)
+    (tmp_path / "st").mkdir()
+    # Retries are not what this is about: an archive that stays away is reported after 2 s.
+    (tmp_path / "st" / "station.toml").write_text(f'central = "{old}"\nzeroconf_interfaces = ["127.0.0.1"]\n'
+                                                  'sync_retry_span_s = 2\n')
+    key = re.search(r"public key ([0-9a-f]{64})", run_cli("quire-station", *st, "init", "--id", "st-m").stdout)[1]
+    run_cli("quire-central", "--home", real_home, "stations", "add", "st-m", "--key", key, "--unit", "u1")
+    assert "enrolled into unit u1" in run_cli("quire-station", *st, "enroll").stdout
+    run_cli("quire-station", *st, "scan", "--dossier", "D-5", "--material", "1-1", "--title", "履历表",
+            "--source", "synthetic:seed=1,sheets=1")
+    _stop(proc)
+    proc, new, _ = serve(real_home)  # the archive restarted on another port
+    assert new != old
+    synced = run_cli("quire-station", *st, "sync", check=False)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "committed 1 bundle(s), 2 pages" in synced.stdout
+    assert f"moved from {old} to {new} (found by zeroconf)" in synced.stderr
+    _stop(proc)
+
+    # Another archive (another key) answers where our archive's service name now points.
+    impostor_home = tmp_path / "impostor"
+    _, impostor, other = serve(impostor_home, "--no-advertise")
+    run_cli("quire-station", *st, "scan", "--dossier", "D-5", "--material", "2-1", "--title", "自传",
+            "--source", "synthetic:seed=2,sheets=1")
+    host, port = impostor.rsplit(":", 1)
+    zc = discovery.open_zeroconf(["127.0.0.1"])
+    try:
+        info = discovery.advertise(zc, discovery.CENTRAL_TYPE, f"quire-central-{socket.gethostname()}", [host],
+                                   int(port), {"fp": other, "insecure": "0"})
+        ignored = run_cli("quire-station", *st, "sync", check=False)  # announced with its own key: not ours
+        # It claims our archive's key in its TXT record: the pinned TLS certificate gives it away.
+        zc.update_service(discovery.service_info(discovery.CENTRAL_TYPE, info.name.split(".")[0], [host], int(port),
+                                                 {"fp": fingerprint, "insecure": "0"}))
+        refused = run_cli("quire-station", *st, "sync", check=False)
+    finally:
+        zc.unregister_all_services()
+        zc.close()
+    assert ignored.returncode == 4 and "unreachable" in ignored.stdout + ignored.stderr
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    assert f"zeroconf announces key {fingerprint} at {impostor}" in refused.stderr
+    assert "not the certificate pinned at enrolment; nothing was sent" in refused.stderr
+    assert "materials       0" in run_cli("quire-central", "--home", impostor_home, "info").stdout
+    assert "outbox: 1 waiting" in run_cli("quire-station", *st, "status").stdout

@@ -32,7 +32,7 @@ def advertised(enrolled):
     st, archive, address = enrolled
     zc = discovery.open_zeroconf(["127.0.0.1"])
     host, port = address.rsplit(":", 1)
-    info = discovery.advertise(zc, discovery.CENTRAL_TYPE, f"doctor-test-{port}", host, int(port),
+    info = discovery.advertise(zc, discovery.CENTRAL_TYPE, f"doctor-test-{port}", [host], int(port),
                                {"fp": keys.fingerprint(archive.public_key)})
     yield
     zc.unregister_service(info)
