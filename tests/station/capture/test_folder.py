@@ -44,3 +44,16 @@ def test_dpi_without_a_source_is_refused_with_what_to_do(tmp_path):
     proc = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-1", "--material", "1-1", "--title", "x",
                    "--dpi", "400", check=False)
     assert proc.returncode == 2 and "--dpi needs --source" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_spooled_page_keeps_where_its_resolution_came_from(tmp_path):
+    # What a scan killed between capture and storage leaves behind, and the next scan recovers from.
+    from station.capture.folder import FolderSource
+    from station.spool import Spool
+
+    spool = Spool(tmp_path / "station.db", tmp_path / "spool")
+    try:
+        spool.put("b1", 1, list(FolderSource(_feeder(tmp_path)).pages()))
+        assert [spool.load("b1", n).dpi_source for n in (1, 2)] == ["file", "assumed"]
+    finally:
+        spool.close()
