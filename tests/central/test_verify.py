@@ -85,7 +85,8 @@ def test_catalogue_fields_edited_against_the_signed_manifest_are_each_named(sync
           "UPDATE materials SET title = '伪造' WHERE item = '1-1'",
           "UPDATE pages SET dpi = 600, media_type = 'image/tiff', colour = 'bilevel'"
           " WHERE n = 2 AND material_id = (SELECT id FROM materials WHERE item = '4-1-2')",
-          "UPDATE dossiers SET unit = 'unit-b' WHERE archive_no = 'D-9'")
+          "UPDATE dossiers SET unit = 'unit-b' WHERE archive_no = 'D-9'",
+          "UPDATE stations SET unit = 'unit-b'")
     for args in ((), ("--quick",)):
         proc = _verify_cli(synced, *args)
         assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -95,10 +96,11 @@ def test_catalogue_fields_edited_against_the_signed_manifest_are_each_named(sync
                 ("material D-9 4-1-2 page 2", "dpi", "600", "150"),
                 ("material D-9 4-1-2 page 2", "media_type", "'image/tiff'", "'image/jpeg'"),
                 ("material D-9 4-1-2 page 2", "colour", "'bilevel'", "'grey'"),
-                ("dossier D-9", "unit", "'unit-b'", "'unit-a'")):
+                ("dossier D-9", "unit", "'unit-b'", "'unit-a'"),
+                ("station st-test", "unit", "'unit-b'", "'unit-a'")):
             assert any(line.startswith(f"FieldMismatch {subject}: {field} is {catalogue} in the catalogue")
                        and signed in line for line in lines), (subject, field, proc.stdout)
-        assert "5 PROBLEM(S)" in lines[-1]
+        assert "6 PROBLEM(S)" in lines[-1]
 
 
 def test_a_four_eyes_edit_of_the_post_still_verifies_but_a_direct_edit_of_it_does_not(synced):
