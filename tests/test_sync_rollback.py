@@ -1,0 +1,79 @@
+"""A deep rollback: the archive restored from an older copy of its home signs a smaller audit log than the
+station has witnessed. The next sync is an alarm (exit 6, status, the daemon's log), the largest checkpoint
+witnessed stays the baseline, and an auditor checking the restored archive against it is told."""
+
+import json
+import logging
+import shutil
+
+from station import config as station_config
+from station.home import open_station
+from station.scan import scan
+from station.sync import sync
+from station.sync_worker import SyncWorker
+from tests.conftest import run_cli
+from tests.test_sync_faults import _serve
+
+
+def _stop(server) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_an_archive_restored_from_an_older_copy_is_an_alarm_and_fails_the_held_checkpoint(tmp_path, caplog):
+    central_home, home, snapshot = tmp_path / "central", tmp_path / "st", tmp_path / "snapshot"
+    st = ["quire-station", "--home", home]
+
+    def scan_and_sync(item: str, check=True):
+        run_cli(*st, "scan", "--dossier", "D-80", "--material", item, "--title", "t",
+                "--source", f"synthetic:seed={item[-1]},sheets=1")
+        return run_cli(*st, "sync", check=check)
+
+    server, address = _serve(central_home)
+    port = int(address.rsplit(":", 1)[1])
+    try:
+        key = run_cli(*st, "init", "--id", "st-rb").stdout.split("public key ")[1].split()[0]
+        run_cli("quire-central", "--home", central_home, "stations", "add", "st-rb", "--key", key, "--unit", "u")
+        run_cli(*st, "enroll", "--central", address)
+        scan_and_sync("1-1")
+        _stop(server)
+        shutil.copytree(central_home, snapshot)  # the backup: an older copy of the whole home, keys included
+        server, _ = _serve(central_home, port)
+        scan_and_sync("1-2")
+        scan_and_sync("1-3")
+        witnessed = json.loads(run_cli(*st, "checkpoint").stdout)
+        (tmp_path / "witnessed.json").write_text(json.dumps(witnessed))
+        ok = run_cli("quire-central", "--home", central_home, "audit", "verify", "--checkpoint",
+                     tmp_path / "witnessed.json")
+        assert "— OK" in ok.stdout
+
+        _stop(server)  # the archive is restored from the backup and started again
+        shutil.rmtree(central_home)
+        shutil.copytree(snapshot, central_home)
+        server, _ = _serve(central_home, port)
+        alarmed = scan_and_sync("1-4", check=False)
+        assert alarmed.returncode == 6, alarmed.stdout + alarmed.stderr
+        assert "ALARM" in alarmed.stderr and "entries were removed" in alarmed.stderr
+        assert f"witnessed at log size {witnessed['body']['tree_size']}" in alarmed.stderr
+        status = json.loads(run_cli(*st, "status", "--json").stdout)
+        assert "ALARM" in status["history_alarm"]
+        # The largest checkpoint witnessed is still the one held, not the restored archive's smaller one.
+        assert json.loads(run_cli(*st, "checkpoint").stdout) == witnessed
+        checked = run_cli("quire-central", "--home", central_home, "audit", "verify", "--checkpoint",
+                          tmp_path / "witnessed.json", check=False)
+        assert checked.returncode == 1 and "PROBLEM" in checked.stdout, checked.stdout + checked.stderr
+
+        # The daemon's next round alarms again, in its log (the journal).
+        run_cli(*st, "scan", "--dossier", "D-80", "--material", "1-5", "--title", "t", "--source",
+                "synthetic:seed=5,sheets=1")
+        station = open_station(station_config.load(home))
+        try:
+            worker = SyncWorker(station.config, 60)
+            caplog.set_level(logging.INFO, logger="station.sync_worker")
+            worker._once(station, sync)
+        finally:
+            station.close()
+        assert worker.state == "central HISTORY ALARM"
+        assert any(r.levelno == logging.ERROR and "ALARM" in r.getMessage() for r in caplog.records)
+    finally:
+        _stop(server)
