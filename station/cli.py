@@ -334,11 +334,13 @@ def cmd_status(cfg, args) -> int:
     from . import outbox
     from .home import open_station
     from .notices import describe, held
+    from .spool import waiting_per_batch
 
     station = open_station(cfg)
     try:
         bundles = outbox.bundles(station.store)
         open_batches = [b for b in station.store.batches() if b["state"] != "sealed"]
+        spooled = waiting_per_batch(station.store.db)  # captured durably, stored by the next scan
         central = station.store.get_meta("central_key")
         info = {
             "station_id": station.station_id,
@@ -349,7 +351,8 @@ def cmd_status(cfg, args) -> int:
             "sync_state": station.store.get_meta("sync_state"),
             "history_alarm": station.store.get_meta("history_alarm"),
             "rescan_requests": [n for n in held(station) if n["kind"] == "rescan"],
-            "batches_open": [{k: b[k] for k in ("archive_no", "item", "title", "state", "pages", "last_error")}
+            "batches_open": [dict({k: b[k] for k in ("archive_no", "item", "title", "state", "last_error")},
+                                  pages=b["pages"] + spooled.get(b["id"], 0), pages_spooled=spooled.get(b["id"], 0))
                              for b in open_batches],
             "bundles": bundles,
             "outbox": {s: sum(1 for b in bundles if b["state"] == s)
@@ -370,7 +373,9 @@ def cmd_status(cfg, args) -> int:
     for notice in info["rescan_requests"]:
         print(describe(notice))
     for b in info["batches_open"]:
-        print(f"batch {b['archive_no']} {b['item']} {b['state']}: {b['pages']} pages stored"
+        unstored = (f" ({b['pages_spooled']} of them captured but not processed yet: the next scan stores "
+                    f"{'it' if b['pages_spooled'] == 1 else 'them'})" if b["pages_spooled"] else "")
+        print(f"batch {b['archive_no']} {b['item']} {b['state']}: {b['pages']} pages{unstored}"
               + (f" — {b['last_error']}" if b["last_error"] else ""))
     box = info["outbox"]
     waiting = box["sealed"] + box["uploading"]

@@ -9,6 +9,7 @@ pages (backpressure: memory and disk stay bounded whatever the scanner's speed).
 """
 
 import ctypes
+import json
 import os
 import queue
 import threading
@@ -73,8 +74,10 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
         source.close()
         raise
     try:
-        recovered = recover(station, spool)
+        recovered = recover(station, spool, batch.id, on_page)
         batch = station.store.batch(batch.id)
+        if batch.next_n > 1 and hasattr(source, "resume_at"):
+            source.resume_at(batch.next_n)  # fed again with what is left, not from the first sheet
         result = ScanResult(batch.id, batch.archive_no, batch.item, first_page=batch.next_n, recovered=recovered)
         n = _capture(station, spool, batch.id, batch.next_n, source, result, on_page)
     finally:
@@ -101,19 +104,30 @@ def open_spool(station: Station) -> Spool:
     return Spool(station.config.db_path, station.config.home / "spool")
 
 
-def recover(station: Station, spool: Spool) -> int:
-    """Process and store, in order, every page a killed run left in the spool; how many were stored."""
+def recover(station: Station, spool: Spool, batch_id: str | None = None,
+            on_page: Callable[[int, dict], None] | None = None) -> int:
+    """Process and store, in order, every page a killed run left in the spool; how many were stored.
+
+    ``on_page`` is told each of batch ``batch_id``'s, as the capture loop tells its own: the killed
+    run never showed them (it shows a page only once its spool entry is cleared).
+    """
     spool.sweep()
     stored = 0
     for entry in spool.waiting():
-        if not any(p["n"] == entry.n for p in station.store.pages(entry.batch_id)):
+        found = [p for p in station.store.pages(entry.batch_id) if p["n"] == entry.n]
+        if found:
+            record = json.loads(found[0]["record_json"])
+        else:
             raw = spool.load(entry.batch_id, entry.n)
             page = process_page(raw.image, raw.dpi, station.config.pipeline, raw.dpi_source)
             if raw.area_mm:
                 page.record["extent_mm"] = extent_mm(raw, page)
             station.store.add_page(entry.batch_id, entry.n, page)
+            record = page.record
             stored += 1
         spool.done(entry.batch_id, entry.n)
+        if on_page and entry.batch_id == batch_id:
+            on_page(entry.n, record)
     return stored
 
 

@@ -151,6 +151,15 @@ class Spool:
         return removed
 
 
+def waiting_per_batch(db) -> dict[str, int]:
+    """How many pages each batch has in the spool and not yet in the page store, read without the scan lock."""
+    if not one(db, "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'spool'"):
+        return {}  # no scan has run on this station yet
+    found = rows(db, "SELECT batch_id, COUNT(*) AS pages FROM spool s WHERE NOT EXISTS"
+                     " (SELECT 1 FROM pages p WHERE p.batch_id = s.batch_id AND p.n = s.n) GROUP BY batch_id")
+    return {r["batch_id"]: r["pages"] for r in found}
+
+
 def _load_page(path: Path) -> np.ndarray:
     """A spooled page, read without np.load's header parser.
 

@@ -80,11 +80,16 @@ class SyntheticSource:
             raise ValueError(f"synthetic source needs sheets >= 0 and dpi >= 50, not {sheets}, {dpi}")
         self.seed, self.sheets, self.dpi, self.duplex = seed, sheets, dpi, duplex
         self.max_skew_deg, self.background, self.title = max_skew_deg, background, title
+        self.first_sheet = 0
         self._closed = False
+
+    def resume_at(self, page: int) -> None:
+        """The batch goes on at ``page``: the operator feeds the sheets not yet captured, as into an ADF."""
+        self.first_sheet = (page - 1) // (2 if self.duplex else 1)
 
     def pages(self) -> Iterator[RawPage]:
         """Yield each sheet's front and (when duplex) back until the sheets run out or close()."""
-        for sheet in range(self.sheets):
+        for sheet in range(self.first_sheet, self.sheets):
             sides = ("front", "back") if self.duplex else ("front",)
             for page in render_sheet(self.seed, sheet, self.dpi, sides=sides, max_skew_deg=self.max_skew_deg,
                                      background=self.background, title=self.title):

@@ -8,13 +8,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from station.capture.synthetic import SyntheticSource, render_page
 from station.pipeline import PipelineConfig
 from station.scan import open_spool, scan
-from tests.conftest import make_station
+from tests.conftest import make_station, run_cli
 
 DOSSIER = {"archive_no": "D-0100"}
 MATERIAL = {"item": "1-1", "title": "干部履历表"}
@@ -90,7 +91,8 @@ def test_a_duplex_sheet_is_kept_whole_or_not_at_all(tmp_path, fault_at):
         assert "pages 1–2 are stored" in message and "resume at page 3" in message
         assert ("feed that whole sheet again" in message) == (fault_at == 4), message
         assert [p["n"] for p in st.store.pages(st.store.batches()[0]["id"])] == [1, 2]
-        result = scan(st, DOSSIER, MATERIAL, SyntheticSource(seed=4, sheets=2, dpi=150))  # sheets 2 and 3 again
+        # The operator feeds sheets 2 and 3 again.
+        result = scan(st, DOSSIER, MATERIAL, SyntheticSource(seed=3, sheets=3, dpi=150))
         blank = [json.loads(p["record_json"])["blank"] for p in st.store.pages(result.batch_id)]
         assert blank == [False, True] * 3    # every synthetic back is blank: page 3 is a front again
     finally:
@@ -103,30 +105,27 @@ from station import config, home
 from station.scan import scan
 from station.capture.synthetic import SyntheticSource
 st = home.open_station(config.load(sys.argv[1]))
-scan(st, {"archive_no": "D-0100"}, {"item": "1-1", "title": "x"}, SyntheticSource(seed=2, sheets=40, dpi=150))
+scan(st, {"archive_no": "D-0100"}, {"item": "1-1", "title": "x"}, SyntheticSource(seed=2, sheets=12, dpi=150))
 """
 
 
-def _durable(db_path) -> list[tuple[str, int]]:
+def _durable(db_path) -> list[tuple[int, str]]:
     conn = sqlite3.connect(db_path)
     found = conn.execute("SELECT n, 'page' FROM pages UNION ALL SELECT n, 'spool' FROM spool").fetchall()
     conn.close()
     return found
 
 
-def test_a_run_killed_mid_batch_loses_and_doubles_nothing(tmp_path):
-    st = make_station(tmp_path / "st", dpi=150)
-    open_spool(st).close()
-    st.close()
-    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "st")], cwd=os.getcwd())
+def _kill_while_spooled(run: subprocess.Popen, db_path) -> list[tuple[int, str]]:
+    """kill -9 ``run`` while some pages are stored and others still wait in the spool; what is durable then."""
     try:
         deadline = time.monotonic() + 120
-        # Kill it while some pages are stored and others still wait in the spool: stopped first, so
-        # what is seen is what the kill leaves (a loaded machine may store the last spooled page between).
+        # Stopped first, so what is seen is what the kill leaves (a loaded machine may store the last
+        # spooled page between).
         while True:
             assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
             run.send_signal(signal.SIGSTOP)
-            durable = _durable(st.config.db_path)
+            durable = _durable(db_path)
             stored = {n for n, kind in durable if kind == "page"}
             # A page stored but not yet released from the spool is in both: it does not count as waiting.
             if stored and {n for n, kind in durable if kind == "spool"} - stored:
@@ -136,17 +135,60 @@ def test_a_run_killed_mid_batch_loses_and_doubles_nothing(tmp_path):
         run.send_signal(signal.SIGKILL)
     finally:
         run.wait(timeout=30)
+    return durable
+
+
+def test_a_run_killed_mid_batch_loses_and_doubles_nothing(tmp_path):
+    st = make_station(tmp_path / "st", dpi=150)
+    open_spool(st).close()
+    st.close()
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "st")], cwd=os.getcwd())
+    _kill_while_spooled(run, st.config.db_path)
     captured = {n for n, _ in _durable(st.config.db_path)}
     assert captured == set(range(1, len(captured) + 1))
 
     from station import home
     station = home.open_station(st.config)
     try:
-        result = scan(station, DOSSIER, MATERIAL, SyntheticSource(seed=5, sheets=1, dpi=150))
+        # The operator feeds the sheets the killed run did not capture.
+        result = scan(station, DOSSIER, MATERIAL, SyntheticSource(seed=2, sheets=12, dpi=150))
         pages = [p["n"] for p in station.store.pages(result.batch_id)]
-        assert pages == list(range(1, len(captured) + 3))      # every captured page once, then the 2 new ones
+        assert pages == list(range(1, 25))                      # every page of the 12 sheets once
         assert result.first_page == len(captured) + 1 and result.recovered >= 1
         assert open_spool(station).waiting() == []
+    finally:
+        station.close()
+
+
+def test_a_scan_killed_with_pages_spooled_shows_them_in_status_and_the_resumed_scan_prints_them(tmp_path):
+    """quire-station scan killed -9 mid-batch: status counts every durable page (stored or spooled); the
+    same command again prints each recovered page as it stores it, then the remaining sheets fed again."""
+    home = tmp_path / "st"
+    st = make_station(home)
+    open_spool(st).close()
+    st.close()
+    (home / "station.toml").write_text("dpi = 150\n")
+    scan_args = ("--home", home, "scan", "--dossier", "D-0100", "--material", "1-1", "--title", "干部履历表",
+                 "--source", "synthetic:seed=2,sheets=12", "--json")
+    with open(tmp_path / "killed.out", "w") as out:
+        run = subprocess.Popen([str(Path(sys.executable).parent / "quire-station"), *map(str, scan_args)],
+                               stdout=out, stderr=subprocess.DEVNULL)
+        durable = _kill_while_spooled(run, st.config.db_path)
+    captured = {n for n, _ in durable}
+    spooled = sorted(n for n, kind in durable if kind == "spool")
+    (batch,) = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)["batches_open"]
+    assert batch["pages"] == len(captured) and batch["pages_spooled"] == len(set(spooled) - {
+        n for n, kind in durable if kind == "page"})
+    assert f"batch D-0100 1-1 open: {len(captured)} pages" in run_cli("quire-station", "--home", home, "status").stdout
+
+    resumed = run_cli("quire-station", *scan_args)
+    printed = [json.loads(line)["n"] for line in resumed.stdout.splitlines()]
+    assert printed == spooled + list(range(len(captured) + 1, 25))   # the recovered pages first, like the rest
+    assert f"24 pages (resumed at page {len(captured) + 1})" in resumed.stderr
+    station = make_station(home)
+    try:
+        (sealed,) = station.store.batches()
+        assert [p["n"] for p in station.store.pages(sealed["id"])] == list(range(1, 25))
     finally:
         station.close()
 
