@@ -7,8 +7,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 # libsane-dev builds python-sane; sane-utils gives scanimage and the `test` backend;
-# the WenQuanYi font lets the synthetic source draw Chinese text.
-APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev systemd udev
+# the WenQuanYi font lets the synthetic source draw Chinese text (and the web console's watermark);
+# chromium is the browser the web console's tests drive through Playwright.
+APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev systemd udev chromium
 # Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
 APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)
 APT_PACKAGES += $(shell $(PYTHON) -c "import sysconfig, os, sys; \

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from quire import keys
 from quire.memory import tune_allocator
@@ -59,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not announce the service by zeroconf")
     c.add_argument("--zeroconf-interface", dest="zeroconf_interfaces", action="append",
                    help="address to announce on (repeatable; default all interfaces)")
+    c.add_argument("--web", metavar="HOST:PORT", help="also serve the web console there (port 0 picks a free "
+                                                      "port); prints 'web on URL' once ready")
+    c.add_argument("--web-http", action="store_true",
+                   help="serve the console as plain HTTP: only on a loopback address, behind a TLS reverse proxy")
+    c.add_argument("--web-cert", metavar="FILE", help="the console's TLS certificate chain (PEM; default the "
+                                                      "archive's own, HOME/tls/cert.pem)")
+    c.add_argument("--web-key", metavar="FILE", help="the private key of --web-cert (PEM)")
     c.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("info", help="show the archive's key fingerprint and counts",
@@ -183,10 +191,12 @@ def cmd_init(cfg, args) -> int:
 
 
 def cmd_serve(cfg, args) -> int:
+    from . import web
     from .server import build_server
 
     archive = open_archive(cfg)
     server, port = build_server(archive, cfg.listen, tls=not cfg.insecure)
+    console = None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -196,11 +206,22 @@ def cmd_serve(cfg, args) -> int:
     print(f"key fingerprint {keys.fingerprint(archive.public_key)}", flush=True)
     if cfg.insecure:
         print("WARNING: plain-text gRPC (--insecure): for a lab only", file=sys.stderr, flush=True)
+    if args.web:
+        try:
+            console = web.start(archive, args.web, http=args.web_http, cert=args.web_cert and Path(args.web_cert),
+                                key=args.web_key and Path(args.web_key))
+        except CentralError:
+            server.stop(grace=None).wait()
+            archive.close()
+            raise
+        print(f"web on {console.url}", flush=True)
     zc = _advertise(archive, host, port) if cfg.advertise and not stop.is_set() else None
     stop.wait()
     if zc:
         zc.unregister_all_services()
         zc.close()
+    if console:
+        console.stop()
     # Let calls in flight finish (bounded), so no upload is cut mid-chunk by a clean stop.
     server.stop(grace=10).wait()
     archive.close()
