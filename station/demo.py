@@ -44,14 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         # zeroconf announces on loopback only: the demo never sends mDNS out of this machine.
         server = subprocess.Popen(central_cli + ["serve", "--listen", "127.0.0.1:0",
-                                                 "--zeroconf-interface", "127.0.0.1"],
+                                                 "--zeroconf-interface", "127.0.0.1",
+                                                 "--web", "127.0.0.1:0", "--web-http"],
                                   stdout=subprocess.PIPE, text=True)
         first = server.stdout.readline().strip()
         if not first.startswith("listening on "):
             raise SystemExit(f"central service did not start: {first!r}")
         address = first.removeprefix("listening on ")
         fingerprint = server.stdout.readline().strip().removeprefix("key fingerprint ")
-        return _run(root, address, fingerprint, central_cli, started)
+        console = server.stdout.readline().strip().removeprefix("web on ")
+        return _run(root, address, fingerprint, central_cli, started, console)
     finally:
         if server:
             server.terminate()
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], started: float) -> int:
+def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], started: float, console: str) -> int:
     from quire import keys
 
     from . import config, home
@@ -81,6 +83,7 @@ def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], sta
     print(f"Quire end-to-end demo  (state in {root})")
     print(f"  central  {address}  key {fingerprint[:23]}…  TLS, announced by zeroconf on 127.0.0.1")
     print(f"  station  {station.station_id}  key {keys.fingerprint(station.public_key)[:23]}…")
+    print(f"  console  {console}  (the web console, plain HTTP on loopback only)")
 
     print("\nEnrolling")
     found = find_central(cfg, fingerprint=fingerprint)
