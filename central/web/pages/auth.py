@@ -15,8 +15,7 @@ from ..base import address, call, console, page, render
 
 LOGIN_COOKIE = "quire_login"   # double-submit token of the sign-in form, before any session exists
 # Each role's first page, in the order a person holding several is led.
-HOMES = (("reader", "/reader"), ("security_officer", "/officer"), ("archivist", "/catalogue"),
-         ("inspector", "/qc"), ("auditor", "/audit"), ("admin", "/admin/users"))
+HOMES = (("reader", "/reader"), ("security_officer", "/officer"), ("auditor", "/audit"))
 
 
 def _cookie_flags(request: Request) -> dict:
@@ -84,7 +83,8 @@ async def home(request: Request, visit, form):
     target = next((path for role, path in HOMES if role in visit.actor.roles), None)
     if target:
         return RedirectResponse(target, status_code=303)
-    return render(request, "refused.html", visit, 403, title="没有可用的功能", reason="该账号没有任何角色。")
+    return render(request, "refused.html", visit, 403, title="没有可用的功能",
+                  reason="网页控制台目前提供查阅、审批和审计功能；您的角色请使用 quire-central 命令行。")
 
 
 ROUTES = [
