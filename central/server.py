@@ -12,7 +12,7 @@ from quire import keys
 from quire import manifest as manifest_format
 from quire.v1 import access_pb2, access_pb2_grpc, sync_pb2, sync_pb2_grpc
 
-from . import ingest, qc, stations
+from . import capacity, ingest, qc, stations
 from .access_server import ArchiveAccessServicer
 from .archive import Archive
 from .auth import StationAuthInterceptor, current_station
@@ -154,13 +154,26 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["Arch
         # Write stream has in flight is bounded by _read_ahead's queue, and a broken connection loses
         # at most the chunk on the wire (bench/sync.py measures it).
         ("grpc.http2.bdp_probe", 0),
+        # A connection that went dead without a word (a cable pulled, a NAT forgetting it) is found by
+        # pings and closed, ending its calls; stations' own keepalive pings are accepted.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_connection_idle_ms", 15 * 60_000),
     ]
-    pool = futures.ThreadPoolExecutor(max_workers=archive.config.workers, thread_name_prefix="quire-rpc")
+    cfg = archive.config
+    threads = capacity.threads_needed(cfg.workers, cfg.open_calls)
+    pool = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="quire-rpc")
+    shares = capacity.CapacityInterceptor(cfg.workers, cfg.open_calls, cfg.stream_idle_s)
     server = grpc.server(
         pool,
-        # Order matters: errors raised by authentication are translated too.
-        interceptors=[ErrorInterceptor(), StationAuthInterceptor(archive)],
+        # Order matters: errors raised by authentication are translated too; shares are taken by
+        # authenticated stations.
+        interceptors=[ErrorInterceptor(), StationAuthInterceptor(archive), shares],
         options=options,
+        # Calls waiting for a thread are bounded too: beyond this, RESOURCE_EXHAUSTED at once.
+        maximum_concurrent_rpcs=4 * threads,
     )
     sync_pb2_grpc.add_StationSyncServicer_to_server(StationSyncServicer(archive), server)
     access_pb2_grpc.add_ArchiveAccessServicer_to_server(ArchiveAccessServicer(archive), server)
@@ -185,14 +198,14 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["Arch
         raise ListenFailed(f"cannot listen on {listen}: the port is in use by another program or the address is "
                            "not this machine's; stop the other service or choose another (--listen, or listen in "
                            "central.toml)")
-    return ArchiveServer(server, pool), port
+    return ArchiveServer(server, pool, shares), port
 
 
 class ArchiveServer:
     """A gRPC server whose ``stop`` also ends its pool of handler threads (gRPC leaves them running)."""
 
-    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor):
-        self._server, self._pool = server, pool
+    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor, shares: capacity.CapacityInterceptor):
+        self._server, self._pool, self._shares = server, pool, shares
 
     def start(self) -> None:
         self._server.start()
@@ -201,5 +214,6 @@ class ArchiveServer:
         """Stop taking calls, let those in flight finish within ``grace``, then end the handler threads."""
         stopped = self._server.stop(grace)
         stopped.wait()
+        self._shares.close()
         self._pool.shutdown(wait=True)
         return stopped

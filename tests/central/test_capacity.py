@@ -1,0 +1,100 @@
+"""No stranger, and no silent station, can take every thread of the archive (hostile input, item 1)."""
+
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from central import config, profile
+from central.archive import open_archive
+from central.server import build_server
+from quire.v1 import sync_pb2, sync_pb2_grpc
+from station.scan import scan
+from station.sync import sync
+from station.transport import open_channel
+from tests.conftest import make_station, register
+
+IDLE_S = 3
+
+
+@pytest.fixture
+def busy_archive(tmp_path):
+    """A real archive that ends a silent stream after IDLE_S seconds, served on loopback."""
+    home = tmp_path / "central"
+    (home / "profiles").mkdir(parents=True)
+    (home / "central.toml").write_text(f"stream_idle_s = {IDLE_S}\n")
+    (home / "profiles" / "low.toml").write_text(
+        'format = "quire.profile/1"\nname = "low"\nversion = 1\nextends = "gbt33870"\n'
+        'title = "gbt33870 at 150 dpi"\n[resolution]\nmin_dpi = 150\n')
+    archive = open_archive(config.load(home))
+    profile.set_default(archive, "low")
+    server, port = build_server(archive, "127.0.0.1:0")
+    server.start()
+    yield archive, f"127.0.0.1:{port}"
+    server.stop(None)
+    archive.close()
+
+
+class _Silence:
+    """A request stream that sends nothing until released."""
+
+    def __init__(self):
+        self.released = threading.Event()
+
+    def __iter__(self):
+        self.released.wait()
+        yield from ()
+
+
+def test_idle_strangers_and_stalled_uploads_cannot_stop_a_stations_sync(tmp_path, busy_archive):
+    archive, address = busy_archive
+    station = register(archive, address, make_station(tmp_path / "station", address, dpi=150))
+    scan(station, {"archive_no": "D-0001"}, {"item": "4-1-2", "title": "学历证明"}, "synthetic:sheets=2")
+
+    silence = _Silence()
+    attacker = grpc.secure_channel(
+        address, grpc.ssl_channel_credentials(archive.tls.cert_pem),
+        options=[("grpc.ssl_target_name_override", "quire-central")])
+    reflections = [reflection_pb2_grpc.ServerReflectionStub(attacker).ServerReflectionInfo(iter(silence))
+                   for _ in range(25)]
+    watches = [health_pb2_grpc.HealthStub(attacker).Watch(health_pb2.HealthCheckRequest()) for _ in range(25)]
+    # Ten signed Write streams from the enrolled station itself that never send a chunk.
+    own = open_channel(station, address)
+    writes = [own.stream_unary("/quire.v1.StationSync/Write", request_serializer=None,
+                               response_deserializer=sync_pb2.WriteResponse.FromString).future(iter(silence))
+              for _ in range(10)]
+    try:
+        time.sleep(1)   # every call has reached the archive and holds what it can
+        started = time.monotonic()
+        report = sync(station)
+        took = time.monotonic() - started
+        assert len(report.committed) == 1 and not report.failed and not report.rejected, report
+        assert took < 20, f"the sync waited {took:.0f} s behind idle streams"
+
+        # The stalled uploads were ended once silent for IDLE_S, freeing their threads.
+        for write in writes:
+            with pytest.raises(grpc.RpcError) as ended:
+                write.result(timeout=IDLE_S + 10)
+            assert ended.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # Strangers beyond their small share were turned away at once, not queued.
+        refused = 0
+        for call in watches:
+            try:
+                next(call)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                refused += 1
+        assert refused >= 20
+        # The archive still answers a health check of its own.
+        check = health_pb2_grpc.HealthStub(attacker).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        silence.released.set()
+        for call in [*reflections, *watches]:
+            call.cancel()
+        attacker.close()
+        own.close()
+        station.close()
