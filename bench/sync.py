@@ -138,7 +138,7 @@ def _run(*cmd: str) -> None:
 
 
 # The station's own default unless QUIRE_BENCH_CHUNK says otherwise.
-CHUNK = int(os.environ.get("QUIRE_BENCH_CHUNK", 0)) or StationConfig.chunk_bytes
+CHUNK = int(os.environ.get("QUIRE_BENCH_CHUNK", 0)) or StationConfig.model_fields["chunk_bytes"].default
 
 
 def _pages(mb: int) -> list[bytes]:
