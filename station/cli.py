@@ -330,6 +330,26 @@ def cmd_checkpoint(cfg, args) -> int:
     return 0
 
 
+def _checked_receipts(store, central_key_hex: str | None) -> dict:
+    """Every kept receipt checked again under the pinned archive key: how many verify, which do not and why."""
+    from quire import receipt as receipt_format
+    from quire.errors import ContractError
+
+    from . import outbox
+
+    verified, failed = 0, []
+    for row in outbox.receipts(store):
+        try:
+            if not central_key_hex:
+                raise ContractError("no archive key is pinned")
+            receipt_format.verify(bytes(row["receipt"]), bytes(row["receipt_signature"]),
+                                  bytes.fromhex(central_key_hex), row["id"])
+            verified += 1
+        except ContractError as exc:
+            failed.append({"bundle": row["id"], "why": str(exc)})
+    return {"verified": verified, "failed": failed}
+
+
 def cmd_status(cfg, args) -> int:
     from . import outbox
     from .home import open_station
@@ -357,6 +377,7 @@ def cmd_status(cfg, args) -> int:
             "bundles": bundles,
             "outbox": {s: sum(1 for b in bundles if b["state"] == s)
                        for s in ("sealed", "uploading", "committed", "rejected", "purged")},
+            "receipts": _checked_receipts(station.store, central),
         }
     finally:
         station.close()
@@ -380,6 +401,13 @@ def cmd_status(cfg, args) -> int:
     box = info["outbox"]
     waiting = box["sealed"] + box["uploading"]
     print(f"outbox: {waiting} waiting, {box['committed']} committed, {box['rejected']} rejected")
+    checked = info["receipts"]
+    if checked["verified"] or checked["failed"]:
+        print(f"receipts: {checked['verified']} verified against the pinned archive key"
+              + (f", {len(checked['failed'])} DO NOT VERIFY" if checked["failed"] else ""))
+    for failure in checked["failed"]:
+        print(f"  {failure['bundle'][:12]} receipt does not verify: {failure['why']} — keep this station's "
+              "store for the archive's auditor")
     for b in bundles:
         if b["state"] in ("committed", "purged"):
             continue

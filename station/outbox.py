@@ -151,3 +151,9 @@ def get(store: Store, bundle_id: str) -> dict:
     if row is None:
         raise StoreError(f"no bundle {bundle_id}")
     return row
+
+
+def receipts(store: Store) -> list[dict]:
+    """The receipts kept for committed (and purged) bundles, to be checked again."""
+    return rows(store.db, "SELECT id, receipt, receipt_signature FROM bundles"
+                          " WHERE state IN ('committed', 'purged') AND receipt IS NOT NULL ORDER BY created_at")
