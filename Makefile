@@ -59,7 +59,7 @@ bench: setup
 
 # Re-pin the environment after changing dependencies in pyproject.toml (needs uv).
 lock:
-	uv pip compile pyproject.toml --extra dev --extra bench --generate-hashes --python-version 3.11 \
+	uv pip compile pyproject.toml --extra dev --extra bench --generate-hashes --universal --python-version 3.11 \
 	  --quiet -o requirements.lock
 
 clean:
