@@ -72,7 +72,8 @@ def refused_page(request: Request, visit: Visit | None, exc: Exception) -> Respo
         status, title = 404, "未找到"
     else:
         status, title = 400, "无法完成"
-    return render(request, "refused.html", visit, status, title=title, reason=str(exc))
+    return render(request, "refused.html", visit, status, title=title, reason=str(exc),
+                  logged=bool(getattr(exc, "audited", False)))
 
 
 def page(handler):
@@ -95,7 +96,7 @@ def page(handler):
                 await call(request, refusals.record, archive, "web.refused", f"user:{visit.actor.id}",
                            {"path": request.url.path, "reason": "CSRF token missing or wrong",
                             "address": address(request)}, visit.actor.label)
-                return render(request, "refused.html", visit, 403, title="请求被拒绝",
+                return render(request, "refused.html", visit, 403, title="请求被拒绝", logged=True,
                               reason="该表单已失效或并非由本系统页面提交（CSRF 校验未通过）。请刷新页面后重试。")
         try:
             return await handler(request, visit, form)
