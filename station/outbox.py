@@ -53,7 +53,7 @@ def seal_batch(store: Store, batch_id: str, station_id: str, key) -> str:
             for p in pages
         ],
     }
-    signed = manifest_format.seal(manifest, key)
+    signed = manifest_format.seal(manifest, key, _format([page["record"] for page in manifest["pages"]]))
     with atomic(store.db):
         store.db.execute(
             "INSERT INTO bundles (id, batch_id, manifest, signature, state, created_at)"
@@ -62,6 +62,14 @@ def seal_batch(store: Store, batch_id: str, station_id: str, key) -> str:
         )
         store.db.execute("UPDATE batches SET state = 'sealed', ended_at = ? WHERE id = ?", [ended_at, batch_id])
     return signed.bundle_id
+
+
+def _format(records: list[dict]) -> str:
+    """quire.bundle/2, or /1 for a batch with pages stored before the station was upgraded to /2 (resumed
+    after the upgrade): what the colour guard measured on those pages was never kept, so their records
+    cannot be completed honestly, and /1 takes records as they come (the archive still reads it)."""
+    before = any(not all(field in r for field in manifest_format.ADDED_IN_2) for r in records)
+    return manifest_format.FORMAT_1 if before else manifest_format.FORMAT
 
 
 def pending(store: Store) -> list[dict]:

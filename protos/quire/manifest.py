@@ -31,6 +31,8 @@ COLOUR_FAMILIES = ("red", "orange/yellow", "green", "blue", "purple")
 # Where a page's resolution came from: the scanner's setting, the image file's header, the operator
 # (who measured it), or the station's configured default because nothing said (not measured at all).
 DPI_SOURCES = ("scanner", "file", "operator", "assumed")
+# The page record's fields /2 added: a station stored records without them before it was upgraded.
+ADDED_IN_2 = ("dpi_source", "colour_evidence")
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Dpi = Annotated[int, Field(ge=1, le=10000)]
@@ -149,9 +151,10 @@ class SignedManifest:
         return sha256_hex(self.data)
 
 
-def seal(manifest: dict, key) -> SignedManifest:
-    """Canonicalise ``manifest`` (after checking it) and sign it with the station key."""
-    manifest = dict(manifest, format=FORMAT)
+def seal(manifest: dict, key, format: str = FORMAT) -> SignedManifest:
+    """Canonicalise ``manifest`` (after checking it as ``format``, one of KNOWN_FORMATS) and sign it with
+    the station key."""
+    manifest = dict(manifest, format=format)
     _check(manifest)
     data = canonical_bytes(manifest)
     return SignedManifest(manifest, data, keys.sign(key, keys.BUNDLE_CONTEXT, data))
