@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 # the WenQuanYi font lets the synthetic source draw Chinese text (and the web console's watermark);
 # chromium is the browser the web console's tests drive through Playwright.
 APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev systemd udev chromium
+# Leptonica (liblept5) for the pipeline bench's own test of its peer, so that test runs rather than skips.
+APT_PACKAGES += liblept5
 # Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
 APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)
 APT_PACKAGES += $(shell $(PYTHON) -c "import sysconfig, os, sys; \
@@ -52,9 +54,11 @@ $(PROTO_OUT) &: $(PROTO_SRC) $(VENV)/.installed
 	  --grpc_python_out=protos $(PROTO_SRC)
 
 # The image-pipeline benchmark: Quire beside Leptonica (Debian's liblept5), unpaper (Debian), jdeskew
-# and deskew (PyPI, in the lock) on the same labelled pages. BENCH_ARGS="--pages 20" for a quick look.
+# and deskew (PyPI, in the lock) on the same labelled pages, and on the real-scan corpus beside
+# Tesseract's orientation detection (Debian's tesseract-ocr with its osd data).
+# BENCH_ARGS="--pages 20 --real 30" for a quick look.
 bench: setup
-	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="liblept5 unpaper iproute2"
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="liblept5 unpaper iproute2 tesseract-ocr tesseract-ocr-osd"
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 # Re-pin the environment after changing dependencies in pyproject.toml (needs uv).

@@ -8,6 +8,7 @@ own image type are done before the clock starts; the tool's own binarising is ti
 import ctypes
 import ctypes.util
 import math
+import os
 import re
 import resource
 import subprocess
@@ -127,4 +128,29 @@ def _leptonica_version(name: str) -> str:
         lib.getLeptonicaVersion.restype = ctypes.c_char_p
         return lib.getLeptonicaVersion().decode().removeprefix("leptonica-")
     except (OSError, AttributeError):
+        return "?"
+
+
+def tesseract_orientation(image: np.ndarray, dpi: int) -> tuple[int | None, float, float]:
+    """Tesseract's orientation and script detection (``--psm 0``, Debian's tesseract-ocr with its osd
+    data): the quarter turn counter-clockwise that brings the page upright, or None when it gives no
+    answer; its confidence; the CPU seconds of the run."""
+    with tempfile.TemporaryDirectory(prefix="bench-osd-") as work:
+        src = Path(work) / "page.png"
+        cv2.imwrite(str(src), image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(["tesseract", str(src), "-", "--psm", "0", "--dpi", str(dpi)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "OMP_THREAD_LIMIT": "1"}).stdout
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    turn, conf = re.search(r"Rotate: (\d+)", out), re.search(r"Orientation confidence: ([\d.]+)", out)
+    # Tesseract's "Rotate" is the clockwise turn that makes the page upright.
+    return (None if turn is None else (-int(turn.group(1))) % 360), float(conf.group(1)) if conf else 0.0, seconds
+
+
+def tesseract_version() -> str:
+    try:
+        return subprocess.run(["tesseract", "--version"], capture_output=True, text=True).stdout.split()[1]
+    except (OSError, IndexError):
         return "?"

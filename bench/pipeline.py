@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import measure, pages, peers, report
+from . import measure, pages, peers, realscans, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                         help="worker processes, each pinned to its own core (default one per core)")
     parser.add_argument("--seed", type=int, default=2026, help="seed of the labelled page set")
+    parser.add_argument("--real", type=int, default=-1,
+                        help="real-scan cases to measure (default every one; 0: none); see bench/realscans.py")
     args = parser.parse_args(argv)
     wanted = tuple(p for p in args.peers.split(",") if p)
     unknown = set(wanted) - set(measure.PEERS)
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     results = _measure_all(specs, wanted, args.jobs)
     batch = _station_batch(args.batch_pages, args.seed) if args.batch_pages else None
     print(report.render(results, batch, _versions(wanted)))
+    if args.real:
+        print("\n" + _real(wanted, args.jobs, args.real))
     print(f"\n({time.monotonic() - started:.0f} s; python -m bench.pipeline {' '.join(argv or sys.argv[1:])})")
     return 0
 
@@ -62,6 +66,24 @@ def _measure_all(specs: list[pages.PageSpec], wanted: tuple[str, ...], jobs: int
         for result, more in zip(results, extra):
             result.update(more)
     return results
+
+
+def _real(wanted: tuple[str, ...], jobs: int, count: int) -> str:
+    """The real-scan section: Quire, the bare encode and Leptonica timed on one core, then jdeskew and
+    Tesseract one worker per core."""
+    root = realscans.corpus_dir()
+    if root is None:
+        return ("Real scans: not found — put the corpus in tests/data/realscans, ../shared/realscans or "
+                "$QUIRE_REALSCANS (tests/data/realscans/SOURCES.md lists the files)")
+    cases = realscans.cases()[:count if count > 0 else None]
+    cores = sorted(os.sched_getaffinity(0))
+    results = _run(cases, partial(measure.measure_real, root=root, wanted=wanted), 1, cores, "real timed")
+    slow = tuple(p for p in wanted if p in ("jdeskew", "tesseract"))
+    if slow:
+        extra = _run(cases, partial(measure.measure_real_slow, root=root, wanted=slow), jobs, cores, "real slow peers")
+        for result, more in zip(results, extra):
+            result.update(more)
+    return report.render_real(results, str(root))
 
 
 def _run(specs, work, jobs: int, cores: list[int], what: str) -> list[dict]:
@@ -99,6 +121,8 @@ def _versions(wanted: tuple[str, ...]) -> dict[str, str]:
             found[name] = version(name)
     if "unpaper" in wanted:
         found["unpaper"] = peers.unpaper_version()
+    if "tesseract" in wanted:
+        found["Tesseract"] = peers.tesseract_version()
     return found
 
 
