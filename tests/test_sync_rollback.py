@@ -32,7 +32,7 @@ def test_an_archive_restored_from_an_older_copy_is_an_alarm_and_fails_the_held_c
     server, address = _serve(central_home)
     port = int(address.rsplit(":", 1)[1])
     try:
-        key = run_cli(*st, "init", "--id", "st-rb").stdout.split("public key ")[1].split()[0]
+        key = run_cli(*st, "init", "--id", "st-rb").stdout.split("--key ")[1].split()[0]
         run_cli("quire-central", "--home", central_home, "stations", "add", "st-rb", "--key", key, "--unit", "u")
         run_cli(*st, "enroll", "--central", address)
         scan_and_sync("1-1")
@@ -77,3 +77,25 @@ def test_an_archive_restored_from_an_older_copy_is_an_alarm_and_fails_the_held_c
         assert any(r.levelno == logging.ERROR and "ALARM" in r.getMessage() for r in caplog.records)
     finally:
         _stop(server)
+
+
+def test_an_upgraded_station_takes_the_largest_checkpoint_of_its_receipts_as_its_baseline(tmp_path, central):
+    import sqlite3
+
+    from tests.conftest import make_station, register
+
+    archive, address = central
+    st = register(archive, address, make_station(tmp_path / "st", address, dpi=150))
+    for n in (1, 2):
+        scan(st, {"archive_no": "D-81"}, {"item": f"1-{n}", "title": "t"}, f"synthetic:seed={n},sheets=1")
+        assert len(sync(st).committed) == 1
+    st.close()
+    db = sqlite3.connect(tmp_path / "st" / "station.db")
+    sizes = [json.loads(r[0])["audit"]["checkpoint"]["body"]["tree_size"] for r in db.execute(
+        "SELECT receipt FROM bundles")]
+    db.execute("DELETE FROM meta WHERE key = 'witnessed_receipt'")  # as a station before the upgrade held it
+    db.execute("DELETE FROM _migrations WHERE name = '0004_witness_baseline'")
+    db.commit()
+    db.close()
+    held = json.loads(run_cli("quire-station", "--home", tmp_path / "st", "checkpoint").stdout)
+    assert held["body"]["tree_size"] == max(sizes)
