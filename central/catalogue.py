@@ -214,6 +214,19 @@ MIGRATIONS = [
             body TEXT NOT NULL,
             created_at TEXT NOT NULL)""",
     ]),
+    ("0007_profile_versions", [
+        # What each standards profile name and version meant when it first judged a bundle here: its
+        # content hash and canonical content. The same name and version with other content is refused.
+        """CREATE TABLE profile_versions (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            content BLOB NOT NULL,
+            path TEXT NOT NULL,
+            first_used_at TEXT NOT NULL,
+            PRIMARY KEY (name, version))""",
+        "ALTER TABLE quarantine ADD COLUMN profile_sha256 TEXT",
+    ]),
 ]
 
 

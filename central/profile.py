@@ -2,16 +2,22 @@
 
 Shipped profiles live beside this module in ``profiles/``; an archive may add its own in
 ``<home>/profiles/NAME.toml``, whole or as ``extends = "gbt33870"`` plus the settings it changes.
+A profile is parsed once per content of its files, and known by the SHA-256 of its resolved
+content; the first judgement under a name and version pins that hash in the archive.
 """
 
-import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from quire.canonical import canonical_bytes, sha256_hex
 from quire.db import utcnow
 from quire.manifest import COLOUR_FAMILIES, COLOUR_MODES, MEDIA_TYPES
+from quire.settings import Regex, Settings, listed, parse_toml, validated
 
+from . import audit
 from .archive import Archive
 from .errors import ConfigError
 
@@ -21,96 +27,119 @@ SHIPPED_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "gbt33870"
 CATEGORIES = ("1", "2", "3", "4-1", "4-2", "4-3", "4-4", "5", "6", "7", "8",
               "9-1", "9-2", "9-3", "9-4", "10")
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 
 
 class ProfileError(ConfigError):
     """A profile that is missing, unreadable or breaks the profile format; carries every problem."""
 
 
-@dataclass(frozen=True)
-class Profile:
+def _always_on(value: bool) -> bool:
+    if not value:
+        raise ValueError("cannot be turned off: the bundle contract refuses a material whose page_count "
+                         "differs from its pages before any profile is applied; remove the setting")
+    return value
+
+
+# Each table of a profile file. Field names are what the rules read (profile.skew_reject_above_deg);
+# an alias is the key in the file where the two differ.
+class Resolution(Settings):
+    min_dpi: int = Field(ge=1)
+    effective_tolerance_percent: float = Field(gt=0)
+    require_extent: bool
+    # refuse a page whose resolution the station only assumed
+    require_measured_dpi: bool = Field(alias="require_measured")
+
+
+class Colour(Settings):
+    allowed_modes: listed(Literal[tuple(sorted(COLOUR_MODES))])  # type: ignore[valid-type]
+    # colour families (quire.manifest.COLOUR_FAMILIES) that need colour
+    colour_required_markers: listed(Literal[COLOUR_FAMILIES])  # type: ignore[valid-type]
+
+
+class Files(Settings):
+    allowed_media_types: listed(Literal[tuple(MEDIA_TYPES)])  # type: ignore[valid-type]
+    one_format_per_batch: bool
+    dpi_in_file: bool
+
+
+class Skew(Settings):
+    skew_reject_above_deg: float = Field(alias="reject_above_deg", ge=0)
+    skew_warn_above_deg: float = Field(alias="warn_above_deg", ge=0)
+
+    @model_validator(mode="after")
+    def _warn_below_reject(self) -> "Skew":
+        if self.skew_warn_above_deg > self.skew_reject_above_deg:
+            raise ValueError("warn_above_deg must not be above reject_above_deg")
+        return self
+
+
+class Catalogue(Settings):
+    categories: listed(Literal[CATEGORIES])  # type: ignore[valid-type]
+    archive_no_pattern: Regex
+    required_metadata: listed(Annotated[str, Field(pattern=r"^(batch|dossier|material)\.[a-z_]+$")])
+    # Retired: it could never fire (the bundle contract already refuses it). Still read, so that
+    # format /1 files written before keep loading; not part of the profile's content or hash.
+    page_count_equals_images: Annotated[bool, AfterValidator(_always_on)] | None = Field(None, exclude=True)
+
+
+class Qc(Settings):
+    qc_sample_share: float = Field(alias="sample_share", gt=0, le=1)   # 0.05 = 5 %
+    qc_sample_min_pages: int = Field(alias="sample_min_pages", ge=1)
+    qc_accept_share: float = Field(alias="accept_share", gt=0, le=1)
+
+
+class ProfileFile(Settings):
+    """What a profile file says, once ``extends`` is resolved."""
+
+    format: Literal["quire.profile/1"]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$")
+    version: int = Field(ge=1)        # the profile's revision; every verdict records name, version and hash
+    title: str = Field(min_length=1)
+    resolution: Resolution
+    colour: Colour
+    files: Files
+    skew: Skew
+    catalogue: Catalogue
+    qc: Qc
+
+    @field_validator("name")
+    @classmethod
+    def _is_the_file_name(cls, value: str, info: ValidationInfo) -> str:
+        expected = (info.context or {}).get("file_name", value)
+        if value != expected:
+            raise ValueError(f"must equal the file name {expected!r}")
+        return value
+
+
+class Profile(Resolution, Colour, Files, Skew, Catalogue, Qc):
+    """A resolved profile as the rules read it: every table's settings side by side."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=False)
+
     name: str
     version: int
     title: str
-    min_dpi: int
-    effective_tolerance_percent: float
-    require_extent: bool
-    require_measured_dpi: bool              # refuse a page whose resolution the station only assumed
-    allowed_modes: tuple[str, ...]
-    colour_required_markers: tuple[str, ...]   # colour families (quire.manifest.COLOUR_FAMILIES) that need colour
-    allowed_media_types: tuple[str, ...]
-    one_format_per_batch: bool
-    dpi_in_file: bool
-    skew_reject_above_deg: float
-    skew_warn_above_deg: float
-    categories: tuple[str, ...]
-    archive_no_pattern: str
-    required_metadata: tuple[str, ...]
-    page_count_equals_images: bool
-    qc_sample_share: float
-    qc_sample_min_pages: int
-    qc_accept_share: float
+    sha256: str      # of ``content``
+    content: bytes = Field(exclude=True, repr=False)   # the resolved profile's canonical bytes (RFC 8785)
+    path: str        # the file it was read from
 
     @property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
 
 
-def _positive(v):
-    return None if v > 0 else "must be above 0"
+@dataclass(frozen=True)
+class _Parsed:
+    """A profile file as parsed, with what it was parsed from."""
+
+    data: bytes                 # the file's bytes
+    extends: str | None         # the profile it extends
+    base_sha256: str | None     # that profile's hash when this one was resolved
+    doc: ProfileFile
+    profile: Profile
 
 
-def _non_negative(v):
-    return None if v >= 0 else "must be 0 or more"
-
-
-def _share(v):
-    return None if 0 < v <= 1 else "must be a share above 0 and at most 1 (0.05 = 5 %)"
-
-
-def _subset(allowed):
-    def check(values):
-        unknown = [v for v in values if v not in allowed]
-        return f"{unknown} not among {sorted(allowed)}" if unknown else None
-    return check
-
-
-def _regex(pattern):
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"is not a regular expression ({exc})"
-    return None
-
-
-def _dotted(paths):
-    bad = [p for p in paths if not re.fullmatch(r"(batch|dossier|material)\.[a-z_]+", p)]
-    return f"{bad} are not batch.*, dossier.* or material.* fields" if bad else None
-
-
-# (section, key) → (Profile field, type, extra check); every key is required.
-_SCHEMA = {
-    ("resolution", "min_dpi"): ("min_dpi", int, _positive),
-    ("resolution", "effective_tolerance_percent"): ("effective_tolerance_percent", float, _positive),
-    ("resolution", "require_extent"): ("require_extent", bool, None),
-    ("resolution", "require_measured"): ("require_measured_dpi", bool, None),
-    ("colour", "allowed_modes"): ("allowed_modes", list, _subset(COLOUR_MODES)),
-    ("colour", "colour_required_markers"): ("colour_required_markers", list, _subset(COLOUR_FAMILIES)),
-    ("files", "allowed_media_types"): ("allowed_media_types", list, _subset(MEDIA_TYPES)),
-    ("files", "one_format_per_batch"): ("one_format_per_batch", bool, None),
-    ("files", "dpi_in_file"): ("dpi_in_file", bool, None),
-    ("skew", "reject_above_deg"): ("skew_reject_above_deg", float, _non_negative),
-    ("skew", "warn_above_deg"): ("skew_warn_above_deg", float, _non_negative),
-    ("catalogue", "categories"): ("categories", list, _subset(CATEGORIES)),
-    ("catalogue", "archive_no_pattern"): ("archive_no_pattern", str, _regex),
-    ("catalogue", "required_metadata"): ("required_metadata", list, _dotted),
-    ("catalogue", "page_count_equals_images"): ("page_count_equals_images", bool, None),
-    ("qc", "sample_share"): ("qc_sample_share", float, _share),
-    ("qc", "sample_min_pages"): ("qc_sample_min_pages", int, _positive),
-    ("qc", "accept_share"): ("qc_accept_share", float, _share),
-}
-_SECTIONS = {section for section, _ in _SCHEMA}
+_parsed: dict[Path, _Parsed] = {}
 
 
 def available(home: Path | None = None) -> dict[str, Path]:
@@ -125,14 +154,14 @@ def available(home: Path | None = None) -> dict[str, Path]:
 
 
 def load(name: str, home: Path | None = None) -> Profile:
-    """The named profile, read and checked now; raise ProfileError naming every problem."""
-    return _build(name, available(home), seen=())
+    """The named profile, checked; parsed again only when its files changed. ProfileError names every problem."""
+    return _resolve(name, available(home), seen=())[1]
 
 
 def for_unit(archive: Archive, unit: str) -> Profile:
-    """The profile that judges ``unit``'s bundles: its assignment, else the archive's default."""
+    """The profile that judges ``unit``'s bundles: its assignment, else the archive's default; pinned."""
     row = archive.catalogue.one("SELECT profile FROM unit_profiles WHERE unit = ?", [unit])
-    return load(row["profile"] if row else default_name(archive), archive.config.home)
+    return pinned(archive, load(row["profile"] if row else default_name(archive), archive.config.home))
 
 
 def default_name(archive: Archive) -> str:
@@ -141,31 +170,51 @@ def default_name(archive: Archive) -> str:
     return row["value"] if row else DEFAULT_PROFILE
 
 
+def pinned(archive: Archive, profile: Profile) -> Profile:
+    """``profile``, once its name and version are known to mean its content in this archive.
+
+    The first use of a name and version records its hash and content (and logs it); a file edited
+    later without a new version is refused, so that one label never stands for two sets of rules.
+    """
+    row = archive.catalogue.one("SELECT sha256 FROM profile_versions WHERE name = ? AND version = ?",
+                                [profile.name, profile.version])
+    if row is None:
+        with archive.catalogue.transaction() as db:
+            added = db.execute("INSERT OR IGNORE INTO profile_versions VALUES (?, ?, ?, ?, ?, ?)",
+                               [profile.name, profile.version, profile.sha256, profile.content, profile.path,
+                                utcnow()]).rowcount
+            if added:
+                audit.record(db, archive, "profile.pin", profile.label, _reference(profile) | {"path": profile.path})
+        row = archive.catalogue.one("SELECT sha256 FROM profile_versions WHERE name = ? AND version = ?",
+                                    [profile.name, profile.version])
+    if row["sha256"] != profile.sha256:
+        raise ProfileError(
+            f"{profile.path}: profile {profile.label} judged this archive's bundles with content sha256 "
+            f"{row['sha256']}, but the file now resolves to sha256 {profile.sha256}; a changed profile needs a "
+            "new version (raise 'version' in the file), or put back what it said")
+    return profile
+
+
 def assign(archive: Archive, unit: str, name: str) -> Profile:
     """Judge ``unit``'s future bundles by profile ``name`` (checked first); logged in the audit log."""
-    from . import audit
-
-    chosen = load(name, archive.config.home)
     if not unit:
         raise ProfileError("name the unit (全宗/单位) the profile is for")
+    chosen = pinned(archive, load(name, archive.config.home))
     with archive.catalogue.transaction() as db:
         db.execute("INSERT INTO unit_profiles VALUES (?, ?, ?) ON CONFLICT (unit) DO UPDATE"
                    " SET profile = excluded.profile, assigned_at = excluded.assigned_at",
                    [unit, chosen.name, utcnow()])
-        audit.record(db, archive, "profile.assign", unit, {"unit": unit, "profile": chosen.name,
-                                                           "version": chosen.version})
+        audit.record(db, archive, "profile.assign", unit, {"unit": unit, **_reference(chosen)})
     return chosen
 
 
 def set_default(archive: Archive, name: str) -> Profile:
     """Judge units without an assignment by profile ``name`` (checked first); logged in the audit log."""
-    from . import audit
-
-    chosen = load(name, archive.config.home)
+    chosen = pinned(archive, load(name, archive.config.home))
     with archive.catalogue.transaction() as db:
         db.execute("INSERT INTO meta VALUES ('default_profile', ?) ON CONFLICT (key) DO UPDATE"
                    " SET value = excluded.value", [chosen.name])
-        audit.record(db, archive, "profile.default", "*", {"profile": chosen.name, "version": chosen.version})
+        audit.record(db, archive, "profile.default", "*", _reference(chosen))
     return chosen
 
 
@@ -174,82 +223,51 @@ def assignments(archive: Archive) -> list[dict]:
     return archive.catalogue.query("SELECT unit, profile, assigned_at FROM unit_profiles ORDER BY unit")
 
 
-def _build(name: str, paths: dict[str, Path], seen: tuple[str, ...]) -> Profile:
+def _reference(profile: Profile) -> dict:
+    return {"profile": profile.name, "version": profile.version, "sha256": profile.sha256}
+
+
+def _resolve(name: str, paths: dict[str, Path], seen: tuple[str, ...]) -> tuple[ProfileFile, Profile]:
     if name not in paths:
         raise ProfileError(f"no standards profile {name!r}; known: {', '.join(sorted(paths))}")
     path = paths[name]
     if name in seen:
         raise ProfileError(f"{path}: 'extends' goes round in a circle ({' → '.join(seen + (name,))})")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise ProfileError(f"{path}: cannot read the profile ({exc}); fix the file and retry") from None
-    if data.get("format") not in KNOWN_FORMATS:
-        raise ProfileError(f"{path}: unknown profile format {data.get('format')!r} (this build reads "
+    known = _parsed.get(path)
+    if known is not None and known.data == data and (
+            known.extends is None or _resolve(known.extends, paths, seen + (name,))[1].sha256 == known.base_sha256):
+        return known.doc, known.profile
+    return _parse(data, path, name, paths, seen)
+
+
+def _parse(data: bytes, path: Path, name: str, paths: dict[str, Path],
+           seen: tuple[str, ...]) -> tuple[ProfileFile, Profile]:
+    table = parse_toml(data, str(path), ProfileError)
+    if table.get("format") not in KNOWN_FORMATS:
+        raise ProfileError(f"{path}: unknown profile format {table.get('format')!r} (this build reads "
                            f"{', '.join(KNOWN_FORMATS)}); upgrade Quire or fix the file")
-    if "extends" in data:
-        base = _build(str(data["extends"]), paths, seen + (name,))
-        data = _merge(_as_toml(base), data)
-    return _check(data, path, name)
-
-
-def _check(data: dict, path: Path, name: str) -> Profile:
-    problems = []
-    if data.get("name") != name or not _NAME.fullmatch(name):
-        problems.append(f"name {data.get('name')!r} must equal the file name {name!r} "
-                        "(lower-case letters, digits, '.', '_' or '-')")
-    version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        problems.append(f"version {version!r} must be a whole number from 1")
-    if not isinstance(data.get("title"), str):
-        problems.append("title missing")
-    unknown = sorted(set(data) - {"format", "name", "version", "title", "extends"} - _SECTIONS)
-    problems += [f"unknown setting {key!r}" for key in unknown]
-    values = {}
-    for section in sorted(_SECTIONS):
-        table = data.get(section)
-        if not isinstance(table, dict):
-            problems.append(f"[{section}] missing")
-            continue
-        keys = {key for s, key in _SCHEMA if s == section}
-        problems += [f"unknown setting {section}.{key}" for key in sorted(set(table) - keys)]
-        for key in sorted(keys):
-            field, typ, check = _SCHEMA[(section, key)]
-            value = table.get(key)
-            if typ is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
-                problems.append(f"{section}.{key} missing or not {typ.__name__}")
-                continue
-            if typ is list and not all(isinstance(v, str) for v in value):
-                problems.append(f"{section}.{key} must be a list of strings")
-                continue
-            error = check(value) if check else None
-            if error:
-                problems.append(f"{section}.{key} {error}")
-                continue
-            values[field] = tuple(value) if typ is list else value
-    if not problems and values["skew_warn_above_deg"] > values["skew_reject_above_deg"]:
-        problems.append("skew.warn_above_deg must not be above skew.reject_above_deg")
-    if problems:
-        raise ProfileError(f"{path}: " + "; ".join(problems))
-    return Profile(name=name, version=version, title=data["title"], **values)
-
-
-def _as_toml(profile: Profile) -> dict:
-    """A profile back in its TOML shape, so a profile that extends it can override single settings."""
-    out: dict = {}
-    for (section, key), (field, typ, _) in _SCHEMA.items():
-        value = getattr(profile, field)
-        out.setdefault(section, {})[key] = list(value) if typ is list else value
-    return out
+    extends, base = None, None
+    if "extends" in table:
+        extends = str(table.pop("extends"))
+        base = _resolve(extends, paths, seen + (name,))
+        table = _merge(base[0].model_dump(mode="json", by_alias=True), table)
+    doc = validated(ProfileFile, table, str(path), ProfileError, context={"file_name": name})
+    content = canonical_bytes(doc.model_dump(mode="json", by_alias=True))
+    settings = {key: value for section in ("resolution", "colour", "files", "skew", "catalogue", "qc")
+                for key, value in dict(getattr(doc, section)).items()}
+    profile = Profile.model_validate({**settings, "name": doc.name, "version": doc.version, "title": doc.title,
+                                      "sha256": sha256_hex(content), "content": content, "path": str(path)})
+    _parsed[path] = _Parsed(data, extends, base[1].sha256 if base else None, doc, profile)
+    return doc, profile
 
 
 def _merge(base: dict, override: dict) -> dict:
     merged = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
     for key, value in override.items():
-        if key == "extends":
-            continue
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key].update(value)
         else:

@@ -18,9 +18,9 @@ def hold(db, archive: Archive, bundle_id: str, station: dict, manifest: dict,
     reasons += [{"rule": "CatalogueConflict", "severity": "reject", "message": p} for p in conflicts]
     db.execute(
         "INSERT OR IGNORE INTO quarantine (bundle_id, station_id, unit, archive_no, item, profile,"
-        " profile_version, reasons, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " profile_version, profile_sha256, reasons, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [bundle_id, station["id"], station["unit"], manifest["dossier"]["archive_no"], manifest["material"]["item"],
-         findings.profile.name, findings.profile.version,
+         findings.profile.name, findings.profile.version, findings.profile.sha256,
          json.dumps(reasons, ensure_ascii=False), utcnow()],
     )
     rejected = sorted({r["rule"] for r in reasons if r["severity"] == "reject"})

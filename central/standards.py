@@ -200,16 +200,6 @@ class SkewWarning(ResidualSkew):
 
 
 @dataclass(frozen=True)
-class PageCountMismatch(Violation):
-    rule: ClassVar[str] = "PageCountMismatch"
-    page_count: int | None
-    images: int
-
-    def detail(self):
-        return f"the catalogue entry says {self.page_count} pages (页数), the bundle has {self.images} images"
-
-
-@dataclass(frozen=True)
 class InvalidCategory(Violation):
     rule: ClassVar[str] = "InvalidCategory"
     item: str
@@ -267,8 +257,8 @@ class Findings:
         return _bounded([f"standards profile {self.profile.label} not met"] + summarise(self.rejections))
 
     def receipt_field(self) -> dict:
-        """What a receipt says about the standards: the profile applied and its warnings."""
-        return {"profile": self.profile.name, "version": self.profile.version,
+        """What a receipt says about the standards: the profile applied (with its content hash) and its warnings."""
+        return {"profile": self.profile.name, "version": self.profile.version, "sha256": self.profile.sha256,
                 "warnings": summarise(self.warnings)}
 
 
@@ -337,9 +327,6 @@ def _catalogue(manifest: dict, profile: Profile) -> list[Violation]:
     archive_no = dossier.get("archive_no")
     if isinstance(archive_no, str) and archive_no and not re.fullmatch(profile.archive_no_pattern, archive_no):
         out.append(ArchiveNumberPattern(archive_no, profile.archive_no_pattern))
-    images = len(manifest.get("pages") or [])
-    if profile.page_count_equals_images and material.get("page_count") != images:
-        out.append(PageCountMismatch(material.get("page_count"), images))
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from quire.settings import Regex, Settings, Texts, read_toml, validated
+from quire.settings import Regex, Settings, Texts, listed, read_toml, validated
 
 from .errors import ConfigError
 
@@ -33,7 +33,7 @@ class Match(Settings):
     patterns searched in the model string; neither for the generic profile."""
 
     vendors: Texts = ()
-    models: Annotated[tuple[Regex, ...], Field(strict=False)] = ()
+    models: listed(Regex) = ()  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> "Match":
@@ -66,8 +66,8 @@ class ProfileFile(Settings):
     name: str = Field(min_length=1)
     family: str = Field(min_length=1)
     backends: Texts = ()
-    usb_vendors: Annotated[tuple[Annotated[str, Field(pattern="^[0-9a-f]{4}$")], ...],
-                           Field(strict=False)] = ()   # USB vendor ids the udev rule must cover
+    # USB vendor ids the udev rule must cover
+    usb_vendors: listed(Annotated[str, Field(pattern="^[0-9a-f]{4}$")]) = ()  # type: ignore[valid-type]
     notes: str | None = None
     match: Match = Match()
     sources: Sources = Sources()

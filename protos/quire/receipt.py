@@ -36,6 +36,8 @@ class Audit(Settings):
 class Standards(Settings):
     profile: NonEmpty
     version: Annotated[int, Field(ge=1)]
+    # The profile's content hash; absent from receipts issued before archives recorded it.
+    sha256: Sha256Hex | None = None
     warnings: list[str]
 
 

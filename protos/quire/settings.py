@@ -44,16 +44,32 @@ def _host_port(value: str) -> str:
 
 Regex = Annotated[str, AfterValidator(_regex)]
 HostPort = Annotated[str, AfterValidator(_host_port)]
-# A TOML list of strings, kept as a tuple (strict mode would take only a tuple, which TOML has not).
-Texts = Annotated[tuple[StrictStr, ...], Field(strict=False)]
+
+
+def listed(kind: Any) -> Any:
+    """A TOML list whose every item is ``kind``, kept as a tuple (strict mode takes only a tuple,
+    which TOML has not)."""
+    return Annotated[tuple[kind, ...], Field(strict=False)]
+
+
+Texts = listed(StrictStr)
 
 
 def read_toml(path: Path, error: type[Exception]) -> dict:
     """A TOML file's tables; ``error`` names the file when it cannot be read or parsed."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise error(f"{path}: not a readable TOML file ({exc}); fix the file and retry") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc}); fix the file and retry") from None
+    return parse_toml(data, str(path), error)
+
+
+def parse_toml(data: bytes, where: str, error: type[Exception]) -> dict:
+    """The tables of a TOML file's bytes; ``error`` names ``where`` when they are not TOML."""
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise error(f"{where}: not a valid TOML file ({exc}); fix the file and retry") from None
 
 
 def load(settings: type[BaseModel], config: type[M], path: Path | None, home: Path, overrides: dict,
@@ -68,10 +84,11 @@ def load(settings: type[BaseModel], config: type[M], path: Path | None, home: Pa
     return validated(config, {**data, **overrides, "home": home}, where, error)
 
 
-def validated(model: type[M], data: dict, where: str, error: type[Exception]) -> M:
-    """``data`` as ``model``; otherwise ``error`` naming ``where`` and every problem found."""
+def validated(model: type[M], data: dict, where: str, error: type[Exception], context: dict | None = None) -> M:
+    """``data`` as ``model`` (its validators see ``context``); otherwise ``error`` naming ``where``
+    and every problem found."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise error(message(where, model, exc)) from None
 

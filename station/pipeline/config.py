@@ -24,4 +24,5 @@ class PipelineConfig(Settings):
     # Below this confidence (0–1) a page is left the way it was fed, and flagged for an inspector.
     min_orientation_confidence: float = Field(0.6, ge=0, le=1)
     workers: int = Field(0, ge=0, le=256)        # pages processed at once; 0: one per CPU core
-    spool_pages: int = Field(0, ge=0, le=256)    # captured pages not yet stored before the scanner is held; 0: workers + 2
+    # captured pages not yet stored before the scanner is held; 0: workers + 2
+    spool_pages: int = Field(0, ge=0, le=256)

@@ -195,5 +195,5 @@ def test_station_registration_is_logged_once(tmp_path, central):
     assert [(e["station_id"], e["unit"], e["key"]) for e in registered] == [
         ("st-reg", "unit-a", keys.fingerprint(st.public_key))]
     listed = [json.loads(line) for line in cli(archive, "audit", "ls", "--json", check=True).stdout.splitlines()]
-    assert [e["event"] for e in listed] == ["profile.default", "station.register"]
+    assert [e["event"] for e in listed] == ["profile.pin", "profile.default", "station.register"]
     st.close()

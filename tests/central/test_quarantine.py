@@ -2,8 +2,8 @@
 
 Through the real path: a registered station seals the pages into its outbox and syncs over
 gRPC; the operator reads the quarantine with the CLI. Pages are made to break one rule each.
-PageCountMismatch cannot arrive this way: the signed-manifest contract refuses a page count that
-differs from the pages listed before anything is uploaded (test_standards shows the rule itself).
+A page count that differs from the pages listed is no profile rule: the signed-manifest contract
+refuses it before anything is uploaded.
 """
 
 import json
@@ -137,8 +137,8 @@ def test_an_accepted_bundle_carries_its_warnings_on_the_receipt(pair):
     bid = seal(st, [page(skew_deg=0.8, rotation_deg=0.0)], "1-1")
     assert sync(st).committed == [bid]
     body = json.loads(outbox.get(st.store, bid)["receipt"])
-    assert body["standards"] == {"profile": "gbt33870", "version": 2, "warnings": [
-        "ResidualSkew page 1: 0.80° of skew left after processing, limit 0.5°"]}
+    assert body["standards"] == {"profile": "gbt33870", "version": 2, "sha256": profile.load("gbt33870").sha256,
+                                 "warnings": ["ResidualSkew page 1: 0.80° of skew left after processing, limit 0.5°"]}
 
 
 def test_quarantine_show_says_what_to_do_for_an_unknown_bundle(central):
