@@ -5,13 +5,14 @@ witnessed stays the baseline, and an auditor checking the restored archive again
 import json
 import logging
 import shutil
+import sqlite3
 
 from station import config as station_config
 from station.home import open_station
 from station.scan import scan
 from station.sync import sync
 from station.sync_worker import SyncWorker
-from tests.conftest import run_cli
+from tests.conftest import make_station, register, run_cli
 from tests.test_sync_faults import _serve
 
 
@@ -80,10 +81,6 @@ def test_an_archive_restored_from_an_older_copy_is_an_alarm_and_fails_the_held_c
 
 
 def test_an_upgraded_station_takes_the_largest_checkpoint_of_its_receipts_as_its_baseline(tmp_path, central):
-    import sqlite3
-
-    from tests.conftest import make_station, register
-
     archive, address = central
     st = register(archive, address, make_station(tmp_path / "st", address, dpi=150))
     for n in (1, 2):
