@@ -106,6 +106,20 @@ def test_a_bad_profile_is_refused_with_every_problem(tmp_path):
         assert problem in str(info.value)
 
 
+def test_the_retired_page_count_setting_still_loads_but_cannot_be_turned_off(tmp_path):
+    """page_count_equals_images could never fire (the bundle contract refuses a page count that differs
+    from the pages first): a format /1 file that says true still loads, with the same content hash."""
+    (tmp_path / "profiles").mkdir()
+    text = 'format = "quire.profile/1"\nname = "{0}"\nversion = 1\ntitle = "x"\nextends = "gbt33870"\n[catalogue]\n'
+    (tmp_path / "profiles" / "old.toml").write_text(text.format("old") + "page_count_equals_images = true\n")
+    (tmp_path / "profiles" / "off.toml").write_text(text.format("off") + "page_count_equals_images = false\n")
+    (tmp_path / "profiles" / "new.toml").write_text(text.format("new"))
+    old, new = profile.load("old", tmp_path), profile.load("new", tmp_path)
+    assert old.content.replace(b'"old"', b'"new"') == new.content
+    with pytest.raises(ProfileError, match="catalogue.page_count_equals_images: cannot be turned off"):
+        profile.load("off", tmp_path)
+
+
 def test_an_unknown_profile_format_is_refused(tmp_path):
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "future.toml").write_text('format = "quire.profile/7"\nname = "future"\n')
