@@ -12,10 +12,11 @@ import grpc
 
 from quire.db import utcnow
 
-from . import audit
+from . import audit, refusals
 from .archive import Archive
 from .errors import CentralError
-from .permissions import Actor, PermissionDenied, authorize
+from .listing import sort_items
+from .permissions import Actor, PermissionDenied, authorize, readable_units
 
 MAX_DAYS = 90
 
@@ -36,12 +37,9 @@ def guard(archive: Archive, actor: Actor, action: str, *, unit: str | None = Non
 def refuse(archive: Archive, actor: Actor, action: str, reason: str, *, unit: str | None = None,
            archive_no: str | None = None, consultation: dict | None = None):
     """Log a refusal in the audit log, then raise it: the one way any permission is refused."""
-    with archive.catalogue.transaction() as db:
-        audit.record(db, archive, "access.denied", archive_no or action,
-                     {"action": action, "archive_no": archive_no, "unit": unit,
-                      "consultation": consultation["id"] if consultation else None, "reason": reason},
-                     by=actor.label)
-    raise PermissionDenied(reason)
+    raise refusals.logged(archive, PermissionDenied(reason), "access.denied", archive_no or action,
+                          {"action": action, "archive_no": archive_no, "unit": unit,
+                           "consultation": consultation["id"] if consultation else None}, by=actor.label)
 
 
 def dossier_unit(archive: Archive, archive_no: str) -> str:
@@ -129,11 +127,10 @@ def get(archive: Archive, consultation_id: int) -> dict:
 def listing(archive: Archive, actor: Actor) -> list[dict]:
     """A reader's own requests; a security officer's: those on dossiers of their units."""
     guard(archive, actor, "consultation.list")
-    rows = archive.catalogue.query("SELECT c.*, d.unit FROM consultations c JOIN dossiers d USING (archive_no)"
-                                   " ORDER BY c.id")
-    if "security_officer" in actor.roles:
-        return [r for r in rows if actor.covers(r["unit"])]
-    return [r for r in rows if r["reader"] == actor.id]
+    where, params = (readable_units(actor, "d.unit") if "security_officer" in actor.roles
+                     else ("c.reader = ?", [actor.id]))
+    return archive.catalogue.query("SELECT c.*, d.unit FROM consultations c JOIN dossiers d USING (archive_no)"
+                                   f" WHERE {where} ORDER BY c.id", params)
 
 
 def _consultation(archive: Archive, consultation_id: int | None) -> dict | None:
@@ -145,8 +142,6 @@ def materials(archive: Archive, actor: Actor, archive_no: str, consultation_id: 
     unit = dossier_unit(archive, archive_no)
     guard(archive, actor, "catalogue.read", unit=unit, archive_no=archive_no,
           consultation=_consultation(archive, consultation_id))
-    from .listing import sort_items
-
     return sort_items(archive.catalogue.query(
         "SELECT item, category, title, date_formed, page_count, remarks, version FROM materials"
         " WHERE archive_no = ?", [archive_no]))

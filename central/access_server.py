@@ -2,7 +2,7 @@
 
 from quire.v1 import access_pb2, access_pb2_grpc
 
-from . import access, audit, users
+from . import access, audit, refusals, users
 from .archive import Archive
 
 CHUNK_BYTES = 1 << 20
@@ -20,7 +20,9 @@ class ArchiveAccessServicer(access_pb2_grpc.ArchiveAccessServicer):
         self.archive = archive
 
     def _actor(self, context):
-        return users.from_metadata(self.archive, context.invocation_metadata())
+        actor = users.from_metadata(self.archive, context.invocation_metadata(), refusals.peer_label(context))
+        refusals.authenticated(actor.label)
+        return actor
 
     def Whoami(self, request, context):
         actor = self._actor(context)

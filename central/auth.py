@@ -18,7 +18,7 @@ from quire import callauth, keys
 from quire.db import atomic, one, open_db
 from quire.errors import BadSignature
 
-from . import stations
+from . import refusals, stations
 from .archive import Archive
 from .errors import CentralError, SignatureInvalid
 
@@ -99,7 +99,9 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
         """``inner`` run only for an authenticated station, which ``current_station`` names meanwhile."""
 
         def behaviour(request, context):
-            token = current_station.set(self._authenticate(method, context, digest(request)))
+            station_id = self._authenticate(method, context, digest(request))
+            refusals.authenticated(f"station:{station_id}")
+            token = current_station.set(station_id)
             try:
                 return inner(request, context)
             finally:

@@ -8,15 +8,20 @@ import sys
 import threading
 from pathlib import Path
 
+from quire import checkpoint as checkpoint_format
 from quire import keys
+from quire.errors import ContractError
 from quire.memory import tune_allocator
 
+from . import audit, changes, cli_people, cli_stats, listing, profile, quarantine, stations
 from . import config as config_mod
-from . import cli_people, cli_stats, listing, stations
+from .access import dossier_unit, guard
+from .archive import open_archive
+from .cli_people import as_person
+from .errors import CentralError
 from .printing import json_lines as _json_lines
 from .printing import table as _table
-from .archive import open_archive
-from .errors import CentralError
+from .verify import verify
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log each call to stderr")
     p.add_argument("--token-file", help="file holding your user token (default $QUIRE_TOKEN); not needed while "
                                         "the archive has no users")
-    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+    # The command and its subcommand name what a person did in the audit log's login entry.
+    p.set_defaults(subcommand=None)
+    sub = p.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     c = sub.add_parser("init", help="create the archive's key and catalogue",
                        description="Create the central key (mode 0600) and catalogue; safe to repeat.")
@@ -75,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stations", help="register and list scanning stations",
                         description="Register and list the stations allowed to upload.")
-    st_sub = st.add_subparsers(title="station commands", metavar="COMMAND")
+    st_sub = st.add_subparsers(title="station commands", metavar="COMMAND", dest="subcommand")
     c = st_sub.add_parser("add", help="register a station's public key",
                           description="Register a station (its id and the public key 'quire-station init' printed).")
     c.add_argument("station_id", help="the station's id, e.g. st-1a2b3c4d")
@@ -127,7 +134,7 @@ def _add_standards_commands(sub) -> None:
     pr = sub.add_parser("profiles", help="list, show and assign standards profiles",
                         description="Standards profiles (rules as data): the shipped gbt33870 and dat31, and "
                                     "any in HOME/profiles; which unit is judged by which.")
-    pr_sub = pr.add_subparsers(title="profile commands", metavar="COMMAND")
+    pr_sub = pr.add_subparsers(title="profile commands", metavar="COMMAND", dest="subcommand")
     c = pr_sub.add_parser("ls", help="list available profiles and the units using them",
                           description="List every profile with its version, and the units assigned to it.")
     c.add_argument("--json", action="store_true", help="print JSON lines")
@@ -150,7 +157,7 @@ def _add_standards_commands(sub) -> None:
     q = sub.add_parser("quarantine", help="bundles refused at commit, with every reason",
                        description="Bundles that broke their unit's standards profile or conflicted with the "
                                    "catalogue: kept, not catalogued, with every reason.")
-    q_sub = q.add_subparsers(title="quarantine commands", metavar="COMMAND")
+    q_sub = q.add_subparsers(title="quarantine commands", metavar="COMMAND", dest="subcommand")
     c = q_sub.add_parser("ls", help="list quarantined bundles", description="List quarantined bundles, newest first.")
     c.add_argument("--json", action="store_true", help="print JSON lines")
     c.set_defaults(func=cmd_quarantine_ls)
@@ -164,7 +171,7 @@ def _add_standards_commands(sub) -> None:
     a = sub.add_parser("audit", help="the tamper-evident audit log",
                        description="The append-only Merkle-tree log of ingests, quarantines, registrations "
                                    "and profile changes, with signed checkpoints.")
-    a_sub = a.add_subparsers(title="audit commands", metavar="COMMAND")
+    a_sub = a.add_subparsers(title="audit commands", metavar="COMMAND", dest="subcommand")
     c = a_sub.add_parser("verify", help="recompute the log and check every signed checkpoint",
                          description="Recompute the Merkle tree from the stored entries and check every signed "
                                      "checkpoint (the log's own, every receipt's, and any given); exit 1 on a problem.")
@@ -248,34 +255,32 @@ def _advertise(archive, host: str, port: int):
     return zc
 
 
-def cmd_info(cfg, args) -> int:
-    archive = open_archive(cfg, create=False)
+@as_person("archive.info")
+def cmd_info(archive, who, args) -> int:
     counts = archive.catalogue.one(
         "SELECT (SELECT COUNT(*) FROM stations) AS stations, (SELECT COUNT(*) FROM dossiers) AS dossiers,"
         " (SELECT COUNT(*) FROM materials) AS materials, (SELECT COUNT(*) FROM pages) AS pages,"
         " (SELECT COUNT(*) FROM blobs) AS blobs, (SELECT COALESCE(SUM(bytes), 0) FROM blobs) AS bytes")
-    print(f"home            {cfg.home}")
+    home = archive.config.home
+    print(f"home            {home}")
     print(f"key fingerprint {keys.fingerprint(archive.public_key)}")
-    print(f"tls certificate {cfg.home / 'tls' / 'cert.pem'} (sha256 {archive.tls.cert_sha256.hex()})")
+    print(f"tls certificate {home / 'tls' / 'cert.pem'} (sha256 {archive.tls.cert_sha256.hex()})")
     for name, value in counts.items():
         print(f"{name:<15} {value}")
-    archive.close()
     return 0
 
 
-def cmd_stations_add(cfg, args) -> int:
-    archive = open_archive(cfg)
-    row = stations.add(archive, args.station_id, args.key, args.unit, by=_as_admin(archive, args))
+@as_person("station.manage")
+def cmd_stations_add(archive, who, args) -> int:
+    row = stations.add(archive, args.station_id, args.key, args.unit, by=who.label)
     print(f"station {row['id']} registered for unit {row['unit']} "
           f"(key {keys.fingerprint(bytes(row['public_key']))})")
-    archive.close()
     return 0
 
 
-def cmd_stations_pending(cfg, args) -> int:
-    archive = open_archive(cfg)
+@as_person("station.read")
+def cmd_stations_pending(archive, who, args) -> int:
     rows = stations.pending(archive)
-    archive.close()
     if rows:
         _table(rows, ["code", "station_id", "hostname", "requested_at", "fingerprint"])
     else:
@@ -283,53 +288,33 @@ def cmd_stations_pending(cfg, args) -> int:
     return 0
 
 
-def cmd_stations_approve(cfg, args) -> int:
-    archive = open_archive(cfg)
-    row = stations.approve(archive, args.code, args.unit, by=_as_admin(archive, args))
-    archive.close()
+@as_person("station.manage")
+def cmd_stations_approve(archive, who, args) -> int:
+    row = stations.approve(archive, args.code, args.unit, by=who.label)
     print(f"station {row['id']} enrolled into unit {row['unit']}")
     return 0
 
 
-def cmd_stations_revoke(cfg, args) -> int:
-    from . import changes
-
-    archive = open_archive(cfg, create=False)
-    try:
-        change = changes.propose(archive, cli_people.actor(archive, args), "revoke_station",
-                                 {"station_id": args.station_id}, args.reason)
-    finally:
-        archive.close()
+@as_person(None)
+def cmd_stations_revoke(archive, who, args) -> int:
+    change = changes.propose(archive, who, "revoke_station", {"station_id": args.station_id}, args.reason)
     print(f"station {args.station_id} suspended: its calls are refused from now on. Revocation #{change['id']} "
           f"becomes final when a second administrator runs 'quire-central changes approve {change['id']}'")
     return 0
 
 
-def _as_admin(archive, args) -> str:
-    """The administrator running a station or profile command (checked and named in the log)."""
-    from .access import guard
-
-    who = cli_people.actor(archive, args)
-    guard(archive, who, "station.manage")
-    return who.label
-
-
-def cmd_stations_ls(cfg, args) -> int:
-    archive = open_archive(cfg, create=False)
+@as_person("station.read")
+def cmd_stations_ls(archive, who, args) -> int:
     rows = stations.listing(archive)
     if args.json:
         _json_lines(rows)
     else:
         _table(rows, ["id", "unit", "added_at", "revoked_at", "fingerprint"])
-    archive.close()
     return 0
 
 
-def cmd_ls(cfg, args) -> int:
-    from .access import dossier_unit, guard
-
-    archive = open_archive(cfg, create=False)
-    who = cli_people.actor(archive, args)
+@as_person(None)
+def cmd_ls(archive, who, args) -> int:
     if args.archive_no:
         guard(archive, who, "catalogue.read", unit=dossier_unit(archive, args.archive_no), archive_no=args.archive_no)
     else:
@@ -341,9 +326,8 @@ def cmd_ls(cfg, args) -> int:
         rows = listing.sort_items(listing.materials(archive, args.archive_no))
         columns = ["item", "title", "page_count", "station_id", "catalogued_at"]
     else:
-        rows = [r for r in listing.dossiers(archive) if who.covers(r["unit"])]
+        rows = listing.dossiers(archive, who)
         columns = ["archive_no", "name", "kind", "unit", "materials", "pages", "bytes"]
-    archive.close()
     if args.json:
         _json_lines(rows)
     elif rows:
@@ -354,12 +338,9 @@ def cmd_ls(cfg, args) -> int:
     return 0
 
 
-def cmd_verify(cfg, args) -> int:
-    from .verify import verify
-
-    archive = open_archive(cfg, create=False)
+@as_person("archive.verify")
+def cmd_verify(archive, who, args) -> int:
     report = verify(archive, full=not args.quick)
-    archive.close()
     for problem in report.problems:
         print(problem)
     kind = "quick check (sizes, counts)" if args.quick else "full check (hashes, signatures)"
@@ -369,18 +350,16 @@ def cmd_verify(cfg, args) -> int:
     return 0 if report.ok else 1
 
 
-def cmd_profiles_ls(cfg, args) -> int:
-    from . import profile
-
-    archive = open_archive(cfg, create=False)
+@as_person("profile.read")
+def cmd_profiles_ls(archive, who, args) -> int:
+    home = archive.config.home
     default, units = profile.default_name(archive), profile.assignments(archive)
     rows = []
-    for name, path in profile.available(cfg.home).items():
-        p = profile.load(name, cfg.home)
+    for name, path in profile.available(home).items():
+        p = profile.load(name, home)
         rows.append({"name": name, "version": p.version, "default": "yes" if name == default else "",
                      "units": ", ".join(u["unit"] for u in units if u["profile"] == name),
                      "source": "shipped" if path.parent == profile.SHIPPED_DIR else str(path), "title": p.title})
-    archive.close()
     if args.json:
         _json_lines(rows)
     else:
@@ -388,43 +367,33 @@ def cmd_profiles_ls(cfg, args) -> int:
     return 0
 
 
-def cmd_profiles_show(cfg, args) -> int:
-    from . import profile
+@as_person("profile.read")
+def cmd_profiles_show(archive, who, args) -> int:
+    import dataclasses
 
-    p = profile.load(args.name, cfg.home)
-    for name, value in p.model_dump().items():
+    p = profile.load(args.name, archive.config.home)
+    for name, value in dataclasses.asdict(p).items():
         print(f"{name:<28} {', '.join(value) if isinstance(value, tuple) else value}")
     return 0
 
 
-def cmd_profiles_assign(cfg, args) -> int:
-    from . import profile
-
-    archive = open_archive(cfg, create=False)
-    _as_admin(archive, args)
+@as_person("profile.manage")
+def cmd_profiles_assign(archive, who, args) -> int:
     chosen = profile.assign(archive, args.unit, args.name)
-    archive.close()
     print(f"unit {args.unit} is judged by profile {chosen.label} from now on")
     return 0
 
 
-def cmd_profiles_default(cfg, args) -> int:
-    from . import profile
-
-    archive = open_archive(cfg, create=False)
-    _as_admin(archive, args)
+@as_person("profile.manage")
+def cmd_profiles_default(archive, who, args) -> int:
     chosen = profile.set_default(archive, args.name)
-    archive.close()
     print(f"units without their own profile are judged by {chosen.label} from now on")
     return 0
 
 
-def cmd_quarantine_ls(cfg, args) -> int:
-    from . import quarantine
-
-    archive = open_archive(cfg, create=False)
-    rows = quarantine.listing(archive)
-    archive.close()
+@as_person(None)
+def cmd_quarantine_ls(archive, who, args) -> int:
+    rows = quarantine.listing(archive, who)
     if args.json:
         _json_lines(rows)
     elif rows:
@@ -437,17 +406,14 @@ def cmd_quarantine_ls(cfg, args) -> int:
     return 0
 
 
-def cmd_quarantine_show(cfg, args) -> int:
-    from . import quarantine
-
-    archive = open_archive(cfg, create=False)
-    row = quarantine.show(archive, args.bundle)
-    archive.close()
+@as_person(None)
+def cmd_quarantine_show(archive, who, args) -> int:
+    row = quarantine.show(archive, who, args.bundle)
     if args.json:
         print(json.dumps(row, ensure_ascii=False))
         return 0
     for key in ("bundle_id", "station_id", "unit", "archive_no", "item", "title", "pages", "operator",
-                "profile", "profile_version", "profile_sha256", "quarantined_at"):
+                "profile", "profile_version", "quarantined_at"):
         print(f"{key:<16} {'' if row[key] is None else row[key]}")
     print(f"reasons ({len(row['reasons'])}):")
     for r in row["reasons"]:
@@ -456,21 +422,15 @@ def cmd_quarantine_show(cfg, args) -> int:
     return 0
 
 
-def cmd_audit_verify(cfg, args) -> int:
-    from quire import checkpoint as checkpoint_format
-    from quire.errors import ContractError
-
-    from . import audit
-
+@as_person("audit.read")
+def cmd_audit_verify(archive, who, args) -> int:
     witnesses = []
     for path in args.checkpoint:
         try:
             witnesses.append((f"checkpoint file {path}", checkpoint_format.from_json(json.loads(open(path).read()))))
         except (OSError, ValueError, ContractError) as exc:
             raise CentralError(f"{path}: not a checkpoint 'quire-central audit checkpoint' printed ({exc})") from None
-    archive = open_archive(cfg, create=False)
     report = audit.verify_log(archive, witnesses)
-    archive.close()
     for problem in report.problems:
         print(problem)
     verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
@@ -479,17 +439,9 @@ def cmd_audit_verify(cfg, args) -> int:
     return 0 if report.ok else 1
 
 
-def cmd_audit_ls(cfg, args) -> int:
-    from . import audit
-
-    from .access import guard
-
-    archive = open_archive(cfg, create=False)
-    try:
-        guard(archive, cli_people.actor(archive, args), "audit.read")  # the log names who read what
-        rows = audit.entries(archive, args.start, args.limit)
-    finally:
-        archive.close()
+@as_person("audit.read")  # the log names who read what
+def cmd_audit_ls(archive, who, args) -> int:
+    rows = audit.entries(archive, args.start, args.limit)
     if args.json:
         _json_lines(rows)
         return 0
@@ -502,12 +454,9 @@ def cmd_audit_ls(cfg, args) -> int:
     return 0
 
 
-def cmd_audit_checkpoint(cfg, args) -> int:
-    from . import audit
-
-    archive = open_archive(cfg, create=False)
+@as_person("audit.read")
+def cmd_audit_checkpoint(archive, who, args) -> int:
     cp = audit.latest_checkpoint(archive)
-    archive.close()
     if cp is None:
         raise CentralError("the audit log is empty; nothing has been signed yet")
     print(json.dumps(cp.to_json(), ensure_ascii=False))

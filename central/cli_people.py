@@ -4,6 +4,7 @@ Each command acts as the user whose token is given (--token-file or $QUIRE_TOKEN
 archive has no users yet, the operating-system user on the archive host acts as administrator.
 """
 
+import functools
 import getpass
 import os
 from pathlib import Path
@@ -11,27 +12,28 @@ from pathlib import Path
 from . import access, audit, changes, dossiers, qc, users
 from .archive import open_archive
 from .errors import CentralError
-from .permissions import ROLES, Unauthenticated, local_operator
+from .permissions import ROLES, local_operator, readable_units
 from .printing import json_lines, table
 
 
 def actor(archive, args):
-    """The person running the command."""
+    """The person running the command: the token's user, logged with the command (a missing or wrong
+    token is refused and logged); while the archive has no users, the operating-system user."""
     token = None
-    if getattr(args, "token_file", None):
+    if args.token_file:
         path = Path(args.token_file)
         if path.stat().st_mode & 0o077:
             raise CentralError(f"{path} is readable by others; run: chmod 600 {path}")
         token = path.read_text().strip()
     token = token or os.environ.get("QUIRE_TOKEN")
-    if token:
-        who = users.authenticate(archive, token)
-        with archive.catalogue.transaction() as db:
-            audit.record(db, archive, "login", who.label, {"user": who.id, "via": "cli"}, by=who.label)
-        return who
-    if users.count(archive) == 0:
+    if not token and users.count(archive) == 0:
         return local_operator(getpass.getuser())
-    raise Unauthenticated("this archive has users: pass your token with --token-file FILE or $QUIRE_TOKEN")
+    who = users.authenticate(archive, token, by=audit.local_user())
+    command = " ".join(word for word in (args.command, args.subcommand) if word)
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "login", who.label, {"user": who.id, "via": "cli", "command": command},
+                     by=who.label)
+    return who
 
 
 def add_commands(sub) -> None:
@@ -170,7 +172,7 @@ def add_commands(sub) -> None:
 
 def _group(sub, name: str, help_: str, description: str):
     g = sub.add_parser(name, help=help_, description=description)
-    inner = g.add_subparsers(title=f"{name} commands", metavar="COMMAND")
+    inner = g.add_subparsers(title=f"{name} commands", metavar="COMMAND", dest="subcommand")
     g.set_defaults(func=lambda cfg, args: g.print_help() or 2)
     return inner
 
@@ -184,9 +186,11 @@ def _session(cfg, args):
         raise
 
 
-def _guarded(action: str):
-    """Run the command as the token's user, after the permission check for ``action``."""
+def as_person(action: str | None):
+    """Run the command as the person running it, after the permission check for ``action`` (None:
+    the use case checks it, knowing the unit)."""
     def wrap(fn):
+        @functools.wraps(fn)
         def run(cfg, args):
             archive, who = _session(cfg, args)
             try:
@@ -195,36 +199,35 @@ def _guarded(action: str):
                 return fn(archive, who, args) or 0
             finally:
                 archive.close()
-        run.__doc__ = fn.__doc__
         return run
     return wrap
 
 
-@_guarded("user.manage")
+@as_person("user.manage")
 def cmd_users_add(archive, who, args):
     token = users.add(archive, args.user_id, args.name, args.role, args.unit, args.own_dossier, by=who.label)
     print(f"user {args.user_id} added ({', '.join(sorted(args.role))}); token, shown once — hand it over "
           f"privately and keep it in a file only they can read (chmod 600):\n{token}")
 
 
-@_guarded("user.manage")
+@as_person("user.manage")
 def cmd_users_relate(archive, who, args):
     users.relate(archive, args.user_id, args.archive_no, args.relation, by=who.label)
     print(f"{args.user_id} may never consult dossier {args.archive_no} ({args.relation})")
 
 
-@_guarded("user.manage")
+@as_person("user.manage")
 def cmd_users_token(archive, who, args):
     print(users.reissue_token(archive, args.user_id, by=who.label))
 
 
-@_guarded("user.manage")
+@as_person("user.manage")
 def cmd_users_disable(archive, who, args):
     users.disable(archive, args.user_id, by=who.label)
     print(f"user {args.user_id} disabled")
 
 
-@_guarded("user.manage")
+@as_person("user.manage")
 def cmd_users_ls(archive, who, args):
     rows = users.listing(archive)
     for r in rows:
@@ -232,38 +235,38 @@ def cmd_users_ls(archive, who, args):
     _out(rows, ["id", "name", "roles", "units", "own_archive_no", "disabled_at"], args)
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_consult_request(archive, who, args):
     c = access.file_request(archive, who, args.archive_no, args.purpose, args.days, args.export)
     print(f"consultation #{c['id']} of {c['archive_no']} filed for {c['days']} days; waiting for the security officer")
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_consult_decide(archive, who, args):
     c = access.decide(archive, who, args.id, args.approve, args.reason, "export" if args.export else "view")
     print(f"consultation #{c['id']}: viewing {c['state']}" + (f" until {c['expires_at']}" if c["expires_at"] else "")
           + f", export {c['export_state']}")
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_consult_ls(archive, who, args):
     _out(access.listing(archive, who),
          ["id", "reader", "archive_no", "purpose", "days", "state", "export_state", "expires_at"], args)
 
 
-@_guarded(None)
+@as_person("change.list")
 def cmd_changes_ls(archive, who, args):
     _out(changes.listing(archive, "proposed" if args.waiting else None),
          ["id", "kind", "subject", "state", "proposed_by", "reason", "decided_by"], args)
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_changes_decide(archive, who, args):
     c = changes.decide(archive, who, args.id, args.approve, args.note)
     print(f"change #{c['id']} ({c['kind']} {c['subject']}) {c['state']} by {who.id}")
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_materials_change(archive, who, args):
     payload = {"archive_no": args.archive_no, "item": args.item}
     if args.bundle:
@@ -273,7 +276,7 @@ def cmd_materials_change(archive, who, args):
           f"'quire-central changes approve {c['id']}'")
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_materials_history(archive, who, args):
     access.guard(archive, who, "catalogue.read", unit=access.dossier_unit(archive, args.archive_no),
                  archive_no=args.archive_no)
@@ -282,7 +285,7 @@ def cmd_materials_history(archive, who, args):
           "proposed_by", "decided_by"], args)
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_dossiers_edit(archive, who, args):
     fields = {}
     for pair in args.set:
@@ -295,11 +298,10 @@ def cmd_dossiers_edit(archive, who, args):
           f"'quire-central changes approve {c['id']}'")
 
 
-@_guarded("catalogue.read")
+@as_person("catalogue.read")
 def cmd_search(archive, who, args):
     rows = dossiers.search(archive, args.archive_no, args.name, args.category, args.date_from, args.date_to,
-                           args.unit)
-    rows = [r for r in rows if who.covers(r["unit"])]
+                           args.unit, within=readable_units(who, "d.unit"))
     for r in rows:
         if "matching" in r:
             r["matching"] = ",".join(r["matching"])
@@ -307,20 +309,20 @@ def cmd_search(archive, who, args):
          + (["matching"] if args.category or args.date_from or args.date_to else []), args)
 
 
-@_guarded("qc.inspect")
+@as_person("qc.inspect")
 def cmd_qc_ls(archive, who, args):
     _out(qc.listing(archive), ["bundle_id", "station_id", "archive_no", "item", "page_count", "qc", "inspector",
                                "good_share"], args)
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_qc_start(archive, who, args):
     b = qc.start(archive, who, args.bundle)
     print(f"batch {b['bundle_id'][:12]}: inspect pages {', '.join(map(str, b['sample']))} "
           f"({len(b['sample'])} sampled), then 'quire-central qc judge' and 'qc decide'")
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_qc_judge(archive, who, args):
     for n in args.good:
         qc.judge(archive, who, args.bundle, n, True)
@@ -330,7 +332,7 @@ def cmd_qc_judge(archive, who, args):
     print(f"{len(b['judged'])} of {len(b['sample'])} sampled pages judged")
 
 
-@_guarded(None)
+@as_person(None)
 def cmd_qc_decide(archive, who, args):
     b = qc.decide(archive, who, args.bundle)
     print(f"batch {b['bundle_id'][:12]} {b['state']}: {b['good_share'] * 100:.1f} % of the sample good"

@@ -8,9 +8,11 @@ from .verify import CatalogueMismatch, FieldMismatch, Problem
 
 
 def search(archive: Archive, archive_no: str | None = None, name: str | None = None, category: str | None = None,
-           date_from: str | None = None, date_to: str | None = None, unit: str | None = None) -> list[dict]:
-    """Dossiers matching every given filter; with category or dates, the matching materials are listed too."""
-    where, params = [], []
+           date_from: str | None = None, date_to: str | None = None, unit: str | None = None, *,
+           within: tuple[str, list]) -> list[dict]:
+    """Dossiers matching every given filter, in the units ``within`` (``permissions.readable_units``) allows;
+    with category or dates, the matching materials are listed too."""
+    where, params = [within[0]], list(within[1])
     if archive_no:
         where.append("d.archive_no LIKE ? || '%'")
         params.append(archive_no)

@@ -10,13 +10,19 @@ import grpc
 
 from quire import refusal
 
+from . import refusals
+from .archive import Archive
 from .errors import CentralError
 
 log = logging.getLogger("quire.central")
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """CentralError → its status and message; anything else → INTERNAL with an incident id."""
+    """CentralError → its status and message (a refusal also into the archive's audit log); anything
+    else → INTERNAL with an incident id."""
+
+    def __init__(self, archive: Archive):
+        self.archive = archive
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -27,31 +33,33 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             behaviour = getattr(handler, kind)
             if behaviour is not None:
                 wrap = _translated_stream if kind.endswith("_stream") else _translated
-                return handler._replace(**{kind: wrap(behaviour, method)})
+                return handler._replace(**{kind: wrap(behaviour, method, self.archive)})
         return handler
 
 
-def _translated(behaviour, method: str):
+def _translated(behaviour, method: str, archive: Archive):
     def wrapper(request, context):
+        refusals.call_begins(context, request)
         try:
             return behaviour(request, context)
         except Exception as exc:
-            _abort(context, method, exc)
+            _abort(context, method, exc, archive)
 
     return wrapper
 
 
-def _translated_stream(behaviour, method: str):
+def _translated_stream(behaviour, method: str, archive: Archive):
     def wrapper(request, context):
+        refusals.call_begins(context, request)
         try:
             yield from behaviour(request, context)
         except Exception as exc:
-            _abort(context, method, exc)
+            _abort(context, method, exc, archive)
 
     return wrapper
 
 
-def _abort(context, method: str, exc: Exception):
+def _abort(context, method: str, exc: Exception, archive: Archive):
     if isinstance(exc, grpc.RpcError) and not context.is_active():
         # Reading the request stream failed because the caller went away (cut, killed): no incident.
         # Re-raised, not answered: gRPC ends a call quietly on the RpcError its own request iterator
@@ -64,7 +72,7 @@ def _abort(context, method: str, exc: Exception):
                 "the archive's disk is full; nothing of this call was kept and the station will retry "
                 "later (administrator: free space in the archive's home)", "ARCHIVE_DISK_FULL", "call")
     if isinstance(exc, CentralError):
-        log.info("%s refused: %s", method, exc)
+        refusals.at_door(archive, method, exc)
         _refuse(context, exc.code, str(exc), _upper_snake(type(exc).__name__), exc.scope)
     incident = uuid.uuid4().hex[:12]
     # Full detail stays in the service log; the caller only gets the incident id.

@@ -1,14 +1,18 @@
 """What the catalogue holds, for people: dossiers, their materials, a material's pages."""
 
 from .archive import Archive
+from .permissions import Actor, readable_units
 
 
-def dossiers(archive: Archive) -> list[dict]:
+def dossiers(archive: Archive, actor: Actor) -> list[dict]:
+    """The dossiers of ``actor``'s units with their sizes."""
+    where, params = readable_units(actor, "d.unit")
     return archive.catalogue.query(
         "SELECT d.archive_no, d.name, d.kind, d.unit, COUNT(DISTINCT m.id) AS materials,"
         " COUNT(p.n) AS pages, COALESCE(SUM(p.bytes), 0) AS bytes"
         " FROM dossiers d LEFT JOIN materials m ON m.archive_no = d.archive_no"
-        " LEFT JOIN pages p ON p.material_id = m.id GROUP BY d.archive_no ORDER BY d.archive_no")
+        f" LEFT JOIN pages p ON p.material_id = m.id WHERE {where} GROUP BY d.archive_no ORDER BY d.archive_no",
+        params)
 
 
 def materials(archive: Archive, archive_no: str) -> list[dict]:

@@ -36,9 +36,20 @@ ACTIONS = {
     "content.view": {"reader", "archivist", "inspector"},
     "content.export": {"reader"},
     "qc.inspect": {"inspector"},
-    "audit.read": {"auditor"},
+    "audit.read": {"auditor"},                    # the log, its verification and its checkpoints
     "stats.read": {"admin", "auditor", "archivist", "inspector", "security_officer"},
+    # Once an archive has users every command acts as one of them. Verifying the archive names dossiers,
+    # materials and catalogue values, so it is the auditor's (the administrator never sees content);
+    # quarantined bundles carry archive numbers, titles and operators: the units' own catalogue staff.
+    "archive.info": set(ROLES),                   # key fingerprint, certificate and counts
+    "archive.verify": {"auditor"},
+    "quarantine.read": {"archivist", "inspector"},
+    "station.read": {"admin", "auditor"},
+    "profile.read": {"admin", "auditor", "archivist", "inspector"},
+    "change.list": {"admin", "archivist"},        # who proposes and decides four-eyes changes
 }
+# Actions on one unit's records: only for people of that unit (the listing ones are scoped in their query).
+UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect"}
 # Which role may propose and approve each four-eyes change (action "change.<kind>").
 CHANGE_ROLES = {
     "replace_material": "archivist",
@@ -80,6 +91,14 @@ class Actor:
         return "*" in self.units or (unit is not None and unit in self.units)
 
 
+def readable_units(actor: Actor, column: str = "unit") -> tuple[str, list]:
+    """The SQL condition (and its parameters) keeping ``column`` to the units ``actor`` works for: a
+    listing is scoped in its query, never filtered after it."""
+    if "*" in actor.units:
+        return "1", []
+    return f"{column} IN ({', '.join('?' * len(actor.units))})", sorted(actor.units)
+
+
 def check_roles(roles: set[str]) -> None:
     """Refuse unknown roles and combinations that break separation of duties."""
     unknown = sorted(roles - set(ROLES))
@@ -87,11 +106,12 @@ def check_roles(roles: set[str]) -> None:
         raise CentralError(f"unknown role(s) {', '.join(unknown)}; roles are: {', '.join(ROLES)}")
     if not roles:
         raise CentralError(f"give at least one role: {', '.join(ROLES)}")
-    sole = roles & SOLE_ROLES
-    if sole and len(roles) > 1:
-        raise CentralError(
-            f"{'/'.join(sorted(sole))} cannot be combined with {', '.join(sorted(roles - sole)) or 'another of them'}: "
-            "administrator, security officer and auditor are separate people (三员分立)")
+    if roles & SOLE_ROLES and len(roles) > 1:
+        *others, last = sorted(roles)
+        raise PermissionDenied(
+            f"the roles {', '.join(others)} and {last} cannot be held by one person: the system administrator, "
+            "the security officer and the auditor are three different people (三员分立), and none of them holds "
+            "another role; add one user for each role")
 
 
 def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
@@ -111,15 +131,16 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it belongs to a relative (回避)")
     if action in ("catalogue.read", "content.view", "content.export"):
         staff = {"archivist", "inspector"} | ({"security_officer"} if action == "catalogue.read" else set())
-        across_units = action == "catalogue.read" and unit is None and archive_no is None  # a search, filtered after
+        across_units = action == "catalogue.read" and unit is None and archive_no is None  # a listing, scoped in its query
         if actor.roles & staff and action != "content.export" and (across_units or actor.covers(unit)):
             return  # the unit's own archive staff work on its dossiers; every view is still logged
         if "reader" not in actor.roles:
             raise PermissionDenied(f"{actor.id} has no authority over unit {unit} (dossier {archive_no})")
         _consultation_allows(actor, action, archive_no, consultation, now)
         return
-    if action == "consultation.decide" and not actor.covers(unit):
-        raise PermissionDenied(f"{actor.id} has no authority over unit {unit}; its own security officer decides")
+    if action in UNIT_SCOPED and unit is not None and not actor.covers(unit):
+        raise PermissionDenied(f"{actor.id} has no authority over unit {unit}; its own "
+                               f"{' or '.join(sorted(allowed))} does this")
 
 
 def _consultation_allows(actor: Actor, action: str, archive_no: str | None, consultation: dict | None,

@@ -6,8 +6,10 @@ import re
 from quire.db import utcnow
 
 from . import audit
+from .access import guard
 from .archive import Archive
 from .errors import CentralError, UnknownBundle
+from .permissions import Actor, readable_units
 from .standards import Findings
 
 
@@ -27,10 +29,12 @@ def hold(db, archive: Archive, bundle_id: str, station: dict, manifest: dict,
     audit.quarantined(db, archive, bundle_id, station, manifest, findings.profile.label, rejected)
 
 
-def listing(archive: Archive) -> list[dict]:
-    """Quarantined bundles, newest first, each with the rules it broke."""
-    out = archive.catalogue.query("SELECT * FROM quarantine WHERE released_by_change IS NULL"
-                                  " ORDER BY quarantined_at DESC, bundle_id")
+def listing(archive: Archive, actor: Actor) -> list[dict]:
+    """Quarantined bundles of ``actor``'s units, newest first, each with the rules it broke."""
+    guard(archive, actor, "quarantine.read")
+    where, params = readable_units(actor)
+    out = archive.catalogue.query(f"SELECT * FROM quarantine WHERE released_by_change IS NULL AND {where}"
+                                  " ORDER BY quarantined_at DESC, bundle_id", params)
     for row in out:
         reasons = json.loads(row.pop("reasons"))
         row["rules"] = ",".join(sorted({r["rule"] for r in reasons if r["severity"] == "reject"}))
@@ -39,17 +43,22 @@ def listing(archive: Archive) -> list[dict]:
     return out
 
 
-def show(archive: Archive, bundle: str) -> dict:
-    """One quarantined bundle by id or unique id prefix, with every reason and its manifest summary."""
+def show(archive: Archive, actor: Actor, bundle: str) -> dict:
+    """One quarantined bundle of ``actor``'s units by id or unique id prefix, with every reason and its
+    manifest summary."""
+    guard(archive, actor, "quarantine.read")
     if not re.fullmatch(r"[0-9a-f]{6,64}", bundle.lower()):
         raise CentralError("give the bundle id, or at least its first 6 hex digits "
                            "('quire-central quarantine ls' lists them)")
-    rows = archive.catalogue.query("SELECT * FROM quarantine WHERE bundle_id LIKE ? || '%'", [bundle.lower()])
+    where, params = readable_units(actor)
+    rows = archive.catalogue.query(f"SELECT * FROM quarantine WHERE bundle_id LIKE ? || '%' AND {where}",
+                                   [bundle.lower(), *params])
     if not rows:
         raise UnknownBundle(f"no quarantined bundle {bundle}; 'quire-central quarantine ls' lists them")
     if len(rows) > 1:
         raise CentralError(f"{bundle} matches {len(rows)} quarantined bundles; give more of the id")
     row = rows[0]
+    guard(archive, actor, "quarantine.read", unit=row["unit"], archive_no=row["archive_no"])  # 回避
     row["reasons"] = json.loads(row["reasons"])
     manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?", [row["bundle_id"]])["manifest"])
     row["title"] = manifest["material"].get("title")

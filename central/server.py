@@ -170,7 +170,7 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["Arch
         pool,
         # Order matters: errors raised by authentication are translated too; shares are taken by
         # authenticated stations.
-        interceptors=[ErrorInterceptor(), StationAuthInterceptor(archive), shares],
+        interceptors=[ErrorInterceptor(archive), StationAuthInterceptor(archive), shares],
         options=options,
         # Calls waiting for a thread are bounded too: beyond this, RESOURCE_EXHAUSTED at once.
         maximum_concurrent_rpcs=4 * threads,

@@ -6,7 +6,7 @@ import re
 from quire import callauth, keys
 from quire.db import utcnow
 
-from . import audit
+from . import audit, refusals
 from .archive import Archive
 from .errors import CentralError, NotEnrolled, SignatureInvalid
 
@@ -85,13 +85,14 @@ def check_unit(archive: Archive, station: dict, dossier: dict, bundle_id: str) -
         return
     message = (f"dossier {dossier['archive_no']} belongs to unit {owner}; station {station['id']} uploads only "
                f"into unit {station['unit']} — nothing from this bundle was accepted")
-    with archive.catalogue.transaction() as db:
-        if not db.execute("SELECT 1 FROM audit_entries WHERE event = 'upload.refused' AND subject = ?",
-                          [bundle_id]).fetchone():
-            audit.record(db, archive, "upload.refused", bundle_id,
-                         {"bundle_id": bundle_id, "archive_no": dossier["archive_no"], "station_id": station["id"],
-                          "unit": station["unit"], "dossier_unit": owner}, by=f"station:{station['id']}")
-    raise WrongUnit(message)
+    refusal = WrongUnit(message)
+    if archive.catalogue.one("SELECT 1 AS x FROM audit_entries WHERE event = 'upload.refused' AND subject = ?",
+                             [bundle_id]):
+        refusal.audited = True  # at its first offer: the station offers it again at every sync
+        raise refusal
+    raise refusals.logged(archive, refusal, "upload.refused", bundle_id,
+                          {"bundle_id": bundle_id, "archive_no": dossier["archive_no"], "station_id": station["id"],
+                           "unit": station["unit"], "dossier_unit": owner}, by=f"station:{station['id']}")
 
 
 def listing(archive: Archive) -> list[dict]:

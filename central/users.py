@@ -8,10 +8,10 @@ import secrets
 
 from quire.db import utcnow
 
-from . import audit
+from . import audit, refusals
 from .archive import Archive
 from .errors import CentralError
-from .permissions import Actor, Unauthenticated, actor_from_row, check_roles
+from .permissions import Actor, PermissionDenied, Unauthenticated, actor_from_row, check_roles
 
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 TOKEN_PREFIX = "qt1"
@@ -28,7 +28,12 @@ def add(archive: Archive, user_id: str, name: str, roles: list[str], units: list
     """Create a user; returns the bearer token, shown this once and never stored in clear."""
     if not _ID.fullmatch(user_id):
         raise CentralError(f"user id {user_id!r}: use 1-32 lower-case letters, digits or '-'")
-    check_roles(set(roles))
+    try:
+        check_roles(set(roles))
+    except PermissionDenied as exc:
+        raise refusals.logged(archive, exc, "access.denied", f"user:{user_id}",
+                              {"action": "user.add", "user": user_id, "roles": sorted(roles)},
+                              by=by or audit.local_user()) from None
     if not units:
         raise CentralError("give the units this user works for (--unit U, repeatable, or --unit '*' for all)")
     secret = secrets.token_urlsafe(32)
@@ -84,28 +89,35 @@ def count(archive: Archive) -> int:
     return archive.catalogue.one("SELECT COUNT(*) AS n FROM users")["n"]
 
 
-def authenticate(archive: Archive, token: str | None) -> Actor:
-    """The user a bearer token belongs to; a wrong, disabled or malformed token is refused (and logged)."""
+def authenticate(archive: Archive, token: str | None, by: str | None = None) -> Actor:
+    """The user a bearer token belongs to; a missing, malformed, wrong or disabled token is refused and
+    logged as presented by ``by`` (a peer's address, or the local user by default)."""
     parts = (token or "").strip().split(".")
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-        raise Unauthenticated("no valid user token: pass the token 'quire-central users add' printed "
-                              "(metadata 'authorization: Bearer qt1.…', or --token-file / QUIRE_TOKEN)")
+        what = "not a user token (those begin 'qt1.')" if token else "no user token, and this archive has users"
+        raise _refused(archive, Unauthenticated(
+            f"{what}: pass the token 'quire-central users add' printed (--token-file FILE or $QUIRE_TOKEN; "
+            "over gRPC, metadata 'authorization: Bearer qt1.…')"), None, "malformed" if token else "missing", by)
     user_id, secret = parts[1], parts[2]
     row = archive.catalogue.one("SELECT * FROM users WHERE id = ?", [user_id])
     if row is None or not hmac.compare_digest(row["token_sha256"], _digest(secret)) or row["disabled_at"]:
-        with archive.catalogue.transaction() as db:
-            audit.record(db, archive, "login.refused", f"user:{user_id}", {"user": user_id},
-                         by=f"user:{user_id}")
-        raise Unauthenticated(f"token for user {user_id!r} refused (unknown, replaced or disabled); "
-                              "ask an administrator for a new one")
+        raise _refused(archive, Unauthenticated(
+            f"token for user {user_id[:refusals.CLAIM_CHARS]!r} refused (unknown, replaced or disabled); "
+            "ask an administrator for a new one"), user_id[:refusals.CLAIM_CHARS], "refused", by)
     relatives = [r["archive_no"] for r in
                  archive.catalogue.query("SELECT archive_no FROM user_relations WHERE user_id = ?", [user_id])]
     return actor_from_row(row, relatives)
 
 
-def from_metadata(archive: Archive, metadata) -> Actor:
-    """Authenticate a gRPC call by its ``authorization: Bearer`` metadata."""
+def _refused(archive: Archive, exc: Unauthenticated, user: str | None, token: str, by: str | None):
+    """The refused login in the audit log (never the token itself), ready to raise."""
+    return refusals.logged(archive, exc, "login.refused", f"user:{user}" if user else "login",
+                           {"user": user, "token": token}, by=by or audit.local_user())
+
+
+def from_metadata(archive: Archive, metadata, by: str) -> Actor:
+    """Authenticate a gRPC call by its ``authorization: Bearer`` metadata (``by``: the peer)."""
     for key, value in metadata or ():
-        if key == "authorization" and value.startswith("Bearer "):
-            return authenticate(archive, value.removeprefix("Bearer "))
-    return authenticate(archive, None)
+        if key == "authorization":
+            return authenticate(archive, value.removeprefix("Bearer "), by)
+    return authenticate(archive, None, by)

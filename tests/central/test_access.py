@@ -144,7 +144,8 @@ def test_missing_or_forged_tokens_are_refused(people):
     assert len(stored) == 64 and "qt1" not in stored  # only a hash of the secret is at rest
     users.reissue_token(archive, "li")  # the old token stops working at once
     assert refused(call, "li", "Whoami").code() == grpc.StatusCode.UNAUTHENTICATED
-    assert [e["user"] for e in audit.entries(archive) if e["event"] == "login.refused"] == ["li"]
+    assert [(e["user"], e["token"]) for e in audit.entries(archive) if e["event"] == "login.refused"] == [
+        (None, "missing"), ("li", "refused")]
 
 
 def test_administrator_security_officer_and_auditor_are_separate_people(archive):
