@@ -108,17 +108,20 @@ class Call:
     """What the door knows of the call in progress."""
 
     peer: str
-    metadata: dict
-    request: object = None
+    claimed: str = ""           # the station the call says it comes from, proved or not
+    request: object = None      # the request message (a stream's messages are not kept)
     who: str | None = None      # "station:ID" or "user:ID" once the call is authenticated
 
 
 _current: ContextVar[Call | None] = ContextVar("quire_refusal_call", default=None)
 
 
-def call_begins(context, request=None) -> None:
+def call_begins(context, request) -> None:
     """Note the call a handler thread now serves (each call's first step replaces the last one's note)."""
-    _current.set(Call(context.peer(), dict(context.invocation_metadata() or ()), request))
+    message = request if hasattr(request, "DESCRIPTOR") else None
+    claimed = dict(context.invocation_metadata() or ()).get(callauth.HEADER_STATION) or \
+        getattr(message, "station_id", "")
+    _current.set(Call(context.peer(), str(claimed)[:CLAIM_CHARS], message))
 
 
 def authenticated(label: str) -> None:
@@ -137,13 +140,12 @@ def at_door(archive: Archive, method: str, exc: CentralError) -> None:
     if exc.code in NOT_REFUSALS:
         log.info("%s: %s", method, exc)
         return
-    call = _current.get() or Call("unknown", {})
+    call = _current.get() or Call("unknown")
     by = call.who or f"peer:{call.peer}"
     if exc.audited is None:
         fields = {"method": method, "refusal": type(exc).__name__, "reason": str(exc), "peer": call.peer}
-        claimed = call.metadata.get(callauth.HEADER_STATION) or getattr(call.request, "station_id", "")
-        if claimed and not call.who:
-            fields["claimed_station"] = str(claimed)[:CLAIM_CHARS]
+        if call.claimed and not call.who:
+            fields["claimed_station"] = call.claimed
         bundle_id = _bundle_id(call.request, exc)
         if bundle_id:
             fields["bundle_id"] = bundle_id
@@ -157,7 +159,7 @@ def _bundle_id(request, exc: CentralError) -> str | None:
     """The bundle a refused call was about, where the request or the refusal names it."""
     if getattr(exc, "bundle_id", None):
         return exc.bundle_id
-    fields = request.DESCRIPTOR.fields_by_name if request is not None and hasattr(request, "DESCRIPTOR") else {}
+    fields = request.DESCRIPTOR.fields_by_name if request is not None else {}
     if "bundle_id" in fields and request.bundle_id:
         return request.bundle_id[:CLAIM_CHARS]
     if "manifest" in fields and request.manifest:

@@ -15,6 +15,8 @@ import pytest
 from central import audit, refusals, users
 from quire.v1 import access_pb2, access_pb2_grpc
 from station import outbox
+from station.enrol import enroll
+from station.errors import StationError
 from station.scan import scan
 from station.sync import sync
 from station.transport import TLS_NAME
@@ -32,8 +34,15 @@ def refuse(archive, address, metadata) -> grpc.RpcError:
     return info.value
 
 
-def test_refused_station_calls_are_logged_naming_who_what_and_why(central, station):
+def test_refused_station_calls_are_logged_naming_who_what_and_why(tmp_path, central, station):
     archive, address = central
+    impostor = make_station(tmp_path / "impostor", address)       # its own key, claiming st-test
+    with pytest.raises(StationError):
+        enroll(impostor, address)
+    impostor.close()
+    (enrolment,) = refused_calls(archive)
+    assert (enrolment["method"], enrolment["claimed_station"]) == ("/quire.v1.StationSync/Enroll", "st-test")
+    assert "already enrolled with another key" in enrolment["reason"]
     stranger = nacl.signing.SigningKey.generate()
     refuse(archive, address, signed(stranger, station_id="st-ghost"))      # a key never registered
     refuse(archive, address, signed(stranger))                              # an impostor claiming st-test
@@ -42,7 +51,7 @@ def test_refused_station_calls_are_logged_naming_who_what_and_why(central, stati
     captured = signed(station.key)
     refuse(archive, address, captured)          # passes authentication: the bundle is unknown (not a refusal)
     refuse(archive, address, captured)          # replayed
-    logged = refused_calls(archive)
+    logged = refused_calls(archive)[1:]
     assert [(e["refusal"], e.get("claimed_station")) for e in logged] == [
         ("NotEnrolled", "st-ghost"), ("SignatureInvalid", "st-test"), ("CallRefused", "st-test"),
         ("CallRefused", "st-test"), ("CallRefused", "st-test")]
