@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quire.memory import tune_allocator
 from station import config, home
 from station.capture import RawPage
 from station.scan import scan
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pages_dir", type=Path, help="directory of pre-rendered raw pages (*.npy)")
     parser.add_argument("--pages", type=int, default=300, help="pages in the batch (default 300)")
     args = parser.parse_args(argv)
+    tune_allocator()    # as the station's CLI does: the batch runs with the service's allocator limits
     print(json.dumps(run(args.pages_dir, args.pages)))
     return 0
 

@@ -8,7 +8,6 @@ so the scanner never waits on the CPU; it waits only when the spool already hold
 pages (backpressure: memory and disk stay bounded whatever the scanner's speed).
 """
 
-import ctypes
 import json
 import os
 import queue
@@ -180,7 +179,6 @@ class _Line:
                  result: ScanResult, on_page):
         self.station, self.spool, self.batch_id, self.config = station, spool, batch_id, config
         self.result, self.on_page = result, on_page
-        _return_page_buffers_to_the_os()
         workers = config.workers or len(os.sched_getaffinity(0))
         # At least two: a duplex sheet's front waits for its back before either is queued.
         self.room = threading.Semaphore(max(2, config.spool_pages or workers + 2))
@@ -272,16 +270,3 @@ class _Line:
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
-
-
-def _return_page_buffers_to_the_os() -> None:
-    """Have glibc map every buffer of 1 MiB or more on its own, so a page's memory goes back to the
-    system when the page is done; by default each worker thread's heap keeps what it once held."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):
-        pass                        # not glibc: its allocator decides
-
-
-_M_MMAP_THRESHOLD = -3

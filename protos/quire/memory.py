@@ -1,9 +1,14 @@
-"""How the processes ask glibc's allocator to treat the megabyte buffers sync and capture churn through.
+"""How a process asks glibc's allocator to treat the megabyte buffers sync and capture churn through.
 
 Each upload chunk is a fresh protobuf message of about a megabyte. With glibc's defaults such blocks
 are mapped and unmapped (or trimmed off the heap top) on every message, and every page of them is
 faulted in and zeroed again: measured, a 1 MiB WriteRequest costs 1.1 ms to build and serialise
 that way and 0.2 ms with the limits below (python -m bench.sync shows the effect on a whole sync).
+A page image (8.7 MB grey, 26 MB colour at 300 dpi) is above the mapping limit, so its memory goes
+back to the system as soon as the page is done, whichever worker thread's heap it came from.
+
+The setting is process-wide: only a process's entry point (a CLI's ``main``, a bench's ``main``)
+sets it, once at start, and no library code changes it afterwards.
 """
 
 import ctypes
