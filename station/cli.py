@@ -9,6 +9,7 @@ from pathlib import Path
 from quire.memory import tune_allocator
 
 from . import config as config_mod
+from .pipeline.limits import MAX_DPI, MIN_DPI
 from .errors import StationError, UsageError
 
 
@@ -55,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
     c.add_argument("--remarks", help="remarks (备注)")
     c.add_argument("--source", help=f"capture source: {SPEC_HELP} (default from config)")
-    c.add_argument("--dpi", type=int, help="with --source: scan at this resolution; for a folder, the resolution "
-                                           "you measured for files that state none (without it, the config dpi "
-                                           "is assumed, recorded as assumed, and a strict archive refuses it)")
+    c.add_argument("--dpi", type=_dpi, help="with --source: scan at this resolution; for a folder, the resolution "
+                                            "you measured, which overrides what the files state (without it, files "
+                                            "that state none get the config dpi, recorded as assumed, and a strict "
+                                            "archive refuses them)")
     c.add_argument("--operator", help="who is scanning (default the login name)")
     c.add_argument("--json", action="store_true", help="print one JSON record per page")
     c.add_argument("--rescan", action="store_true",
@@ -149,13 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("process", help="run the image pipeline on existing image files",
                        description="Deskew, crop, flag blanks, choose colour mode and compress each input "
-                                   "image; print one JSON record per page.")
-    c.add_argument("inputs", nargs="+", metavar="IN", help="image files (JPEG, PNG, TIFF …)")
-    c.add_argument("--out", required=True, help="directory for the processed pages")
-    c.add_argument("--dpi", type=int, help="resolution of files that state none, as you measured it (without it "
-                                           "the config dpi is assumed, with a warning per file)")
+                                   "image (each page of a scanned PDF); print one JSON record per page.")
+    c.add_argument("inputs", nargs="+", metavar="IN", help="image files (JPEG, PNG, TIFF …) or scanned PDFs")
+    c.add_argument("--out", required=True, help="directory for the processed pages (NAME.jpg/.tif; a PDF's "
+                                                "pages NAME-p1, NAME-p2 …)")
+    c.add_argument("--dpi", type=_dpi, help="the resolution the pages were scanned at, as you measured it; it "
+                                            "overrides what the files state (without it, files that state none "
+                                            "get the config dpi, recorded as assumed, with a warning per file)")
     c.set_defaults(func=cmd_process)
     return p
+
+
+def _dpi(text: str) -> int:
+    """A --dpi value: a whole number within the resolutions a scanner produces (argparse reports the rest)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of dots per inch, e.g. 300") from None
+    if not MIN_DPI <= value <= MAX_DPI:
+        raise argparse.ArgumentTypeError(f"{value} dpi is not a scan resolution; give {MIN_DPI}–{MAX_DPI}")
+    return value
 
 
 def cmd_init(cfg, args) -> int:
@@ -421,30 +436,54 @@ def cmd_status(cfg, args) -> int:
 
 
 def cmd_process(cfg, args) -> int:
-    from .pipeline import process_page, read_image
+    from .capture import pagefile
+    from .pipeline import process_page
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for name in args.inputs:
-        path = Path(name)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a directory for the processed pages (created if missing)")
+    planned, failures = [], 0
+    for name in args.inputs:  # every header checked before anything is decoded or written
         try:
-            image, dpi = read_image(path)
-        except (OSError, ValueError) as exc:
-            print(f"quire-station: {path}: cannot read the image ({exc}); skipped", file=sys.stderr)
+            planned += pagefile.inspect(name, args.dpi, cfg.dpi)
+        except UsageError as exc:
+            print(f"quire-station: {exc}; skipped", file=sys.stderr, flush=True)
+            failures += 1
+    _distinct_outputs(planned)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the --out directory {out} ({exc.strerror}); name another") from None
+    for page in planned:
+        if page.dpi_source == "assumed":
+            print(f"quire-station: warning: {page.origin}: the file states no resolution, so {page.dpi} dpi is "
+                  "assumed (recorded as assumed) — measure it and give --dpi N", file=sys.stderr, flush=True)
+        try:
+            raw = pagefile.decode(page)
+        except UsageError as exc:
+            print(f"quire-station: {exc}; skipped", file=sys.stderr, flush=True)
             failures += 1
             continue
-        if not dpi and args.dpi is None:
-            print(f"quire-station: warning: {path}: the file states no resolution, so {cfg.dpi} dpi is assumed "
-                  "(recorded as assumed) — measure it and give --dpi N", file=sys.stderr, flush=True)
-        source = "file" if dpi else "operator" if args.dpi is not None else "assumed"
-        page = process_page(image, dpi or args.dpi or cfg.dpi, cfg.pipeline, source)
-        target = out / (path.stem + page.suffix)
-        if target.resolve() == path.resolve():
+        processed = process_page(raw.image, raw.dpi, cfg.pipeline, raw.dpi_source)
+        target = out / (page.stem + processed.suffix)
+        if target.resolve() == page.path.resolve():
             raise UsageError(f"{target} would overwrite its input; choose another --out directory")
-        target.write_bytes(page.data)
-        print(json.dumps(dict(page.record, input=str(path), output=str(target)), ensure_ascii=False), flush=True)
+        target.write_bytes(processed.data)
+        where = {"input": str(page.path)} | ({"page": page.index + 1} if page.index is not None else {})
+        print(json.dumps(dict(processed.record, **where, output=str(target)), ensure_ascii=False), flush=True)
     return 1 if failures else 0
+
+
+def _distinct_outputs(planned: list) -> None:
+    """Refuse, before anything is written, inputs whose processed pages would take the same file name."""
+    by_name: dict[str, list[str]] = {}
+    for page in planned:
+        by_name.setdefault(page.stem, []).append(page.origin)
+    clashes = [f"{' and '.join(origins)} would both be written as {stem}" for stem, origins in by_name.items()
+               if len(origins) > 1]
+    if clashes:
+        raise UsageError("; ".join(clashes) + " in the --out directory, one over the other; nothing was processed "
+                         "— process them in separate runs with different --out directories, or rename one")
 
 
 def _scan_via_daemon(sock, args, dossier: dict, material: dict, on_page):

@@ -13,6 +13,7 @@ from quire.settings import HostPort, Settings
 from .capture.driver import PAGE_TIMEOUT_S
 from .errors import ConfigError
 from .pipeline import PipelineConfig
+from .pipeline.limits import MAX_DPI, MIN_DPI
 
 DEFAULT_HOME = Path("/var/lib/quire/station")
 SYSTEM_CONFIG = Path("/etc/quire/station.toml")
@@ -39,7 +40,7 @@ class StationSettings(Settings):
     zeroconf_interfaces: Literal["all"] | list[str] = "all"
     operator: str = Field(default_factory=_default_operator, min_length=1)
     source: str = Field("synthetic", min_length=1)  # default capture source for `scan`
-    dpi: int = Field(300, ge=50, le=2400)
+    dpi: int = Field(300, ge=MIN_DPI, le=MAX_DPI)
     # SANE option name → value, set on open
     sane_options: dict[str, bool | int | float | str] = Field(default_factory=dict)
     # a page not delivered by then: the scanner driver is hung

@@ -10,12 +10,16 @@ from PIL import Image, ImageOps
 def read_image(path: str | Path) -> tuple[np.ndarray, int | None]:
     """Read the first image in a file as RGB or grey uint8, upright per EXIF, with the dpi it records."""
     with Image.open(path) as im:
-        dpi = _dpi(im.info)
-        im = ImageOps.exif_transpose(im)
-        return _to_array(im), dpi
+        return pixels(im), file_dpi(im.info)
 
 
-def _dpi(info: dict) -> int | None:
+def pixels(im: Image.Image) -> np.ndarray:
+    """An opened image decoded as RGB or grey uint8, upright per EXIF."""
+    return _to_array(ImageOps.exif_transpose(im))
+
+
+def file_dpi(info: dict) -> int | None:
+    """The resolution an image file's header states (Pillow's ``info``), None when it states none."""
     value = info.get("dpi")
     if not value:
         return None

@@ -33,8 +33,9 @@ def test_a_folder_scan_warns_for_each_page_whose_resolution_is_assumed(tmp_path)
         "assumed; a profile requiring a measured resolution refuses it) — measure it and scan with --dpi N"]
 
     measured = _scan(home, folder, "1-2", "--dpi", "150")
+    # The operator's measurement overrides what the files state (a file may state a wrong resolution).
     assert [(r["dpi"], r["dpi_source"]) for r in map(json.loads, measured.stdout.splitlines())] == [
-        (150, "file"), (150, "operator")]
+        (150, "operator"), (150, "operator")]
     assert "warning" not in measured.stderr
 
 
