@@ -440,7 +440,7 @@ def _through_proxy(root: Path, pages: list[bytes], faults: dict):
                                "--no-advertise"], stdout=subprocess.PIPE, text=True)
     address = server.stdout.readline().strip().removeprefix("listening on ")
     try:
-        st = home.init(config.load(root / "station", central=address, backoff_base_s=0.01, sync_attempts=50,
+        st = home.init(config.load(root / "station", central=address, backoff_base_s=0.01,
                                    chunk_bytes=CHUNK), "st-cut")
         subprocess.run([str(exe), "--home", str(central_home), "stations", "add", "st-cut", "--key",
                         st.public_key.hex(), "--unit", "bench"], check=True, stdout=subprocess.DEVNULL)

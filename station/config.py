@@ -31,7 +31,6 @@ class StationSettings(Settings):
 
     central: HostPort | None = None          # HOST:PORT of the central service
     insecure: bool = False                  # plain-text gRPC, for a lab only (no TLS, no pin)
-    sync_attempts: int = Field(5, ge=1, le=1000)  # tries per bundle per sync run before it waits
     backoff_base_s: float = Field(0.5, gt=0, le=3600)  # first retry delay; doubles, with full jitter
     backoff_max_s: float = Field(60.0, gt=0, le=86400)
     sync_retry_span_s: float = Field(30.0, ge=0, le=3600)  # a broken call is retried this long, backing off

@@ -22,11 +22,11 @@ def test_insecure_false_as_a_string_is_refused_not_read_as_true(tmp_path):
 
 
 def test_every_bad_key_is_reported_at_once(tmp_path):
-    stderr, path = _refused(tmp_path, 'announce = "no"\nsync_attempts = "5"\nchunk_bytes = -1\n'
+    stderr, path = _refused(tmp_path, 'announce = "no"\nretention_days = "5"\nchunk_bytes = -1\n'
                                       'colour = "auto"\n[pipeline]\nworkers = "eight"\n')
     assert stderr.startswith(f"quire-station: {path}: ")
     for problem in ("announce: must be true or false (got the string 'no')",
-                    "sync_attempts: must be a whole number (got the string '5')",
+                    "retention_days: must be a number (got the string '5')",
                     "chunk_bytes: must be at least 4096 (got -1)",
                     "colour: unknown setting; known here: announce, ",
                     "pipeline.workers: must be a whole number (got the string 'eight')"):
