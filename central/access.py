@@ -12,7 +12,7 @@ import grpc
 
 from quire.db import utcnow
 
-from . import audit, refusals
+from . import audit, dossiers, refusals, users
 from .archive import Archive
 from .errors import CentralError
 from .listing import sort_items
@@ -102,6 +102,26 @@ def decide(archive: Archive, actor: Actor, consultation_id: int, approve: bool, 
     return get(archive, consultation_id)
 
 
+def end_grant(archive: Archive, actor: Actor, consultation_id: int, reason: str) -> dict:
+    """An approver over the dossier's unit ends an approved consultation before it expires."""
+    c = get(archive, consultation_id)
+    guard(archive, actor, "consultation.decide", unit=dossier_unit(archive, c["archive_no"]),
+          archive_no=c["archive_no"])
+    now = utcnow()
+    if c["state"] != "approved" or c["expires_at"] <= now:
+        raise CentralError(f"consultation #{consultation_id} is not an active grant (it is {c['state']}"
+                           + (f", until {c['expires_at']})" if c["expires_at"] else ")"))
+    if not reason.strip():
+        raise CentralError("say why the grant ends early; the reason is kept with the consultation")
+    with archive.catalogue.transaction() as db:
+        db.execute("UPDATE consultations SET expires_at = ?, decision_reason = ? WHERE id = ?",
+                   [now, f"{c['decision_reason'] or ''} · ended: {reason.strip()}".lstrip(" ·"), consultation_id])
+        audit.record(db, archive, "consultation.end", c["archive_no"],
+                     {"consultation": consultation_id, "reader": c["reader"], "reason": reason.strip(),
+                      "was_until": c["expires_at"]}, by=actor.label)
+    return get(archive, consultation_id)
+
+
 def request_export(archive: Archive, actor: Actor, consultation_id: int) -> dict:
     """Ask, on an existing consultation, for permission to export or copy."""
     c = get(archive, consultation_id)
@@ -115,6 +135,38 @@ def request_export(archive: Archive, actor: Actor, consultation_id: int) -> dict
         audit.record(db, archive, "consultation.export_request", c["archive_no"],
                      {"consultation": consultation_id}, by=actor.label)
     return get(archive, consultation_id)
+
+
+def findable(archive: Archive, actor: Actor, text: str) -> list[dict]:
+    """Dossiers of a reader's units whose archive number starts with, or whose name contains, ``text``:
+    what they may ask to consult (identity only, never materials; their own and relatives' left out)."""
+    guard(archive, actor, "consultation.file")
+    text = text.strip()
+    if not text:
+        return []
+    within = readable_units(actor, "d.unit")
+    found = {r["archive_no"]: r for how in ("archive_no", "name")
+             for r in dossiers.search(archive, **{how: text}, within=within)}
+    return [{k: r[k] for k in ("archive_no", "name", "unit", "kind")} for no, r in sorted(found.items())
+            if no != actor.own_archive_no and no not in actor.relatives]
+
+
+def avoidance(archive: Archive, actor: Actor, consultation: dict) -> dict:
+    """The 回避 check of a consultation, for its reader and for ``actor`` deciding it: None where nothing
+    stands in the way, else the reason (nothing is logged: no one was refused yet)."""
+    reader = users.enabled(archive, consultation["reader"])
+    out = {}
+    for who, person in (("reader", reader[0] if reader else None), ("approver", actor)):
+        if person is None:
+            out[who] = f"user {consultation['reader']} is disabled"
+            continue
+        try:
+            authorize(person, "consultation.file" if who == "reader" else "consultation.decide",
+                      archive_no=consultation["archive_no"], unit=None if who == "reader" else consultation.get("unit"))
+            out[who] = None
+        except PermissionDenied as exc:
+            out[who] = str(exc)
+    return out
 
 
 def get(archive: Archive, consultation_id: int) -> dict:
@@ -134,7 +186,11 @@ def listing(archive: Archive, actor: Actor) -> list[dict]:
 
 
 def _consultation(archive: Archive, consultation_id: int | None) -> dict | None:
-    return get(archive, consultation_id) if consultation_id else None
+    # An unknown number is no consultation at all: refused (and logged) like reading without one,
+    # so guessing numbers learns nothing and leaves a trace.
+    if not consultation_id:
+        return None
+    return archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
 
 
 def materials(archive: Archive, actor: Actor, archive_no: str, consultation_id: int | None = None) -> list[dict]:
@@ -165,3 +221,21 @@ def page(archive: Archive, actor: Actor, archive_no: str, item: str, n: int, con
                       "consultation": consultation_id}, by=actor.label)
     row["record"] = json.loads(row.pop("record_json"))
     return row, archive.blobs.path(row["sha256"])
+
+
+def quarantined_page(archive: Archive, actor: Actor, bundle_id: str, n: int) -> tuple[dict, Path]:
+    """Open one page of a quarantined bundle for the unit's catalogue staff: checked, logged, returned."""
+    held = archive.catalogue.one("SELECT q.unit, q.archive_no, q.item, b.manifest FROM quarantine q"
+                                 " JOIN bundles b ON b.id = q.bundle_id WHERE q.bundle_id = ?", [bundle_id])
+    if held is None:
+        raise NotFound(f"no quarantined bundle {bundle_id[:12]}")
+    guard(archive, actor, "quarantine.read", unit=held["unit"], archive_no=held["archive_no"])
+    guard(archive, actor, "content.view", unit=held["unit"], archive_no=held["archive_no"])
+    page_ = next((p for p in json.loads(held["manifest"])["pages"] if p["n"] == n), None)
+    if page_ is None or not archive.blobs.has(page_["sha256"]):
+        raise NotFound(f"quarantined bundle {bundle_id[:12]} has no stored page {n}")
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "content.view", held["archive_no"],
+                     {"archive_no": held["archive_no"], "item": held["item"], "page": n, "sha256": page_["sha256"],
+                      "bundle_id": bundle_id, "quarantined": True}, by=actor.label)
+    return page_, archive.blobs.path(page_["sha256"])

@@ -227,6 +227,30 @@ MIGRATIONS = [
             PRIMARY KEY (name, version))""",
         "ALTER TABLE quarantine ADD COLUMN profile_sha256 TEXT",
     ]),
+    ("0008_web_console", [
+        # Passwords for the web console beside the tokens: argon2id hashes (the PHC string keeps its
+        # parameters); one set by an administrator must be changed at the first sign-in.
+        "ALTER TABLE users ADD COLUMN password_hash TEXT",
+        "ALTER TABLE users ADD COLUMN password_must_change INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN password_set_at TEXT",
+        # Server-side sessions: the cookie holds a random secret, the catalogue only its SHA-256.
+        """CREATE TABLE web_sessions (
+            token_sha256 TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (id),
+            csrf TEXT NOT NULL,
+            address TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            seen_at TEXT NOT NULL,
+            ended_at TEXT,
+            ended_how TEXT)""",
+        "CREATE INDEX web_sessions_user ON web_sessions (user_id, ended_at)",
+        # Failed sign-ins per account ("user:ID") and per address ("addr:IP"), for lockout with back-off.
+        """CREATE TABLE signin_failures (
+            key TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            last_at TEXT NOT NULL,
+            locked_until TEXT)""",
+    ]),
 ]
 
 

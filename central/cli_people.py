@@ -7,6 +7,7 @@ archive has no users yet, the operating-system user on the archive host acts as 
 import functools
 import getpass
 import os
+import sys
 from pathlib import Path
 
 from . import access, audit, changes, dossiers, qc, users
@@ -60,6 +61,13 @@ def add_commands(sub) -> None:
                      description="Replace a user's token and print the new one once.")
     c.add_argument("user_id", help="the user's id")
     c.set_defaults(func=cmd_users_token)
+    c = g.add_parser("password", help="set a user's web console password (changed at their first sign-in)",
+                     description="Set the password a user signs in to the web console with (argon2id, at least "
+                                 f"{users.PASSWORD_MIN_CHARS} characters), typed twice at the prompt or given as "
+                                 "one line on standard input; the user must choose their own at the first sign-in, "
+                                 "and their open console sessions end.")
+    c.add_argument("user_id", help="the user's id")
+    c.set_defaults(func=cmd_users_password)
     c = g.add_parser("disable", help="disable a user", description="Disable a user; their token is refused.")
     c.add_argument("user_id", help="the user's id")
     c.set_defaults(func=cmd_users_disable)
@@ -219,6 +227,18 @@ def cmd_users_relate(archive, who, args):
 @as_person("user.manage")
 def cmd_users_token(archive, who, args):
     print(users.reissue_token(archive, args.user_id, by=who.label))
+
+
+@as_person("user.manage")
+def cmd_users_password(archive, who, args):
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"new password for {args.user_id}: ")
+        if getpass.getpass("again: ") != password:
+            raise CentralError("the two passwords differ; nothing was changed")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    users.set_password(archive, args.user_id, password, by=who.label)
+    print(f"password of {args.user_id} set; they choose their own at their first sign-in to the web console")
 
 
 @as_person("user.manage")

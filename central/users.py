@@ -5,6 +5,9 @@ import hmac
 import json
 import re
 import secrets
+from functools import cache
+
+import argon2
 
 from quire.db import utcnow
 
@@ -40,7 +43,8 @@ def add(archive: Archive, user_id: str, name: str, roles: list[str], units: list
     with archive.catalogue.transaction() as db:
         if db.execute("SELECT 1 FROM users WHERE id = ?", [user_id]).fetchone():
             raise CentralError(f"user {user_id} already exists; use 'users token {user_id}' to issue a new token")
-        db.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        db.execute("INSERT INTO users (id, name, roles, units, own_archive_no, token_sha256, created_at, created_by)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    [user_id, name, json.dumps(sorted(roles)), json.dumps(sorted(units)), own_archive_no,
                     _digest(secret), utcnow(), by or audit.local_user()])
         audit.record(db, archive, "user.add", f"user:{user_id}",
@@ -104,8 +108,12 @@ def authenticate(archive: Archive, token: str | None, by: str | None = None) -> 
         raise _refused(archive, Unauthenticated(
             f"token for user {user_id[:refusals.CLAIM_CHARS]!r} refused (unknown, replaced or disabled); "
             "ask an administrator for a new one"), user_id[:refusals.CLAIM_CHARS], "refused", by)
+    return _actor(archive, row)
+
+
+def _actor(archive: Archive, row: dict) -> Actor:
     relatives = [r["archive_no"] for r in
-                 archive.catalogue.query("SELECT archive_no FROM user_relations WHERE user_id = ?", [user_id])]
+                 archive.catalogue.query("SELECT archive_no FROM user_relations WHERE user_id = ?", [row["id"]])]
     return actor_from_row(row, relatives)
 
 
@@ -121,3 +129,63 @@ def from_metadata(archive: Archive, metadata, by: str) -> Actor:
         if key == "authorization":
             return authenticate(archive, value.removeprefix("Bearer "), by)
     return authenticate(archive, None, by)
+
+
+# ---- passwords (the web console) ----------------------------------------------------------------
+
+PASSWORD_MIN_CHARS = 10
+# argon2id with the library's RFC 9106 low-memory profile (64 MiB, 3 passes): slow for a thief, fine on a Pi.
+_hasher = argon2.PasswordHasher()
+
+
+@cache
+def _decoy() -> str:
+    """A hash to verify against when the account has none, so an unknown account takes as long."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def set_password(archive: Archive, user_id: str, password: str, by: str | None = None,
+                 must_change: bool = True) -> None:
+    """Store an argon2id hash of ``password``; one set by someone else must be changed at first sign-in."""
+    if len(password) < PASSWORD_MIN_CHARS or password.strip() != password or password == user_id:
+        raise CentralError(f"a password has at least {PASSWORD_MIN_CHARS} characters, no leading or trailing "
+                           "spaces, and is not the user id; choose a longer one")
+    with archive.catalogue.transaction() as db:
+        if db.execute("UPDATE users SET password_hash = ?, password_must_change = ?, password_set_at = ?"
+                      " WHERE id = ?", [_hasher.hash(password), int(must_change), utcnow(), user_id]).rowcount != 1:
+            raise CentralError(f"no user {user_id}")
+        audit.record(db, archive, "user.password", f"user:{user_id}",
+                     {"user": user_id, "must_change": must_change}, by=by)
+
+
+def check_password(archive: Archive, user_id: str, password: str) -> dict | None:
+    """The enabled user's row when ``password`` is theirs, else None; always spends one hash."""
+    row = archive.catalogue.one("SELECT * FROM users WHERE id = ?", [user_id])
+    stored = row["password_hash"] if row and row["password_hash"] else _decoy()
+    try:
+        _hasher.verify(stored, password)
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+        return None
+    if row is None or not row["password_hash"] or row["disabled_at"]:
+        return None
+    if _hasher.check_needs_rehash(stored):
+        with archive.catalogue.transaction() as db:
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [_hasher.hash(password), user_id])
+    return row
+
+
+def change_password(archive: Archive, actor: Actor, old: str, new: str) -> None:
+    """A user replaces their own password, proving the old one."""
+    if check_password(archive, actor.id, old) is None:
+        raise CentralError("the current password is wrong; type it again")
+    if new == old:
+        raise CentralError("choose a new password, not the current one")
+    set_password(archive, actor.id, new, by=actor.label, must_change=False)
+
+
+def enabled(archive: Archive, user_id: str) -> tuple[Actor, dict] | None:
+    """An enabled user as an Actor (roles, units and 回避 as they are now) with their row; None otherwise."""
+    row = archive.catalogue.one("SELECT * FROM users WHERE id = ?", [user_id])
+    if row is None or row["disabled_at"]:
+        return None
+    return _actor(archive, row), row
