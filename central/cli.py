@@ -369,10 +369,8 @@ def cmd_profiles_ls(archive, who, args) -> int:
 
 @as_person("profile.read")
 def cmd_profiles_show(archive, who, args) -> int:
-    import dataclasses
-
     p = profile.load(args.name, archive.config.home)
-    for name, value in dataclasses.asdict(p).items():
+    for name, value in p.model_dump().items():
         print(f"{name:<28} {', '.join(value) if isinstance(value, tuple) else value}")
     return 0
 
@@ -413,7 +411,7 @@ def cmd_quarantine_show(archive, who, args) -> int:
         print(json.dumps(row, ensure_ascii=False))
         return 0
     for key in ("bundle_id", "station_id", "unit", "archive_no", "item", "title", "pages", "operator",
-                "profile", "profile_version", "quarantined_at"):
+                "profile", "profile_version", "profile_sha256", "quarantined_at"):
         print(f"{key:<16} {'' if row[key] is None else row[key]}")
     print(f"reasons ({len(row['reasons'])}):")
     for r in row["reasons"]:
