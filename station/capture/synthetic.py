@@ -410,6 +410,9 @@ def _place(paper: np.ndarray, angle: float, margins_px: np.ndarray, background: 
     m[:, 2] += (cx - centre[0], cy - centre[1])
     image = cv2.warpAffine(paper, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(backing,) * 3)
     back = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -angle, 1.0)
+    # The pipeline turns the image back onto a canvas that holds all of it, centred on the same point.
+    back[:, 2] += ((math.ceil(round(w * abs(math.cos(a)) + h * abs(math.sin(a)), 6)) - w) / 2,
+                   (math.ceil(round(w * abs(math.sin(a)) + h * abs(math.cos(a)), 6)) - h) / 2)
     px, py = back @ np.array([cx, cy, 1.0])
     return image, [round(px - centre[0]), round(py - centre[1]), wp, hp]
 

@@ -2,7 +2,17 @@
 
 import math
 
+import cv2
 import numpy as np
+
+from .paper import Paper
+
+# Strokes: darker than what lies within this distance around them, by this share of the paper's
+# level. A stroke on a shadow or a darkened edge of the sheet stands out of its surroundings as
+# much as on white; the even scanner backing does not.
+_STROKE_MM = 3.0
+_STROKE_CONTRAST = 0.2
+_MIN_MARK_PX = 4
 
 
 def paper_box(outline: np.ndarray, matrix: np.ndarray, slack_px: float) -> tuple[float, float, float, float]:
@@ -26,3 +36,33 @@ def crop_box(bounds: tuple[float, float, float, float], margin_px: float,
     if (left, top, right, bottom) == (0, 0, w, h):
         return None
     return [left, top, right - left, bottom - top]
+
+
+def content_points(grey: np.ndarray, paper: Paper, px_per_mm: float) -> np.ndarray:
+    """Corners (x, y) of the strokes on the downscaled grey page that lie beyond the sheet found,
+    without touching the image's border: print the sheet's outline left out (a shadowed or darkened
+    margin), which the crop must keep all the same."""
+    side = max(3, round(_STROKE_MM * px_per_mm)) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    strokes = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
+    _, marks = cv2.threshold(strokes, _STROKE_CONTRAST * paper.level, 255, cv2.THRESH_BINARY)
+    marks[paper.mask > 0] = 0
+    count, _, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    h, w = grey.shape
+    x, y, bw, bh, area = stats[1:].T
+    keep = (area >= _MIN_MARK_PX) & (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    x, y, bw, bh = x[keep], y[keep], bw[keep], bh[keep]
+    return np.concatenate([np.stack([x, y], 1), np.stack([x + bw - 1, y + bh - 1], 1),
+                           np.stack([x, y + bh - 1], 1), np.stack([x + bw - 1, y], 1)]).astype(np.float64)
+
+
+def with_content(bounds: tuple[float, float, float, float], points: np.ndarray, matrix: np.ndarray,
+                 scale: float) -> tuple[float, float, float, float]:
+    """``bounds`` widened to hold ``points`` (pixels of a copy downscaled by ``scale``) after ``matrix``."""
+    if not len(points):
+        return bounds
+    full = (points + 0.5) / scale - 0.5
+    moved = full @ matrix[:, :2].T + matrix[:, 2]
+    slack = 1 / scale
+    (x0, y0), (x1, y1) = moved.min(axis=0) - slack, moved.max(axis=0) + slack
+    return min(bounds[0], x0), min(bounds[1], y0), max(bounds[2], x1), max(bounds[3], y1)

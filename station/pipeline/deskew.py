@@ -141,10 +141,20 @@ def _scan(cells, angles: np.ndarray, bin_px: float) -> np.ndarray:
     return scores
 
 
-def rotation_matrix(shape: tuple[int, ...], rotation_deg: float) -> np.ndarray:
-    """The 2×3 affine that turns an image of this shape ``rotation_deg`` counter-clockwise about its centre."""
+def rotation_matrix(shape: tuple[int, ...], rotation_deg: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """The 2×3 affine that turns an image of this shape ``rotation_deg`` counter-clockwise about its
+    centre onto a canvas (w, h) that holds every pixel of it, centred; and that canvas's size.
+
+    A same-size canvas would cut off the corners, and with them whatever is written near them.
+    """
     h, w = shape[:2]
-    return cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), rotation_deg, 1.0)
+    angle = np.radians(rotation_deg)
+    cos, sin = abs(np.cos(angle)), abs(np.sin(angle))
+    # Rounded first so that an exact quarter turn's float dust does not add a pixel.
+    size = (int(np.ceil(round(w * cos + h * sin, 6))), int(np.ceil(round(w * sin + h * cos, 6))))
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), rotation_deg, 1.0)
+    matrix[:, 2] += ((size[0] - w) / 2, (size[1] - h) / 2)
+    return matrix, size
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], fill: int = 255) -> np.ndarray:

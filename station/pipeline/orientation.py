@@ -10,6 +10,12 @@ _SOLID_FILL = 0.3        # share of its box a photograph's mark covers, at least
 _GAP_SHARE = 0.06        # a row or column with less ink than this share of a busy one is a gap
 # Evidence, in votes, at which the confidence is one half: one heading, or a few commas, is not enough.
 _HALF_CONFIDENCE_VOTES = 4.0
+# Latin script: ascenders outnumber descenders on an upright line. A surplus of this many standard
+# deviations either way is evidence; less is chance.
+_SURE_SCRIPT_SIGMA = 3.0
+# Line direction: across and down must differ in their share of gaps by this much to be told apart.
+_CLEAR_LINES = 0.15
+_UNSURE = 0.5           # the confidence reported when the cues are weak or disagree: below any sane bar
 
 
 @dataclass(frozen=True)
@@ -35,14 +41,26 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     across, down = _gappiness(boxes, shape, 1), _gappiness(boxes, shape, 0)
     sideways = down > across
     if sideways:
-        votes = _upright_votes(_turned(boxes, shape), _turned(every, shape))
-        turn = 90 if votes >= 0 else 270
+        votes, script = _upright_votes(_turned(boxes, shape), _turned(every, shape))
     else:
-        votes = _upright_votes(boxes, every)
-        turn = 0 if votes >= 0 else 180
-    # The line direction itself must be clear: similar gaps both ways (no lines) lower the confidence.
-    clarity = min(1.0, abs(across - down) / 0.15)
-    confidence = clarity * abs(votes) / (abs(votes) + _HALF_CONFIDENCE_VOTES)
+        votes, script = _upright_votes(boxes, every)
+    # Two independent cues: the layout (stops at the foot of the line, a heading on top) and the
+    # script's own shape (ascenders above the line). A page is turned only on a clear line direction
+    # and a cue that is strong while the other does not say otherwise; else it stays as captured.
+    clarity = min(1.0, abs(across - down) / _CLEAR_LINES)
+    layout = abs(votes) / (abs(votes) + _HALF_CONFIDENCE_VOTES)
+    shape_cue = abs(script) / (abs(script) + _SURE_SCRIPT_SIGMA)
+    # The script's shape alone misleads on handwriting and on scripts other than Latin (Hebrew
+    # hangs below its line): it counts only where the layout agrees. The layout alone counts only
+    # where it is very strong and the script says nothing (Chinese: no ascenders to go by).
+    strong_script = abs(script) >= _SURE_SCRIPT_SIGMA and votes * script > 0 and abs(votes) >= 1
+    strong_layout = (layout >= 0.6 and votes * script > 0 and abs(script) >= 2.0) or (
+        layout >= 0.75 and abs(script) < 1.0)
+    upright = (script if strong_script else votes) >= 0
+    turn = (90 if upright else 270) if sideways else (0 if upright else 180)
+    confidence = clarity * max(shape_cue if strong_script else 0.0, layout if strong_layout else 0.0)
+    if not (strong_script or strong_layout):
+        turn, confidence = 0, min(_UNSURE, clarity * max(layout, shape_cue))
     return Orientation(turn, round(float(confidence), 3))
 
 
@@ -86,8 +104,9 @@ def _coverage(start: np.ndarray, size: np.ndarray, length: int) -> np.ndarray:
     return np.cumsum(steps[:-1])
 
 
-def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> float:
-    """Evidence that lines running across are the right way up (positive) or upside down (negative).
+def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float]:
+    """Evidence that lines running across are the right way up (positive) or upside down (negative):
+    votes from the layout, and standard deviations of a Latin script's ascender surplus.
 
     ``boxes`` are the character-sized marks, ``every`` all marks (x, y, w, h), rules included.
     """
@@ -96,11 +115,11 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> float:
     profile = _coverage(y, h, length)
     lines = _runs(profile > _GAP_SHARE * np.percentile(profile[profile > 0], 90))
     if not lines:
-        return 0.0
+        return 0.0, 0.0
     heights = np.array([b - a for a, b in lines])
     typical = float(np.median(heights))
     centre = y + h / 2
-    votes = 0.0
+    votes, rises, drops = 0.0, 0, 0
     for top, bottom in lines:
         height = bottom - top
         if not 0.6 * typical <= height <= 1.6 * typical:
@@ -110,7 +129,23 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> float:
             continue
         near = every[(every[:, 1] < bottom + height // 2) & (every[:, 1] + every[:, 3] > top - height // 2)]
         votes += _punctuation_votes(x[inside], y[inside], w[inside], h[inside], top, height, near)
-    return votes + _heading_votes(lines, heights, typical)
+        rise, drop = _ascenders(y[inside], h[inside])
+        rises, drops = rises + rise, drops + drop
+    script = (rises - drops) / np.sqrt(rises + drops + 1.0)
+    return votes + _heading_votes(lines, heights, typical), float(script)
+
+
+def _ascenders(y: np.ndarray, h: np.ndarray) -> tuple[int, int]:
+    """Marks of a line reaching well above its middle band (b, d, h, capitals) and well below it (g, p, y).
+
+    Latin lowercase shares one band between x-height and baseline; Chinese characters fill their
+    whole cell, so they add little to either count.
+    """
+    top, bottom = float(np.median(y)), float(np.median(y + h))
+    band = bottom - top
+    if band <= 2:
+        return 0, 0
+    return int(np.count_nonzero(y < top - 0.35 * band)), int(np.count_nonzero(y + h > bottom + 0.35 * band))
 
 
 def _punctuation_votes(x, y, w, h, top: int, height: int, near: np.ndarray) -> float:

@@ -42,21 +42,23 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
     _check(image, dpi, dpi_source)
     small, scale = downscale(image, dpi, ANALYSIS_DPI)
     px_per_mm = dpi * scale / 25.4
-    paper, skew, source = find_skew(to_grey(small), px_per_mm, config.max_skew_deg)
+    grey_small = to_grey(small)
+    paper, skew, source = find_skew(grey_small, px_per_mm, config.max_skew_deg)
     rotation = -skew if abs(skew) >= config.deadband_deg else 0.0
-    matrix = deskew.rotation_matrix(image.shape, rotation)
+    matrix, (w, h) = deskew.rotation_matrix(image.shape, rotation)
+    fill = _surround(grey_small)
 
-    h, w = image.shape[:2]
     bounds, box = None, None
     if paper is not None:
         outline = (paper.outline + 0.5) / scale - 0.5
         bounds = crop.paper_box(outline, matrix, slack_px=0.5 / scale + 1)
-        box = crop.crop_box(bounds, config.margin_mm * dpi / 25.4, image.shape)
+        bounds = crop.with_content(bounds, crop.content_points(grey_small, paper, px_per_mm), matrix, scale)
+        box = crop.crop_box(bounds, config.margin_mm * dpi / 25.4, (h, w))
     region = box or [0, 0, w, h]
 
     # Judge marks on the analysis copy turned and cropped as the output will be; colour needs no turning.
     rgb = planes(small) if small.ndim == 3 else None
-    view = _view(small if rgb is None else _darkest(rgb), rotation, region, scale)
+    view = _view(small if rgb is None else _darkest(rgb), matrix if rotation else None, region, scale, fill)
     x0, y0, x1, y1 = on_paper = _paper_on(view, bounds, region, scale)
     marks = find_marks(view, on_paper, px_per_mm)
     score = blank.blank_score(marks, px_per_mm)
@@ -70,7 +72,7 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
     clean = config.allow_bilevel and not found_colour and colour.is_clean_text(paper_view, px_per_mm)
     mode, reason = colour.decide(config, found_colour, clean, grey_source=image.ndim == 2)
 
-    page = _render(image, mode, matrix if rotation else None, region, turn)
+    page = _render(image, mode, matrix if rotation else None, region, turn, fill)
     threshold = 0.55 * paper_level(np.ascontiguousarray(paper_view[::4, ::4]))
     encoded = encode.encode(page, mode, dpi, config.jpeg_quality, threshold)
 
@@ -111,9 +113,11 @@ def find_skew(grey: np.ndarray, px_per_mm: float, max_skew_deg: float) -> tuple[
     return (paper, *_skew(found, paper, max_skew_deg))
 
 
-def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: list[int], turn: int) -> np.ndarray:
-    """The output page: ``region`` of the image rotated by ``matrix`` (None: not rotated), then turned,
-    in the pixels the encoder takes for ``mode``: grey, or RGBX for colour (a grey source stays grey).
+def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: list[int], turn: int,
+            fill: int) -> np.ndarray:
+    """The output page: ``region`` of the image rotated by ``matrix`` (None: not rotated; the canvas
+    around it filled with ``fill``), then turned, in the pixels the encoder takes for ``mode``: grey,
+    or RGBX for colour (a grey source stays grey).
 
     Grey and bilevel pages drop their colour before the full-size work: a third of the pixels to
     move. Colour pages come out as RGBX, which Pillow encodes from the array's own memory, where RGB
@@ -133,12 +137,12 @@ def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: lis
     combined = (orientation.turn_matrix((w, h), turn) @ shifted)[:2]
     if source.ndim == 3:
         # Tile by tile (see warp_rgbx), a quarter turn folded into the warp costs next to nothing.
-        return deskew.warp_rgbx(source, combined, (h, w) if turn in (90, 270) else (w, h))
+        return deskew.warp_rgbx(source, combined, (h, w) if turn in (90, 270) else (w, h), fill)
     if turn in (90, 270):
         # Folded into a whole-page warp, a quarter turn would read the source down its columns: twice
         # as slow as warping row by row and then turning the result.
-        return orientation.turn(deskew.warp(source, shifted[:2], (w, h)), turn)
-    return deskew.warp(source, combined, (w, h))
+        return orientation.turn(deskew.warp(source, shifted[:2], (w, h), fill), turn)
+    return deskew.warp(source, combined, (w, h), fill)
 
 
 def _skew(found: deskew.Skew | None, paper: Paper | None, max_skew_deg: float) -> tuple[float, str]:
@@ -167,14 +171,24 @@ def _paper_part(channels: list[np.ndarray], paper: Paper | None) -> list[np.ndar
     return [plane[y:y + h, x:x + w] for plane in channels]
 
 
-def _view(small: np.ndarray, rotation: float, region: list[int], scale: float) -> np.ndarray:
-    """The analysis copy rotated like the page and cut to the crop ``region`` (full-size pixels)."""
+def _view(small: np.ndarray, matrix: np.ndarray | None, region: list[int], scale: float, fill: int) -> np.ndarray:
+    """The analysis copy rotated like the page (``matrix``, full-size pixels; None: not rotated) and cut
+    to the crop ``region`` (full-size pixels)."""
     x, y, w, h = (round(v * scale) for v in region)
-    if not rotation:
+    if matrix is None:
         return small[y:y + h, x:x + w]
-    matrix = deskew.rotation_matrix(small.shape, rotation)
-    matrix[:, 2] -= (x, y)
-    return deskew.warp(small, matrix, (max(1, w), max(1, h)))
+    # The full-size rotation, seen on the analysis copy: pixel centres scale about their corners.
+    to_small = np.array([[scale, 0, 0.5 * scale - 0.5], [0, scale, 0.5 * scale - 0.5], [0, 0, 1]])
+    shifted = to_small @ np.vstack([matrix, [0, 0, 1]]) @ np.linalg.inv(to_small)
+    shifted[:2, 2] -= (x, y)
+    return deskew.warp(small, shifted[:2], (max(1, w), max(1, h)), fill)
+
+
+def _surround(grey: np.ndarray) -> int:
+    """The grey around the page's image: the scanner backing where it shows, else the paper; what
+    the corners a rotation uncovers are filled with."""
+    ring = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return int(np.median(ring))
 
 
 def _check(image: np.ndarray, dpi: int, dpi_source: str) -> None:

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from station.capture.synthetic import render_page
-from station.pipeline import PipelineConfig, process_page
+from station.pipeline import PipelineConfig, deskew, process_page
 
 
 @pytest.fixture(scope="module")
@@ -50,4 +50,6 @@ def test_no_crop_when_the_paper_fills_the_image():
     page = render_page(13, 0, dpi=150, background=False)
     out = process_page(page.image, page.dpi)
     assert out.record["crop"] is None
-    assert (out.width_px, out.height_px) == (page.image.shape[1], page.image.shape[0])
+    # Turned straight onto a canvas that holds every pixel of the scan: none of it is cut off.
+    assert (out.width_px, out.height_px) == deskew.rotation_matrix(page.image.shape, out.record["rotation_deg"])[1]
+    assert out.width_px > page.image.shape[1] and out.height_px > page.image.shape[0]

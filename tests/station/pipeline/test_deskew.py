@@ -98,7 +98,7 @@ def test_rgbx_warp_in_tiles_matches_one_whole_page_warp(angle, turn):
     # A canvas reaching past the image on two sides: whole tiles fall outside it and come out white.
     size = (h + 300, w + 300) if turn in (90, 270) else (w + 300, h + 300)
     matrix = (orientation.turn_matrix((w + 300, h + 300), turn) @ np.vstack([deskew.rotation_matrix(
-        image.shape, -angle), [0, 0, 1]]))[:2]
+        image.shape, -angle)[0], [0, 0, 1]]))[:2]
     whole = cv2.warpAffine(cv2.cvtColor(image, cv2.COLOR_RGB2RGBA), matrix, size, flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255, 255))
     tiled = deskew.warp_rgbx(image, matrix, size)
