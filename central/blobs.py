@@ -8,9 +8,33 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+
 from quire.cas import ContentStore
 
 from .errors import BlobRejected, UploadDamaged, WrongOffset
+
+
+def sm3(data: bytes = b""):
+    """A new SM3 hash (GB/T 32905) of ``data``: OpenSSL's through hashlib, else ``cryptography``'s."""
+    try:
+        return hashlib.new("sm3", data)
+    except ValueError:   # an OpenSSL built without SM3
+        return _CryptographySm3(data)
+
+
+class _CryptographySm3:
+    """``cryptography``'s SM3 behind hashlib's update/hexdigest."""
+
+    def __init__(self, data: bytes = b""):
+        self._hash = hashes.Hash(hashes.SM3())
+        self.update(data)
+
+    def update(self, data) -> None:
+        self._hash.update(bytes(data))
+
+    def hexdigest(self) -> str:
+        return self._hash.copy().finalize().hex()
 
 
 class BlobStore:

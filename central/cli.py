@@ -13,7 +13,7 @@ from quire import keys
 from quire.errors import ContractError
 from quire.memory import tune_allocator
 
-from . import audit, changes, cli_people, cli_stats, listing, profile, quarantine, stations
+from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, stations
 from . import config as config_mod
 from .access import dossier_unit, guard
 from .archive import open_archive
@@ -123,10 +123,36 @@ def build_parser() -> argparse.ArgumentParser:
                                    "exit 1 and print one line per problem if any.")
     c.add_argument("--quick", action="store_true", help="sizes and counts only (misses changed bytes)")
     c.set_defaults(func=cmd_verify)
+    _add_export_commands(sub)
     _add_standards_commands(sub)
     cli_people.add_commands(sub)
     cli_stats.add_commands(sub)
     return p
+
+
+def _add_export_commands(sub) -> None:
+    """export and verify-export: a dossier leaves the archive as a bag anyone can check."""
+    c = sub.add_parser("export", help="write a dossier (or one material) as a BagIt bag anyone can verify",
+                       description="Write the dossier's page files, signed manifests, receipts, the archive's "
+                                   "public key, audit-log inclusion proofs against a signed checkpoint and the "
+                                   "目录 listing (CSV) as a BagIt bag, signed by the archive and logged. An "
+                                   "archivist of the dossier's unit may export (transfer, backup); a reader only "
+                                   "with a consultation whose export was approved (--consultation).")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
+    c.add_argument("item", nargs="?", help="only this material, e.g. 4-1-2")
+    c.add_argument("--out", required=True, help="the bag's directory (must not exist yet)")
+    c.add_argument("--consultation", type=int, help="a reader's consultation with an approved export")
+    c.add_argument("--reason", default="", help="why (transfer, backup, …); recorded in the audit log")
+    c.set_defaults(func=cmd_export)
+    c = sub.add_parser("verify-export", help="check an exported bag offline (needs no archive)",
+                       description="Check a bag 'export' wrote with nothing but the bag: BagIt validity, the "
+                                   "archive's signature, each manifest's station signature, each page against "
+                                   "its signed digest, order and count, receipts, audit inclusion proofs, the "
+                                   "目录 and the SM3 manifest. Prints every problem; exit 1 if any.")
+    c.add_argument("bag", help="the bag's directory")
+    c.add_argument("--archive-key", metavar="FINGERPRINT",
+                   help="require this archive key (SHA256:…, as 'quire-central info' prints at the archive)")
+    c.set_defaults(func=cmd_verify_export)
 
 
 def _add_standards_commands(sub) -> None:
@@ -347,6 +373,27 @@ def cmd_verify(archive, who, args) -> int:
     verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
     print(f"{kind}: {report.blobs} blobs ({report.bytes} bytes), {report.bundles} bundles, "
           f"{report.pages} pages — {verdict}")
+    return 0 if report.ok else 1
+
+
+@as_person(None)
+def cmd_export(archive, who, args) -> int:
+    index = export.export(archive, who, args.archive_no, args.item, Path(args.out), args.consultation, args.reason)
+    pages = sum(m["page_count"] for m in index["materials"])
+    print(f"exported {args.archive_no}: {len(index['materials'])} material(s), {pages} page(s) to {args.out}")
+    print(f"signed by archive key {index['archive']}; check with 'quire-central verify-export {args.out}'")
+    return 0
+
+
+def cmd_verify_export(cfg, args) -> int:
+    report = export_verify.verify_export(Path(args.bag), args.archive_key)
+    for problem in report.problems:
+        print(problem)
+    verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
+    print(f"export of {report.archive_no}: {report.materials} material(s), {report.pages} page(s), archive key "
+          f"{report.archive_key} — {verdict}")
+    if report.ok and not args.archive_key:
+        print("compare the archive key with the fingerprint the archive publishes, or pass --archive-key")
     return 0 if report.ok else 1
 
 

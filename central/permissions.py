@@ -35,6 +35,9 @@ ACTIONS = {
     "catalogue.read": {"archivist", "inspector", "security_officer", "reader"},
     "content.view": {"reader", "archivist", "inspector"},
     "content.export": {"reader"},
+    # A whole dossier (or material) as a verifiable bag: the unit's archivist, for transfer or backup, or a
+    # reader whose consultation's export was approved.
+    "dossier.export": {"archivist", "reader"},
     "qc.inspect": {"inspector"},
     "audit.read": {"auditor"},                    # the log, its verification and its checkpoints
     "stats.read": {"admin", "auditor", "archivist", "inspector", "security_officer"},
@@ -129,8 +132,9 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it is their own (回避)")
         if archive_no in actor.relatives:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it belongs to a relative (回避)")
-    if action in ("catalogue.read", "content.view", "content.export"):
+    if action in ("catalogue.read", "content.view", "content.export", "dossier.export"):
         staff = {"archivist", "inspector"} | ({"security_officer"} if action == "catalogue.read" else set())
+        staff = {"archivist"} if action == "dossier.export" else staff
         across_units = action == "catalogue.read" and unit is None and archive_no is None  # a listing, scoped in its query
         if actor.roles & staff and action != "content.export" and (across_units or actor.covers(unit)):
             return  # the unit's own archive staff work on its dossiers; every view is still logged
@@ -156,7 +160,7 @@ def _consultation_allows(actor: Actor, action: str, archive_no: str | None, cons
     if now is not None and consultation["expires_at"] <= now:
         raise PermissionDenied(
             f"consultation #{consultation['id']} expired at {consultation['expires_at']}; file a new request")
-    if action == "content.export" and consultation["export_state"] != "approved":
+    if action in ("content.export", "dossier.export") and consultation["export_state"] != "approved":
         raise PermissionDenied(
             f"consultation #{consultation['id']} allows viewing only; exporting or copying needs its own "
             f"approval (export is {consultation['export_state']})")

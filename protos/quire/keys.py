@@ -20,6 +20,7 @@ CALL_CONTEXT = b"quire.call.v1\x00"              # a station's signature on one 
 ENROL_CONTEXT = b"quire.enrol.v1\x00"            # a station asking to be enrolled
 TLS_BINDING_CONTEXT = b"quire.tls-binding.v1\x00"  # the central key vouching for its TLS cert
 CHECKPOINT_CONTEXT = b"quire.checkpoint.v1\x00"    # the central key vouching for an audit log head
+EXPORT_CONTEXT = b"quire.export.v1\x00"            # the central key vouching for an exported dossier
 
 
 class KeyFileError(ContractError):

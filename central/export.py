@@ -1,0 +1,188 @@
+"""Export a dossier (or one material) as a BagIt bag that anyone can verify offline.
+
+The bag's payload holds, per material, the page files, the station-signed manifest and the
+archive-signed receipt; the archive's public key; an index of the export signed by that key; the
+signed audit checkpoint that follows the export's own log entry, with inclusion proofs of every
+ingest, station registration and the export itself; and the 目录 listing as CSV. bagit-python
+writes the SHA-256 and SHA-512 manifests; an SM3 manifest (密评, GB/T 39786) sits beside them as
+a tag file, which bagit's validator checks the fixity of but does not read.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import bagit
+
+from quire import keys
+from quire.canonical import canonical_bytes, sha256_hex
+from quire.db import utcnow
+from quire.manifest import MEDIA_TYPES
+
+from . import audit
+from .access import NotFound, dossier_unit, guard
+from .archive import Archive
+from .blobs import sm3
+from .errors import CentralError
+from .listing import sort_items
+from .permissions import Actor
+
+FORMAT = "quire.export/1"
+KNOWN_FORMATS = (FORMAT,)
+LISTING = "目录.csv"
+LISTING_COLUMNS = ("序号", "档号", "类号", "题名", "制成日期", "页数", "备注", "文件")
+SM3_MANIFEST = "manifest-sm3.txt"
+QUIRE_DIR = "quire"   # inside data/: the export's index, its signature, the key, checkpoint and proofs
+DOSSIER_FIELDS = ("name", "sex", "birth_date", "post", "kind", "unit")
+
+
+def page_file(n: int, media_type: str) -> str:
+    """The name of page ``n`` inside its material's folder: the order is in the name."""
+    return f"{n:04d}{MEDIA_TYPES[media_type]}"
+
+
+def export(archive: Archive, actor: Actor, archive_no: str, item: str | None, out: Path,
+           consultation_id: int | None = None, reason: str = "") -> dict:
+    """Write the bag at ``out`` (which must not exist yet); checked, logged, then written. Returns the index."""
+    unit = dossier_unit(archive, archive_no)
+    consultation = (archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
+                    if consultation_id else None)
+    guard(archive, actor, "dossier.export", unit=unit, archive_no=archive_no, consultation=consultation)
+    out = Path(out)
+    if out.exists():
+        raise CentralError(f"{out} exists already; name a new directory for the bag")
+    materials = _materials(archive, archive_no, item)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        index = _write(archive, actor, stage, archive_no, item, unit, materials, consultation_id, reason)
+        os.replace(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return index
+
+
+def _materials(archive: Archive, archive_no: str, item: str | None) -> list[dict]:
+    rows = sort_items(archive.catalogue.query(
+        "SELECT m.*, b.manifest, b.signature, b.receipt, b.receipt_signature, b.station_id"
+        " FROM materials m JOIN bundles b ON b.id = m.bundle_id WHERE m.archive_no = ?"
+        + (" AND m.item = ?" if item else ""), [archive_no, *([item] if item else [])]))
+    if not rows:
+        raise NotFound(f"dossier {archive_no} has no catalogued material" + (f" {item}" if item else ""))
+    return rows
+
+
+def _write(archive: Archive, actor: Actor, stage: Path, archive_no: str, item: str | None, unit: str,
+           materials: list[dict], consultation_id: int | None, reason: str) -> dict:
+    sm3_lines, listing, entries, stations = [], [], [], {}
+    for m in materials:
+        folder = stage / m["item"]
+        folder.mkdir()
+        manifest = json.loads(m["manifest"])
+        for name, data in (("manifest.json", bytes(m["manifest"])), ("manifest.sig", bytes(m["signature"]).hex()),
+                           ("receipt.json", bytes(m["receipt"])), ("receipt.sig", bytes(m["receipt_signature"]).hex())):
+            sm3_lines.append(_put(folder / name, data.encode() if isinstance(data, str) else data, stage))
+        for page in manifest["pages"]:
+            sm3_lines.append(_copy_blob(archive, page["sha256"], folder / page_file(page["n"], page["media_type"]),
+                                        stage))
+        station = archive.catalogue.one("SELECT public_key FROM stations WHERE id = ?", [m["station_id"]])
+        stations[m["station_id"]] = bytes(station["public_key"]).hex()
+        entries.append(_entry_index(archive, "ingest", m["bundle_id"]))
+        listing.append([len(listing) + 1, archive_no, m["item"], m["title"], m["date_formed"] or "",
+                        m["page_count"], m["remarks"] or "", f"{m['item']}/"])
+    for station_id, public_key in stations.items():
+        entries.append(_registration(archive, station_id, public_key))
+    listing_bytes = _csv(listing)
+    sm3_lines.append(_put(stage / LISTING, listing_bytes, stage))
+    dossier = archive.catalogue.one(f"SELECT {', '.join(DOSSIER_FIELDS)} FROM dossiers WHERE archive_no = ?",
+                                    [archive_no])
+    index = {
+        "format": FORMAT,
+        "archive": keys.fingerprint(archive.public_key),
+        "archive_no": archive_no,
+        "dossier": dossier,
+        "item": item,             # None: the whole dossier as catalogued at the time of export
+        "materials": [{"item": m["item"], "title": m["title"], "page_count": m["page_count"],
+                       "bundle_id": m["bundle_id"], "station_id": m["station_id"]} for m in materials],
+        "stations": stations,
+        "listing_sha256": sha256_hex(listing_bytes),
+        "exported_at": utcnow(),
+        "exported_by": actor.label,
+        "reason": reason.strip(),
+        "consultation": consultation_id,
+    }
+    index_bytes = canonical_bytes(index)
+    with archive.catalogue.transaction() as db:
+        export_entry, cp = audit.record(db, archive, "dossier.export", archive_no, {
+            "archive_no": archive_no, "items": [m["item"] for m in materials], "export_sha256": sha256_hex(index_bytes),
+            "consultation": consultation_id, "reason": reason.strip()}, by=actor.label)
+    entries.append(export_entry)
+    proofs = [{"idx": i, "entry": audit.entry_bytes(archive, i).decode(),
+               "proof": [h.hex() for h in audit.inclusion_proof(archive, i, cp.tree_size)]} for i in entries]
+    quire_dir = stage / QUIRE_DIR
+    quire_dir.mkdir()
+    for name, data in (("export.json", index_bytes),
+                       ("export.sig", keys.sign(archive.key, keys.EXPORT_CONTEXT, index_bytes).hex().encode()),
+                       ("archive-key.pub", archive.public_key.hex().encode()),
+                       ("checkpoint.json", canonical_bytes(cp.to_json())),
+                       ("proofs.json", canonical_bytes({"entries": proofs}))):
+        sm3_lines.append(_put(quire_dir / name, data, stage))
+    bag = bagit.make_bag(str(stage), {
+        "Source-Organization": unit, "External-Identifier": archive_no,
+        "External-Description": f"Quire export ({FORMAT}) of dossier {archive_no}",
+        "Bag-Software-Agent": "quire-central export", "Quire-Export-Format": FORMAT,
+        "Quire-Archive-Key": keys.fingerprint(archive.public_key)}, checksums=["sha256", "sha512"])
+    (stage / SM3_MANIFEST).write_text("".join(f"{digest} data/{path}\n" for digest, path in sm3_lines),
+                                      encoding="utf-8")
+    bag.save()  # the tag manifests now cover the SM3 manifest too
+    return index
+
+
+def _put(path: Path, data: bytes, stage: Path) -> tuple[str, str]:
+    path.write_bytes(data)
+    return sm3(data).hexdigest(), path.relative_to(stage).as_posix()
+
+
+def _copy_blob(archive: Archive, sha256: str, dest: Path, stage: Path) -> tuple[str, str]:
+    """Copy one stored blob, refusing one whose bytes no longer hash to its name; return its SM3 line."""
+    h256, h_sm3 = hashlib.sha256(), sm3()
+    with open(archive.blobs.path(sha256), "rb") as src, open(dest, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            h256.update(chunk)
+            h_sm3.update(chunk)
+            dst.write(chunk)
+    if h256.hexdigest() != sha256:
+        raise CentralError(f"blob {sha256} is damaged in the archive (it hashes to {h256.hexdigest()}); nothing "
+                           "was exported — run 'quire-central verify' and restore it from a copy")
+    return h_sm3.hexdigest(), dest.relative_to(stage).as_posix()
+
+
+def _entry_index(archive: Archive, event: str, subject: str) -> int:
+    row = archive.catalogue.one("SELECT MAX(idx) AS idx FROM audit_entries WHERE event = ? AND subject = ?",
+                                [event, subject])
+    if row["idx"] is None:
+        raise CentralError(f"the audit log has no {event} entry for {subject}; run 'quire-central verify'")
+    return row["idx"]
+
+
+def _registration(archive: Archive, station_id: str, public_key_hex: str) -> int:
+    """The latest registration entry of the station's current key."""
+    fingerprint = keys.fingerprint(bytes.fromhex(public_key_hex))
+    for row in archive.catalogue.query("SELECT idx, entry FROM audit_entries WHERE event = 'station.register'"
+                                       " AND subject = ? ORDER BY idx DESC", [station_id]):
+        if json.loads(row["entry"]).get("key") == fingerprint:
+            return row["idx"]
+    raise CentralError(f"the audit log has no registration of station {station_id}'s key; run 'quire-central verify'")
+
+
+def _csv(rows: list[list]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")   # RFC 4180
+    writer.writerow(LISTING_COLUMNS)
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8-sig")   # the BOM lets spreadsheet programs read the Chinese
