@@ -2,15 +2,17 @@
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
 
+from quire import keys
 from quire.memory import tune_allocator
 
 from . import config as config_mod
 from .pipeline.limits import MAX_DPI, MIN_DPI
-from .errors import StationError, UsageError
+from .errors import NeedsTechnician, StationError, UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +25,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.home, central=getattr(args, "central", None))
         return args.func(cfg, args) or 0
+    except NeedsTechnician as exc:
+        said = NeedsTechnician(exc.home, exc.owner, _command(sys.argv[1:] if argv is None else argv))
+        print(f"quire-station: {said}", file=sys.stderr)
+        return exc.exit_code
     except StationError as exc:
         print(f"quire-station: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _command(argv: list[str]) -> str:
+    """The command line as given, without --home (the technician's command names the home itself)."""
+    words, skip = [], False
+    for word in argv:
+        if skip or word.startswith("--home="):
+            skip = False
+        elif word == "--home":
+            skip = True
+        else:
+            words.append(word)
+    return shlex.join(words)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("init", help="create the station key and page store",
                        description="Create the station's Ed25519 key (mode 0600) and page store; "
-                                   "prints the id and public key to register with the central archive.")
+                                   "prints the id, the key fingerprint and how to enrol it with the central archive.")
     c.add_argument("--id", dest="station_id", help="station id (default st- and the key's first digits)")
     c.set_defaults(func=cmd_init)
 
@@ -178,8 +197,11 @@ def cmd_init(cfg, args) -> int:
 
     station = init(cfg, args.station_id)
     print(f"station {station.station_id} at {cfg.home}")
-    print(f"public key {station.public_key.hex()}")
-    print(f"register it: quire-central stations add {station.station_id} --key {station.public_key.hex()} --unit UNIT")
+    print(f"key fingerprint {keys.fingerprint(station.public_key)}")
+    print(f"enrol it: quire-station --home {cfg.home} enroll --central HOST:PORT (the archive operator approves "
+          "the pairing code it prints, seeing this fingerprint in 'quire-central stations pending')")
+    print(f"or register it at the archive by its public key: quire-central stations add {station.station_id} "
+          f"--key {station.public_key.hex()} --unit UNIT")
     station.close()
     return 0
 
@@ -371,7 +393,10 @@ def cmd_status(cfg, args) -> int:
     from .notices import describe, held
     from .spool import waiting_per_batch
 
-    station = open_station(cfg)
+    try:
+        station = open_station(cfg)
+    except NeedsTechnician as exc:
+        return _status_from_service(cfg, args, exc)
     try:
         bundles = outbox.bundles(station.store)
         open_batches = [b for b in station.store.batches() if b["state"] != "sealed"]
@@ -380,6 +405,7 @@ def cmd_status(cfg, args) -> int:
         info = {
             "station_id": station.station_id,
             "public_key": station.public_key.hex(),
+            "key_fingerprint": keys.fingerprint(station.public_key),
             "home": str(cfg.home),
             "central": cfg.central or station.store.get_meta("central_address"),
             "central_key_pinned": bool(central),
@@ -400,7 +426,7 @@ def cmd_status(cfg, args) -> int:
         print(json.dumps(info, ensure_ascii=False, indent=2))
         return 0
     print(f"station {info['station_id']}  home {info['home']}")
-    print(f"public key {info['public_key']}")
+    print(f"key fingerprint {info['key_fingerprint']}")
     print(f"central {info['central'] or '(not configured)'}  key pinned: {'yes' if central else 'no'}")
     if info["sync_state"]:
         print(f"central {info['sync_state']}")
@@ -432,6 +458,33 @@ def cmd_status(cfg, args) -> int:
         why = b["last_error"] or ("waiting for the next sync" if b["state"] == "sealed" else "")
         print(f"  {b['id'][:12]} {b['archive_no']} {b['item']} {state}, {b['pages']} pages"
               + (f" — {why}" if why else ""))
+    return 0
+
+
+def _status_from_service(cfg, args, private: NeedsTechnician) -> int:
+    """Status for a member of the control group: what the running service tells, never the private files."""
+    from .control import connect, request
+    from .errors import ServiceUnavailable
+
+    full = f"sudo -u {private.owner} quire-station --home {cfg.home} status"
+    sock = connect(cfg.control_socket_path)
+    if sock is None:
+        raise ServiceUnavailable(f"the station service is not running (nothing answers on {cfg.control_socket_path}), "
+                                 f"and only {private.owner} and root may read the station's store in {cfg.home}; "
+                                 f"start the service (sudo systemctl start quire-station), or ask the technician "
+                                 f"for the full status: {full}")
+    reply = request(sock, {"op": "status"})
+    info = {"station_id": reply["station_id"], "key_fingerprint": reply["key_fingerprint"], "home": str(cfg.home),
+            "service": reply["status"], "pid": reply["pid"], "queued": reply["queued"],
+            "batches_and_outbox": f"only {private.owner} and root may read them: {full}"}
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return 0
+    print(f"station {info['station_id']}  home {info['home']}")
+    print(f"key fingerprint {info['key_fingerprint']}")
+    print(f"service running (pid {info['pid']}): {info['service']}")
+    print(f"queued: {info['queued']} batch{'' if info['queued'] == 1 else 'es'} ('quire-station queue ls' lists them)")
+    print(f"batches, outbox and receipts: {info['batches_and_outbox']}")
     return 0
 
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from quire import keys
 from quire.db import one
 
 from . import profiles
@@ -306,6 +307,16 @@ class Daemon:
                 return f"{idle}; last stop: {head['last_error']}"
         return f"{idle}; {self.note}" if self.note else idle
 
+    def _state(self) -> str:
+        """What the station does in one word of discovery.STATION_STATES, for its zeroconf announcement."""
+        if self.stopping:
+            return "stopping"
+        if self.current is not None:
+            return "scanning"
+        if not self.scanner.ready:
+            return "no-scanner"
+        return "ready" if self.jobs.jobs() else "idle"
+
     def _line(self) -> str:
         return status_line(self._activity(), self.outbox, self.sync.state if self.sync else "central not contacted yet")
 
@@ -319,7 +330,9 @@ class Daemon:
         from .discovery import StationAnnouncement
 
         try:
-            self.announcement = StationAnnouncement(self.config, self.station.station_id, self._activity(), self.outbox)
+            self.announcement = StationAnnouncement(self.config, self.station.station_id,
+                                                    keys.fingerprint(self.station.public_key), self._state(),
+                                                    self.outbox)
         except Exception as exc:  # noqa: BLE001 - zeroconf raises plain RuntimeError/OSError for "no network"
             self._announce_at = time.monotonic() + ANNOUNCE_RETRY_S
             log.warning("not announced on zeroconf yet (%s); trying again in %d s", exc, ANNOUNCE_RETRY_S)
@@ -331,7 +344,7 @@ class Daemon:
             self._published = line
             if self.announcement is not None:
                 try:
-                    self.announcement.update(self._activity(), self.outbox)
+                    self.announcement.update(self._state(), self.outbox)
                 except Exception:  # the announcement is a courtesy; scanning goes on without it
                     log.warning("zeroconf announcement not updated", exc_info=True)
 
@@ -345,7 +358,9 @@ class Daemon:
         op = request.get("op")
         if op == "status":
             return {"status": self._published, "pid": os.getpid(), "scanner": self.scanner.info(),
-                    "queued": len(self.jobs.jobs()), "central": self.sync.state}
+                    "queued": len(self.jobs.jobs()), "central": self.sync.state,
+                    "station_id": self.station.station_id,
+                    "key_fingerprint": keys.fingerprint(self.station.public_key)}
         if op == "queue_ls":
             return {"jobs": self.jobs.jobs(), "current": self.current and self.current["id"],
                     "status": self._published}

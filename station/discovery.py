@@ -89,23 +89,30 @@ def _host_port(found: dict) -> str:
     return f"[{host}]:{found['port']}" if ":" in host else f"{host}:{found['port']}"
 
 
-class StationAnnouncement:
-    """This station on zeroconf (id, state, outbox length), so technicians and the archive see it."""
+# The announcement's TXT record is small and fixed (each string holds 255 bytes): no free text.
+STATION_STATES = ("idle", "ready", "scanning", "no-scanner", "stopping")
 
-    def __init__(self, config, station_id: str, state: str, outbox: int):
+
+class StationAnnouncement:
+    """This station on zeroconf (id, state word, outbox length, key fingerprint), so technicians and the
+    archive see it; the status line with its details stays in ``systemctl status`` and ``quire-station status``."""
+
+    def __init__(self, config, station_id: str, fingerprint: str, state: str, outbox: int):
         addresses = discovery.announced_addresses(config.zeroconf_interfaces)
         self._zc = discovery.open_zeroconf(config.zeroconf_interfaces)
         try:
             # DNS-SD needs a port; the station serves none over the network, so it announces the discard port.
             self._args = (discovery.STATION_TYPE, station_id, addresses, 9)
-            self._id = station_id
+            self._id, self._fingerprint = station_id, fingerprint
             discovery.advertise(self._zc, *self._args, self._props(state, outbox))
         except BaseException:
             self._zc.close()  # the daemon tries again later: no zeroconf threads left behind each time
             raise
 
     def _props(self, state: str, outbox: int) -> dict:
-        return {"id": self._id, "state": state, "outbox": str(outbox)}
+        if state not in STATION_STATES:
+            raise ValueError(f"station state {state!r} is not one of {', '.join(STATION_STATES)}")
+        return {"id": self._id, "state": state, "outbox": str(outbox), "fp": self._fingerprint}
 
     def update(self, state: str, outbox: int) -> None:
         """Announce a new state or outbox length."""

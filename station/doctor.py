@@ -7,6 +7,8 @@ through the running service when there is one, since the service owns it.
 
 import ctypes
 import ctypes.util
+import os
+import pwd
 import shutil
 import sqlite3
 import stat
@@ -19,7 +21,8 @@ from types import SimpleNamespace
 from quire import keys
 
 from . import profiles
-from .errors import StationError
+from .errors import NeedsTechnician, StationError
+from .home import owner, private
 from .store import SUFFIX
 
 DISK_FAIL_BYTES = 1 << 30        # below this a long batch may not fit
@@ -60,7 +63,12 @@ def run_checks(config, zeroconf_timeout_s: float = 3.0, disk_fail_bytes: int = D
     results = []
     for name, run in checks:
         try:
-            results.append(run())
+            with private(config):
+                results.append(run())
+        except NeedsTechnician as exc:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+            results.append(Check(name, "WARN", f"not checked: {user} may not read the station's key and store "
+                                 f"(only {exc.owner} and root may)", "run doctor as root: sudo quire-station doctor"))
         except Exception as exc:  # a doctor reports what it could not check
             results.append(Check(name, "FAIL", f"could not check: {type(exc).__name__}: {exc}"))
     return results
@@ -156,11 +164,14 @@ def check_key(config) -> Check:
         return Check("key", "FAIL", str(exc), "restore the key file from backup")
     except PermissionError:
         return Check("key", "OK", f"{path} is private (mode {mode:04o}); run doctor as root to check its content")
-    return Check("key", "OK", f"{path} is private (mode {mode:04o}), key {keys.key_id(bytes(key.verify_key))}")
+    return Check("key", "OK", f"{path} is private (mode {mode:04o}), key fingerprint "
+                 f"{keys.fingerprint(bytes(key.verify_key))}")
 
 
 def _open_store(config) -> sqlite3.Connection:
     path = config.db_path
+    if not os.access(path, os.R_OK):   # SQLite would only say "unable to open database file"
+        raise NeedsTechnician(config.home, owner(config))
     if Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists():
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     # Without the side files mode=ro would create them (as whoever runs doctor); immutable reads as is.
@@ -271,7 +282,7 @@ def check_central(config) -> Check:
         return Check("central", "FAIL", f"{address} presents key {keys.fingerprint(info.public_key)}, but this station "
                      f"pinned {keys.fingerprint(pinned)}; nothing will be sent",
                      "ask the archive whether it re-keyed; re-enrol only after comparing the pairing code")
-    return Check("central", "OK", f"{address} answers with the pinned key {keys.fingerprint(pinned)[:23]}…")
+    return Check("central", "OK", f"{address} answers with the pinned key {keys.fingerprint(pinned)}")
 
 
 def check_zeroconf(config, timeout_s: float = 3.0) -> Check:

@@ -120,6 +120,16 @@ class NotPermitted(StationError):
     exit_code = 77  # EX_NOPERM
 
 
+class NeedsTechnician(NotPermitted):
+    """Only the station's own user (and root) may read its key and store, and the command needs them."""
+
+    def __init__(self, home, owner: str, command: str = "COMMAND"):
+        self.home, self.owner = home, owner
+        super().__init__(f"only {owner} (the station's user) and root may read the station's key and store in "
+                         f"{home}, and this command needs them; ask the technician to run it as that user: "
+                         f"sudo -u {owner} quire-station --home {home} {command}")
+
+
 class ServiceUnavailable(StationError):
     """The station service is not running, is stopping, or is busy with another batch."""
 

@@ -1,6 +1,8 @@
 """A station's home: its key, its store and its identity, opened together."""
 
+import pwd
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import nacl.signing
@@ -8,7 +10,7 @@ import nacl.signing
 from quire import keys
 
 from .config import StationConfig
-from .errors import ConfigError, NotInitialised, StationError
+from .errors import ConfigError, NeedsTechnician, NotInitialised, StationError
 from .store import Store
 
 _STATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -29,8 +31,31 @@ class Station:
         self.store.close()
 
 
+def owner(config: StationConfig) -> str:
+    """The user the station home (or, before init, the directory to hold it) belongs to."""
+    uid = next(path for path in (config.home, *config.home.parents) if path.exists()).stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@contextmanager
+def private(config: StationConfig):
+    """A file of the station this user may not read calls for the station's user, and is no fault of the station."""
+    try:
+        yield
+    except PermissionError:
+        raise NeedsTechnician(config.home, owner(config)) from None
+
+
 def init(config: StationConfig, station_id: str | None = None) -> Station:
     """Create the station key (0600) and store; a second init keeps both and says so."""
+    with private(config):
+        return _init(config, station_id)
+
+
+def _init(config: StationConfig, station_id: str | None) -> Station:
     config.home.mkdir(parents=True, exist_ok=True)
     if config.key_path.exists():
         station = open_station(config)
@@ -51,7 +76,13 @@ def init(config: StationConfig, station_id: str | None = None) -> Station:
 
 
 def open_station(config: StationConfig) -> Station:
-    """Open an initialised station; tell the user to run ``init`` when it is not."""
+    """Open an initialised station; tell the user to run ``init`` when it is not, or whom to ask when the
+    station's files are not theirs to read."""
+    with private(config):
+        return _open(config)
+
+
+def _open(config: StationConfig) -> Station:
     if not config.key_path.exists() or not config.db_path.exists():
         raise NotInitialised(
             f"no station at {config.home}; run 'quire-station init' (or pass --home / QUIRE_STATION_HOME)"

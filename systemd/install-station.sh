@@ -85,8 +85,10 @@ init_station() {
   # The daemon runs with UMask=0077; so must init, or the store, its WAL and pages/ keep the sudo
   # shell's 0022 and any local user reads station.db through the 0711 home. umask inside the command:
   # runuser's PAM session may set its own.
+  # Of init's lines only the station and its key fingerprint: init also names a second way to register
+  # it (by the full public key); the next steps below give the one to use, enrolment.
   runuser -u quire -- sh -c 'umask 0077 && exec "$@"' sh "$PREFIX/.venv/bin/quire-station" --home "$STATION_HOME" \
-    init ${STATION_ID:+--id "$STATION_ID"}
+    init ${STATION_ID:+--id "$STATION_ID"} | sed -n '/^station \|^key fingerprint /p'
   # Stations initialised before that (an upgrade): take back what group and others could read. Not the
   # home itself (0711 from tmpfiles) nor a station.toml there, which operators' CLI may read.
   find "$STATION_HOME" -mindepth 1 ! -type l ! -name station.toml -perm /0077 -exec chmod go-rwx {} +
@@ -96,8 +98,9 @@ next_steps() {
   cat <<EOF
 
 Installed. Next:
-  1. Enrol with the central archive (the operator there compares the pairing code):
-       sudo -u quire quire-station --home /var/lib/quire/station enroll --central HOST:PORT
+  1. Enrol with the central archive. It prints a pairing code; the archive operator finds it in
+     'quire-central stations pending' with the key fingerprint above, and approves it:
+       sudo -u quire quire-station --home $STATION_HOME enroll --central HOST:PORT
   2. Let operators queue batches:   sudo usermod -aG quire-operators OPERATOR   (then log in again)
   3. Check everything:              sudo quire-station doctor
   4. Follow the service:            systemctl status quire-station · journalctl -u quire-station -f

@@ -59,7 +59,7 @@ def test_verify_exits_non_zero_naming_the_damaged_blob(tmp_path, central_process
 
     central_home, address, _ = central_process
     st = ["--home", tmp_path / "st"]
-    key = re.search(r"public key ([0-9a-f]{64})", run_cli("quire-station", *st, "init").stdout).group(1)
+    key = re.search(r"--key ([0-9a-f]{64})", run_cli("quire-station", *st, "init").stdout).group(1)
     sid = re.search(r"station (\S+)", run_cli("quire-station", *st, "status").stdout).group(1)
     run_cli("quire-central", "--home", central_home, "stations", "add", sid, "--key", key, "--unit", "u1")
     run_cli("quire-station", *st, "enroll", "--central", address)

@@ -166,7 +166,7 @@ def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_p
     rng = random.Random(20261121)
     killed = {"scan": 0, "sync": 0}
     try:
-        key = run_cli("quire-station", *st, "init", "--id", "st-kill").stdout.split("public key ")[1].split()[0]
+        key = run_cli("quire-station", *st, "init", "--id", "st-kill").stdout.split("--key ")[1].split()[0]
         run_cli("quire-central", "--home", central_home, "stations", "add", "st-kill", "--key", key, "--unit", "u")
         run_cli("quire-station", *st, "enroll", "--central", address)
         exe = str(Path(sys.executable).parent / "quire-station")

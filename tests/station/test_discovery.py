@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 
 from quire import discovery
+from quire import keys
 from station import config
 from station.discovery import StationAnnouncement
-from tests.conftest import run_cli
+from tests.conftest import make_station, run_cli
+from tests.station.test_daemon import daemons, listener, make_home  # noqa: F401 - fixtures
+from tests.station.test_notify import status_has
 
 
 def test_a_station_announces_its_id_state_and_outbox(tmp_path):
     cfg = config.load(tmp_path, zeroconf_interfaces=["127.0.0.1"])
-    announcement = StationAnnouncement(cfg, "st-room-7", "idle", 3)
+    announcement = StationAnnouncement(cfg, "st-room-7", "SHA256:" + "ab" * 32, "idle", 3)
     zc = discovery.open_zeroconf(["127.0.0.1"])
     try:
         found = discovery.browse(zc, discovery.STATION_TYPE, timeout_s=5, want=lambda p: p.get("id") == "st-room-7")
@@ -27,6 +30,35 @@ def test_a_station_announces_its_id_state_and_outbox(tmp_path):
     finally:
         zc.close()
         announcement.close()
+
+
+def test_the_service_announces_a_small_fixed_record_whatever_its_status_line_says(tmp_path, listener, daemons):
+    # The status line went into TXT: a long dossier number (or scanner fault, or note) made it pass the
+    # 255 bytes a TXT string holds, and the announcement raised ValueError and kept the old state.
+    home = make_home(tmp_path, source="synthetic:sheets=1", dpi=50)
+    with open(home / "station.toml", "a") as f:
+        f.write('announce = true\nzeroconf_interfaces = ["127.0.0.1"]\n')
+    station = make_station(home)
+    station_id, fingerprint = station.station_id, keys.fingerprint(station.public_key)
+    station.close()
+    daemon = daemons(home, listener)
+    assert listener.next(60).get("READY") == "1", daemon.output()
+    dossier = "D-" + "档案" * 60        # 362 bytes of UTF-8 in the status line
+    run_cli("quire-station", "--home", home, "queue", "add", "--dossier", dossier, "--material", "4-1-2",
+            "--title", "学历证明" * 20)
+    assert len(listener.until(status_has("ready, next D-"))[-1]["STATUS"].encode()) > 400
+    zc = discovery.open_zeroconf(["127.0.0.1"])
+    try:
+        found = discovery.browse(zc, discovery.STATION_TYPE, timeout_s=10,
+                                 want=lambda p: p.get("id") == station_id and p.get("state") == "ready")
+        assert found, daemon.output()
+        info = zc.get_service_info(discovery.STATION_TYPE, found[0]["name"], timeout=3000)
+    finally:
+        zc.close()
+    assert found[0]["properties"] == {"v": "1", "id": station_id, "state": "ready", "outbox": "0", "fp": fingerprint}
+    assert len(info.text) < 150
+    assert "not updated" not in daemon.output() and "Traceback" not in daemon.output()
+    assert daemon.terminate() == 0
 
 
 def _adapters():
@@ -87,7 +119,7 @@ def test_a_station_finds_its_archive_on_a_new_port_and_refuses_an_impostor(tmp_p
     # Retries are not what this is about: an archive that stays away is reported after 2 s.
     (tmp_path / "st" / "station.toml").write_text(f'central = "{old}"\nzeroconf_interfaces = ["127.0.0.1"]\n'
                                                   'sync_retry_span_s = 2\n')
-    key = re.search(r"public key ([0-9a-f]{64})", run_cli("quire-station", *st, "init", "--id", "st-m").stdout)[1]
+    key = re.search(r"--key ([0-9a-f]{64})", run_cli("quire-station", *st, "init", "--id", "st-m").stdout)[1]
     run_cli("quire-central", "--home", real_home, "stations", "add", "st-m", "--key", key, "--unit", "u1")
     assert "enrolled into unit u1" in run_cli("quire-station", *st, "enroll").stdout
     run_cli("quire-station", *st, "scan", "--dossier", "D-5", "--material", "1-1", "--title", "履历表",

@@ -3,6 +3,7 @@ without root or systemd. The whole script was run under systemd-nspawn (a booted
 broke there is pinned here."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -72,3 +73,16 @@ def test_rerun_tightens_an_earlier_install_and_keeps_its_key_and_config(tmp_path
     assert not loose, loose
     assert found["station.toml"] == 0o644          # operators' CLI may read it
     assert (home / "keys/station.key").read_bytes() == key
+
+
+def test_the_installer_names_one_way_to_register_the_station_enrolment_with_its_home(tmp_path):
+    # It printed init's 'quire-central stations add … --key HEX' and its own enrol step together.
+    proc = run_steps(tmp_path, "init_station && next_steps")
+    home = tmp_path / "station"
+    lines = proc.stdout.splitlines()
+    assert f"station st-test at {home}" in lines
+    fingerprint = next(line for line in lines if line.startswith("key fingerprint "))
+    assert re.fullmatch(r"key fingerprint SHA256:[0-9a-f]{64}", fingerprint)
+    assert f"       sudo -u quire quire-station --home {home} enroll --central HOST:PORT" in lines
+    assert "stations add" not in proc.stdout and not re.search(r"[0-9a-f]{64}(?![0-9a-f])", proc.stdout.replace(
+        fingerprint, ""))
