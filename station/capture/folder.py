@@ -32,9 +32,14 @@ class FolderSource:
         # Every file is checked from its headers before the first page is captured: a file the station
         # cannot take refuses the import whole, not half-way through a batch.
         self.planned = [page for path in files for page in pagefile.inspect(path, dpi if dpi_given else None, dpi)]
+        self.first = 0
+
+    def resume_at(self, page: int) -> None:
+        """The batch goes on at ``page``: the files already captured are not imported again."""
+        self.first = page - 1
 
     def pages(self) -> Iterator[RawPage]:
-        for page in self.planned:
+        for page in self.planned[self.first:]:
             yield pagefile.decode(page)
 
     def close(self) -> None:

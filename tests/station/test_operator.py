@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,12 +34,26 @@ def _run(*cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
 
 
+def _let_others_through(*paths: Path) -> list[tuple[Path, int]]:
+    """Let other users traverse (o+x, never list) each directory above ``paths`` — on a fresh machine the
+    venv's interpreter lives under root's 0700 home; returns what to put back afterwards."""
+    changed = []
+    for path in paths:
+        for parent in reversed(path.parents):
+            mode = parent.stat().st_mode & 0o7777
+            if not mode & 0o001 and all(parent != p for p, _ in changed):
+                changed.append((parent, mode))
+                parent.chmod(mode | 0o001)
+    return changed
+
+
 @pytest.fixture(scope="module")
 def site():
     need_root()
     for tool in ("runuser", "useradd", "groupadd", "userdel", "groupdel", "bash"):
         need_tool(tool)
     tag = f"{os.getpid() % 100000}"
+    opened = []
     group, owner, operator = f"qops{tag}", f"qst{tag}", f"qop{tag}"
     root = Path(tempfile.mkdtemp(prefix="quire-operator-", dir="/tmp"))
     try:
@@ -48,6 +63,7 @@ def site():
              "-G", group, owner, check=True)
         _run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G", group, operator,
              check=True)
+        opened = _let_others_through(REPO / ".venv", Path(os.path.realpath(sys.executable)))
         reached = _run("runuser", "-u", operator, "--", QUIRE_STATION, "--help")
         if reached.returncode != 0:
             missing(f"user {operator} cannot run {QUIRE_STATION} ({reached.stderr.strip()}); every directory "
@@ -69,6 +85,8 @@ def site():
         fingerprint = keys.fingerprint(bytes(keys.load_key_file(home / "keys/station.key").verify_key))
         yield Site(owner, operator, home, socket, fingerprint)
     finally:
+        for path, mode in opened:
+            path.chmod(mode)
         _run("userdel", operator)
         _run("userdel", owner)
         _run("groupdel", owner)

@@ -58,3 +58,24 @@ def test_a_spooled_page_keeps_where_its_resolution_came_from(tmp_path):
         assert [spool.load("b1", n).dpi_source for n in (1, 2)] == ["file", "assumed"]
     finally:
         spool.close()
+
+
+def test_a_folder_import_stopped_half_way_resumes_at_the_next_file_not_the_first(tmp_path):
+    """Pages 1-2 stored, then the import stops (a fault on page 3): the same import again takes files 3-5."""
+    folder = tmp_path / "feeder"
+    folder.mkdir()
+    for n in range(1, 6):
+        Image.fromarray(render_page(seed=n, index=0, dpi=150).image).save(folder / f"p{n}.jpg", dpi=(150, 150))
+    home = tmp_path / "station"
+    run_cli("quire-station", "--home", home, "init", "--id", "st-folder")
+    args = ("--dossier", "D-1", "--material", "1-1", "--title", "履历表", "--json")
+    stopped = run_cli("quire-station", "--home", home, "scan", "--source", f"fault:jam@3:folder:{folder}", *args,
+                      check=False)
+    assert stopped.returncode != 0 and "page 3" in stopped.stderr
+    resumed = run_cli("quire-station", "--home", home, "scan", "--source", f"folder:{folder}", *args)
+    status = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
+    (bundle,) = status["bundles"]
+    assert bundle["pages"] == 5
+    records = [json.loads(line) for line in stopped.stdout.splitlines() + resumed.stdout.splitlines()]
+    assert [r["n"] for r in records] == [1, 2, 3, 4, 5]
+    assert len({(r["bytes"], tuple(r["crop"])) for r in records}) == 5   # five different files, none twice
