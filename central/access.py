@@ -12,7 +12,7 @@ import grpc
 
 from quire.db import utcnow
 
-from . import audit, dossiers, refusals, users
+from . import audit, dossiers, refusals, sealing, users
 from .archive import Archive
 from .errors import CentralError
 from .listing import sort_items
@@ -28,8 +28,10 @@ class NotFound(CentralError):
 def guard(archive: Archive, actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
           consultation: dict | None = None) -> None:
     """Authorize or refuse; a refusal is logged (who, what, why) before it is raised."""
+    sealed = archive_no is not None and sealing.sealed_by(archive, archive_no) is not None
     try:
-        authorize(actor, action, unit=unit, archive_no=archive_no, consultation=consultation, now=utcnow())
+        authorize(actor, action, unit=unit, archive_no=archive_no, consultation=consultation, now=utcnow(),
+                  sealed=sealed)
     except PermissionDenied as exc:
         refuse(archive, actor, action, str(exc), unit=unit, archive_no=archive_no, consultation=consultation)
 

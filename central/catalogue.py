@@ -251,6 +251,10 @@ MIGRATIONS = [
             last_at TEXT NOT NULL,
             locked_until TEXT)""",
     ]),
+    ("0009_sealing", [
+        # A sealed dossier (封存) names the applied four-eyes change that sealed it; NULL: not sealed.
+        "ALTER TABLE dossiers ADD COLUMN sealed_by_change INTEGER REFERENCES changes (id)",
+    ]),
 ]
 
 

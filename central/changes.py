@@ -1,15 +1,16 @@
 """Four eyes (双人复核): changes one authorised person proposes and a second one approves.
 
 Replacing or withdrawing a material, changing a dossier's identity fields and revoking a station
-take effect only when a different person holding the same role approves. A station revocation
-suspends the station at once (the safe direction) and becomes final on approval.
+take effect only when a different person holding the same role approves; so do sealing and
+unsealing a dossier (``sealing``). A station revocation suspends the station at once (the safe
+direction) and becomes final on approval.
 """
 
 import json
 
 from quire.db import utcnow
 
-from . import audit, stations
+from . import audit, sealing, stations
 from .archive import Archive
 from .errors import CentralError
 from .permissions import CHANGE_ROLES, Actor
@@ -22,7 +23,7 @@ def propose(archive: Archive, actor: Actor, kind: str, payload: dict, reason: st
     """Record a proposed change (checked now, applied on approval); returns the change."""
     if kind not in CHANGE_ROLES:
         raise CentralError(f"unknown change {kind!r}; one of {', '.join(CHANGE_ROLES)}")
-    _may(archive, actor, kind)
+    _may(archive, actor, kind, payload)
     if not reason.strip():
         raise CentralError("give the reason for the change (--reason); it is kept with the change for good")
     subject = _validate(archive, kind, payload)
@@ -46,7 +47,7 @@ def propose(archive: Archive, actor: Actor, kind: str, payload: dict, reason: st
 def decide(archive: Archive, actor: Actor, change_id: int, approve: bool, note: str = "") -> dict:
     """The second person approves (the change is applied in the same transaction) or refuses."""
     change = get(archive, change_id)
-    _may(archive, actor, change["kind"])
+    _may(archive, actor, change["kind"], json.loads(change["payload"]))
     if change["proposed_by"] == actor.label:
         from .access import refuse
 
@@ -98,10 +99,13 @@ def history(archive: Archive, archive_no: str, item: str) -> list[dict]:
     return out
 
 
-def _may(archive: Archive, actor: Actor, kind: str) -> None:
-    from .access import guard
+def _may(archive: Archive, actor: Actor, kind: str, payload: dict) -> None:
+    from .access import dossier_unit, guard
 
-    guard(archive, actor, f"change.{kind}")
+    # The dossier it touches, if any: a sealed one refuses changes, and sealing is its own unit's staff's.
+    archive_no = payload.get("archive_no")
+    guard(archive, actor, f"change.{kind}", archive_no=archive_no,
+          unit=dossier_unit(archive, archive_no) if archive_no else None)
 
 
 def _material(archive: Archive, archive_no: str, item: str) -> dict:
@@ -112,6 +116,8 @@ def _material(archive: Archive, archive_no: str, item: str) -> dict:
 
 
 def _validate(archive: Archive, kind: str, payload: dict) -> str:
+    if kind in ("seal_dossier", "unseal_dossier"):
+        return sealing.subject(archive, kind, payload)
     if kind == "revoke_station":
         row = stations.get(archive, payload["station_id"])
         if row["revoked_at"]:
@@ -199,4 +205,5 @@ def _apply_edit_dossier(db, archive, actor, change_id, payload, reason):
 
 
 _APPLY = {"revoke_station": _apply_revoke, "withdraw_material": _apply_withdraw,
-          "replace_material": _apply_replace, "edit_dossier": _apply_edit_dossier}
+          "replace_material": _apply_replace, "edit_dossier": _apply_edit_dossier,
+          "seal_dossier": sealing.apply_seal, "unseal_dossier": sealing.apply_unseal}

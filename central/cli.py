@@ -153,6 +153,14 @@ def _add_export_commands(sub) -> None:
     c.add_argument("--archive-key", metavar="FINGERPRINT",
                    help="require this archive key (SHA256:…, as 'quire-central info' prints at the archive)")
     c.set_defaults(func=cmd_verify_export)
+    for verb, doing in (("seal", "Seal (封存) a dossier: it stays listed, marked sealed, and nobody consults, exports "
+                                 "or changes it"), ("unseal", "Unseal a sealed dossier")):
+        c = sub.add_parser(verb, help=f"propose to {verb} a dossier; a second archivist of its unit approves",
+                           description=f"{doing}. Proposed by an archivist of the dossier's unit with a reason; "
+                                       "takes effect when a second one runs 'changes approve'. Both are logged.")
+        c.add_argument("archive_no", help="dossier archive number (档号)")
+        c.add_argument("--reason", required=True, help="why (kept with the change and in the audit log)")
+        c.set_defaults(func=cmd_seal, kind=f"{verb}_dossier")
 
 
 def _add_standards_commands(sub) -> None:
@@ -353,7 +361,7 @@ def cmd_ls(archive, who, args) -> int:
         columns = ["item", "title", "page_count", "station_id", "catalogued_at"]
     else:
         rows = listing.dossiers(archive, who)
-        columns = ["archive_no", "name", "kind", "unit", "materials", "pages", "bytes"]
+        columns = ["archive_no", "name", "kind", "unit", "materials", "pages", "bytes", "sealed"]
     if args.json:
         _json_lines(rows)
     elif rows:
@@ -382,6 +390,14 @@ def cmd_export(archive, who, args) -> int:
     pages = sum(m["page_count"] for m in index["materials"])
     print(f"exported {args.archive_no}: {len(index['materials'])} material(s), {pages} page(s) to {args.out}")
     print(f"signed by archive key {index['archive']}; check with 'quire-central verify-export {args.out}'")
+    return 0
+
+
+@as_person(None)
+def cmd_seal(archive, who, args) -> int:
+    change = changes.propose(archive, who, args.kind, {"archive_no": args.archive_no}, args.reason)
+    print(f"change #{change['id']} proposed: {args.kind.replace('_', ' ')} {args.archive_no}; it takes effect when a "
+          f"second archivist runs 'quire-central changes approve {change['id']}'")
     return 0
 
 

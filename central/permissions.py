@@ -52,15 +52,21 @@ ACTIONS = {
     "change.list": {"admin", "archivist"},        # who proposes and decides four-eyes changes
 }
 # Actions on one unit's records: only for people of that unit (the listing ones are scoped in their query).
-UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect"}
+UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect", "change.seal_dossier", "change.unseal_dossier"}
 # Which role may propose and approve each four-eyes change (action "change.<kind>").
 CHANGE_ROLES = {
     "replace_material": "archivist",
     "withdraw_material": "archivist",
     "edit_dossier": "archivist",
     "revoke_station": "admin",
+    "seal_dossier": "archivist",
+    "unseal_dossier": "archivist",
 }
 ACTIONS.update({f"change.{kind}": {role} for kind, role in CHANGE_ROLES.items()})
+# What nobody does to a sealed (封存) dossier until a four-eyes change unseals it; its catalogue entries stay
+# listed for the unit's staff, and a reader reaches nothing of it.
+SEALED_REFUSES = {"consultation.file", "consultation.decide", "content.view", "content.export", "dossier.export",
+                  *(f"change.{kind}" for kind in CHANGE_ROLES if kind not in ("revoke_station", "unseal_dossier"))}
 
 
 class PermissionDenied(CentralError):
@@ -118,8 +124,9 @@ def check_roles(roles: set[str]) -> None:
 
 
 def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
-              consultation: dict | None = None, now: str | None = None) -> None:
-    """Raise PermissionDenied naming why ``actor`` may not do ``action`` here; return when allowed."""
+              consultation: dict | None = None, now: str | None = None, sealed: bool = False) -> None:
+    """Raise PermissionDenied naming why ``actor`` may not do ``action`` here (``sealed``: the dossier is
+    sealed); return when allowed."""
     allowed = ACTIONS.get(action)
     if allowed is None:
         raise PermissionDenied(f"unknown action {action!r}")
@@ -132,6 +139,8 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it is their own (回避)")
         if archive_no in actor.relatives:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it belongs to a relative (回避)")
+    if sealed and action in SEALED_REFUSES:
+        raise PermissionDenied(_sealed(archive_no))
     if action in ("catalogue.read", "content.view", "content.export", "dossier.export"):
         staff = {"archivist", "inspector"} | ({"security_officer"} if action == "catalogue.read" else set())
         staff = {"archivist"} if action == "dossier.export" else staff
@@ -140,11 +149,18 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
             return  # the unit's own archive staff work on its dossiers; every view is still logged
         if "reader" not in actor.roles:
             raise PermissionDenied(f"{actor.id} has no authority over unit {unit} (dossier {archive_no})")
+        if sealed:
+            raise PermissionDenied(_sealed(archive_no))
         _consultation_allows(actor, action, archive_no, consultation, now)
         return
     if action in UNIT_SCOPED and unit is not None and not actor.covers(unit):
         raise PermissionDenied(f"{actor.id} has no authority over unit {unit}; its own "
                                f"{' or '.join(sorted(allowed))} does this")
+
+
+def _sealed(archive_no: str | None) -> str:
+    return (f"dossier {archive_no} is sealed (封存): no consultation, export or change until two archivists of its "
+            "unit unseal it ('quire-central unseal')")
 
 
 def _consultation_allows(actor: Actor, action: str, archive_no: str | None, consultation: dict | None,

@@ -94,6 +94,7 @@ def verify(archive: Archive, full: bool = True) -> Report:
         report.problems.extend(_check_bundle(archive, bundle, stations, full, report))
     report.problems.extend(_quarantine_problems(archive))
     report.problems.extend(_station_problems(archive))
+    report.problems.extend(_seal_problems(archive))
     # Catalogued material that no committed bundle accounts for was inserted behind our back.
     for m in cat.query("SELECT m.archive_no, m.item, m.bundle_id FROM materials m"
                        " LEFT JOIN bundles b ON b.id = m.bundle_id AND b.state = 'committed'"
@@ -239,4 +240,25 @@ def _station_problems(archive: Archive) -> list[Problem]:
         if station["id"] in revoked and not station["revoked_at"]:
             problems.append(CatalogueMismatch(subject, "the audit log records its revocation but the catalogue "
                                                        "does not: its uploads would be accepted"))
+    return problems
+
+
+def _seal_problems(archive: Archive) -> list[Problem]:
+    """Each dossier is sealed exactly when the audit log's last seal or unseal of it says so."""
+    logged: dict[str, int | None] = {}
+    for row in archive.catalogue.query("SELECT event, entry FROM audit_entries"
+                                       " WHERE event IN ('dossier.seal', 'dossier.unseal') ORDER BY idx"):
+        try:
+            entry = json.loads(row["entry"])
+        except ValueError:
+            continue  # the log check names a damaged entry
+        logged[entry.get("archive_no")] = entry.get("change") if row["event"] == "dossier.seal" else None
+    problems = []
+    for d in archive.catalogue.query("SELECT archive_no, sealed_by_change FROM dossiers ORDER BY archive_no"):
+        want = logged.get(d["archive_no"])
+        if d["sealed_by_change"] != want:
+            said = f"sealed by change #{want}" if want else "not sealed"
+            problems.append(CatalogueMismatch(
+                f"dossier {d['archive_no']}",
+                f"sealed_by_change is {d['sealed_by_change']!r} in the catalogue, but the audit log says {said}"))
     return problems
