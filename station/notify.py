@@ -19,10 +19,7 @@ class Notifier:
 
     def __init__(self, address: str | None):
         self.address = address or None
-        self._sock: socket.socket | None = None
         self._warned = False
-        if self.address:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Notifier":
@@ -31,17 +28,20 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
-        return self._sock is not None
+        return self.address is not None
 
     def send(self, **fields: str) -> bool:
         """Send one datagram of ``KEY=VALUE`` lines (e.g. ``READY="1"``); True when delivered."""
-        if self._sock is None:
+        if self.address is None:
             return False
         # A newline inside a value would start a new assignment: STATUS lines are single lines.
         text = "\n".join(f"{key}={str(value).replace(chr(10), ' ')}" for key, value in fields.items())
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
-            self._sock.sendto(text.encode(), socket.MSG_NOSIGNAL, target)
+            # A socket per datagram: nothing stays open between notifications (they are seconds apart),
+            # and the last one — why the service stopped — can be sent after everything else closed.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(text.encode(), socket.MSG_NOSIGNAL, target)
             return True
         except OSError as exc:
             if not self._warned:  # the manager went away or the socket is wrong: say so once
@@ -60,11 +60,6 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self.send(WATCHDOG="1")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 def watchdog_interval_s(env: Mapping[str, str] = os.environ, pid: int | None = None) -> float | None:

@@ -78,17 +78,14 @@ def status_has(text: str):
 
 def test_messages_arrive_as_systemd_reads_them(listener):
     notifier = Notifier.from_env({"NOTIFY_SOCKET": listener.path})
-    try:
-        assert notifier.ready("idle · outbox 0 bundles · central online")
-        assert listener.next(5) == {"READY": "1", "STATUS": "idle · outbox 0 bundles · central online"}
-        notifier.status("jammed\nat page 3")   # a newline would start a new assignment
-        assert listener.next(5) == {"STATUS": "jammed at page 3"}
-        notifier.stopping("stopping: finishing the sheet in hand")
-        assert listener.next(5) == {"STOPPING": "1", "STATUS": "stopping: finishing the sheet in hand"}
-        notifier.watchdog()
-        assert listener.next(5) == {"WATCHDOG": "1"}
-    finally:
-        notifier.close()
+    assert notifier.ready("idle · outbox 0 bundles · central online")
+    assert listener.next(5) == {"READY": "1", "STATUS": "idle · outbox 0 bundles · central online"}
+    notifier.status("jammed\nat page 3")   # a newline would start a new assignment
+    assert listener.next(5) == {"STATUS": "jammed at page 3"}
+    notifier.stopping("stopping: finishing the sheet in hand")
+    assert listener.next(5) == {"STOPPING": "1", "STATUS": "stopping: finishing the sheet in hand"}
+    notifier.watchdog()
+    assert listener.next(5) == {"WATCHDOG": "1"}
 
 
 def test_abstract_socket_addresses_work():
@@ -101,7 +98,6 @@ def test_abstract_socket_addresses_work():
         notifier.ready("up")
         assert sock.recv(4096) == b"READY=1\nSTATUS=up"
     finally:
-        notifier.close()
         sock.close()
 
 
@@ -112,10 +108,7 @@ def test_without_notify_socket_nothing_is_sent():
 
 def test_a_vanished_manager_does_not_break_the_daemon(tmp_path):
     notifier = Notifier(str(tmp_path / "gone"))
-    try:
-        assert notifier.status("still scanning") is False
-    finally:
-        notifier.close()
+    assert notifier.status("still scanning") is False
 
 
 def test_watchdog_timeout_comes_from_systemd_and_only_for_this_process():
@@ -130,24 +123,19 @@ def test_watchdog_pings_at_half_the_configured_timeout(listener):
     now = [100.0]
     notifier = Notifier(listener.path)
     dog = Watchdog(notifier, 10.0, clock=lambda: now[0])
-    try:
-        sent = []
-        for t in (100.0, 101.0, 104.9, 105.0, 106.0, 109.9, 110.0, 130.0):
-            now[0] = t
-            if dog.ping_if_due():
-                sent.append(t)
-        assert sent == [100.0, 105.0, 110.0, 130.0]
-        assert [listener.next(5) for _ in sent] == [{"WATCHDOG": "1"}] * len(sent)
-        assert listener.next(0.05) is None
-    finally:
-        notifier.close()
+    sent = []
+    for t in (100.0, 101.0, 104.9, 105.0, 106.0, 109.9, 110.0, 130.0):
+        now[0] = t
+        if dog.ping_if_due():
+            sent.append(t)
+    assert sent == [100.0, 105.0, 110.0, 130.0]
+    assert [listener.next(5) for _ in sent] == [{"WATCHDOG": "1"}] * len(sent)
+    assert listener.next(0.05) is None
 
 
 def test_no_watchdog_configured_means_no_pings(listener):
     notifier = Notifier(listener.path)
-    try:
-        dog = Watchdog(notifier, None)
-        assert not any(dog.ping_if_due() for _ in range(3))
-        assert listener.next(0.05) is None
-    finally:
-        notifier.close()
+    dog = Watchdog(notifier, None)
+    assert not any(dog.ping_if_due() for _ in range(3))
+    assert listener.next(0.05) is None
+
