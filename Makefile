@@ -3,16 +3,21 @@
 # environment in .venv, and the gRPC code generated from protos/.
 
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Debian 12 has Python 3.11, Debian 13 and Raspberry Pi OS trixie 3.13; a minimal system none yet (then
+# system-deps installs Debian's python3, and PYTHON, expanded again in each recipe, finds it).
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 # libsane-dev builds python-sane; sane-utils gives scanimage and the `test` backend;
 # the WenQuanYi font lets the synthetic source draw Chinese text (and the web console's watermark);
 # chromium is the browser the web console's tests drive through Playwright.
 APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev systemd udev chromium
-# Leptonica (liblept5) for the pipeline bench's own test of its peer, so that test runs rather than skips.
-APT_PACKAGES += liblept5
+# Leptonica for the pipeline bench's own test of its peer, so that test runs rather than skips: liblept5
+# on Debian 12 (bookworm), libleptonica6 from Debian 13 (trixie) on.
+LEPTONICA := $(shell . /etc/os-release 2>/dev/null; [ "$$VERSION_CODENAME" = bookworm ] && echo liblept5 || echo libleptonica6)
+APT_PACKAGES += $(LEPTONICA)
 # Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
+APT_PACKAGES += $(shell command -v $(PYTHON) >/dev/null || echo python3)
 APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)
 APT_PACKAGES += $(shell $(PYTHON) -c "import sysconfig, os, sys; \
   sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
@@ -58,7 +63,7 @@ $(PROTO_OUT) &: $(PROTO_SRC) $(VENV)/.installed
 # Tesseract's orientation detection (Debian's tesseract-ocr with its osd data).
 # BENCH_ARGS="--pages 20 --real 30" for a quick look.
 bench: setup
-	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="liblept5 unpaper iproute2 tesseract-ocr tesseract-ocr-osd"
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(LEPTONICA) unpaper iproute2 tesseract-ocr tesseract-ocr-osd"
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 # Re-pin the environment after changing dependencies in pyproject.toml (needs uv).
