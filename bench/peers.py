@@ -26,7 +26,7 @@ class Leptonica:
     """Leptonica (the Debian library, liblept.so.5) through ctypes: what OCRmyPDF and Tesseract deskew with."""
 
     def __init__(self):
-        name = ctypes.util.find_library("lept") or "liblept.so.5"
+        name = ctypes.util.find_library("lept") or ctypes.util.find_library("leptonica") or "liblept.so.5"  # Debian 12, 13
         lib = ctypes.CDLL(name)
         c_pix, c_float_p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
         lib.setMsgSeverity.argtypes = [ctypes.c_int]
