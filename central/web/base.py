@@ -5,6 +5,7 @@ import functools
 import hmac
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ from .. import refusals
 from ..access import NotFound
 from ..archive import Archive
 from ..errors import CentralError, UnknownBundle
-from ..permissions import ACTIONS, PermissionDenied
+from ..permissions import ACTIONS, Actor, PermissionDenied
 from . import fmt, sessions
 from .sessions import Visit
 
@@ -44,6 +45,11 @@ def make_templates() -> Jinja2Templates:
 def may(visit: Visit | None, action: str) -> bool:
     """Whether the visitor holds a role ``action`` needs (which links to show; every use case still checks)."""
     return visit is not None and bool(visit.actor.roles & ACTIONS.get(action, set()))
+
+
+def marks(actor: Actor, why: str) -> tuple[str, ...]:
+    """A watermark's lines: who looks, under what (a consultation, catalogue work, QC), when (Beijing time)."""
+    return (f"{actor.name}（账号 {actor.id}）", why, fmt.when(datetime.now(timezone.utc).isoformat()))
 
 
 def console(request: Request) -> Console:

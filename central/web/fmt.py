@@ -20,6 +20,7 @@ STATES = {"requested": "待审批", "approved": "已批准", "refused": "未批�
 KINDS = {"personnel": "干部人事档案", "integrity": "廉政档案", "party-building": "党建档案"}
 CHANGE_KINDS = {"replace_material": "替换材料", "withdraw_material": "撤出材料", "edit_dossier": "修改档案信息",
                 "revoke_station": "吊销扫描站"}
+FIELDS = {"name": "姓名", "sex": "性别", "birth_date": "出生日期", "post": "职务", "kind": "档案类别"}
 
 
 def when(stamp: str | None, seconds: bool = False) -> str:
@@ -64,4 +65,5 @@ def category(item: str) -> str:
 
 FILTERS = {"when": when, "day": day, "number": number, "percent": percent, "megabytes": megabytes,
            "role": lambda r: ROLE_NAMES.get(r, r), "state": lambda s: STATES.get(s, s),
-           "kind": lambda k: KINDS.get(k, k), "change_kind": lambda k: CHANGE_KINDS.get(k, k)}
+           "kind": lambda k: KINDS.get(k, k), "change_kind": lambda k: CHANGE_KINDS.get(k, k),
+           "field": lambda f: FIELDS.get(f, f)}

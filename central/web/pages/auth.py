@@ -15,7 +15,8 @@ from ..base import address, call, console, page, render
 
 LOGIN_COOKIE = "quire_login"   # double-submit token of the sign-in form, before any session exists
 # Each role's first page, in the order a person holding several is led.
-HOMES = (("reader", "/reader"), ("security_officer", "/officer"), ("auditor", "/audit"))
+HOMES = (("reader", "/reader"), ("security_officer", "/officer"), ("auditor", "/audit"), ("archivist", "/catalogue"),
+         ("inspector", "/qc"), ("admin", "/admin"))
 
 
 def _cookie_flags(request: Request) -> dict:
@@ -84,7 +85,7 @@ async def home(request: Request, visit, form):
     if target:
         return RedirectResponse(target, status_code=303)
     return render(request, "refused.html", visit, 403, title="没有可用的功能",
-                  reason="网页控制台目前提供查阅、审批和审计功能；您的角色请使用 quire-central 命令行。")
+                  reason="您的账号没有可在网页控制台使用的角色；请联系系统管理员。")
 
 
 ROUTES = [

@@ -10,14 +10,12 @@ from starlette.routing import Route
 from ... import access
 from ...errors import CentralError
 from ...permissions import Actor
-from .. import fmt, imaging
-from ..base import call, console, page, render
+from .. import imaging
+from ..base import call, console, marks, page, render
 
 
-def marks(actor: Actor, consultation_id: int) -> tuple[str, ...]:
-    """The watermark's lines: who reads, under which consultation, when (Beijing time, to the minute)."""
-    now = datetime.now(timezone.utc).isoformat()
-    return (f"{actor.name}（账号 {actor.id}）", f"查阅单第 {consultation_id} 号", fmt.when(now))
+def _marks(actor: Actor, consultation_id: int) -> tuple[str, ...]:
+    return marks(actor, f"查阅单第 {consultation_id} 号")
 
 
 @page
@@ -91,7 +89,7 @@ async def viewer(request: Request, visit, form):
 
 def _image(archive, actor: Actor, cid: int, archive_no: str, item: str, n: int, long_side: int) -> bytes:
     _, path = access.page(archive, actor, archive_no, item, n, cid)
-    return imaging.screen_jpeg(path, marks(actor, cid), long_side)
+    return imaging.screen_jpeg(path, _marks(actor, cid), long_side)
 
 
 @page
@@ -112,7 +110,7 @@ def _pdf(archive, actor: Actor, cid: int, archive_no: str) -> bytes:
             pages.append((path, row["dpi"]))
     if not pages:
         raise CentralError(f"dossier {archive_no} has no pages to export")
-    return imaging.export_pdf(pages, marks(actor, cid))
+    return imaging.export_pdf(pages, _marks(actor, cid))
 
 
 @page

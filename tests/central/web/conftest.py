@@ -1,6 +1,7 @@
 """The web console's fixtures: a real archive with real synced bundles (built once per module), the
 console on 127.0.0.1 port 0 per test, and Debian's chromium driven by Playwright."""
 
+import io
 import re
 import urllib.error
 import urllib.parse
@@ -8,13 +9,16 @@ import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from central import config, profile, users, web
+from central import audit, config, profile, users, web
 from central.archive import open_archive
 from central.server import build_server
 from station.scan import scan
 from station.sync import sync
+from central.web import imaging
 from tests.conftest import make_station, register
 
 SCREENS = Path(__file__).parent / ".screens"
@@ -70,7 +74,7 @@ def site(tmp_path_factory):
         users.add(archive, user_id, name, roles, units, own)
         users.set_password(archive, user_id, password(user_id), by="local:tests", must_change=False)
     users.relate(archive, "li", "D-3", "sibling")
-    archive.test_station = station
+    archive.test_station, archive.test_address = station, f"127.0.0.1:{port}"
     yield archive
     station.close()
     server.stop(grace=None).wait()
@@ -162,3 +166,21 @@ class Client:
     def csrf(self, path: str = "/") -> str:
         status, _, body = self.request(path)
         return re.search(rb'name="csrf" value="([^"]+)"', body).group(1).decode()
+
+
+def entries(archive, event: str, **match) -> list[dict]:
+    """The audit log's entries of ``event`` whose fields equal ``match``."""
+    return [e for e in audit.entries(archive) if e["event"] == event and all(e.get(k) == v for k, v in match.items())]
+
+
+def assert_watermarked(body: bytes, path: Path, size: int, what: str) -> None:
+    """``body`` is the stored page at ``path`` rendered at ``size`` with a watermark burned into its pixels:
+    > 1 % of them differ from the unwatermarked render, and red text runs along its foot."""
+    served = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.int16)
+    plain = np.asarray(Image.open(io.BytesIO(imaging.screen_jpeg(path, None, size))).convert("RGB"), dtype=np.int16)
+    assert served.shape == plain.shape and max(served.shape[:2]) == size, what
+    changed = np.abs(served - plain).max(axis=2) > 40
+    assert changed.mean() > 0.01, f"{what}: watermark not found in the pixels"
+    foot = served[-max(8, size // 60):]
+    red = (foot[..., 0] > 150) & (foot[..., 1] < 110) & (foot[..., 2] < 110)
+    assert red.any(), f"{what}: no red watermark text in the band at the foot"

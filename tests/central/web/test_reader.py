@@ -1,17 +1,13 @@
 """Reading in the browser (数字化阅档): request, approval in a second browser, the page viewer, export —
 and from the outside, every way to a page without a grant refused and logged, every page watermarked."""
 
-import io
 import re
 from datetime import datetime, timedelta, timezone
-
-import numpy as np
-from PIL import Image
 
 from central import access, audit, users
 from central.web import imaging
 
-from .conftest import Client, screenshot, sign_in
+from .conftest import Client, assert_watermarked, screenshot, sign_in
 
 
 def _entries(archive, event: str, **match) -> list[dict]:
@@ -98,16 +94,8 @@ def test_every_served_page_carries_the_readers_watermark_in_its_pixels(site, con
             status, headers, body = reader.request(f"read/{cid}/D-1/{item}/{n}.jpg{query}")
             assert status == 200 and headers["Content-Type"] == "image/jpeg"
             assert headers["Cache-Control"] == "no-store" and "default-src 'none'" in headers["Content-Security-Policy"]
-            served = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.int16)
             _, path = access.page(site, access_actor(site, "wang"), "D-1", item, n, cid)
-            plain = np.asarray(Image.open(io.BytesIO(imaging.screen_jpeg(path, None, size))).convert("RGB"),
-                               dtype=np.int16)
-            assert served.shape == plain.shape and max(served.shape[:2]) == size
-            changed = np.abs(served - plain).max(axis=2) > 40
-            assert changed.mean() > 0.01, f"{item} page {n}{query}: watermark not found in the pixels"
-            foot = served[-max(8, size // 60):]
-            red = (foot[..., 0] > 150) & (foot[..., 1] < 110) & (foot[..., 2] < 110)
-            assert red.any(), f"{item} page {n}{query}: no red watermark text in the band at the foot"
+            assert_watermarked(body, path, size, f"{item} page {n}{query}")
 
 
 def access_actor(site, user_id):
