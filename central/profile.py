@@ -15,7 +15,7 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_va
 from quire.canonical import canonical_bytes, sha256_hex
 from quire.db import utcnow
 from quire.manifest import COLOUR_FAMILIES, COLOUR_MODES, MEDIA_TYPES
-from quire.settings import Regex, Settings, listed, parse_toml, validated
+from quire.settings import Regex, Settings, Texts, listed, parse_toml, validated
 
 from . import audit
 from .archive import Archive
@@ -27,6 +27,9 @@ SHIPPED_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "gbt33870"
 CATEGORIES = ("1", "2", "3", "4-1", "4-2", "4-3", "4-4", "5", "6", "7", "8",
               "9-1", "9-2", "9-3", "9-4", "10")
+# What an inspector names when a sampled page is bad, unless a profile lists its own.
+QC_REJECTION_REASONS = ("倾斜", "裁切不当", "模糊", "缺页", "颜色失真", "污渍或阴影", "分辨率不足", "页序错误",
+                        "漏扫背面", "其他")
 
 
 class ProfileError(ConfigError):
@@ -86,6 +89,8 @@ class Qc(Settings):
     qc_sample_share: float = Field(alias="sample_share", gt=0, le=1)   # 0.05 = 5 %
     qc_sample_min_pages: int = Field(alias="sample_min_pages", ge=1)
     qc_accept_share: float = Field(alias="accept_share", gt=0, le=1)
+    # the list an inspector picks a bad page's reason from (the web console's keys 1–9 take the first nine)
+    qc_rejection_reasons: Texts = Field(QC_REJECTION_REASONS, alias="rejection_reasons", min_length=1)
 
 
 class ProfileFile(Settings):

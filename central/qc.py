@@ -4,6 +4,7 @@ not scan it; a batch below the profile's acceptance share is returned with a res
 import json
 import math
 import random
+from pathlib import Path
 
 from quire.db import utcnow
 
@@ -94,6 +95,24 @@ def decide(archive: Archive, actor: Actor, bundle: str) -> dict:
                            "item": manifest["material"]["item"], "pages": bad, "inspector": actor.id,
                            "good_share": round(good, 4)}, ensure_ascii=False), utcnow()])
     return status(archive, batch["bundle_id"])
+
+
+def sample_page(archive: Archive, actor: Actor, bundle: str, n: int) -> tuple[dict, Path]:
+    """Open one sampled page of a batch for the inspector who drew the sample: checked, logged, returned."""
+    batch = _own_batch(archive, actor, bundle)
+    if n not in json.loads(batch["sample"]):
+        raise CentralError(f"page {n} is not in the sample {json.loads(batch['sample'])}")
+    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?",
+                                                [batch["bundle_id"]])["manifest"])
+    archive_no = manifest["dossier"]["archive_no"]
+    unit = archive.catalogue.one("SELECT unit FROM stations WHERE id = ?", [batch["station_id"]])["unit"]
+    guard(archive, actor, "content.view", unit=unit, archive_no=archive_no)
+    page = next(p for p in manifest["pages"] if p["n"] == n)
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "content.view", archive_no,
+                     {"archive_no": archive_no, "item": manifest["material"]["item"], "page": n,
+                      "sha256": page["sha256"], "bundle_id": batch["bundle_id"], "qc": True}, by=actor.label)
+    return page, archive.blobs.path(page["sha256"])
 
 
 def status(archive: Archive, bundle: str) -> dict:

@@ -77,7 +77,7 @@ def test_each_rule_quarantines_its_bundle_and_the_station_is_told_it(tmp_path, p
     assert {rule: named(told.get(bid, "")) for rule, bid in bundles.items()} == {rule: {rule} for rule in cases}
     for rule, bid in bundles.items():
         assert outbox.get(cases[rule][0].store, bid)["state"] == "rejected"
-    assert "standards profile gbt33870 v2 not met" in told[bundles["BelowResolution"]]
+    assert "standards profile gbt33870 v3 not met" in told[bundles["BelowResolution"]]
     assert "standards profile strict v2 not met" in told[bundles["InvalidCategory"]]
 
     assert archive.catalogue.one("SELECT COUNT(*) AS n FROM materials")["n"] == 0
@@ -105,7 +105,7 @@ def test_a_bundle_breaking_several_rules_is_told_all_of_them(pair):
     assert "reject HeaderMismatch page 2: the manifest says pixel size 100×100, the stored file is 120×170" in show
     assert "profile          gbt33870" in show
     entry = [e for e in audit.entries(archive) if e["event"] == "quarantine"][-1]
-    assert entry["bundle_id"] == bid and set(entry["rules"]) == expected and entry["profile"] == "gbt33870 v2"
+    assert entry["bundle_id"] == bid and set(entry["rules"]) == expected and entry["profile"] == "gbt33870 v3"
 
 
 def test_a_real_scan_below_the_units_profile_is_quarantined_then_accepted_elsewhere(tmp_path, central):
@@ -137,7 +137,7 @@ def test_an_accepted_bundle_carries_its_warnings_on_the_receipt(pair):
     bid = seal(st, [page(skew_deg=0.8, rotation_deg=0.0)], "1-1")
     assert sync(st).committed == [bid]
     body = json.loads(outbox.get(st.store, bid)["receipt"])
-    assert body["standards"] == {"profile": "gbt33870", "version": 2, "sha256": profile.load("gbt33870").sha256,
+    assert body["standards"] == {"profile": "gbt33870", "version": 3, "sha256": profile.load("gbt33870").sha256,
                                  "warnings": ["ResidualSkew page 1: 0.80° of skew left after processing, limit 0.5°"]}
 
 

@@ -73,11 +73,12 @@ def rules(findings) -> list[str]:
 # ---- profiles ----------------------------------------------------------------------------------
 
 def test_shipped_profiles_load_with_their_numbers():
-    assert (GBT.name, GBT.version, GBT.min_dpi, GBT.allowed_modes) == ("gbt33870", 2, 300, ("colour", "grey"))
+    assert (GBT.name, GBT.version, GBT.min_dpi, GBT.allowed_modes) == ("gbt33870", 3, 300, ("colour", "grey"))
     assert (DAT.min_dpi, DAT.allowed_modes) == (200, ("colour", "grey", "bilevel"))
     for p in (GBT, DAT):
         assert (p.skew_reject_above_deg, p.skew_warn_above_deg, p.effective_tolerance_percent) == (1.0, 0.5, 2.0)
         assert len(p.categories) == 16 and "4" not in p.categories and "9-4" in p.categories
+        assert p.qc_rejection_reasons[:4] == ("倾斜", "裁切不当", "模糊", "缺页")  # what an inspector picks from
     assert set(profile.available()) == {"gbt33870", "dat31"}
 
 
@@ -198,7 +199,7 @@ def test_residual_skew_between_the_limits_is_a_warning_not_a_rejection(tmp_path)
     assert findings.ok
     assert [str(w) for w in findings.warnings] == [
         "ResidualSkew page 2: 0.70° of skew left after processing, limit 0.5°"]
-    assert findings.receipt_field() == {"profile": "gbt33870", "version": 2, "sha256": GBT.sha256, "warnings": [
+    assert findings.receipt_field() == {"profile": "gbt33870", "version": 3, "sha256": GBT.sha256, "warnings": [
         "ResidualSkew page 2: 0.70° of skew left after processing, limit 0.5°"]}
 
 
@@ -223,7 +224,7 @@ def test_colour_chosen_by_the_station_but_sent_grey_is_refused(tmp_path):
 def test_the_station_is_told_pages_grouped_and_within_bounds(tmp_path):
     findings = standards.check(*bundle(tmp_path, [page(dpi=150)] * 5 + [page()] + [page(dpi=150)]), GBT)
     assert findings.reasons() == [
-        "standards profile gbt33870 v2 not met",
+        "standards profile gbt33870 v3 not met",
         "BelowResolution pages 1-5, 7: scanned at 150 dpi, the profile's minimum is 300 dpi",
     ]
     many = standards.check(*bundle(tmp_path, [page(skew_deg=1.01 + n / 100, rotation_deg=0.0) for n in range(400)]), GBT)
