@@ -73,6 +73,11 @@ def relate(archive: Archive, user_id: str, archive_no: str, relation: str, by: s
                      {"user": user_id, "archive_no": archive_no, "relation": relation}, by=by)
 
 
+def relations(archive: Archive) -> list[dict]:
+    """Every recorded 回避 relation (user_id, archive_no, relation), by user."""
+    return archive.catalogue.query("SELECT * FROM user_relations ORDER BY user_id, archive_no")
+
+
 def disable(archive: Archive, user_id: str, by: str | None = None) -> None:
     with archive.catalogue.transaction() as db:
         if db.execute("UPDATE users SET disabled_at = ? WHERE id = ? AND disabled_at IS NULL",
