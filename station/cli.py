@@ -391,7 +391,7 @@ def cmd_status(cfg, args) -> int:
     from . import outbox
     from .home import open_station
     from .notices import describe, held
-    from .spool import waiting_per_batch
+    from .spool import feed_again, waiting_per_batch
 
     try:
         station = open_station(cfg)
@@ -413,7 +413,9 @@ def cmd_status(cfg, args) -> int:
             "history_alarm": station.store.get_meta("history_alarm"),
             "rescan_requests": [n for n in held(station) if n["kind"] == "rescan"],
             "batches_open": [dict({k: b[k] for k in ("archive_no", "item", "title", "state", "last_error")},
-                                  pages=b["pages"] + spooled.get(b["id"], 0), pages_spooled=spooled.get(b["id"], 0))
+                                  pages=b["pages"] + spooled.get(b["id"], 0), pages_spooled=spooled.get(b["id"], 0),
+                                  feed_again=feed_again(station.store.db, b["id"],
+                                                        b["pages"] + spooled.get(b["id"], 0)))
                              for b in open_batches],
             "bundles": bundles,
             "outbox": {s: sum(1 for b in bundles if b["state"] == s)
@@ -438,7 +440,7 @@ def cmd_status(cfg, args) -> int:
         unstored = (f" ({b['pages_spooled']} of them captured but not processed yet: the next scan stores "
                     f"{'it' if b['pages_spooled'] == 1 else 'them'})" if b["pages_spooled"] else "")
         print(f"batch {b['archive_no']} {b['item']} {b['state']}: {b['pages']} pages{unstored}"
-              + (f" — {b['last_error']}" if b["last_error"] else ""))
+              + (f" — {b['last_error']}" if b["last_error"] else f" — {b['feed_again']}"))
     box = info["outbox"]
     waiting = box["sealed"] + box["uploading"]
     print(f"outbox: {waiting} waiting, {box['committed']} committed, {box['rejected']} rejected")

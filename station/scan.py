@@ -1,11 +1,14 @@
 """One scanning batch: capture → spool → process (every core) → store in page order → seal the material.
 
-The capture loop spools each raw page durably (file fsynced, row committed) before it asks the
+The capture loop spools each raw page (file and row, outside the process) before it asks the
 scanner for the next one — on a duplex feed each sheet, both sides or neither, so a sheet fed again
 after a fault is never captured twice — and a fault or a kill loses nothing captured. Processing
 runs on a pool of workers meanwhile, and a store thread writes the processed pages in page order,
-so the scanner never waits on the CPU; it waits only when the spool already holds ``spool_pages``
-pages (backpressure: memory and disk stay bounded whatever the scanner's speed).
+each sheet's pages in one transaction, so the scanner never waits on the CPU; it waits only when
+the spool already holds ``spool_pages`` pages (backpressure: memory and disk stay bounded whatever
+the scanner's speed). A power cut loses what was spooled and not yet stored (the spool is not
+flushed: see ``spool``); the stored pages end at a sheet boundary, and the operator is told which
+sheet to feed again.
 """
 
 import json
@@ -18,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from quire.catalogue import parse_item
+from quire.db import atomic
 
 from . import outbox
 from .capture import RawPage, Source, open_source
 from .errors import FeederEmpty, ScannerError, UsageError
 from .home import Station
 from .pipeline import PipelineConfig, ProcessedPage, process_page
-from .spool import Spool
+from .spool import Spool, feed_again
 
 
 @dataclass
@@ -111,6 +115,12 @@ def recover(station: Station, spool: Spool, batch_id: str | None = None,
     run never showed them (it shows a page only once its spool entry is cleared).
     """
     spool.sweep()
+    for lost_batch, numbers in spool.forget_lost().items():
+        if lost_batch == batch_id:
+            continue                # being resumed: the operator fed the sheet status named
+        kept = station.store.batch(lost_batch).next_n - 1
+        station.store.interrupt(lost_batch, f"the station lost power (or was reset) before pages {numbers[0]}–"
+                                f"{numbers[-1]} were stored; {feed_again(station.store.db, lost_batch, kept)}")
     stored = 0
     for entry in spool.waiting():
         found = [p for p in station.store.pages(entry.batch_id) if p["n"] == entry.n]
@@ -217,13 +227,14 @@ class _Line:
             self.result.pages += len(sheet)
             self.result.raw_bytes += sum(raw.image.nbytes for raw in sheet)
         self._raise_failure()
+        futures = []
         for number in range(n, n + len(sheet)):
             try:
-                future = self.pool.submit(self._process, number)
+                futures.append(self.pool.submit(self._process, number))
             except RuntimeError:    # the store thread failed and stopped the pool just now
                 self._raise_failure()
                 raise
-            self.queue.put((number, future))
+        self.queue.put((n, futures))
 
     def finish(self) -> None:
         """Wait until every queued page is stored; raise what went wrong on the way."""
@@ -245,27 +256,33 @@ class _Line:
 
     def _store_in_order(self) -> None:
         while (item := self.queue.get()) is not None:
-            n, future = item
+            n, futures = item
             try:
                 if self.failure is None:
-                    self._store(n, future)
+                    self._store(n, futures)
             except BaseException as exc:  # handed to the capture thread, which raises it
                 self.failure = exc
                 self.pool.shutdown(wait=False, cancel_futures=True)
             finally:
-                self.room.release()
+                self.room.release(len(futures))
 
-    def _store(self, n: int, future: Future) -> None:
-        page = future.result()
+    def _store(self, n: int, futures: list[Future]) -> None:
+        pages = [future.result() for future in futures]
         started = time.perf_counter()
-        self.station.store.add_page(self.batch_id, n, page)
-        self.spool.done(self.batch_id, n)
+        # A sheet's pages are stored together: after a power cut, which took the spool, the stored pages
+        # end at a sheet boundary and the operator feeds whole sheets again.
+        with atomic(self.station.store.db):
+            for i, page in enumerate(pages):
+                self.station.store.add_page(self.batch_id, n + i, page)
+        for i in range(len(pages)):
+            self.spool.done(self.batch_id, n + i)
         with self.lock:
             self.result.store_s += time.perf_counter() - started
-            self.result.bytes += len(page.data)
-            self.result.records.append(page.record)
-        if self.on_page:
-            self.on_page(n, page.record)
+            self.result.bytes += sum(len(page.data) for page in pages)
+            self.result.records.extend(page.record for page in pages)
+        for i, page in enumerate(pages):
+            if self.on_page:
+                self.on_page(n + i, page.record)
 
     def _raise_failure(self) -> None:
         if self.failure is not None:

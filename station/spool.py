@@ -1,9 +1,15 @@
-"""The capture spool: each raw page made durable the moment it is scanned, until its final page is stored.
+"""The capture spool: each raw page kept outside the process the moment it is scanned, until its final page is stored.
 
-A spooled page is an uncompressed ``.npy`` file (written to a temporary name, fsynced, renamed)
-plus a row in the station's SQLite, committed before the scanner is asked for the next page. The
-row is deleted once the processed page is in the page store; a page found in both after a crash
-is stored already and only its spool entry is cleared.
+A spooled page is an uncompressed ``.npy`` file (written to a temporary name, then renamed) plus a
+row in the station's SQLite, committed before the scanner is asked for the next page. Neither is
+flushed to the disk: the file lives in the kernel's page cache, which outlives a killed or crashed
+station process but not a power cut, and a page is stored and reported within seconds, so most
+spool files are deleted before the kernel ever writes them (an SD card cannot take 60 MB/s of
+fsynced raw pages). Each row names the boot it was spooled in; after a power cut or reboot the
+pages spooled before it are dropped, and the batch resumes at the first sheet not stored, which
+the operator is told to feed again. The page store itself is flushed page by page, so every page
+reported stored is stored. The row is deleted once the processed page is in the page store; a
+page found in both after a crash is stored already and only its spool entry is cleared.
 """
 
 import errno
@@ -20,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from quire.cas import fsync_dir
 from quire.db import atomic, one, open_db, rows, utcnow
 
 from .capture import RawPage
@@ -45,7 +50,14 @@ MIGRATIONS = [
         # NULL: spooled before the source was recorded, so the resolution is not known to be measured.
         "ALTER TABLE spool ADD COLUMN dpi_source TEXT",
     ]),
+    ("spool_0004_boot", [
+        # The boot a page was spooled in (its file is not flushed); NULL: spooled fsynced, before this column.
+        "ALTER TABLE spool ADD COLUMN boot_id TEXT",
+        # Batches fed as duplex sheets, so the sheet to feed again can be named.
+        "CREATE TABLE spool_duplex (batch_id TEXT PRIMARY KEY)",
+    ]),
 ]
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _SUFFIX = ".npy"
 # The header np.save writes for a page (uint8, C order): H×W grey or H×W×3 colour.
 _PAGE_HEADER = re.compile(r"\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+), (\d+)(?:, (3))?\), \}\s*")
@@ -76,6 +88,9 @@ class Spool:
             raise StoreError("another scan is running on this station; wait for it to finish, "
                              "or stop it, then scan again") from None
         self.db = open_db(db_path, MIGRATIONS)
+        # A spool row may be lost with the power (its page is fed again then); the database may not.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.boot = boot_id()
         # The capture thread adds and the store thread clears: one connection, used by one at a time.
         self._lock = threading.Lock()
 
@@ -84,8 +99,8 @@ class Spool:
         os.close(self._owner)
 
     def put(self, batch_id: str, n: int, pages: list[RawPage]) -> list[Path]:
-        """Make raw pages numbered from ``n`` durable together (files fsynced and renamed, then their
-        rows committed in one transaction): a duplex sheet's two sides are spooled both or neither."""
+        """Spool raw pages numbered from ``n`` together (files renamed into place, then their rows committed
+        in one transaction, neither flushed): a duplex sheet's two sides are spooled both or neither."""
         finals = [self.dir / f"{batch_id}-{n + i:06d}{_SUFFIX}" for i in range(len(pages))]
         try:
             for i, (page, final) in enumerate(zip(pages, finals)):
@@ -93,17 +108,17 @@ class Spool:
                 try:
                     with os.fdopen(fd, "wb") as fh:
                         np.save(fh, np.ascontiguousarray(page.image), allow_pickle=False)
-                        fh.flush()
-                        os.fsync(fh.fileno())
                     os.replace(tmp, final)
                 finally:
                     Path(tmp).unlink(missing_ok=True)
-            fsync_dir(self.dir)
             with self._lock, atomic(self.db):
                 for i, page in enumerate(pages):
-                    self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?,?)",
+                    self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?,?,?)",
                                     [batch_id, n + i, finals[i].name, page.dpi, page.side, page.origin, utcnow(),
-                                     json.dumps(list(page.area_mm)) if page.area_mm else None, page.dpi_source])
+                                     json.dumps(list(page.area_mm)) if page.area_mm else None, page.dpi_source,
+                                     self.boot])
+                if len(pages) == 2:
+                    self.db.execute("INSERT OR IGNORE INTO spool_duplex VALUES (?)", [batch_id])
         except (OSError, sqlite3.OperationalError) as exc:
             # numpy reports a short write without an errno, so the free space itself is asked too.
             full = (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc)
@@ -140,6 +155,20 @@ class Spool:
             found = rows(self.db, "SELECT batch_id, n, file FROM spool ORDER BY batch_id, n")
         return [Spooled(r["batch_id"], r["n"], self.dir / r["file"]) for r in found]
 
+    def forget_lost(self) -> dict[str, list[int]]:
+        """Drop the pages spooled before this boot and not stored since (a power cut or reset took their
+        files from the page cache); their numbers, per batch."""
+        lost_where = ("FROM spool WHERE boot_id IS NOT NULL AND boot_id != ? AND NOT EXISTS"
+                      " (SELECT 1 FROM pages p WHERE p.batch_id = spool.batch_id AND p.n = spool.n)")
+        with self._lock, atomic(self.db):
+            found = rows(self.db, f"SELECT batch_id, n, file {lost_where} ORDER BY batch_id, n", [self.boot])
+            self.db.execute(f"DELETE {lost_where}", [self.boot])
+        lost: dict[str, list[int]] = {}
+        for r in found:
+            (self.dir / r["file"]).unlink(missing_ok=True)
+            lost.setdefault(r["batch_id"], []).append(r["n"])
+        return lost
+
     def sweep(self) -> int:
         """Delete files no row names (a write cut short by a crash); how many. Only while nothing is spooling."""
         named = {s.path.name for s in self.waiting()}
@@ -155,9 +184,28 @@ def waiting_per_batch(db) -> dict[str, int]:
     """How many pages each batch has in the spool and not yet in the page store, read without the scan lock."""
     if not one(db, "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'spool'"):
         return {}  # no scan has run on this station yet
+    # Pages spooled before this boot are not counted: a power cut or reset took them (the next scan drops them).
+    this_boot = (" AND (s.boot_id IS NULL OR s.boot_id = ?)", [boot_id()])
+    if "boot_id" not in {c["name"] for c in rows(db, "PRAGMA table_info(spool)")}:
+        this_boot = ("", [])  # no scan since the upgrade: every page there was spooled fsynced
     found = rows(db, "SELECT batch_id, COUNT(*) AS pages FROM spool s WHERE NOT EXISTS"
-                     " (SELECT 1 FROM pages p WHERE p.batch_id = s.batch_id AND p.n = s.n) GROUP BY batch_id")
+                     " (SELECT 1 FROM pages p WHERE p.batch_id = s.batch_id AND p.n = s.n)"
+                     f"{this_boot[0]} GROUP BY batch_id", this_boot[1])
     return {r["batch_id"]: r["pages"] for r in found}
+
+
+def feed_again(db, batch_id: str, pages: int) -> str:
+    """What the operator feeds next into a batch that holds ``pages`` pages: the sheet and its first page."""
+    duplex = one(db, "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'spool_duplex'") and one(
+        db, "SELECT 1 AS x FROM spool_duplex WHERE batch_id = ?", [batch_id])
+    if duplex:
+        return f"feed again from sheet {pages // 2 + 1} (page {pages + 1}, its front)"
+    return f"feed again from sheet {pages + 1} (page {pages + 1})"
+
+
+def boot_id() -> str:
+    """This boot of the machine (the kernel's random boot id): the page cache outlives nothing else."""
+    return _BOOT_ID.read_text().strip()
 
 
 def _load_page(path: Path) -> np.ndarray:
