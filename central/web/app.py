@@ -9,7 +9,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..archive import Archive
 from .base import Console, make_templates
-from .pages import admin, archivist, auditor, auth, inspector, officer, reader
+from .pages import admin, archivist, auditor, auth, inspector, officer, reader, statistics
 
 STATIC = Path(__file__).parent / "static"
 # Scripts and styles only from the archive itself, nothing inline, no frames, no plug-ins.
@@ -46,7 +46,7 @@ class SecurityHeaders:
 
 def create_app(archive: Archive, *, secure: bool, workers: int = 8) -> Starlette:
     """The console over ``archive``; ``secure``: served over HTTPS (Secure cookies, HSTS)."""
-    routes = [route for module in (auth, reader, officer, auditor, archivist, inspector, admin)
+    routes = [route for module in (auth, reader, officer, auditor, archivist, inspector, admin, statistics)
               for route in module.ROUTES]
     app = Starlette(routes=[*routes, Mount("/static", StaticFiles(directory=STATIC), name="static")])
     app.state.console = Console(archive, ThreadPoolExecutor(workers, thread_name_prefix="quire-web"),
