@@ -13,6 +13,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 import numpy as np
 
@@ -31,6 +32,8 @@ _STATUS_TEXT = {
 }
 # How long a started scan may take to deliver its first data before it is read regardless.
 _FIRST_DATA_WAIT_S = 30.0
+# How long a failed scan's reader thread may take to end by itself before sane_cancel stops it.
+_READER_END_WAIT_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -103,6 +106,7 @@ class _Device:
     def op_page(self) -> np.ndarray | None:
         """One page: start, wait for data, read it all; None when the feeder is empty (the batch's end)."""
         dev = self._open()
+        threads = _threads()
         try:
             dev.start()
         except self.sane._sane.error as exc:
@@ -112,13 +116,19 @@ class _Device:
             raise err from None
         self._await_data()
         try:
-            image = dev.arr_snap()
+            # python-sane's arr_snap without its sane_cancel on a failed read: the reader must end first.
+            data, width, height, samples, sample_size = dev.dev.snap(True, True, None)
         except (self.sane._sane.error, RuntimeError):
+            self._let_reader_end(threads)
             self.op_cancel()
             raise
         finally:
             _ignore_sigpipe()
-        if image.ndim == 3 and image.shape[2] == 1:
+        self.op_cancel()
+        if not data:
+            raise ScannerError("the scanner returned no image data")
+        image = np.frombuffer(data, np.uint16 if sample_size == 2 else np.uint8).reshape(height, width, samples)
+        if samples == 1:
             image = image.reshape(image.shape[:2])
         return np.ascontiguousarray(image)
 
@@ -147,17 +157,51 @@ class _Device:
         stopped by sane_cancel with pthread_cancel under PTHREAD_CANCEL_ASYNCHRONOUS. A reader
         cancelled while still in malloc dies holding a glibc arena lock, and every thread that
         later needs it, the next reader included, blocks forever: capture hangs in sane_read or
-        sane_cancel. python-sane cancels at once when the first read fails (a jam, an open cover),
-        so the read must not begin before the reader is past its allocations, writing data. (Should
-        it hang all the same, the station kills this process when the page's deadline passes.)
+        sane_cancel. So the read does not begin before the reader is past its allocations, writing
+        data, and a failed read lets the reader end before cancelling (``_let_reader_end``).
+        (Should it hang all the same, the station kills this process when the page's deadline passes.)
         """
-        try:
-            fd = self.dev.fileno()
-        except (self.sane._sane.error, AttributeError):
+        fd = self._select_fd()
+        if fd is None:
             return                  # no select fd: the backend gives no way to tell
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         poller.poll(int(_FIRST_DATA_WAIT_S * 1000))
+
+    def _let_reader_end(self, threads_before: set[str]) -> None:
+        """After a failed read, let the scan's reader thread end by itself (its data drained) before sane_cancel.
+
+        sane_cancel closes the reader's pipe and then pthread_cancels it asynchronously. A reader
+        that the closed pipe has woken is by then on its way out, freeing memory, and with glibc
+        2.41 (Debian 13) the cancel can unwind it from inside free(): it then blocks for ever on
+        its own malloc arena lock as it exits, and sane_cancel waits for it in pthread_join.
+        A reader left to finish writing its page and exit needs no cancel (pthread_cancel of an
+        exited thread sends nothing). One that does not end in time is cancelled as before.
+        """
+        fd = self._select_fd()
+        deadline = time.monotonic() + _READER_END_WAIT_S
+        while _threads() - threads_before and time.monotonic() < deadline:
+            if fd is None or not select.select([fd], [], [], 0.01)[0]:
+                time.sleep(0.001 if fd is not None else 0.01)
+                continue
+            try:
+                if not os.read(fd, 1 << 16):
+                    fd = None       # the backend's end of the pipe is closed: nothing more to drain
+            except BlockingIOError:
+                pass
+            except OSError:
+                fd = None
+
+    def _select_fd(self) -> int | None:
+        try:
+            return self.dev.fileno()
+        except (self.sane._sane.error, AttributeError):
+            return None
+
+
+def _threads() -> set[str]:
+    """This process's threads (Linux task ids): a backend's reader is one more while it runs."""
+    return set(os.listdir("/proc/self/task"))
 
 
 def _ignore_sigpipe() -> None:
