@@ -16,14 +16,14 @@ from .tls import TlsIdentity, load_or_create
 @dataclass
 class Archive:
     config: CentralConfig
-    key: nacl.signing.SigningKey
+    key: keys.Signer | nacl.signing.SigningKey
     catalogue: Catalogue
     blobs: BlobStore
     tls: TlsIdentity
 
     @property
     def public_key(self) -> bytes:
-        return bytes(self.key.verify_key)
+        return keys.signer(self.key).public_key
 
     def close(self) -> None:
         self.catalogue.close()

@@ -255,6 +255,11 @@ MIGRATIONS = [
         # A sealed dossier (封存) names the applied four-eyes change that sealed it; NULL: not sealed.
         "ALTER TABLE dossiers ADD COLUMN sealed_by_change INTEGER REFERENCES changes (id)",
     ]),
+    ("0010_blob_sm3", [
+        # Each blob's SM3 (GB/T 32905) beside its SHA-256, for 密评; NULL until 'quire-central sm3-backfill'
+        # has hashed a blob stored before this migration.
+        "ALTER TABLE blobs ADD COLUMN sm3 TEXT",
+    ]),
 ]
 
 

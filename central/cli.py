@@ -13,7 +13,7 @@ from quire import keys
 from quire.errors import ContractError
 from quire.memory import tune_allocator
 
-from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, stations
+from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
 from . import config as config_mod
 from .access import dossier_unit, guard
 from .archive import open_archive
@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "exit 1 and print one line per problem if any.")
     c.add_argument("--quick", action="store_true", help="sizes and counts only (misses changed bytes)")
     c.set_defaults(func=cmd_verify)
+    c = sub.add_parser("sm3-backfill", help="record the SM3 of blobs stored before SM3 was recorded",
+                       description="Hash every stored blob that has no SM3 yet (密评, GB/T 39786), checking its "
+                                   "SHA-256 on the way; resumable, logged in the audit log. Run once after "
+                                   "upgrading an archive; 'verify' names blobs still without one.")
+    c.set_defaults(func=cmd_sm3_backfill)
     _add_export_commands(sub)
     _add_standards_commands(sub)
     cli_people.add_commands(sub)
@@ -316,10 +321,19 @@ def cmd_stations_add(archive, who, args) -> int:
 def cmd_stations_pending(archive, who, args) -> int:
     rows = stations.pending(archive)
     if rows:
-        _table(rows, ["code", "station_id", "hostname", "requested_at", "fingerprint"])
+        # What a station sent is shown cut short and with control characters escaped: it is a stranger's text.
+        _table([{k: _escaped(v) for k, v in row.items()} for row in rows],
+               ["code", "station_id", "hostname", "requested_at", "fingerprint"])
+        more = stations.pending_count(archive) - len(rows)
+        if more > 0:
+            print(f"… and {more} more (the oldest are shown; approve these, or let them expire)")
     else:
         print("no station is waiting for enrolment")
     return 0
+
+
+def _escaped(value) -> str:
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(value))
 
 
 @as_person("station.manage")
@@ -382,6 +396,13 @@ def cmd_verify(archive, who, args) -> int:
     print(f"{kind}: {report.blobs} blobs ({report.bytes} bytes), {report.bundles} bundles, "
           f"{report.pages} pages — {verdict}")
     return 0 if report.ok else 1
+
+
+@as_person("archive.maintain")
+def cmd_sm3_backfill(archive, who, args) -> int:
+    done = sm3.backfill(archive, by=who.label)
+    print(f"SM3 recorded for {done['blobs']} blob(s); every stored blob now has one")
+    return 0
 
 
 @as_person(None)

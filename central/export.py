@@ -149,16 +149,19 @@ def _put(path: Path, data: bytes, stage: Path) -> tuple[str, str]:
 
 
 def _copy_blob(archive: Archive, sha256: str, dest: Path, stage: Path) -> tuple[str, str]:
-    """Copy one stored blob, refusing one whose bytes no longer hash to its name; return its SM3 line."""
+    """Copy one stored blob, refusing one whose bytes no longer hash to its name or recorded SM3; return
+    its SM3 line."""
     h256, h_sm3 = hashlib.sha256(), sm3()
     with open(archive.blobs.path(sha256), "rb") as src, open(dest, "wb") as dst:
         while chunk := src.read(1 << 20):
             h256.update(chunk)
             h_sm3.update(chunk)
             dst.write(chunk)
-    if h256.hexdigest() != sha256:
-        raise CentralError(f"blob {sha256} is damaged in the archive (it hashes to {h256.hexdigest()}); nothing "
-                           "was exported — run 'quire-central verify' and restore it from a copy")
+    recorded = archive.catalogue.one("SELECT sm3 FROM blobs WHERE sha256 = ?", [sha256])
+    if h256.hexdigest() != sha256 or (recorded and recorded["sm3"] not in (None, h_sm3.hexdigest())):
+        raise CentralError(f"blob {sha256} is damaged in the archive (its bytes no longer hash to its recorded "
+                           "SHA-256 and SM3); nothing was exported — run 'quire-central verify' and restore it "
+                           "from a copy")
     return h_sm3.hexdigest(), dest.relative_to(stage).as_posix()
 
 

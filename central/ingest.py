@@ -213,7 +213,7 @@ class _GroupCommit:
             if stored:
                 with self.archive.catalogue.transaction() as db:
                     for upload in stored:
-                        _record_blob(db, upload.sha256, upload.limit)
+                        _record_blob(db, upload.sha256, upload.limit, upload.sm3)
         except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread by close()
             # Noted before anything else can fail: a refusal lost here would let the Write call answer
             # as if these blobs were stored.
@@ -225,8 +225,9 @@ class _GroupCommit:
         self._refused.update(refused)
 
 
-def _record_blob(db, sha256: str, size: int) -> None:
-    db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", [sha256, size, utcnow()])
+def _record_blob(db, sha256: str, size: int, sm3: str) -> None:
+    db.execute("INSERT OR IGNORE INTO blobs (sha256, bytes, stored_at, sm3) VALUES (?, ?, ?, ?)",
+               [sha256, size, utcnow(), sm3])
 
 
 def _check_crc(sha256: str, msg, data: bytes) -> None:
@@ -267,7 +268,8 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
             # A concurrent commit of this bundle finished first: answer as it was answered.
             return commit(archive, station_id, bundle_id)
         for page in manifest["pages"]:  # recorded as stored already, unless the archive stopped in between
-            _record_blob(db, page["sha256"], page["bytes"])
+            if not db.execute("SELECT 1 FROM blobs WHERE sha256 = ?", [page["sha256"]]).fetchone():
+                _record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
         conflicts = _catalogue_problems(db, archive, manifest)
         problems = conflicts + findings.reasons()
         if problems:
@@ -336,11 +338,15 @@ def catalogue_bundle(db, archive: Archive, station: dict, bundle_id: str, manife
 def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
     problems = []
     dossier, material = manifest["dossier"], manifest["material"]
-    owner = db.execute("SELECT unit FROM dossiers WHERE archive_no = ?", [dossier["archive_no"]]).fetchone()
+    owner = db.execute("SELECT unit, sealed_by_change FROM dossiers WHERE archive_no = ?",
+                       [dossier["archive_no"]]).fetchone()
     station_unit = db.execute("SELECT unit FROM stations WHERE id = ?", [manifest["station_id"]]).fetchone()
     if owner and station_unit and owner[0] != station_unit[0]:
         problems.append(f"dossier {dossier['archive_no']} belongs to unit {owner[0]}; station "
                         f"{manifest['station_id']} uploads only into unit {station_unit[0]}")
+    if owner and owner[1] is not None:
+        problems.append(f"dossier {dossier['archive_no']} is sealed (封存): nothing is added to it until two "
+                        "archivists of its unit unseal it")
     existing = db.execute("SELECT bundle_id FROM materials WHERE archive_no = ? AND item = ?",
                           [dossier["archive_no"], material["item"]]).fetchone()
     if existing:

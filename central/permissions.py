@@ -50,6 +50,7 @@ ACTIONS = {
     "station.read": {"admin", "auditor"},
     "profile.read": {"admin", "auditor", "archivist", "inspector"},
     "change.list": {"admin", "archivist"},        # who proposes and decides four-eyes changes
+    "archive.maintain": {"admin"},                # e.g. the SM3 backfill: hashes blobs, shows no content
 }
 # Actions on one unit's records: only for people of that unit (the listing ones are scoped in their query).
 UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect", "change.seal_dossier", "change.unseal_dossier"}

@@ -32,6 +32,10 @@ def BlobMissing(path, sha):
     return Problem("BlobMissing", str(path), f"blob {sha} is catalogued but its file is gone")
 
 
+def Sm3Missing(path, sha):
+    return Problem("Sm3Missing", str(path), f"blob {sha} has no SM3 recorded; run 'quire-central sm3-backfill'")
+
+
 def SizeMismatch(path, expected, found):
     return Problem("SizeMismatch", str(path), f"expected {expected} bytes, found {found}")
 
@@ -74,7 +78,7 @@ def verify(archive: Archive, full: bool = True) -> Report:
     """
     report = Report()
     cat = archive.catalogue
-    for blob in cat.query("SELECT sha256, bytes FROM blobs ORDER BY sha256"):
+    for blob in cat.query("SELECT sha256, bytes, sm3 FROM blobs ORDER BY sha256"):
         report.blobs += 1
         path = archive.blobs.path(blob["sha256"])
         if not path.exists():
@@ -82,12 +86,16 @@ def verify(archive: Archive, full: bool = True) -> Report:
             continue
         size = path.stat().st_size
         report.bytes += size
+        if blob["sm3"] is None:
+            report.problems.append(Sm3Missing(path, blob["sha256"]))
         if size != blob["bytes"]:
             report.problems.append(SizeMismatch(path, blob["bytes"], size))
         elif full:
-            found = archive.blobs.files.rehash(blob["sha256"])
+            found, found_sm3 = archive.blobs.rehash(blob["sha256"]) or (None, None)
             if found != blob["sha256"]:
                 report.problems.append(DigestMismatch(path, blob["sha256"], found))
+            elif blob["sm3"] is not None and found_sm3 != blob["sm3"]:
+                report.problems.append(DigestMismatch(path, f"SM3 {blob['sm3']}", f"SM3 {found_sm3}"))
     stations = {s["id"]: bytes(s["public_key"]) for s in cat.query("SELECT id, public_key FROM stations")}
     for bundle in cat.query("SELECT * FROM bundles WHERE state = 'committed' ORDER BY committed_at"):
         report.bundles += 1

@@ -72,7 +72,7 @@ def sign(key, tree_size: int, root_hash: bytes, signed_at: str) -> Checkpoint:
     """The central key's checkpoint for a log of ``tree_size`` entries with ``root_hash``."""
     body = {
         "format": FORMAT,
-        "log": keys.fingerprint(bytes(key.verify_key)),
+        "log": keys.fingerprint(keys.signer(key).public_key),
         "tree_size": tree_size,
         "root_hash": root_hash.hex(),
         "signed_at": signed_at,

@@ -1,9 +1,14 @@
-"""Ed25519 key files and domain-separated signatures, shared by stations and the central service."""
+"""Ed25519 key files and domain-separated signatures, shared by stations and the central service.
+
+Everything signs through one interface, ``Signer``: today an Ed25519 key file, tomorrow an SM2 key in
+an HSM or a 签名验签服务器 (GB/T 39786), added as another implementation without touching callers.
+"""
 
 import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Protocol
 
 import nacl.exceptions
 import nacl.signing
@@ -73,9 +78,42 @@ def load_key_file(path: Path) -> nacl.signing.SigningKey:
         raise KeyFileError(f"key file {path} is damaged; restore it from backup") from None
 
 
-def sign(key: nacl.signing.SigningKey, context: bytes, payload: bytes) -> bytes:
-    """Detached Ed25519 signature over ``context || payload``."""
-    return key.sign(context + payload).signature
+class Signer(Protocol):
+    """Something that signs bytes with a private key it may never hand out."""
+
+    algorithm: str
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def signature(self, message: bytes) -> bytes:
+        """The detached signature over ``message``."""
+
+
+class Ed25519Signer:
+    """A Signer over an Ed25519 key held in memory (PyNaCl)."""
+
+    algorithm = "ed25519"
+
+    def __init__(self, key: nacl.signing.SigningKey):
+        self._key = key
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._key.verify_key)
+
+    def signature(self, message: bytes) -> bytes:
+        return self._key.sign(message).signature
+
+
+def signer(key: "Signer | nacl.signing.SigningKey") -> Signer:
+    """``key`` as a Signer: an Ed25519 key as given by ``load_key_file``, or any Signer itself."""
+    return Ed25519Signer(key) if isinstance(key, nacl.signing.SigningKey) else key
+
+
+def sign(key: "Signer | nacl.signing.SigningKey", context: bytes, payload: bytes) -> bytes:
+    """Detached signature over ``context || payload``."""
+    return signer(key).signature(context + payload)
 
 
 def verify(public_key: bytes, context: bytes, payload: bytes, signature: bytes, what: str) -> None:

@@ -1,7 +1,6 @@
 """Export anyone can verify: a dossier as a BagIt bag, checked offline by 'verify-export' with no archive,
 round-tripped and tampered with in each way a page, a material or a signature can be altered."""
 
-import json
 import shutil
 
 import bagit

@@ -53,6 +53,9 @@ def test_a_sealed_dossier_refuses_consultation_export_and_change_until_unsealed(
     ]
     for refused in refusals:
         assert refused.returncode == 77 and "dossier D-1 is sealed (封存)" in refused.stderr, refused.stderr
+    scan(station, {"archive_no": "D-1"}, {"item": "4-1-2", "title": "考核"}, "synthetic:seed=2,sheets=1")
+    (reason,) = sync(station).rejected.values()
+    assert "dossier D-1 is sealed (封存): nothing is added to it" in reason
     assert not (tmp_path / "bag").exists()
     denied = [e["action"] for e in audit.entries(archive) if e["event"] == "access.denied" and e["archive_no"] == "D-1"]
     assert denied[-5:] == ["dossier.export", "consultation.file", "change.edit_dossier", "change.withdraw_material",
