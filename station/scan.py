@@ -28,7 +28,7 @@ from .capture import RawPage, Source, open_source
 from .errors import FeederEmpty, ScannerError, UsageError
 from .home import Station
 from .pipeline import PipelineConfig, ProcessedPage, process_page
-from .spool import Spool, feed_again
+from .spool import Spool, Spooled, feed_again
 
 
 @dataclass
@@ -122,22 +122,39 @@ def recover(station: Station, spool: Spool, batch_id: str | None = None,
         station.store.interrupt(lost_batch, f"the station lost power (or was reset) before pages {numbers[0]}–"
                                 f"{numbers[-1]} were stored; {feed_again(station.store.db, lost_batch, kept)}")
     stored = 0
-    for entry in spool.waiting():
-        found = [p for p in station.store.pages(entry.batch_id) if p["n"] == entry.n]
-        if found:
-            record = json.loads(found[0]["record_json"])
-        else:
-            raw = spool.load(entry.batch_id, entry.n)
-            page = process_page(raw.image, raw.dpi, station.config.pipeline, raw.dpi_source)
-            if raw.area_mm:
-                page.record["extent_mm"] = extent_mm(raw, page)
-            station.store.add_page(entry.batch_id, entry.n, page)
-            record = page.record
-            stored += 1
-        spool.done(entry.batch_id, entry.n)
-        if on_page and entry.batch_id == batch_id:
-            on_page(entry.n, record)
+    for sheet in _sheets(spool.waiting()):
+        records = {}
+        with atomic(station.store.db):  # a sheet's pages together, as the capture line stores them
+            for entry in sheet:
+                found = [p for p in station.store.pages(entry.batch_id) if p["n"] == entry.n]
+                if found:
+                    records[entry.n] = json.loads(found[0]["record_json"])
+                    continue
+                raw = spool.load(entry.batch_id, entry.n)
+                page = process_page(raw.image, raw.dpi, station.config.pipeline, raw.dpi_source)
+                if raw.area_mm:
+                    page.record["extent_mm"] = extent_mm(raw, page)
+                station.store.add_page(entry.batch_id, entry.n, page)
+                records[entry.n] = page.record
+                stored += 1
+        for entry in sheet:
+            spool.done(entry.batch_id, entry.n)
+            if on_page and entry.batch_id == batch_id:
+                on_page(entry.n, records[entry.n])
     return stored
+
+
+def _sheets(entries: list[Spooled]) -> list[list[Spooled]]:
+    """Spooled pages grouped by sheet: a back goes with the front spooled just before it."""
+    sheets: list[list[Spooled]] = []
+    for entry in entries:
+        last = sheets[-1][-1] if sheets else None
+        if (entry.side == "back" and last is not None and last.side == "front" and len(sheets[-1]) == 1
+                and (last.batch_id, last.n + 1) == (entry.batch_id, entry.n)):
+            sheets[-1].append(entry)
+        else:
+            sheets.append([entry])
+    return sheets
 
 
 def _capture(station: Station, spool: Spool, batch_id: str, n: int, source: Source, result: ScanResult,

@@ -70,6 +70,7 @@ class Spooled:
     batch_id: str
     n: int
     path: Path
+    side: str                   # "front" or "back": a back follows its sheet's front
 
 
 class Spool:
@@ -152,8 +153,8 @@ class Spool:
     def waiting(self) -> list[Spooled]:
         """Every spooled page, by batch and page number."""
         with self._lock:
-            found = rows(self.db, "SELECT batch_id, n, file FROM spool ORDER BY batch_id, n")
-        return [Spooled(r["batch_id"], r["n"], self.dir / r["file"]) for r in found]
+            found = rows(self.db, "SELECT batch_id, n, file, side FROM spool ORDER BY batch_id, n")
+        return [Spooled(r["batch_id"], r["n"], self.dir / r["file"], r["side"]) for r in found]
 
     def forget_lost(self) -> dict[str, list[int]]:
         """Drop the pages spooled before this boot and not stored since (a power cut or reset took their
