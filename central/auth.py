@@ -20,7 +20,7 @@ from quire.errors import BadSignature
 
 from . import refusals, stations
 from .archive import Archive
-from .errors import CentralError, SignatureInvalid
+from .errors import CentralError, NotEnrolled
 
 NONCES_FILE = "nonces.db"   # under the archive home, beside the catalogue but not in it
 
@@ -33,6 +33,15 @@ current_station: contextvars.ContextVar[str | None] = contextvars.ContextVar("cu
 class CallRefused(CentralError):
     code = grpc.StatusCode.UNAUTHENTICATED
     scope = "caller"
+
+
+class StationUnproven(CallRefused):
+    """An unknown station, or a known one and another key: the caller is told alike, so that which
+    station ids exist cannot be probed; the message (the log's) says which."""
+
+    told = ("call refused: no station registered with this archive holds the key that signed this call; "
+            "enrol this station ('quire-station enroll') or ask the archive's administrator to check its "
+            "registration ('quire-central stations list')")
 
 
 NONCE_MIGRATIONS = [
@@ -120,15 +129,18 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
             time_ms = int(meta.get(callauth.HEADER_TIME, ""))
         except ValueError:
             time_ms = None
-        if not station_id or not isinstance(signature, bytes) or time_ms is None or len(nonce) < 16:
+        if not station_id or not isinstance(signature, bytes) or time_ms is None or not nonce:
             raise CallRefused(f"{method}: unsigned call; stations sign every call (quire-station signs "
                               "automatically once enrolled)")
-        row = stations.active(self.archive, station_id)
         payload = callauth.call_payload(method, station_id, time_ms, nonce, body_sha256)
         try:
+            row = stations.get(self.archive, station_id)
             keys.verify(bytes(row["public_key"]), keys.CALL_CONTEXT, payload, signature, f"call {method}")
+        except NotEnrolled as exc:
+            raise StationUnproven(str(exc)) from None
         except BadSignature as exc:
-            raise SignatureInvalid(f"station {station_id}: {exc}; call refused") from None
+            raise StationUnproven(f"station {station_id}: {exc}; call refused") from None
+        stations.refuse_inactive(row)   # told only to the holder of the station's key
         now_ms = int(time.time() * 1000)
         if abs(now_ms - time_ms) > callauth.MAX_CLOCK_SKEW_MS:
             raise CallRefused(f"station {station_id}: call time is {(time_ms - now_ms) / 1000:+.0f} s from the "

@@ -73,7 +73,9 @@ def _abort(context, method: str, exc: Exception, archive: Archive):
                 "later (administrator: free space in the archive's home)", "ARCHIVE_DISK_FULL", "call")
     if isinstance(exc, CentralError):
         refusals.at_door(archive, method, exc)
-        _refuse(context, exc.code, str(exc), _upper_snake(type(exc).__name__), exc.scope)
+        # ``told``: what the caller may learn where the log keeps more (which station ids exist).
+        _refuse(context, exc.code, getattr(exc, "told", None) or str(exc), _upper_snake(type(exc).__name__),
+                exc.scope)
     incident = uuid.uuid4().hex[:12]
     # Full detail stays in the service log; the caller only gets the incident id.
     log.error("%s failed, incident %s", method, incident, exc_info=exc)

@@ -135,6 +135,11 @@ def peer_label(context) -> str:
     return f"peer:{context.peer()}"
 
 
+def source(context) -> str:
+    """The caller's address without its port ("ipv4:192.0.2.7"): what a stranger's calls are counted by."""
+    return _rate_key(peer_label(context)).removeprefix("peer:")
+
+
 def at_door(archive: Archive, method: str, exc: CentralError) -> None:
     """A refused call: in the audit log (unless it was logged where it was refused) and one WARNING line."""
     if exc.code in NOT_REFUSALS:

@@ -12,12 +12,13 @@ from quire import keys
 from quire import manifest as manifest_format
 from quire.v1 import access_pb2, access_pb2_grpc, sync_pb2, sync_pb2_grpc
 
-from . import capacity, ingest, qc, stations
+from . import capacity, ingest, qc, refusals, stations
 from .access_server import ArchiveAccessServicer
 from .archive import Archive
 from .auth import StationAuthInterceptor, current_station
 from .errors import CentralError
 from .grpc_errors import ErrorInterceptor
+from .limits import LimitsInterceptor
 
 SERVICE_VERSION = "0.1.0"
 
@@ -40,7 +41,7 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
     def Enroll(self, request, context):
         state, code, unit = stations.request_enrolment(
             self.archive, request.station_id, request.public_key, request.hostname, request.time_ms,
-            request.signature)
+            request.signature, refusals.source(context))
         states = {"pending": sync_pb2.EnrollResponse.PENDING, "approved": sync_pb2.EnrollResponse.APPROVED}
         return sync_pb2.EnrollResponse(state=states[state], pairing_code=code, unit=unit or "")
 
@@ -77,7 +78,6 @@ class ListenFailed(CentralError):
 
 class StationMismatch(CentralError):
     code = grpc.StatusCode.PERMISSION_DENIED
-    scope = "caller"
     scope = "caller"
 
 
@@ -168,9 +168,9 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["Arch
     shares = capacity.CapacityInterceptor(cfg.workers, cfg.open_calls, cfg.stream_idle_s)
     server = grpc.server(
         pool,
-        # Order matters: errors raised by authentication are translated too; shares are taken by
-        # authenticated stations.
-        interceptors=[ErrorInterceptor(archive), StationAuthInterceptor(archive), shares],
+        # Order matters: errors raised by the checks after it are translated too; requests outside their
+        # bounds are refused before authentication reads them; shares are taken by authenticated stations.
+        interceptors=[ErrorInterceptor(archive), LimitsInterceptor(), StationAuthInterceptor(archive), shares],
         options=options,
         # Calls waiting for a thread are bounded too: beyond this, RESOURCE_EXHAUSTED at once.
         maximum_concurrent_rpcs=4 * threads,

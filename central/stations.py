@@ -1,7 +1,10 @@
 """Registering the stations allowed to upload, and looking them up."""
 
 import logging
-import re
+import threading
+from datetime import datetime, timedelta, timezone
+
+import grpc
 
 from quire import callauth, keys
 from quire.db import utcnow
@@ -9,22 +12,52 @@ from quire.db import utcnow
 from . import audit, refusals
 from .archive import Archive
 from .errors import CentralError, NotEnrolled, SignatureInvalid
+from .limits import STATION_ID, BadRequest
 
 audit_log = logging.getLogger("quire.central.stations")
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+PENDING_PER_SOURCE = 3          # enrolments waiting for approval asked from one address
+PENDING_TOTAL = 100             # from all addresses together
+PENDING_EXPIRE_S = 24 * 3600    # an unapproved request is dropped after this; its station asks again
+SHOWN_CHARS = 64                # of a waiting request's station id and hostname, in a listing
+
+
+class TooManyPending(CentralError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class _Sources:
+    """Which waiting enrolments each address asked for — kept by this process only: the total bound and
+    the expiry hold across restarts, and a restart is not something a stranger can cause."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._codes: dict[tuple[str, str], set[str]] = {}
+
+    def count(self, home: str, source: str, waiting: set[str]) -> int:
+        """How many of ``waiting`` were asked from ``source`` (forgetting codes no longer waiting)."""
+        with self._lock:
+            self._codes = {key: codes & waiting for key, codes in self._codes.items()
+                           if key[0] != home or codes & waiting}
+            return len(self._codes.get((home, source), ()))
+
+    def add(self, home: str, source: str, code: str) -> None:
+        with self._lock:
+            self._codes.setdefault((home, source), set()).add(code)
+
+
+_sources = _Sources()
 
 
 def add(archive: Archive, station_id: str, public_key_hex: str, unit: str, by: str | None = None) -> dict:
     """Register a station's public key for a unit (enrolment with a pairing code comes later)."""
-    if not _ID.fullmatch(station_id):
-        raise CentralError(f"station id {station_id!r}: use letters, digits, '.', '_' or '-'")
+    _check_id(station_id)
     try:
         public_key = bytes.fromhex(public_key_hex.strip())
     except ValueError:
         public_key = b""
     if len(public_key) != 32:
-        raise CentralError(
+        raise BadRequest(
             "station key must be 64 hex digits (the Ed25519 public key 'quire-station init' prints)"
         )
     if not unit:
@@ -49,6 +82,12 @@ def add(archive: Archive, station_id: str, public_key_hex: str, unit: str, by: s
     return row
 
 
+def _check_id(station_id: str) -> None:
+    if not STATION_ID.fullmatch(station_id):
+        raise BadRequest(f"station id {station_id[:SHOWN_CHARS]!r}: use up to 63 letters, digits, '.', '_' or '-', "
+                         "beginning with a letter or digit")
+
+
 def get(archive: Archive, station_id: str) -> dict:
     row = archive.catalogue.one("SELECT * FROM stations WHERE id = ?", [station_id])
     if row is None:
@@ -62,12 +101,18 @@ def get(archive: Archive, station_id: str) -> dict:
 def active(archive: Archive, station_id: str) -> dict:
     """The station's row, refusing unknown and revoked stations."""
     row = get(archive, station_id)
+    refuse_inactive(row)
+    return row
+
+
+def refuse_inactive(row: dict) -> None:
+    """Refuse a revoked or suspended station (tell it only once it has proved it holds its key)."""
+    station_id = row["id"]
     if row["revoked_at"]:
         raise NotEnrolled(f"station {station_id} was revoked at {row['revoked_at']}; its uploads are refused")
     if row["suspended_at"]:
         raise NotEnrolled(f"station {station_id} is suspended since {row['suspended_at']} pending its revocation; "
                           "its uploads are refused")
-    return row
 
 
 class WrongUnit(NotEnrolled):
@@ -103,12 +148,12 @@ def listing(archive: Archive) -> list[dict]:
 
 
 def request_enrolment(archive: Archive, station_id: str, public_key: bytes, hostname: str,
-                      time_ms: int, signature: bytes) -> tuple[str, str, str | None]:
-    """Record a signed enrolment request; returns (state, pairing code, unit when approved)."""
-    if not _ID.fullmatch(station_id):
-        raise CentralError(f"station id {station_id!r}: use letters, digits, '.', '_' or '-'")
+                      time_ms: int, signature: bytes, source: str) -> tuple[str, str, str | None]:
+    """Record a signed enrolment request from address ``source``; returns (state, pairing code, unit when
+    approved). Waiting requests are bounded per address and in all, and expire."""
+    _check_id(station_id)
     if len(public_key) != 32:
-        raise CentralError("station key must be a 32-byte Ed25519 public key")
+        raise BadRequest("station key must be a 32-byte Ed25519 public key")
     try:
         keys.verify(public_key, keys.ENROL_CONTEXT,
                     callauth.enrol_payload(station_id, public_key, hostname, time_ms), signature,
@@ -116,6 +161,8 @@ def request_enrolment(archive: Archive, station_id: str, public_key: bytes, host
     except keys.ContractError as exc:
         raise SignatureInvalid(str(exc)) from None
     code = callauth.pairing_code(archive.public_key, public_key)
+    with archive.catalogue.transaction() as db:
+        _expire(db, archive)
     with archive.catalogue.transaction() as db:
         row = db.execute("SELECT id, public_key, unit, revoked_at FROM stations WHERE id = ? OR public_key = ?",
                          [station_id, public_key]).fetchone()
@@ -132,17 +179,60 @@ def request_enrolment(archive: Archive, station_id: str, public_key: bytes, host
         if clash:
             raise CentralError(f"another key already asked to enrol as {station_id}; "
                                "an operator must clear it ('quire-central stations pending')")
-        db.execute("INSERT OR IGNORE INTO enrolments VALUES (?, ?, ?, ?, ?)",
-                   [code, station_id, public_key, hostname, utcnow()])
-    audit_log.info("station %s asked to enrol from %s, pairing code %s", station_id, hostname, code)
+        if db.execute("SELECT 1 FROM enrolments WHERE code = ?", [code]).fetchone():
+            return "pending", code, None   # the station asking again while it waits
+        _admit(db, archive, source)
+        db.execute("INSERT INTO enrolments VALUES (?, ?, ?, ?, ?)", [code, station_id, public_key, hostname, utcnow()])
+        audit.record(db, archive, "station.enrol_request", station_id,
+                     {"station_id": station_id, "key": keys.fingerprint(public_key), "hostname": hostname,
+                      "pairing_code": code, "source": source}, by=f"peer:{source}")
+        _sources.add(str(archive.config.home), source, code)
+    audit_log.info("station %s asked to enrol from %s (%s), pairing code %s", station_id, hostname, source, code)
     return "pending", code, None
 
 
-def pending(archive: Archive) -> list[dict]:
-    rows = archive.catalogue.query("SELECT * FROM enrolments ORDER BY requested_at")
+def _admit(db, archive: Archive, source: str) -> None:
+    """Refuse another waiting enrolment beyond the bounds per address and in all."""
+    waiting = {row[0] for row in db.execute("SELECT code FROM enrolments").fetchall()}
+    hours = PENDING_EXPIRE_S // 3600
+    if _sources.count(str(archive.config.home), source, waiting) >= PENDING_PER_SOURCE:
+        raise TooManyPending(f"{PENDING_PER_SOURCE} stations are already waiting for approval from this address; "
+                             f"an operator approves them ('quire-central stations pending', then 'stations approve'), "
+                             f"or they expire after {hours} h — then ask again")
+    if len(waiting) >= PENDING_TOTAL:
+        raise TooManyPending(f"{PENDING_TOTAL} stations are already waiting for approval; an operator approves "
+                             f"them ('quire-central stations pending'), or they expire after {hours} h — then ask again")
+
+
+def _expire(db, archive: Archive) -> None:
+    """Drop requests waiting longer than PENDING_EXPIRE_S, each noted in the audit log."""
+    for code, station_id in db.execute("SELECT code, station_id FROM enrolments WHERE requested_at < ?",
+                                       [_cutoff()]).fetchall():
+        db.execute("DELETE FROM enrolments WHERE code = ?", [code])
+        audit.record(db, archive, "station.enrol_expired", station_id,
+                     {"station_id": station_id, "pairing_code": code}, by="archive")
+
+
+def _cutoff() -> str:
+    """The request time before which a waiting enrolment has expired (in utcnow's form, which sorts)."""
+    then = datetime.now(timezone.utc) - timedelta(seconds=PENDING_EXPIRE_S)
+    return then.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def pending(archive: Archive, limit: int = PENDING_TOTAL) -> list[dict]:
+    """The ``limit`` oldest enrolments waiting, unexpired (station id and hostname cut to SHOWN_CHARS)."""
+    rows = archive.catalogue.query(
+        "SELECT code, substr(station_id, 1, ?) AS station_id, substr(hostname, 1, ?) AS hostname, requested_at,"
+        " public_key FROM enrolments WHERE requested_at >= ? ORDER BY requested_at LIMIT ?",
+        [SHOWN_CHARS, SHOWN_CHARS, _cutoff(), limit])
     for row in rows:
         row["fingerprint"] = keys.fingerprint(bytes(row.pop("public_key")))
     return rows
+
+
+def pending_count(archive: Archive) -> int:
+    """How many enrolments wait, unexpired."""
+    return archive.catalogue.one("SELECT COUNT(*) AS n FROM enrolments WHERE requested_at >= ?", [_cutoff()])["n"]
 
 
 def approve(archive: Archive, code: str, unit: str, by: str | None = None) -> dict:

@@ -53,7 +53,7 @@ def test_refused_station_calls_are_logged_naming_who_what_and_why(tmp_path, cent
     refuse(archive, address, captured)          # replayed
     logged = refused_calls(archive)[1:]
     assert [(e["refusal"], e.get("claimed_station")) for e in logged] == [
-        ("NotEnrolled", "st-ghost"), ("SignatureInvalid", "st-test"), ("CallRefused", "st-test"),
+        ("StationUnproven", "st-ghost"), ("StationUnproven", "st-test"), ("CallRefused", "st-test"),
         ("CallRefused", "st-test"), ("CallRefused", "st-test")]
     for entry, why in zip(logged, ("not registered", "signature does not verify", "unsigned call", "clock",
                                    "replayed call refused")):
