@@ -195,7 +195,7 @@ def test_after_a_fault_the_scans_reader_thread_ends_by_itself_and_is_never_cance
     # sane_cancel stops a backend's reader thread with an asynchronous pthread_cancel. Under glibc 2.41
     # (Debian 13) a reader the closed pipe has woken can be unwound inside free(); it then waits for ever
     # on its own malloc lock as it exits, and sane_cancel with it (test_scanner_faults_over_and_over_
-    # never_hang_capture failed one run in three there). SANE's own thread log, from the real driver
+    # never_hang_capture failed five runs in six there). SANE's own thread log, from the real driver
     # process, says whether a reader had to be cancelled: none may be, on any glibc.
     import subprocess
     import sys
