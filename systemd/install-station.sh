@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install a Quire scanning station on a fresh Debian 12 (bookworm) or Raspberry Pi OS machine,
+# Install a Quire scanning station on a fresh Debian 12 or 13 (bookworm, trixie) or Raspberry Pi OS machine,
 # arm64 or amd64: Debian packages, the Python environment, the quire user and groups, the udev
 # rule for scanners, a config template, and the quire-station service, enabled and started.
 #
@@ -21,6 +21,8 @@ usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install-station: $*" >&2; exit 1; }
 step() { echo "==> $*"; }
 
+supported_python() { command -v python3.11 || command -v python3.12 || command -v python3.13; } >/dev/null
+
 check_machine() {
   [ "$(id -u)" = 0 ] || die "run as root (sudo $0)"
   [ -r /etc/debian_version ] || die "this installer is for Debian or Raspberry Pi OS"
@@ -28,8 +30,8 @@ check_machine() {
     amd64|arm64) ;;
     *) die "unsupported architecture $(dpkg --print-architecture); Quire stations run on amd64 or arm64" ;;
   esac
-  command -v python3.11 >/dev/null || apt-get install -y -qq python3 >/dev/null
-  command -v python3.11 >/dev/null || die "Quire needs Python 3.11 (Debian 12 / Raspberry Pi OS bookworm)"
+  supported_python || apt-get install -y -qq python3 >/dev/null
+  supported_python || die "Quire needs Python 3.11, 3.12 or 3.13 (Debian 12 or 13, Raspberry Pi OS bookworm or trixie)"
 }
 
 install_code() {
