@@ -145,7 +145,7 @@ _INPUTS = {f"/{service.full_name}/{method.name}": method.input_type.full_name
            for method in service.methods}
 
 
-def problems(message, fields: dict[str, Check]) -> list[str]:
+def _problems(message, fields: dict[str, Check]) -> list[str]:
     """Every field of ``message`` outside its bound, each as "name what is wrong"."""
     found = ((name, check(getattr(message, name))) for name, check in fields.items())
     return [f"{name} {problem}" for name, problem in found if problem]
@@ -179,10 +179,9 @@ class LimitsInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method = details.method
-        type_name = _INPUTS.get(method, "request")
+        type_name = _INPUTS.get(details.method, "request")
         declared = REQUESTS.get(type_name, Request(type_name, OPEN_REQUEST_BYTES, {}))
-        admit = _Admission(method, declared)
+        admit = _Admission(declared)
         handler = handler._replace(request_deserializer=_quiet(handler.request_deserializer, declared.max_bytes,
                                                                type_name))
         if handler.unary_unary or handler.unary_stream:
@@ -195,8 +194,8 @@ class LimitsInterceptor(grpc.ServerInterceptor):
 class _Admission:
     """One method's checks, run on its headers and on each request message."""
 
-    def __init__(self, method: str, declared: Request):
-        self.method, self.declared = method, declared
+    def __init__(self, declared: Request):
+        self.declared = declared
 
     def one(self, inner):
         def behaviour(request, context):
@@ -225,9 +224,9 @@ class _Admission:
     def _message(self, request) -> None:
         if isinstance(request, _Unreadable):
             self._refuse([request.problem])
-        self._refuse(problems(request, self.declared.fields))
+        self._refuse(_problems(request, self.declared.fields))
 
     def _refuse(self, found: list[str]) -> None:
         if found:
-            raise BadRequest(f"{self.method} refused: {'; '.join(found)} — nothing was done; send a well-formed "
+            raise BadRequest(f"malformed request: {'; '.join(found)} — nothing was done; send a well-formed "
                              "request (quire-station does; another client must follow quire/v1/*.proto)")
