@@ -28,10 +28,10 @@ class NotFound(CentralError):
 def guard(archive: Archive, actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
           consultation: dict | None = None) -> None:
     """Authorize or refuse; a refusal is logged (who, what, why) before it is raised."""
-    sealed = archive_no is not None and sealing.sealed_by(archive, archive_no) is not None
+    closed = sealing.closure(archive, archive_no) if archive_no is not None else {}
     try:
         authorize(actor, action, unit=unit, archive_no=archive_no, consultation=consultation, now=utcnow(),
-                  sealed=sealed)
+                  sealed=closed.get("sealed_by_change") is not None, transferred_to=closed.get("transferred_to"))
     except PermissionDenied as exc:
         refuse(archive, actor, action, str(exc), unit=unit, archive_no=archive_no, consultation=consultation)
 

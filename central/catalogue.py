@@ -260,6 +260,11 @@ MIGRATIONS = [
         # has hashed a blob stored before this migration.
         "ALTER TABLE blobs ADD COLUMN sm3 TEXT",
     ]),
+    ("0011_transfer", [
+        # A dossier transferred (转递) to another organisation: the applied four-eyes change and the recipient.
+        "ALTER TABLE dossiers ADD COLUMN transferred_by_change INTEGER REFERENCES changes (id)",
+        "ALTER TABLE dossiers ADD COLUMN transferred_to TEXT",
+    ]),
 ]
 
 

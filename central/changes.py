@@ -116,7 +116,7 @@ def _material(archive: Archive, archive_no: str, item: str) -> dict:
 
 
 def _validate(archive: Archive, kind: str, payload: dict) -> str:
-    if kind in ("seal_dossier", "unseal_dossier"):
+    if kind in ("seal_dossier", "unseal_dossier", "transfer_dossier"):
         return sealing.subject(archive, kind, payload)
     if kind == "revoke_station":
         row = stations.get(archive, payload["station_id"])
@@ -206,4 +206,5 @@ def _apply_edit_dossier(db, archive, actor, change_id, payload, reason):
 
 _APPLY = {"revoke_station": _apply_revoke, "withdraw_material": _apply_withdraw,
           "replace_material": _apply_replace, "edit_dossier": _apply_edit_dossier,
-          "seal_dossier": sealing.apply_seal, "unseal_dossier": sealing.apply_unseal}
+          "seal_dossier": sealing.apply_seal, "unseal_dossier": sealing.apply_unseal,
+          "transfer_dossier": sealing.apply_transfer}

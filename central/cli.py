@@ -148,7 +148,18 @@ def _add_export_commands(sub) -> None:
     c.add_argument("--out", required=True, help="the bag's directory (must not exist yet)")
     c.add_argument("--consultation", type=int, help="a reader's consultation with an approved export")
     c.add_argument("--reason", default="", help="why (transfer, backup, …); recorded in the audit log")
+    c.add_argument("--transfer", action="store_true",
+                   help="the transfer (转递) package of a dossier whose transfer was approved ('transfer')")
     c.set_defaults(func=cmd_export)
+    c = sub.add_parser("transfer", help="propose transferring (转递) a dossier to another organisation",
+                       description="Propose the transfer; when a second archivist of the unit approves it with "
+                                   "'changes approve', the dossier is marked transferred (no further consultation, "
+                                   "export or change here, both logged) and 'export --transfer' writes its signed "
+                                   "package for the receiving archive.")
+    c.add_argument("archive_no", help="dossier archive number (档号)")
+    c.add_argument("--to", required=True, help="the receiving organisation")
+    c.add_argument("--reason", required=True, help="why, e.g. the cadre's new post (kept with the change)")
+    c.set_defaults(func=cmd_transfer)
     c = sub.add_parser("verify-export", help="check an exported bag offline (needs no archive)",
                        description="Check a bag 'export' wrote with nothing but the bag: BagIt validity, the "
                                    "archive's signature, each manifest's station signature, each page against "
@@ -375,7 +386,7 @@ def cmd_ls(archive, who, args) -> int:
         columns = ["item", "title", "page_count", "station_id", "catalogued_at"]
     else:
         rows = listing.dossiers(archive, who)
-        columns = ["archive_no", "name", "kind", "unit", "materials", "pages", "bytes", "sealed"]
+        columns = ["archive_no", "name", "kind", "unit", "materials", "pages", "bytes", "state"]
     if args.json:
         _json_lines(rows)
     elif rows:
@@ -407,7 +418,8 @@ def cmd_sm3_backfill(archive, who, args) -> int:
 
 @as_person(None)
 def cmd_export(archive, who, args) -> int:
-    index = export.export(archive, who, args.archive_no, args.item, Path(args.out), args.consultation, args.reason)
+    index = export.export(archive, who, args.archive_no, args.item, Path(args.out), args.consultation, args.reason,
+                          args.transfer)
     pages = sum(m["page_count"] for m in index["materials"])
     print(f"exported {args.archive_no}: {len(index['materials'])} material(s), {pages} page(s) to {args.out}")
     print(f"signed by archive key {index['archive']}; check with 'quire-central verify-export {args.out}'")
@@ -422,13 +434,24 @@ def cmd_seal(archive, who, args) -> int:
     return 0
 
 
+@as_person(None)
+def cmd_transfer(archive, who, args) -> int:
+    change = changes.propose(archive, who, "transfer_dossier", {"archive_no": args.archive_no, "to": args.to},
+                             args.reason)
+    print(f"change #{change['id']} proposed: transfer {args.archive_no} to {args.to}; it takes effect when a second "
+          f"archivist runs 'quire-central changes approve {change['id']}', then 'export {args.archive_no} --transfer'")
+    return 0
+
+
 def cmd_verify_export(cfg, args) -> int:
     report = export_verify.verify_export(Path(args.bag), args.archive_key)
     for problem in report.problems:
         print(problem)
     verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
-    print(f"export of {report.archive_no}: {report.materials} material(s), {report.pages} page(s), archive key "
-          f"{report.archive_key} — {verdict}")
+    what = (f"transfer package of {report.archive_no} to {report.transfer_to}" if report.transfer_to
+            else f"export of {report.archive_no}")
+    print(f"{what}: {report.materials} material(s), {report.pages} page(s), archive key {report.archive_key} — "
+          f"{verdict}")
     if report.ok and not args.archive_key:
         print("compare the archive key with the fingerprint the archive publishes, or pass --archive-key")
     return 0 if report.ok else 1

@@ -24,7 +24,7 @@ from quire.canonical import canonical_bytes, sha256_hex
 from quire.db import utcnow
 from quire.manifest import MEDIA_TYPES
 
-from . import audit
+from . import audit, sealing
 from .access import NotFound, dossier_unit, guard
 from .archive import Archive
 from .blobs import sm3
@@ -47,12 +47,25 @@ def page_file(n: int, media_type: str) -> str:
 
 
 def export(archive: Archive, actor: Actor, archive_no: str, item: str | None, out: Path,
-           consultation_id: int | None = None, reason: str = "") -> dict:
-    """Write the bag at ``out`` (which must not exist yet); checked, logged, then written. Returns the index."""
+           consultation_id: int | None = None, reason: str = "", transfer: bool = False) -> dict:
+    """Write the bag at ``out`` (which must not exist yet); checked, logged, then written. Returns the index.
+
+    ``transfer``: the transfer (转递) package of a dossier whose transfer was approved, naming the recipient.
+    """
     unit = dossier_unit(archive, archive_no)
-    consultation = (archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
-                    if consultation_id else None)
-    guard(archive, actor, "dossier.export", unit=unit, archive_no=archive_no, consultation=consultation)
+    if transfer:
+        guard(archive, actor, "dossier.transfer_out", unit=unit, archive_no=archive_no)
+        closed = sealing.closure(archive, archive_no)
+        if closed["transferred_to"] is None or item:
+            raise CentralError(f"a transfer package holds a whole dossier whose transfer was approved; propose it "
+                               f"with 'quire-central transfer {archive_no} --to ORGANISATION --reason …' and have a "
+                               "second archivist of the unit approve it")
+        transferred = {"to": closed["transferred_to"], "change": closed["transferred_by_change"]}
+    else:
+        consultation = (archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
+                        if consultation_id else None)
+        guard(archive, actor, "dossier.export", unit=unit, archive_no=archive_no, consultation=consultation)
+        transferred = None
     out = Path(out)
     if out.exists():
         raise CentralError(f"{out} exists already; name a new directory for the bag")
@@ -60,7 +73,7 @@ def export(archive: Archive, actor: Actor, archive_no: str, item: str | None, ou
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        index = _write(archive, actor, stage, archive_no, item, unit, materials, consultation_id, reason)
+        index = _write(archive, actor, stage, archive_no, item, unit, materials, consultation_id, reason, transferred)
         os.replace(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -78,7 +91,7 @@ def _materials(archive: Archive, archive_no: str, item: str | None) -> list[dict
 
 
 def _write(archive: Archive, actor: Actor, stage: Path, archive_no: str, item: str | None, unit: str,
-           materials: list[dict], consultation_id: int | None, reason: str) -> dict:
+           materials: list[dict], consultation_id: int | None, reason: str, transferred: dict | None) -> dict:
     sm3_lines, listing, entries, stations = [], [], [], {}
     for m in materials:
         folder = stage / m["item"]
@@ -97,6 +110,8 @@ def _write(archive: Archive, actor: Actor, stage: Path, archive_no: str, item: s
                         m["page_count"], m["remarks"] or "", f"{m['item']}/"])
     for station_id, public_key in stations.items():
         entries.append(_registration(archive, station_id, public_key))
+    if transferred:
+        entries.append(_entry_index(archive, "dossier.transfer", archive_no))
     listing_bytes = _csv(listing)
     sm3_lines.append(_put(stage / LISTING, listing_bytes, stage))
     dossier = archive.catalogue.one(f"SELECT {', '.join(DOSSIER_FIELDS)} FROM dossiers WHERE archive_no = ?",
@@ -115,12 +130,14 @@ def _write(archive: Archive, actor: Actor, stage: Path, archive_no: str, item: s
         "exported_by": actor.label,
         "reason": reason.strip(),
         "consultation": consultation_id,
+        "transfer": transferred,   # {"to", "change"}: the package that carries the dossier to its new holder
     }
     index_bytes = canonical_bytes(index)
     with archive.catalogue.transaction() as db:
         export_entry, cp = audit.record(db, archive, "dossier.export", archive_no, {
             "archive_no": archive_no, "items": [m["item"] for m in materials], "export_sha256": sha256_hex(index_bytes),
-            "consultation": consultation_id, "reason": reason.strip()}, by=actor.label)
+            "consultation": consultation_id, "reason": reason.strip(),
+            "transfer_to": transferred and transferred["to"]}, by=actor.label)
     entries.append(export_entry)
     proofs = [{"idx": i, "entry": audit.entry_bytes(archive, i).decode(),
                "proof": [h.hex() for h in audit.inclusion_proof(archive, i, cp.tree_size)]} for i in entries]

@@ -65,6 +65,7 @@ def Sm3Mismatch(path, detail):
 class ExportReport:
     archive_no: str | None = None
     archive_key: str | None = None
+    transfer_to: str | None = None
     materials: int = 0
     pages: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -137,11 +138,19 @@ def _log_problems(data: Path, public_key: bytes, index: dict, index_bytes: bytes
                                                                         "the checkpoint signs"))
             continue
         body = json.loads(entry)
-        subject = body.get("bundle_id") or body.get("station_id") or body.get("export_sha256")
+        subject = (body.get("bundle_id") or body.get("station_id") or body.get("export_sha256")
+                   or body.get("archive_no"))
         proven[(body.get("event"), subject)] = body
     if ("dossier.export", sha256_hex(index_bytes)) not in proven:
         report.problems.append(NotInLog("data/quire/export.json", "the archive's log has no proven entry for this "
                                                                   "export"))
+    transfer = index.get("transfer")
+    if transfer:
+        entry = proven.get(("dossier.transfer", index["archive_no"])) or {}
+        if (entry.get("to"), entry.get("change")) != (transfer["to"], transfer["change"]):
+            report.problems.append(NotInLog("data/quire/export.json", f"the log proves no approved transfer of "
+                                                                      f"the dossier to {transfer['to']}"))
+        report.transfer_to = transfer["to"]
     for station_id, key_hex in index["stations"].items():
         entry = proven.get(("station.register", station_id))
         if entry is None or entry.get("key") != keys.fingerprint(bytes.fromhex(key_hex)):

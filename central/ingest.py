@@ -338,7 +338,7 @@ def catalogue_bundle(db, archive: Archive, station: dict, bundle_id: str, manife
 def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
     problems = []
     dossier, material = manifest["dossier"], manifest["material"]
-    owner = db.execute("SELECT unit, sealed_by_change FROM dossiers WHERE archive_no = ?",
+    owner = db.execute("SELECT unit, sealed_by_change, transferred_to FROM dossiers WHERE archive_no = ?",
                        [dossier["archive_no"]]).fetchone()
     station_unit = db.execute("SELECT unit FROM stations WHERE id = ?", [manifest["station_id"]]).fetchone()
     if owner and station_unit and owner[0] != station_unit[0]:
@@ -347,6 +347,9 @@ def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
     if owner and owner[1] is not None:
         problems.append(f"dossier {dossier['archive_no']} is sealed (封存): nothing is added to it until two "
                         "archivists of its unit unseal it")
+    if owner and owner[2] is not None:
+        problems.append(f"dossier {dossier['archive_no']} was transferred to {owner[2]} (转递): nothing is added "
+                        "to it here")
     existing = db.execute("SELECT bundle_id FROM materials WHERE archive_no = ? AND item = ?",
                           [dossier["archive_no"], material["item"]]).fetchone()
     if existing:

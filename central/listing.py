@@ -10,7 +10,8 @@ def dossiers(archive: Archive, actor: Actor) -> list[dict]:
     return archive.catalogue.query(
         "SELECT d.archive_no, d.name, d.kind, d.unit, COUNT(DISTINCT m.id) AS materials,"
         " COUNT(p.n) AS pages, COALESCE(SUM(p.bytes), 0) AS bytes,"
-        " CASE WHEN d.sealed_by_change IS NULL THEN '' ELSE 'sealed' END AS sealed"
+        " CASE WHEN d.transferred_to IS NOT NULL THEN 'transferred' WHEN d.sealed_by_change IS NOT NULL"
+        " THEN 'sealed' ELSE '' END AS state"
         " FROM dossiers d LEFT JOIN materials m ON m.archive_no = d.archive_no"
         f" LEFT JOIN pages p ON p.material_id = m.id WHERE {where} GROUP BY d.archive_no ORDER BY d.archive_no",
         params)

@@ -38,6 +38,7 @@ ACTIONS = {
     # A whole dossier (or material) as a verifiable bag: the unit's archivist, for transfer or backup, or a
     # reader whose consultation's export was approved.
     "dossier.export": {"archivist", "reader"},
+    "dossier.transfer_out": {"archivist"},        # the package of a dossier whose transfer (转递) was approved
     "qc.inspect": {"inspector"},
     "audit.read": {"auditor"},                    # the log, its verification and its checkpoints
     "stats.read": {"admin", "auditor", "archivist", "inspector", "security_officer"},
@@ -53,7 +54,8 @@ ACTIONS = {
     "archive.maintain": {"admin"},                # e.g. the SM3 backfill: hashes blobs, shows no content
 }
 # Actions on one unit's records: only for people of that unit (the listing ones are scoped in their query).
-UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect", "change.seal_dossier", "change.unseal_dossier"}
+UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect", "change.seal_dossier", "change.unseal_dossier",
+               "change.transfer_dossier", "dossier.transfer_out"}
 # Which role may propose and approve each four-eyes change (action "change.<kind>").
 CHANGE_ROLES = {
     "replace_material": "archivist",
@@ -62,6 +64,7 @@ CHANGE_ROLES = {
     "revoke_station": "admin",
     "seal_dossier": "archivist",
     "unseal_dossier": "archivist",
+    "transfer_dossier": "archivist",
 }
 ACTIONS.update({f"change.{kind}": {role} for kind, role in CHANGE_ROLES.items()})
 # What nobody does to a sealed (封存) dossier until a four-eyes change unseals it; its catalogue entries stay
@@ -125,9 +128,10 @@ def check_roles(roles: set[str]) -> None:
 
 
 def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
-              consultation: dict | None = None, now: str | None = None, sealed: bool = False) -> None:
+              consultation: dict | None = None, now: str | None = None, sealed: bool = False,
+              transferred_to: str | None = None) -> None:
     """Raise PermissionDenied naming why ``actor`` may not do ``action`` here (``sealed``: the dossier is
-    sealed); return when allowed."""
+    sealed; ``transferred_to``: whom it was transferred to); return when allowed."""
     allowed = ACTIONS.get(action)
     if allowed is None:
         raise PermissionDenied(f"unknown action {action!r}")
@@ -140,6 +144,8 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it is their own (回避)")
         if archive_no in actor.relatives:
             raise PermissionDenied(f"{actor.id} may not access dossier {archive_no}: it belongs to a relative (回避)")
+    if transferred_to is not None and (action in SEALED_REFUSES or action == "change.unseal_dossier"):
+        raise PermissionDenied(_transferred(archive_no, transferred_to))
     if sealed and action in SEALED_REFUSES:
         raise PermissionDenied(_sealed(archive_no))
     if action in ("catalogue.read", "content.view", "content.export", "dossier.export"):
@@ -150,8 +156,8 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
             return  # the unit's own archive staff work on its dossiers; every view is still logged
         if "reader" not in actor.roles:
             raise PermissionDenied(f"{actor.id} has no authority over unit {unit} (dossier {archive_no})")
-        if sealed:
-            raise PermissionDenied(_sealed(archive_no))
+        if sealed or transferred_to is not None:
+            raise PermissionDenied(_sealed(archive_no) if sealed else _transferred(archive_no, transferred_to))
         _consultation_allows(actor, action, archive_no, consultation, now)
         return
     if action in UNIT_SCOPED and unit is not None and not actor.covers(unit):
@@ -162,6 +168,11 @@ def authorize(actor: Actor, action: str, *, unit: str | None = None, archive_no:
 def _sealed(archive_no: str | None) -> str:
     return (f"dossier {archive_no} is sealed (封存): no consultation, export or change until two archivists of its "
             "unit unseal it ('quire-central unseal')")
+
+
+def _transferred(archive_no: str | None, to: str) -> str:
+    return (f"dossier {archive_no} was transferred to {to} (转递): it is no longer consulted, exported or changed "
+            "here; its record stays")
 
 
 def _consultation_allows(actor: Actor, action: str, archive_no: str | None, consultation: dict | None,

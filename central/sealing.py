@@ -1,7 +1,8 @@
-"""Sealing (封存): a sealed dossier stays listed, marked sealed, and nobody consults, exports or changes it.
+"""Sealing (封存) and transfer (转递): a dossier closed to use here stays listed, marked so, and nobody
+consults, exports or changes it (a transferred one leaves only as its transfer package).
 
-Sealing and unsealing are four-eyes changes (``changes``); what a seal refuses is decided in
-``permissions.authorize``, which ``access.guard`` tells whether the dossier is sealed.
+Sealing, unsealing and transferring are four-eyes changes (``changes``); what each refuses is decided
+in ``permissions.authorize``, which ``access.guard`` tells the dossier's state (``closure``).
 """
 
 from . import audit
@@ -9,10 +10,10 @@ from .archive import Archive
 from .errors import CentralError
 
 
-def sealed_by(archive: Archive, archive_no: str) -> int | None:
-    """The applied change that sealed the dossier, or None when it is not sealed."""
-    row = archive.catalogue.one("SELECT sealed_by_change FROM dossiers WHERE archive_no = ?", [archive_no])
-    return row["sealed_by_change"] if row else None
+def closure(archive: Archive, archive_no: str) -> dict:
+    """The dossier's sealed_by_change, transferred_by_change and transferred_to ({} if no such dossier)."""
+    return archive.catalogue.one("SELECT sealed_by_change, transferred_by_change, transferred_to FROM dossiers"
+                                 " WHERE archive_no = ?", [archive_no]) or {}
 
 
 def subject(archive: Archive, kind: str, payload: dict) -> str:
@@ -20,8 +21,10 @@ def subject(archive: Archive, kind: str, payload: dict) -> str:
     archive_no = payload.get("archive_no")
     if not archive.catalogue.one("SELECT 1 AS x FROM dossiers WHERE archive_no = ?", [archive_no]):
         raise CentralError(f"no dossier {archive_no} in the catalogue")
-    if kind == "unseal_dossier" and sealed_by(archive, archive_no) is None:
+    if kind == "unseal_dossier" and closure(archive, archive_no)["sealed_by_change"] is None:
         raise CentralError(f"dossier {archive_no} is not sealed")
+    if kind == "transfer_dossier" and not str(payload.get("to") or "").strip():
+        raise CentralError("name the organisation the dossier is transferred to (--to)")
     return f"dossier:{archive_no}"
 
 
@@ -38,3 +41,11 @@ def apply_unseal(db, archive: Archive, actor, change_id: int, payload: dict, rea
     audit.record(db, archive, "dossier.unseal", payload["archive_no"],
                  {"archive_no": payload["archive_no"], "change": change_id, "reason": reason}, by=actor.label)
 
+
+def apply_transfer(db, archive: Archive, actor, change_id: int, payload: dict, reason: str) -> None:
+    """Inside the approval's transaction: mark the dossier transferred and log it."""
+    db.execute("UPDATE dossiers SET transferred_by_change = ?, transferred_to = ? WHERE archive_no = ?",
+               [change_id, payload["to"].strip(), payload["archive_no"]])
+    audit.record(db, archive, "dossier.transfer", payload["archive_no"],
+                 {"archive_no": payload["archive_no"], "to": payload["to"].strip(), "change": change_id,
+                  "reason": reason}, by=actor.label)

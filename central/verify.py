@@ -252,21 +252,25 @@ def _station_problems(archive: Archive) -> list[Problem]:
 
 
 def _seal_problems(archive: Archive) -> list[Problem]:
-    """Each dossier is sealed exactly when the audit log's last seal or unseal of it says so."""
-    logged: dict[str, int | None] = {}
-    for row in archive.catalogue.query("SELECT event, entry FROM audit_entries"
-                                       " WHERE event IN ('dossier.seal', 'dossier.unseal') ORDER BY idx"):
+    """Each dossier is sealed, and transferred, exactly when the audit log's last such entry of it says so."""
+    logged: dict[str, dict] = {}
+    for row in archive.catalogue.query("SELECT event, entry FROM audit_entries WHERE event IN"
+                                       " ('dossier.seal', 'dossier.unseal', 'dossier.transfer') ORDER BY idx"):
         try:
             entry = json.loads(row["entry"])
         except ValueError:
             continue  # the log check names a damaged entry
-        logged[entry.get("archive_no")] = entry.get("change") if row["event"] == "dossier.seal" else None
+        column = "transferred_by_change" if row["event"] == "dossier.transfer" else "sealed_by_change"
+        logged.setdefault(entry.get("archive_no"), {})[column] = (
+            None if row["event"] == "dossier.unseal" else entry.get("change"))
     problems = []
-    for d in archive.catalogue.query("SELECT archive_no, sealed_by_change FROM dossiers ORDER BY archive_no"):
-        want = logged.get(d["archive_no"])
-        if d["sealed_by_change"] != want:
-            said = f"sealed by change #{want}" if want else "not sealed"
-            problems.append(CatalogueMismatch(
-                f"dossier {d['archive_no']}",
-                f"sealed_by_change is {d['sealed_by_change']!r} in the catalogue, but the audit log says {said}"))
+    for d in archive.catalogue.query("SELECT archive_no, sealed_by_change, transferred_by_change FROM dossiers"
+                                     " ORDER BY archive_no"):
+        for column, what in (("sealed_by_change", "sealed"), ("transferred_by_change", "transferred")):
+            want = logged.get(d["archive_no"], {}).get(column)
+            if d[column] != want:
+                said = f"{what} by change #{want}" if want else f"not {what}"
+                problems.append(CatalogueMismatch(
+                    f"dossier {d['archive_no']}",
+                    f"{column} is {d[column]!r} in the catalogue, but the audit log says {said}"))
     return problems

@@ -8,6 +8,7 @@ import nacl.signing
 import pytest
 
 from central import audit, users
+from central.verify import verify as check_archive
 from quire import keys
 from station.scan import scan
 from station.sync import sync
@@ -23,7 +24,7 @@ def desk(central, station):
     scan(station, {"archive_no": "D-1"}, {"item": "4-1-2", "title": "考核"}, "synthetic:seed=2,sheets=2")
     assert len(sync(station).committed) == 2
     tokens = {name: users.add(archive, name, name, [role], [unit]) for name, role, unit in (
-        ("arc", "archivist", "unit-a"), ("arc-b", "archivist", "unit-b"), ("li", "reader", "unit-a"),
+        ("arc", "archivist", "unit-a"), ("arc2", "archivist", "unit-a"), ("arc-b", "archivist", "unit-b"), ("li", "reader", "unit-a"),
         ("sec", "security_officer", "unit-a"))}
 
     def cli(who, *args, check=True):
@@ -158,3 +159,24 @@ def test_who_may_export(desk, tmp_path):
     assert denied == [("user:arc-b", "dossier.export"), ("user:li", "dossier.export"), ("user:li", "dossier.export")]
     exports = [(e["by"], e["consultation"]) for e in audit.entries(archive) if e["event"] == "dossier.export"]
     assert exports == [("user:li", int(cid))]
+
+
+def test_a_transfer_closes_the_dossier_here_and_its_package_proves_the_approval(desk, tmp_path):
+    archive, cli = desk
+    change = cli("arc", "transfer", "D-1", "--to", "某市委组织部", "--reason", "调任某市").stdout.split("#")[1].split()[0]
+    early = cli("arc", "export", "D-1", "--transfer", "--out", tmp_path / "early", check=False)
+    assert early.returncode == 1 and "transfer was approved" in early.stderr
+    assert cli("arc", "changes", "approve", change, check=False).returncode == 77   # not by the proposer
+    cli("arc2", "changes", "approve", change)
+    assert cli("arc", "ls").stdout.splitlines()[-1].rstrip().endswith("transferred")
+    for refused in (cli("li", "consult", "request", "D-1", "--purpose", "考察", check=False),
+                    cli("arc", "export", "D-1", "--out", tmp_path / "plain", check=False),
+                    cli("arc", "dossiers", "edit", "D-1", "--set", "post=科长", "--reason", "x", check=False)):
+        assert refused.returncode == 77 and "was transferred to 某市委组织部 (转递)" in refused.stderr, refused.stderr
+    package = tmp_path / "package"
+    cli("arc", "export", "D-1", "--transfer", "--out", package)
+    ok = verify(package, "--archive-key", keys.fingerprint(archive.public_key))
+    assert ok.returncode == 0 and "transfer package of D-1 to 某市委组织部: 2 material(s), 10 page(s)" in ok.stdout
+    logged = [(e["event"], e["by"]) for e in audit.entries(archive) if e["event"] in ("dossier.transfer", "dossier.export")]
+    assert logged == [("dossier.transfer", "user:arc2"), ("dossier.export", "user:arc")]
+    assert check_archive(archive).ok
