@@ -213,7 +213,8 @@ def table(rows: list[dict]) -> str:
         cores = f"{r['cores']:.2f}" if r["cores"] else "all"
         lines.append(f"{r['budget']:<9} {r['label']:<16} {cores:>5} {ipm:>8.1f} {ipm / 2:>8.1f} {keeps} "
                      f"{r['mb_per_image']:>7.2f} {r['flushes_per_image']:>9.1f} {r['cpu_s'] / r['pages']:>9.2f} "
-                     f"{r['throttled_periods']:>9} {r['peak_rss_mb']:>8.0f} {r['cpu_ipm']:>11.0f} {r['disk_ipm']:>12.0f}")
+                     f"{r['throttled_periods']:>9} {r['peak_rss_mb']:>8.0f} {r['cpu_ipm']:>11.0f} "
+                     f"{r['disk_ipm']:>12.0f}")
     return "\n".join(lines)
 
 
