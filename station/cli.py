@@ -400,7 +400,7 @@ def cmd_status(cfg, args) -> int:
     try:
         bundles = outbox.bundles(station.store)
         open_batches = [b for b in station.store.batches() if b["state"] != "sealed"]
-        spooled = waiting_per_batch(station.store.db)  # captured durably, stored by the next scan
+        spooled = waiting_per_batch(station.store.db)  # captured this boot, stored by the next scan
         central = station.store.get_meta("central_key")
         info = {
             "station_id": station.station_id,
