@@ -14,6 +14,7 @@ from quire.errors import ContractError
 from quire.memory import tune_allocator
 
 from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
+from . import transfer
 from . import config as config_mod
 from .access import dossier_unit, guard
 from .archive import open_archive
@@ -160,6 +161,16 @@ def _add_export_commands(sub) -> None:
     c.add_argument("--to", required=True, help="the receiving organisation")
     c.add_argument("--reason", required=True, help="why, e.g. the cadre's new post (kept with the change)")
     c.set_defaults(func=cmd_transfer)
+    c = sub.add_parser("import", help="receive a transfer (转递) package into one of this archive's units",
+                       description="Verify everything in a package another Quire archive wrote with 'export "
+                                   "--transfer' (as verify-export does, under the sending archive's key, which you "
+                                   "must give), then catalogue the dossier under your unit: each material judged by "
+                                   "the unit's standards profile, given this archive's receipt, logged.")
+    c.add_argument("bag", help="the package's directory")
+    c.add_argument("--unit", required=True, help="the unit (全宗/单位) that holds the dossier here")
+    c.add_argument("--from-key", required=True, metavar="FINGERPRINT",
+                   help="the sending archive's key fingerprint (SHA256:…), obtained from it out of band")
+    c.set_defaults(func=cmd_import)
     c = sub.add_parser("verify-export", help="check an exported bag offline (needs no archive)",
                        description="Check a bag 'export' wrote with nothing but the bag: BagIt validity, the "
                                    "archive's signature, each manifest's station signature, each page against "
@@ -440,6 +451,15 @@ def cmd_transfer(archive, who, args) -> int:
                              args.reason)
     print(f"change #{change['id']} proposed: transfer {args.archive_no} to {args.to}; it takes effect when a second "
           f"archivist runs 'quire-central changes approve {change['id']}', then 'export {args.archive_no} --transfer'")
+    return 0
+
+
+@as_person(None)
+def cmd_import(archive, who, args) -> int:
+    index = transfer.import_package(archive, who, Path(args.bag), args.unit, args.from_key)
+    pages = sum(m["page_count"] for m in index["materials"])
+    print(f"imported {index['archive_no']} into unit {args.unit}: {len(index['materials'])} material(s), {pages} "
+          f"page(s), transferred to {index['transfer']['to']} by archive {args.from_key}")
     return 0
 
 

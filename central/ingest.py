@@ -213,7 +213,7 @@ class _GroupCommit:
             if stored:
                 with self.archive.catalogue.transaction() as db:
                     for upload in stored:
-                        _record_blob(db, upload.sha256, upload.limit, upload.sm3)
+                        record_blob(db, upload.sha256, upload.limit, upload.sm3)
         except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread by close()
             # Noted before anything else can fail: a refusal lost here would let the Write call answer
             # as if these blobs were stored.
@@ -225,7 +225,7 @@ class _GroupCommit:
         self._refused.update(refused)
 
 
-def _record_blob(db, sha256: str, size: int, sm3: str) -> None:
+def record_blob(db, sha256: str, size: int, sm3: str) -> None:
     db.execute("INSERT OR IGNORE INTO blobs (sha256, bytes, stored_at, sm3) VALUES (?, ?, ?, ?)",
                [sha256, size, utcnow(), sm3])
 
@@ -269,7 +269,7 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
             return commit(archive, station_id, bundle_id)
         for page in manifest["pages"]:  # recorded as stored already, unless the archive stopped in between
             if not db.execute("SELECT 1 FROM blobs WHERE sha256 = ?", [page["sha256"]]).fetchone():
-                _record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
+                record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
         conflicts = _catalogue_problems(db, archive, manifest)
         problems = conflicts + findings.reasons()
         if problems:

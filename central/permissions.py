@@ -39,6 +39,7 @@ ACTIONS = {
     # reader whose consultation's export was approved.
     "dossier.export": {"archivist", "reader"},
     "dossier.transfer_out": {"archivist"},        # the package of a dossier whose transfer (转递) was approved
+    "dossier.import": {"archivist"},              # a transfer package received, into the archivist's unit
     "qc.inspect": {"inspector"},
     "audit.read": {"auditor"},                    # the log, its verification and its checkpoints
     "stats.read": {"admin", "auditor", "archivist", "inspector", "security_officer"},
@@ -55,7 +56,7 @@ ACTIONS = {
 }
 # Actions on one unit's records: only for people of that unit (the listing ones are scoped in their query).
 UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect", "change.seal_dossier", "change.unseal_dossier",
-               "change.transfer_dossier", "dossier.transfer_out"}
+               "change.transfer_dossier", "dossier.transfer_out", "dossier.import"}
 # Which role may propose and approve each four-eyes change (action "change.<kind>").
 CHANGE_ROLES = {
     "replace_material": "archivist",

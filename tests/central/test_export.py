@@ -161,7 +161,7 @@ def test_who_may_export(desk, tmp_path):
     assert exports == [("user:li", int(cid))]
 
 
-def test_a_transfer_closes_the_dossier_here_and_its_package_proves_the_approval(desk, tmp_path):
+def test_a_transfer_closes_the_dossier_here_and_the_receiving_archive_imports_it(desk, tmp_path):
     archive, cli = desk
     change = cli("arc", "transfer", "D-1", "--to", "某市委组织部", "--reason", "调任某市").stdout.split("#")[1].split()[0]
     early = cli("arc", "export", "D-1", "--transfer", "--out", tmp_path / "early", check=False)
@@ -180,3 +180,20 @@ def test_a_transfer_closes_the_dossier_here_and_its_package_proves_the_approval(
     logged = [(e["event"], e["by"]) for e in audit.entries(archive) if e["event"] in ("dossier.transfer", "dossier.export")]
     assert logged == [("dossier.transfer", "user:arc2"), ("dossier.export", "user:arc")]
     assert check_archive(archive).ok
+    # The receiving archive: verifies everything under the sender's key, then catalogues under its own unit.
+    receiver = tmp_path / "receiver"
+    (receiver / "profiles").mkdir(parents=True)
+    shutil.copy(archive.config.home / "profiles" / "tests-150dpi.toml", receiver / "profiles")
+    there = lambda *args, check=True: run_cli("quire-central", "--home", receiver, *args, check=check)  # noqa: E731
+    there("init")
+    there("profiles", "default", "tests-150dpi")
+    wrong_key = there("import", package, "--unit", "unit-x", "--from-key", "SHA256:" + "0" * 64, check=False)
+    assert wrong_key.returncode == 1 and "nothing was imported" in wrong_key.stderr
+    assert "imported D-1 into unit unit-x: 2 material(s), 10 page(s)" in there(
+        "import", package, "--unit", "unit-x", "--from-key", keys.fingerprint(archive.public_key)).stdout
+    assert "D-1" in there("ls").stdout and "unit-x" in there("ls").stdout
+    assert there("verify").returncode == 0
+    events = there("audit", "ls").stdout
+    assert events.count(" ingest ") == 2 and "dossier.import" in events
+    again = there("import", package, "--unit", "unit-x", "--from-key", keys.fingerprint(archive.public_key), check=False)
+    assert again.returncode == 1 and "catalogued here already" in again.stderr

@@ -1,0 +1,81 @@
+"""Transfer (转递), the receiving archive's side: import a transfer package under one of its own units.
+
+Nothing is catalogued before the whole package verifies (``export_verify``) under the sending
+archive's key, which the receiving archivist must name. Each material is then catalogued as if its
+station had uploaded it here: the page files are stored, the bundle judged by the unit's standards
+profile, catalogued, given this archive's receipt and logged as an ingest; the sending stations are
+recorded under their keys, revoked at once (they never upload here); the import itself is logged.
+"""
+
+import json
+from pathlib import Path
+
+from quire import keys
+from quire.db import utcnow
+
+from . import audit, ingest, standards
+from .access import guard
+from .archive import Archive
+from .errors import CentralError
+from .export import QUIRE_DIR, page_file
+from .export_verify import verify_export
+from .permissions import Actor
+
+
+def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_key: str) -> dict:
+    """Verify the package at ``bag`` and catalogue its dossier under ``unit``; return its signed index."""
+    guard(archive, actor, "dossier.import", unit=unit)
+    report = verify_export(bag, from_key)
+    if not report.ok:
+        raise CentralError(f"the package does not verify, nothing was imported: "
+                           f"{'; '.join(str(p) for p in report.problems)}")
+    index = json.loads((Path(bag) / "data" / QUIRE_DIR / "export.json").read_bytes())
+    if not index.get("transfer"):
+        raise CentralError("this bag is an export, not a transfer package ('export --transfer' at the sending "
+                           "archive); nothing was imported")
+    archive_no = index["archive_no"]
+    if archive.catalogue.one("SELECT 1 AS x FROM dossiers WHERE archive_no = ?", [archive_no]):
+        raise CentralError(f"dossier {archive_no} is catalogued here already; nothing was imported")
+    bundles = []
+    for m in index["materials"]:
+        folder = Path(bag) / "data" / m["item"]
+        data = (folder / "manifest.json").read_bytes()
+        manifest = json.loads(data)
+        for page in manifest["pages"]:
+            archive.blobs.files.put((folder / page_file(page["n"], page["media_type"])).read_bytes())
+        findings = standards.check_bundle(archive, manifest, unit)
+        if not findings.ok:
+            raise CentralError(f"material {m['item']} breaks unit {unit}'s standards: {'; '.join(findings.reasons())}; "
+                               "nothing was imported")
+        bundles.append((m, data, bytes.fromhex((folder / "manifest.sig").read_text().strip()), manifest, findings))
+    sender = keys.fingerprint(bytes.fromhex((Path(bag) / "data" / QUIRE_DIR / "archive-key.pub").read_text().strip()))
+    now = utcnow()
+    with archive.catalogue.transaction() as db:
+        for station_id, key_hex in index["stations"].items():
+            _record_station(db, archive, station_id, bytes.fromhex(key_hex), unit, sender, actor, now)
+        for m, data, signature, manifest, findings in bundles:
+            db.execute("INSERT INTO bundles (id, station_id, manifest, signature, state, offered_at)"
+                       " VALUES (?, ?, ?, ?, 'offered', ?)", [m["bundle_id"], m["station_id"], data, signature, now])
+            for page in manifest["pages"]:
+                ingest.record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
+            ingest.catalogue_bundle(db, archive, {"id": m["station_id"], "unit": unit}, m["bundle_id"], manifest,
+                                    findings, by=actor.label)
+        audit.record(db, archive, "dossier.import", archive_no, {
+            "archive_no": archive_no, "unit": unit, "from": sender, "transfer": index["transfer"],
+            "items": [m["item"] for m in index["materials"]], "exported_at": index["exported_at"]}, by=actor.label)
+    return index
+
+
+def _record_station(db, archive: Archive, station_id: str, public_key: bytes, unit: str, sender: str,
+                    actor: Actor, now: str) -> None:
+    """A sending station, known here only so its signatures verify: registered under its key, revoked."""
+    existing = db.execute("SELECT public_key FROM stations WHERE id = ?", [station_id]).fetchone()
+    if existing:
+        if bytes(existing[0]) != public_key:
+            raise CentralError(f"station {station_id} is registered here with another key; nothing was imported")
+        return
+    db.execute("INSERT INTO stations (id, public_key, unit, added_at, revoked_at, revoked_by) VALUES (?, ?, ?, ?, ?, ?)",
+               [station_id, public_key, unit, now, now, actor.label])
+    audit.record(db, archive, "station.register", station_id,
+                 {"station_id": station_id, "unit": unit, "key": keys.fingerprint(public_key),
+                  "imported_from": sender, "uploads": False}, by=actor.label)
