@@ -36,12 +36,14 @@ class CallRefused(CentralError):
 
 
 class StationUnproven(CallRefused):
-    """An unknown station, or a known one and another key: the caller is told alike, so that which
-    station ids exist cannot be probed; the message (the log's) says which."""
+    """An unknown station, or a known one and another key: the caller is told alike (``told``), so that
+    which station ids exist cannot be probed; the message, for the log, says which."""
 
-    told = ("call refused: no station registered with this archive holds the key that signed this call; "
-            "enrol this station ('quire-station enroll') or ask the archive's administrator to check its "
-            "registration ('quire-central stations list')")
+    def __init__(self, station_id: str, reason: str):
+        super().__init__(reason)
+        self.told = (f"station {station_id!r} is not registered with this archive under the key that signed this "
+                     "call; enrol it ('quire-station enroll') or ask the archive's administrator to check its "
+                     "registration ('quire-central stations list')")
 
 
 NONCE_MIGRATIONS = [
@@ -137,9 +139,9 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
             row = stations.get(self.archive, station_id)
             keys.verify(bytes(row["public_key"]), keys.CALL_CONTEXT, payload, signature, f"call {method}")
         except NotEnrolled as exc:
-            raise StationUnproven(str(exc)) from None
+            raise StationUnproven(station_id, str(exc)) from None
         except BadSignature as exc:
-            raise StationUnproven(f"station {station_id}: {exc}; call refused") from None
+            raise StationUnproven(station_id, f"station {station_id}: {exc}; call refused") from None
         stations.refuse_inactive(row)   # told only to the holder of the station's key
         now_ms = int(time.time() * 1000)
         if abs(now_ms - time_ms) > callauth.MAX_CLOCK_SKEW_MS:

@@ -53,7 +53,7 @@ def test_unsigned_and_forged_calls_are_refused(central, station):
     assert refused(archive, address, []).code() == grpc.StatusCode.UNAUTHENTICATED
     forged = signed(nacl.signing.SigningKey.generate())
     err = refused(archive, address, forged)
-    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "holds the key that signed" in err.details()
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "not registered with this archive under the key" in err.details()
 
 
 def test_a_replayed_call_is_refused(central, station):
