@@ -98,10 +98,11 @@ in_root() {
     PIP_CERT=/etc/ssl/host-ca-certificates.crt bash -c "cd /root/quire && $1"
 }
 
-step "make setup"
+step "make setup; the station installer's machine check"
 in_root "make setup"
-in_root 'echo "    $(. /etc/os-release; echo "$PRETTY_NAME") $(dpkg --print-architecture)," \
-  "$(.venv/bin/python -V)," "libsane1 $(dpkg-query -W -f="\${Version}" libsane1)"'
+in_root "source systemd/install-station.sh && check_machine"
+in_root '. /etc/os-release; echo "    $PRETTY_NAME $(dpkg --print-architecture), $(.venv/bin/python -V),"\
+  "libsane1 $(dpkg-query -W -f "\${Version}" libsane1)"'
 step "make test ${*:-(the whole suite)}"
 in_root "make test PYTEST_ARGS='$*'"
 if [ "$DEMO" = 1 ]; then
