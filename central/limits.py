@@ -137,7 +137,8 @@ REQUESTS = {r.name: r for r in [
 ]}
 
 HEADERS = {callauth.HEADER_STATION: STATION, callauth.HEADER_TIME: numeral(MAX_SAFE_INT),
-           callauth.HEADER_NONCE: text(32, re.compile(r"[0-9a-f]{32}"), empty=False),
+           callauth.HEADER_NONCE: text(2 * callauth.NONCE_BYTES, re.compile(f"[0-9a-f]{{{2 * callauth.NONCE_BYTES}}}"),
+                                       empty=False),
            callauth.HEADER_SIGNATURE: SIGNATURE}
 
 _INPUTS = {f"/{service.full_name}/{method.name}": method.input_type.full_name

@@ -14,6 +14,7 @@ HEADER_TIME = "quire-time-ms"
 HEADER_NONCE = "quire-nonce"
 HEADER_SIGNATURE = "quire-signature-bin"   # "-bin": gRPC carries the value as raw bytes
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+NONCE_BYTES = 16   # random bytes of a call's nonce, sent as hex
 
 
 def call_payload(method: str, station_id: str, time_ms: int, nonce: str, body_sha256: str) -> bytes:
