@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from ... import access, changes, dossiers, listing, quarantine
 from ...changes import IDENTITY_FIELDS
-from ...permissions import CHANGE_ROLES, Actor, readable_units
+from ...permissions import CHANGE_ROLES, Actor, PermissionDenied, authorize, readable_units
 from .. import imaging
 from ..base import call, console, marks, page, render
 
@@ -21,21 +21,20 @@ def _size(request: Request) -> int:
 
 
 def _catalogue(archive, actor: Actor, text: str) -> dict:
+    """Dossiers of ``actor``'s units whose archive number starts with, or name contains, ``text`` (all
+    without one), the first SHOWN of them."""
     access.guard(archive, actor, "catalogue.read")
-    if not text.strip():
-        rows = listing.dossiers(archive, actor)
-        return {"rows": rows[:SHOWN], "matched": len(rows)}
     within = readable_units(actor, "d.unit")
-    found = {r["archive_no"]: r for how in ("archive_no", "name")
-             for r in dossiers.search(archive, **{how: text.strip()}, within=within)}
-    rows = [found[k] for k in sorted(found)]
-    return {"rows": rows[:SHOWN], "matched": len(rows)}
+    hows = ("archive_no", "name") if text.strip() else (None,)
+    found = {r["archive_no"]: r for how in hows
+             for r in dossiers.search(archive, **({how: text.strip()} if how else {}), within=within)}
+    return {"rows": [found[k] for k in sorted(found)[:SHOWN]], "matched": len(found)}
 
 
 def _dossier(archive, actor: Actor, archive_no: str) -> dict:
     materials = access.materials(archive, actor, archive_no)   # checks the unit and 回避, logs a refusal
     row = archive.catalogue.one("SELECT * FROM dossiers WHERE archive_no = ?", [archive_no])
-    return {"d": row, "materials": materials, "fields": IDENTITY_FIELDS,
+    return {"d": row, "materials": materials,
             "waiting": [c for c in changes.listing(archive, "proposed") if c["subject"] == f"dossier:{archive_no}"
                         or c["subject"].startswith(f"material:{archive_no}:")]}
 
@@ -61,13 +60,29 @@ def _held_image(archive, actor: Actor, bundle_id: str, n: int, size: int) -> byt
 def _changes(archive, actor: Actor) -> dict:
     """Changes of the kinds ``actor``'s roles propose and decide, each waiting one beside what it replaces."""
     access.guard(archive, actor, "change.list")
-    rows = [c for c in changes.listing(archive) if CHANGE_ROLES[c["kind"]] in actor.roles]
-    for c in rows:
+    rows = []
+    for c in changes.listing(archive):
         c["payload"] = json.loads(c["payload"])
+        if CHANGE_ROLES[c["kind"]] in actor.roles and _concerns(archive, actor, c["payload"]):
+            rows.append(c)
+    for c in rows:
         if c["state"] == "proposed":
             c["old"], c["new"] = _sides(archive, actor, c)
     return {"waiting": [c for c in rows if c["state"] == "proposed"],
             "decided": [c for c in reversed(rows) if c["state"] != "proposed"][:50]}
+
+
+def _concerns(archive, actor: Actor, payload: dict) -> bool:
+    """Whether a change is on a dossier ``actor`` may see (their units, not their own nor a relative's): a
+    listing is scoped, not refused, so nothing is logged here."""
+    if "archive_no" not in payload:
+        return True
+    try:
+        authorize(actor, "catalogue.read", unit=access.dossier_unit(archive, payload["archive_no"]),
+                  archive_no=payload["archive_no"])
+    except PermissionDenied:
+        return False
+    return True
 
 
 def _sides(archive, actor: Actor, change: dict) -> tuple[dict, dict]:

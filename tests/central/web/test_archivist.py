@@ -121,3 +121,5 @@ def test_another_units_archivist_and_a_reader_typing_catalogue_urls_are_refused_
         denied = entries(site, "access.denied", by=f"user:{who}")[before:]
         assert len(denied) == 5 and {d["archive_no"] for d in denied} == {"D-1"}, who
     assert not [c for c in site.catalogue.query("SELECT * FROM changes WHERE kind = 'withdraw_material'")]
+    status, _, body = other.request("changes")   # the changes list is scoped to one's units, not refused
+    assert status == 200 and "material:D-1" not in body.decode() and "dossier:D-2" not in body.decode()
