@@ -35,8 +35,9 @@ def _decoded(path: Path, long_side: int | None) -> Image.Image:
     if long_side:
         scale = long_side / max(img.size)
         # JPEG decodes at 1/2, 1/4, 1/8 directly (DCT scaling): far less work than decoding it whole.
-        img.draft("RGB", (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
-    img = img.convert("RGB")
+        img.draft(img.mode, (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
+    # Grey pages stay grey until the watermark's colour is burnt in: a third of the pixels to scale.
+    img = img.convert("RGB") if img.mode not in ("L", "RGB") else img.copy()
     if long_side and max(img.size) > long_side:
         img.thumbnail((long_side, long_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return img
@@ -56,24 +57,32 @@ def _tile(lines: tuple[str, ...], size: int) -> Image.Image:
     return tile.rotate(30, expand=True, resample=Image.Resampling.BILINEAR)
 
 
-def watermark(img: Image.Image, lines: tuple[str, ...]) -> Image.Image:
-    """Burn ``lines`` into the pixels: repeated across the page and in a band along its foot."""
-    size = max(12, img.width // 45)
-    tile = _tile(lines, size)
-    overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    for y in range(-tile.height // 3, img.height, tile.height * 3 // 4):
+@lru_cache(maxsize=32)
+def _overlay(size: tuple[int, int], lines: tuple[str, ...]) -> Image.Image:
+    """The whole watermark for a page of ``size``: the tile repeated across it and a band along its foot.
+    Kept for the next page of the same size and lines (a reader paging through a dossier, within the minute)."""
+    width, height = size
+    tile = _tile(lines, max(12, width // 45))
+    overlay = Image.new("RGBA", size, (0, 0, 0, 0))
+    for y in range(-tile.height // 3, height, tile.height * 3 // 4):
         offset = (y // tile.height) % 2 * tile.width // 2
-        for x in range(-offset, img.width, tile.width):
+        for x in range(-offset, width, tile.width):
             overlay.alpha_composite(tile, (max(x, 0), max(y, 0)), (max(-x, 0), max(-y, 0)))
-    band_font = _font(max(11, size * 2 // 3))
+    band_font = _font(max(11, max(12, width // 45) * 2 // 3))
     band_h = int(band_font.size * 1.8)
     draw = ImageDraw.Draw(overlay)
-    draw.rectangle((0, img.height - band_h, img.width, img.height), fill=(255, 255, 255, 200))
-    draw.text((band_font.size // 2, img.height - band_h + band_font.size // 3), "  ·  ".join(lines),
+    draw.rectangle((0, height - band_h, width, height), fill=(255, 255, 255, 200))
+    draw.text((band_font.size // 2, height - band_h + band_font.size // 3), "  ·  ".join(lines),
               font=band_font, fill=(*INK, 255))
-    out = img.convert("RGBA")
-    out.alpha_composite(overlay)
-    return out.convert("RGB")
+    return overlay
+
+
+def watermark(img: Image.Image, lines: tuple[str, ...]) -> Image.Image:
+    """Burn ``lines`` into the pixels: repeated across the page and in a band along its foot."""
+    overlay = _overlay(img.size, lines)
+    out = img.convert("RGB")   # a copy: the caller's image stays as it was
+    out.paste(overlay, (0, 0), overlay)
+    return out
 
 
 def screen_jpeg(path: Path, lines: tuple[str, ...] | None, long_side: int = SCREEN_PX) -> bytes:

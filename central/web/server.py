@@ -66,6 +66,9 @@ def start(archive: Archive, listen: str, *, http: bool = False, cert: Path | Non
             raise ConfigError(f"web certificate {cert} / key {key} cannot be used: {exc}") from None
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Connections inherit it: a response's head and body go out at once, not 40 ms apart (Nagle waiting on
+    # the browser's delayed acknowledgement of the head).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

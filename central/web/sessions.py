@@ -12,6 +12,7 @@ from ..archive import Archive
 from ..permissions import Actor
 
 IDLE_S = 30 * 60            # signed out after half an hour without a request
+SEEN_STEP_S = 30            # the idle clock restarts at most this often: no write on every request
 ABSOLUTE_S = 12 * 60 * 60   # and after a working day whatever happens
 COOKIE = "quire_session"
 
@@ -62,8 +63,9 @@ def resume(archive: Archive, token: str | None) -> Visit | None:
     if how:
         end(archive, row["token_sha256"], how, f"user:{row['user_id']}")
         return None
-    with archive.catalogue.transaction() as db:
-        db.execute("UPDATE web_sessions SET seen_at = ? WHERE token_sha256 = ?", [utcnow(), row["token_sha256"]])
+    if _age_s(row["seen_at"], now) > SEEN_STEP_S:
+        with archive.catalogue.transaction() as db:
+            db.execute("UPDATE web_sessions SET seen_at = ? WHERE token_sha256 = ?", [utcnow(), row["token_sha256"]])
     actor, user = person
     return Visit(actor, row["token_sha256"], row["csrf"], bool(user["password_must_change"]))
 

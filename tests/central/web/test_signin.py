@@ -1,9 +1,12 @@
 """Signing in to the console: passwords, forced change, lockout, sessions, CSRF, headers — each audited."""
 
+import http.client
 import re
 import ssl
 import subprocess
 import sys
+import time
+import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -212,3 +215,19 @@ def test_the_auditor_filters_the_log_and_runs_a_verify_in_the_browser(site, cons
     reader.sign_in("wang")
     assert reader.request("audit")[0] == 403
     assert _entries(site, "access.denied", by="user:wang", action="audit.read")
+
+
+def test_a_response_arrives_whole_without_waiting_on_the_browsers_acknowledgement(site, console):
+    """The console's connections send with TCP_NODELAY: a response's head and body left 40 ms apart before
+    (Nagle's algorithm holding the body until the client's delayed ACK of the head), on every request."""
+    parts = urllib.parse.urlsplit(console)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    took = []
+    for _ in range(12):
+        started = time.perf_counter()
+        conn.request("GET", "/static/app.css")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read()
+        took.append(time.perf_counter() - started)
+    conn.close()
+    assert sorted(took)[len(took) // 2] < 0.02, f"median {sorted(took)[len(took) // 2] * 1000:.0f} ms per request"
