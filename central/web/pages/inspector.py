@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ... import access, profile, qc
+from ... import access, profile, qc, stations
 from ...errors import UnknownBundle
-from ...permissions import Actor
+from ...permissions import Actor, PermissionDenied, authorize
 from .. import imaging
 from ..base import call, console, marks, page, render
 
@@ -16,24 +16,36 @@ WORK = "质检抽检·仅供验收"
 
 
 def _batches(archive, actor: Actor) -> list[dict]:
+    """Committed batches of ``actor``'s units, newest first (a listing is scoped, so nothing is logged)."""
     access.guard(archive, actor, "qc.inspect")
-    return list(reversed(qc.listing(archive)))
+    units = {s["id"]: s["unit"] for s in stations.listing(archive)}
+    out = []
+    for b in reversed(qc.listing(archive)):
+        try:
+            authorize(actor, "qc.inspect", unit=units[b["station_id"]], archive_no=b["archive_no"])
+        except PermissionDenied:
+            continue
+        out.append(b)
+    return out
 
 
 def _batch(archive, actor: Actor, bundle: str) -> dict:
     """The batch under QC with its sample, verdicts, the profile's reasons and any rescan notice; or, not
-    started yet, what starting it needs."""
+    started yet, what starting it needs. Another unit's batch is refused and logged."""
     access.guard(archive, actor, "qc.inspect")
     try:
         batch = qc.status(archive, bundle)
     except UnknownBundle:
-        row = next((b for b in qc.listing(archive) if b["bundle_id"].startswith(bundle.lower())), None)
-        if row is None:
-            raise
+        batch = None
+    row = next((b for b in qc.listing(archive) if b["bundle_id"].startswith(bundle.lower())), None)
+    if batch is None and row is None:
+        raise UnknownBundle(f"no committed batch {bundle}; the QC page lists them")
+    bundle_id = batch["bundle_id"] if batch else row["bundle_id"]
+    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?", [bundle_id])["manifest"])
+    unit = stations.get(archive, batch["station_id"] if batch else row["station_id"])["unit"]
+    access.guard(archive, actor, "qc.inspect", unit=unit, archive_no=manifest["dossier"]["archive_no"])
+    if batch is None:
         return {"started": False, "row": row}
-    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?",
-                                                [batch["bundle_id"]])["manifest"])
-    unit = archive.catalogue.one("SELECT unit FROM stations WHERE id = ?", [batch["station_id"]])["unit"]
     notice = next((json.loads(n["body"]) | {"at": n["created_at"]} for n in qc.notices(archive, batch["station_id"])
                    if json.loads(n["body"])["bundle_id"] == batch["bundle_id"]), None)
     return {"started": True, "b": batch, "dossier": manifest["dossier"], "material": manifest["material"],

@@ -94,3 +94,11 @@ def test_another_inspectors_batch_and_another_units_batch_are_refused_and_logged
         assert status == 403 and "已记入审计日志" in body.decode(), (who, path)
         assert len(entries(site, "access.denied", by=f"user:{who}")) == before + 1, (who, path)
     assert not qc.status(site, bundle)["judged"]
+    # Another unit's inspector lists none of unit-a's batches, and typing one's address is refused and logged.
+    status, _, body = far.request("qc")
+    assert status == 200 and bundle[:12] not in body.decode() and batches["D-1"][:12] not in body.decode()
+    before = len(entries(site, "access.denied", by="user:insp-b"))
+    for path in (f"qc/{bundle}", f"qc/{bundle}/1"):
+        status, _, body = far.request(path)
+        assert status == 403 and "已记入审计日志" in body.decode(), path
+    assert len(entries(site, "access.denied", by="user:insp-b")) == before + 2
