@@ -102,3 +102,8 @@ def test_another_inspectors_batch_and_another_units_batch_are_refused_and_logged
         status, _, body = far.request(path)
         assert status == 403 and "已记入审计日志" in body.decode(), path
     assert len(entries(site, "access.denied", by="user:insp-b")) == before + 2
+    # An inspector reads the catalogue of their units but is offered no change they could not propose.
+    insp = Client(console)
+    insp.sign_in("insp")
+    status, _, body = insp.request("catalogue/D-1/4-1-2")
+    assert status == 200 and "学位证书" in body.decode() and "提出撤出" not in body.decode()
