@@ -109,3 +109,20 @@ def page(handler):
         except CentralError as exc:
             return refused_page(request, visit, exc)
     return endpoint
+
+
+def page_viewer(request: Request, visit: Visit, materials: list[dict], base: str, archive_no: str, item: str,
+                n: int) -> Response:
+    """A dossier's page ``n`` of material ``item`` in the viewer, with the previous and next pages of the
+    whole dossier (``base``: the dossier's address; its images are ``base/item/n.jpg``)."""
+    sequence = [(m["item"], k) for m in materials for k in range(1, m["page_count"] + 1)]
+    if (item, n) not in sequence:
+        raise NotFound(f"dossier {archive_no} has no page {n} in material {item}")
+    i = sequence.index((item, n))
+
+    def link(j: int) -> str | None:
+        return f"{base}/{sequence[j][0]}/{sequence[j][1]}" if 0 <= j < len(sequence) else None
+
+    title = next(m["title"] for m in materials if m["item"] == item)
+    return render(request, "viewer.html", visit, base=base, item=item, n=n, title=title, position=i + 1,
+                  total=len(sequence), prev=link(i - 1), next=link(i + 1), archive_no=archive_no)

@@ -10,7 +10,7 @@ from ... import access, changes, dossiers, listing, quarantine
 from ...changes import IDENTITY_FIELDS
 from ...permissions import CHANGE_ROLES, Actor, PermissionDenied, authorize, readable_units
 from .. import imaging
-from ..base import call, console, marks, page, render
+from ..base import call, console, marks, page, page_viewer, render
 
 SHOWN = 200        # dossiers a catalogue page lists
 WORK = "档案管理·仅供内部核查"   # the watermark's reason line for catalogue staff
@@ -122,6 +122,15 @@ async def material(request: Request, visit, form):
 
 
 @page
+async def viewer(request: Request, visit, form):
+    """A catalogued page in the viewer (keyboard paging and zoom, like a reader's)."""
+    p = request.path_params
+    materials = await call(request, access.materials, console(request).archive, visit.actor, p["archive_no"])
+    return page_viewer(request, visit, materials, f"/catalogue/{p['archive_no']}", p["archive_no"], p["item"],
+                       p["n"])
+
+
+@page
 async def image(request: Request, visit, form):
     """A catalogued page as the archive renders it for its staff: watermarked, the view logged."""
     p = request.path_params
@@ -190,6 +199,7 @@ ROUTES = [
     Route("/catalogue", catalogue, methods=["GET"]),
     Route("/catalogue/{archive_no}", dossier, methods=["GET"]),
     Route("/catalogue/{archive_no}/{item}", material, methods=["GET"]),
+    Route("/catalogue/{archive_no}/{item}/{n:int}", viewer, methods=["GET"]),
     Route("/catalogue/{archive_no}/{item}/{n:int}.jpg", image, methods=["GET"]),
     Route("/quarantine", held_list, methods=["GET"]),
     Route("/quarantine/{bundle}", held, methods=["GET"]),

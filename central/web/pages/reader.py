@@ -11,7 +11,7 @@ from ... import access
 from ...errors import CentralError
 from ...permissions import Actor
 from .. import imaging
-from ..base import call, console, marks, page, render
+from ..base import call, console, marks, page, page_viewer, render
 
 
 def _marks(actor: Actor, consultation_id: int) -> tuple[str, ...]:
@@ -49,10 +49,6 @@ async def ask_export(request: Request, visit, form):
     return RedirectResponse("/reader", status_code=303)
 
 
-def _sequence(materials: list[dict]) -> list[tuple[str, int]]:
-    return [(m["item"], n) for m in materials for n in range(1, m["page_count"] + 1)]
-
-
 @page
 async def directory(request: Request, visit, form):
     """The dossier's materials by the ten categories, each with its pages' thumbnails."""
@@ -69,22 +65,11 @@ async def directory(request: Request, visit, form):
 @page
 async def viewer(request: Request, visit, form):
     """One page, with the way to the previous and next pages (the image itself is fetched separately)."""
-    archive, p = console(request).archive, request.path_params
-    materials = await call(request, access.materials, archive, visit.actor, p["archive_no"], p["cid"])
-    sequence = _sequence(materials)
-    here = (p["item"], p["n"])
-    if here not in sequence:
-        raise access.NotFound(f"dossier {p['archive_no']} has no page {p['n']} in material {p['item']}")
-    i = sequence.index(here)
-    base = f"/read/{p['cid']}/{p['archive_no']}"
-
-    def link(j: int) -> str | None:
-        return f"{base}/{sequence[j][0]}/{sequence[j][1]}" if 0 <= j < len(sequence) else None
-
-    title = next(m["title"] for m in materials if m["item"] == p["item"])
-    return render(request, "viewer.html", visit, base=base, item=p["item"], n=p["n"], title=title,
-                  position=i + 1, total=len(sequence), prev=link(i - 1), next=link(i + 1),
-                  archive_no=p["archive_no"], cid=p["cid"])
+    p = request.path_params
+    materials = await call(request, access.materials, console(request).archive, visit.actor, p["archive_no"],
+                           p["cid"])
+    return page_viewer(request, visit, materials, f"/read/{p['cid']}/{p['archive_no']}", p["archive_no"],
+                       p["item"], p["n"])
 
 
 def _image(archive, actor: Actor, cid: int, archive_no: str, item: str, n: int, long_side: int) -> bytes:

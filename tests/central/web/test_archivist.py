@@ -42,6 +42,13 @@ def test_an_archivist_browses_the_catalogue_and_the_quarantine_and_a_second_one_
     assert _loaded(arch1, "#materials img") == 4
     arch1.get_by_role("link", name="干部履历表").click()
     assert _loaded(arch1, "#pages img") == 2
+    arch1.locator("#pages a").first.click()   # the viewer, as a reader's: keyboard paging through the dossier
+    arch1.wait_for_url("**/catalogue/D-1/1-1/1")
+    arch1.keyboard.press("ArrowRight")
+    arch1.wait_for_url("**/catalogue/D-1/1-1/2")
+    assert _loaded(arch1, "#page") == 1
+    arch1.go_back()
+    arch1.go_back()
     assert "现行" in arch1.inner_text("#history")
     views = entries(site, "content.view", by="user:arch1", archive_no="D-1")
     assert {(v["item"], v["page"]) for v in views} >= {("1-1", 1), ("1-1", 2), ("4-1-2", 1)}
