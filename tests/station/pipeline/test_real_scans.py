@@ -2,7 +2,6 @@
 never turns one the wrong way — it turns a page only when it is sure, else keeps it as captured and flags it."""
 
 import hashlib
-import os
 
 import pytest
 
