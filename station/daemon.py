@@ -81,14 +81,16 @@ class Daemon:
 
     def run(self) -> int:
         """Start, serve until stopped, shut down cleanly."""
+        clean = False
         try:
             self._start()
             self._published = self._line()
             self.notifier.ready(self._published)
             log.info("ready: %s", self._published)
             self._loop()
+            clean = True
         finally:
-            self._shutdown()
+            self._shutdown(clean)
         return 0
 
     def stop(self) -> None:
@@ -139,7 +141,7 @@ class Daemon:
             self.note = f"recovered {recovered} page(s) an interrupted run had captured"
             log.warning("%s", self.note)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, clean: bool) -> None:
         while True:
             try:
                 pending = self._requests.get_nowait()
@@ -161,7 +163,8 @@ class Daemon:
         self._wake_r.close()
         self._wake_w.close()
         # systemctl status keeps the last STATUS after the process is gone: not "stopping (scanning …)".
-        self.notifier.status(status_line("stopped", self.outbox, "sync stopped"))
+        if clean:  # a failure's own STATUS ('failed: …') is the last one main() sends
+            self.notifier.status(status_line("stopped", self.outbox, "sync stopped"))
 
     # -- the main loop ---------------------------------------------------------------------
 

@@ -175,36 +175,6 @@ def test_sigterm_while_libsane_reads_a_page_still_stops_cleanly(tmp_path, listen
         station.close()
 
 
-def test_watchdog_pings_stop_when_the_main_loop_hangs(tmp_path, listener, daemons):
-    # Page 2 is a named pipe nobody writes: reading it blocks for ever, as a wedged scanner's read does.
-    from PIL import Image
-
-    from station.capture.synthetic import render_page
-
-    folder = tmp_path / "feeder"
-    folder.mkdir()
-    Image.fromarray(render_page(seed=1, index=0, dpi=50).image).save(folder / "page1.png", dpi=(50, 50))
-    os.mkfifo(folder / "page2.png")
-    home = make_home(tmp_path, source=f"folder:{folder}", dpi=50)
-    daemon = daemons(home, listener, watchdog_usec=100_000)   # ping every 50 ms
-    listener.until(lambda m: m.get("READY") == "1")
-    assert listener.until(lambda m: m.get("WATCHDOG") == "1")
-    scan = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "scan", "--dossier", "D-1", "--material",
-                             "1-1", "--title", "履历表"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        listener.until(status_has("scanning D-1 1-1 page 1"))
-        # At most the ping before page 2 is requested; then twenty ping periods of silence, after which
-        # systemd would kill and restart the service. A loop still pinging would never fall quiet.
-        after = []
-        while (message := listener.next(1.0)) is not None:
-            after.append(message)
-            assert len(after) <= 2, f"pings went on while the main loop was stuck: {after}"
-        assert daemon.proc.poll() is None
-    finally:
-        scan.kill()
-        scan.wait()
-
-
 def test_a_cli_that_goes_away_mid_batch_neither_stops_the_batch_nor_kills_the_service(tmp_path, listener, daemons):
     # Through libsane (in the driver process, whose reader threads reset SIGPIPE there): a write to the
     # vanished CLI must not kill the daemon.
