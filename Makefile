@@ -16,6 +16,9 @@ APT_PACKAGES := libsane-dev sane-utils libsane1 fonts-wqy-microhei gcc libc6-dev
 # on Debian 12 (bookworm), libleptonica6 from Debian 13 (trixie) on.
 LEPTONICA := $(shell . /etc/os-release 2>/dev/null; [ "$$VERSION_CODENAME" = bookworm ] && echo liblept5 || echo libleptonica6)
 APT_PACKAGES += $(LEPTONICA)
+# PostgreSQL's server for the scale-out tests (each starts a private cluster: initdb in a temporary
+# directory, Unix socket only); restic for the archive's offline backups and their restore test.
+APT_PACKAGES += postgresql restic
 # Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
 APT_PACKAGES += $(shell command -v $(PYTHON) >/dev/null || echo python3)
 APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)
