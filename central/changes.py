@@ -13,7 +13,7 @@ from quire.db import utcnow
 from . import audit, sealing, stations
 from .archive import Archive
 from .errors import CentralError
-from .permissions import CHANGE_ROLES, Actor
+from .permissions import CHANGE_ROLES, Actor, PermissionDenied, authorize
 
 IDENTITY_FIELDS = ("name", "sex", "birth_date", "post", "kind")
 KINDS = ("personnel", "integrity", "party-building")
@@ -76,10 +76,28 @@ def get(archive: Archive, change_id: int) -> dict:
     return row
 
 
-def listing(archive: Archive, state: str | None = None) -> list[dict]:
-    if state:
-        return archive.catalogue.query("SELECT * FROM changes WHERE state = ? ORDER BY id", [state])
-    return archive.catalogue.query("SELECT * FROM changes ORDER BY id")
+def listing(archive: Archive, actor: Actor, state: str | None = None) -> list[dict]:
+    """The changes ``actor`` proposes and decides: of the kinds their roles handle, on dossiers of their units
+    that are neither their own nor a relative's (a listing is scoped, not refused, so nothing is logged)."""
+    from .access import guard
+
+    guard(archive, actor, "change.list")
+    kinds = sorted(kind for kind, role in CHANGE_ROLES.items() if role in actor.roles)
+    where = f"kind IN ({', '.join('?' * len(kinds))})" + (" AND state = ?" if state else "")
+    rows = archive.catalogue.query(f"SELECT * FROM changes WHERE {where} ORDER BY id", [*kinds, *([state] if state else [])])
+    return [c for c in rows if _concerns(archive, actor, c)]
+
+
+def _concerns(archive: Archive, actor: Actor, change: dict) -> bool:
+    archive_no = json.loads(change["payload"]).get("archive_no")
+    if archive_no is None:
+        return True
+    unit = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [archive_no])
+    try:
+        authorize(actor, f"change.{change['kind']}", unit=unit["unit"] if unit else None, archive_no=archive_no)
+    except PermissionDenied:
+        return False
+    return True
 
 
 def history(archive: Archive, archive_no: str, item: str) -> list[dict]:

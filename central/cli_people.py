@@ -276,7 +276,7 @@ def cmd_consult_ls(archive, who, args):
 
 @as_person("change.list")
 def cmd_changes_ls(archive, who, args):
-    _out(changes.listing(archive, "proposed" if args.waiting else None),
+    _out(changes.listing(archive, who, "proposed" if args.waiting else None),
          ["id", "kind", "subject", "state", "proposed_by", "reason", "decided_by"], args)
 
 
@@ -331,7 +331,7 @@ def cmd_search(archive, who, args):
 
 @as_person("qc.inspect")
 def cmd_qc_ls(archive, who, args):
-    _out(qc.listing(archive), ["bundle_id", "station_id", "archive_no", "item", "page_count", "qc", "inspector",
+    _out(qc.listing(archive, who), ["bundle_id", "station_id", "unit", "archive_no", "item", "page_count", "qc", "inspector",
                                "good_share"], args)
 
 

@@ -55,7 +55,8 @@ ACTIONS = {
     "archive.maintain": {"admin"},                # e.g. the SM3 backfill: hashes blobs, shows no content
 }
 # Actions on one unit's records: only for people of that unit (the listing ones are scoped in their query).
-UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect", "change.seal_dossier", "change.unseal_dossier",
+UNIT_SCOPED = {"consultation.decide", "quarantine.read", "qc.inspect", "change.replace_material",
+               "change.withdraw_material", "change.edit_dossier", "change.seal_dossier", "change.unseal_dossier",
                "change.transfer_dossier", "dossier.transfer_out", "dossier.import"}
 # Which role may propose and approve each four-eyes change (action "change.<kind>").
 CHANGE_ROLES = {

@@ -12,7 +12,7 @@ from . import audit, profile
 from .access import guard, refuse
 from .archive import Archive
 from .errors import CentralError, UnknownBundle
-from .permissions import Actor
+from .permissions import Actor, readable_units
 
 
 def sample_size(pages: int, share: float, min_pages: int) -> int:
@@ -123,13 +123,20 @@ def status(archive: Archive, bundle: str) -> dict:
     return batch
 
 
-def listing(archive: Archive) -> list[dict]:
-    """Committed batches with their QC state ('waiting' when nobody has sampled them yet)."""
+def listing(archive: Archive, actor: Actor) -> list[dict]:
+    """Committed batches of ``actor``'s units with their QC state ('waiting' when nobody has sampled them
+    yet), leaving out their own dossier and their relatives' (回避)."""
+    guard(archive, actor, "qc.inspect")
+    where, params = readable_units(actor, "s.unit")
+    avoided = sorted({actor.own_archive_no, *actor.relatives} - {None})
+    if avoided:
+        where += f" AND m.archive_no NOT IN ({', '.join('?' * len(avoided))})"
     return archive.catalogue.query(
-        "SELECT b.id AS bundle_id, b.station_id, m.archive_no, m.item, m.page_count,"
+        "SELECT b.id AS bundle_id, b.station_id, s.unit, m.archive_no, m.item, m.page_count,"
         " COALESCE(q.state, 'waiting') AS qc, q.inspector, q.good_share FROM bundles b"
-        " JOIN materials m ON m.bundle_id = b.id LEFT JOIN qc_batches q ON q.bundle_id = b.id"
-        " WHERE b.state = 'committed' ORDER BY b.committed_at")
+        " JOIN materials m ON m.bundle_id = b.id JOIN stations s ON s.id = b.station_id"
+        f" LEFT JOIN qc_batches q ON q.bundle_id = b.id WHERE b.state = 'committed' AND {where}"
+        " ORDER BY b.committed_at", [*params, *avoided])
 
 
 def notices(archive: Archive, station_id: str, after: int = 0) -> list[dict]:

@@ -140,3 +140,32 @@ def test_the_catalogue_listing_is_for_archive_staff_not_administrators(desk):
     refused = cli("adm1", "ls", "D-1", check=False)
     assert refused.returncode == 77 and "may not catalogue read" in refused.stderr
     assert "履历表" in cli("arc1", "ls", "D-1").stdout
+
+
+def test_an_archivist_of_another_unit_can_neither_see_nor_propose_nor_decide_a_change(desk):
+    """Four-eyes changes belong to the dossier's own unit: another unit's archivists are refused and logged,
+    and their change listing leaves the dossier out."""
+    archive, station, cli = desk
+    from central import audit
+
+    outsider = users.add(archive, "arc9", "arc9", ["archivist"], ["unit-b"])
+
+    def as_outsider(*args):
+        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": outsider},
+                       check=False)
+
+    proposed = as_outsider("materials", "withdraw", "D-1", "4-1-2", "--reason", "不属于本人")
+    assert proposed.returncode == 77 and "no authority over unit unit-a" in proposed.stderr
+    edited = as_outsider("dossiers", "edit", "D-1", "--set", "post=科员", "--reason", "改职务")
+    assert edited.returncode == 77 and "no authority over unit unit-a" in edited.stderr
+    change = _change_id(cli("arc1", "materials", "withdraw", "D-1", "4-1-2", "--reason", "重复归档").stdout)
+    decided = as_outsider("changes", "approve", change)
+    assert decided.returncode == 77 and "no authority over unit unit-a" in decided.stderr
+    assert archive.catalogue.one("SELECT state FROM changes WHERE id = ?", [change])["state"] == "proposed"
+    listed = as_outsider("changes", "ls", "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == ""
+    assert [json.loads(line)["id"] for line in cli("arc2", "changes", "ls", "--json").stdout.splitlines()] == [
+        int(change)]
+    denied = [(e["by"], e["action"]) for e in audit.entries(archive) if e["event"] == "access.denied"]
+    assert denied == [("user:arc9", "change.withdraw_material"), ("user:arc9", "change.edit_dossier"),
+                      ("user:arc9", "change.withdraw_material")]

@@ -35,6 +35,16 @@ def batches(central, station):
     return archive, station, ids, cli
 
 
+def test_an_inspector_lists_only_batches_of_their_own_units(batches):
+    archive, station, ids, cli = batches
+    mine = [json.loads(line) for line in cli("qc1", "qc", "ls", "--json").stdout.splitlines()]
+    assert sorted(b["item"] for b in mine) == ["1-1", "2-1"] and {b["unit"] for b in mine} == {"unit-a"}
+    outsider = users.add(archive, "qc9", "外单位质检员", ["inspector"], ["unit-b"])
+    theirs = run_cli("quire-central", "--home", archive.config.home, "qc", "ls", "--json",
+                     env={"QUIRE_TOKEN": outsider})
+    assert theirs.stdout.strip() == ""
+
+
 def test_the_operator_of_a_batch_cannot_inspect_it(batches):
     archive, station, ids, cli = batches
     out = cli("wang", "qc", "start", ids["1-1"][:12], check=False)

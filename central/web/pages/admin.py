@@ -52,7 +52,7 @@ def _relate(archive, actor: Actor, user_id: str, archive_no: str, relation: str)
 def _stations(archive, actor: Actor) -> dict:
     access.guard(archive, actor, "station.read")
     return {"rows": stations.listing(archive), "pending": stations.pending(archive),
-            "revocations": [c for c in changes.listing(archive, "proposed") if c["kind"] == "revoke_station"]}
+            "revocations": changes.listing(archive, actor, "proposed")}
 
 
 def _approve(archive, actor: Actor, code: str, unit: str) -> dict:
