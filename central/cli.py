@@ -14,7 +14,7 @@ from quire.errors import ContractError
 from quire.memory import tune_allocator
 
 from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
-from . import transfer
+from . import backup, scrub, transfer
 from . import config as config_mod
 from .access import dossier_unit, guard
 from .archive import open_archive
@@ -129,11 +129,43 @@ def build_parser() -> argparse.ArgumentParser:
                                    "SHA-256 on the way; resumable, logged in the audit log. Run once after "
                                    "upgrading an archive; 'verify' names blobs still without one.")
     c.set_defaults(func=cmd_sm3_backfill)
+    _add_backup_commands(sub)
     _add_export_commands(sub)
     _add_standards_commands(sub)
     cli_people.add_commands(sub)
     cli_stats.add_commands(sub)
     return p
+
+
+def _add_backup_commands(sub) -> None:
+    """backup, restore and scrub: host jobs (systemd timers) that read the archive's files directly."""
+    c = sub.add_parser("backup", help="take an encrypted restic snapshot of the archive",
+                       description="Copy the catalogue consistently (SQLite's backup API) and back it up with the "
+                                   "blobs, keys and settings into a restic repository (encrypted, deduplicated); "
+                                   "logged in the audit log. Runs as the host's user (quire-backup.timer).")
+    c.add_argument("--repo", help="restic repository, e.g. /media/backup/quire or s3:… (default backup_repo in "
+                                  "central.toml)")
+    c.add_argument("--password-file", help="the repository's password, one line, mode 0600 (default "
+                                           "$RESTIC_PASSWORD_FILE, then backup_password_file in central.toml)")
+    c.add_argument("--init", action="store_true", help="create the repository first if it does not exist")
+    c.set_defaults(func=cmd_backup)
+    c = sub.add_parser("restore", help="restore a restic snapshot into a new archive home",
+                       description="Restore the latest (or a named) snapshot 'backup' took into a new, empty home; "
+                                   "then run 'quire-central --home HOME verify' and 'audit verify'.")
+    c.add_argument("--repo", help="restic repository (default backup_repo in central.toml)")
+    c.add_argument("--password-file", help="the repository's password file, mode 0600 (default "
+                                           "$RESTIC_PASSWORD_FILE, then backup_password_file in central.toml)")
+    c.add_argument("--to", required=True, help="the new home (must not exist or be empty)")
+    c.add_argument("--snapshot", default="latest", help="restic snapshot id (default the latest of this tool's)")
+    c.set_defaults(func=cmd_restore)
+    c = sub.add_parser("scrub", help="re-hash tonight's share of the blobs (fixity audit)",
+                       description="Re-read a share of the stored blobs and check their SHA-256 and SM3, so that "
+                                   "every blob is read once within scrub_period_days (central.toml); where it got "
+                                   "to and what it found go to the audit log. Exit 1 and one line per damaged blob "
+                                   "(its pages and the copy to restore it from) if any. quire-scrub.timer runs it "
+                                   "nightly.")
+    c.add_argument("--all", action="store_true", help="read every blob the current cycle has left, now")
+    c.set_defaults(func=cmd_scrub)
 
 
 def _add_export_commands(sub) -> None:
@@ -425,6 +457,52 @@ def cmd_sm3_backfill(archive, who, args) -> int:
     done = sm3.backfill(archive, by=who.label)
     print(f"SM3 recorded for {done['blobs']} blob(s); every stored blob now has one")
     return 0
+
+
+def cmd_backup(cfg, args) -> int:
+    repo = _backup_repo(cfg, args)
+    secret = backup.password_file(args.password_file, cfg.backup_password_file)
+    archive = open_archive(cfg, create=False)
+    try:
+        snap = backup.backup(archive, repo, secret, init=args.init)
+    finally:
+        archive.close()
+    print(f"snapshot {snap.id} saved to {backup.shown(repo)}: catalogue with {snap.blobs} blob(s) and "
+          f"{snap.audit_size} audit entries, {snap.files} file(s) read, {snap.bytes_added} new bytes stored")
+    return 0
+
+
+def cmd_restore(cfg, args) -> int:
+    repo = _backup_repo(cfg, args)
+    secret = backup.password_file(args.password_file, cfg.backup_password_file)
+    index = backup.restore(repo, secret, Path(args.to), args.snapshot)
+    print(f"restored the archive {index['archive_key']} as backed up at {index['at']} ({index['blobs']} blob(s), "
+          f"{index['audit_size']} audit entries) into {args.to}")
+    print(f"check it: quire-central --home {args.to} verify; quire-central --home {args.to} audit verify")
+    return 0
+
+
+def _backup_repo(cfg, args) -> str:
+    repo = args.repo or cfg.backup_repo
+    if not repo:
+        raise CentralError("no backup repository: give --repo REPO or set backup_repo in central.toml")
+    return repo
+
+
+def cmd_scrub(cfg, args) -> int:
+    from station.notify import Notifier   # the sd_notify client both daemons' units use (stdlib only)
+
+    archive = open_archive(cfg, create=False)
+    try:
+        report = scrub.scrub(archive, cfg.scrub_period_days, everything=args.all)
+    finally:
+        archive.close()
+    for damage in report.damaged:
+        print(damage)
+    line = report.status_line()
+    print(line, flush=True)
+    Notifier.from_env().status(line)
+    return 0 if report.ok else 1
 
 
 @as_person(None)

@@ -27,6 +27,13 @@ class CentralSettings(Settings):
     advertise: bool = True                   # zeroconf _quire._tcp with the key fingerprint
     # "all", or addresses, e.g. ["127.0.0.1"] for tests and the demo
     zeroconf_interfaces: Literal["all"] | list[str] = "all"
+    # Backups and fixity (quire-central backup / scrub): the restic repository and its password file (0600),
+    # a description of the off-site copy a damaged blob can also be restored from, and the period in which
+    # the nightly scrub re-reads every blob once.
+    backup_repo: str | None = None
+    backup_password_file: str | None = None
+    offsite_copy: str | None = None
+    scrub_period_days: int = Field(30, ge=1, le=3660)
 
 
 class CentralConfig(CentralSettings):
