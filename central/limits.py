@@ -123,6 +123,7 @@ REQUESTS = {r.name: r for r in [
         "finish_write": _nothing, "data_crc32c": _nothing}),
     Request(sync_pb2.CommitRequest.DESCRIPTOR.full_name, 1024, {"station_id": STATION, "bundle_id": DIGEST}),
     Request(sync_pb2.NoticesRequest.DESCRIPTOR.full_name, 1024, {"station_id": STATION, "after_id": INT64}),
+    Request(sync_pb2.DirectoryRequest.DESCRIPTOR.full_name, 1024, {"station_id": STATION, "archive_no": ARCHIVE_NO}),
     Request(access_pb2.WhoamiRequest.DESCRIPTOR.full_name, 64, {}),
     Request(access_pb2.ConsultationRequest.DESCRIPTOR.full_name, 4096, {
         "archive_no": ARCHIVE_NO, "purpose": PROSE, "days": INT32, "export": _nothing}),

@@ -12,7 +12,7 @@ from quire import keys
 from quire import manifest as manifest_format
 from quire.v1 import access_pb2, access_pb2_grpc, sync_pb2, sync_pb2_grpc
 
-from . import capacity, ingest, qc, refusals, stations
+from . import capacity, directory, ingest, qc, refusals, stations
 from .access_server import ArchiveAccessServicer
 from .archive import Archive
 from .auth import StationAuthInterceptor, current_station
@@ -70,6 +70,12 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
         rows = qc.notices(self.archive, _caller(request.station_id), request.after_id)
         return sync_pb2.NoticesResponse(notices=[
             sync_pb2.Notice(id=r["id"], kind=r["kind"], body_json=r["body"], created_at=r["created_at"]) for r in rows])
+
+    def Directory(self, request, context):
+        rows = directory.for_station(self.archive, _caller(request.station_id), request.archive_no)
+        return sync_pb2.DirectoryResponse(archive_no=request.archive_no, entries=[
+            sync_pb2.DirectoryEntry(item=r["item"], title=r["title"], date_formed=r["date_formed"] or "",
+                                    pages=r["page_count"], remarks=r["remarks"] or "") for r in rows])
 
 
 class ListenFailed(CentralError):

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON record per page")
     c.add_argument("--rescan", action="store_true",
                    help="scan an already sealed material again, as the replacement QC asked for")
+    c.add_argument("--review", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the batch open for review ('quire-station review', then 'quire-station seal') "
+                        "instead of sealing it (default review_before_seal in station.toml)")
     c.set_defaults(func=cmd_scan)
 
     c = sub.add_parser("enroll", help="ask the central archive to enrol this station and pin its key",
@@ -178,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "overrides what the files state (without it, files that state none "
                                             "get the config dpi, recorded as assumed, with a warning per file)")
     c.set_defaults(func=cmd_process)
+
+    from .cli_review import add_commands as add_review_commands
+
+    add_review_commands(sub, SPEC_HELP)
     return p
 
 
@@ -237,6 +244,8 @@ def cmd_scan(cfg, args) -> int:
             material[key] = getattr(args, key)
     if args.rescan:
         material["rescan"] = True
+    if args.review if args.review is not None else cfg.review_before_seal:
+        material["review"] = True
     started = time.monotonic()
 
     def on_page(n: int, record: dict) -> None:
@@ -268,6 +277,11 @@ def cmd_scan(cfg, args) -> int:
         finally:
             station.close()
     resumed = f" (resumed at page {result.first_page})" if result.first_page > 1 else ""
+    if result.bundle_id is None:
+        print(f"{result.archive_no} {result.item}: {result.total_pages} pages{resumed}, kept open for review in "
+              f"{time.monotonic() - started:.1f} s; check it with 'quire-station review show {result.archive_no} "
+              f"{result.item}', then 'quire-station seal {result.archive_no} {result.item}'", file=sys.stderr)
+        return 0
     print(f"{result.archive_no} {result.item}: {result.total_pages} pages{resumed}, "
           f"sealed as bundle {result.bundle_id[:12]} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0

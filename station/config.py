@@ -53,6 +53,8 @@ class StationSettings(Settings):
     sync_interval_s: float = Field(60.0, ge=1)  # how often the daemon offers queued bundles to central
     profiles_dir: str | None = None         # extra scanner profiles (*.toml) beside hardware/profiles
     announce: bool = False                  # the daemon announces itself by zeroconf (id, state, outbox)
+    # A scan keeps its batch open for the operator's review (rescan, insert, remove pages) instead of sealing it.
+    review_before_seal: bool = False
 
 
 class StationConfig(StationSettings):

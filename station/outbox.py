@@ -16,12 +16,33 @@ from .store import Store
 PENDING = ("sealed", "uploading")
 
 
-def seal_batch(store: Store, batch_id: str, station_id: str, key) -> str:
-    """Sign the manifest of a finished batch and queue it; returns the bundle id."""
+class PageCountMismatch(StoreError):
+    """The pages scanned are not as many as the directory lists; the batch waits in review, nothing lost."""
+
+    exit_code = 7
+
+
+def seal_batch(store: Store, batch_id: str, station_id: str, key, review: bool = False,
+               confirmation: dict | None = None) -> str | None:
+    """Sign the manifest of a finished batch and queue it; returns the bundle id.
+
+    A batch scanned to be reviewed first is kept open in 'review' (None is returned) unless ``review`` says
+    the operator is sealing it now. A page count that differs from the dossier's directory keeps the batch
+    in review too, and raises, until the operator confirms it with a ``confirmation`` ({reason, operator}).
+    """
     batch = one(store.db, "SELECT * FROM batches WHERE id = ?", [batch_id])
+    if batch is None:
+        raise StoreError(f"no batch {batch_id}")
+    if batch["state"] == "sealed":
+        raise StoreError(f"{batch['archive_no']} {batch['item']} is sealed already; nothing changes after sealing")
     pages = store.pages(batch_id)
     if not pages:
         raise StoreError(f"batch {batch_id} has no pages; nothing to seal")
+    if batch["hold_for_review"] and not review:
+        store.hold(batch_id, f"kept open for review: {len(pages)} pages; seal it when checked "
+                             f"('quire-station seal {batch['archive_no']} {batch['item']}')")
+        return None
+    count_check = _count_check(store, batch, len(pages), confirmation)
     ended_at = utcnow()
     material = json.loads(batch["material_json"])
     manifest = {
@@ -53,6 +74,12 @@ def seal_batch(store: Store, batch_id: str, station_id: str, key) -> str:
             for p in pages
         ],
     }
+    edits = store.edits(batch_id)
+    if edits:
+        manifest["page_edits"] = [{k: e[k] for k in ("action", "n", "sha256", "removed_sha256", "reason", "operator",
+                                                     "at") if e[k] is not None} for e in edits]
+    if count_check:
+        manifest["count_check"] = count_check
     signed = manifest_format.seal(manifest, key, _format([page["record"] for page in manifest["pages"]]))
     with atomic(store.db):
         store.db.execute(
@@ -62,6 +89,31 @@ def seal_batch(store: Store, batch_id: str, station_id: str, key) -> str:
         )
         store.db.execute("UPDATE batches SET state = 'sealed', ended_at = ? WHERE id = ?", [ended_at, batch_id])
     return signed.bundle_id
+
+
+def _count_check(store: Store, batch: dict, found: int, confirmation: dict | None) -> dict | None:
+    """The page count against the directory, with the operator's confirmation when they differ; a difference
+    not confirmed puts the batch in review and raises."""
+    entry = store.directory_entry(batch["archive_no"], batch["item"])
+    if entry is None:
+        return None
+    check = {"expected": entry["pages"], "found": found, "source": entry["source"]}
+    if entry["pages"] == found:
+        return check
+    if confirmation is None and batch["count_confirmation"]:
+        kept = json.loads(batch["count_confirmation"])
+        if kept.get("found") == found:      # confirmed for this very count, not for one before a rescan
+            confirmation = kept
+    if confirmation is None:
+        where = f"{batch['archive_no']} {batch['item']}"
+        message = (f"{where}: {found} pages scanned but the directory lists {entry['pages']} — the batch is kept "
+                   f"open for review, nothing is lost: feed the missing sheets and scan {where} again, or fix "
+                   f"pages with 'quire-station review', or, when the directory is wrong, confirm the count with "
+                   f"'quire-station seal {batch['archive_no']} {batch['item']} --confirm-count \"REASON\"'")
+        store.hold(batch["id"], message)
+        raise PageCountMismatch(message)
+    check["confirmation"] = {k: confirmation[k] for k in ("reason", "operator", "at")}
+    return check
 
 
 def _format(records: list[dict]) -> str:

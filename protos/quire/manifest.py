@@ -132,9 +132,38 @@ class ManifestV1(Settings):
     pages: Annotated[list[PageV1], Field(min_length=1)]
 
 
+class PageEdit(Settings):
+    """One change to the batch's pages before it was sealed; ``n`` is the page's number at that time."""
+
+    action: Literal["rescan", "insert", "remove"]
+    n: Annotated[int, Field(ge=1)]
+    sha256: Sha256Hex | None = None            # the page put in (rescan, insert)
+    removed_sha256: Sha256Hex | None = None    # the page taken out (rescan, remove): kept as evidence
+    reason: str
+    operator: str
+    at: NonEmpty
+
+
+class CountConfirmation(Settings):
+    reason: NonEmpty
+    operator: str
+    at: NonEmpty
+
+
+class CountCheck(Settings):
+    """The material's pages counted against the dossier's directory (目录 页数) when it was sealed."""
+
+    expected: Annotated[int, Field(ge=0)]
+    found: Annotated[int, Field(ge=0)]
+    source: NonEmpty                           # where the directory came from: its file, or the archive
+    confirmation: CountConfirmation | None = None   # required when expected and found differ
+
+
 class Manifest(ManifestV1):
     format: Literal[FORMAT]
     pages: Annotated[list[Page], Field(min_length=1)]
+    page_edits: list[PageEdit] | None = None
+    count_check: CountCheck | None = None
 
 
 MODELS = {FORMAT_1: ManifestV1, FORMAT: Manifest}
@@ -201,4 +230,26 @@ def _order(m: dict) -> list[str]:
     count = (m.get("material") or {}).get("page_count") if isinstance(m.get("material"), dict) else None
     if isinstance(count, int) and not isinstance(count, bool) and count != len(pages):
         out.append(f"material.page_count is {count} but {len(pages)} pages are listed")
+    return out + _reviewed(m, pages)
+
+
+def _reviewed(m: dict, pages: list) -> list[str]:
+    """A count differing from the directory is confirmed; each page put in is listed, or taken out again."""
+    out, check = [], m.get("count_check")
+    if isinstance(check, dict) and isinstance(check.get("found"), int) and isinstance(check.get("expected"), int):
+        if check["found"] != len(pages):
+            out.append(f"count_check.found is {check['found']} but {len(pages)} pages are listed")
+        if check["expected"] != check["found"] and not check.get("confirmation"):
+            out.append(f"the directory lists {check['expected']} pages and {check['found']} were scanned, "
+                       "with no operator's confirmation (count_check.confirmation)")
+    edits = m.get("page_edits")
+    if isinstance(edits, list) and all(isinstance(e, dict) for e in edits):
+        listed = {p.get("sha256") for p in pages if isinstance(p, dict)}
+        for i, edit in enumerate(edits):
+            later = {e.get("removed_sha256") for e in edits[i + 1:]}
+            if edit.get("sha256") and edit["sha256"] not in listed and edit["sha256"] not in later:
+                out.append(f"page_edits[{i}] put in page {edit['sha256'][:12]}, which is neither listed nor "
+                           "taken out by a later edit")
+            if edit.get("action") == "remove" and not (edit.get("reason") or "").strip():
+                out.append(f"page_edits[{i}] removes page {edit.get('n')} without a reason")
     return out

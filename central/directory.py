@@ -1,0 +1,35 @@
+"""A dossier's directory (目录) for a station: what the catalogue holds of it, for the station's unit only."""
+
+import grpc
+
+from quire.catalogue import parse_item
+
+from . import stations
+from .archive import Archive
+from .errors import CentralError
+
+
+class DirectoryNotFound(CentralError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+def for_station(archive: Archive, station_id: str, archive_no: str) -> list[dict]:
+    """The catalogued materials of dossier ``archive_no`` in item order, when it belongs to the station's unit.
+
+    A dossier of another unit is answered exactly as one the archive does not hold: a station learns
+    nothing of other units' dossiers.
+    """
+    station = stations.active(archive, station_id)
+    dossier = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [archive_no])
+    if dossier is None or dossier["unit"] != station["unit"]:
+        raise DirectoryNotFound(f"the archive's catalogue has no dossier {archive_no} of unit {station['unit']}; "
+                                "check the archive number, or import the directory from a file "
+                                "('quire-station directory import FILE')")
+    rows = archive.catalogue.query("SELECT item, title, date_formed, page_count, remarks FROM materials"
+                                   " WHERE archive_no = ?", [archive_no])
+    return sorted(rows, key=lambda r: _order(r["item"]))
+
+
+def _order(item: str) -> tuple:
+    parsed = parse_item(item)
+    return (*map(int, parsed.category.split("-")), parsed.seq)

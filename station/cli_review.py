@@ -1,0 +1,240 @@
+"""quire-station's directory, review and seal commands: argument parsing and printing over directory and review."""
+
+import json
+
+from .errors import ServiceUnavailable
+
+
+def add_commands(sub, capture_help: str) -> None:
+    d = sub.add_parser("directory", help="a dossier's directory (目录): the page count each material should have",
+                       description="Keep each dossier's directory (类号, 材料名称, 形成时间, 页数, 备注): when a "
+                                   "material is sealed its page count is checked against it.")
+    d_sub = d.add_subparsers(title="directory commands", metavar="COMMAND")
+    c = d_sub.add_parser("import", help="import a directory from CSV or Excel (.xlsx)",
+                         description="Import directories from a CSV file (UTF-8, or GB18030 as Excel saves it) or "
+                                     "an .xlsx workbook with the headings 类号 (or 类号 and 序号), 材料名称, 形成时间, "
+                                     "页数, 备注 and 档号. Every row is checked first; a file with any problem "
+                                     "changes nothing. Each dossier in the file gets this directory in place of "
+                                     "the one it had.")
+    c.add_argument("file", metavar="FILE", help="the directory as .csv or .xlsx")
+    c.add_argument("--dossier", help="the dossier's archive number (档号) when the file has no 档号 column")
+    c.set_defaults(func=cmd_directory_import)
+    c = d_sub.add_parser("show", help="show a dossier's directory and how far each material is scanned",
+                         description="List the dossier's materials with the page count the directory expects and "
+                                     "the pages scanned on this station.")
+    c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_directory_show)
+    c = d_sub.add_parser("fetch", help="take a dossier's directory from the archive's catalogue",
+                         description="Ask the central archive for the dossier's directory as its catalogue holds it "
+                                     "(only a dossier of this station's unit) and keep it in place of this "
+                                     "station's.")
+    c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
+    c.add_argument("--central", help="central service HOST:PORT (default from config)")
+    c.set_defaults(func=cmd_directory_fetch)
+    d.set_defaults(func=lambda cfg, args: d.print_help() or 2)
+
+    c = sub.add_parser("seal", help="seal a batch kept open for review",
+                       description="Seal a reviewed batch into a signed bundle (its edits recorded in it). When its "
+                                   "page count differs from the directory, --confirm-count with the reason is "
+                                   "needed; the reason, the operator and the time go into the signed manifest.")
+    c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
+    c.add_argument("material", metavar="ITEM", help="the material's item number, e.g. 1-1")
+    c.add_argument("--confirm-count", metavar="REASON",
+                   help="seal although the page count differs from the directory, for this reason")
+    c.add_argument("--operator", help="who confirms and seals (default the login name)")
+    c.set_defaults(func=cmd_seal)
+
+    r = sub.add_parser("review", help="fix a batch's pages before it is sealed",
+                       description="Before a batch is sealed: rescan one page, insert a missed page, or remove a "
+                                   "double-fed or stray page with a reason. Every edit is recorded in the bundle "
+                                   "(what, which page, why, who, when; a removed page's hash kept). A sealed batch "
+                                   "is never changed. Keep batches open for review with 'scan --review'.")
+    r_sub = r.add_subparsers(title="review commands", metavar="COMMAND")
+    c = r_sub.add_parser("show", help="list a batch's pages, its edits and its count against the directory",
+                         description="List the unsealed batch's pages with their flags, the edits made so far, and "
+                                     "its page count against the directory.")
+    _batch_arguments(c)
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_review_show)
+    c = r_sub.add_parser("rescan", help="scan one page again in place of page N",
+                         description="Feed the one sheet side again; it replaces page N (the old page's hash is "
+                                     "kept in the record).")
+    _batch_arguments(c)
+    c.add_argument("--page", type=int, required=True, metavar="N", help="the page to replace")
+    _capture_arguments(c, capture_help)
+    c.set_defaults(func=cmd_review_rescan)
+    c = r_sub.add_parser("insert", help="scan a missed page and put it after page N",
+                         description="Feed the missed sheet side; it goes after page N (0: first) and the pages "
+                                     "behind it move up by one.")
+    _batch_arguments(c)
+    c.add_argument("--after", type=int, required=True, metavar="N", help="the page it follows (0: first)")
+    _capture_arguments(c, capture_help)
+    c.set_defaults(func=cmd_review_insert)
+    c = r_sub.add_parser("remove", help="remove a double-fed or stray page, with the reason",
+                         description="Take page N out of the batch; the pages behind it move down by one. The "
+                                     "reason and the page's hash are kept in the bundle.")
+    _batch_arguments(c)
+    c.add_argument("--page", type=int, required=True, metavar="N", help="the page to remove")
+    c.add_argument("--reason", required=True, help="why, e.g. \"double feed\" or \"stray sheet\"")
+    c.set_defaults(func=cmd_review_remove)
+    r.set_defaults(func=lambda cfg, args: r.print_help() or 2)
+
+
+def _batch_arguments(c) -> None:
+    c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
+    c.add_argument("material", metavar="ITEM", help="the material's item number, e.g. 1-1")
+    c.add_argument("--operator", help="who makes the edit (default the login name)")
+
+
+def _capture_arguments(c, capture_help: str) -> None:
+    c.add_argument("--source", help=f"capture source: {capture_help} (default from config)")
+    c.add_argument("--reason", default="", help="why (recorded with the edit)")
+
+
+def _open(cfg):
+    from .home import open_station
+
+    return open_station(cfg)
+
+
+def cmd_directory_import(cfg, args) -> int:
+    from .directory import import_file
+
+    station = _open(cfg)
+    try:
+        done = import_file(station, args.file, args.dossier)
+    finally:
+        station.close()
+    for archive_no, count in done.dossiers.items():
+        print(f"{archive_no}: directory of {count} material(s) imported")
+    return 0
+
+
+def cmd_directory_show(cfg, args) -> int:
+    from .directory import show
+
+    station = _open(cfg)
+    try:
+        entries = show(station, args.dossier)
+    finally:
+        station.close()
+    if args.json:
+        print(json.dumps(entries, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{args.dossier}: {len(entries)} material(s), from {entries[0]['source']}")
+    for e in entries:
+        if e["state"] is None:
+            scanned = "not scanned"
+        else:
+            mark = "" if e["scanned"] == e["pages"] else f" — DIFFERS from the directory's {e['pages']}"
+            scanned = f"{e['scanned']} scanned, {e['state']}{mark}"
+        print(f"  {e['item']:<8} {e['title']}  {e['date_formed'] or '-'}  {e['pages']} 页  ({scanned})"
+              + (f"  备注: {e['remarks']}" if e["remarks"] else ""))
+    return 0
+
+
+def cmd_directory_fetch(cfg, args) -> int:
+    from .directory import fetch
+
+    station = _open(cfg)
+    try:
+        count = fetch(station, args.dossier, args.central)
+    finally:
+        station.close()
+    print(f"{args.dossier}: directory of {count} material(s) taken from the archive's catalogue")
+    return 0
+
+
+def cmd_seal(cfg, args) -> int:
+    from . import review
+
+    station = _open(cfg)
+    try:
+        bundle_id = review.seal(station, args.dossier, args.material, args.operator or cfg.operator, args.confirm_count)
+    finally:
+        station.close()
+    print(f"{args.dossier} {args.material}: sealed as bundle {bundle_id[:12]}; the next sync sends it")
+    return 0
+
+
+def cmd_review_show(cfg, args) -> int:
+    from . import review
+
+    station = _open(cfg)
+    try:
+        found = review.show(station, args.dossier, args.material)
+    finally:
+        station.close()
+    pages = [{"n": p["n"], "sha256": p["sha256"], "record": json.loads(p["record_json"])} for p in found.pages]
+    if args.json:
+        print(json.dumps({"state": found.batch["state"], "expected": found.expected, "pages": pages,
+                          "edits": found.edits, "note": found.batch["last_error"]}, ensure_ascii=False, indent=2))
+        return 0
+    expected = f", the directory lists {found.expected}" if found.expected is not None else ""
+    print(f"{args.dossier} {args.material} «{found.batch['title']}» {found.batch['state']}: {len(pages)} pages"
+          f"{expected}" + (" — COUNT DIFFERS" if found.mismatch else ""))
+    if found.batch["last_error"]:
+        print(f"  {found.batch['last_error']}")
+    for p in pages:
+        r = p["record"]
+        print(f"  page {p['n']:>3}  skew {r.get('skew_deg', 0):+.2f}°  {r.get('colour', '')}"
+              + ("  BLANK?" if r.get("blank") else ""))
+    for e in found.edits:
+        print(f"  edit: {e['action']} page {e['n']} by {e['operator'] or '?'} at {e['at']}: {e['reason']}")
+    return 0
+
+
+def cmd_review_rescan(cfg, args) -> int:
+    from . import review
+
+    station = _open_for_capture(cfg, args)
+    try:
+        edit = review.rescan_page(station, args.dossier, args.material, args.page, args.operator or cfg.operator,
+                                  args.reason, args.source)
+    finally:
+        station.close()
+    print(f"{args.dossier} {args.material}: page {edit['n']} rescanned (the replaced page's hash "
+          f"{edit['removed_sha256'][:12]} is kept in the record)")
+    return 0
+
+
+def cmd_review_insert(cfg, args) -> int:
+    from . import review
+
+    station = _open_for_capture(cfg, args)
+    try:
+        edit = review.insert_page(station, args.dossier, args.material, args.after, args.operator or cfg.operator,
+                                  args.reason, args.source)
+    finally:
+        station.close()
+    print(f"{args.dossier} {args.material}: page inserted as page {edit['n']}; the pages behind it moved up by one")
+    return 0
+
+
+def cmd_review_remove(cfg, args) -> int:
+    from . import review
+
+    station = _open(cfg)
+    try:
+        edit = review.remove_page(station, args.dossier, args.material, args.page, args.operator or cfg.operator,
+                                  args.reason)
+    finally:
+        station.close()
+    print(f"{args.dossier} {args.material}: page {edit['n']} removed ({edit['reason']}); its hash "
+          f"{edit['removed_sha256'][:12]} is kept in the record, the pages behind it moved down by one")
+    return 0
+
+
+def _open_for_capture(cfg, args):
+    """The station, refusing to take the scanner from a running station service (it owns it)."""
+    from .control import connect
+
+    if not args.source:
+        sock = connect(cfg.control_socket_path)
+        if sock is not None:
+            sock.close()
+            raise ServiceUnavailable("the station service owns the scanner: rescan or insert the page on the kiosk "
+                                     "screen, or stop the service (sudo systemctl stop quire-station) and run this "
+                                     "again, or give --source")
+    return _open(cfg)

@@ -1,0 +1,303 @@
+"""Dossiers' directories (目录): each material's item, title, date formed, page count and remarks.
+
+Imported from a CSV file (UTF-8 with or without a BOM, or GB18030 as Excel in China saves it), an
+Excel workbook (.xlsx, its first sheet), or fetched from the archive's catalogue. A file is checked
+whole before anything is kept: every bad cell is reported with its row and column and what to write
+instead, and a file with any problem changes nothing. The page counts are what sealing checks.
+"""
+
+import csv
+import datetime as dt
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from quire.catalogue import parse_item
+from quire.db import atomic
+from quire.v1 import sync_pb2, sync_pb2_grpc
+
+from .errors import CentralUnreachable, StationError, SyncError, UsageError
+from .home import Station
+from .transport import explain_unavailable, open_channel
+
+# Column headings as directories write them (GB/T 33870 目录 and common variants), with English names too.
+COLUMNS = {
+    "archive_no": ("档号", "档案号", "archive_no", "archive number"),
+    "item": ("类号", "材料编号", "item"),
+    "seq": ("序号", "seq"),
+    "title": ("材料名称", "题名", "材料题名", "title"),
+    "date_formed": ("形成时间", "材料形成时间", "制成日期", "形成日期", "date_formed", "date formed"),
+    "pages": ("页数", "pages", "page_count"),
+    "remarks": ("备注", "remarks"),
+}
+REQUIRED = ("item", "title", "pages")
+_HEADER_ROWS = 10       # a title line or two ("干部档案目录", the person's name) may stand above the headings
+_DATE = re.compile(r"(\d{4})(?:[-./年](\d{1,2})(?:[-./月](\d{1,2})日?)?月?)?")
+_COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})?")
+_PAGES = re.compile(r"(\d+)\s*页?")
+
+
+class DirectoryError(StationError):
+    """A directory file that cannot be imported as it is; nothing of it was kept."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        shown = problems[:20] + ([f"… and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        super().__init__(f"{source}: nothing was imported; correct the file and import it again:\n  "
+                         + "\n  ".join(shown))
+
+
+@dataclass(frozen=True)
+class Imported:
+    dossiers: dict[str, int]        # archive number → materials imported
+
+
+def import_file(station: Station, path: str | Path, dossier: str | None = None) -> Imported:
+    """Check the whole file, then replace the directory of each dossier it lists, all in one transaction."""
+    path = Path(path)
+    entries = read_file(path, dossier)
+    by_dossier: dict[str, list[dict]] = {}
+    for entry in entries:
+        by_dossier.setdefault(entry.pop("archive_no"), []).append(entry)
+    with atomic(station.store.db):
+        for archive_no, items in by_dossier.items():
+            station.store.replace_directory(archive_no, items, f"file {path.name}")
+    return Imported({k: len(v) for k, v in by_dossier.items()})
+
+
+def read_file(path: Path, dossier: str | None = None) -> list[dict]:
+    """Every row of a directory file, checked; raise DirectoryError listing every problem."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path} ({exc.strerror}); give the directory's CSV or .xlsx file") from None
+    if path.suffix.lower() == ".xlsx" or data[:4] == b"PK\x03\x04":
+        table = _xlsx_rows(path, data)
+    elif path.suffix.lower() == ".xls":
+        raise UsageError(f"{path} is an old Excel file (.xls); open it in Excel or WPS and save it as .xlsx or CSV")
+    else:
+        table = _csv_rows(path, data)
+    return _entries(str(path.name), table, dossier)
+
+
+def _csv_rows(path: Path, data: bytes) -> list[tuple[int, list]]:
+    text = None
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    if text is None:
+        raise UsageError(f"{path} is neither UTF-8 nor GB18030 text; save it from Excel as CSV (UTF-8)")
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if first.count("\t") > first.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    out = []
+    for row in reader:
+        out.append((reader.line_num, row))
+    return out
+
+
+def _xlsx_rows(path: Path, data: bytes) -> list[tuple[int, list]]:
+    import openpyxl
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (InvalidFileException, KeyError, ValueError, OSError) as exc:
+        raise UsageError(f"{path} is not a readable .xlsx workbook ({exc}); save it again from Excel or WPS") from None
+    try:
+        sheet = book.worksheets[0]
+        return [(n, list(row)) for n, row in enumerate(sheet.iter_rows(values_only=True), 1)]
+    finally:
+        book.close()
+
+
+def _heading(cell) -> str:
+    return re.sub(r"[\s\u3000]+", "", str(cell or "")).lower()
+
+
+def _find_header(table: list[tuple[int, list]]) -> tuple[int, dict[str, int]] | None:
+    names = {_heading(alias): field for field, aliases in COLUMNS.items() for alias in aliases}
+    for index, (_, row) in enumerate(table[:_HEADER_ROWS]):
+        found = {}
+        for col, cell in enumerate(row):
+            field = names.get(_heading(cell))
+            if field and field not in found:
+                found[field] = col
+        if all(field in found for field in REQUIRED):
+            return index, found
+    return None
+
+
+def _entries(name: str, table: list[tuple[int, list]], dossier: str | None) -> list[dict]:
+    header = _find_header(table)
+    if header is None:
+        wanted = ", ".join(COLUMNS[f][0] for f in REQUIRED)
+        raise DirectoryError(name, [f"no heading row with the columns {wanted} (and 档号, 形成时间, 备注 when "
+                                    "known) in its first rows; put the headings above the materials"])
+    index, columns = header
+    heading = {field: str(table[index][1][col]).strip() for field, col in columns.items()}
+    if "archive_no" not in columns and not dossier:
+        raise DirectoryError(name, ["the file has no 档号 column; give the dossier's archive number with "
+                                    "--dossier D-0001, or add a 档号 column"])
+    problems: list[str] = []
+    entries: list[dict] = []
+    seen: dict[tuple[str, str], int] = {}
+    for line, row in table[index + 1:]:
+        cells = {field: row[col] if col < len(row) else None for field, col in columns.items()}
+        if all(_blank(v) for v in cells.values()):
+            continue
+        bad = []
+
+        def wrong(field: str, message: str) -> None:
+            bad.append(f"row {line}, column {heading[field]}: {message}")
+
+        entry = {"archive_no": _archive_no(cells, dossier, wrong), "item": _item(cells, wrong),
+                 "title": _text(cells.get("title")), "date_formed": _date(cells.get("date_formed"), wrong),
+                 "pages": _pages(cells["pages"], wrong), "remarks": _text(cells.get("remarks")) or None}
+        if not entry["title"]:
+            wrong("title", "the material's title is empty; write its name, e.g. 干部履历表")
+        key = (entry["archive_no"], entry["item"])
+        if not bad and key in seen:
+            bad.append(f"row {line}: material {entry['item']} of {entry['archive_no']} is listed twice (row "
+                       f"{seen[key]} too); give each material its own item number")
+        problems += bad
+        if not bad:
+            seen[key] = line
+            entries.append(entry)
+    if not problems and not entries:
+        problems.append("the file lists no materials below its headings")
+    if problems:
+        raise DirectoryError(name, problems)
+    return entries
+
+
+def _blank(value) -> bool:
+    return value is None or str(value).strip() == ""
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _archive_no(cells: dict, dossier: str | None, wrong) -> str:
+    found = _text(cells.get("archive_no"))
+    if found and dossier and found != dossier:
+        wrong("archive_no", f"{found!r} is another dossier than --dossier {dossier}; import each dossier's "
+                            "directory on its own, or leave --dossier out")
+    if not found and not dossier:
+        wrong("archive_no", "empty; write the dossier's archive number (档号), or give --dossier")
+    return found or dossier or ""
+
+
+def _item(cells: dict, wrong) -> str:
+    value = cells.get("item")
+    if isinstance(value, (dt.date, dt.datetime)):
+        wrong("item", f"Excel turned the item number into the date {value:%Y-%m-%d}; format the 类号 column "
+                      "as text and type it again (e.g. 4-1)")
+        return ""
+    text = _text(value).replace("—", "-").replace("－", "-")
+    seq = _text(cells.get("seq"))
+    if seq and text and text.count("-") < (2 if text.split("-")[0] in ("4", "9") else 1):
+        text = f"{text}-{seq}"          # 类号 holds the category, 序号 the number within it
+    try:
+        parse_item(text)
+    except ValueError as exc:
+        wrong("item", f"{exc}")
+        return ""
+    return text
+
+
+def _date(value, wrong) -> str | None:
+    if _blank(value):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = _text(value)
+    m = _DATE.fullmatch(text) or _COMPACT_DATE.fullmatch(text)
+    if m:
+        year, month, day = m.group(1), m.group(2), m.group(3)
+        try:
+            dt.date(int(year), int(month or 1), int(day or 1))
+            return "-".join([year] + [f"{int(p):02d}" for p in (month, day) if p])
+        except ValueError:
+            pass
+    wrong("date_formed", f"{text!r} is not a date; write it as YYYY-MM-DD, YYYY-MM or YYYY (e.g. 1995-03-12)")
+    return None
+
+
+def _pages(value, wrong) -> int:
+    if isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, int) or isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        m = _PAGES.fullmatch(_text(value))
+        if not m:
+            shown = "empty" if _blank(value) else f"{_text(value)!r} is not a whole number of pages"
+            wrong("pages", f"{shown}; write the material's page count as a number, e.g. 12")
+            return 0
+        number = int(m.group(1))
+    if number < 1:
+        wrong("pages", f"{number} pages; a material has at least one page — write its page count")
+    return number
+
+
+# -- showing -------------------------------------------------------------------------------
+
+
+def show(station: Station, archive_no: str) -> list[dict]:
+    """The dossier's directory with how far each material is scanned on this station."""
+    entries = station.store.directory(archive_no)
+    if not entries:
+        raise UsageError(f"no directory of {archive_no} on this station; import it with 'quire-station directory "
+                         f"import FILE' or fetch it with 'quire-station directory fetch {archive_no}'")
+    out = []
+    for entry in entries:
+        batch = station.store.last_batch(archive_no, entry["item"])
+        scanned = len(station.store.pages(batch["id"])) if batch else None
+        out.append(dict(entry, state=batch["state"] if batch else None, scanned=scanned))
+    return out
+
+
+# -- from the archive ----------------------------------------------------------------------
+
+
+def fetch(station: Station, archive_no: str, central: str | None = None) -> int:
+    """Replace the dossier's directory with the archive's catalogue of it (its unit permitting); how many
+    materials it lists."""
+    address = central or station.config.central or station.store.get_meta("central_address")
+    if not address:
+        raise SyncError("no central service known; run 'quire-station enroll --central HOST:PORT' "
+                        "or set 'central' in station.toml")
+    channel = open_channel(station, address)
+    try:
+        reply = sync_pb2_grpc.StationSyncStub(channel).Directory(
+            sync_pb2.DirectoryRequest(station_id=station.station_id, archive_no=archive_no),
+            timeout=station.config.sync_timeout_s)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise UsageError(exc.details()) from None
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise explain_unavailable(station, address, exc) from None
+        raise CentralUnreachable(f"the archive at {address} did not give the directory of {archive_no} "
+                                 f"({exc.code().name}: {exc.details()})") from None
+    finally:
+        channel.close()
+    entries = [{"item": e.item, "title": e.title, "date_formed": e.date_formed or None, "pages": e.pages,
+                "remarks": e.remarks or None} for e in reply.entries]
+    station.store.replace_directory(archive_no, entries, f"archive {address}")
+    return len(entries)
