@@ -65,6 +65,14 @@ class ScannerJammed(ScannerError):
     advice = "clear the jam, put the unscanned sheets back in the feeder and run the same scan command to resume"
 
 
+class DoubleFeed(ScannerJammed):
+    """The scanner's ultrasonic sensor found two sheets fed together; it stopped, as for a jam."""
+
+    headline = "double feed: the scanner found two sheets fed together and stopped"
+    advice = ("take the two sheets out of the scanner, separate them, put both back on top of the unscanned "
+              "sheets and run the same scan command to resume")
+
+
 class CoverOpen(ScannerError):
     headline = "scanner cover open"
     advice = "close it, check the feeder and run the same scan command to resume"

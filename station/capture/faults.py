@@ -7,7 +7,7 @@ the real python-sane error path runs; with other sources the mapped error is rai
 
 from typing import Iterator
 
-from ..errors import CoverOpen, DeviceBusy, ScannerIOError, ScannerJammed, UsageError
+from ..errors import CoverOpen, DeviceBusy, DoubleFeed, ScannerIOError, ScannerJammed, UsageError
 from .base import RawPage
 
 KINDS = {
@@ -15,7 +15,11 @@ KINDS = {
     "cover": ("SANE_STATUS_COVER_OPEN", CoverOpen),
     "io": ("SANE_STATUS_IO_ERROR", ScannerIOError),
     "busy": ("SANE_STATUS_DEVICE_BUSY", DeviceBusy),
+    # A double feed is JAMMED with the double-feed sensor set, as real backends report it.
+    "double": ("SANE_STATUS_JAMMED", DoubleFeed),
 }
+# The test device's settable stand-in for a double-feed sensor (hardware/profiles/sane-test.toml).
+TEST_DOUBLE_FEED_SENSOR = "bool_soft_select_soft_detect_emulated"
 
 
 class FaultSource:
@@ -44,6 +48,10 @@ class FaultSource:
         dev = getattr(self.inner, "dev", None)
         if dev is not None and "read_return_value" in dev.opt:
             dev.read_return_value = status
+            if self.kind == "double":
+                if "enable_test_options" in dev.opt:
+                    dev.enable_test_options = True
+                setattr(dev, TEST_DOUBLE_FEED_SENSOR, True)
             yield from pages  # the backend now fails the next read, through the real path
             return
         raise error()

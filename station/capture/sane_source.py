@@ -10,7 +10,8 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..errors import ScannerDriverCrashed, ScannerDriverFailed, ScannerDriverHung, ScannerError, ScannerNotFound
+from ..errors import (DoubleFeed, ScannerDriverCrashed, ScannerDriverFailed, ScannerDriverHung, ScannerError,
+                      ScannerJammed, ScannerNotFound)
 from . import driver as _driver
 from .base import RawPage
 from .driver import Driver
@@ -227,12 +228,44 @@ class SaneSource:
             except ScannerDriverHung as exc:
                 raise ScannerDriverHung(f"{exc.detail}; if this scanner is just that slow, raise "
                                         "scanner_page_timeout_s in station.toml") from None
+            except ScannerJammed as exc:
+                # SANE has no status of its own for a double feed: the fujitsu, canon_dr and kvs backends
+                # report it as JAMMED; the family's double-feed sensor says which it was.
+                fed_two = self._double_fed()
+                if fed_two:
+                    raise DoubleFeed(exc.detail) from None
+                if fed_two is None and self.plan is not None and "double_feed" in self.plan.features:
+                    raise ScannerJammed("; ".join(filter(None, (exc.detail, (
+                        "this scanner stops the same way on a double feed: if two sheets came out together, "
+                        "separate them and feed both again"))))) from None
+                raise
             if image is None:
                 return              # the feeder is empty: the normal end of an ADF batch
             yield RawPage(image, self.dpi, origin=self.name, area_mm=area)
             image = None            # the caller has spooled it: hold nothing while the next one comes
             if not feeder:
                 return
+
+    def _double_fed(self) -> bool | None:
+        """Whether the device's double-feed sensor (its profile's, else any family's) is set now; None
+        when the device has no such sensor (a double feed then looks like any jam)."""
+        from ..profiles import load
+
+        if self.profile is not None:
+            names = list(self.profile.sensors.get("double_feed", ()))
+        else:
+            names = list(dict.fromkeys(n for p in load() for n in p.sensors.get("double_feed", ())))
+        try:
+            offered = self.dev.opt
+        except ScannerError:
+            return None
+        for name in names:
+            if name.replace("-", "_") in offered:
+                try:
+                    return bool(self.sensor(name))
+                except ScannerError:
+                    return None
+        return None
 
     def _area_mm(self) -> tuple[float, float] | None:
         """The scan area's width and height in mm from the device's geometry options, when it has them."""
