@@ -15,6 +15,7 @@ from quire.memory import tune_allocator
 
 from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
 from . import backup, scrub, transfer
+from . import cli_replica
 from . import config as config_mod
 from .access import dossier_unit, guard
 from .archive import open_archive
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_standards_commands(sub)
     cli_people.add_commands(sub)
     cli_stats.add_commands(sub)
+    cli_replica.add_commands(sub)
     return p
 
 

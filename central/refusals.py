@@ -76,6 +76,10 @@ _quota = _Quota()
 def record(archive: Archive, event: str, subject: str, fields: dict, by: str) -> bool:
     """Append a refusal entry unless ``by``'s share of the minute is spent (then it is counted); True
     when written. Call it outside any transaction; it never raises."""
+    if (archive.config.home / "replica.json").exists():
+        # An off-site copy's log is its primary's, entry for entry (central/replica.py): the journal keeps it.
+        log.warning("%s refused on this off-site copy (%s): %s", subject, by, " ".join(str(fields.get("reason")).split()))
+        return False
     carried = _quota.take(str(archive.config.home), _rate_key(by))
     if carried is None:
         return False

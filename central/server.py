@@ -19,6 +19,7 @@ from .auth import StationAuthInterceptor, current_station
 from .errors import CentralError
 from .grpc_errors import ErrorInterceptor
 from .limits import LimitsInterceptor
+from .replica_server import CopyGate, ReplicaServicer
 
 SERVICE_VERSION = "0.1.0"
 
@@ -176,17 +177,20 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["Arch
         pool,
         # Order matters: errors raised by the checks after it are translated too; requests outside their
         # bounds are refused before authentication reads them; shares are taken by authenticated stations.
-        interceptors=[ErrorInterceptor(archive), LimitsInterceptor(), StationAuthInterceptor(archive), shares],
+        interceptors=[ErrorInterceptor(archive), LimitsInterceptor(), CopyGate(archive), StationAuthInterceptor(archive),
+                      shares],
         options=options,
         # Calls waiting for a thread are bounded too: beyond this, RESOURCE_EXHAUSTED at once.
         maximum_concurrent_rpcs=4 * threads,
     )
     sync_pb2_grpc.add_StationSyncServicer_to_server(StationSyncServicer(archive), server)
     access_pb2_grpc.add_ArchiveAccessServicer_to_server(ArchiveAccessServicer(archive), server)
+    sync_pb2_grpc.add_ArchiveReplicaServicer_to_server(ReplicaServicer(archive), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [sync_pb2.DESCRIPTOR.services_by_name["StationSync"].full_name,
-                access_pb2.DESCRIPTOR.services_by_name["ArchiveAccess"].full_name]
+                access_pb2.DESCRIPTOR.services_by_name["ArchiveAccess"].full_name,
+                sync_pb2.DESCRIPTOR.services_by_name["ArchiveReplica"].full_name]
     for service in services:
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,188 @@
+"""The off-site copy (异地备份): a second archive that adopts the primary's only once all of it checks."""
+
+import json
+import sqlite3
+
+import grpc
+import pytest
+
+from central import audit, config, replica, replicate
+from central.archive import open_archive
+from central.server import build_server
+from central.verify import verify
+from quire import keys
+from quire.v1 import sync_pb2, sync_pb2_grpc
+from station.scan import scan
+from station.sync import sync
+from tests.conftest import make_station, register
+
+
+@pytest.fixture
+def pair(tmp_path, central):
+    """(primary archive, its address, copy archive, copy address, a station syncing into the primary)."""
+    primary, address = central
+    copy_cfg = config.load(tmp_path / "copy")
+    replica.init(copy_cfg, address, keys.fingerprint(primary.public_key))
+    copy = open_archive(copy_cfg)
+    server, port = build_server(copy, "127.0.0.1:0")
+    server.start()
+    copy_address = f"127.0.0.1:{port}"
+    replicate.add_copy(primary, copy_address, keys.fingerprint(copy.public_key))
+    st = register(primary, address, make_station(tmp_path / "st", address, dpi=200, chunk_bytes=65536))
+    yield primary, address, copy, copy_address, st
+    st.close()
+    server.stop(grace=None).wait()
+    copy.close()
+
+
+def _scan_and_sync(st, address, *items, dossier="D-1"):
+    for item in items:
+        seed = sum(ord(c) * 7 ** i for i, c in enumerate(dossier + item)) % 100_000  # other pages per material
+        scan(st, {"archive_no": dossier, "name": "张三"}, {"item": item, "title": "t"},
+             f"synthetic:seed={seed},sheets=1")
+    report = sync(st, address, sleep=lambda s: None)
+    assert not report.failed and not report.rejected, report
+
+
+def _pages(archive) -> dict:
+    return {(r["archive_no"], r["item"], r["n"]): r["sha256"] for r in archive.catalogue.query(
+        "SELECT m.archive_no, m.item, p.n, p.sha256 FROM pages p JOIN materials m ON m.id = p.material_id")}
+
+
+def _view(copy):
+    """The copy checked under the primary's key, as 'promote' checks it."""
+    state = replica.load_state(copy.config)
+    return replica.Archive(copy.config, replica._PublicKeyOnly(bytes.fromhex(state["primary_key"])),
+                           copy.catalogue, copy.blobs, copy.tls)
+
+
+def test_the_copy_holds_every_bundle_and_the_primarys_own_log(pair):
+    primary, address, copy, _, st = pair
+    _scan_and_sync(st, address, "1-1", "4-1-2")
+    report = replicate.push(primary, sleep=lambda s: None)
+    assert report.blobs_sent == len(_pages(primary)) + 1   # the pages and the catalogue snapshot
+    assert _pages(copy) == _pages(primary) and len(_pages(copy)) == 4   # two duplex sheets
+    mine, theirs = audit.verify_log(primary), audit.verify_log(_view(copy))
+    assert theirs.ok and (theirs.entries, theirs.root) == (mine.entries, mine.root)
+    assert verify(_view(copy)).ok
+    lag = replicate.lag(primary)
+    assert (lag["entries_behind"], lag["bundles_behind"], lag["last_error"]) == (0, 0, "")
+
+    _scan_and_sync(st, address, "9-2-1")
+    lag = replicate.lag(primary)
+    assert lag["entries_behind"] >= 1 and lag["bundles_behind"] == 1
+    assert replicate.health_problems(lag)
+    again = replicate.push(primary, sleep=lambda s: None)
+    assert again.blobs_sent == 2 + 1   # only the new material's pages travel, and the snapshot
+    assert _pages(copy) == _pages(primary)
+    assert replicate.lag(primary)["entries_behind"] == 0
+    assert replicate.push(primary, sleep=lambda s: None).up_to_date
+
+
+def test_stations_and_readers_are_turned_away_from_a_copy(pair, tmp_path):
+    primary, address, copy, copy_address, st = pair
+    _scan_and_sync(st, address, "1-1")
+    replicate.push(primary, sleep=lambda s: None)
+    with grpc.secure_channel(copy_address, grpc.ssl_channel_credentials(copy.tls.cert_pem),
+                             options=[("grpc.ssl_target_name_override", "quire-central")]) as channel:
+        stub = sync_pb2_grpc.StationSyncStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Offer(sync_pb2.OfferRequest(station_id="st-test", manifest=b"{}", signature=b"0" * 64), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "off-site copy" in caught.value.details() and "promote" in caught.value.details()
+
+
+def test_a_copy_refuses_calls_not_signed_by_its_primary(pair, tmp_path):
+    primary, address, copy, copy_address, _ = pair
+    impostor = open_archive(config.load(tmp_path / "impostor"))
+    try:
+        state = replicate.add_copy(impostor, copy_address, keys.fingerprint(copy.public_key))
+        with pytest.raises(replicate.CopyRefused, match="not signed by"):
+            replicate.push(impostor, sleep=lambda s: None)
+        assert state["copy_fingerprint"] == keys.fingerprint(copy.public_key)
+    finally:
+        impostor.close()
+
+
+def _tamper(primary, sql: str, params=()):
+    conn = sqlite3.connect(primary.config.db_path)
+    with conn:
+        conn.execute(sql, params)
+    conn.close()
+
+
+def test_a_forged_bundle_is_refused_and_the_copy_keeps_its_state(pair):
+    primary, address, copy, _, st = pair
+    _scan_and_sync(st, address, "1-1")
+    replicate.push(primary, sleep=lambda s: None)
+    before = replica.load_state(copy.config)
+    _scan_and_sync(st, address, "4-1-2")
+    # Someone with the primary's database rewrites the new material's title inside its signed manifest.
+    bundle = primary.catalogue.one("SELECT id, manifest FROM bundles ORDER BY committed_at DESC LIMIT 1")
+    forged = bytes(bundle["manifest"]).replace(b'"title":"t"', b'"title":"x"')
+    _tamper(primary, "UPDATE bundles SET manifest = ? WHERE id = ?", [forged, bundle["id"]])
+    with pytest.raises(replicate.CopyRefused) as caught:
+        replicate.push(primary, sleep=lambda s: None)
+    assert f"bundle {bundle['id'][:12]}" in str(caught.value) and "signature" in str(caught.value).lower()
+    assert replica.load_state(copy.config)["checkpoint"] == before["checkpoint"]
+    assert len(_pages(copy)) == 2 and verify(_view(copy)).ok   # one duplex sheet: the first material
+    lag = replicate.lag(primary)
+    assert "refused" in lag["last_error"] and replicate.health_problems(lag)
+
+
+def _saved(primary, path):
+    """The primary's catalogue as a backup taken now would hold it."""
+    target = sqlite3.connect(path)
+    with primary.catalogue._lock:
+        primary.catalogue.db.conn.backup(target)
+    target.close()
+    return path
+
+
+def _restored(primary, path):
+    """The primary's catalogue put back from that backup (its blobs stay)."""
+    source = sqlite3.connect(path)
+    with primary.catalogue._lock:
+        source.backup(primary.catalogue.db.conn)
+    source.close()
+
+
+def test_a_rolled_back_primary_log_is_refused_naming_both_roots(pair, tmp_path):
+    primary, address, copy, _, st = pair
+    _scan_and_sync(st, address, "1-1")
+    old = _saved(primary, tmp_path / "old.db")
+    older = audit.latest_checkpoint(primary)
+    _scan_and_sync(st, address, "4-1-2")
+    replicate.push(primary, sleep=lambda s: None)
+    held = replica.held_checkpoint(replica.load_state(copy.config))
+    assert held.tree_size > older.tree_size
+    _restored(primary, old)   # the primary is "restored" from an old backup
+    with pytest.raises(replicate.CopyRefused) as caught:
+        replicate.push(primary, sleep=lambda s: None)
+    message = str(caught.value)
+    assert "rolled back" in message and held.body["root_hash"] in message
+    assert older.body["root_hash"] in message and "promote" in message
+    assert replica.held_checkpoint(replica.load_state(copy.config)).body == held.body
+    assert len(_pages(copy)) == 4
+
+
+def test_a_forked_primary_log_is_refused(pair, tmp_path):
+    primary, address, copy, _, st = pair
+    _scan_and_sync(st, address, "1-1")
+    old = _saved(primary, tmp_path / "old.db")
+    _scan_and_sync(st, address, "4-1-2")
+    replicate.push(primary, sleep=lambda s: None)
+    held = replica.held_checkpoint(replica.load_state(copy.config))
+    # History rewritten: the primary goes back to the old state and goes on differently, past the copy's size.
+    _restored(primary, old)
+    other = register(primary, address, make_station(tmp_path / "st2", address, station_id="st-other", dpi=200),
+                     unit="unit-a")
+    try:
+        _scan_and_sync(other, address, "9-1-1", "9-1-2", dossier="D-2")
+    finally:
+        other.close()
+    assert audit.latest_checkpoint(primary).tree_size > held.tree_size
+    with pytest.raises(replicate.CopyRefused) as caught:
+        replicate.push(primary, sleep=lambda s: None)
+    assert "forked" in str(caught.value) and held.body["root_hash"] in str(caught.value)
+    assert replica.held_checkpoint(replica.load_state(copy.config)).body == held.body
