@@ -51,6 +51,13 @@ def add_commands(sub) -> None:
     c.add_argument("--chart", metavar="FILE", help="also write a bar chart to FILE (.png or .svg)")
     c.set_defaults(func=cmd_coverage)
 
+    c = inner.add_parser("replication", help="how far behind the off-site copy (异地备份) is",
+                         description="The off-site copy's lag by its last signed acknowledgement: audit entries, "
+                                     "bundles and blobs it lacks, when it last adopted the primary's state, its "
+                                     "last contact and last error ('replica status' exits 1 when it lags).")
+    c.add_argument("--json", action="store_true", help="print JSON lines")
+    c.set_defaults(func=cmd_replication)
+
     u = inner.add_parser("units", help="what the statistics know about units",
                          description="Record facts about units that the statistics need.")
     u_sub = u.add_subparsers(title="unit commands", metavar="COMMAND")
@@ -166,6 +173,16 @@ def cmd_coverage(archive, who, args):
               "coverage": _percent(r["coverage"]) if r["expected"] else "expected unknown"} for r in rows]
     _out(rows, ["unit", "name", "dossiers", "covered", "expected", "coverage", "materials", "pages"], args,
          shown=shown)
+
+
+@_reading()
+def cmd_replication(archive, who, args):
+    """The off-site copy's lag."""
+    from .replicate import lag
+
+    row = lag(archive)
+    _out([row] if row else [], ["copy", "entries_behind", "bundles_behind", "blobs_behind", "replicated_at",
+                                "last_contact", "last_error"], args)
 
 
 @_reading("station.manage")

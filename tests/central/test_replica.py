@@ -56,7 +56,7 @@ def _view(copy):
                            copy.catalogue, copy.blobs, copy.tls)
 
 
-def test_the_copy_holds_every_bundle_and_the_primarys_own_log(pair):
+def test_the_copy_holds_every_bundle_and_the_primarys_own_log(pair, capsys):
     primary, address, copy, _, st = pair
     _scan_and_sync(st, address, "1-1", "4-1-2")
     report = replicate.push(primary, sleep=lambda s: None)
@@ -77,6 +77,11 @@ def test_the_copy_holds_every_bundle_and_the_primarys_own_log(pair):
     assert _pages(copy) == _pages(primary)
     assert replicate.lag(primary)["entries_behind"] == 0
     assert replicate.push(primary, sleep=lambda s: None).up_to_date
+    from central.cli import main
+
+    assert main(["--home", str(primary.config.home), "stats", "replication", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["entries_behind"], row["bundles_behind"], row["last_error"]) == (0, 0, "") and row["last_contact"]
 
 
 def test_stations_and_readers_are_turned_away_from_a_copy(pair, tmp_path):
