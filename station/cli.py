@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--material and --title it runs the next queued batch.")
     c.add_argument("--dossier", help="dossier archive number (档号), e.g. D-0001")
     c.add_argument("--material", help="material item number, e.g. 1-1 or 4-1-2")
-    c.add_argument("--title", help="material title, e.g. 干部履历表")
+    c.add_argument("--title", help="material title, e.g. 干部履历表 (default: the dossier's directory)")
     _dossier_arguments(c)
     c.add_argument("--date-formed", help="date the material was formed (制成日期), YYYY-MM-DD")
     c.add_argument("--remarks", help="remarks (备注)")
@@ -233,6 +233,7 @@ def _dossier(args) -> dict:
 
 def cmd_scan(cfg, args) -> int:
     from .capture import open_source
+    from .cli_review import from_directory
     from .control import connect
     from .home import open_station
     from .scan import scan
@@ -242,6 +243,7 @@ def cmd_scan(cfg, args) -> int:
     for key in ("date_formed", "remarks"):
         if getattr(args, key):
             material[key] = getattr(args, key)
+    material = from_directory(cfg, args.dossier, material)
     if args.rescan:
         material["rescan"] = True
     if args.review if args.review is not None else cfg.review_before_seal:
@@ -266,9 +268,10 @@ def cmd_scan(cfg, args) -> int:
     if daemon is not None:  # the station service owns the scanner: it scans, we show the pages
         result = _scan_via_daemon(daemon, args, dossier, material, on_page)
     else:
-        if not (args.dossier and args.material and args.title):
-            raise UsageError("--dossier, --material and --title are required; without them 'scan' runs the next "
-                             "queued batch, which needs the station service (sudo systemctl start quire-station)")
+        if not (args.dossier and args.material and material.get("title")):
+            raise UsageError("--dossier, --material and --title are required (the title may come from the "
+                             "dossier's directory: 'quire-station directory import'); without them 'scan' runs the "
+                             "next queued batch, which needs the station service (sudo systemctl start quire-station)")
         station = open_station(cfg)
         try:
             source = args.source if args.dpi is None else open_source(

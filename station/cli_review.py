@@ -238,3 +238,24 @@ def _open_for_capture(cfg, args):
                                      "screen, or stop the service (sudo systemctl stop quire-station) and run this "
                                      "again, or give --source")
     return _open(cfg)
+
+
+def from_directory(cfg, archive_no: str | None, material: dict) -> dict:
+    """The material with what the dossier's directory says of it (title, date formed, remarks) where the
+    command line left them out; as given when no directory lists it (or its store is not this user's to read)."""
+    from .errors import NeedsTechnician, NotInitialised
+
+    if not archive_no or not material.get("item") or material.get("title"):
+        return material
+    try:
+        station = _open(cfg)
+    except (NeedsTechnician, NotInitialised):
+        return material
+    try:
+        entry = station.store.directory_entry(archive_no, material["item"])
+    finally:
+        station.close()
+    if entry is None:
+        return material
+    found = {"title": entry["title"], "date_formed": entry["date_formed"], "remarks": entry["remarks"]}
+    return {**{k: v for k, v in found.items() if v}, **{k: v for k, v in material.items() if v}}

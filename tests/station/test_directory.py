@@ -2,6 +2,7 @@
 
 import csv
 import datetime as dt
+import json
 
 import openpyxl
 import pytest
@@ -152,3 +153,18 @@ def test_fetch_takes_the_archives_catalogue_for_a_dossier_of_the_stations_unit_o
     finally:
         same_unit.close()
         other_unit.close()
+
+
+def test_scan_takes_the_title_from_the_directory_and_seals_when_the_count_matches(st, tmp_path, capsys):
+    path = tmp_path / "目录.csv"
+    _write_csv(path, "utf-8", rows=[("2-1", "自传", "1985.03.02", "2", "手写")])
+    home = str(st.config.home)
+    assert main(["--home", home, "directory", "import", str(path), "--dossier", "D-0006"]) == 0
+    assert main(["--home", home, "scan", "--dossier", "D-0006", "--material", "2-1",
+                 "--source", "synthetic:seed=5,sheets=2,duplex=no"]) == 0
+    assert "sealed as bundle" in capsys.readouterr().err
+    bundle = st.store.db.execute("SELECT manifest FROM bundles").fetchone()[0]
+    manifest = json.loads(bundle)
+    assert manifest["material"] == {"item": "2-1", "title": "自传", "date_formed": "1985-03-02", "remarks": "手写",
+                                    "page_count": 2}
+    assert manifest["count_check"] == {"expected": 2, "found": 2, "source": "file 目录.csv"}

@@ -32,6 +32,25 @@ def _pages(source_seed: int, sheets: int) -> SyntheticSource:
     return SyntheticSource(seed=source_seed, sheets=sheets, dpi=150, duplex=False)
 
 
+def _material_page(archive, archive_no: str, item: str) -> str:
+    """The archive console's page of the material, as an archivist of its unit sees it (plain HTTP on loopback)."""
+    from central import users, web
+    from tests.central.web.conftest import Client
+
+    if not archive.catalogue.one("SELECT id FROM users WHERE id = 'arch1'"):
+        users.add(archive, "arch1", "陈档案", ["archivist"], ["unit-a"])
+        users.set_password(archive, "arch1", "口令-arch1-2026!", by="local:tests", must_change=False)
+    running = web.start(archive, "127.0.0.1:0", http=True)
+    try:
+        client = Client(running.url)
+        client.sign_in("arch1", "口令-arch1-2026!")
+        status, _, body = client.request(f"catalogue/{archive_no}/{item}")
+        assert status == 200
+        return body.decode()
+    finally:
+        running.stop()
+
+
 def _central_manifest(archive, archive_no: str, item: str) -> dict:
     row = archive.catalogue.one("SELECT b.manifest FROM materials m JOIN bundles b ON b.id = m.bundle_id"
                                 " WHERE m.archive_no = ? AND m.item = ?", [archive_no, item])
@@ -64,6 +83,9 @@ def test_edits_before_sealing_are_in_the_signed_bundle_and_the_archive_keeps_the
         ("rescan", 2, "skewed", "张三"), ("insert", 4, "missed sheet", "张三"), ("remove", 5, "double feed", "李四")]
     assert kept["page_edits"][2]["removed_sha256"] == before[3]       # the removed page's hash, as evidence
     assert archive.catalogue.one("SELECT state FROM bundles WHERE id = ?", [bundle_id])["state"] == "committed"
+    shown = _material_page(archive, "D-0001", "1-1")
+    assert "<td>删除</td><td>第 5 页</td>\n      <td>double feed</td><td>李四</td>" in shown
+    assert f"<code>{before[3][:16]}</code>" in shown
 
     # Sealed: nothing changes any more, and the operator is told why and what to do instead.
     for attempt in (lambda: review.remove_page(st, "D-0001", "1-1", 1, "张三", "stray"),
@@ -100,6 +122,9 @@ def test_a_count_differing_from_the_directory_waits_for_the_operators_reason(syn
     assert kept["count_check"]["expected"] == 3 and kept["count_check"]["found"] == 2
     assert kept["count_check"]["confirmation"]["reason"] == "目录页数有误，原件为 2 页"
     assert kept["count_check"]["confirmation"]["operator"] == "王组长"
+    shown = _material_page(archive, "D-0002", "1-1")
+    assert "目录页数 3 页，实扫 2 页，<strong>页数不符</strong>" in shown
+    assert "确认理由：目录页数有误，原件为 2 页（王组长" in shown
 
 
 def test_feeding_the_missing_sheet_instead_seals_without_a_confirmation(synced_station):

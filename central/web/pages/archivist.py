@@ -45,7 +45,19 @@ def _material(archive, actor: Actor, archive_no: str, item: str) -> dict:
     m = next((m for m in materials if m["item"] == item), None)
     held = [q for q in quarantine.listing(archive, actor) if (q["archive_no"], q["item"]) == (archive_no, item)]
     return {"m": m, "pages": listing.pages(archive, archive_no, item) if m else [], "archive_no": archive_no,
-            "item": item, "history": changes.history(archive, archive_no, item), "held": held}
+            "item": item, "history": changes.history(archive, archive_no, item), "held": held,
+            "scan_review": _scan_review(archive, archive_no, item) if m else None}
+
+
+def _scan_review(archive, archive_no: str, item: str) -> dict | None:
+    """What the station's operator checked and changed before sealing the current version: the page count
+    against the directory (with the confirmation of a difference) and every page edit, from its signed manifest."""
+    row = archive.catalogue.one("SELECT b.manifest FROM materials m JOIN bundles b ON b.id = m.bundle_id"
+                                " WHERE m.archive_no = ? AND m.item = ?", [archive_no, item])
+    manifest = json.loads(row["manifest"]) if row else {}
+    if not manifest.get("count_check") and not manifest.get("page_edits"):
+        return None
+    return {"count": manifest.get("count_check"), "edits": manifest.get("page_edits") or []}
 
 
 def _image(archive, actor: Actor, archive_no: str, item: str, n: int, size: int) -> bytes:
