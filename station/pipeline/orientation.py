@@ -16,6 +16,10 @@ _SURE_SCRIPT_SIGMA = 3.0
 # Line direction: across and down must differ in their share of gaps by this much to be told apart.
 _CLEAR_LINES = 0.15
 _UNSURE = 0.5           # the confidence reported when the cues are weak or disagree: below any sane bar
+# A gap between lines this many times the usual one ends a paragraph (a blank line between them).
+_PARAGRAPH_GAP = 1.8
+# A paragraph's first and last lines differ in length by this share of its width to say which ends it.
+_SHORT_LINE = 0.12
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,9 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     across, down = _gappiness(boxes, shape, 1), _gappiness(boxes, shape, 0)
     sideways = down > across
     if sideways:
-        votes, script = _upright_votes(_turned(boxes, shape), _turned(every, shape))
+        votes, script, ends = _upright_votes(_turned(boxes, shape), _turned(every, shape))
     else:
-        votes, script = _upright_votes(boxes, every)
+        votes, script, ends = _upright_votes(boxes, every)
     # Two independent cues: the layout (stops at the foot of the line, a heading on top) and the
     # script's own shape (ascenders above the line). A page is turned only on a clear line direction
     # and a cue that is strong while the other does not say otherwise; else it stays as captured.
@@ -54,9 +58,15 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     # hangs below its line): it counts only where the layout agrees. The layout alone counts only
     # where it is very strong and the script says nothing (Chinese: no ascenders to go by).
     strong_script = abs(script) >= _SURE_SCRIPT_SIGMA and votes * script > 0 and abs(votes) >= 1
-    strong_layout = (layout >= 0.6 and votes * script > 0 and abs(script) >= 2.0) or (
+    strong_layout = (layout >= 0.6 and votes * script > 0 and abs(script) >= _SURE_SCRIPT_SIGMA) or (
         layout >= 0.75 and abs(script) < 1.0)
     upright = (script if strong_script else votes) >= 0
+    # Every script ends a paragraph on its short line. Marks and letter shapes read upright in one
+    # script read upside down in another (Hebrew: hanging letters, its maqaf and gershayim at the
+    # top of the line, as a turned Latin page has its stops), so where the paragraphs say the
+    # other way, nothing is sure.
+    if ends and (ends > 0) != upright:
+        strong_script = strong_layout = False
     turn = (90 if upright else 270) if sideways else (0 if upright else 180)
     confidence = clarity * max(shape_cue if strong_script else 0.0, layout if strong_layout else 0.0)
     if not (strong_script or strong_layout):
@@ -104,9 +114,10 @@ def _coverage(start: np.ndarray, size: np.ndarray, length: int) -> np.ndarray:
     return np.cumsum(steps[:-1])
 
 
-def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float]:
+def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, int]:
     """Evidence that lines running across are the right way up (positive) or upside down (negative):
-    votes from the layout, and standard deviations of a Latin script's ascender surplus.
+    votes from the layout, standard deviations of a Latin script's ascender surplus, and paragraphs
+    ending on their short line less those starting on it (any script).
 
     ``boxes`` are the character-sized marks, ``every`` all marks (x, y, w, h), rules included.
     """
@@ -115,7 +126,7 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float]:
     profile = _coverage(y, h, length)
     lines = _runs(profile > _GAP_SHARE * np.percentile(profile[profile > 0], 90))
     if not lines:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0
     heights = np.array([b - a for a, b in lines])
     typical = float(np.median(heights))
     centre = y + h / 2
@@ -132,7 +143,37 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float]:
         rise, drop = _ascenders(y[inside], h[inside])
         rises, drops = rises + rise, drops + drop
     script = (rises - drops) / np.sqrt(rises + drops + 1.0)
-    return votes + _heading_votes(lines, heights, typical), float(script)
+    ends = _paragraph_ends(lines, heights, typical, x, w, centre)
+    return votes + _heading_votes(lines, heights, typical), float(script), ends
+
+
+def _paragraph_ends(lines: list[tuple[int, int]], heights: np.ndarray, typical: float, x: np.ndarray,
+                    w: np.ndarray, centre: np.ndarray) -> int:
+    """Paragraphs (runs of body lines set apart by a wider gap) whose last line is markedly shorter
+    than their first, less those whose first line is: positive on a page the right way up, in any
+    script and either direction of writing."""
+    body = [(a, b) for (a, b), h in zip(lines, heights) if 0.6 * typical <= h <= 1.6 * typical]
+    if len(body) < 6:
+        return 0
+    gaps = np.array([b[0] - a[1] for a, b in zip(body, body[1:])])
+    usual = max(1.0, float(np.median(gaps)))
+    spans = []
+    for top, bottom in body:
+        inside = (centre >= top) & (centre < bottom)
+        spans.append((int(x[inside].min()), int((x + w)[inside].max())) if inside.any() else None)
+    ends, start = 0, 0
+    for i in range(len(body)):
+        if i + 1 < len(body) and gaps[i] <= _PARAGRAPH_GAP * usual:
+            continue
+        paragraph = [s for s in spans[start:i + 1] if s is not None]
+        start = i + 1
+        if len(paragraph) < 3:
+            continue
+        width = max(b for _, b in paragraph) - min(a for a, _ in paragraph)
+        first, last = (paragraph[0][1] - paragraph[0][0]), (paragraph[-1][1] - paragraph[-1][0])
+        if abs(first - last) >= _SHORT_LINE * width:
+            ends += 1 if last < first else -1
+    return ends
 
 
 def _ascenders(y: np.ndarray, h: np.ndarray) -> tuple[int, int]:
