@@ -19,6 +19,16 @@ def add_commands(sub, capture_help: str) -> None:
     c.add_argument("file", metavar="FILE", help="the directory as .csv or .xlsx")
     c.add_argument("--dossier", help="the dossier's archive number (档号) when the file has no 档号 column")
     c.set_defaults(func=cmd_directory_import)
+    c = d_sub.add_parser("add", help="type one material into a dossier's directory (or correct it)",
+                         description="Add one material to the dossier's directory, or correct the one with this item "
+                                     "number in its place; checked as an imported row is.")
+    c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
+    c.add_argument("material", metavar="ITEM", help="the material's item number (类号), e.g. 1-1 or 4-1-2")
+    c.add_argument("--title", required=True, help="材料名称, e.g. 干部履历表")
+    c.add_argument("--pages", required=True, help="页数: the material's page count")
+    c.add_argument("--date-formed", help="形成时间, YYYY-MM-DD, YYYY-MM or YYYY")
+    c.add_argument("--remarks", help="备注")
+    c.set_defaults(func=cmd_directory_add)
     c = d_sub.add_parser("show", help="show a dossier's directory and how far each material is scanned",
                          description="List the dossier's materials with the page count the directory expects and "
                                      "the pages scanned on this station.")
@@ -108,6 +118,18 @@ def cmd_directory_import(cfg, args) -> int:
         station.close()
     for archive_no, count in done.dossiers.items():
         print(f"{archive_no}: directory of {count} material(s) imported")
+    return 0
+
+
+def cmd_directory_add(cfg, args) -> int:
+    from .directory import put_entry
+
+    station = _open(cfg)
+    try:
+        entry = put_entry(station, args.dossier, args.material, args.title, args.pages, args.date_formed, args.remarks)
+    finally:
+        station.close()
+    print(f"{args.dossier} {entry['item']} «{entry['title']}» {entry['pages']} 页 kept in the directory")
     return 0
 
 

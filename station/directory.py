@@ -45,11 +45,11 @@ class DirectoryError(StationError):
 
     exit_code = 2
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str],
+                 head: str = "nothing was imported; correct the file and import it again"):
         self.problems = problems
         shown = problems[:20] + ([f"… and {len(problems) - 20} more"] if len(problems) > 20 else [])
-        super().__init__(f"{source}: nothing was imported; correct the file and import it again:\n  "
-                         + "\n  ".join(shown))
+        super().__init__(f"{source}: {head}:\n  " + "\n  ".join(shown))
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,33 @@ def _pages(value, wrong) -> int:
     if number < 1:
         wrong("pages", f"{number} pages; a material has at least one page — write its page count")
     return number
+
+
+# -- typed in (the kiosk, the CLI) ---------------------------------------------------------
+
+
+def put_entry(station: Station, archive_no: str, item: str, title: str, pages, date_formed=None,
+              remarks=None) -> dict:
+    """Add one material to the dossier's directory, or correct it (keeping its place); checked as a file's row."""
+    problems: list[str] = []
+    names = {"archive_no": "档号", "item": "类号", "title": "材料名称", "date_formed": "形成时间", "pages": "页数",
+             "remarks": "备注"}
+
+    def wrong(field: str, message: str) -> None:
+        problems.append(f"{names[field]}: {message}")
+
+    archive_no = (archive_no or "").strip()
+    if not archive_no:
+        wrong("archive_no", "empty; give the dossier's archive number")
+    cells = {"item": item}
+    entry = {"item": _item(cells, wrong), "title": _text(title), "date_formed": _date(date_formed, wrong),
+             "pages": _pages(pages, wrong), "remarks": _text(remarks) or None}
+    if not entry["title"]:
+        wrong("title", "the material's title is empty; write its name, e.g. 干部履历表")
+    if problems:
+        raise DirectoryError(f"{archive_no} {item}", problems, "not kept in the directory; correct it and try again")
+    station.store.put_directory_entry(archive_no, entry, "typed")
+    return entry
 
 
 # -- showing -------------------------------------------------------------------------------

@@ -383,6 +383,18 @@ class Store:
                     [archive_no, e["item"], position, e["title"], e.get("date_formed"), e["pages"],
                      e.get("remarks"), source, now])
 
+    def put_directory_entry(self, archive_no: str, entry: dict, source: str) -> None:
+        """Add one material to the dossier's directory (last), or correct it in its place."""
+        with atomic(self.db):
+            row = one(self.db, "SELECT position FROM directory WHERE archive_no = ? AND item = ?",
+                      [archive_no, entry["item"]])
+            position = row["position"] if row else one(
+                self.db, "SELECT COALESCE(MAX(position), 0) + 1 AS p FROM directory WHERE archive_no = ?",
+                [archive_no])["p"]
+            self.db.execute("INSERT OR REPLACE INTO directory VALUES (?,?,?,?,?,?,?,?,?)",
+                            [archive_no, entry["item"], position, entry["title"], entry.get("date_formed"),
+                             entry["pages"], entry.get("remarks"), source, utcnow()])
+
     def directory(self, archive_no: str) -> list[dict]:
         return rows(self.db, "SELECT * FROM directory WHERE archive_no = ? ORDER BY position", [archive_no])
 

@@ -168,3 +168,19 @@ def test_scan_takes_the_title_from_the_directory_and_seals_when_the_count_matche
     assert manifest["material"] == {"item": "2-1", "title": "自传", "date_formed": "1985-03-02", "remarks": "手写",
                                     "page_count": 2}
     assert manifest["count_check"] == {"expected": 2, "found": 2, "source": "file 目录.csv"}
+
+
+def test_a_material_typed_in_is_checked_like_a_row_and_corrected_in_its_place(st, capsys):
+    home = str(st.config.home)
+    assert main(["--home", home, "directory", "add", "D-0007", "1-1", "--title", "干部履历表", "--pages", "3"]) == 0
+    assert main(["--home", home, "directory", "add", "D-0007", "2-1", "--title", "自传", "--pages", "2",
+                 "--date-formed", "1990年5月"]) == 0
+    assert main(["--home", home, "directory", "add", "D-0007", "1-1", "--title", "干部履历表", "--pages", "4"]) == 0
+    capsys.readouterr()
+    assert main(["--home", home, "directory", "add", "D-0007", "4-1", "--title", "", "--pages", "两页"]) == 2
+    err = capsys.readouterr().err
+    assert "D-0007 4-1: not kept in the directory; correct it and try again" in err
+    assert "类号: material item '4-1': category 4 is divided into 4-1…4-4; write e.g. 4-1-1" in err
+    assert "页数: '两页' is not a whole number of pages" in err and "材料名称: the material's title is empty" in err
+    assert [(e["item"], e["pages"], e["date_formed"], e["source"]) for e in st.store.directory("D-0007")] == [
+        ("1-1", 4, None, "typed"), ("2-1", 2, "1990-05", "typed")]
