@@ -7,9 +7,12 @@ import signal
 import subprocess
 import sys
 
+from types import SimpleNamespace
+
 import pytest
 
 from quire import manifest as manifest_format
+from quire.db import open_db
 from quire.errors import Malformed
 from station import review
 from station.capture.synthetic import SyntheticSource
@@ -221,3 +224,33 @@ def test_kill_9_in_the_middle_of_an_edit_leaves_the_batch_as_it_was(tmp_path):
         assert review.seal(st, "D-0007", "1-1", "张三")
     finally:
         st.close()
+
+
+def test_a_station_store_from_before_review_keeps_every_batch_page_and_bundle_when_upgraded(tmp_path):
+    from station import store as store_mod
+
+    before = [m for m in store_mod.MIGRATIONS if m[0] != "0006_review"]
+    st = make_station(tmp_path / "st", dpi=150)
+    db_path, pages_dir = st.config.db_path, st.config.pages_dir
+    st.close()
+    db_path.unlink()
+    old = SimpleNamespace(db=open_db(db_path, before))
+    old.db.execute("INSERT INTO meta VALUES ('station_id', 'st-test')")
+    old.db.execute("INSERT INTO batches (id, archive_no, item, title, dossier_json, material_json, source, operator,"
+                   " state, started_at) VALUES ('b1', 'D-1', '1-1', 'x', '{}', '{}', 's', 'op', 'sealed', 't')")
+    old.db.execute("INSERT INTO pages VALUES ('b1', 1, ?, 1, 'image/jpeg', 1, 1, 150, 'grey', '{}', 't')", ["a" * 64])
+    old.db.execute("INSERT INTO bundles (id, batch_id, manifest, signature, state, created_at)"
+                   " VALUES ('x1', 'b1', X'7B7D', X'00', 'committed', 't')")
+    old.db.close()
+
+    upgraded = store_mod.Store(db_path, pages_dir)
+    try:
+        assert [(b["id"], b["state"], b["pages"], b["hold_for_review"]) for b in upgraded.batches()] == [
+            ("b1", "sealed", 1, 0)]
+        assert upgraded.db.execute("SELECT id, state FROM bundles").fetchall() == [("x1", "committed")]
+        assert upgraded.db.execute("PRAGMA foreign_key_check").fetchall() == []
+        upgraded.db.execute("INSERT INTO batches (id, archive_no, item, title, dossier_json, material_json, source,"
+                            " operator, state, started_at) VALUES ('b2', 'D-1', '2-1', 'y', '{}', '{}', 's', 'op',"
+                            " 'review', 't')")
+    finally:
+        upgraded.close()
