@@ -88,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of sealing it (default review_before_seal in station.toml)")
     c.set_defaults(func=cmd_scan)
 
+    c = sub.add_parser("coversheets", help="print cover sheets (分隔页) that split a dossier's feed by material",
+                       description="Write an A4 PDF with one cover sheet per material of a dossier (a QR code and "
+                                   "the same in large type: archive number, item, title), from the materials named, "
+                                   "else the dossier's directory on this station, else its queued batches. Put each "
+                                   "sheet before its material's first page and feed the whole dossier with "
+                                   "'scan --dossier D --by-cover-sheets'.")
+    c.add_argument("--dossier", required=True, help="dossier archive number (档号), e.g. D-0001")
+    c.add_argument("--item", action="append", default=[], metavar="ITEM[=TITLE]",
+                   help="a material to print a sheet for, e.g. 1-1=干部履历表 (repeat; the title may be left out "
+                        "when the directory or the queue has it)")
+    c.add_argument("--generic", action="count", default=0,
+                   help="add a generic 'next material' sheet (the next material in the directory's order; repeat "
+                        "for more)")
+    c.add_argument("--out", required=True, help="the PDF file to write")
+    c.set_defaults(func=cmd_coversheets)
+
     c = sub.add_parser("enroll", help="ask the central archive to enrol this station and pin its key",
                        description="Find the central archive (--central, config, or zeroconf), check that its TLS "
                                    "certificate is vouched for by its key, ask to be enrolled and pin both. Shows a "
@@ -162,6 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_queue_ls)
     q.set_defaults(func=lambda cfg, args: q.print_help() or 2)
 
+    o = sub.add_parser("operator", help="manage who may sign in on the kiosk screen",
+                       description="Station-local operator accounts for the kiosk page: a name and a PIN "
+                                   "(6–12 digits, stored argon2id-hashed). The signed-in name is what each batch "
+                                   "and its manifest record. Five wrong PINs in a row lock the name for a while.")
+    o_sub = o.add_subparsers(title="operator commands", metavar="COMMAND")
+    c = o_sub.add_parser("add", help="add an operator (asks for the PIN twice)",
+                         description="Add an operator; the PIN is asked twice on the terminal, never on the "
+                                     "command line.")
+    c.add_argument("name", help="the operator's name as it appears on batches, e.g. 张三")
+    c.add_argument("--reset", action="store_true", help="give an existing operator a new PIN, enable and unlock them")
+    c.set_defaults(func=cmd_operator_add)
+    c = o_sub.add_parser("ls", help="list operators", description="List operators: enabled or disabled, "
+                         "wrong PINs in a row, locked until.")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_operator_ls)
+    c = o_sub.add_parser("disable", help="stop an operator signing in",
+                         description="Disable an operator: they can no longer sign in, and their kiosk session "
+                                     "ends at its next request ('operator add NAME --reset' enables them again).")
+    c.add_argument("name", help="the operator's name")
+    c.set_defaults(func=cmd_operator_disable)
+    o.set_defaults(func=lambda cfg, args: o.print_help() or 2)
+
     c = sub.add_parser("doctor", help="check the station and say how to fix what is wrong",
                        description="Check the scanner and its profile, key file permissions, store integrity, "
                                    "disk space, the clock, the central archive and its pinned key, and zeroconf; "
@@ -229,6 +267,28 @@ def _dossier(args) -> dict:
         if getattr(args, key, None):
             dossier[key] = getattr(args, key)
     return dossier
+
+
+def cmd_coversheets(cfg, args) -> int:
+    from .coversheet import sheets_for, write_pdf
+    from .home import open_station
+    from .jobs import JobQueue
+
+    station = open_station(cfg)
+    try:
+        # The directory (目录) the review helper's store keeps, when this station has it.
+        directory = getattr(station.store, "directory", None)
+        known = list(directory(args.dossier)) if directory else []
+    finally:
+        station.close()
+    if not known:
+        known = [job["material"] for job in JobQueue(cfg.queue_path).jobs()
+                 if job["dossier"]["archive_no"] == args.dossier]
+    sheets = sheets_for(args.dossier, args.item, known, args.generic)
+    count = write_pdf(args.out, sheets)
+    print(f"{count} cover sheets for {args.dossier} written to {args.out}: "
+          + ", ".join(sheet.item or "next material" for sheet in sheets))
+    return 0
 
 
 def cmd_scan(cfg, args) -> int:
@@ -618,6 +678,66 @@ def cmd_queue_ls(cfg, args) -> int:
               f"by {job['operator']}{running}")
         if job.get("last_error"):
             print(f"     last stop: {job['last_error']}")
+    return 0
+
+
+def _operators(cfg):
+    from .home import private
+    from .operators import Operators
+
+    with private(cfg):
+        if not cfg.home.exists():
+            raise UsageError(f"no station at {cfg.home}; run 'quire-station init' first")
+        return Operators(cfg.home)
+
+
+def cmd_operator_add(cfg, args) -> int:
+    import getpass
+
+    from .operators import check_name, check_pin
+
+    name = check_name(args.name)
+    pin = getpass.getpass(f"PIN for {name} (6–12 digits): ")
+    check_pin(pin)
+    if getpass.getpass("the same PIN again: ") != pin:
+        raise UsageError("the two PINs differ; nothing was changed — run the command again")
+    operators = _operators(cfg)
+    try:
+        new = operators.add(name, pin, reset=args.reset)
+    finally:
+        operators.close()
+    print(f"operator {name} {'added' if new else 'has a new PIN and may sign in'}; they sign in on the kiosk page")
+    return 0
+
+
+def cmd_operator_ls(cfg, args) -> int:
+    operators = _operators(cfg)
+    try:
+        listed = operators.list()
+    finally:
+        operators.close()
+    if args.json:
+        print(json.dumps(listed, ensure_ascii=False, indent=2))
+        return 0
+    if not listed:
+        print("no operators; add one with 'quire-station operator add NAME'")
+    for o in listed:
+        state = f"disabled {o['disabled_at']}" if o["disabled_at"] else "enabled"
+        if o["locked_until"] and o["locked_until"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()):
+            state += f", locked until {o['locked_until']}"
+        elif o["failures"]:
+            state += f", {o['failures']} wrong PIN(s) in a row"
+        print(f"{o['name']:<16} {state}; PIN set {o['pin_set_at']}")
+    return 0
+
+
+def cmd_operator_disable(cfg, args) -> int:
+    operators = _operators(cfg)
+    try:
+        operators.disable(args.name)
+    finally:
+        operators.close()
+    print(f"operator {args.name} disabled; they can no longer sign in on the kiosk")
     return 0
 
 

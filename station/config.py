@@ -55,6 +55,11 @@ class StationSettings(Settings):
     announce: bool = False                  # the daemon announces itself by zeroconf (id, state, outbox)
     # A scan keeps its batch open for the operator's review (rescan, insert, remove pages) instead of sealing it.
     review_before_seal: bool = False
+    # The kiosk page the daemon serves (plain HTTP): loopback by default (the station's own touchscreen, or a
+    # browser through an SSH tunnel); a LAN address only when the technician sets one. Port 0: any free port.
+    kiosk: bool = True
+    kiosk_host: str = Field("127.0.0.1", min_length=1)
+    kiosk_port: int = Field(8470, ge=0, le=65535)
 
 
 class StationConfig(StationSettings):

@@ -47,6 +47,7 @@ class _ScanRequest:
     result: dict | None = None
     error: StationError | None = None
     gone: bool = False                # the caller hung up; the batch goes on
+    signed_in: bool = False           # operator is who signed in on the kiosk: the batch records them
 
     def send(self, message: dict) -> None:
         if self.gone:
@@ -76,6 +77,10 @@ class Daemon:
         self._wake_w.setblocking(False)
         self._published: str | None = None
         self._announce_at = 0.0            # when to try the zeroconf announcement (again)
+        self.kiosk = None                  # the kiosk page's server, when configured
+        self.last_stop: dict | None = None  # why the last batch stopped (its kind, message, page to resume at)
+        # Told of every batch, page, stop and seal (the kiosk): called on the scanning threads, so quick.
+        self.listeners: list[Callable[[dict], None]] = []
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -124,6 +129,21 @@ class Daemon:
         self._announce()
         self.control = control
         self.control.start()
+        self._start_kiosk()
+
+    def _start_kiosk(self) -> None:
+        """Serve the kiosk page; a kiosk that cannot listen is logged, and the station scans all the same."""
+        cfg = self.config
+        if not cfg.kiosk:
+            return
+        from .web import start as start_kiosk
+
+        try:
+            self.kiosk = start_kiosk(self, cfg.kiosk_host, cfg.kiosk_port)
+        except StationError as exc:
+            log.error("%s", exc)
+            return
+        log.info("kiosk on %s", self.kiosk.url)
 
     def _recover_spool(self) -> None:
         """Store the pages a killed run captured but never processed (power cut, kill -9), before READY."""
@@ -151,6 +171,7 @@ class Daemon:
                                                "queue it again when it is back")
             pending.done.set()
         for part, close in ((self.announcement, lambda a: a.close()),
+                            (self.kiosk, lambda k: k.stop()),
                             (self.control, lambda c: c.close()),
                             (self.sync, lambda s: s.stop(self.config.sync_timeout_s)),
                             (self.scanner, lambda s: s.close()),
@@ -204,6 +225,18 @@ class Daemon:
         if ready:
             self._wake_r.recv(4096)
 
+    def tell(self, event: dict) -> None:
+        """Pass an event to every listener (the kiosk); a failing listener never stops a batch."""
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.warning("a listener failed on %s", event.get("event"), exc_info=True)
+
+    def handle(self, request: dict, emit: Callable[[dict], None] = lambda message: None) -> dict:
+        """A control request from inside the process (the kiosk), down the same path as the CLI's."""
+        return self._handle(request, emit, Peer(os.getpid(), os.getuid(), os.getgid()))
+
     def _on_scan_button(self) -> None:
         job = self.jobs.head()
         if job is None:
@@ -234,15 +267,19 @@ class Daemon:
     def _run_job(self, job: dict, request: _ScanRequest | None = None) -> dict:
         from .scan import scan
 
+        if request is not None and request.signed_in:
+            job = {**job, "operator": request.operator}   # who pressed Scan on the kiosk scans
         archive_no, item = job["dossier"]["archive_no"], job["material"]["item"]
-        self.current, self.note = job, None
+        self.current, self.note, self.last_stop = job, None, None
         self.activity = f"scanning {archive_no} {item}"
+        self.tell({"event": "batch", "job": job})
         self._publish()
 
         def on_page(n: int, record: dict) -> None:
             # Called as each page is stored (possibly by scan's store thread): report, do not ping;
             # the watchdog is fed by the capture loop on this thread, before each page is requested.
             self.activity = f"scanning {archive_no} {item} page {n}"
+            self.tell({"event": "page", "job": job, "n": n, "record": record})
             self._publish()
             if request is not None:
                 request.send({"event": "page", "n": n, "record": record})
@@ -253,6 +290,8 @@ class Daemon:
         except ScannerError as exc:
             self.jobs.note_error(job["id"], str(exc))
             self.note = f"{archive_no} {item}: {exc}"
+            self.last_stop = {"job": job, "kind": type(exc).__name__, "message": str(exc), "resume_at": exc.resume_at}
+            self.tell({"event": "stopped", **self.last_stop})
             if isinstance(exc, (ScannerIOError, ScannerNotFound)) and self.scanner.held:
                 self.scanner.lost(exc)
             log.warning("batch %s %s stopped: %s", archive_no, item, exc)
@@ -274,9 +313,11 @@ class Daemon:
             self.current = None
             self.activity = "idle"
             self.outbox = self._count_outbox()
+            self.tell({"event": "idle", "job": job})
         self.jobs.remove(job["id"])
         self.sync.kick()
         self.note = f"sealed {archive_no} {item} ({result.total_pages} pages)"
+        self.tell({"event": "sealed", "job": job, "pages": result.total_pages, "bundle_id": result.bundle_id})
         log.info("sealed %s %s: %d pages, bundle %s", archive_no, item, result.total_pages, result.bundle_id[:12])
         self._publish()
         return {"archive_no": archive_no, "item": item, "pages": result.pages, "total_pages": result.total_pages,
@@ -345,6 +386,7 @@ class Daemon:
         if line != self._published:
             self.notifier.status(line)
             self._published = line
+            self.tell({"event": "status", "status": line})
             if self.announcement is not None:
                 try:
                     self.announcement.update(self._state(), self.outbox)
@@ -371,6 +413,7 @@ class Daemon:
             job = self.jobs.add(request.get("dossier") or {}, request.get("material") or {},
                                 request.get("operator") or peer.user)
             self.wake()
+            self.tell({"event": "queued", "job": job})
             return {"job": job, "position": len(self.jobs.jobs())}
         if op == "scan":
             if self.stopping:
@@ -379,7 +422,9 @@ class Daemon:
             if request.get("dossier"):
                 wanted = {"dossier": request["dossier"], "material": request.get("material") or {}}
                 JobQueue.check(wanted["dossier"], wanted["material"])
-            pending = _ScanRequest(wanted, request.get("operator") or peer.user, emit)
+            signed_in = request.get("operator_signed_in")
+            pending = _ScanRequest(wanted, signed_in or request.get("operator") or peer.user, emit,
+                                   signed_in=bool(signed_in))
             if self.current is not None:
                 pending.send({"event": "waiting", "message": "waiting for the batch in progress "
                               f"({self.current['dossier']['archive_no']} {self.current['material']['item']})"})
@@ -404,6 +449,10 @@ class _StopBetweenSheets:
         self.inner, self.stopping, self.tick = inner, stopping, tick
         self.name = inner.name
         self.duplex = bool(getattr(inner, "duplex", False))
+        if hasattr(inner, "resume_at"):
+            # A resumed batch's source starts at the next page (a folder, the synthetic feed): without this
+            # the daemon fed those from the first sheet again, storing sheets twice.
+            self.resume_at = inner.resume_at
 
     def pages(self):
         pages = iter(self.inner.pages())

@@ -32,6 +32,14 @@ class FaultSource:
             raise UsageError("fault page must be 1 or more")
         self.kind, self.at_page, self.inner = kind, at_page, inner
         self.name = f"fault:{kind}@{at_page}:{inner.name}"
+        self.first_page = 1
+
+    def resume_at(self, page: int) -> None:
+        """The batch goes on at ``page``; resumed at or past the fault's page, the fault has struck (a cleared
+        jam), and the rest feeds without it."""
+        self.first_page = page
+        if hasattr(self.inner, "resume_at"):
+            self.inner.resume_at(page)
 
     @property
     def duplex(self) -> bool:
@@ -40,7 +48,10 @@ class FaultSource:
     def pages(self) -> Iterator[RawPage]:
         status, error = KINDS[self.kind]
         pages = self.inner.pages()
-        for _ in range(self.at_page - 1):
+        if self.first_page >= self.at_page:
+            yield from pages
+            return
+        for _ in range(self.at_page - self.first_page):
             page = next(pages, None)
             if page is None:
                 return

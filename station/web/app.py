@@ -1,0 +1,304 @@
+"""The kiosk as an ASGI application: sign-in, the live screen and its event stream, Scan and queueing.
+
+Security as the archive's console does it: a strict CSP (no inline script), a CSRF token on every state
+change, SameSite=Strict HttpOnly cookies, nothing cached but static files.
+"""
+
+import asyncio
+import functools
+import hmac
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import ScannerError, StationError
+from ..operators import Operators
+from . import view
+from .events import Hub
+from .sessions import COOKIE, LOGIN_COOKIE, Sessions
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+# The vendored htmx is the archive console's file, served from where it lies (one copy to update).
+VENDOR = Path(find_spec("central").submodule_search_locations[0]) / "web" / "static" / "vendor"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSRF_FIELD, CSRF_HEADER = "csrf", "x-csrf-token"
+STATE_EVERY_S = 0.5     # the live panel is sent at most this often while events arrive
+TICK_S = 5.0            # and looked at this often when none do (the archive's state, the session's life)
+
+
+class SecurityHeaders:
+    """Every response: a strict CSP, no sniffing, no referrer, no framing; no caching but of static files."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        static = scope["path"].startswith("/static/")
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                headers += [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                            (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"),
+                            (b"cross-origin-opener-policy", b"same-origin"),
+                            (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+                            (b"cache-control", b"private, max-age=3600" if static else b"no-store")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
+
+
+@dataclass
+class Kiosk:
+    """The kiosk's state: the daemon it shows and drives, its reads, sessions, events and templates."""
+
+    daemon: object
+    reader: view.Reader
+    hub: Hub
+    operators: Operators
+    sessions: Sessions = field(default_factory=Sessions)
+    templates: Environment = field(default_factory=lambda: Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)))
+    scans: list = field(default_factory=list)   # threads waiting on a Scan request
+
+    async def read(self, fn, *args):
+        """Run a read on the kiosk's reader thread (its store and operator connections live there)."""
+        return await asyncio.get_running_loop().run_in_executor(self.reader.pool, functools.partial(fn, *args))
+
+    def render(self, template: str, **context) -> str:
+        return self.templates.get_template(template).render(csrf_field=CSRF_FIELD, **context)
+
+    def page(self, template: str, status: int = 200, **context) -> HTMLResponse:
+        return HTMLResponse(self.render(template, **context), status_code=status)
+
+    def enabled(self, name: str) -> bool:
+        return self.operators.enabled(name)
+
+
+def kiosk(request: Request) -> Kiosk:
+    return request.app.state.kiosk
+
+
+def signed_in(handler):
+    """An endpoint for a signed-in operator: no session → the sign-in page; a POST needs the session's CSRF token."""
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        k = kiosk(request)
+        token = request.cookies.get(COOKIE)
+        session = await k.read(k.sessions.resume, token, k.enabled)
+        if session is None:
+            if request.url.path == "/events":
+                return Response("signed out", status_code=401)
+            return RedirectResponse("/login", status_code=303)
+        form = None
+        if request.method == "POST":
+            form = await request.form()
+            given = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "")
+            if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+                log.warning("kiosk: %s refused for %s: CSRF token missing or wrong", request.url.path, session.operator)
+                return k.page("refused.html", 403, session=session, title="请求被拒绝",
+                              reason="该表单已失效或并非由本工作站页面提交（CSRF 校验未通过）。请刷新页面后重试。")
+        return await handler(request, k, session, form)
+    return endpoint
+
+
+async def login_form(request: Request) -> Response:
+    k = kiosk(request)
+    if await k.read(k.sessions.resume, request.cookies.get(COOKIE), k.enabled, False):
+        return RedirectResponse("/", status_code=303)
+    return _login_page(k, "")
+
+
+def _login_page(k: Kiosk, message: str, status: int = 200, name: str = "") -> Response:
+    token = secrets.token_urlsafe(24)
+    response = k.page("login.html", status, login_token=token, message=message, name=name)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    return response
+
+
+async def login(request: Request) -> Response:
+    k = kiosk(request)
+    form = await request.form()
+    expected = request.cookies.get(LOGIN_COOKIE) or ""
+    if not expected or not hmac.compare_digest(str(form.get("login_token") or "").encode(), expected.encode()):
+        return _login_page(k, "登录表单已失效，请重新输入姓名和 PIN。", 403)
+    name, pin = str(form.get("name") or ""), str(form.get("pin") or "")
+    outcome = await k.read(k.operators.sign_in, name, pin)
+    if outcome.name is None:
+        log.warning("kiosk: sign-in refused for %r%s", name.strip()[:32], " (locked)" if outcome.locked else "")
+        return _login_page(k, outcome.message, 429 if outcome.locked else 401, name.strip()[:32])
+    log.info("kiosk: %s signed in", outcome.name)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE, k.sessions.begin(outcome.name), httponly=True, samesite="strict", path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+@signed_in
+async def logout(request: Request, k: Kiosk, session, form) -> Response:
+    k.sessions.end(request.cookies.get(COOKIE))
+    log.info("kiosk: %s signed out", session.operator)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@signed_in
+async def home(request: Request, k: Kiosk, session, form) -> Response:
+    live = await k.read(view.live, k.daemon, k.reader)
+    batch, pages = await k.read(view.pages, k.reader, k.daemon)
+    return k.page("kiosk.html", session=session, live=live, pages=pages)
+
+
+@signed_in
+async def page_image(request: Request, k: Kiosk, session, form) -> Response:
+    q = request.query_params
+    try:
+        n, width = int(q.get("n", "")), int(q.get("w", view.THUMB_WIDTHS[0]))
+    except ValueError:
+        return Response("n and w are whole numbers", status_code=400)
+    if width not in view.THUMB_WIDTHS:
+        return Response(f"w is one of {view.THUMB_WIDTHS}", status_code=400)
+    data = await k.read(k.reader.thumbnail, q.get("d", ""), q.get("i", ""), n, width)
+    if data is None:
+        return Response("no such page", status_code=404)
+    return Response(data, media_type="image/jpeg")
+
+
+def _answer(request: Request, k: Kiosk, message: str, ok: bool, status: int = 200) -> Response:
+    """A form's outcome: the notice alone for htmx, else back to the screen (or the refusal as a page)."""
+    if request.headers.get("hx-request"):
+        return HTMLResponse(k.render("_notice.html", message=message, ok=ok), status_code=200)
+    if ok:
+        return RedirectResponse("/", status_code=303)
+    return k.page("refused.html", status, title="无法完成", reason=message)
+
+
+@signed_in
+async def scan(request: Request, k: Kiosk, session, form) -> Response:
+    wanted = str(form.get("job") or "")
+    jobs = k.daemon.jobs.jobs()
+    job = next((j for j in jobs if j["id"] == wanted), None) if wanted else (jobs[0] if jobs else None)
+    if job is None:
+        return _answer(request, k, "没有待扫描的材料：请先在“登记材料”中登记。" if not wanted
+                       else "该材料已不在待扫描队列中（可能已扫描完成），请刷新页面。", False, 409)
+    message = {"op": "scan", "operator_signed_in": session.operator, "dossier": job["dossier"],
+               "material": job["material"]}
+    busy = k.daemon.current is not None
+    thread = threading.Thread(target=_run_scan, args=(k, message), name="quire-kiosk-scan", daemon=True)
+    k.scans[:] = [t for t in k.scans if t.is_alive()] + [thread]
+    thread.start()
+    what = f"{job['dossier']['archive_no']} {job['material']['item']}《{job['material']['title']}》"
+    return _answer(request, k, f"已排队：{what}，当前批次完成后开始。" if busy else f"开始扫描 {what}。", True)
+
+
+def _run_scan(k: Kiosk, message: dict) -> None:
+    """Down the daemon's request path, as 'quire-station scan' goes; the screen follows by events."""
+    try:
+        k.daemon.handle(message)
+    except ScannerError:
+        pass    # the scanner panel says what stopped it and what to do
+    except StationError as exc:
+        k.hub.publish({"event": "refused", "message": f"未能扫描：{exc}"})
+
+
+@signed_in
+async def queue_add(request: Request, k: Kiosk, session, form) -> Response:
+    get = lambda key: str(form.get(key) or "").strip()  # noqa: E731
+    dossier = {"archive_no": get("dossier")}
+    if get("name"):
+        dossier["name"] = get("name")
+    material = {"item": get("item"), "title": get("title")}
+    if get("date_formed"):
+        material["date_formed"] = get("date_formed")
+    if not material["title"]:
+        return _answer(request, k, "请填写材料名称。", False, 400)
+    try:
+        reply = await asyncio.to_thread(k.daemon.handle, {"op": "queue_add", "dossier": dossier, "material": material,
+                                 "operator": session.operator})
+    except StationError as exc:
+        return _answer(request, k, f"未能登记：{exc}", False, 400)
+    return _answer(request, k, f"已登记 {dossier['archive_no']} {material['item']}《{material['title']}》，"
+                               f"排在第 {reply['position']} 位。", True)
+
+
+@signed_in
+async def events(request: Request, k: Kiosk, session, form) -> Response:
+    token = request.cookies.get(COOKIE)
+    stream = k.hub.subscribe()
+
+    async def body():
+        sent, dirty, rendered_at = None, False, 0.0
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(stream.get(), STATE_EVERY_S if dirty else TICK_S)
+                except asyncio.TimeoutError:
+                    event = {"event": "tick"}
+                if event is None:
+                    return
+                kind = event["event"]
+                if kind == "tick" and await k.read(k.sessions.resume, token, k.enabled, False) is None:
+                    yield _sse("bye", "")
+                    return
+                if kind == "page":
+                    job = event["job"]
+                    page = view.page_view(job["dossier"]["archive_no"], job["material"]["item"], event["n"],
+                                          event["record"])
+                    yield _sse("page", k.render("_page.html", page=page))
+                elif kind == "batch":
+                    job = event["job"]
+                    yield _sse("batch", f"{job['dossier']['archive_no']}\t{job['material']['item']}")
+                elif kind == "refused":
+                    yield _sse("notice", event["message"])
+                dirty = dirty or kind != "tick"
+                if kind == "tick" or (dirty and time.monotonic() - rendered_at >= STATE_EVERY_S):
+                    live = await k.read(view.live, k.daemon, k.reader)
+                    html = k.render("_live.html", live=live, session=session)
+                    dirty, rendered_at = False, time.monotonic()
+                    if html != sent:
+                        sent = html
+                        yield _sse("state", html)
+        finally:
+            k.hub.unsubscribe(stream)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+
+
+def _sse(kind: str, data: str) -> str:
+    return f"event: {kind}\n" + "".join(f"data: {line}\n" for line in (data.splitlines() or [""])) + "\n"
+
+
+def create_app(k: Kiosk) -> Starlette:
+    routes = [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", home, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/page", page_image, methods=["GET"]),
+        Route("/scan", scan, methods=["POST"]),
+        Route("/queue", queue_add, methods=["POST"]),
+        Mount("/static/vendor", StaticFiles(directory=VENDOR, check_dir=False), name="vendor"),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.state.kiosk = k
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,156 @@
+"""What the kiosk shows, read from the running daemon and from the station's store through a
+connection of the kiosk's own (one reader thread: the scanning threads never wait on it)."""
+
+import io
+import json
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
+
+from PIL import Image
+
+from quire.db import one
+
+from .. import notices
+from ..home import open_station
+from . import words
+
+THUMB_WIDTHS = (240, 1200)      # the thumbnails' width, and a page opened to be read
+THUMBS_KEPT = 256
+
+
+class Reader:
+    """The kiosk's reads of the store, on one thread of its own, with the thumbnails it made."""
+
+    def __init__(self, config):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="quire-kiosk-read")
+        self.station = self.pool.submit(open_station, config).result()
+        self._thumbs: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.submit(self.station.close).result()
+        self.pool.shutdown(wait=True)
+
+    def latest_batch(self, archive_no: str | None = None, item: str | None = None) -> dict | None:
+        """The newest batch of a material (its rescan, if any), or the newest of all; with its page count."""
+        where, params = ("WHERE archive_no = ? AND item = ?", [archive_no, item]) if archive_no else ("", [])
+        return one(self.station.store.db, "SELECT b.*, (SELECT COUNT(*) FROM pages p WHERE p.batch_id = b.id) AS pages"
+                   f" FROM batches b {where} ORDER BY started_at DESC, rowid DESC LIMIT 1", params)
+
+    def last_receipt(self) -> str | None:
+        return one(self.station.store.db, "SELECT MAX(committed_at) AS at FROM bundles")["at"]
+
+    def thumbnail(self, archive_no: str, item: str, n: int, width: int) -> bytes | None:
+        """Page ``n`` of the material's newest batch as a JPEG ``width`` pixels wide; None: no such page."""
+        batch = self.latest_batch(archive_no, item)
+        if batch is None:
+            return None
+        page = one(self.station.store.db, "SELECT sha256, media_type FROM pages WHERE batch_id = ? AND n = ?",
+                   [batch["id"], n])
+        if page is None:
+            return None
+        key = (page["sha256"], width)
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        with Image.open(self.station.store.page_path(page["sha256"], page["media_type"])) as image:
+            # A JPEG decodes at 1/2…1/8 scale straight away: the thumbnail costs a fraction of the page.
+            image.draft("RGB" if image.mode == "RGB" else "L", (width, width * 2))
+            image = image.convert("RGB" if image.mode == "RGB" else "L")
+            image.thumbnail((width, width * 2))
+            out = io.BytesIO()
+            image.save(out, "JPEG", quality=80)
+        data = out.getvalue()
+        with self._lock:
+            self._thumbs[key] = data
+            while len(self._thumbs) > THUMBS_KEPT:
+                self._thumbs.popitem(last=False)
+        return data
+
+
+def page_url(archive_no: str, item: str, n: int, width: int = THUMB_WIDTHS[0]) -> str:
+    return "/page?" + urlencode({"d": archive_no, "i": item, "n": n, "w": width})
+
+
+def page_view(archive_no: str, item: str, n: int, record: dict) -> dict:
+    return {"n": n, "src": page_url(archive_no, item, n), "large": page_url(archive_no, item, n, THUMB_WIDTHS[1]),
+            "flags": words.flags(record), "blank": bool(record.get("blank"))}
+
+
+def scanner_state(daemon) -> dict:
+    """The scanner's state in a word or two, its colour class, and what to do."""
+    if daemon.stopping:
+        return {"word": "工作站服务正在停止", "cls": "stop", "todo": "服务重启后即可继续扫描。"}
+    if daemon.current is not None:
+        return {"word": "正在扫描", "cls": "busy", "todo": "页面逐张出现在下方；请留意标为黄色的页面。"}
+    stop = daemon.last_stop
+    if stop is not None:
+        word, todo = words.stop(stop["kind"], stop["resume_at"])
+        return {"word": word, "cls": "stop", "todo": todo, "detail": stop["message"]}
+    head = daemon.jobs.head()
+    if head and head.get("last_error"):
+        return {"word": "上次扫描中断", "cls": "stop", "detail": head["last_error"],
+                "todo": "按说明处理后，把尚未扫描的纸放回进纸器，再按“扫描”继续。"}
+    if not daemon.scanner.ready:
+        return {"word": "未连接扫描仪", "cls": "stop", "detail": daemon.scanner.describe(),
+                "todo": "确认扫描仪已开机、USB 线已接好；工作站每隔几秒自动重新查找。"}
+    if head is None:
+        return {"word": "就绪", "cls": "ok", "todo": "先在下方“登记材料”，再把材料放入进纸器按“扫描”。"}
+    return {"word": "就绪", "cls": "ok", "todo": "把材料放入进纸器，按“扫描”。"}
+
+
+def shown_batch(daemon, reader: Reader) -> tuple[dict | None, dict | None]:
+    """The batch the screen shows (being scanned, else the last stopped, else the newest) and its job."""
+    job = daemon.current or (daemon.last_stop or {}).get("job")
+    if job is None:
+        return reader.latest_batch(), None
+    return reader.latest_batch(job["dossier"]["archive_no"], job["material"]["item"]), job
+
+
+def batch_view(batch: dict | None, job: dict | None) -> dict | None:
+    if batch is None and job is None:
+        return None
+    material = json.loads(batch["material_json"]) if batch else job["material"]
+    dossier = json.loads(batch["dossier_json"]) if batch else job["dossier"]
+    state = {"open": "扫描中", "interrupted": "已中断，可继续", "sealed": "已封装"}.get(batch["state"], "") if batch else "扫描中"
+    expected = material.get("page_count") or material.get("pages_expected")
+    return {"archive_no": dossier["archive_no"], "name": dossier.get("name") or "", "item": material["item"],
+            "title": material.get("title") or "", "state": state, "pages": batch["pages"] if batch else 0,
+            "expected": expected, "operator": batch["operator"] if batch else job["operator"]}
+
+
+def live(daemon, reader: Reader) -> dict:
+    """Everything the live part of the screen shows (not the thumbnails)."""
+    batch, job = shown_batch(daemon, reader)
+    held = notices.held(reader.station)
+    return {
+        "scanner": scanner_state(daemon),
+        "batch": batch_view(batch, job),
+        "queue": daemon.jobs.jobs(),
+        "current": daemon.current and daemon.current["id"],
+        "outbox": daemon.outbox,
+        "central": words.central(daemon.sync.state if daemon.sync else "central not contacted yet"),
+        "last_receipt": reader.last_receipt(),
+        "notices": [notice_words(n) for n in held[-5:]],
+        "station_id": reader.station.station_id,
+    }
+
+
+def pages(reader: Reader, daemon) -> tuple[dict | None, list[dict]]:
+    """The shown batch's stored pages, for the first paint (later ones arrive as events)."""
+    batch, _ = shown_batch(daemon, reader)
+    if batch is None:
+        return None, []
+    rows = reader.station.store.pages(batch["id"])
+    return batch, [page_view(batch["archive_no"], batch["item"], r["n"], json.loads(r["record_json"])) for r in rows]
+
+
+def notice_words(notice: dict) -> str:
+    if notice.get("kind", "rescan") == "rescan" and "pages" in notice:
+        listed = "、".join(f"第 {p['n']} 页" + (f"（{p['reason']}）" if p.get("reason") else "") for p in notice["pages"])
+        return (f"RESCAN 需重扫 {notice['archive_no']} {notice['item']}：质检员 {notice['inspector']} 退回该批次"
+                f"（合格率 {notice['good_share'] * 100:.0f}%）— {listed}。请重扫该材料并同步，之后由档案员替换。")
+    return notices.describe(notice)

@@ -1,0 +1,92 @@
+"""The kiosk in a real browser (Debian's chromium through Playwright): an operator signs in with their
+PIN, queues a material, presses Scan, watches the thumbnails arrive while the pages are stored, is told
+what to do about a jam in the middle, resumes, sees the batch sealed and synced to a real archive."""
+
+import json
+import sqlite3
+
+from tests.conftest import run_cli
+from tests.station.web.conftest import OPERATOR, PIN, add_operator, screenshot, station_home
+
+WAIT_MS = 60_000
+# Each thumbnail added to the screen is noted with the scanner state shown at that moment.
+WATCH = """() => {
+  window.kioskNotSoReloaded = true;
+  window.arrivals = [];
+  new MutationObserver(() => {
+    for (const f of document.querySelectorAll('#pages figure')) {
+      if (!f.dataset.seen) {
+        f.dataset.seen = '1';
+        window.arrivals.push([f.dataset.n, document.getElementById('scanner-state').textContent]);
+      }
+    }
+  }).observe(document.getElementById('pages'), {childList: true});
+}"""
+
+
+def test_an_operator_scans_through_a_jam_to_a_sealed_synced_batch(tmp_path, central, kiosks, tab):
+    archive, address = central
+    # Three duplex sheets (six pages) whose feed jams on page 3, the front of the second sheet.
+    home = station_home(tmp_path, address, archive, source="fault:jam@3:synthetic:seed=5,sheets=3", dpi=150,
+                        sync_interval_s=1.0)
+    assert add_operator(home, OPERATOR, PIN).returncode == 0
+    kiosk = kiosks(home)
+    page = tab
+    page.set_default_timeout(WAIT_MS)
+
+    page.goto(kiosk.url)
+    assert page.url.endswith("/login")
+    page.fill("input[name=name]", OPERATOR)
+    page.fill("input[name=pin]", PIN)
+    page.click("button.primary")
+    page.wait_for_selector("#operator")
+    assert page.text_content("#operator") == OPERATOR
+    assert page.text_content("#scanner-state") == "就绪"
+
+    # Queue a material from the kiosk itself.
+    page.fill("input[name=dossier]", "D-7")
+    page.fill("input[name=name]", "王六")
+    page.fill("input[name=item]", "1-1")
+    page.fill("input[name=title]", "干部履历表")
+    page.click("#queue-add")
+    page.wait_for_selector("#notice >> text=已登记 D-7 1-1《干部履历表》")
+    page.wait_for_selector("#scan >> text=扫描 D-7 1-1")
+
+    page.evaluate(WATCH)
+    page.click("#scan")
+    # The jam: what happened and what to do, with the page to resume from; the pages before it are on screen.
+    page.wait_for_selector("#scanner-state >> text=卡纸")
+    assert "从第 3 页起" in page.text_content("#scanner-todo")
+    assert "已中断" in page.text_content("#batch-state")
+    assert page.locator("#pages figure").count() == 2
+    screenshot(page, "kiosk-jam")
+
+    page.click("#scan")
+    page.wait_for_selector("#batch-state >> text=已封装")
+    assert page.text_content("#batch-count").startswith("已存 6 页")
+    assert page.text_content("#batch-dossier") == "D-7（王六）"
+    assert page.text_content("#batch-material") == "1-1《干部履历表》"
+    # Every thumbnail arrived while its batch was being scanned (the screen never reloaded), and shows.
+    arrivals = page.evaluate("window.arrivals")
+    assert [n for n, _ in arrivals] == ["1", "2", "3", "4", "5", "6"], arrivals
+    assert {state for _, state in arrivals} == {"正在扫描"}, arrivals
+    assert page.evaluate("window.kioskNotSoReloaded") is True
+    page.wait_for_function("[...document.querySelectorAll('#pages img')].every(i => i.complete && i.naturalWidth > 0)")
+    sizes = page.evaluate("[...document.querySelectorAll('#pages img')].map(i => i.naturalWidth)")
+    assert sizes == [240] * 6
+    captions = page.locator("#pages figcaption").all_text_contents()
+    assert all("纠偏" in c or "无倾斜" in c for c in captions) and all("裁边" in c for c in captions), captions
+
+    # Synced: the outbox empties, the archive answered and receipted.
+    page.wait_for_selector("#outbox-count >> text=0")
+    page.wait_for_selector("#central >> text=档案馆在线")
+    assert page.text_content("#last-receipt") != "尚无"
+    assert page.text_content("#scanner-state") == "就绪"
+    screenshot(page, "kiosk-sealed")
+
+    # The batch records who signed in and pressed Scan, and the archive holds its six pages.
+    with sqlite3.connect(home / "station.db") as db:
+        assert db.execute("SELECT operator, state FROM batches").fetchall() == [(OPERATOR, "sealed")]
+    status = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
+    (bundle,) = status["bundles"]
+    assert bundle["pages"] == 6 and bundle["state"] == "committed", bundle
