@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import ssl
@@ -54,6 +55,7 @@ ACK_CONTEXT = b"quire.replica-ack.v1\x00"
 SOURCE_ID = "replica-source"   # the station id the primary's calls carry (uploads are kept apart by it)
 STATE_FILE = "replica.json"    # in the copy's home: what it is a copy of and the log it holds
 PROMOTED_FILE = "replica.promoted.json"
+PROFILE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.toml")   # the archive's own profiles, home/profiles
 
 
 class ReplicaError(CentralError):
@@ -232,7 +234,7 @@ class Listing:
         return self.body["snapshot"]
 
     def sizes(self) -> dict[str, int]:
-        out = {b["sha256"]: b["bytes"] for b in self.body["blobs"]}
+        out = {b["sha256"]: b["bytes"] for b in [*self.body["blobs"], *self.body.get("profiles", [])]}
         out[self.snapshot["sha256"]] = self.snapshot["bytes"]
         return out
 
@@ -274,6 +276,11 @@ def _listing_problems(body: dict, state: dict) -> list[str]:
             break
     if not isinstance(body.get("blobs_seq"), int):
         out.append("blobs_seq missing")
+    for item in body.get("profiles", []):
+        if not (isinstance(item, dict) and PROFILE_FILE.fullmatch(str(item.get("name"))) and is_sha256_hex(
+                str(item.get("sha256"))) and isinstance(item.get("bytes"), int)):
+            out.append(f"{item!r} is not a standards profile file (name, sha256, bytes)")
+            break
     return out
 
 
@@ -381,6 +388,7 @@ def commit(archive: Archive, transfer_id: str) -> tuple[bytes, bytes]:
         finally:
             view.catalogue.close()
         _adopt(archive, snapshot)
+        _keep_profiles(archive, listing.body.get("profiles", []))
         for leftover in (snapshot, snapshot.with_name(snapshot.name + "-wal"), snapshot.with_name(snapshot.name + "-shm")):
             leftover.unlink(missing_ok=True)
         state.update(checkpoint=checked["checkpoint"], bundles=checked["bundles"], blobs=checked["blobs"],
@@ -510,6 +518,21 @@ def _profile_of(view: Archive, used: dict) -> "profile.Profile | None":
                 for key, value in dict(getattr(doc, section)).items()}
     return profile.Profile.model_validate({**settings, "name": doc.name, "version": doc.version, "title": doc.title,
                                            "sha256": sha256_hex(content), "content": content, "path": row["path"]})
+
+
+def _keep_profiles(archive: Archive, files: list[dict]) -> None:
+    """The primary's own standards profiles (rules as data, named by the catalogue) kept in this home too,
+    so that a promoted copy judges new bundles by the same rules."""
+    folder = archive.config.home / "profiles"
+    folder.mkdir(exist_ok=True)
+    for item in files:
+        with _blob_opener(archive)(item["sha256"]) as fh:
+            data = fh.read()
+        target = folder / item["name"]
+        if not target.exists() or target.read_bytes() != data:
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
 
 
 def _adopt(archive: Archive, snapshot: Path) -> None:

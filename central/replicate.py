@@ -236,6 +236,8 @@ def _push_once(archive: Archive, state: dict, report: PushReport) -> None:
         paths = {sha: None for sha in blobs}
         paths[_sha_of(snapshot)] = snapshot
         sizes = {**blobs, _sha_of(snapshot): snapshot.stat().st_size}
+        for path in _profile_files(archive):
+            paths[_sha_of(path)], sizes[_sha_of(path)] = path, path.stat().st_size
         todo = [(sha, offset) for sha, offset in zip(offer.missing_sha256, offer.committed_sizes)]
         unknown = [sha for sha, _ in todo if sha not in sizes]
         if unknown:
@@ -306,8 +308,14 @@ def _prepare(archive: Archive, copy_seq: int, head) -> tuple[Path, bytes, dict[s
         "format": TRANSFER_FORMAT, "primary": keys.fingerprint(archive.public_key), "made_at": utcnow(),
         "checkpoint": checkpoint, "blobs_seq": seq,
         "snapshot": {"sha256": _sha_of(snapshot), "bytes": snapshot.stat().st_size},
-        "blobs": [{"sha256": sha, "bytes": size} for sha, size in blobs.items()]})
+        "blobs": [{"sha256": sha, "bytes": size} for sha, size in blobs.items()],
+        "profiles": [{"name": p.name, "sha256": _sha_of(p), "bytes": p.stat().st_size} for p in _profile_files(archive)]})
     return snapshot, listing, blobs
+
+
+def _profile_files(archive: Archive) -> list[Path]:
+    """The archive's own standards profiles (home/profiles/*.toml): the copy must judge by the same rules."""
+    return sorted((archive.config.home / "profiles").glob("*.toml"))
 
 
 def _streams(todo: list[tuple[str, int]], sizes: dict[str, int]) -> list[list[tuple[str, int]]]:

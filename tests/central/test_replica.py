@@ -60,7 +60,9 @@ def test_the_copy_holds_every_bundle_and_the_primarys_own_log(pair, capsys):
     primary, address, copy, _, st = pair
     _scan_and_sync(st, address, "1-1", "4-1-2")
     report = replicate.push(primary, sleep=lambda s: None)
-    assert report.blobs_sent == len(_pages(primary)) + 1   # the pages and the catalogue snapshot
+    assert report.blobs_sent == len(_pages(primary)) + 2   # the pages, the catalogue snapshot, its own profile
+    profile_file = "profiles/tests-150dpi.toml"
+    assert (copy.config.home / profile_file).read_bytes() == (primary.config.home / profile_file).read_bytes()
     assert _pages(copy) == _pages(primary) and len(_pages(copy)) == 4   # two duplex sheets
     mine, theirs = audit.verify_log(primary), audit.verify_log(_view(copy))
     assert theirs.ok and (theirs.entries, theirs.root) == (mine.entries, mine.root)
