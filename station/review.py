@@ -113,6 +113,9 @@ def seal(station: Station, archive_no: str, item: str, operator: str, confirm_re
 
 def _editable(station: Station, archive_no: str, item: str) -> dict:
     batch = find(station, archive_no, item)
+    if batch["state"] == "open":
+        raise ReviewRefused(f"{archive_no} {item} is being scanned (or its scan was killed): wait until it ends, "
+                            "or run the same scan again to finish it, then review the batch")
     waiting = station.store.spooled(batch["id"])
     if waiting:
         raise ReviewRefused(f"{archive_no} {item} has {waiting} captured page(s) not stored yet (a scan was "

@@ -159,6 +159,15 @@ def test_the_archive_refuses_a_differing_count_nobody_confirmed_and_an_edit_it_c
         manifest_format.seal(phantom, st.key)
 
 
+def test_a_batch_being_scanned_is_not_edited_or_sealed_under_the_scanner(station):
+    scan(station, {"archive_no": "D-0008"}, {"item": "1-1", "title": "x", "review": True}, _pages(6, 2))
+    station.store.open_batch({"archive_no": "D-0008"}, {"item": "1-1", "title": "x"}, "synthetic", "张三")
+    for attempt in (lambda: review.remove_page(station, "D-0008", "1-1", 1, "张三", "stray"),
+                    lambda: review.seal(station, "D-0008", "1-1", "张三")):
+        with pytest.raises(review.ReviewRefused, match="is being scanned .*run the same scan again"):
+            attempt()
+
+
 def test_a_page_is_removed_only_with_a_reason(station):
     scan(station, {"archive_no": "D-0005"}, {"item": "1-1", "title": "x", "review": True}, _pages(6, 2))
     for reason in ("", "   "):
