@@ -284,9 +284,10 @@ class Daemon:
             if request is not None:
                 request.send({"event": "page", "n": n, "record": record})
 
+        material = dict(job["material"], review=True) if self.config.review_before_seal else job["material"]
         try:
             source = _StopBetweenSheets(self.scanner.lend(), lambda: self.stopping, self._between_pages)
-            result = scan(self.station, job["dossier"], job["material"], source, job["operator"], on_page)
+            result = scan(self.station, job["dossier"], material, source, job["operator"], on_page)
         except ScannerError as exc:
             self.jobs.note_error(job["id"], str(exc))
             self.note = f"{archive_no} {item}: {exc}"
@@ -315,6 +316,13 @@ class Daemon:
             self.outbox = self._count_outbox()
             self.tell({"event": "idle", "job": job})
         self.jobs.remove(job["id"])
+        if result.bundle_id is None:    # kept open for the operator's review (station.review), not sealed
+            self.note = f"{archive_no} {item}: {result.total_pages} pages, kept open for review"
+            self.tell({"event": "review", "job": job, "pages": result.total_pages})
+            log.info("kept %s %s open for review: %d pages", archive_no, item, result.total_pages)
+            self._publish()
+            return {"archive_no": archive_no, "item": item, "pages": result.pages, "total_pages": result.total_pages,
+                    "first_page": result.first_page, "bundle_id": None}
         self.sync.kick()
         self.note = f"sealed {archive_no} {item} ({result.total_pages} pages)"
         self.tell({"event": "sealed", "job": job, "pages": result.total_pages, "bundle_id": result.bundle_id})

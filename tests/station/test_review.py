@@ -263,3 +263,36 @@ def test_a_station_store_from_before_review_keeps_every_batch_page_and_bundle_wh
                             " 'review', 't')")
     finally:
         upgraded.close()
+
+
+def test_the_station_service_keeps_a_batch_open_for_review_when_the_station_says_so(tmp_path):
+    import threading
+
+    from station import config, home as station_home
+    from station.daemon import Daemon
+    from tests.station.test_notify import NotifyListener
+
+    home = tmp_path / "st"
+    make_station(home, dpi=50).close()
+    (home / "station.toml").write_text('source = "synthetic:sheets=2,duplex=no"\ndpi = 50\nkiosk = false\n'
+                                       "review_before_seal = true\n")
+    listener = NotifyListener()
+    daemon = Daemon(config.load(home), env={"NOTIFY_SOCKET": listener.path})
+    thread = threading.Thread(target=daemon.run, name="daemon-under-test")
+    thread.start()
+    try:
+        listener.until(lambda m: m.get("READY") == "1")
+        result = daemon.handle({"op": "scan", "dossier": {"archive_no": "D-0009"},
+                                "material": {"item": "1-1", "title": "x"}, "operator": "张三"})
+        assert result["bundle_id"] is None and result["total_pages"] == 2
+        assert daemon.note == "D-0009 1-1: 2 pages, kept open for review"
+    finally:
+        daemon.stop()
+        thread.join(60)
+        listener.close()
+    st = station_home.open_station(config.load(home))
+    try:
+        assert review.show(st, "D-0009", "1-1").batch["state"] == "review"
+        assert review.seal(st, "D-0009", "1-1", "张三")
+    finally:
+        st.close()
