@@ -215,6 +215,9 @@ def _note(cfg: CentralConfig, **fields) -> None:
 def _push_once(archive: Archive, state: dict, report: PushReport) -> None:
     with _channel(archive, state) as channel:
         stub = sync_pb2_grpc.ArchiveReplicaStub(channel)
+        # Write takes requests serialised by _write_request (one copy of each chunk, not two).
+        write = channel.stream_unary("/quire.v1.ArchiveReplica/Write", request_serializer=None,
+                                     response_deserializer=sync_pb2.WriteResponse.FromString)
         there = stub.State(sync_pb2.GetInfoRequest(), timeout=TIMEOUT_S)
         mine = keys.fingerprint(archive.public_key)
         if there.primary_key_fingerprint != mine:
@@ -243,7 +246,7 @@ def _push_once(archive: Archive, state: dict, report: PushReport) -> None:
         if unknown:
             raise ReplicaError(f"the copy asked for blob {unknown[0][:12]}, which this transfer does not list")
         for group in _streams(todo, sizes):
-            reply = stub.Write(_requests(archive, offer.bundle_id, group, sizes, paths, report),
+            reply = write(_requests(archive, offer.bundle_id, group, sizes, paths, report),
                                timeout=TIMEOUT_S + sum(sizes[s] - o for s, o in group) / 250_000)
             done = set(reply.completed_sha256)
             report.blobs_sent += sum(1 for sha, _ in group if sha in done)
@@ -354,14 +357,34 @@ def _requests(archive: Archive, transfer_id: str, group, sizes, paths, report: P
             while True:
                 data = fh.read(CHUNK_BYTES)
                 last = offset + len(data) >= sizes[sha] or not data
-                msg = sync_pb2.WriteRequest(write_offset=offset, data=data, finish_write=last,
-                                            data_crc32c=google_crc32c.value(data))
+                head = sync_pb2.WriteRequest(write_offset=offset)
                 if start:
-                    msg.sha256, start = sha, False
+                    head.sha256, start = sha, False
                 if first:
-                    msg.station_id, msg.bundle_id, first = SOURCE_ID, transfer_id, False
-                yield msg
+                    head.station_id, head.bundle_id, first = SOURCE_ID, transfer_id, False
+                yield _write_request(head, data, last)
                 offset += len(data)
                 report.bytes_sent += len(data)
                 if last:
                     break
+
+
+_DATA_KEY = bytes([sync_pb2.WriteRequest.DESCRIPTOR.fields_by_name["data"].number << 3 | 2])  # length-delimited
+
+
+def _write_request(head: sync_pb2.WriteRequest, data: bytes, last: bool) -> bytes:
+    """``head`` with the chunk, ``finish_write`` and its CRC-32C, serialised as protobuf would the whole
+    message (fields in number order) but with ``data`` copied once — as the station's sync does."""
+    tail = sync_pb2.WriteRequest(finish_write=last, data_crc32c=google_crc32c.value(data)).SerializeToString()
+    if not data:
+        return head.SerializeToString() + tail
+    return b"".join((head.SerializeToString(), _DATA_KEY, _varint(len(data)), data, tail))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

@@ -193,3 +193,15 @@ def test_a_forked_primary_log_is_refused(pair, tmp_path):
         replicate.push(primary, sleep=lambda s: None)
     assert "forked" in str(caught.value) and held.body["root_hash"] in str(caught.value)
     assert replica.held_checkpoint(replica.load_state(copy.config)).body == held.body
+
+
+def test_write_requests_are_serialised_as_protobuf_does():
+    from quire.v1 import sync_pb2
+
+    for data, last in ((b"", True), (b"x" * 300, False), (bytes(range(256)) * 700, True)):
+        head = sync_pb2.WriteRequest(write_offset=12345, sha256="a" * 64, station_id="replica-source",
+                                     bundle_id="b" * 64)
+        whole = sync_pb2.WriteRequest(write_offset=12345, sha256="a" * 64, station_id="replica-source",
+                                      bundle_id="b" * 64, data=data, finish_write=last,
+                                      data_crc32c=__import__("google_crc32c").value(data))
+        assert replicate._write_request(head, data, last) == whole.SerializeToString()
