@@ -96,7 +96,7 @@ def _catalogue(archive, files: list[Path], dossiers: int, pages: int) -> list[st
     for path in files:
         data = path.read_bytes()
         with Image.open(path) as img:
-            blobs.append((archive.blobs.files.put(data), len(data), img.width, img.height,
+            blobs.append((archive.blobs.put(data), len(data), img.width, img.height,
                           round(img.info.get("dpi", (300,))[0])))
     per_dossier = pages // dossiers
     materials = min(len(ITEMS), per_dossier)

@@ -6,7 +6,7 @@ to the audit log with the consultation it used.
 
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 
@@ -206,7 +206,7 @@ def materials(archive: Archive, actor: Actor, archive_no: str, consultation_id: 
 
 
 def page(archive: Archive, actor: Actor, archive_no: str, item: str, n: int, consultation_id: int | None = None,
-         export: bool = False) -> tuple[dict, Path]:
+         export: bool = False) -> tuple[dict, BinaryIO]:
     """Open one page for viewing (or exporting): checked, logged with the consultation, then returned."""
     unit = dossier_unit(archive, archive_no)
     consultation = _consultation(archive, consultation_id)
@@ -222,10 +222,10 @@ def page(archive: Archive, actor: Actor, archive_no: str, item: str, n: int, con
                      {"archive_no": archive_no, "item": item, "page": n, "sha256": row["sha256"],
                       "consultation": consultation_id}, by=actor.label)
     row["record"] = json.loads(row.pop("record_json"))
-    return row, archive.blobs.path(row["sha256"])
+    return row, archive.blobs.open(row["sha256"])
 
 
-def quarantined_page(archive: Archive, actor: Actor, bundle_id: str, n: int) -> tuple[dict, Path]:
+def quarantined_page(archive: Archive, actor: Actor, bundle_id: str, n: int) -> tuple[dict, BinaryIO]:
     """Open one page of a quarantined bundle for the unit's catalogue staff: checked, logged, returned."""
     held = archive.catalogue.one("SELECT q.unit, q.archive_no, q.item, b.manifest FROM quarantine q"
                                  " JOIN bundles b ON b.id = q.bundle_id WHERE q.bundle_id = ?", [bundle_id])
@@ -240,4 +240,4 @@ def quarantined_page(archive: Archive, actor: Actor, bundle_id: str, n: int) -> 
         audit.record(db, archive, "content.view", held["archive_no"],
                      {"archive_no": held["archive_no"], "item": held["item"], "page": n, "sha256": page_["sha256"],
                       "bundle_id": bundle_id, "quarantined": True}, by=actor.label)
-    return page_, archive.blobs.path(page_["sha256"])
+    return page_, archive.blobs.open(page_["sha256"])

@@ -54,9 +54,9 @@ class ArchiveAccessServicer(access_pb2_grpc.ArchiveAccessServicer):
                                 page_count=r["page_count"], version=r["version"]) for r in rows])
 
     def GetPage(self, request, context):
-        row, path = access.page(self.archive, self._actor(context), request.archive_no, request.item, request.n,
+        row, blob = access.page(self.archive, self._actor(context), request.archive_no, request.item, request.n,
                                 request.consultation_id or None, request.export)
-        with open(path, "rb") as f:
+        with blob as f:
             offset, data = 0, f.read(CHUNK_BYTES)
             yield access_pb2.PageChunk(media_type=row["media_type"], sha256=row["sha256"], offset=0, data=data)
             while data:

@@ -6,7 +6,8 @@ import nacl.signing
 
 from quire import keys
 
-from .blobs import BlobStore
+from .blobs import BlobStore, DiskBlobStore
+from .blobstore_s3 import S3BlobStore
 from .catalogue import Catalogue
 from .config import CentralConfig
 from .errors import ConfigError
@@ -27,6 +28,15 @@ class Archive:
 
     def close(self) -> None:
         self.catalogue.close()
+        self.blobs.close()
+
+
+def open_blobs(config: CentralConfig) -> BlobStore:
+    """The blob store the config names: the home's blobs folder, or an S3-compatible bucket."""
+    if config.blobs.startswith("s3://"):
+        credentials = config.blobs_credentials
+        return S3BlobStore(config.blobs, config.home / credentials if credentials else None)
+    return DiskBlobStore(config.blobs_dir, config.uploads_dir)
 
 
 def open_archive(config: CentralConfig, create: bool = True) -> Archive:
@@ -40,5 +50,5 @@ def open_archive(config: CentralConfig, create: bool = True) -> Archive:
         key = keys.load_key_file(config.key_path)
     except keys.ContractError as exc:
         raise ConfigError(str(exc)) from None
-    return Archive(config, key, Catalogue(config.db_path), BlobStore(config.blobs_dir, config.uploads_dir),
+    return Archive(config, key, Catalogue(config.db_path), open_blobs(config),
                    load_or_create(config.home / "tls"))

@@ -1,13 +1,16 @@
-"""The central blob store: write-once files named by SHA-256, filled by resumable uploads; each blob's
-SM3 (GB/T 32905, for 密评) is computed beside its SHA-256 as its bytes arrive."""
+"""The central blob store: write-once blobs named by SHA-256, filled by resumable uploads; each blob's
+SM3 (GB/T 32905, for 密评) is computed beside its SHA-256 as its bytes arrive. One interface, the
+local directory behind it here (``blobstore_s3`` holds the S3-compatible kind)."""
 
 import errno
 import hashlib
 import mmap
 import os
 import threading
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives import hashes
 
@@ -38,8 +41,73 @@ class _CryptographySm3:
         return self._hash.copy().finalize().hex()
 
 
-class BlobStore:
-    """Stored blobs plus the partial uploads that will become blobs once their hash checks out."""
+class BlobStore(ABC):
+    """Where page files live: write-once blobs named by SHA-256, and the partial uploads that become
+    blobs once their hash checks out. Callers open, stat and put blobs by digest; no caller learns
+    where or how they are kept (a directory here, an S3-compatible bucket in ``blobstore_s3``)."""
+
+    @abstractmethod
+    def has(self, sha256: str) -> bool:
+        """True when the blob is stored."""
+
+    @abstractmethod
+    def stat(self, sha256: str) -> int | None:
+        """The stored blob's size in bytes; None when it is missing."""
+
+    @abstractmethod
+    def open(self, sha256: str) -> BinaryIO:
+        """The stored blob for reading (seekable; close it); FileNotFoundError when it is missing."""
+
+    @abstractmethod
+    def put(self, data: bytes) -> str:
+        """Store ``data`` once, durably; return its SHA-256. Storing it again changes nothing."""
+
+    @abstractmethod
+    def where(self, sha256: str) -> str:
+        """Where the blob is (or would be) kept, for messages to an operator; never to be opened."""
+
+    @abstractmethod
+    def committed_size(self, station_id: str, sha256: str) -> int:
+        """Bytes of ``station_id``'s partial upload of the blob that a resumed stream builds on."""
+
+    @abstractmethod
+    def open_upload(self, station_id: str, sha256: str, limit: int):
+        """Append access to one partial upload, for the chunks of one Write stream (any process may
+        resume what another left)."""
+
+    @abstractmethod
+    def finish_many(self, uploads: list) -> dict[str, Exception]:
+        """Close completely received uploads, check each one's size and digest (computed as its bytes
+        arrived) against the manifest, and store the good ones for good. Returns what went wrong by
+        digest: a damaged upload is discarded; one whose bytes could not be kept stays to resume."""
+
+    def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> tuple[str, str] | None:
+        """SHA-256 and SM3 of the stored bytes in one read (None when missing), for full verification."""
+        h256, h_sm3 = hashlib.sha256(), sm3()
+        try:
+            with self.open(sha256) as fh:
+                while chunk := fh.read(chunk_bytes):
+                    h256.update(chunk)
+                    h_sm3.update(chunk)
+        except FileNotFoundError:
+            return None
+        return h256.hexdigest(), h_sm3.hexdigest()
+
+    def close(self) -> None:
+        """Let go of connections held for the store (nothing, for a directory)."""
+
+    @staticmethod
+    def damaged(sha256: str, size: int, digest: str, limit: int) -> UploadDamaged:
+        # A corrupt upload is never kept, never half-visible. Either the station's copy is damaged or the
+        # partial is (bytes not yet on disk when the archive lost power): the station checks its copy and,
+        # if that is intact, sends the blob again from the start.
+        return UploadDamaged(
+            f"blob {sha256}: received {size} bytes hashing to {digest}, but the manifest lists {limit} bytes "
+            "with that digest; the upload was discarded, send it again from offset 0")
+
+
+class DiskBlobStore(BlobStore):
+    """Blobs as write-once files in a local directory; partial uploads as files beside them."""
 
     def __init__(self, blobs_dir: Path, uploads_dir: Path):
         self.files = ContentStore(blobs_dir)
@@ -50,40 +118,35 @@ class BlobStore:
     def has(self, sha256: str) -> bool:
         return self.files.has(sha256)
 
-    def path(self, sha256: str) -> Path:
-        return self.files.path(sha256)
+    def stat(self, sha256: str) -> int | None:
+        try:
+            return self.files.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
 
-    def partial(self, station_id: str, sha256: str) -> Path:
+    def open(self, sha256: str) -> BinaryIO:
+        return open(self.files.path(sha256), "rb")
+
+    def put(self, data: bytes) -> str:
+        return self.files.put(data)
+
+    def where(self, sha256: str) -> str:
+        return str(self.files.path(sha256))
+
+    def _partial(self, station_id: str, sha256: str) -> Path:
         # One partial per station and blob: two stations sending the same page never collide.
         return self.uploads / f"{sha256}.{station_id}.part"
 
     def committed_size(self, station_id: str, sha256: str) -> int:
         try:
-            return self.partial(station_id, sha256).stat().st_size
+            return self._partial(station_id, sha256).stat().st_size
         except FileNotFoundError:
             return 0
 
-    def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> tuple[str, str] | None:
-        """SHA-256 and SM3 of the stored bytes in one read (None when missing), for full verification."""
-        h256, h_sm3 = hashlib.sha256(), sm3()
-        try:
-            with open(self.path(sha256), "rb") as fh:
-                while chunk := fh.read(chunk_bytes):
-                    h256.update(chunk)
-                    h_sm3.update(chunk)
-        except FileNotFoundError:
-            return None
-        return h256.hexdigest(), h_sm3.hexdigest()
-
     def open_upload(self, station_id: str, sha256: str, limit: int) -> "Upload":
-        """Append access to one partial upload, for the chunks of one Write stream."""
-        return Upload(self.partial(station_id, sha256), sha256, limit, self.buffers)
+        return Upload(self._partial(station_id, sha256), sha256, limit, self.buffers)
 
     def finish_many(self, uploads: list["Upload"]) -> dict[str, Exception]:
-        """Close completely received uploads, check each one's size and digest (computed as its bytes
-        arrived) against the manifest, and move the good ones into the store for good, together.
-        Returns what went wrong by digest: a damaged upload is discarded; one the disk failed to
-        flush is kept to resume (its digest is checked again when it completes)."""
         refused, good = {}, []
         for upload in uploads:
             try:
@@ -93,13 +156,8 @@ class BlobStore:
                 continue
             size = upload.path.stat().st_size
             if upload.digest != upload.sha256 or size != upload.limit:
-                # A corrupt upload is never kept, never half-visible. Either the station's copy is damaged
-                # or this partial file is (bytes not yet on disk when the archive lost power): the station
-                # checks its copy and, if that is intact, sends the blob again from the start.
                 upload.path.unlink(missing_ok=True)
-                refused[upload.sha256] = UploadDamaged(
-                    f"blob {upload.sha256}: received {size} bytes hashing to {upload.digest}, but the manifest "
-                    f"lists {upload.limit} bytes with that digest; the upload was discarded, send it again from offset 0")
+                refused[upload.sha256] = self.damaged(upload.sha256, size, upload.digest, upload.limit)
             else:
                 good.append((upload.path, upload.sha256))
         self.files.adopt_many(good)

@@ -1,15 +1,25 @@
 """Central configuration: loaded once from TOML, validated, passed down."""
 
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from quire import settings
 from quire.settings import HostPort, Settings
 
 from .errors import ConfigError
+
+
+def _blobs_url(value: str) -> str:
+    if value and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?", value):
+        raise ValueError("must be \"\" (the home's blobs folder) or s3://BUCKET/PREFIX, e.g. s3://quire-archive/pages")
+    return value
+
+
+BlobsUrl = Annotated[str, AfterValidator(_blobs_url)]
 
 DEFAULT_HOME = Path("/var/lib/quire/central")
 SYSTEM_CONFIG = Path("/etc/quire/central.toml")
@@ -27,6 +37,10 @@ class CentralSettings(Settings):
     advertise: bool = True                   # zeroconf _quire._tcp with the key fingerprint
     # "all", or addresses, e.g. ["127.0.0.1"] for tests and the demo
     zeroconf_interfaces: Literal["all"] | list[str] = "all"
+    # Where page files live: "" the home's blobs/ folder; "s3://BUCKET/PREFIX" an S3-compatible bucket, its
+    # endpoint and keys from blobs_credentials (a TOML file of mode 0600) or else the AWS_* environment.
+    blobs: BlobsUrl = ""
+    blobs_credentials: str | None = None
     # Backups and fixity (quire-central backup / scrub): the restic repository and its password file (0600),
     # a description of the off-site copy a damaged blob can also be restored from, and the period in which
     # the nightly scrub re-reads every blob once.

@@ -65,6 +65,12 @@ class WrongOffset(CentralError):
     code = grpc.StatusCode.OUT_OF_RANGE
 
 
+class StoreUnavailable(CentralError):
+    """The object store holding the blobs did not answer or failed; what arrived is kept to retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class BlobsMissing(CentralError):
     """Commit before every blob arrived: offer again and upload what is missing."""
 

@@ -177,7 +177,7 @@ def _copy_blob(archive: Archive, sha256: str, dest: Path, stage: Path) -> tuple[
     recorded = archive.catalogue.one("SELECT sm3 FROM blobs WHERE sha256 = ?", [sha256])
     known_sm3 = recorded["sm3"] if recorded else None
     h256, h_sm3 = hashlib.sha256(), None if known_sm3 else sm3()
-    with open(archive.blobs.path(sha256), "rb") as src, open(dest, "wb") as dst:
+    with archive.blobs.open(sha256) as src, open(dest, "wb") as dst:
         while chunk := src.read(1 << 20):
             h256.update(chunk)
             if h_sm3 is not None:

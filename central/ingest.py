@@ -358,8 +358,7 @@ def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
             f"(bundle {existing[0][:12]}); replacing a material needs the replacement workflow"
         )
     for p in manifest["pages"]:
-        path = archive.blobs.path(p["sha256"])
-        size = path.stat().st_size if path.exists() else None
+        size = archive.blobs.stat(p["sha256"])
         if size != p["bytes"]:
             problems.append(f"page {p['n']}: stored blob has {size} bytes, manifest says {p['bytes']}")
     return problems

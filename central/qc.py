@@ -4,7 +4,7 @@ not scan it; a batch below the profile's acceptance share is returned with a res
 import json
 import math
 import random
-from pathlib import Path
+from typing import BinaryIO
 
 from quire.db import utcnow
 
@@ -97,7 +97,7 @@ def decide(archive: Archive, actor: Actor, bundle: str) -> dict:
     return status(archive, batch["bundle_id"])
 
 
-def sample_page(archive: Archive, actor: Actor, bundle: str, n: int) -> tuple[dict, Path]:
+def sample_page(archive: Archive, actor: Actor, bundle: str, n: int) -> tuple[dict, BinaryIO]:
     """Open one sampled page of a batch for the inspector who drew the sample: checked, logged, returned."""
     batch = _own_batch(archive, actor, bundle)
     if n not in json.loads(batch["sample"]):
@@ -112,7 +112,7 @@ def sample_page(archive: Archive, actor: Actor, bundle: str, n: int) -> tuple[di
         audit.record(db, archive, "content.view", archive_no,
                      {"archive_no": archive_no, "item": manifest["material"]["item"], "page": n,
                       "sha256": page["sha256"], "bundle_id": batch["bundle_id"], "qc": True}, by=actor.label)
-    return page, archive.blobs.path(page["sha256"])
+    return page, archive.blobs.open(page["sha256"])
 
 
 def status(archive: Archive, bundle: str) -> dict:

@@ -7,8 +7,7 @@ page's JPEG/TIFF header is re-read from the stored blob (format, dpi, mode, pixe
 import re
 import warnings
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Callable, ClassVar
+from typing import BinaryIO, Callable, ClassVar
 
 import grpc
 from PIL import Image
@@ -270,11 +269,11 @@ def check_bundle(archive: Archive, manifest: dict, unit: str) -> Findings:
         raise StandardsUnavailable(
             f"the archive cannot judge bundles for unit {unit!r} now ({exc}); the bundle stays "
             "queued on the station until an administrator fixes the profile") from None
-    return check(manifest, archive.blobs.path, chosen)
+    return check(manifest, archive.blobs.open, chosen)
 
 
-def check(manifest: dict, blob_path: Callable[[str], Path], profile: Profile) -> Findings:
-    """Every violation of ``profile`` by the bundle ``manifest`` whose page files ``blob_path`` finds."""
+def check(manifest: dict, open_blob: Callable[[str], BinaryIO], profile: Profile) -> Findings:
+    """Every violation of ``profile`` by the bundle ``manifest`` whose page files ``open_blob`` opens."""
     found = Findings(profile)
     out = found.violations
     out += _metadata(manifest, profile)
@@ -284,7 +283,7 @@ def check(manifest: dict, blob_path: Callable[[str], Path], profile: Profile) ->
     if not typed:
         out.append(LegacyRecord(manifest_format.FORMAT_1))
     for page in pages:
-        out += _page(page, profile, blob_path, typed)
+        out += _page(page, profile, open_blob, typed)
     formats = sorted({p.get("media_type") for p in pages if isinstance(p.get("media_type"), str)})
     if profile.one_format_per_batch and len(formats) > 1:
         out.append(MixedFormats(tuple(formats)))
@@ -330,7 +329,7 @@ def _catalogue(manifest: dict, profile: Profile) -> list[Violation]:
     return out
 
 
-def _page(page: dict, profile: Profile, blob_path: Callable[[str], Path], typed: bool) -> list[Violation]:
+def _page(page: dict, profile: Profile, open_blob: Callable[[str], BinaryIO], typed: bool) -> list[Violation]:
     """``typed``: the record carries dpi_source and colour_evidence (quire.bundle/2 on)."""
     n, dpi, mode, media = page.get("n"), page.get("dpi"), page.get("colour"), page.get("media_type")
     record = page.get("record") or {}
@@ -346,7 +345,7 @@ def _page(page: dict, profile: Profile, blob_path: Callable[[str], Path], typed:
     out += _colour_required(n, mode, record, profile, typed)
     out += _skew(n, record, profile)
     out += _extent(n, page, record, profile)
-    out += _header(n, page, profile, blob_path)
+    out += _header(n, page, profile, open_blob)
     return out
 
 
@@ -394,12 +393,12 @@ def _extent(n: int, page: dict, record: dict, profile: Profile) -> list[Violatio
     return out
 
 
-def _header(n: int, page: dict, profile: Profile, blob_path: Callable[[str], Path]) -> list[Violation]:
+def _header(n: int, page: dict, profile: Profile, open_blob: Callable[[str], BinaryIO]) -> list[Violation]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             # Image.open reads the header only; no pixel is decoded here.
-            with Image.open(blob_path(page["sha256"])) as im:
+            with open_blob(page["sha256"]) as fh, Image.open(fh) as im:
                 fmt, mode, size, dpi = im.format, im.mode, im.size, im.info.get("dpi")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         return [UnreadableImage(n, type(exc).__name__ + (f": {exc}" if str(exc) else ""))]

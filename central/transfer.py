@@ -42,7 +42,7 @@ def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_ke
         data = (folder / "manifest.json").read_bytes()
         manifest = json.loads(data)
         for page in manifest["pages"]:
-            archive.blobs.files.put((folder / page_file(page["n"], page["media_type"])).read_bytes())
+            archive.blobs.put((folder / page_file(page["n"], page["media_type"])).read_bytes())
         findings = standards.check_bundle(archive, manifest, unit)
         if not findings.ok:
             raise CentralError(f"material {m['item']} breaks unit {unit}'s standards: {'; '.join(findings.reasons())}; "

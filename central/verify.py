@@ -80,11 +80,11 @@ def verify(archive: Archive, full: bool = True) -> Report:
     cat = archive.catalogue
     for blob in cat.query("SELECT sha256, bytes, sm3 FROM blobs ORDER BY sha256"):
         report.blobs += 1
-        path = archive.blobs.path(blob["sha256"])
-        if not path.exists():
+        path = archive.blobs.where(blob["sha256"])
+        size = archive.blobs.stat(blob["sha256"])
+        if size is None:
             report.problems.append(BlobMissing(path, blob["sha256"]))
             continue
-        size = path.stat().st_size
         report.bytes += size
         if blob["sm3"] is None:
             report.problems.append(Sm3Missing(path, blob["sha256"]))
@@ -153,7 +153,7 @@ def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, re
     yield from _page_problems(subject, pages, manifest["pages"])
     for page in pages:
         if not archive.blobs.has(page["sha256"]):
-            yield BlobMissing(archive.blobs.path(page["sha256"]), page["sha256"])
+            yield BlobMissing(archive.blobs.where(page["sha256"]), page["sha256"])
 
 
 def _bundle_row_problems(bundle: dict, data: bytes, manifest: dict):

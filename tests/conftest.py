@@ -54,6 +54,8 @@ def _sockets() -> set[str]:
 # Process-wide pools started once and kept for the life of the process, by thread-name prefix: the
 # archive's blob writers, and gRPC's own C-core pollers that outlive any one server or channel.
 _KEPT_THREADS = ("quire-write_",)
+# Servers started once for the session (the S3 store): their processes are not a test's leak.
+_SESSION_CHILDREN: set[int] = set()
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +68,7 @@ def no_leaks():
     while True:
         leaked_threads = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()
                           and not t.name.startswith(_KEPT_THREADS)]
-        leaked_children = sorted(_children() - children)
+        leaked_children = sorted(_children() - children - _SESSION_CHILDREN)
         leaked_sockets = sorted(_sockets() - sockets)
         if not (leaked_threads or leaked_children or leaked_sockets) or time.monotonic() > deadline:
             break
@@ -76,9 +78,39 @@ def no_leaks():
     assert not leaked_sockets, f"test left sockets open: {leaked_sockets}"
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible store (SeaweedFS ``weed mini``) on 127.0.0.1, started once for the session."""
+    from tests.s3server import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    _SESSION_CHILDREN.add(server.proc.pid)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def archive(tmp_path):
-    """A central archive on a real SQLite file and blob directory.
+def blob_kind():
+    """Where the ``archive`` fixture keeps page files: "disk" (the home's folder) or "s3" (a fresh prefix
+    in the session's SeaweedFS bucket). QUIRE_TEST_BLOBS=s3 runs every archive test on S3; a module
+    overrides this fixture (params=["disk", "s3"]) to run on both."""
+    return os.environ.get("QUIRE_TEST_BLOBS", "disk")
+
+
+def use_blob_kind(home: Path, kind: str, request) -> None:
+    """Write the archive config at ``home`` that puts its blobs in ``kind`` of store."""
+    if kind == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        s3.credentials_file(home / "s3.toml")
+        (home / "central.toml").write_text(f'blobs = "s3://{s3.bucket}/{uuid.uuid4().hex}"\n'
+                                           'blobs_credentials = "s3.toml"\n')
+    elif kind != "disk":
+        raise ValueError(f"unknown blob kind {kind!r}: disk or s3")
+
+
+@pytest.fixture
+def archive(tmp_path, blob_kind, request):
+    """A central archive on a real SQLite file and a blob store of ``blob_kind``.
 
     Its default standards profile is gbt33870 with the minimum lowered to 150 dpi, so tests may
     scan small, fast pages; tests of the standards themselves assign a shipped profile to their unit.
@@ -91,6 +123,7 @@ def archive(tmp_path):
     (home / "profiles" / "tests-150dpi.toml").write_text(
         'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
         'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    use_blob_kind(home, blob_kind, request)
     arch = open_archive(config.load(home))
     profile.set_default(arch, "tests-150dpi")
     yield arch

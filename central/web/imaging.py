@@ -3,6 +3,7 @@
 import io
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -30,8 +31,8 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(font_path()), size)
 
 
-def _decoded(path: Path, long_side: int | None) -> Image.Image:
-    img = Image.open(path)
+def _decoded(blob: BinaryIO, long_side: int | None) -> Image.Image:
+    img = Image.open(blob)
     if long_side:
         scale = long_side / max(img.size)
         # JPEG decodes at 1/2, 1/4, 1/8 directly (DCT scaling): far less work than decoding it whole.
@@ -85,9 +86,10 @@ def watermark(img: Image.Image, lines: tuple[str, ...]) -> Image.Image:
     return out
 
 
-def screen_jpeg(path: Path, lines: tuple[str, ...] | None, long_side: int = SCREEN_PX) -> bytes:
-    """The stored page at screen size as JPEG, watermarked with ``lines`` (None: without, for comparison)."""
-    img = _decoded(path, long_side)
+def screen_jpeg(blob: BinaryIO, lines: tuple[str, ...] | None, long_side: int = SCREEN_PX) -> bytes:
+    """The stored page (open for reading) at screen size as JPEG, watermarked with ``lines`` (None: without,
+    for comparison)."""
+    img = _decoded(blob, long_side)
     if lines:
         img = watermark(img, lines)
     buf = io.BytesIO()
@@ -95,9 +97,9 @@ def screen_jpeg(path: Path, lines: tuple[str, ...] | None, long_side: int = SCRE
     return buf.getvalue()
 
 
-def export_pdf(pages: list[tuple[Path, int]], lines: tuple[str, ...]) -> bytes:
-    """A PDF of the stored pages at their own resolution (``(path, dpi)``), each watermarked."""
-    images = [watermark(_decoded(path, None), lines) for path, _ in pages]
+def export_pdf(pages: list[tuple[BinaryIO, int]], lines: tuple[str, ...]) -> bytes:
+    """A PDF of the stored pages (open for reading) at their own resolution (``(blob, dpi)``), each watermarked."""
+    images = [watermark(_decoded(blob, None), lines) for blob, _ in pages]
     buf = io.BytesIO()
     images[0].save(buf, "PDF", save_all=True, append_images=images[1:], resolution=float(pages[0][1]),
                    title="数字化阅档 导出件（带水印）", producer="Quire")

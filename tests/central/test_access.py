@@ -16,6 +16,12 @@ from station.transport import TLS_NAME
 from tests.conftest import make_station, register
 
 
+@pytest.fixture(params=["disk", "s3"])
+def blob_kind(request):
+    """Every test here runs on both kinds of blob store."""
+    return request.param
+
+
 @pytest.fixture
 def people(central, station):
     """Two dossiers of unit-a catalogued, and the people who work with them."""

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from central.blobs import BLOCK, AlignedBuffers, BlobStore, Upload
+from central.blobs import BLOCK, AlignedBuffers, DiskBlobStore, Upload
 from central.errors import BlobRejected, UploadDamaged, WrongOffset
 
 DATA = os.urandom(5 * BLOCK + 1234)
@@ -59,7 +59,7 @@ def test_gaps_and_overruns_are_refused_and_write_nothing(tmp_path, buffers):
 
 
 def test_finishing_a_group_stores_the_good_and_discards_the_damaged(tmp_path):
-    store = BlobStore(tmp_path / "blobs", tmp_path / "uploads")
+    store = DiskBlobStore(tmp_path / "blobs", tmp_path / "uploads")
     other = os.urandom(3000)
     good = store.open_upload("st-1", SHA, len(DATA))
     good.append(0, DATA)
@@ -68,7 +68,8 @@ def test_finishing_a_group_stores_the_good_and_discards_the_damaged(tmp_path):
     refused = store.finish_many([good, damaged])
     assert list(refused) == [damaged.sha256] and isinstance(refused[damaged.sha256], UploadDamaged)
     assert "send it again from offset 0" in str(refused[damaged.sha256])
-    assert store.has(SHA) and store.path(SHA).read_bytes() == DATA
+    with store.open(SHA) as fh:
+        assert store.has(SHA) and fh.read() == DATA
     assert not store.has(damaged.sha256) and not list(store.uploads.iterdir())
 
 

@@ -17,6 +17,13 @@ from station.sync import sync
 from station.enrol import enroll
 from station.transport import open_channel
 from tests.conftest import make_station, register
+from tests.s3server import partial_uploads, stored_blobs
+
+
+@pytest.fixture(params=["disk", "s3"])
+def blob_kind(request):
+    """Every test here runs on both kinds of blob store."""
+    return request.param
 
 DOSSIER = {"archive_no": "D-0001", "name": "王五"}
 
@@ -32,7 +39,7 @@ def catalogued(archive) -> dict:
 
 
 def blob_files(archive) -> list:
-    return sorted(p for p in archive.config.blobs_dir.rglob("*") if p.is_file())
+    return stored_blobs(archive)
 
 
 @pytest.fixture
@@ -63,6 +70,7 @@ def test_syncing_twice_stores_nothing_twice(central, small_station):
     result = scan_one(small_station)
     sync(small_station)
     files, counts = blob_files(archive), catalogued(archive)
+    assert len(files) == counts["blobs"] > 0  # every catalogued blob is in the store, once
     # A second sync has nothing to send; a replayed offer gets the same receipt and stores nothing.
     assert sync(small_station).committed == []
     row = outbox.get(small_station.store, result.bundle_id)
@@ -113,7 +121,7 @@ def test_blob_not_matching_the_manifest_is_refused_by_name(central, small_statio
     assert page["sha256"] in reason and "no longer matches the sealed manifest" in reason and "rescan" in reason
     assert catalogued(archive)["materials"] == 0 and catalogued(archive)["pages"] == 0
     assert not archive.blobs.has(page["sha256"])
-    assert not list(archive.config.uploads_dir.iterdir()), "corrupt partial upload left behind"
+    assert not partial_uploads(archive), "corrupt partial upload left behind"
 
 
 def test_unknown_manifest_version_is_refused_by_name(central, small_station):
@@ -218,20 +226,19 @@ def test_a_blob_stored_but_not_yet_recorded_is_recorded_by_the_commit(central, s
 def test_blobs_the_archive_failed_to_store_are_not_answered_as_stored(central, small_station, monkeypatch):
     """Storing a finished group fails (the store's disk gone): the Write call fails, nothing is
     catalogued, and the next sync stores the bundle."""
-    from central.blobs import BlobStore
-
     archive, _ = central
     result = scan_one(small_station, sheets=2)
 
     def store_gone(self, uploads):
-        raise OSError(5, "Input/output error", str(self.files.root))
+        raise OSError(5, "Input/output error", self.where("0" * 64))
 
-    monkeypatch.setattr(BlobStore, "finish_many", store_gone)
+    monkeypatch.setattr(type(archive.blobs), "finish_many", store_gone)
     first = sync(small_station)
     # The Write call itself reports the failure (an incident for the administrator), rather than
     # answering "stored" and leaving the Commit to find the files missing.
     assert first.committed == [] and "INTERNAL: internal error, incident" in first.failed[result.bundle_id]
-    assert catalogued(archive)["blobs"] == 0 and not [p for p in archive.config.blobs_dir.rglob("*") if p.is_file()]
+    offered = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?", [result.bundle_id])["manifest"])
+    assert catalogued(archive)["blobs"] == 0 and not any(archive.blobs.has(p["sha256"]) for p in offered["pages"])
     monkeypatch.undo()
     assert sync(small_station).committed == [result.bundle_id]
     assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok

@@ -42,15 +42,16 @@ def test_every_uploaded_blob_has_its_sm3_and_verify_checks_it(synced):
     blobs = archive.catalogue.query("SELECT sha256, sm3 FROM blobs ORDER BY sha256")
     assert len(blobs) == 4
     for blob in blobs:
-        assert blob["sm3"] == sm3(archive.blobs.path(blob["sha256"]).read_bytes()).hexdigest()
+        with archive.blobs.open(blob["sha256"]) as fh:
+            assert blob["sm3"] == sm3(fh.read()).hexdigest()
     assert cli(archive, "verify").returncode == 0
     with sqlite3.connect(archive.config.db_path) as db:
         db.execute("UPDATE blobs SET sm3 = ? WHERE sha256 = ?", ["0" * 64, blobs[0]["sha256"]])
         db.execute("UPDATE blobs SET sm3 = NULL WHERE sha256 = ?", [blobs[1]["sha256"]])
     out = cli(archive, "verify", check=False)
     assert out.returncode == 1
-    assert f"DigestMismatch {archive.blobs.path(blobs[0]['sha256'])}: expected SM3 {'0' * 64}, found SM3 " in out.stdout
-    assert f"Sm3Missing {archive.blobs.path(blobs[1]['sha256'])}" in out.stdout and "sm3-backfill" in out.stdout
+    assert f"DigestMismatch {archive.blobs.where(blobs[0]['sha256'])}: expected SM3 {'0' * 64}, found SM3 " in out.stdout
+    assert f"Sm3Missing {archive.blobs.where(blobs[1]['sha256'])}" in out.stdout and "sm3-backfill" in out.stdout
 
 
 def test_an_archive_from_before_sm3_is_migrated_and_backfilled(synced):

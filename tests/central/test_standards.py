@@ -42,7 +42,7 @@ def page(dpi=300, colour="grey", media_type="image/jpeg", size=(120, 170), file_
 
 def bundle(tmp_path: Path, pages: list[ProcessedPage], archive_no="D-0001", item="1-1", operator="op",
            page_count=None, format=manifest_format.FORMAT, **dossier):
-    """(manifest, blob_path) of a bundle whose page files are stored under ``tmp_path``."""
+    """(manifest, open_blob) of a bundle whose page files are stored under ``tmp_path``."""
     store = tmp_path / "blobs"
     store.mkdir(exist_ok=True)
     listed = []
@@ -59,7 +59,7 @@ def bundle(tmp_path: Path, pages: list[ProcessedPage], archive_no="D-0001", item
         "material": {"item": item, "title": "干部履历表", "page_count": len(pages) if page_count is None else page_count},
         "pages": listed,
     }
-    return manifest, lambda sha: store / sha
+    return manifest, lambda sha: open(store / sha, "rb")
 
 
 GBT = profile.load("gbt33870")

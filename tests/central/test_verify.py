@@ -1,6 +1,5 @@
 """`verify` finds tampering the cheap checks miss, and names each problem."""
 
-import os
 import sqlite3
 
 import pytest
@@ -8,6 +7,13 @@ import pytest
 from central.verify import verify
 from station.scan import scan
 from station.sync import sync
+from tests.s3server import tamper
+
+
+@pytest.fixture(params=["disk", "s3"])
+def blob_kind(request):
+    """Every test here runs on both kinds of blob store."""
+    return request.param
 
 
 @pytest.fixture
@@ -30,11 +36,10 @@ def test_clean_archive_verifies(synced):
 
 def test_changed_page_file_is_found_by_full_check_but_not_quick(synced):
     sha = synced.catalogue.query("SELECT sha256 FROM pages ORDER BY n LIMIT 1")[0]["sha256"]
-    path = synced.blobs.path(sha)
-    os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
+    with synced.blobs.open(sha) as fh:
+        data = bytearray(fh.read())
     data[100] ^= 0x55
-    path.write_bytes(bytes(data))
+    tamper(synced, sha, bytes(data))
     assert verify(synced, full=False).ok  # same size: the cheap check cannot see it
     problems = verify(synced).problems
     assert [p.kind for p in problems] == ["DigestMismatch"]
@@ -57,7 +62,7 @@ def test_edited_catalogue_row_is_found(synced):
 
 def test_deleted_blob_and_forged_signature_are_each_named(synced):
     sha = synced.catalogue.query("SELECT sha256 FROM pages LIMIT 1")[0]["sha256"]
-    synced.blobs.path(sha).unlink()
+    tamper(synced, sha, None)
     conn = sqlite3.connect(synced.config.db_path)
     conn.execute("UPDATE bundles SET signature = zeroblob(64) WHERE rowid = 1")
     conn.commit()

@@ -61,13 +61,15 @@ def _scan_review(archive, archive_no: str, item: str) -> dict | None:
 
 
 def _image(archive, actor: Actor, archive_no: str, item: str, n: int, size: int) -> bytes:
-    _, path = access.page(archive, actor, archive_no, item, n)
-    return imaging.screen_jpeg(path, marks(actor, WORK), size)
+    _, blob = access.page(archive, actor, archive_no, item, n)
+    with blob:
+        return imaging.screen_jpeg(blob, marks(actor, WORK), size)
 
 
 def _held_image(archive, actor: Actor, bundle_id: str, n: int, size: int) -> bytes:
-    _, path = access.quarantined_page(archive, actor, bundle_id, n)
-    return imaging.screen_jpeg(path, marks(actor, WORK), size)
+    _, blob = access.quarantined_page(archive, actor, bundle_id, n)
+    with blob:
+        return imaging.screen_jpeg(blob, marks(actor, WORK), size)
 
 
 def _changes(archive, actor: Actor) -> dict:

@@ -45,8 +45,9 @@ def _batch(archive, actor: Actor, bundle: str) -> dict:
 
 
 def _image(archive, actor: Actor, bundle: str, n: int) -> bytes:
-    _, path = qc.sample_page(archive, actor, bundle, n)
-    return imaging.screen_jpeg(path, marks(actor, WORK))
+    _, blob = qc.sample_page(archive, actor, bundle, n)
+    with blob:
+        return imaging.screen_jpeg(blob, marks(actor, WORK))
 
 
 @page

@@ -73,8 +73,9 @@ async def viewer(request: Request, visit, form):
 
 
 def _image(archive, actor: Actor, cid: int, archive_no: str, item: str, n: int, long_side: int) -> bytes:
-    _, path = access.page(archive, actor, archive_no, item, n, cid)
-    return imaging.screen_jpeg(path, _marks(actor, cid), long_side)
+    _, blob = access.page(archive, actor, archive_no, item, n, cid)
+    with blob:
+        return imaging.screen_jpeg(blob, _marks(actor, cid), long_side)
 
 
 @page
@@ -89,13 +90,17 @@ async def image(request: Request, visit, form):
 
 def _pdf(archive, actor: Actor, cid: int, archive_no: str) -> bytes:
     pages = []
-    for m in access.materials(archive, actor, archive_no, cid):
-        for n in range(1, m["page_count"] + 1):
-            row, path = access.page(archive, actor, archive_no, m["item"], n, cid, export=True)
-            pages.append((path, row["dpi"]))
-    if not pages:
-        raise CentralError(f"dossier {archive_no} has no pages to export")
-    return imaging.export_pdf(pages, _marks(actor, cid))
+    try:
+        for m in access.materials(archive, actor, archive_no, cid):
+            for n in range(1, m["page_count"] + 1):
+                row, blob = access.page(archive, actor, archive_no, m["item"], n, cid, export=True)
+                pages.append((blob, row["dpi"]))
+        if not pages:
+            raise CentralError(f"dossier {archive_no} has no pages to export")
+        return imaging.export_pdf(pages, _marks(actor, cid))
+    finally:
+        for blob, _ in pages:
+            blob.close()
 
 
 @page

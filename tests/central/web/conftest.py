@@ -173,11 +173,11 @@ def entries(archive, event: str, **match) -> list[dict]:
     return [e for e in audit.entries(archive) if e["event"] == event and all(e.get(k) == v for k, v in match.items())]
 
 
-def assert_watermarked(body: bytes, path: Path, size: int, what: str) -> None:
-    """``body`` is the stored page at ``path`` rendered at ``size`` with a watermark burned into its pixels:
+def assert_watermarked(body: bytes, blob, size: int, what: str) -> None:
+    """``body`` is the stored page ``blob`` (open for reading) rendered at ``size`` with a watermark burned into its pixels:
     > 1 % of them differ from the unwatermarked render, and red text runs along its foot."""
     served = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.int16)
-    plain = np.asarray(Image.open(io.BytesIO(imaging.screen_jpeg(path, None, size))).convert("RGB"), dtype=np.int16)
+    plain = np.asarray(Image.open(io.BytesIO(imaging.screen_jpeg(blob, None, size))).convert("RGB"), dtype=np.int16)
     assert served.shape == plain.shape and max(served.shape[:2]) == size, what
     changed = np.abs(served - plain).max(axis=2) > 40
     assert changed.mean() > 0.01, f"{what}: watermark not found in the pixels"

@@ -105,8 +105,9 @@ def test_catalogue_previews_carry_the_archivists_watermark(site, rescan, console
     for query, size in (("", imaging.SCREEN_PX), ("?size=thumb", imaging.THUMB_PX)):
         status, headers, body = arch.request(f"catalogue/D-1/4-1-2/1.jpg{query}")
         assert status == 200 and headers["Cache-Control"] == "no-store"
-        _, path = access.page(site, who, "D-1", "4-1-2", 1)
-        assert_watermarked(body, path, size, f"catalogue preview{query}")
+        _, blob = access.page(site, who, "D-1", "4-1-2", 1)
+        with blob:
+            assert_watermarked(body, blob, size, f"catalogue preview{query}")
 
 
 def test_another_units_archivist_and_a_reader_typing_catalogue_urls_are_refused_and_logged(site, rescan, console):

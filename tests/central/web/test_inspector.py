@@ -70,8 +70,9 @@ def test_a_sample_page_carries_the_inspectors_watermark(site, batches, console):
     assert client.request(f"qc/{bundle}/start", {"csrf": client.csrf("password")})[0] == 303
     status, headers, body = client.request(f"qc/{bundle}/1.jpg")
     assert status == 200 and headers["Cache-Control"] == "no-store"
-    _, path = qc.sample_page(site, users.enabled(site, "insp")[0], bundle, 1)
-    assert_watermarked(body, path, imaging.SCREEN_PX, "QC sample page")
+    _, blob = qc.sample_page(site, users.enabled(site, "insp")[0], bundle, 1)
+    with blob:
+        assert_watermarked(body, blob, imaging.SCREEN_PX, "QC sample page")
 
 
 def test_another_inspectors_batch_and_another_units_batch_are_refused_and_logged(site, batches, console):

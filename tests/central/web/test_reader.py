@@ -94,8 +94,9 @@ def test_every_served_page_carries_the_readers_watermark_in_its_pixels(site, con
             status, headers, body = reader.request(f"read/{cid}/D-1/{item}/{n}.jpg{query}")
             assert status == 200 and headers["Content-Type"] == "image/jpeg"
             assert headers["Cache-Control"] == "no-store" and "default-src 'none'" in headers["Content-Security-Policy"]
-            _, path = access.page(site, access_actor(site, "wang"), "D-1", item, n, cid)
-            assert_watermarked(body, path, size, f"{item} page {n}{query}")
+            _, blob = access.page(site, access_actor(site, "wang"), "D-1", item, n, cid)
+            with blob:
+                assert_watermarked(body, blob, size, f"{item} page {n}{query}")
 
 
 def access_actor(site, user_id):

@@ -1,0 +1,366 @@
+"""Blobs in an S3-compatible bucket (``blobs = "s3://bucket/prefix"``), behind the same interface as the
+local directory: written once with conditional puts, uploads resumable by any archive process.
+
+Keys under the prefix::
+
+    blobs/ab/ab12…            one stored blob, named by its SHA-256, written with If-None-Match: *
+    uploads/ab12….ST/000…0    a partial upload by station ST, as parts each named by its start offset
+
+A partial upload is kept as staged part objects rather than as an S3 multipart upload because
+another process must be able to resume it: it has to hash the bytes already received (SHA-256
+and SM3 are computed as bytes arrive, and hash state cannot be handed between processes), and the
+parts of an unfinished multipart upload cannot be read back. Staged parts can be read, are listed
+to find the committed offset, and each is written with If-None-Match: * so two processes that
+both believe they hold the same upload cannot both extend it from the same offset. Multipart
+uploads also need parts of at least 5 MiB but the last, and station chunks are smaller.
+"""
+
+import hashlib
+import io
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import StrictStr
+
+from quire import settings
+from quire.settings import Settings
+
+from .blobs import BlobStore, sm3
+from .errors import BlobRejected, ConfigError, StoreUnavailable, WrongOffset
+
+_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?")
+_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(bucket, key prefix ending in '/' or empty) of ``s3://bucket/prefix``."""
+    found = _URL.fullmatch(url)
+    if not found:
+        raise ConfigError(f"blobs = {url!r} is not s3://BUCKET/PREFIX (a bucket name of 3-63 lower-case "
+                          "letters, digits, dots and hyphens); fix central.toml")
+    prefix = (found.group(2) or "").strip("/")
+    return found.group(1), prefix + "/" if prefix else ""
+
+
+class Credentials(Settings):
+    """What a credentials file (TOML, mode 0600) may say."""
+
+    endpoint_url: StrictStr | None = None
+    access_key_id: StrictStr
+    secret_access_key: StrictStr
+    session_token: StrictStr | None = None
+    region: StrictStr = "us-east-1"
+
+
+def load_credentials(path: Path) -> Credentials:
+    """The object store's endpoint and keys from ``path``; refuse a file others may read."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"blobs_credentials {path}: cannot read it ({exc.strerror}); create it (mode 0600) "
+                          "or leave the setting out to take the AWS_* environment") from None
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError(f"blobs_credentials {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                          f"it holds the object store's secret key: run 'chmod 600 {path}'")
+    return settings.validated(Credentials, settings.read_toml(path, ConfigError), str(path), ConfigError)
+
+
+def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
+    detail = exc.response["Error"].get("Code", "error") if isinstance(exc, ClientError) else type(exc).__name__
+    return StoreUnavailable(f"the object store failed to {what} ({detail}); what arrived is kept — retry "
+                            "when the object store answers again")
+
+
+def _missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND
+
+
+def _precondition_failed(exc: ClientError) -> bool:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+
+
+class S3BlobStore(BlobStore):
+    """Blobs and partial uploads as objects in one bucket under one prefix."""
+
+    def __init__(self, url: str, credentials: Path | None = None):
+        self.bucket, self.prefix = parse_url(url)
+        keys = load_credentials(credentials).model_dump() if credentials else {}
+        region = keys.pop("region", None) or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.client = boto3.client(
+            "s3", region_name=region, endpoint_url=keys.get("endpoint_url"),
+            aws_access_key_id=keys.get("access_key_id"), aws_secret_access_key=keys.get("secret_access_key"),
+            aws_session_token=keys.get("session_token"),
+            config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60,
+                          max_pool_connections=32, s3={"addressing_style": "path"}))
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            endpoint = self.client.meta.endpoint_url
+            self.client.close()
+            detail = exc.response["Error"].get("Code") if isinstance(exc, ClientError) else str(exc)
+            raise ConfigError(f"blobs = {url!r}: bucket {self.bucket} at {endpoint} cannot be reached ({detail}); "
+                              "check the endpoint, the credentials (blobs_credentials or AWS_*) and that the "
+                              "bucket exists") from None
+
+    def _key(self, sha256: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
+
+    def _staging(self, station_id: str, sha256: str) -> str:
+        return f"{self.prefix}uploads/{sha256}.{station_id}/"
+
+    def where(self, sha256: str) -> str:
+        return f"s3://{self.bucket}/{self._key(sha256)}"
+
+    def stat(self, sha256: str) -> int | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(sha256))["ContentLength"]
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise _unavailable(f"look up blob {sha256[:12]}", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(f"look up blob {sha256[:12]}", exc) from None
+
+    def has(self, sha256: str) -> bool:
+        return self.stat(sha256) is not None
+
+    def open(self, sha256: str) -> BinaryIO:
+        size = self.stat(sha256)
+        if size is None:
+            raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})")
+        return io.BufferedReader(_RangeReader(self, self._key(sha256), size), buffer_size=1 << 20)
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self._put_once(digest, data, sm3(data).hexdigest())
+        return digest
+
+    def _put_once(self, sha256: str, body, sm3_hex: str) -> None:
+        """Write the blob unless it is there: a 412 means another writer stored it first, which is
+        fine when its bytes hash to the name; anything else there is reported, never overwritten."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(sha256), Body=body, IfNoneMatch="*",
+                                   Metadata={"sha256": sha256, "sm3": sm3_hex})
+            return
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise _unavailable(f"store blob {sha256[:12]}", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(f"store blob {sha256[:12]}", exc) from None
+        found = self.rehash(sha256)
+        if found is None or found[0] != sha256:
+            raise BlobRejected(f"blob {sha256[:12]}: the object store already holds {self.where(sha256)} but its "
+                               f"bytes hash to {found[0] if found else 'nothing'}; it was not overwritten — run "
+                               "'quire-central verify' and restore the blob from a backup")
+
+    # Partial uploads.
+
+    def _parts(self, station_id: str, sha256: str) -> list[tuple[int, int, str]]:
+        """(offset, size, key) of the staged parts that join up from offset 0, in order."""
+        staging, found = self._staging(station_id, sha256), []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=staging):
+                found += [(int(o["Key"][len(staging):]), o["Size"], o["Key"]) for o in page.get("Contents", [])
+                          if o["Key"][len(staging):].isdigit()]
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable(f"list the partial upload of blob {sha256[:12]}", exc) from None
+        joined, end = [], 0
+        for offset, size, key in sorted(found):
+            if offset != end:
+                break
+            joined.append((offset, size, key))
+            end += size
+        return joined
+
+    def committed_size(self, station_id: str, sha256: str) -> int:
+        return sum(size for _, size, _ in self._parts(station_id, sha256))
+
+    def open_upload(self, station_id: str, sha256: str, limit: int) -> "S3Upload":
+        return S3Upload(self, station_id, sha256, limit)
+
+    def _discard(self, station_id: str, sha256: str) -> None:
+        """Delete every staged part of one upload (those past a gap too)."""
+        staging = self._staging(station_id, sha256)
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=staging):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def finish_many(self, uploads: list["S3Upload"]) -> dict[str, Exception]:
+        refused = {}
+        for upload in uploads:
+            problem = upload.finish()
+            if problem is not None:
+                refused[upload.sha256] = problem
+        return refused
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class S3Upload:
+    """One partial upload held in the bucket: chunks must arrive at exactly the committed offset.
+
+    Accepted bytes are staged as a part object every ``part_bytes`` and when the stream ends, so a
+    crash loses at most that much, which the station re-sends from the offset the parts then reach.
+    A blob finished within one stream goes to its final key in one put, never staged.
+    """
+
+    part_bytes = 8 << 20
+
+    def __init__(self, store: S3BlobStore, station_id: str, sha256: str, limit: int):
+        self.store, self.station_id, self.sha256, self.limit = store, station_id, sha256, limit
+        self._hash, self._sm3 = hashlib.sha256(), sm3()
+        self._all = tempfile.SpooledTemporaryFile(max_size=32 << 20)  # every byte, for the final put
+        self._pending = bytearray()
+        self._staged = False
+        parts = store._parts(station_id, sha256)
+        for _, _, key in parts:  # a resumed upload first hashes what earlier streams (any process) left
+            try:
+                body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
+                while chunk := body.read(1 << 20):
+                    self._take(chunk)
+            except (ClientError, BotoCoreError) as exc:
+                self._all.close()
+                raise _unavailable(f"read the partial upload of blob {sha256[:12]}", exc) from None
+            self._staged = True
+        self.size = self._stage_at = self._all.tell()
+
+    def _take(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._sm3.update(data)
+        self._all.write(data)
+
+    def append(self, offset: int, data: bytes) -> int:
+        """Append a chunk at exactly ``offset``; return the new size. Refuse gaps and overruns."""
+        if offset != self.size:
+            raise WrongOffset(f"blob {self.sha256[:12]}: write at offset {offset} but {self.size} bytes are "
+                              "committed; query the write status and resume from there")
+        if self.size + len(data) > self.limit:
+            raise BlobRejected(f"blob {self.sha256[:12]}: {self.size + len(data)} bytes sent but the manifest "
+                               f"says {self.limit}")
+        self._take(data)
+        self._pending += data
+        self.size += len(data)
+        if len(self._pending) >= self.part_bytes:
+            self._stage()
+        return self.size
+
+    def _stage(self) -> None:
+        """Put the bytes accepted since the last part as the next part, unless another process did."""
+        if not self._pending:
+            return
+        key = f"{self.store._staging(self.station_id, self.sha256)}{self._stage_at:020d}"
+        try:
+            self.store.client.put_object(Bucket=self.store.bucket, Key=key, Body=bytes(self._pending),
+                                         IfNoneMatch="*")
+        except ClientError as exc:
+            self.size = self._stage_at
+            self._pending.clear()
+            if _precondition_failed(exc):
+                raise WrongOffset(f"blob {self.sha256[:12]}: another archive process already holds bytes from "
+                                  f"offset {self._stage_at}; query the write status and resume from there") from None
+            raise _unavailable(f"keep the partial upload of blob {self.sha256[:12]}", exc) from None
+        except BotoCoreError as exc:
+            self.size = self._stage_at
+            self._pending.clear()
+            raise _unavailable(f"keep the partial upload of blob {self.sha256[:12]}", exc) from None
+        self._stage_at += len(self._pending)
+        self._pending.clear()
+        self._staged = True
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    @property
+    def sm3(self) -> str:
+        return self._sm3.hexdigest()
+
+    def finish(self) -> Exception | None:
+        """Store the whole blob under its name when its size and digest check out; None when stored."""
+        try:
+            if self.size != self.limit or self.digest != self.sha256:
+                self._pending.clear()
+                self.store._discard(self.station_id, self.sha256)
+                return BlobStore.damaged(self.sha256, self.size, self.digest, self.limit)
+            self._all.seek(0)
+            try:
+                self.store._put_once(self.sha256, self._all, self.sm3)
+            except StoreUnavailable as exc:
+                try:
+                    self._stage()  # keep what arrived, to resume from
+                except (StoreUnavailable, WrongOffset):
+                    pass
+                return exc
+            except BlobRejected as exc:
+                return exc
+            self._pending.clear()
+            if self._staged:
+                try:
+                    self.store._discard(self.station_id, self.sha256)
+                except (ClientError, BotoCoreError):
+                    pass  # parts left behind are only garbage: the blob is stored
+            return None
+        finally:
+            self._all.close()
+
+    def close(self) -> None:
+        """Keep what arrived (the stream ended or failed): stage the rest as a part."""
+        if self._all.closed:
+            return
+        try:
+            self._stage()
+        finally:
+            self._all.close()
+
+    def __enter__(self) -> "S3Upload":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _RangeReader(io.RawIOBase):
+    """A stored object read by ranged GETs, seekable (Pillow reads a page's header, then seeks)."""
+
+    def __init__(self, store: S3BlobStore, key: str, size: int):
+        self.store, self.key, self.size, self.pos = store, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        want = min(len(buffer), self.size - self.pos)
+        if want <= 0:
+            return 0
+        try:
+            body = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key,
+                                                Range=f"bytes={self.pos}-{self.pos + want - 1}")["Body"]
+            data = body.read()
+        except (ClientError, BotoCoreError) as exc:
+            raise OSError(f"the object store failed to read {self.key} ({type(exc).__name__})") from None
+        got = len(data)
+        buffer[:got] = data
+        self.pos += got
+        return got
