@@ -87,7 +87,10 @@ def read_file(path: Path, dossier: str | None = None) -> list[dict]:
 
 def _csv_rows(path: Path, data: bytes) -> list[tuple[int, list]]:
     text = None
-    for encoding in ("utf-8-sig", "gb18030"):
+    # Excel's "Unicode text" is UTF-16 with its byte-order mark; its "CSV UTF-8" has a UTF-8 one; plain
+    # "CSV" on a Chinese Windows is GB18030 (a superset of GBK/GB2312).
+    encodings = ("utf-16",) if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig", "gb18030")
+    for encoding in encodings:
         try:
             text = data.decode(encoding)
             break
@@ -120,7 +123,9 @@ def _xlsx_rows(path: Path, data: bytes) -> list[tuple[int, list]]:
 
 
 def _heading(cell) -> str:
-    return re.sub(r"[\s\u3000]+", "", str(cell or "")).lower()
+    """A heading as compared: no spaces, no unit in brackets ("页数（页）" is 页数), lower case."""
+    text = re.sub(r"[\s\u3000]+", "", str(cell or ""))
+    return re.sub(r"[（(][^）)]*[）)]$", "", text).lower()
 
 
 def _find_header(table: list[tuple[int, list]]) -> tuple[int, dict[str, int]] | None:
@@ -144,6 +149,13 @@ def _entries(name: str, table: list[tuple[int, list]], dossier: str | None) -> l
                                     "known) in its first rows; put the headings above the materials"])
     index, columns = header
     heading = {field: str(table[index][1][col]).strip() for field, col in columns.items()}
+    # The printed 干部档案目录 form divides 材料形成时间 into 年, 月 and 日 on a second heading row.
+    parts = _date_parts(table[index + 1][1]) if index + 1 < len(table) else None
+    if parts:
+        index += 1
+        columns = {k: v for k, v in columns.items() if k != "date_formed"} | parts
+        heading |= {field: {"year": "年", "month": "月", "day": "日"}[field] for field in parts}
+        heading.setdefault("date_formed", "年")
     if "archive_no" not in columns and not dossier:
         raise DirectoryError(name, ["the file has no 档号 column; give the dossier's archive number with "
                                     "--dossier D-0001, or add a 档号 column"])
@@ -159,6 +171,8 @@ def _entries(name: str, table: list[tuple[int, list]], dossier: str | None) -> l
         def wrong(field: str, message: str) -> None:
             bad.append(f"row {line}, column {heading[field]}: {message}")
 
+        if parts:
+            cells["date_formed"] = _joined_date(cells, wrong)
         entry = {"archive_no": _archive_no(cells, dossier, wrong), "item": _item(cells, wrong),
                  "title": _text(cells.get("title")), "date_formed": _date(cells.get("date_formed"), wrong),
                  "pages": _pages(cells["pages"], wrong), "remarks": _text(cells.get("remarks")) or None}
@@ -177,6 +191,29 @@ def _entries(name: str, table: list[tuple[int, list]], dossier: str | None) -> l
     if problems:
         raise DirectoryError(name, problems)
     return entries
+
+
+def _date_parts(row: list) -> dict[str, int] | None:
+    """The columns of 年, 月 and 日 on the row below the headings, when the form divides the date so."""
+    found = {}
+    for col, cell in enumerate(row):
+        field = {"年": "year", "月": "month", "日": "day"}.get(_heading(cell))
+        if field:
+            found[field] = col
+    return found if "year" in found else None
+
+
+def _joined_date(cells: dict, wrong) -> str | None:
+    """年, 月, 日 cells as one date text ("1998-7", "1998"), checked by _date; none when the year is empty."""
+    year, month, day = (_text(cells.get(k)) for k in ("year", "month", "day"))
+    if not year:
+        if month or day:
+            wrong("year", "empty while 月 or 日 is filled; write the year (e.g. 1998)")
+        return None
+    if day and not month:
+        wrong("month", "empty while 日 is filled; write the month")
+        return None
+    return "-".join(part for part in (year, month, day) if part)
 
 
 def _blank(value) -> bool:

@@ -184,3 +184,26 @@ def test_a_material_typed_in_is_checked_like_a_row_and_corrected_in_its_place(st
     assert "页数: '两页' is not a whole number of pages" in err and "材料名称: the material's title is empty" in err
     assert [(e["item"], e["pages"], e["date_formed"], e["source"]) for e in st.store.directory("D-0007")] == [
         ("1-1", 4, None, "typed"), ("2-1", 2, "1990-05", "typed")]
+
+
+def test_the_printed_form_with_year_month_and_day_under_its_date_heading_saved_as_unicode_text(st, tmp_path):
+    """Excel's "Unicode text" (UTF-16, tab-separated) of the 干部档案目录 form: 材料形成时间 over 年 月 日."""
+    lines = ["干部档案目录\t\t\t\t\t\t",
+             "类号\t材料名称\t材料形成时间\t\t\t页数（页）\t备注",
+             "\t\t年\t月\t日\t\t",
+             "1-1\t干部履历表\t1998\t7\t\t4\t",
+             "2-1\t自传\t1985\t3\t2\t6\t手写",
+             "4-1-1\t大学毕业登记表\t1988\t\t\t2\t"]
+    path = tmp_path / "目录.txt"
+    path.write_bytes("\r\n".join(lines).encode("utf-16"))
+    directory.import_file(st, path, "D-0008")
+    assert [(e["item"], e["date_formed"], e["pages"], e["remarks"]) for e in st.store.directory("D-0008")] == [
+        ("1-1", "1998-07", 4, None), ("2-1", "1985-03-02", 6, "手写"), ("4-1-1", "1988", 2, None)]
+
+    lines[4] = "2-1\t自传\t1985\t13\t2\t6\t手写"
+    lines[5] = "4-1-1\t大学毕业登记表\t\t5\t\t2\t"
+    path.write_bytes("\r\n".join(lines).encode("utf-16"))
+    with pytest.raises(directory.DirectoryError) as refused:
+        directory.import_file(st, path, "D-0008")
+    assert "row 5, column 材料形成时间: '1985-13-2' is not a date" in str(refused.value)
+    assert "row 6, column 年: empty while 月 or 日 is filled; write the year" in str(refused.value)
