@@ -199,6 +199,22 @@ class SkewWarning(ResidualSkew):
 
 
 @dataclass(frozen=True)
+class CountDiffersConfirmed(Violation):
+    """The station's directory listed another page count; its operator confirmed the scanned one, saying why."""
+
+    rule: ClassVar[str] = "CountDiffersConfirmed"
+    severity: ClassVar[str] = "warn"
+    expected: int
+    found: int
+    reason: str
+    operator: str
+
+    def detail(self):
+        return (f"the directory lists {self.expected} pages, {self.found} were scanned; confirmed by "
+                f"{self.operator or 'the operator'}: {self.reason}")
+
+
+@dataclass(frozen=True)
 class InvalidCategory(Violation):
     rule: ClassVar[str] = "InvalidCategory"
     item: str
@@ -326,6 +342,10 @@ def _catalogue(manifest: dict, profile: Profile) -> list[Violation]:
     archive_no = dossier.get("archive_no")
     if isinstance(archive_no, str) and archive_no and not re.fullmatch(profile.archive_no_pattern, archive_no):
         out.append(ArchiveNumberPattern(archive_no, profile.archive_no_pattern))
+    check = manifest.get("count_check") or {}
+    confirmed = check.get("confirmation")
+    if confirmed and check.get("expected") != check.get("found"):   # unconfirmed differences the manifest refuses
+        out.append(CountDiffersConfirmed(check["expected"], check["found"], confirmed["reason"], confirmed["operator"]))
     return out
 
 

@@ -125,6 +125,9 @@ def test_a_count_differing_from_the_directory_waits_for_the_operators_reason(syn
     assert kept["count_check"]["expected"] == 3 and kept["count_check"]["found"] == 2
     assert kept["count_check"]["confirmation"]["reason"] == "目录页数有误，原件为 2 页"
     assert kept["count_check"]["confirmation"]["operator"] == "王组长"
+    receipt = json.loads(st.store.db.execute("SELECT receipt FROM bundles WHERE state = 'committed'").fetchone()[0])
+    assert receipt["standards"]["warnings"] == [
+        "CountDiffersConfirmed: the directory lists 3 pages, 2 were scanned; confirmed by 王组长: 目录页数有误，原件为 2 页"]
     shown = _material_page(archive, "D-0002", "1-1")
     assert "目录页数 3 页，实扫 2 页，<strong>页数不符</strong>" in shown
     assert "确认理由：目录页数有误，原件为 2 页（王组长" in shown
