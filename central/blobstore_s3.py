@@ -89,9 +89,9 @@ def _precondition_failed(exc: ClientError) -> bool:
 class S3BlobStore(BlobStore):
     """Blobs and partial uploads as objects in one bucket under one prefix."""
 
-    def __init__(self, url: str, credentials: Path | None = None):
+    def __init__(self, url: str, credentials: str | os.PathLike | None = None):
         self.bucket, self.prefix = parse_url(url)
-        keys = load_credentials(credentials).model_dump() if credentials else {}
+        keys = load_credentials(Path(credentials)).model_dump() if credentials else {}
         region = keys.pop("region", None) or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.client = boto3.client(
             "s3", region_name=region, endpoint_url=keys.get("endpoint_url"),

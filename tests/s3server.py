@@ -94,7 +94,8 @@ class SeaweedS3:
         try:
             with urllib.request.urlopen(self.endpoint + "/healthz", timeout=2):
                 return True
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as exc:
+            exc.close()
             return True   # it answers, if not with 200
         except OSError:
             return False

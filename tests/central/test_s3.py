@@ -1,0 +1,197 @@
+"""Blobs in an S3-compatible bucket, against a real SeaweedFS: written once, read by range, uploads
+resumed by another process after a kill -9, and a config an operator can get right."""
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+from PIL import Image
+
+from central import config
+from central.archive import open_archive
+from central.blobs import sm3
+from central.blobstore_s3 import S3BlobStore, S3Upload
+from central.errors import BlobRejected, ConfigError, UploadDamaged, WrongOffset
+from tests.s3server import SeaweedS3
+
+
+@pytest.fixture
+def s3_store(s3_server, tmp_path):
+    """An S3 blob store on a fresh prefix of the session's bucket."""
+    creds = s3_server.credentials_file(tmp_path / "s3.toml")
+    store = S3BlobStore(f"s3://{s3_server.bucket}/{uuid.uuid4().hex}", creds)
+    yield store
+    store.close()
+
+
+def test_seaweedfs_refuses_a_second_conditional_write_and_keeps_objects_across_kill_9(tmp_path):
+    server = SeaweedS3(tmp_path / "weed").start()
+    client = server.client()
+    try:
+        client.put_object(Bucket=server.bucket, Key="k", Body=b"first", IfNoneMatch="*")
+        assert _status(client, "k", b"second") == 412
+        server.kill()
+        server.start()
+        assert client.get_object(Bucket=server.bucket, Key="k")["Body"].read() == b"first"
+    finally:
+        client.close()
+        server.stop()
+
+
+def _status(client, key: str, body: bytes) -> int:
+    """The HTTP status of a conditional put (the error is dropped here, with the connection it holds)."""
+    try:
+        return client.put_object(Bucket=SeaweedS3.bucket, Key=key, Body=body,
+                                 IfNoneMatch="*")["ResponseMetadata"]["HTTPStatusCode"]
+    except ClientError as exc:
+        return exc.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_a_blob_is_written_once_and_a_different_object_under_its_name_is_never_overwritten(s3_store):
+    data = os.urandom(3000)
+    sha = s3_store.put(data)
+    assert s3_store.put(data) == sha   # the 412 of the second write: the same bytes, fine
+    assert s3_store.stat(sha) == 3000 and s3_store.has(sha)
+    other = hashlib.sha256(b"x").hexdigest()
+    s3_store.client.put_object(Bucket=s3_store.bucket, Key=s3_store._key(other), Body=b"not x")
+    with pytest.raises(BlobRejected, match="not overwritten .* restore the blob"):
+        s3_store.put(b"x")
+    with s3_store.open(other) as fh:
+        assert fh.read() == b"not x"
+
+
+def test_a_stored_blob_reads_by_range_and_seeks_as_a_file_does(s3_store, tmp_path):
+    buf = io.BytesIO()
+    Image.new("L", (300, 200), 128).save(buf, "TIFF", dpi=(300, 300))
+    sha = s3_store.put(buf.getvalue())
+    with s3_store.open(sha) as fh, Image.open(fh) as im:
+        assert im.size == (300, 200) and round(im.info["dpi"][0]) == 300
+    with s3_store.open(sha) as fh:
+        fh.seek(-10, io.SEEK_END)
+        assert fh.read() == buf.getvalue()[-10:]
+    assert s3_store.rehash(sha) == (sha, sm3(buf.getvalue()).hexdigest())
+    missing = "0" * 64
+    assert s3_store.stat(missing) is None and s3_store.rehash(missing) is None
+    with pytest.raises(FileNotFoundError, match=f"blob {missing} is not in the object store"):
+        s3_store.open(missing)
+
+
+RESUMER = textwrap.dedent("""
+    import sys, time
+    from central.blobstore_s3 import S3BlobStore, S3Upload
+    S3Upload.part_bytes = 1 << 20
+    url, creds, sha, limit, path = sys.argv[1:6]
+    data = open(path, "rb").read()
+    store = S3BlobStore(url, creds)
+    upload = store.open_upload("st-1", sha, int(limit))
+    for at in range(0, 2_500_000, 100_000):
+        upload.append(at, data[at:at + 100_000])
+    print("appended", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_an_upload_cut_by_kill_9_in_one_process_is_resumed_in_another(s3_server, s3_store, tmp_path):
+    data = os.urandom(3_000_000)
+    sha = hashlib.sha256(data).hexdigest()
+    (tmp_path / "data").write_bytes(data)
+    url = f"s3://{s3_store.bucket}/{s3_store.prefix.rstrip('/')}"
+    proc = subprocess.Popen([sys.executable, "-c", RESUMER, url, str(tmp_path / "s3.toml"), sha, str(len(data)),
+                             str(tmp_path / "data")], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    try:
+        assert proc.stdout.readline().strip() == "appended"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    # 2.5 MB arrived; a part was kept each time 1 MiB or more had (11 chunks of 100 kB): two parts,
+    # 2.2 MB. The 300 kB after them died with the process.
+    kept = 2_200_000
+    assert s3_store.committed_size("st-1", sha) == kept
+    upload = s3_store.open_upload("st-1", sha, len(data))
+    assert upload.size == kept
+    with pytest.raises(WrongOffset, match=f"write at offset 2500000 but {kept} bytes are committed"):
+        upload.append(2_500_000, data[2_500_000:])
+    upload.append(upload.size, data[upload.size:])
+    assert s3_store.finish_many([upload]) == {}
+    with s3_store.open(sha) as fh:
+        assert fh.read() == data
+    assert upload.sm3 == sm3(data).hexdigest()
+    assert s3_store.committed_size("st-1", sha) == 0   # the staged parts are gone
+
+
+def test_two_processes_holding_the_same_upload_cannot_both_extend_it(s3_store, monkeypatch):
+    monkeypatch.setattr(S3Upload, "part_bytes", 1000)
+    data = os.urandom(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    first = s3_store.open_upload("st-1", sha, len(data))
+    second = s3_store.open_upload("st-1", sha, len(data))   # a retry that reached another process
+    first.append(0, data[:1000])
+    with pytest.raises(WrongOffset, match="another archive process already holds bytes from offset 0"):
+        second.append(0, data[:1000])
+    first.append(1000, data[1000:])
+    assert s3_store.finish_many([first]) == {}
+    with s3_store.open(sha) as fh:
+        assert fh.read() == data
+
+
+def test_a_damaged_upload_is_discarded_with_its_staged_parts(s3_store, monkeypatch):
+    monkeypatch.setattr(S3Upload, "part_bytes", 1000)
+    data = os.urandom(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    upload = s3_store.open_upload("st-1", sha, len(data))
+    upload.append(0, data[:-1] + bytes([data[-1] ^ 1]))
+    (refusal,) = s3_store.finish_many([upload]).values()
+    assert isinstance(refusal, UploadDamaged) and "send it again from offset 0" in str(refusal)
+    assert not s3_store.has(sha) and s3_store.committed_size("st-1", sha) == 0
+
+
+def _home(tmp_path, text: str):
+    home = tmp_path / "central"
+    home.mkdir(exist_ok=True)
+    (home / "central.toml").write_text(text)
+    return home
+
+
+def test_a_credentials_file_others_can_read_is_refused_saying_how_to_fix_it(s3_server, tmp_path):
+    home = _home(tmp_path, f'blobs = "s3://{s3_server.bucket}/p"\nblobs_credentials = "s3.toml"\n')
+    creds = s3_server.credentials_file(home / "s3.toml")
+    os.chmod(creds, 0o640)
+    with pytest.raises(ConfigError, match=r"readable by others \(mode 0640\).*chmod 600"):
+        open_archive(config.load(home))
+
+
+def test_a_blobs_setting_that_is_not_an_s3_url_is_refused_by_name(tmp_path):
+    home = _home(tmp_path, 'blobs = "/srv/quire/blobs"\n')
+    with pytest.raises(ConfigError, match=r"blobs: must be .*s3://BUCKET/PREFIX"):
+        config.load(home)
+
+
+def test_an_unreachable_bucket_is_refused_at_open_naming_what_to_check(s3_server, tmp_path):
+    home = _home(tmp_path, 'blobs = "s3://no-such-bucket/p"\nblobs_credentials = "s3.toml"\n')
+    s3_server.credentials_file(home / "s3.toml")
+    with pytest.raises(ConfigError, match="bucket no-such-bucket at http://127.0.0.1:.* cannot be reached.*"
+                                          "check the endpoint, the credentials"):
+        open_archive(config.load(home))
+
+
+def test_the_environment_supplies_endpoint_and_keys_when_no_file_is_named(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    home = _home(tmp_path, f'blobs = "s3://{s3_server.bucket}/{uuid.uuid4().hex}"\n')
+    archive = open_archive(config.load(home))
+    try:
+        sha = archive.blobs.put(b"page")
+        assert archive.blobs.where(sha).startswith(f"s3://{s3_server.bucket}/")
+        assert not (home / "blobs").exists() or not any((home / "blobs").rglob("*" + sha))
+    finally:
+        archive.close()
