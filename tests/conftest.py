@@ -89,6 +89,18 @@ def s3_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A private PostgreSQL cluster (Debian's server, initdb in a temporary folder, Unix socket only),
+    started once for the session; ``pg_cluster.conninfo`` connects psycopg to it."""
+    from tests.pgcluster import PgCluster
+
+    cluster = PgCluster().start()
+    _SESSION_CHILDREN.add(cluster.proc.pid)
+    yield cluster
+    cluster.remove()
+
+
 @pytest.fixture
 def blob_kind():
     """Where the ``archive`` fixture keeps page files: "disk" (the home's folder) or "s3" (a fresh prefix
