@@ -52,12 +52,13 @@ import numpy as np
 from quire.memory import tune_allocator
 from station import config, home
 from station.capture.synthetic import SyntheticSource
-from station.scan import scan
+from station.scan import default_workers, scan
 
 from .batch import DPI, ReplayScanner, peak_rss_kib
 
 RATIO_PI4 = 0.27            # one Pi 4 core ÷ one x86 desktop core (see above)
 RATIO_PI5 = RATIO_PI4 * 2.5
+PI_CORES = 4
 
 
 @dataclass(frozen=True)
@@ -228,9 +229,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="budget to run (repeat, or 'all'; default all)")
     parser.add_argument("--sheets", type=int, default=20, help="duplex sheets fed per budget (default 20)")
     parser.add_argument("--distinct", type=int, default=4, help="distinct sheets rendered and fed in turn (default 4)")
-    # A Pi's four cores: three pipeline workers, the fourth for capture, spool, store and sync; four
-    # workers hold four colour pages in processing at once and peak at 450-470 MB.
-    parser.add_argument("--workers", type=int, default=3, help="pipeline workers (default 3, for a 4-core Pi)")
+    # What the station itself runs on a Pi's four cores (station.scan.default_workers): three pipeline
+    # workers, the fourth core for capture, spool, store and sync. One worker per core (the default until
+    # 2026-12) held four pages in processing at once and peaked at 450-470 MB.
+    parser.add_argument("--workers", type=int, default=default_workers(PI_CORES),
+                        help=f"pipeline workers (default {default_workers(PI_CORES)}, the station's own on a "
+                             f"{PI_CORES}-core Pi)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--pages-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, help=argparse.SUPPRESS)

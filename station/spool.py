@@ -1,7 +1,9 @@
 """The capture spool: each raw page kept outside the process the moment it is scanned, until its final page is stored.
 
 A spooled page is an uncompressed ``.npy`` file (written to a temporary name, then renamed) plus a
-row in the station's SQLite, committed before the scanner is asked for the next page. Neither is
+row in the station's SQLite, committed before the scanner is asked for the next page (on a duplex
+feed, the next sheet: the front's file is written at once, so the station holds no front in memory
+while the back is scanned, and the sheet's two rows are committed together). Neither is
 flushed to the disk: the file lives in the kernel's page cache, which outlives a killed or crashed
 station process but not a power cut, and a page is stored and reported within seconds, so most
 spool files are deleted before the kernel ever writes them (an SD card cannot take 60 MB/s of
@@ -23,6 +25,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -73,6 +76,19 @@ class Spooled:
     side: str                   # "front" or "back": a back follows its sheet's front
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A raw page written to its spool file, not yet named by a row: what the row will say, without the pixels."""
+
+    path: Path
+    nbytes: int
+    dpi: int
+    side: str
+    origin: str
+    area_mm: tuple[float, float] | None
+    dpi_source: str
+
+
 class Spool:
     """Raw pages captured but not yet processed and stored, in files beside a table of the station's SQLite."""
 
@@ -99,37 +115,58 @@ class Spool:
         self.db.close()
         os.close(self._owner)
 
-    def put(self, batch_id: str, n: int, pages: list[RawPage]) -> list[Path]:
-        """Spool raw pages numbered from ``n`` together (files renamed into place, then their rows committed
-        in one transaction, neither flushed): a duplex sheet's two sides are spooled both or neither."""
-        finals = [self.dir / f"{batch_id}-{n + i:06d}{_SUFFIX}" for i in range(len(pages))]
+    def stage(self, batch_id: str, n: int, page: RawPage) -> Staged:
+        """Write page ``n``'s file now (temporary name, then renamed; not flushed) and keep only its details:
+        a duplex sheet's front waits for its back on the disk, not in memory. No row names the file
+        until ``put`` commits the sheet, so a run that dies first leaves a file ``sweep`` deletes."""
+        final = self.dir / f"{batch_id}-{n:06d}{_SUFFIX}"
         try:
-            for i, (page, final) in enumerate(zip(pages, finals)):
-                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{batch_id}-{n + i:06d}.", suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        np.save(fh, np.ascontiguousarray(page.image), allow_pickle=False)
-                    os.replace(tmp, final)
-                finally:
-                    Path(tmp).unlink(missing_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{batch_id}-{n:06d}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(page.image), allow_pickle=False)
+                os.replace(tmp, final)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        except OSError as exc:
+            self._refuse([final], exc, page.image.nbytes)
+        return Staged(final, page.image.nbytes, page.dpi, page.side, page.origin, page.area_mm, page.dpi_source)
+
+    def put(self, batch_id: str, n: int, pages: list[RawPage | Staged]) -> list[Path]:
+        """Spool raw pages numbered from ``n`` together (files renamed into place, then their rows committed
+        in one transaction, neither flushed): a duplex sheet's two sides are spooled both or neither.
+        A page ``stage`` already wrote is only named."""
+        staged: list[Staged] = []
+        try:
+            for i, page in enumerate(pages):
+                staged.append(page if isinstance(page, Staged) else self.stage(batch_id, n + i, page))
             with self._lock, atomic(self.db):
-                for i, page in enumerate(pages):
+                for i, page in enumerate(staged):
                     self.db.execute("INSERT OR REPLACE INTO spool VALUES (?,?,?,?,?,?,?,?,?,?)",
-                                    [batch_id, n + i, finals[i].name, page.dpi, page.side, page.origin, utcnow(),
+                                    [batch_id, n + i, page.path.name, page.dpi, page.side, page.origin, utcnow(),
                                      json.dumps(list(page.area_mm)) if page.area_mm else None, page.dpi_source,
                                      self.boot])
                 if len(pages) == 2:
                     self.db.execute("INSERT OR IGNORE INTO spool_duplex VALUES (?)", [batch_id])
-        except (OSError, sqlite3.OperationalError) as exc:
-            # numpy reports a short write without an errno, so the free space itself is asked too.
-            full = (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc)
-                    or shutil.disk_usage(self.dir).free < max(page.image.nbytes for page in pages))
-            if full:
-                for final in finals:  # the pages were not captured durably: they are scanned again
-                    final.unlink(missing_ok=True)
-                raise StationDiskFull(str(exc)) from None
-            raise
-        return finals
+        except (OSError, sqlite3.OperationalError, StationDiskFull) as exc:
+            self._refuse([self.dir / f"{batch_id}-{n + i:06d}{_SUFFIX}" for i in range(len(pages))], exc,
+                         max(page.nbytes if isinstance(page, Staged) else page.image.nbytes for page in pages))
+        return [page.path for page in staged]
+
+    def _refuse(self, finals: list[Path], exc: BaseException, largest: int) -> NoReturn:
+        """Re-raise a failed spool write; a full disk as StationDiskFull, its pages' files deleted (they are
+        scanned again)."""
+        if isinstance(exc, StationDiskFull):
+            for final in finals:
+                final.unlink(missing_ok=True)
+            raise exc
+        # numpy reports a short write without an errno, so the free space itself is asked too.
+        if (getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(exc)
+                or shutil.disk_usage(self.dir).free < largest):
+            for final in finals:
+                final.unlink(missing_ok=True)
+            raise StationDiskFull(str(exc)) from None
+        raise exc
 
     def load(self, batch_id: str, n: int) -> RawPage:
         """The spooled raw page, as it was captured."""

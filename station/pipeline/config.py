@@ -23,6 +23,7 @@ class PipelineConfig(Settings):
     blank_threshold: float = Field(0.002, ge=0, lt=100)
     # Below this confidence (0–1) a page is left the way it was fed, and flagged for an inspector.
     min_orientation_confidence: float = Field(0.6, ge=0, le=1)
-    workers: int = Field(0, ge=0, le=256)        # pages processed at once; 0: one per CPU core
+    # pages processed at once; 0: one per CPU core, less one on 3 or more (station.scan.default_workers)
+    workers: int = Field(0, ge=0, le=256)
     # captured pages not yet stored before the scanner is held; 0: workers + 2
     spool_pages: int = Field(0, ge=0, le=256)
