@@ -344,7 +344,7 @@ def _catalogue(manifest: dict, profile: Profile) -> list[Violation]:
         out.append(ArchiveNumberPattern(archive_no, profile.archive_no_pattern))
     check = manifest.get("count_check") or {}
     confirmed = check.get("confirmation")
-    if confirmed and check.get("expected") != check.get("found"):   # unconfirmed differences the manifest refuses
+    if confirmed and not manifest_format.count_matches(check):   # unconfirmed differences the manifest refuses
         out.append(CountDiffersConfirmed(check["expected"], check["found"], confirmed["reason"], confirmed["operator"]))
     return out
 

@@ -42,7 +42,8 @@ def seal_batch(store: Store, batch_id: str, station_id: str, key, review: bool =
         store.hold(batch_id, f"kept open for review: {len(pages)} pages; seal it when checked "
                              f"('quire-station seal {batch['archive_no']} {batch['item']}')")
         return None
-    count_check = _count_check(store, batch, len(pages), confirmation)
+    blank = sum(1 for p in pages if json.loads(p["record_json"]).get("blank"))
+    count_check = _count_check(store, batch, len(pages), blank, confirmation)
     ended_at = utcnow()
     material = json.loads(batch["material_json"])
     manifest = {
@@ -91,14 +92,18 @@ def seal_batch(store: Store, batch_id: str, station_id: str, key, review: bool =
     return signed.bundle_id
 
 
-def _count_check(store: Store, batch: dict, found: int, confirmation: dict | None) -> dict | None:
+def _count_check(store: Store, batch: dict, found: int, blank: int, confirmation: dict | None) -> dict | None:
     """The page count against the directory, with the operator's confirmation when they differ; a difference
-    not confirmed puts the batch in review and raises."""
+    not confirmed puts the batch in review and raises.
+
+    A directory's 页数 counts the pages with something on them, so the count matches when it equals the
+    pages scanned, or those not flagged blank (the empty backs of a duplex feed, kept and flagged).
+    """
     entry = store.directory_entry(batch["archive_no"], batch["item"])
     if entry is None:
         return None
-    check = {"expected": entry["pages"], "found": found, "source": entry["source"]}
-    if entry["pages"] == found:
+    check = {"expected": entry["pages"], "found": found, "blank": blank, "source": entry["source"]}
+    if manifest_format.count_matches(check):
         return check
     if confirmation is None and batch["count_confirmation"]:
         kept = json.loads(batch["count_confirmation"])
@@ -106,7 +111,8 @@ def _count_check(store: Store, batch: dict, found: int, confirmation: dict | Non
             confirmation = kept
     if confirmation is None:
         where = f"{batch['archive_no']} {batch['item']}"
-        message = (f"{where}: {found} pages scanned but the directory lists {entry['pages']} — the batch is kept "
+        flagged = f" ({blank} flagged blank)" if blank else ""
+        message = (f"{where}: {found} pages scanned{flagged} but the directory lists {entry['pages']} — the batch is kept "
                    f"open for review, nothing is lost: feed the missing sheets and scan {where} again, or fix "
                    f"pages with 'quire-station review', or, when the directory is wrong, confirm the count with "
                    f"'quire-station seal {batch['archive_no']} {batch['item']} --confirm-count \"REASON\"'")

@@ -155,6 +155,7 @@ class CountCheck(Settings):
 
     expected: Annotated[int, Field(ge=0)]
     found: Annotated[int, Field(ge=0)]
+    blank: Annotated[int, Field(ge=0)] = 0     # of the pages found, those flagged blank
     source: NonEmpty                           # where the directory came from: its file, or the archive
     confirmation: CountConfirmation | None = None   # required when expected and found differ
 
@@ -233,13 +234,21 @@ def _order(m: dict) -> list[str]:
     return out + _reviewed(m, pages)
 
 
+def count_matches(check: dict) -> bool:
+    """Whether a count_check's pages agree with the directory: all of them, or those not flagged blank (a
+    directory's 页数 counts the pages with something on them)."""
+    blank = check.get("blank")
+    blank = blank if isinstance(blank, int) and not isinstance(blank, bool) else 0
+    return check["expected"] in (check["found"], check["found"] - blank)
+
+
 def _reviewed(m: dict, pages: list) -> list[str]:
     """A count differing from the directory is confirmed; each page put in is listed, or taken out again."""
     out, check = [], m.get("count_check")
     if isinstance(check, dict) and isinstance(check.get("found"), int) and isinstance(check.get("expected"), int):
         if check["found"] != len(pages):
             out.append(f"count_check.found is {check['found']} but {len(pages)} pages are listed")
-        if check["expected"] != check["found"] and not check.get("confirmation"):
+        if not count_matches(check) and not check.get("confirmation"):
             out.append(f"the directory lists {check['expected']} pages and {check['found']} were scanned, "
                        "with no operator's confirmation (count_check.confirmation)")
     edits = m.get("page_edits")

@@ -167,7 +167,7 @@ def test_scan_takes_the_title_from_the_directory_and_seals_when_the_count_matche
     manifest = json.loads(bundle)
     assert manifest["material"] == {"item": "2-1", "title": "自传", "date_formed": "1985-03-02", "remarks": "手写",
                                     "page_count": 2}
-    assert manifest["count_check"] == {"expected": 2, "found": 2, "source": "file 目录.csv"}
+    assert manifest["count_check"] == {"expected": 2, "found": 2, "blank": 0, "source": "file 目录.csv"}
 
 
 def test_a_material_typed_in_is_checked_like_a_row_and_corrected_in_its_place(st, capsys):

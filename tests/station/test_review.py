@@ -142,7 +142,21 @@ def test_feeding_the_missing_sheet_instead_seals_without_a_confirmation(synced_s
     assert result.first_page == 3 and result.bundle_id
     sync(st)
     check = _central_manifest(archive, "D-0003", "2-1")["count_check"]
-    assert check == {"expected": 3, "found": 3, "source": "file 目录.csv"}
+    assert check == {"expected": 3, "found": 3, "blank": 0, "source": "file 目录.csv"}
+
+
+def test_the_blank_backs_of_a_duplex_feed_do_not_count_against_the_directory(synced_station):
+    archive, st = synced_station
+    st.store.replace_directory("D-0010", [{"item": "1-1", "title": "x", "pages": 3},
+                                          {"item": "1-2", "title": "y", "pages": 4}], "typed")
+    duplex = SyntheticSource(seed=12, sheets=3, dpi=150, duplex=True)   # 3 written fronts, 3 blank backs
+    assert scan(st, {"archive_no": "D-0010"}, {"item": "1-1", "title": "x"}, duplex).bundle_id
+    with pytest.raises(PageCountMismatch, match="6 pages scanned \\(3 flagged blank\\) but the directory lists 4"):
+        scan(st, {"archive_no": "D-0010"}, {"item": "1-2", "title": "y"},
+             SyntheticSource(seed=13, sheets=3, dpi=150, duplex=True))
+    sync(st)
+    assert _central_manifest(archive, "D-0010", "1-1")["count_check"] == {
+        "expected": 3, "found": 6, "blank": 3, "source": "typed"}
 
 
 def test_the_archive_refuses_a_differing_count_nobody_confirmed_and_an_edit_it_cannot_account_for(station):
