@@ -149,8 +149,9 @@ def cmd_directory_show(cfg, args) -> int:
         if e["state"] is None:
             scanned = "not scanned"
         else:
-            mark = "" if e["scanned"] == e["pages"] else f" — DIFFERS from the directory's {e['pages']}"
-            scanned = f"{e['scanned']} scanned, {e['state']}{mark}"
+            mark = "" if e["matches"] else f" — DIFFERS from the directory's {e['pages']}"
+            flagged = f" ({e['blank']} flagged blank)" if e["blank"] else ""
+            scanned = f"{e['scanned']} scanned{flagged}, {e['state']}{mark}"
         print(f"  {e['item']:<8} {e['title']}  {e['date_formed'] or '-'}  {e['pages']} 页  ({scanned})"
               + (f"  备注: {e['remarks']}" if e["remarks"] else ""))
     return 0

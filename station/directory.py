@@ -9,6 +9,7 @@ instead, and a file with any problem changes nothing. The page counts are what s
 import csv
 import datetime as dt
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import grpc
 
 from quire.catalogue import parse_item
 from quire.db import atomic
+from quire.manifest import count_matches
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
 from .errors import CentralUnreachable, StationError, SyncError, UsageError
@@ -332,8 +334,11 @@ def show(station: Station, archive_no: str) -> list[dict]:
     out = []
     for entry in entries:
         batch = station.store.last_batch(archive_no, entry["item"])
-        scanned = len(station.store.pages(batch["id"])) if batch else None
-        out.append(dict(entry, state=batch["state"] if batch else None, scanned=scanned))
+        pages = station.store.pages(batch["id"]) if batch else []
+        blank = sum(1 for p in pages if json.loads(p["record_json"]).get("blank"))
+        out.append(dict(entry, state=batch["state"] if batch else None, scanned=len(pages) if batch else None,
+                        blank=blank, matches=bool(batch) and count_matches(
+                            {"expected": entry["pages"], "found": len(pages), "blank": blank})))
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 from station import directory
 from station.capture.synthetic import SyntheticSource
 from station.cli import main
-from station.errors import UsageError
+from station.errors import StationError, UsageError
 from station.scan import scan
 from station.sync import sync
 from tests.conftest import make_station, register
@@ -121,6 +121,11 @@ def test_show_lists_the_directory_beside_what_is_scanned(st, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1-1      干部履历表  -  2 页  (2 scanned, sealed)" in out
     assert "2-1      自传  -  5 页  (not scanned)" in out
+    with pytest.raises(StationError, match="6 pages scanned \\(3 flagged blank\\) but the directory lists 5"):
+        scan(st, {"archive_no": "D-0005"}, {"item": "2-1", "title": "自传"}, SyntheticSource(seed=2, sheets=3, dpi=150))
+    assert main(["--home", str(st.config.home), "directory", "show", "D-0005"]) == 0
+    assert "2-1      自传  -  5 页  (6 scanned (3 flagged blank), review — DIFFERS from the directory's 5)" in (
+        capsys.readouterr().out)
 
 
 def test_fetch_takes_the_archives_catalogue_for_a_dossier_of_the_stations_unit_only(tmp_path, central, capsys):
