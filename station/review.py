@@ -10,9 +10,11 @@ A batch reaches review when a scan was asked to keep it open (``material["review
 the dossier's directory. :func:`seal` seals it; a differing count needs ``confirm_reason``.
 """
 
+import json
 from dataclasses import dataclass
 
 from quire.db import utcnow
+from quire.manifest import count_matches
 
 from . import outbox
 from .capture import Source, open_source
@@ -36,8 +38,15 @@ class Review:
     expected: int | None        # pages the directory lists, when it has the material
 
     @property
+    def blank(self) -> int:
+        """Pages flagged blank (a directory's 页数 leaves them out)."""
+        return sum(1 for p in self.pages if json.loads(p["record_json"]).get("blank"))
+
+    @property
     def mismatch(self) -> bool:
-        return self.expected is not None and self.expected != len(self.pages)
+        """The page count differs from the directory's, as sealing judges it."""
+        return self.expected is not None and not count_matches(
+            {"expected": self.expected, "found": len(self.pages), "blank": self.blank})
 
 
 def find(station: Station, archive_no: str, item: str) -> dict:

@@ -113,6 +113,7 @@ def test_a_count_differing_from_the_directory_waits_for_the_operators_reason(syn
     assert "quire-station seal D-0002 1-1 --confirm-count" in message
     batch = st.store.last_batch("D-0002", "1-1")
     assert batch["state"] == "review" and st.store.batch(batch["id"]).next_n == 3   # both pages kept
+    assert review.show(st, "D-0002", "1-1").mismatch
     assert sync(st).committed == []                                                 # nothing sealed to send
 
     # Sealing without a reason is refused again; with it, the reason goes into the signed manifest.
@@ -150,7 +151,10 @@ def test_the_blank_backs_of_a_duplex_feed_do_not_count_against_the_directory(syn
     st.store.replace_directory("D-0010", [{"item": "1-1", "title": "x", "pages": 3},
                                           {"item": "1-2", "title": "y", "pages": 4}], "typed")
     duplex = SyntheticSource(seed=12, sheets=3, dpi=150, duplex=True)   # 3 written fronts, 3 blank backs
-    assert scan(st, {"archive_no": "D-0010"}, {"item": "1-1", "title": "x"}, duplex).bundle_id
+    assert scan(st, {"archive_no": "D-0010"}, {"item": "1-1", "title": "x", "review": True}, duplex).bundle_id is None
+    seen = review.show(st, "D-0010", "1-1")
+    assert (len(seen.pages), seen.blank, seen.mismatch) == (6, 3, False)
+    assert review.seal(st, "D-0010", "1-1", "张三")
     with pytest.raises(PageCountMismatch, match="6 pages scanned \\(3 flagged blank\\) but the directory lists 4"):
         scan(st, {"archive_no": "D-0010"}, {"item": "1-2", "title": "y"},
              SyntheticSource(seed=13, sheets=3, dpi=150, duplex=True))
