@@ -87,6 +87,10 @@ def backup(archive: Archive, repo: str, secret: Path, init: bool = False, after_
     write to the archive there, as a station syncing during a backup would).
     """
     home = archive.config.home
+    if archive.config.blobs:
+        raise BackupError(f"the blobs are kept in {archive.config.blobs}, not in {home}: restic here backs up an "
+                          "archive whose blobs are in its home. Keep the bucket's copies with the object store's own "
+                          "versioning and replication, or an off-site copy of the archive")
     stage = home / STAGE
     shutil.rmtree(stage, ignore_errors=True)   # a stage an interrupted backup left
     stage.mkdir(mode=0o700)

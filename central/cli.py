@@ -14,7 +14,7 @@ from quire.errors import ContractError
 from quire.memory import tune_allocator
 
 from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
-from . import backup, scrub, transfer
+from . import backup, scrub, stats, transfer
 from . import cli_replica
 from . import config as config_mod
 from .access import dossier_unit, guard
@@ -167,6 +167,9 @@ def _add_backup_commands(sub) -> None:
                                    "(its pages and the copy to restore it from) if any. quire-scrub.timer runs it "
                                    "nightly.")
     c.add_argument("--all", action="store_true", help="read every blob the current cycle has left, now")
+    c.add_argument("--report", action="store_true",
+                   help="read nothing: show the damage that stands, the cycle, the last backup and the daily "
+                        "statistics of scrubs and backups (exit 1 while damage stands)")
     c.set_defaults(func=cmd_scrub)
 
 
@@ -496,6 +499,8 @@ def cmd_scrub(cfg, args) -> int:
 
     archive = open_archive(cfg, create=False)
     try:
+        if args.report:
+            return _scrub_report(archive)
         report = scrub.scrub(archive, cfg.scrub_period_days, everything=args.all)
     finally:
         archive.close()
@@ -505,6 +510,19 @@ def cmd_scrub(cfg, args) -> int:
     print(line, flush=True)
     Notifier.from_env().status(line)
     return 0 if report.ok else 1
+
+
+def _scrub_report(archive) -> int:
+    state = stats.fixity_alarm(archive)
+    for d in state["damaged"]:
+        print(f"DAMAGED blob {d['sha256']}: {d['problem']}; holds {'; '.join(d['used_by']) or 'no catalogued page'}")
+    print(f"last scrub {state['last_scrub'] or 'never'}; cycle of {state['period_days'] or '-'} days started "
+          f"{state['cycle_started'] or '-'}, {state['left_in_cycle'] if state['left_in_cycle'] is not None else '-'} "
+          f"blob(s) left; last backup {state['last_backup'] or 'never'} (snapshot {state['snapshot'] or '-'})")
+    rows = stats.fixity(archive)
+    if rows:
+        _table(rows, ["day", "scrub_runs", "blobs", "bytes", "damaged", "restored", "backups", "snapshot"])
+    return 1 if state["damaged"] else 0
 
 
 @as_person(None)

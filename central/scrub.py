@@ -3,8 +3,10 @@ recorded) so that every blob is read once within ``scrub_period_days``; each run
 
 Where a run got to is the audit log's last ``blobs.scrub`` entry: blobs are taken in the order of their
 SHA-256 after the last one checked, and a cycle ends when the last digest is passed. Each run takes
-its share of what the cycle has left, spread over the nights the period has left (counted in runs, or in
-days where more days than runs have passed), so a missed night is made up. A blob stored behind the cursor was hashed as it arrived and is read in the next cycle.
+its share of what the cycle has left, spread over the nights the period has left (counted in runs, or
+in days where more days than runs have passed), so a missed night is made up. A blob stored behind the
+cursor was hashed as it arrived and is read in the next cycle. A blob found damaged is read again every
+night, and every run fails, until it is restored.
 """
 
 import json
@@ -45,7 +47,9 @@ class ScrubReport:
     bytes: int = 0
     left_in_cycle: int = 0
     cycle_done: bool = False
+    rechecked: int = 0           # blobs found damaged before, read again
     damaged: list[Damage] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)   # blobs found damaged before that are good again
 
     @property
     def ok(self) -> bool:
@@ -55,20 +59,25 @@ class ScrubReport:
         """One line for systemd's status and the journal."""
         read = f"{self.blobs} blob(s), {self.bytes / 1e6:.1f} MB re-hashed"
         where = "cycle complete" if self.cycle_done else f"{self.left_in_cycle} left this cycle"
+        if self.restored:
+            where += f", {len(self.restored)} damaged blob(s) restored"
         if self.ok:
             return f"scrub OK: {read}, {where}"
         return f"scrub FOUND {len(self.damaged)} DAMAGED blob(s) (first {self.damaged[0].sha256[:16]}): {read}, {where}"
 
 
 def position(archive: Archive) -> dict:
-    """Where the scrub stands: the cycle's start and the last digest read (None at a cycle's start)."""
+    """Where the scrub stands: the cycle's start, the last digest read (None at a cycle's start), the runs
+    this cycle, and the blobs the last run found damaged (read again each night until they are restored)."""
     row = archive.catalogue.one("SELECT entry FROM audit_entries WHERE event = ? ORDER BY idx DESC LIMIT 1", [EVENT])
     if row is None:
-        return {"cycle_started": None, "after": None, "runs": 0}
+        return {"cycle_started": None, "after": None, "runs": 0, "open": []}
     entry = _parse(row["entry"])
+    still = [d["sha256"] for d in entry.get("damaged", [])]
     if entry.get("cycle_done"):
-        return {"cycle_started": None, "after": None, "runs": 0}
-    return {"cycle_started": entry.get("cycle_started"), "after": entry.get("last"), "runs": entry.get("run", 0)}
+        return {"cycle_started": None, "after": None, "runs": 0, "open": still}
+    return {"cycle_started": entry.get("cycle_started"), "after": entry.get("last"), "runs": entry.get("run", 0),
+            "open": still}
 
 
 def scrub(archive: Archive, period_days: int, everything: bool = False, now: datetime | None = None) -> ScrubReport:
@@ -83,6 +92,17 @@ def scrub(archive: Archive, period_days: int, everything: bool = False, now: dat
     rows = archive.catalogue.query("SELECT sha256, bytes, sm3 FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
                                    [after, share])
     report = ScrubReport(cycle_started=started)
+    share_shas = {row["sha256"] for row in rows}
+    again = [r for r in archive.catalogue.query(
+        f"SELECT sha256, bytes, sm3 FROM blobs WHERE sha256 IN ({', '.join('?' * len(where['open']))})"
+        " ORDER BY sha256", where["open"]) if r["sha256"] not in share_shas]
+    for row in again:   # damage found before: the alarm stands until the blob is restored
+        problem = check(archive, row)
+        report.rechecked += 1
+        if problem:
+            report.damaged.append(_damage(archive, row["sha256"], problem))
+        else:
+            report.restored.append(row["sha256"])
     for row in rows:
         problem = check(archive, row)
         report.blobs += 1
@@ -90,18 +110,22 @@ def scrub(archive: Archive, period_days: int, everything: bool = False, now: dat
         report.first = report.first or row["sha256"]
         report.last = row["sha256"]
         if problem:
-            report.damaged.append(Damage(row["sha256"], problem, used_by(archive, row["sha256"]),
-                                         restore_hint(archive, row["sha256"])))
+            report.damaged.append(_damage(archive, row["sha256"], problem))
     report.left_in_cycle = left - len(rows)
     report.cycle_done = report.left_in_cycle == 0
     with archive.catalogue.transaction() as db:
         audit.record(db, archive, EVENT, "blobs", {
-            "cycle_started": started, "run": where["runs"] + 1, "period_days": period_days, "first": report.first, "last": report.last,
+            "cycle_started": started, "run": where["runs"] + 1, "period_days": period_days,
+            "first": report.first, "last": report.last,
             "blobs": report.blobs, "bytes": report.bytes, "left_in_cycle": report.left_in_cycle,
-            "cycle_done": report.cycle_done,
+            "cycle_done": report.cycle_done, "rechecked": report.rechecked, "restored": report.restored,
             "damaged": [{"sha256": d.sha256, "problem": d.problem, "used_by": list(d.used_by)}
                         for d in report.damaged]}, by=audit.local_user())
     return report
+
+
+def _damage(archive: Archive, sha256: str, problem: str) -> Damage:
+    return Damage(sha256, problem, used_by(archive, sha256), restore_hint(archive, sha256))
 
 
 def check(archive: Archive, row: dict) -> str | None:
@@ -132,7 +156,7 @@ def used_by(archive: Archive, sha256: str) -> tuple[str, ...]:
 def restore_hint(archive: Archive, sha256: str) -> str:
     """Which copy to restore the blob from, and how."""
     cfg, ways = archive.config, []
-    if cfg.backup_repo:
+    if cfg.backup_repo and not cfg.blobs:   # restic holds blobs kept in the home (backup.py)
         ways.append(f"the backup repository {shown(cfg.backup_repo)} (restic -r {shown(cfg.backup_repo)} restore "
                     f"latest --tag quire-central --include {blob_in_snapshot(archive, sha256)} --target DIR, "
                     "then put the file back in its place)")

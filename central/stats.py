@@ -1,4 +1,5 @@
-"""Statistics of the central archive: pages and bundles, QC pass rates, rejection reasons, coverage.
+"""Statistics of the central archive: pages and bundles, QC pass rates, rejection reasons, coverage,
+fixity (scrub runs, damage, backups).
 
 Every function returns rows (a list of dicts) for a table, JSON lines or a chart. Days are UTC
 calendar days (YYYY-MM-DD) of the archive's own timestamps; ``since`` and ``until`` are inclusive.
@@ -130,6 +131,46 @@ def coverage(archive: Archive, units: list[str] | None = None) -> list[dict]:
         row["coverage"] = row["covered"] / row["expected"] if row["expected"] else None
         out.append(row)
     return out
+
+
+def fixity(archive: Archive, since: str | None = None, until: str | None = None) -> list[dict]:
+    """Per day: fixity scrub runs, blobs and bytes re-hashed, damaged blobs found (by the day's last run)
+    and restored, and backups taken (with the last snapshot)."""
+    days: dict[str, dict] = {}
+    for row in archive.catalogue.query("SELECT event, entry FROM audit_entries"
+                                       " WHERE event IN ('blobs.scrub', 'archive.backup') ORDER BY idx"):
+        entry = json.loads(row["entry"])
+        day = entry["at"][:10]
+        if (since and day < since) or (until and day > until):
+            continue
+        d = days.setdefault(day, {"day": day, "scrub_runs": 0, "blobs": 0, "bytes": 0, "damaged": 0,
+                                  "restored": 0, "backups": 0, "snapshot": ""})
+        if row["event"] == "blobs.scrub":
+            d["scrub_runs"] += 1
+            d["blobs"] += entry.get("blobs", 0)
+            d["bytes"] += entry.get("bytes", 0)
+            d["damaged"] = len(entry.get("damaged", []))
+            d["restored"] += len(entry.get("restored", []))
+        else:
+            d["backups"] += 1
+            d["snapshot"] = entry.get("snapshot", "")
+    return [days[k] for k in sorted(days)]
+
+
+def fixity_alarm(archive: Archive) -> dict:
+    """The fixity state now: the last scrub run (its time, cycle, what is left) and the damaged blobs it
+    found, which stand until a run finds them restored; the last backup."""
+    last = {}
+    for event in ("blobs.scrub", "archive.backup"):
+        row = archive.catalogue.one("SELECT entry FROM audit_entries WHERE event = ? ORDER BY idx DESC LIMIT 1",
+                                    [event])
+        last[event] = json.loads(row["entry"]) if row else None
+    scrub = last["blobs.scrub"] or {}
+    return {"last_scrub": scrub.get("at"), "cycle_started": scrub.get("cycle_started"),
+            "left_in_cycle": scrub.get("left_in_cycle"), "period_days": scrub.get("period_days"),
+            "damaged": scrub.get("damaged", []),
+            "last_backup": (last["archive.backup"] or {}).get("at"),
+            "snapshot": (last["archive.backup"] or {}).get("snapshot")}
 
 
 def set_expected(archive: Archive, unit: str, expected: int, by: str | None = None) -> dict:

@@ -20,6 +20,12 @@ def restic():
 
 
 @pytest.fixture
+def blob_kind():
+    """restic backs up an archive whose blobs are in its home."""
+    return "disk"
+
+
+@pytest.fixture
 def synced(central, tmp_path):
     """An archive with two materials a real station synced, and that station (to sync more)."""
     archive, address = central

@@ -14,6 +14,12 @@ from tests.conftest import make_station, register, run_cli
 
 
 @pytest.fixture
+def blob_kind():
+    """Blobs on disk: the tests damage them as a failing disk would, through the files."""
+    return "disk"
+
+
+@pytest.fixture
 def synced(central, tmp_path):
     archive, address = central
     st = register(archive, address, make_station(tmp_path / "st", address, dpi=150))
@@ -21,8 +27,9 @@ def synced(central, tmp_path):
         scan(st, {"archive_no": "D-9"}, {"item": item, "title": "t"}, f"synthetic:seed={n},sheets=1")
     assert len(sync(st).committed) == 2
     st.close()
-    (archive.config.home / "central.toml").write_text(
-        'scrub_period_days = 4\nbackup_repo = "/media/quire-backup"\noffsite_copy = "the county archive\'s copy"\n')
+    with open(archive.config.home / "central.toml", "a") as toml:
+        toml.write('scrub_period_days = 4\nbackup_repo = "/media/quire-backup"\n'
+                   'offsite_copy = "the county archive\'s copy"\n')
     return archive
 
 
@@ -44,13 +51,14 @@ def page_of(archive, sha256):
     return f"{row['archive_no']} {row['item']} page {row['n']}"
 
 
-def test_each_kind_of_damage_is_found_by_the_run_that_covers_it(synced):
+def test_each_kind_of_damage_is_found_by_the_run_that_covers_it_and_alarms_until_restored(synced):
     blobs = [r["sha256"] for r in synced.catalogue.query("SELECT sha256 FROM blobs ORDER BY sha256")]
     assert len(blobs) == 4
-    flipped, cut, gone = blobs[0], blobs[2], blobs[3]
+    flipped, cut, gone = blobs[1], blobs[2], blobs[3]
     path = blob_file(synced, flipped)
     path.chmod(0o644)
-    data = bytearray(path.read_bytes())
+    original = path.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     path = blob_file(synced, cut)
@@ -60,7 +68,9 @@ def test_each_kind_of_damage_is_found_by_the_run_that_covers_it(synced):
     damage = {flipped: "its bytes now hash to SHA-256", cut: "its bytes now hash to SHA-256",
               gone: "its file is gone"}
 
-    # Period 4 days, 4 blobs: one blob a night, in digest order; the run that reads a damaged one says so.
+    # Period 4 days, 4 blobs: one blob a night, in digest order; the run that reads a damaged one names it,
+    # and every later run reads it again and fails too.
+    found = []
     for night, sha in enumerate(blobs, 1):
         proc, entry = scrub(synced)
         assert (entry["first"], entry["last"], entry["blobs"]) == (sha, sha, 1), entry
@@ -70,20 +80,35 @@ def test_each_kind_of_damage_is_found_by_the_run_that_covers_it(synced):
             assert proc.stdout.splitlines()[-1].startswith("scrub OK: 1 blob(s)")
             assert entry["damaged"] == []
             continue
+        found.append(sha)
         assert proc.returncode == 1, proc.stdout + proc.stderr
-        first, last = proc.stdout.splitlines()[0], proc.stdout.splitlines()[-1]
-        assert first.startswith(f"DAMAGED blob {sha}: {damage[sha]}")
-        assert f"It holds {page_of(synced, sha)}." in first
+        lines = proc.stdout.splitlines()
+        assert [d["sha256"] for d in entry["damaged"]] == found
+        line = lines[len(found) - 1]
+        assert line.startswith(f"DAMAGED blob {sha}: {damage[sha]}")
+        assert f"It holds {page_of(synced, sha)}." in line
         assert "Restore it from the backup repository /media/quire-backup (restic -r /media/quire-backup restore" \
-               f" latest --tag quire-central --include /blobs/{sha[:2]}/{sha}" in first
-        assert "or the off-site copy the county archive's copy" in first
-        assert last.startswith(f"scrub FOUND 1 DAMAGED blob(s) (first {sha[:16]})")
-        assert [d["sha256"] for d in entry["damaged"]] == [sha]
-        assert entry["damaged"][0]["used_by"] == [page_of(synced, sha)]
+               f" latest --tag quire-central --include /blobs/{sha[:2]}/{sha}" in line
+        assert "or the off-site copy the county archive's copy" in line
+        assert lines[-1].startswith(f"scrub FOUND {len(found)} DAMAGED blob(s) (first {found[0][:16]})")
+        assert entry["damaged"][-1]["used_by"] == [page_of(synced, sha)]
 
-    # A new cycle starts over at the first digest.
+    # The flipped blob put back from a copy: the next run (a new cycle, from the first digest) says so.
+    blob_file(synced, flipped).write_bytes(original)
     proc, entry = scrub(synced)
-    assert entry["first"] == blobs[0] and proc.returncode == 1
+    assert entry["first"] == blobs[0] and entry["restored"] == [flipped]
+    assert [d["sha256"] for d in entry["damaged"]] == [cut, gone] and proc.returncode == 1
+    assert "1 damaged blob(s) restored" in proc.stdout.splitlines()[-1]
+
+    # The statistics: the damage that stands (the exit status too) and each day's runs.
+    report = run_cli("quire-central", "--home", synced.config.home, "scrub", "--report", check=False)
+    lines = report.stdout.splitlines()
+    assert report.returncode == 1 and [line.split()[2].rstrip(":") for line in lines[:2]] == [cut, gone]
+    assert f"holds {page_of(synced, gone)}" in lines[1] and lines[2].startswith("last scrub 20")
+    days = [[int(n) for n in line.split()[1:7]] for line in lines[3:] if line.startswith("20")]
+    stored = sum(r["bytes"] for r in synced.catalogue.query("SELECT bytes FROM blobs"))
+    assert [sum(d[i] for d in days) for i in (0, 1, 2, 4, 5)] == [5, 5, stored + entry["bytes"], 1, 0]
+    assert days[-1][3] == 2   # damaged, as the day's last run found
 
 
 def test_a_recorded_sm3_the_bytes_no_longer_match_and_the_status_line_systemd_gets(synced, tmp_path):
@@ -104,7 +129,7 @@ def test_a_recorded_sm3_the_bytes_no_longer_match_and_the_status_line_systemd_ge
 
 
 def test_a_clean_archive_is_read_whole_within_the_period(synced):
-    (synced.config.home / "central.toml").write_text("scrub_period_days = 2\n")
+    (synced.config.home / "central.toml").write_text("scrub_period_days = 2\n")   # blobs on disk (blob_kind)
     proc, first = scrub(synced)
     proc2, second = scrub(synced)
     assert proc.returncode == proc2.returncode == 0
