@@ -124,12 +124,12 @@ class Daemon:
         self.scanner = Scanner(cfg, profiles.load(cfg.profiles_dir), keepalive=self.watchdog.ping_if_due)
         self.scanner.probe()
         self.outbox = self._count_outbox()
+        self._start_kiosk()    # before the sync thread: READY's first STATUS still says central was not contacted
         self.sync = SyncWorker(cfg, cfg.sync_interval_s)
         self.sync.start()
         self._announce()
         self.control = control
         self.control.start()
-        self._start_kiosk()
 
     def _start_kiosk(self) -> None:
         """Serve the kiosk page; a kiosk that cannot listen is logged, and the station scans all the same."""

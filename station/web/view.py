@@ -58,9 +58,10 @@ class Reader:
                 return self._thumbs[key]
         with Image.open(self.station.store.page_path(page["sha256"], page["media_type"])) as image:
             # A JPEG decodes at 1/2…1/8 scale straight away: the thumbnail costs a fraction of the page.
-            image.draft("RGB" if image.mode == "RGB" else "L", (width, width * 2))
+            height = max(1, round(width * image.height / image.width))
+            image.draft("RGB" if image.mode == "RGB" else "L", (width, height))
             image = image.convert("RGB" if image.mode == "RGB" else "L")
-            image.thumbnail((width, width * 2))
+            image.thumbnail((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
             out = io.BytesIO()
             image.save(out, "JPEG", quality=80)
         data = out.getvalue()
