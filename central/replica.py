@@ -43,7 +43,7 @@ from . import audit, ingest, profile, standards
 from .archive import Archive, open_archive
 from .catalogue import Catalogue
 from .config import CentralConfig
-from .errors import BlobRejected, BlobsMissing, CentralError, UnknownBundle
+from .errors import BlobRejected, BlobsMissing, CentralError, UnknownBundle, UploadDamaged, WrongOffset
 from .tls import TLS_NAME
 
 TRANSFER_FORMAT = "quire.replica-transfer/1"
@@ -259,7 +259,7 @@ def offer(archive: Archive, data: bytes, signature: bytes) -> tuple[str, list[st
     (folder / f"{transfer_id}.json").write_bytes(data)
     listing = Listing(transfer_id, body)
     missing = [sha for sha in listing.sizes() if not _held(archive, listing, sha)]
-    return transfer_id, missing, [archive.blobs.committed_size(SOURCE_ID, sha) for sha in missing]
+    return transfer_id, missing, [_committed_size(archive, listing, sha) for sha in missing]
 
 
 def _listing_problems(body: dict, state: dict) -> list[str]:
@@ -288,7 +288,7 @@ def _forget(archive: Archive, listing_file: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         body = json.loads(listing_file.read_bytes())
         sha = body["snapshot"]["sha256"]
-        archive.blobs.partial(SOURCE_ID, sha).unlink(missing_ok=True)
+        _partial_snapshot(archive.config, sha).unlink(missing_ok=True)
         _incoming(archive.config, sha).unlink(missing_ok=True)
     listing_file.unlink(missing_ok=True)
 
@@ -337,32 +337,52 @@ def write(archive: Archive, chunks) -> ingest.Written:
 
 
 def _write_snapshot(archive: Archive, sha256: str, declared: int, msg, chunks):
+    """The catalogue snapshot's chunks, appended to a file of its own beside the blob store (it is read once,
+    on Commit, then deleted: the write-once store would keep every snapshot for good)."""
     target = _incoming(archive.config, sha256)
     if target.exists():
         while msg is not None and not msg.finish_write:
             msg = next(chunks, None)
         return declared, msg
-    upload = archive.blobs.open_upload(SOURCE_ID, sha256, declared)
-    try:
+    part = _partial_snapshot(archive.config, sha256)
+    with open(part, "ab") as fh:
+        size = fh.tell()
         while msg is not None:
             data = msg.data
             ingest._check_crc(sha256, msg, data)
-            if data:
-                upload.append(msg.write_offset, data)
+            if msg.write_offset != size:
+                raise WrongOffset(f"catalogue snapshot {sha256[:12]}: write at offset {msg.write_offset} but {size} "
+                                  "bytes are committed; query the write status and resume from there")
+            if size + len(data) > declared:
+                raise BlobRejected(f"catalogue snapshot {sha256[:12]}: more than the {declared} bytes listed")
+            fh.write(data)
+            size += len(data)
             if msg.finish_write:
                 break
             msg = next(chunks, None)
-        if msg is None:
-            return upload.size, None
-        upload.close()
-        if upload.digest != sha256 or upload.path.stat().st_size != declared:
-            upload.path.unlink(missing_ok=True)
-            raise BlobRejected(f"catalogue snapshot {sha256[:12]} arrived damaged; it was discarded, send it again")
-        os.replace(upload.path, target)
-        return declared, msg
-    finally:
-        with contextlib.suppress(OSError):
-            upload.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+    if msg is None:
+        return size, None
+    with open(part, "rb") as fh:
+        found = hashlib.file_digest(fh, "sha256").hexdigest()
+    if found != sha256 or size != declared:
+        part.unlink(missing_ok=True)
+        raise UploadDamaged(f"catalogue snapshot {sha256[:12]}: received {size} bytes hashing to {found[:12]}; "
+                            "it was discarded, send it again from offset 0")
+    os.replace(part, target)
+    return declared, msg
+
+
+def _partial_snapshot(cfg: CentralConfig, sha256: str) -> Path:
+    return _incoming(cfg, sha256).with_suffix(".part")
+
+
+def _committed_size(archive: Archive, listing: "Listing", sha256: str) -> int:
+    if sha256 == listing.snapshot["sha256"]:
+        part = _partial_snapshot(archive.config, sha256)
+        return part.stat().st_size if part.exists() else 0
+    return archive.blobs.committed_size(SOURCE_ID, sha256)
 
 
 # ---- commit: check everything, then adopt it whole ---------------------------------------------
