@@ -39,6 +39,13 @@ def add_commands(sub) -> None:
     c.add_argument("--max-age-s", type=float, default=3600.0, help="how old the last contact may be (default 3600)")
     c.set_defaults(func=cmd_replica_status)
 
+    c = inner.add_parser("verify", help="on the copy: re-check everything it holds under the primary's key",
+                         description="The copy's own 'verify': every blob re-hashed (SHA-256 and SM3), every "
+                                     "signature, the catalogue against the audit log and the log against every "
+                                     "checkpoint, all under the primary's key; --quick checks sizes and counts.")
+    c.add_argument("--quick", action="store_true", help="sizes and counts only")
+    c.set_defaults(func=cmd_replica_verify)
+
     c = sub.add_parser("replicate", help="push everything new to the off-site copy, resuming a broken transfer",
                        description="Send the copy a consistent snapshot of the catalogue and every blob it lacks "
                                    "over pinned TLS, with the stations' resumable upload; the copy checks it all "
@@ -107,6 +114,16 @@ def cmd_replica_status(cfg, args) -> int:
         for problem in problems:
             print(f"PROBLEM: {problem}")
     return 1 if problems else 0
+
+
+def cmd_replica_verify(cfg, args) -> int:
+    report = replica.verify_copy(cfg, full=not args.quick)
+    for problem in report.problems:
+        print(problem)
+    verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
+    print(f"off-site copy, {'quick' if args.quick else 'full'} check: {report.blobs} blobs, {report.bundles} bundles, "
+          f"{report.pages} pages — {verdict}")
+    return 0 if report.ok else 1
 
 
 def cmd_replicate(cfg, args) -> int:

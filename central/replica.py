@@ -565,6 +565,19 @@ def _adopt(archive: Archive, snapshot: Path) -> None:
         source.close()
 
 
+def verify_copy(cfg: CentralConfig, full: bool = True):
+    """``verify`` of this copy under its primary's key (the copy's own key signs nothing of the log)."""
+    from .verify import verify
+
+    state = load_state(cfg)
+    archive = open_archive(cfg, create=False)
+    try:
+        return verify(Archive(cfg, _PublicKeyOnly(bytes.fromhex(state["primary_key"])), archive.catalogue,
+                              archive.blobs, archive.tls), full=full)
+    finally:
+        archive.close()
+
+
 # ---- promote: the copy becomes the primary ------------------------------------------------------
 
 def promote(cfg: CentralConfig, identity: Path) -> dict:

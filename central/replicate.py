@@ -8,11 +8,11 @@ Run by a systemd timer on the primary (systemd/quire-central-replicate.timer), o
 """
 
 import contextlib
+import hashlib
 import json
 import random
 import secrets
 import sqlite3
-import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ import grpc
 
 from quire import callauth, keys
 from quire import refusal
-from quire.canonical import canonical_bytes, parse_json_object, sha256_hex
+from quire.canonical import canonical_bytes, parse_json_object
 from quire.db import utcnow
 from quire.errors import ContractError
 from quire.v1 import sync_pb2, sync_pb2_grpc
@@ -277,8 +277,6 @@ def _sha_of(path: Path) -> str:
     if known and known[0] == st.st_mtime_ns:
         return known[1]
     with open(path, "rb") as fh:
-        import hashlib
-
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     _snapshot_cache[path] = (st.st_mtime_ns, digest)
     return digest

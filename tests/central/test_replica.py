@@ -1,6 +1,7 @@
 """The off-site copy (异地备份): a second archive that adopts the primary's only once all of it checks."""
 
 import json
+import os
 import sqlite3
 
 import grpc
@@ -133,6 +134,7 @@ def test_a_forged_bundle_is_refused_and_the_copy_keeps_its_state(pair):
     assert f"bundle {bundle['id'][:12]}" in str(caught.value) and "signature" in str(caught.value).lower()
     assert replica.load_state(copy.config)["checkpoint"] == before["checkpoint"]
     assert len(_pages(copy)) == 2 and verify(_view(copy)).ok   # one duplex sheet: the first material
+    assert replica.verify_copy(copy.config).ok
     lag = replicate.lag(primary)
     assert "refused" in lag["last_error"] and replicate.health_problems(lag)
 
@@ -205,3 +207,21 @@ def test_write_requests_are_serialised_as_protobuf_does():
                                       bundle_id="b" * 64, data=data, finish_write=last,
                                       data_crc32c=__import__("google_crc32c").value(data))
         assert replicate._write_request(head, data, last) == whole.SerializeToString()
+
+
+def test_the_copy_verifies_itself_under_the_primarys_key_and_finds_a_damaged_page(pair):
+    primary, address, copy, _, st = pair
+    _scan_and_sync(st, address, "1-1")
+    replicate.push(primary, sleep=lambda s: None)
+    assert replica.verify_copy(copy.config).ok
+    sha = sorted(_pages(copy).values())[0]
+    damaged = copy.blobs.where(sha)   # a disk fault at the copy's site (the test reaches into the store's file)
+    os.chmod(damaged, 0o644)
+    with open(damaged, "r+b") as fh:
+        fh.seek(1000)
+        byte = fh.read(1)
+        fh.seek(1000)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    report = replica.verify_copy(copy.config)
+    assert not report.ok and any(p.kind == "DigestMismatch" and sha in str(p) for p in report.problems)
+    assert replica.verify_copy(copy.config, full=False).ok   # the quick check cannot see it
