@@ -10,6 +10,7 @@ Backups and restores are host jobs (a systemd timer, an operator at the console)
 reads the archive's files directly, so they act as the host's user, named in the audit log.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,7 +36,8 @@ STAGE = ".backup-stage"           # inside the home: the catalogue's copy and th
 INDEX = "quire-backup.json"
 TAG = "quire-central"
 # The live catalogue (copied through SQLite instead), partial uploads, and our own scratch.
-SKIPPED = {"central.db", "central.db-wal", "central.db-shm", "uploads", STAGE, ".restic-cache"}
+LOCK = ".backup.lock"
+SKIPPED = {"central.db", "central.db-wal", "central.db-shm", "uploads", STAGE, LOCK, ".restic-cache"}
 
 
 class BackupError(CentralError):
@@ -91,6 +94,12 @@ def backup(archive: Archive, repo: str, secret: Path, init: bool = False, after_
         raise BackupError(f"the blobs are kept in {archive.config.blobs}, not in {home}: restic here backs up an "
                           "archive whose blobs are in its home. Keep the bucket's copies with the object store's own "
                           "versioning and replication, or an off-site copy of the archive")
+    with _only_backup(home):
+        return _backup(archive, repo, secret, init, after_catalogue)
+
+
+def _backup(archive: Archive, repo: str, secret: Path, init: bool, after_catalogue) -> Snapshot:
+    home = archive.config.home
     stage = home / STAGE
     shutil.rmtree(stage, ignore_errors=True)   # a stage an interrupted backup left
     stage.mkdir(mode=0o700)
@@ -118,6 +127,21 @@ def backup(archive: Archive, repo: str, secret: Path, init: bool = False, after_
             "repository": shown(repo), "snapshot": snap.id, "blobs": snap.blobs, "audit_size": snap.audit_size,
             "files": snap.files, "bytes_added": snap.bytes_added}, by=audit.local_user())
     return snap
+
+
+@contextmanager
+def _only_backup(home: Path):
+    """Hold the archive's backup lock (one backup at a time shares the stage) or refuse."""
+    fd = os.open(home / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError(f"another backup of {home} is running; wait for it to finish "
+                              "(systemctl status quire-backup) and run this one again") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def restore(repo: str, secret: Path, to: Path, snapshot: str = "latest") -> dict:

@@ -69,7 +69,7 @@ def test_a_backup_restores_into_a_fresh_home_that_verifies(synced, secret, tmp_p
     assert f"--home {fresh} verify" in out
     assert sorted(p.name for p in fresh.iterdir()) == sorted(
         p.name for p in archive.config.home.iterdir() if p.name not in ("central.db-wal", "central.db-shm",
-                                                                         "uploads", ".restic-cache"))
+                                                                         "uploads", ".restic-cache", ".backup.lock"))
     assert_verifies(fresh)
     listing = central_cli(fresh, "ls", "D-9").stdout
     assert "1-1" in listing and "4-1-2" in listing
@@ -86,7 +86,12 @@ def test_a_backup_taken_while_a_station_syncs_is_consistent(synced, secret, tmp_
         scan(st, {"archive_no": "D-9"}, {"item": "9-2-1", "title": "任免"}, "synthetic:seed=7,sheets=2")
         assert len(sync(st).committed) == 1
 
-    first = backup.backup(archive, str(repo), secret, init=True, after_catalogue=station_syncs)
+    def meanwhile():
+        station_syncs()
+        other = central_cli(archive.config.home, "backup", "--repo", repo, "--password-file", secret, check=False)
+        assert other.returncode == 1 and "another backup of" in other.stderr and "is running" in other.stderr
+
+    first = backup.backup(archive, str(repo), secret, init=True, after_catalogue=meanwhile)
     assert first.blobs == 4
     second = backup.backup(archive, str(repo), secret)
     assert second.blobs == 8 and second.id != first.id
