@@ -116,7 +116,8 @@ def seal(station: Station, archive_no: str, item: str, operator: str, confirm_re
         station.store.confirm_count(batch["id"], confirmation)
     bundle_id = outbox.seal_batch(station.store, batch["id"], station.station_id, station.key, review=True,
                                   confirmation=confirmation)
-    assert bundle_id is not None
+    if bundle_id is None:   # review=True seals or raises; None would mean the batch was held again
+        raise ReviewRefused(f"{archive_no} {item} was not sealed; 'quire-station review show' says why")
     return bundle_id
 
 
