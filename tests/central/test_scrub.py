@@ -135,3 +135,16 @@ def test_a_clean_archive_is_read_whole_within_the_period(synced):
     assert proc.returncode == proc2.returncode == 0
     assert first["blobs"] + second["blobs"] == 4 and second["cycle_done"]
     assert second["cycle_started"] == first["cycle_started"] and first["last"] < second["first"]
+
+
+def test_nights_the_timer_missed_are_made_up_by_the_next_run(synced):
+    from datetime import datetime, timedelta, timezone
+
+    from central import scrub as scrubbing
+
+    now = datetime.now(timezone.utc)
+    first = scrubbing.scrub(synced, 4, now=now)
+    assert first.blobs == 1 and not first.cycle_done
+    # The machine was off for two nights: three of the period's four days are gone, so this run reads the rest.
+    late = scrubbing.scrub(synced, 4, now=now + timedelta(days=3))
+    assert late.blobs == 3 and late.cycle_done and late.ok
