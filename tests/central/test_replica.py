@@ -225,3 +225,29 @@ def test_the_copy_verifies_itself_under_the_primarys_key_and_finds_a_damaged_pag
     report = replica.verify_copy(copy.config)
     assert not report.ok and any(p.kind == "DigestMismatch" and sha in str(p) for p in report.problems)
     assert replica.verify_copy(copy.config, full=False).ok   # the quick check cannot see it
+
+
+@pytest.mark.parametrize("blob_kind", ["s3"])
+def test_a_copy_on_s3_follows_a_primary_on_s3(tmp_path, central, request):
+    from tests.conftest import use_blob_kind
+
+    primary, address = central
+    (tmp_path / "copy").mkdir()
+    use_blob_kind(tmp_path / "copy", "s3", request)
+    copy_cfg = config.load(tmp_path / "copy")
+    replica.init(copy_cfg, address, keys.fingerprint(primary.public_key))
+    copy = open_archive(copy_cfg)
+    server, port = build_server(copy, "127.0.0.1:0")
+    server.start()
+    st = register(primary, address, make_station(tmp_path / "st", address, dpi=200, chunk_bytes=65536))
+    try:
+        replicate.add_copy(primary, f"127.0.0.1:{port}", keys.fingerprint(copy.public_key))
+        _scan_and_sync(st, address, "1-1", "4-1-2")
+        replicate.push(primary, sleep=lambda s: None)
+        assert _pages(copy) == _pages(primary) and len(_pages(copy)) == 4
+        assert primary.config.blobs.startswith("s3://") and copy_cfg.blobs.startswith("s3://")
+        assert replica.verify_copy(copy_cfg).ok
+    finally:
+        st.close()
+        server.stop(grace=None).wait()
+        copy.close()
