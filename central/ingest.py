@@ -72,7 +72,7 @@ def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> O
         elif row[0] == "rejected":
             raise BundleRejected(bundle_id, json.loads(row[3]))
     missing = []
-    for page in manifest["pages"]:
+    for page in manifest_format.blobs(manifest):   # the pages, and a cover sheet's image kept as evidence
         if page["sha256"] not in missing and not archive.blobs.has(page["sha256"]):
             missing.append(page["sha256"])
     return Offer(bundle_id, missing, committed_sizes=[archive.blobs.committed_size(station_id, sha)
@@ -89,7 +89,7 @@ def _offered(archive: Archive, station_id: str, bundle_id: str) -> dict:
 
 def _declared_sizes(row: dict) -> dict[str, int]:
     """Each page blob of an offered bundle with the size its manifest declares."""
-    return {page["sha256"]: page["bytes"] for page in json.loads(row["manifest"])["pages"]}
+    return {page["sha256"]: page["bytes"] for page in manifest_format.blobs(json.loads(row["manifest"]))}
 
 
 def _declared_size(sizes: dict[str, int], sha256: str, bundle_id: str) -> int:
@@ -255,7 +255,7 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
     if row["state"] == "rejected":
         raise BundleRejected(bundle_id, json.loads(row["problems"]))
     manifest = json.loads(row["manifest"])
-    missing = [p["sha256"] for p in manifest["pages"] if not archive.blobs.has(p["sha256"])]
+    missing = [p["sha256"] for p in manifest_format.blobs(manifest) if not archive.blobs.has(p["sha256"])]
     if missing:
         raise BlobsMissing(
             f"bundle {bundle_id[:12]}: {len(missing)} page file(s) not uploaded yet "
@@ -267,7 +267,7 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
         if db.execute("SELECT state FROM bundles WHERE id = ?", [bundle_id]).fetchone()[0] != "offered":
             # A concurrent commit of this bundle finished first: answer as it was answered.
             return commit(archive, station_id, bundle_id)
-        for page in manifest["pages"]:  # recorded as stored already, unless the archive stopped in between
+        for page in manifest_format.blobs(manifest):  # recorded as stored, unless the archive stopped in between
             if not db.execute("SELECT 1 FROM blobs WHERE sha256 = ?", [page["sha256"]]).fetchone():
                 record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
         conflicts = _catalogue_problems(db, archive, manifest)

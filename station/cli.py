@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON record per page")
     c.add_argument("--rescan", action="store_true",
                    help="scan an already sealed material again, as the replacement QC asked for")
+    c.add_argument("--by-cover-sheets", action="store_true",
+                   help="feed a whole dossier as one stack: split it at its cover sheets ('quire-station "
+                        "coversheets' prints them), one sealed material per sheet")
     c.add_argument("--review", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the batch open for review ('quire-station review', then 'quire-station seal') "
                         "instead of sealing it (default review_before_seal in station.toml)")
@@ -322,6 +325,8 @@ def cmd_scan(cfg, args) -> int:
                   "assumed (recorded as assumed; a profile requiring a measured resolution refuses it) — measure "
                   "it and scan with --dpi N", file=sys.stderr, flush=True)
 
+    if args.by_cover_sheets:
+        return _scan_by_cover_sheets(cfg, args, dossier, on_page, started)
     if args.dpi is not None and not args.source:
         raise UsageError("--dpi needs --source (the station service scans at the dpi in station.toml)")
     daemon = None if args.source else connect(cfg.control_socket_path)
@@ -347,6 +352,35 @@ def cmd_scan(cfg, args) -> int:
         return 0
     print(f"{result.archive_no} {result.item}: {result.total_pages} pages{resumed}, "
           f"sealed as bundle {result.bundle_id[:12]} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _scan_by_cover_sheets(cfg, args, dossier: dict, on_page, started: float) -> int:
+    """A whole dossier in one feed, split at its cover sheets, each material sealed as it ends."""
+    from .capture import open_source
+    from .home import open_station
+    from .scan import scan_dossier
+
+    if not args.dossier or args.material or args.title:
+        raise UsageError("--by-cover-sheets takes --dossier only: the cover sheets name each material")
+    if not args.source:
+        raise UsageError("--by-cover-sheets needs --source (the station service does not split feeds yet); e.g. "
+                         "--source sane:auto")
+    station = open_station(cfg)
+    try:
+        directory = getattr(station.store, "directory", None)   # the dossier's 目录, once imported
+        source = args.source if args.dpi is None else open_source(
+            args.source, args.dpi, cfg.sane_options, cfg.scanner_page_timeout_s, dpi_given=True)
+        done = scan_dossier(station, dossier, list(directory(args.dossier)) if directory else [], source,
+                            args.operator, on_page,
+                            on_material=lambda m: print(f"material {m['item']} {m['title']}", flush=True))
+    finally:
+        station.close()
+    for result in done.materials:
+        sealed = f"sealed as bundle {result.bundle_id[:12]}" if result.bundle_id else "kept open for review"
+        print(f"{result.archive_no} {result.item}: {result.total_pages} pages, {sealed}", file=sys.stderr)
+    print(f"{done.archive_no}: {len(done.materials)} materials from one feed ({done.sheets} cover sheets) in "
+          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -25,9 +25,11 @@ from quire.db import atomic
 
 from . import outbox
 from .capture import RawPage, Source, open_source
-from .errors import FeederEmpty, ScannerError, UsageError
+from .errors import FeederEmpty, ScannerError, StationError, UsageError
 from .home import Station
 from .pipeline import PipelineConfig, ProcessedPage, process_page
+from .pipeline.coversheet import find as find_sheet
+from .pipeline.encode import encode
 from .spool import Spool, Spooled, Staged, feed_again
 
 
@@ -324,3 +326,199 @@ class _Line:
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
+
+
+# -- a whole dossier in one feed, split at cover sheets ------------------------------------------
+
+
+class CoverSheetRefused(StationError):
+    """A cover sheet in the feed that the station will not bind: another dossier's, one seen twice,
+    a material already sealed, or a feed that does not start with one."""
+
+    exit_code = 4
+
+
+@dataclass
+class DossierScan:
+    archive_no: str
+    materials: list[ScanResult] = field(default_factory=list)   # one per material, in feed order
+    sheets: int = 0                                             # cover sheets read
+
+
+def scan_dossier(station: Station, dossier: dict, directory: list[dict] | None = None,
+                 source: "str | Source | None" = None, operator: str | None = None,
+                 on_page: Callable[[int, dict], None] | None = None,
+                 on_material: Callable[[dict], None] | None = None) -> DossierScan:
+    """Scan a whole dossier fed as one stack, split at its cover sheets: each part is one material,
+    captured, stored and sealed like ``scan``; the sheet's image is kept in its bundle as evidence.
+
+    ``directory`` lists the dossier's materials in order (dicts with item, title …): it gives a
+    generic "next material" sheet its material, and the fields a sheet does not carry. Pages before
+    the first sheet continue the dossier's interrupted batch (a feed resumed after a fault).
+    """
+    cfg = station.config
+    archive_no = dossier.get("archive_no")
+    if not archive_no:
+        raise UsageError("a dossier archive number (档号) is required: --dossier D-0001")
+    if source is None or isinstance(source, str):
+        source = open_source(source or cfg.source, cfg.dpi, cfg.sane_options, cfg.scanner_page_timeout_s)
+    feed = _CoverFeed(source)
+    out = DossierScan(archive_no)
+    bound = [b["item"] for b in station.store.batches() if b["archive_no"] == archive_no]
+    try:
+        material = _interrupted_material(station, archive_no)
+        while True:
+            if material is None:
+                sheet = feed.next_sheet()
+                if sheet is None:
+                    if feed.fed == 0:
+                        raise FeederEmpty().at(1)
+                    break
+                material = _bind(station, dossier, directory or [], sheet, feed, bound)
+                bound.append(material["item"])
+                out.sheets += 1
+                if on_material:
+                    on_material(material)
+            elif on_material:
+                on_material(material)
+            part = _Part(feed)
+            try:
+                out.materials.append(scan(station, dossier, material, part, operator, on_page))
+            except FeederEmpty:
+                # A sheet with no pages after it: nothing to seal. The feed ended, or the next sheet follows.
+                if feed.pending is None:
+                    raise CoverSheetRefused(
+                        f"cover sheet for material {material['item']} (feed page {feed.fed}) is the last page "
+                        "fed: no pages follow it; feed that material's pages after its sheet") from None
+                raise CoverSheetRefused(
+                    f"cover sheet for material {material['item']} (feed page {feed.pending[1]}) is followed at "
+                    f"once by another cover sheet: put material {material['item']}'s pages between them and "
+                    "feed from its sheet") from None
+            material = None
+            if feed.pending is None and feed.ended:
+                break
+    finally:
+        source.close()
+    return out
+
+
+def _interrupted_material(station: Station, archive_no: str) -> dict | None:
+    """The material of the dossier's unsealed batch, which pages fed before any sheet continue."""
+    unsealed = [b for b in station.store.batches() if b["archive_no"] == archive_no and b["state"] != "sealed"]
+    return json.loads(unsealed[-1]["material_json"]) if unsealed else None
+
+
+def _bind(station: Station, dossier: dict, directory: list[dict], found, feed: "_CoverFeed",
+          bound: list[str]) -> dict:
+    """The material a cover sheet starts, with its image stored as evidence; refuse what does not belong."""
+    from .coversheet import Sheet
+
+    raw, number = found[0], found[1]
+    sheet: Sheet = found[2].sheet
+    archive_no = dossier["archive_no"]
+    where = f"feed page {number}"
+    if sheet.archive_no and sheet.archive_no != archive_no:
+        raise CoverSheetRefused(
+            f"the cover sheet at {where} is for dossier {sheet.archive_no}, not {archive_no}: take it and the "
+            f"pages after it out of the stack (they belong to {sheet.archive_no}) and feed the rest again")
+    item = sheet.item
+    if sheet.generic:
+        left = [m for m in directory if m["item"] not in bound]
+        if not left:
+            why = ("every material of its directory is bound" if directory
+                   else f"this station has no directory of {archive_no}")
+            raise CoverSheetRefused(
+                f"a 'next material' cover sheet at {where}, but {why}: use the material's own cover sheet "
+                "('quire-station coversheets' prints it) or import the dossier's directory")
+        item = left[0]["item"]
+    if item in feed.seen:
+        raise CoverSheetRefused(
+            f"the cover sheet for material {item} at {where} was already read at feed page {feed.seen[item]}: "
+            "take the second one out (and check the pages after it belong where they were put) and feed again "
+            "from there")
+    feed.seen[item] = number
+    previous = [b for b in station.store.batches() if b["archive_no"] == archive_no and b["item"] == item]
+    if previous and previous[-1]["state"] == "sealed":
+        raise CoverSheetRefused(
+            f"the cover sheet at {where} is for material {item} of {archive_no}, which is already sealed on this "
+            "station: take that sheet and its pages out of the stack (a rescan is asked for with 'scan "
+            "--rescan'), and feed the rest again")
+    entry = next((m for m in directory if m["item"] == item), {})
+    material = {"item": item, "title": entry.get("title") or sheet.title}
+    for key in ("date_formed", "remarks"):
+        if entry.get(key):
+            material[key] = entry[key]
+    data = encode(raw.image, "grey", raw.dpi, station.config.pipeline.jpeg_quality).data
+    material["cover_sheet"] = {
+        "sha256": station.store.jpeg.put(data), "bytes": len(data), "media_type": "image/jpeg",
+        "width_px": raw.image.shape[1], "height_px": raw.image.shape[0], "dpi": raw.dpi,
+        "payload": found[2].text, "generic": sheet.generic, "feed_page": number,
+    }
+    return material
+
+
+class _CoverFeed:
+    """The source's pages, with the cover sheets taken out as they pass (on a duplex feed, with their backs)."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.duplex = bool(getattr(source, "duplex", False))
+        self.pages = source.pages()
+        self.pending = None         # (raw, feed page, Found): the sheet that ended the last part
+        self.fed = 0                # pages taken from the source
+        self.ended = False
+        self.seen: dict[str, int] = {}
+
+    def next_raw(self) -> RawPage | None:
+        if self.ended:
+            return None
+        raw = next(self.pages, None)
+        if raw is None:
+            self.ended = True
+            return None
+        self.fed += 1
+        return raw
+
+    def next_sheet(self):
+        """The cover sheet that comes next (the one pending, else the first page, which must be one)."""
+        if self.pending is not None:
+            found, self.pending = self.pending, None
+            return found
+        raw = self.next_raw()
+        if raw is None:
+            return None
+        hit = find_sheet(raw.image, raw.dpi)
+        if hit is None:
+            raise CoverSheetRefused(
+                f"feed page {self.fed} is not a cover sheet, and no material of this dossier is waiting to be "
+                "resumed: put the first material's cover sheet on top of the stack ('quire-station coversheets' "
+                "prints them) and feed it all again")
+        return self._take(raw, hit)
+
+    def _take(self, raw: RawPage, hit):
+        found = (raw, self.fed, hit)
+        if self.duplex:
+            self.next_raw()         # the sheet's back: the cover sheet is not material, neither side is kept
+        return found
+
+
+class _Part:
+    """The pages of one material: the feed's pages up to the next cover sheet (a Source for ``scan``)."""
+
+    def __init__(self, feed: _CoverFeed):
+        self.feed = feed
+        self.name = feed.source.name
+        self.duplex = feed.duplex
+
+    def pages(self):
+        while (raw := self.feed.next_raw()) is not None:
+            # On a duplex feed only a front can be a sheet: a back is looked at only through its front.
+            front = not self.duplex or raw.side != "back"
+            hit = find_sheet(raw.image, raw.dpi) if front else None
+            if hit is not None:
+                self.feed.pending = self.feed._take(raw, hit)
+                return
+            yield raw
+
+    def close(self) -> None:
+        pass                        # the feed goes on: scan_dossier closes the source at the end

@@ -10,6 +10,7 @@ import google_crc32c
 import grpc
 
 from quire import keys, refusal
+from quire import manifest as manifest_format
 from quire import receipt as receipt_format
 from quire.db import utcnow
 from quire.errors import ContractError
@@ -228,7 +229,7 @@ class _Session:
             station_id=sid, manifest=bundle["manifest"], signature=bundle["signature"]), timeout)
         if offer.bundle_id != bundle_id:
             raise BundleRefused(f"central service computed bundle id {offer.bundle_id}, expected {bundle_id}")
-        pages = json.loads(bundle["manifest"])["pages"]
+        pages = manifest_format.blobs(json.loads(bundle["manifest"]))  # a cover sheet's image too
         fresh = not offer.HasField("receipt")
         if fresh:
             by_sha = {p["sha256"]: p for p in pages}

@@ -64,6 +64,21 @@ class Dossier(Settings):
     unit: str | None = None
 
 
+class CoverSheet(Settings):
+    """The cover sheet (分隔页) the material was split from its dossier's feed at: its image is kept in the
+    bundle as evidence, not among the material's pages."""
+
+    sha256: Sha256Hex
+    bytes: Annotated[int, Field(ge=1)]
+    media_type: Literal[tuple(MEDIA_TYPES)]
+    width_px: Annotated[int, Field(ge=1)]
+    height_px: Annotated[int, Field(ge=1)]
+    dpi: Dpi
+    payload: NonEmpty                       # the QR code's text, as read
+    generic: bool                           # a "next material" sheet, bound by the directory's order
+    feed_page: Annotated[int, Field(ge=1)]  # its place in the feed (1 = the first page fed)
+
+
 class Material(Settings):
     item: Annotated[str, AfterValidator(_item)]
     title: str
@@ -71,6 +86,7 @@ class Material(Settings):
     date_formed: str | None = None
     remarks: str | None = None
     rescan: bool | None = None
+    cover_sheet: CoverSheet | None = None
 
 
 class ColourEvidence(Settings):
@@ -200,6 +216,13 @@ def read(data: bytes) -> dict:
         raise UnknownFormat("manifest", obj.get("format"), KNOWN_FORMATS)
     _check(obj)
     return obj
+
+
+def blobs(m: dict) -> list[dict]:
+    """Every file a bundle carries, each with its sha256, bytes and media_type: the pages, then the cover
+    sheet's image when the material was split from a feed at one."""
+    sheet = (m.get("material") or {}).get("cover_sheet")
+    return list(m["pages"]) + ([dict(sheet, n=0)] if sheet else [])
 
 
 def verify(data: bytes, signature: bytes, public_key: bytes) -> None:

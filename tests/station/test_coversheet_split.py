@@ -1,0 +1,128 @@
+"""A whole dossier in one feed, split at Quire's cover sheets into one sealed bundle per material.
+
+The stack is a folder of page files fed like an ADF (the folder source, selected like any other):
+cover sheets printed by Quire's PDF and rendered back by pdftoppm, turned and degraded as scanned,
+between synthetic content pages, one of which carries its own QR code and barcode.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.coversheets import content_page, printed, scanned
+from station.coversheet import Sheet
+from station.errors import ScannerJammed
+from station.scan import CoverSheetRefused, scan_dossier
+from station.sync import sync
+from tests.conftest import make_station
+
+DPI = 200
+DOSSIER = {"archive_no": "D-0007"}
+SHEETS = (Sheet("D-0007", "1-1", "干部履历表"), Sheet("D-0007", "4-1-2", "学历证明"),
+          Sheet("D-0007", "9-2-3", "干部任免审批表"), Sheet("D-0008", "1-1", "另一份档案的履历表"), Sheet("D-0007"))
+
+
+def _stack(folder, layout: list) -> str:
+    """Write the feed as numbered PNG files stating 200 dpi: a Sheet is its printed cover sheet (scanned
+    turned and noisy), an int the content page of that seed (seeds ≥ 100 carry their own QR code)."""
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    papers = dict(zip(SHEETS, printed(SHEETS, DPI)))
+    for i, what in enumerate(layout, 1):
+        if isinstance(what, Sheet):
+            image = scanned(papers[what], DPI, rng, angle=float(rng.uniform(-12, 12)), upside_down=i % 2 == 0,
+                            jpeg_quality=60)
+        else:
+            image = scanned(content_page(what, DPI, rng, codes=what >= 100), DPI, rng, angle=1.0)
+        Image.fromarray(image).save(folder / f"{i:03d}.png", dpi=(DPI, DPI))
+    return f"folder:{folder}"
+
+
+A, B, C, OTHER, NEXT = SHEETS
+THREE = [A, 1, 2, B, 103, C, 4, 5]      # 1-1: two pages, 4-1-2: one (with a QR code), 9-2-3: two
+
+
+def test_one_feed_of_three_materials_makes_three_bundles_and_syncs_them(tmp_path, station, central):
+    archive, _ = central
+    done = scan_dossier(station, DOSSIER, None, _stack(tmp_path / "feed", THREE))
+    assert [(r.item, r.total_pages) for r in done.materials] == [("1-1", 2), ("4-1-2", 1), ("9-2-3", 2)]
+    assert done.sheets == 3
+    bundles = {}
+    for result in done.materials:
+        assert result.bundle_id is not None
+        manifest = json.loads(station.store.db.execute(
+            "SELECT manifest FROM bundles WHERE id = ?", [result.bundle_id]).fetchone()[0])
+        sheet = manifest["material"]["cover_sheet"]
+        assert sheet["payload"].startswith("QUIRE-COVER/1\nD-0007\n" + result.item)
+        assert sheet["sha256"] not in {p["sha256"] for p in manifest["pages"]}   # evidence, not a page
+        assert manifest["material"]["page_count"] == len(manifest["pages"])
+        bundles[result.item] = manifest
+    assert [b["material"]["cover_sheet"]["feed_page"] for b in bundles.values()] == [1, 4, 6]
+
+    report = sync(station)
+    assert len(report.committed) == 3
+    rows = archive.catalogue.query("SELECT item, page_count FROM materials WHERE archive_no = 'D-0007' ORDER BY item")
+    assert [(r["item"], r["page_count"]) for r in rows] == [("1-1", 2), ("4-1-2", 1), ("9-2-3", 2)]
+    for manifest in bundles.values():     # the sheet's image reached the archive with its bundle
+        assert archive.blobs.has(manifest["material"]["cover_sheet"]["sha256"])
+
+
+def test_a_sheet_for_another_dossier_stops_the_feed_after_sealing_what_came_before(tmp_path):
+    st = make_station(tmp_path / "st")
+    try:
+        with pytest.raises(CoverSheetRefused) as refused:
+            scan_dossier(st, DOSSIER, None, _stack(tmp_path / "feed", [A, 1, OTHER, 2]))
+        assert "feed page 3 is for dossier D-0008, not D-0007" in str(refused.value)
+        assert "take it and the pages after it out" in str(refused.value)
+        assert [(b["item"], b["state"], b["pages"]) for b in st.store.batches()] == [("1-1", "sealed", 1)]
+    finally:
+        st.close()
+
+
+def test_a_sheet_seen_twice_or_for_a_sealed_material_is_refused(tmp_path):
+    st = make_station(tmp_path / "st")
+    try:
+        with pytest.raises(CoverSheetRefused) as twice:
+            scan_dossier(st, DOSSIER, None, _stack(tmp_path / "twice", [A, 1, B, 2, A, 3]))
+        assert "material 1-1 at feed page 5 was already read at feed page 1" in str(twice.value)
+        with pytest.raises(CoverSheetRefused) as sealed:
+            scan_dossier(st, DOSSIER, None, _stack(tmp_path / "again", [B, 4]))
+        assert "4-1-2 of D-0007, which is already sealed" in str(sealed.value)
+    finally:
+        st.close()
+
+
+def test_a_feed_must_start_with_a_sheet_and_a_generic_sheet_takes_the_next_material_of_the_directory(tmp_path):
+    st = make_station(tmp_path / "st")
+    try:
+        with pytest.raises(CoverSheetRefused) as bare:
+            scan_dossier(st, DOSSIER, None, _stack(tmp_path / "bare", [1, 2]))
+        assert "feed page 1 is not a cover sheet" in str(bare.value)
+        directory = [{"item": "1-1", "title": "干部履历表"}, {"item": "2-1", "title": "自传", "remarks": "手写"}]
+        done = scan_dossier(st, DOSSIER, directory, _stack(tmp_path / "next", [A, 1, NEXT, 2, 3]))
+        assert [(r.item, r.total_pages) for r in done.materials] == [("1-1", 1), ("2-1", 2)]
+        second = json.loads(st.store.db.execute(
+            "SELECT material_json FROM batches WHERE id = ?", [done.materials[1].batch_id]).fetchone()[0])
+        assert second["title"] == "自传" and second["remarks"] == "手写" and second["cover_sheet"]["generic"]
+    finally:
+        st.close()
+
+
+def test_a_jam_mid_feed_keeps_the_pages_and_feeding_the_rest_resumes_that_material(tmp_path):
+    st = make_station(tmp_path / "st")
+    try:
+        with pytest.raises(ScannerJammed) as jammed:
+            scan_dossier(st, DOSSIER, None, "fault:jam@6:" + _stack(tmp_path / "feed", THREE))
+        assert "page 1 is stored" in str(jammed.value)   # of material 4-1-2, whose one page went through
+        states = [(b["item"], b["state"], b["pages"]) for b in st.store.batches()]
+        assert states == [("1-1", "sealed", 2), ("4-1-2", "interrupted", 1)]
+        # The operator puts back what did not go through (from feed page 6, sheet C) and feeds again; the
+        # interrupted material 4-1-2 ends at that sheet and is sealed with its page.
+        done = scan_dossier(st, DOSSIER, None, _stack(tmp_path / "rest", [C, 4, 5]))
+        assert [(r.item, r.total_pages) for r in done.materials] == [("4-1-2", 1), ("9-2-3", 2)]
+        assert {b["item"]: b["state"] for b in st.store.batches()} == {"1-1": "sealed", "4-1-2": "sealed",
+                                                                         "9-2-3": "sealed"}
+    finally:
+        st.close()
