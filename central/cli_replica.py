@@ -76,7 +76,7 @@ def cmd_replica_init(cfg, args) -> int:
 
 @as_person("archive.maintain")
 def cmd_replica_add(archive, who, args) -> int:
-    state = replicate.add_copy(archive, args.copy, args.pin)
+    state = replicate.add_copy(archive, args.copy, args.pin, by=who.label)
     print(f"this archive now pushes to the copy {state['copy_fingerprint']} at {state['copy_address']}; run "
           "'quire-central replicate' (or enable quire-central-replicate.timer)")
     return 0

@@ -68,14 +68,18 @@ def load(cfg: CentralConfig) -> dict | None:
     return state
 
 
-def add_copy(archive: Archive, address: str, pin: str) -> dict:
-    """Record the copy at ``address`` (its key fingerprint ``pin``, given out of band) as this archive's copy."""
+def add_copy(archive: Archive, address: str, pin: str, by: str | None = None) -> dict:
+    """Record the copy at ``address`` (its key fingerprint ``pin``, given out of band) as this archive's copy;
+    logged, since from now on everything this archive holds also goes there."""
     key, cert = fetch_identity(address, pin, archive.config.insecure)
     if key == archive.public_key:
         raise ReplicaError(f"{address} is this archive itself; give the copy's address")
     state = load(archive.config) or {"format": STATE_FORMAT, "acked": None, "last_contact": "", "last_error": ""}
     state.update(copy_address=address, copy_key=key.hex(), copy_fingerprint=keys.fingerprint(key), copy_cert=cert)
     write_json(state_path(archive.config), state)
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "replica.add", keys.fingerprint(key), {"copy_key": keys.fingerprint(key),
+                                                                       "copy_address": address}, by=by)
     return state
 
 

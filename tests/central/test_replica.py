@@ -251,3 +251,17 @@ def test_a_copy_on_s3_follows_a_primary_on_s3(tmp_path, central, request):
         st.close()
         server.stop(grace=None).wait()
         copy.close()
+
+
+def test_setting_up_a_copy_is_logged_and_promotion_needs_the_primarys_own_identity(pair, tmp_path):
+    primary, address, copy, _, st = pair
+    added = [e for e in audit.entries(primary) if e["event"] == "replica.add"]
+    assert [e["copy_key"] for e in added] == [keys.fingerprint(copy.public_key)]
+    _scan_and_sync(st, address, "1-1")
+    replicate.push(primary, sleep=lambda s: None)
+    other = open_archive(config.load(tmp_path / "other"))   # another archive's key and certificate
+    other.close()
+    with pytest.raises(replica.ReplicaError, match="give the primary's own escrowed identity") as caught:
+        replica.promote(copy.config, tmp_path / "other")
+    assert keys.fingerprint(primary.public_key) in str(caught.value)
+    assert replica.is_replica(copy.config)   # nothing changed
