@@ -296,9 +296,12 @@ def cmd_init(cfg, args) -> int:
 
 
 def cmd_serve(cfg, args) -> int:
-    from . import web
+    from . import replica, web
     from .server import build_server
 
+    if args.web and replica.is_replica(cfg):
+        raise CentralError("this home is an off-site copy: it serves only its primary's pushes, no web console "
+                           "(readers use the primary; promote the copy first if the primary is lost)")
     archive = open_archive(cfg)
     server, port = build_server(archive, cfg.listen, tls=not cfg.insecure)
     console = None

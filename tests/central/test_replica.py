@@ -87,7 +87,7 @@ def test_the_copy_holds_every_bundle_and_the_primarys_own_log(pair, capsys):
     assert (row["entries_behind"], row["bundles_behind"], row["last_error"]) == (0, 0, "") and row["last_contact"]
 
 
-def test_stations_and_readers_are_turned_away_from_a_copy(pair, tmp_path):
+def test_stations_and_readers_are_turned_away_from_a_copy(pair, capsys):
     primary, address, copy, copy_address, st = pair
     _scan_and_sync(st, address, "1-1")
     replicate.push(primary, sleep=lambda s: None)
@@ -98,6 +98,11 @@ def test_stations_and_readers_are_turned_away_from_a_copy(pair, tmp_path):
             stub.Offer(sync_pb2.OfferRequest(station_id="st-test", manifest=b"{}", signature=b"0" * 64), timeout=10)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "off-site copy" in caught.value.details() and "promote" in caught.value.details()
+    from central.cli import main
+
+    assert main(["--home", str(copy.config.home), "serve", "--listen", "127.0.0.1:0", "--no-advertise",
+                 "--web", "127.0.0.1:0"]) != 0
+    assert "off-site copy" in capsys.readouterr().err
 
 
 def test_a_copy_refuses_calls_not_signed_by_its_primary(pair, tmp_path):
