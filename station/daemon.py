@@ -48,6 +48,7 @@ class _ScanRequest:
     error: StationError | None = None
     gone: bool = False                # the caller hung up; the batch goes on
     signed_in: bool = False           # operator is who signed in on the kiosk: the batch records them
+    review: dict | None = None        # a pre-seal review action to run instead of a batch (station.review)
 
     def send(self, message: dict) -> None:
         if self.gone:
@@ -251,6 +252,9 @@ class Daemon:
 
     def _serve(self, request: _ScanRequest) -> None:
         try:
+            if request.review is not None:
+                request.result = self._review(request.review, request.operator)
+                return
             if request.job is not None:
                 job = self.jobs.add(request.job["dossier"], request.job["material"], request.operator, first=True)
             else:
@@ -263,6 +267,40 @@ class Daemon:
             request.error = exc
         finally:
             request.done.set()
+
+    def _review(self, asked: dict, operator: str) -> dict:
+        """A pre-seal review action, on the loop that owns the scanner: a rescanned or inserted page comes
+        from the held scanner (never a second owner of it), and no batch runs meanwhile."""
+        from . import review
+
+        action, archive_no, item = asked.get("action"), str(asked.get("archive_no") or ""), str(asked.get("item") or "")
+        reason = str(asked.get("reason") or "")
+        try:
+            if action == "rescan":
+                done = review.rescan_page(self.station, archive_no, item, int(asked.get("n") or 0), operator, reason,
+                                          source=self.scanner.lend())
+            elif action == "insert":
+                done = review.insert_page(self.station, archive_no, item, int(asked.get("after") or 0), operator,
+                                          reason, source=self.scanner.lend())
+            elif action == "remove":
+                done = review.remove_page(self.station, archive_no, item, int(asked.get("n") or 0), operator, reason)
+            elif action == "seal":
+                bundle_id = review.seal(self.station, archive_no, item, operator, asked.get("confirm_reason"))
+                done = {"bundle_id": bundle_id}
+                self.outbox = self._count_outbox()
+                self.sync.kick()
+                self.note = f"sealed {archive_no} {item} after review"
+                log.info("sealed %s %s after review, bundle %s", archive_no, item, bundle_id[:12])
+            else:
+                raise UsageError(f"unknown review action {action!r}: rescan, insert, remove or seal")
+        except ScannerError as exc:
+            if isinstance(exc, (ScannerIOError, ScannerNotFound)) and self.scanner.held:
+                self.scanner.lost(exc)
+            raise
+        finally:
+            self.tell({"event": "reviewed", "archive_no": archive_no, "item": item, "action": action})
+            self._publish()
+        return {"action": action, "archive_no": archive_no, "item": item, **done}
 
     def _run_job(self, job: dict, request: _ScanRequest | None = None) -> dict:
         from .scan import scan
@@ -423,6 +461,18 @@ class Daemon:
             self.wake()
             self.tell({"event": "queued", "job": job})
             return {"job": job, "position": len(self.jobs.jobs())}
+        if op == "review":
+            if self.stopping:
+                raise ServiceUnavailable("the station service is stopping; try again once it is back")
+            signed_in = request.get("operator_signed_in")
+            pending = _ScanRequest(None, signed_in or request.get("operator") or peer.user, emit,
+                                   signed_in=bool(signed_in), review=request)
+            self._requests.put(pending)
+            self.wake()
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            return pending.result
         if op == "scan":
             if self.stopping:
                 raise ServiceUnavailable("the station service is stopping; run the command again once it is back")

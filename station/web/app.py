@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -159,11 +160,24 @@ async def logout(request: Request, k: Kiosk, session, form) -> Response:
     return response
 
 
+def _chosen(request: Request) -> tuple[str, str] | None:
+    """The material the operator chose to look at (a batch waiting for review), from ?d=…&i=…"""
+    d, i = request.query_params.get("d", ""), request.query_params.get("i", "")
+    return (d, i) if d and i else None
+
+
+def _in_review(live: dict) -> dict | None:
+    return live["batch"] if live["batch"] and live["batch"]["in_review"] else None
+
+
 @signed_in
 async def home(request: Request, k: Kiosk, session, form) -> Response:
-    live = await k.read(view.live, k.daemon, k.reader)
-    batch, pages = await k.read(view.pages, k.reader, k.daemon)
-    return k.page("kiosk.html", session=session, live=live, pages=pages)
+    chosen = _chosen(request)
+    live = await k.read(view.live, k.daemon, k.reader, chosen)
+    batch, pages = await k.read(view.pages, k.reader, k.daemon, chosen)
+    events_url = "/events" + (f"?{urlencode({'d': chosen[0], 'i': chosen[1]})}" if chosen else "")
+    return k.page("kiosk.html", session=session, live=live, pages=pages, review=_in_review(live),
+                  events_url=events_url)
 
 
 @signed_in
@@ -238,9 +252,39 @@ async def queue_add(request: Request, k: Kiosk, session, form) -> Response:
                                f"排在第 {reply['position']} 位。", True)
 
 
+DEFAULT_REASONS = {"rescan": "复核时重扫", "insert": "补插漏扫的页"}
+REVIEWED = {"rescan": "已重扫第 {n} 页。", "remove": "已移除第 {n} 页（{reason}）。", "seal": "已封装 {d} {i}。"}
+
+
+@signed_in
+async def review_action(request: Request, k: Kiosk, session, form) -> Response:
+    """A pre-seal review action, down the daemon's request path (a rescan uses the scanner it holds)."""
+    get = lambda key: str(form.get(key) or "").strip()  # noqa: E731
+    action, d, i = get("action"), get("d"), get("i")
+    asked = {"op": "review", "action": action, "archive_no": d, "item": i, "operator_signed_in": session.operator,
+             "reason": get("reason") or DEFAULT_REASONS.get(action, "")}
+    for key in ("n", "after"):
+        if get(key):
+            if not get(key).isdigit():
+                return _answer(request, k, f"{key} 须为页号（整数）。", False, 400)
+            asked[key] = int(get(key))
+    if action == "seal" and get("confirm_reason"):
+        asked["confirm_reason"] = get("confirm_reason")
+    try:
+        await asyncio.to_thread(k.daemon.handle, asked)
+    except StationError as exc:
+        return _answer(request, k, f"未能完成：{exc}", False, 400)
+    if action == "insert":
+        done = "已在最前补插一页。" if asked.get("after") == 0 else f"已在第 {asked.get('after')} 页后补插一页。"
+    else:
+        done = REVIEWED.get(action, "已完成。").format(n=asked.get("n"), reason=asked["reason"], d=d, i=i)
+    return _answer(request, k, done, True)
+
+
 @signed_in
 async def events(request: Request, k: Kiosk, session, form) -> Response:
     token = request.cookies.get(COOKIE)
+    chosen = _chosen(request)
     stream = k.hub.subscribe()
 
     async def body():
@@ -260,8 +304,16 @@ async def events(request: Request, k: Kiosk, session, form) -> Response:
                 if kind == "page":
                     job = event["job"]
                     page = view.page_view(job["dossier"]["archive_no"], job["material"]["item"], event["n"],
-                                          event["record"])
+                                          event["record"], job["id"])
                     yield _sse("page", k.render("_page.html", page=page))
+                elif kind in ("reviewed", "review", "idle"):
+                    # Pages renumbered, replaced or removed, or a batch now waiting for review (kept open, or its
+                    # count differing from the directory): the whole grid, with the review's buttons.
+                    live = await k.read(view.live, k.daemon, k.reader, chosen)
+                    if kind != "idle" or _in_review(live):
+                        _, pages = await k.read(view.pages, k.reader, k.daemon, chosen)
+                        yield _sse("pages", k.render("_pages.html", pages=pages, review=_in_review(live),
+                                                     session=session))
                 elif kind == "batch":
                     job = event["job"]
                     yield _sse("batch", f"{job['dossier']['archive_no']}\t{job['material']['item']}")
@@ -269,7 +321,7 @@ async def events(request: Request, k: Kiosk, session, form) -> Response:
                     yield _sse("notice", event["message"])
                 dirty = dirty or kind != "tick"
                 if kind == "tick" or (dirty and time.monotonic() - rendered_at >= STATE_EVERY_S):
-                    live = await k.read(view.live, k.daemon, k.reader)
+                    live = await k.read(view.live, k.daemon, k.reader, chosen)
                     html = k.render("_live.html", live=live, session=session)
                     dirty, rendered_at = False, time.monotonic()
                     if html != sent:
@@ -295,6 +347,7 @@ def create_app(k: Kiosk) -> Starlette:
         Route("/page", page_image, methods=["GET"]),
         Route("/scan", scan, methods=["POST"]),
         Route("/queue", queue_add, methods=["POST"]),
+        Route("/review", review_action, methods=["POST"]),
         Mount("/static/vendor", StaticFiles(directory=VENDOR, check_dir=False), name="vendor"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

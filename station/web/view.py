@@ -4,6 +4,7 @@ connection of the kiosk's own (one reader thread: the scanning threads never wai
 import io
 import json
 import threading
+from datetime import datetime
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
@@ -11,6 +12,7 @@ from urllib.parse import urlencode
 from PIL import Image
 
 from quire.db import one
+from quire.manifest import count_matches
 
 from .. import notices
 from ..home import open_station
@@ -72,12 +74,14 @@ class Reader:
         return data
 
 
-def page_url(archive_no: str, item: str, n: int, width: int = THUMB_WIDTHS[0]) -> str:
-    return "/page?" + urlencode({"d": archive_no, "i": item, "n": n, "w": width})
+def page_url(archive_no: str, item: str, n: int, version: str, width: int = THUMB_WIDTHS[0]) -> str:
+    """A page's image; ``version`` (the page's hash, or the scan's job) makes a rescanned page a new address."""
+    return "/page?" + urlencode({"d": archive_no, "i": item, "n": n, "w": width, "v": version})
 
 
-def page_view(archive_no: str, item: str, n: int, record: dict) -> dict:
-    return {"n": n, "src": page_url(archive_no, item, n), "large": page_url(archive_no, item, n, THUMB_WIDTHS[1]),
+def page_view(archive_no: str, item: str, n: int, record: dict, version: str) -> dict:
+    return {"n": n, "src": page_url(archive_no, item, n, version),
+            "large": page_url(archive_no, item, n, version, THUMB_WIDTHS[1]),
             "flags": words.flags(record), "blank": bool(record.get("blank"))}
 
 
@@ -103,8 +107,13 @@ def scanner_state(daemon) -> dict:
     return {"word": "就绪", "cls": "ok", "todo": "把材料放入进纸器，按“扫描”。"}
 
 
-def shown_batch(daemon, reader: Reader) -> tuple[dict | None, dict | None]:
-    """The batch the screen shows (being scanned, else the last stopped, else the newest) and its job."""
+def shown_batch(daemon, reader: Reader, chosen: tuple[str, str] | None = None) -> tuple[dict | None, dict | None]:
+    """The batch the screen shows (being scanned, else the one the operator chose to review, else the
+    last stopped, else the newest) and its job."""
+    if daemon.current is None and chosen and chosen[0]:
+        batch = reader.latest_batch(*chosen)
+        if batch is not None:
+            return batch, None
     job = daemon.current or (daemon.last_stop or {}).get("job")
     if job is None:
         return reader.latest_batch(), None
@@ -116,37 +125,80 @@ def batch_view(batch: dict | None, job: dict | None) -> dict | None:
         return None
     material = json.loads(batch["material_json"]) if batch else job["material"]
     dossier = json.loads(batch["dossier_json"]) if batch else job["dossier"]
-    state = {"open": "扫描中", "interrupted": "已中断，可继续", "sealed": "已封装"}.get(batch["state"], "") if batch else "扫描中"
-    expected = material.get("page_count") or material.get("pages_expected")
+    state = {"open": "扫描中", "interrupted": "已中断，可继续", "review": "待复核（尚未封装）",
+             "sealed": "已封装"}.get(batch["state"], "") if batch else "扫描中"
     return {"archive_no": dossier["archive_no"], "name": dossier.get("name") or "", "item": material["item"],
             "title": material.get("title") or "", "state": state, "pages": batch["pages"] if batch else 0,
-            "expected": expected, "operator": batch["operator"] if batch else job["operator"]}
+            "operator": batch["operator"] if batch else job["operator"],
+            "in_review": bool(batch) and batch["state"] == "review"}
 
 
-def live(daemon, reader: Reader) -> dict:
+def count_view(reader: Reader, batch: dict | None, shown: dict | None) -> dict | None:
+    """The batch's pages against the dossier's directory (None: no directory entry for the material)."""
+    if shown is None:
+        return None
+    entry = reader.station.store.directory_entry(shown["archive_no"], shown["item"])
+    if entry is None:
+        return None
+    blank = 0
+    if batch is not None:
+        blank = sum(1 for p in reader.station.store.pages(batch["id"]) if json.loads(p["record_json"]).get("blank"))
+    found = shown["pages"]
+    confirmed = json.loads(batch["count_confirmation"]) if batch is not None and batch.get("count_confirmation") else None
+    return {"expected": entry["pages"], "found": found, "blank": blank,
+            "matches": count_matches({"expected": entry["pages"], "found": found, "blank": blank}),
+            "confirmed": confirmed["reason"] if confirmed and confirmed.get("found") == found else None}
+
+
+ACTIONS = {"rescan": "重扫", "insert": "补插", "remove": "移除"}
+
+
+def edits_view(reader: Reader, batch: dict | None) -> list[dict]:
+    """Every pre-seal edit of the batch: what, which page, why, who, when (nothing vanishes without a trace)."""
+    if batch is None:
+        return []
+    return [{"what": ACTIONS.get(e["action"], e["action"]), "n": e["n"], "reason": e["reason"],
+             "operator": e["operator"], "at": local_time(e["at"])} for e in reader.station.store.edits(batch["id"])]
+
+
+def local_time(stamp: str | None) -> str | None:
+    """An RFC 3339 UTC time as the station's clock shows it: 12-03 11:58:01."""
+    if not stamp:
+        return None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%m-%d %H:%M:%S")
+
+
+def live(daemon, reader: Reader, chosen: tuple[str, str] | None = None) -> dict:
     """Everything the live part of the screen shows (not the thumbnails)."""
-    batch, job = shown_batch(daemon, reader)
+    batch, job = shown_batch(daemon, reader, chosen)
     held = notices.held(reader.station)
+    shown = batch_view(batch, job)
     return {
         "scanner": scanner_state(daemon),
-        "batch": batch_view(batch, job),
+        "batch": shown,
+        "count": count_view(reader, batch, shown),
+        "edits": edits_view(reader, batch),
+        "reviews": [{"archive_no": b["archive_no"], "item": b["item"], "title": b["title"], "pages": b["pages"],
+                     "url": "/?" + urlencode({"d": b["archive_no"], "i": b["item"]})}
+                    for b in reader.station.store.batches("review")],
         "queue": daemon.jobs.jobs(),
         "current": daemon.current and daemon.current["id"],
         "outbox": daemon.outbox,
         "central": words.central(daemon.sync.state if daemon.sync else "central not contacted yet"),
-        "last_receipt": reader.last_receipt(),
+        "last_receipt": local_time(reader.last_receipt()),
         "notices": [notice_words(n) for n in held[-5:]],
         "station_id": reader.station.station_id,
     }
 
 
-def pages(reader: Reader, daemon) -> tuple[dict | None, list[dict]]:
+def pages(reader: Reader, daemon, chosen: tuple[str, str] | None = None) -> tuple[dict | None, list[dict]]:
     """The shown batch's stored pages, for the first paint (later ones arrive as events)."""
-    batch, _ = shown_batch(daemon, reader)
+    batch, _ = shown_batch(daemon, reader, chosen)
     if batch is None:
         return None, []
     rows = reader.station.store.pages(batch["id"])
-    return batch, [page_view(batch["archive_no"], batch["item"], r["n"], json.loads(r["record_json"])) for r in rows]
+    return batch, [page_view(batch["archive_no"], batch["item"], r["n"], json.loads(r["record_json"]), r["sha256"][:12])
+                   for r in rows]
 
 
 def notice_words(notice: dict) -> str:

@@ -24,6 +24,10 @@
     // Another material: its own pages. The same one resumed (after a jam): its pages so far stay.
     if (pages.dataset.batch !== e.data) { pages.textContent = ""; pages.dataset.batch = e.data; }
   });
+  source.addEventListener("pages", function (e) {
+    pages.innerHTML = e.data;
+    if (window.htmx) { window.htmx.process(pages); }
+  });
   source.addEventListener("state", function (e) {
     live.innerHTML = e.data;
     if (window.htmx) { window.htmx.process(live); }

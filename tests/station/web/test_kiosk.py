@@ -90,3 +90,62 @@ def test_an_operator_scans_through_a_jam_to_a_sealed_synced_batch(tmp_path, cent
     status = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
     (bundle,) = status["bundles"]
     assert bundle["pages"] == 6 and bundle["state"] == "committed", bundle
+
+
+def test_before_sealing_an_operator_rescans_removes_inserts_and_confirms_the_count(tmp_path, central, kiosks, tab):
+    archive, address = central
+    home = station_home(tmp_path, address, archive, source="synthetic:seed=8,sheets=2", dpi=150, sync_interval_s=1.0)
+    assert add_operator(home, OPERATOR, PIN).returncode == 0
+    # The dossier's directory says 9 pages; the feeder holds two duplex sheets.
+    run_cli("quire-station", "--home", home, "directory", "add", "D-8", "1-1", "--title", "干部履历表", "--pages", "9")
+    kiosk = kiosks(home)
+    page = tab
+    page.set_default_timeout(WAIT_MS)
+    page.goto(kiosk.url)
+    page.fill("input[name=name]", OPERATOR)
+    page.fill("input[name=pin]", PIN)
+    page.click("button.primary")
+    page.fill("input[name=dossier]", "D-8")
+    page.fill("input[name=item]", "1-1")
+    page.fill("input[name=title]", "干部履历表")
+    page.click("#queue-add")
+    page.click("#scan")
+
+    # Four pages where the directory lists nine: not sealed, kept for review, every page with its actions.
+    page.wait_for_selector("#count-mismatch")
+    assert "已存 4 页" in page.text_content("#count-mismatch") and "目录为 9 页" in page.text_content("#count-mismatch")
+    assert page.text_content("#batch-state") == "待复核（尚未封装）"
+    page.wait_for_selector("#p-4 button.remove")
+    before = page.get_attribute("#p-2 img", "src")
+
+    page.click("#p-2 button.rescan")
+    page.wait_for_selector("#notice >> text=已重扫第 2 页。")
+    page.wait_for_function("src => document.querySelector('#p-2 img').getAttribute('src') !== src", arg=before)
+    page.select_option("#p-3 select[name=reason]", "双张进纸")
+    page.click("#p-3 button.remove")
+    page.wait_for_selector("#notice >> text=已移除第 3 页（双张进纸）。")
+    page.wait_for_function("document.querySelectorAll('#pages figure').length === 3")
+    page.click("#p-1 button.insert")
+    page.wait_for_selector("#notice >> text=已在第 1 页后补插一页。")
+    page.wait_for_function("document.querySelectorAll('#pages figure').length === 4")
+    page.wait_for_selector("#edits li:nth-child(3)")
+    edits = page.locator("#edits li").all_text_contents()
+    assert [e.split(" — ")[:2] for e in edits] == [["重扫第 2 页", "复核时重扫"], ["移除第 3 页", "双张进纸"],
+                                                 ["补插第 2 页", "补插漏扫的页"]], edits
+    assert all(f"— {OPERATOR} ·" in e for e in edits)
+
+    # Sealing a count that differs needs a reason; with one, the batch is sealed and nothing changes after.
+    page.click("#seal")
+    assert page.evaluate("document.querySelector('input[name=confirm_reason]').validity.valueMissing")
+    page.fill("input[name=confirm_reason]", "目录页数有误，实为 4 页")
+    page.click("#seal")
+    page.wait_for_selector("#batch-state >> text=已封装")
+    assert page.locator("#pages button").count() == 0 and page.locator("#seal").count() == 0
+    assert "与目录不符，已确认：目录页数有误，实为 4 页" in page.text_content("#batch-count")
+    screenshot(page, "kiosk-reviewed")
+    with sqlite3.connect(home / "station.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM page_edits").fetchone() == (3,)
+        manifest = json.loads(db.execute("SELECT manifest FROM bundles").fetchone()[0])
+    assert manifest["count_check"]["confirmation"]["reason"] == "目录页数有误，实为 4 页"
+    assert manifest["count_check"]["confirmation"]["operator"] == OPERATOR
+    page.wait_for_selector("#outbox-count >> text=0")
