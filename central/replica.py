@@ -230,12 +230,17 @@ class Listing:
     body: dict
 
     @property
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict | None:
+        """The catalogue snapshot, or None for a batch of blobs ahead of it (a copy far behind)."""
         return self.body["snapshot"]
+
+    def is_snapshot(self, sha256: str) -> bool:
+        return self.snapshot is not None and sha256 == self.snapshot["sha256"]
 
     def sizes(self) -> dict[str, int]:
         out = {b["sha256"]: b["bytes"] for b in [*self.body["blobs"], *self.body.get("profiles", [])]}
-        out[self.snapshot["sha256"]] = self.snapshot["bytes"]
+        if self.snapshot is not None:
+            out[self.snapshot["sha256"]] = self.snapshot["bytes"]
         return out
 
 
@@ -268,7 +273,7 @@ def _listing_problems(body: dict, state: dict) -> list[str]:
     out = []
     if body.get("primary") != state["primary_fingerprint"]:
         out.append(f"it is from archive {body.get('primary')}, but this is the copy of {state['primary_fingerprint']}")
-    items = [body.get("snapshot"), *(body.get("blobs") or [])]
+    items = [*([body["snapshot"]] if body.get("snapshot") is not None else []), *(body.get("blobs") or [])]
     for item in items:
         if not (isinstance(item, dict) and is_sha256_hex(item.get("sha256", "")) and isinstance(item.get("bytes"), int)
                 and item["bytes"] >= 0):
@@ -285,7 +290,7 @@ def _listing_problems(body: dict, state: dict) -> list[str]:
 
 
 def _forget(archive: Archive, listing_file: Path) -> None:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, TypeError):
         body = json.loads(listing_file.read_bytes())
         sha = body["snapshot"]["sha256"]
         _partial_snapshot(archive.config, sha).unlink(missing_ok=True)
@@ -301,7 +306,7 @@ def _listing(archive: Archive, transfer_id: str) -> Listing:
 
 
 def _held(archive: Archive, listing: Listing, sha256: str) -> bool:
-    if sha256 == listing.snapshot["sha256"]:
+    if listing.is_snapshot(sha256):
         return _incoming(archive.config, sha256).exists()
     return archive.blobs.has(sha256)
 
@@ -320,7 +325,7 @@ def write(archive: Archive, chunks) -> ingest.Written:
             sha256 = msg.sha256
             if sha256 not in sizes:
                 raise BlobRejected(f"blob {sha256[:12]!r} is not listed in transfer {listing.id[:12]}")
-            if sha256 == listing.snapshot["sha256"]:
+            if listing.is_snapshot(sha256):
                 size, msg = _write_snapshot(archive, sha256, sizes[sha256], msg, chunks)
             else:
                 size, msg = ingest._write_blob(archive, SOURCE_ID, sha256, sizes[sha256], msg, chunks, finisher)
@@ -379,7 +384,7 @@ def _partial_snapshot(cfg: CentralConfig, sha256: str) -> Path:
 
 
 def _committed_size(archive: Archive, listing: "Listing", sha256: str) -> int:
-    if sha256 == listing.snapshot["sha256"]:
+    if listing.is_snapshot(sha256):
         part = _partial_snapshot(archive.config, sha256)
         return part.stat().st_size if part.exists() else 0
     return archive.blobs.committed_size(SOURCE_ID, sha256)
@@ -400,6 +405,8 @@ def commit(archive: Archive, transfer_id: str) -> tuple[bytes, bytes]:
         if missing:
             raise BlobsMissing(f"transfer {transfer_id[:12]}: {len(missing)} blob(s) not uploaded yet "
                                f"(first {missing[0][:12]}); offer it again and upload them")
+        if listing.snapshot is None:
+            return _blobs_received(archive, state, listing)
         snapshot = _incoming(cfg, listing.snapshot["sha256"])
         view = Archive(cfg, _PublicKeyOnly(bytes.fromhex(state["primary_key"])), Catalogue(snapshot),
                        archive.blobs, archive.tls)
@@ -415,11 +422,24 @@ def commit(archive: Archive, transfer_id: str) -> tuple[bytes, bytes]:
                      blobs_seq=listing.body["blobs_seq"], applied_at=utcnow())
         _save_state(cfg, state)
         (_transfers(cfg) / f"{transfer_id}.json").unlink(missing_ok=True)
-        ack = {"format": ACK_FORMAT, "copy": keys.fingerprint(archive.public_key), "transfer": transfer_id,
-               **{k: state[k] for k in ("bundles", "blobs", "blobs_seq", "applied_at")},
-               "tree_size": checked["tree_size"], "root_hash": checked["root_hash"]}
-        data = canonical_bytes(ack)
-        return data, keys.sign(archive.key, ACK_CONTEXT, data)
+        return _ack(archive, transfer_id, state, checked["tree_size"], checked["root_hash"])
+
+
+def _blobs_received(archive: Archive, state: dict, listing: Listing) -> tuple[bytes, bytes]:
+    """A batch of blobs ahead of the snapshot is held: the copy's position among the primary's blobs moves on."""
+    state["blobs_seq"] = max(state["blobs_seq"], listing.body["blobs_seq"])
+    _save_state(archive.config, state)
+    (_transfers(archive.config) / f"{listing.id}.json").unlink(missing_ok=True)
+    cp = held_checkpoint(state)
+    return _ack(archive, listing.id, state, cp.tree_size if cp else 0, cp.body["root_hash"] if cp else "")
+
+
+def _ack(archive: Archive, transfer_id: str, state: dict, tree_size: int, root_hash: str) -> tuple[bytes, bytes]:
+    ack = {"format": ACK_FORMAT, "copy": keys.fingerprint(archive.public_key), "transfer": transfer_id,
+           **{k: state[k] for k in ("bundles", "blobs", "blobs_seq", "applied_at")},
+           "tree_size": tree_size, "root_hash": root_hash}
+    data = canonical_bytes(ack)
+    return data, keys.sign(archive.key, ACK_CONTEXT, data)
 
 
 def check_snapshot(archive: Archive, view: Archive, state: dict, listing: dict) -> dict:

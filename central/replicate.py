@@ -234,30 +234,41 @@ def _push_once(archive: Archive, state: dict, report: PushReport) -> None:
             report.up_to_date = True
             report.ack = report.ack or (state.get("acked") or {})
             return
-        snapshot, listing, blobs = _prepare(archive, there.blobs_seq, head)
-        offer = stub.Offer(sync_pb2.OfferRequest(station_id=SOURCE_ID, manifest=listing,
-                                                 signature=keys.sign(archive.key, TRANSFER_CONTEXT, listing)),
-                           timeout=TIMEOUT_S)
-        if len(offer.committed_sizes) != len(offer.missing_sha256):
-            raise ReplicaError("the copy answered the offer without resume points; it runs another version")
-        paths = {sha: None for sha in blobs}
-        paths[_sha_of(snapshot)] = snapshot
-        sizes = {**blobs, _sha_of(snapshot): snapshot.stat().st_size}
-        for path in _profile_files(archive):
-            paths[_sha_of(path)], sizes[_sha_of(path)] = path, path.stat().st_size
-        todo = [(sha, offset) for sha, offset in zip(offer.missing_sha256, offer.committed_sizes)]
-        unknown = [sha for sha, _ in todo if sha not in sizes]
-        if unknown:
-            raise ReplicaError(f"the copy asked for blob {unknown[0][:12]}, which this transfer does not list")
-        for group in _streams(todo, sizes):
-            reply = write(_requests(archive, offer.bundle_id, group, sizes, paths, report),
-                               timeout=TIMEOUT_S + sum(sizes[s] - o for s, o in group) / 250_000)
-            done = set(reply.completed_sha256)
-            report.blobs_sent += sum(1 for sha, _ in group if sha in done)
-        answer = stub.Commit(sync_pb2.CommitRequest(station_id=SOURCE_ID, bundle_id=offer.bundle_id),
-                             timeout=TIMEOUT_S + 600)
-        report.ack = _checked_ack(state, answer.receipt, offer.bundle_id)
-        snapshot.unlink(missing_ok=True)
+        copy_seq = there.blobs_seq
+        while True:  # a copy far behind first takes its missing blobs in batches, then the snapshot
+            snapshot, listing, blobs = _prepare(archive, copy_seq, head)
+            report.ack = _transfer(archive, stub, write, state, snapshot, listing, blobs, report)
+            if snapshot is not None:
+                snapshot.unlink(missing_ok=True)
+                return
+            copy_seq = report.ack["blobs_seq"]
+
+
+def _transfer(archive: Archive, stub, write, state: dict, snapshot: Path | None, listing: bytes,
+              blobs: dict[str, int], report: PushReport) -> dict:
+    """Offer one signed listing, upload what the copy lacks from its committed offsets, commit; the copy's
+    checked acknowledgement."""
+    offer = stub.Offer(sync_pb2.OfferRequest(station_id=SOURCE_ID, manifest=listing,
+                                             signature=keys.sign(archive.key, TRANSFER_CONTEXT, listing)),
+                       timeout=TIMEOUT_S)
+    if len(offer.committed_sizes) != len(offer.missing_sha256):
+        raise ReplicaError("the copy answered the offer without resume points; it runs another version")
+    paths: dict[str, Path | None] = {sha: None for sha in blobs}
+    sizes = dict(blobs)
+    for path in ([snapshot, *_profile_files(archive)] if snapshot is not None else []):
+        paths[_sha_of(path)], sizes[_sha_of(path)] = path, path.stat().st_size
+    todo = [(sha, offset) for sha, offset in zip(offer.missing_sha256, offer.committed_sizes)]
+    unknown = [sha for sha, _ in todo if sha not in sizes]
+    if unknown:
+        raise ReplicaError(f"the copy asked for blob {unknown[0][:12]}, which this transfer does not list")
+    for group in _streams(todo, sizes):
+        reply = write(_requests(archive, offer.bundle_id, group, sizes, paths, report),
+                      timeout=TIMEOUT_S + sum(sizes[s] - o for s, o in group) / 250_000)
+        done = set(reply.completed_sha256)
+        report.blobs_sent += sum(1 for sha, _ in group if sha in done)
+    answer = stub.Commit(sync_pb2.CommitRequest(station_id=SOURCE_ID, bundle_id=offer.bundle_id),
+                         timeout=TIMEOUT_S + 600)
+    return _checked_ack(state, answer.receipt, offer.bundle_id)
 
 
 def _checked_ack(state: dict, signed, transfer_id: str) -> dict:
@@ -286,9 +297,19 @@ def _sha_of(path: Path) -> str:
     return digest
 
 
-def _prepare(archive: Archive, copy_seq: int, head) -> tuple[Path, bytes, dict[str, int]]:
-    """A consistent snapshot of the catalogue (SQLite's backup API), the signed listing naming it, and
-    the blobs the snapshot records after the copy's ``copy_seq``."""
+MAX_LISTED = 50_000   # blobs one listing names (its JSON stays well inside the 8 MB an offer may carry)
+
+
+def _prepare(archive: Archive, copy_seq: int, head) -> tuple[Path | None, bytes, dict[str, int]]:
+    """The signed listing of the next transfer and what it names: when more than MAX_LISTED blobs are newer
+    than the copy's ``copy_seq``, a batch of them alone (no snapshot); else a consistent snapshot of the
+    catalogue (SQLite's backup API), the blobs it records after ``copy_seq`` and this archive's profiles."""
+    ahead = archive.catalogue.query("SELECT rowid, sha256, bytes FROM blobs WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                    [copy_seq, MAX_LISTED + 1])
+    if len(ahead) > MAX_LISTED:
+        batch = ahead[:MAX_LISTED]
+        return None, _listing(archive, None, None, batch[-1]["rowid"],
+                              {r["sha256"]: r["bytes"] for r in batch}), {r["sha256"]: r["bytes"] for r in batch}
     folder = archive.config.home / "replication"
     folder.mkdir(mode=0o700, exist_ok=True)
     snapshot = folder / "snapshot.db"
@@ -309,13 +330,18 @@ def _prepare(archive: Archive, copy_seq: int, head) -> tuple[Path, bytes, dict[s
     tmp.replace(snapshot)
     checkpoint = {"body": json.loads(newest[0]), "signature": bytes(newest[1]).hex()} if newest else None
     blobs = {sha: size for _, sha, size in rows}
-    listing = canonical_bytes({
+    return snapshot, _listing(archive, snapshot, checkpoint, seq, blobs), blobs
+
+
+def _listing(archive: Archive, snapshot: Path | None, checkpoint: dict | None, seq: int,
+             blobs: dict[str, int]) -> bytes:
+    files = _profile_files(archive) if snapshot is not None else []
+    return canonical_bytes({
         "format": TRANSFER_FORMAT, "primary": keys.fingerprint(archive.public_key), "made_at": utcnow(),
         "checkpoint": checkpoint, "blobs_seq": seq,
-        "snapshot": {"sha256": _sha_of(snapshot), "bytes": snapshot.stat().st_size},
+        "snapshot": {"sha256": _sha_of(snapshot), "bytes": snapshot.stat().st_size} if snapshot else None,
         "blobs": [{"sha256": sha, "bytes": size} for sha, size in blobs.items()],
-        "profiles": [{"name": p.name, "sha256": _sha_of(p), "bytes": p.stat().st_size} for p in _profile_files(archive)]})
-    return snapshot, listing, blobs
+        "profiles": [{"name": p.name, "sha256": _sha_of(p), "bytes": p.stat().st_size} for p in files]})
 
 
 def _profile_files(archive: Archive) -> list[Path]:

@@ -270,3 +270,18 @@ def test_setting_up_a_copy_is_logged_and_promotion_needs_the_primarys_own_identi
         replica.promote(copy.config, tmp_path / "other")
     assert keys.fingerprint(primary.public_key) in str(caught.value)
     assert replica.is_replica(copy.config)   # nothing changed
+
+
+def test_a_copy_far_behind_takes_the_blobs_in_batches_then_the_snapshot(pair, monkeypatch):
+    primary, address, copy, _, st = pair
+    _scan_and_sync(st, address, "1-1", "4-1-2", "9-2-1")
+    monkeypatch.setattr(replicate, "MAX_LISTED", 2)   # 6 page blobs: two listings of blobs alone, then the rest
+    offers = []
+    real = replica.offer
+    monkeypatch.setattr(replica, "offer", lambda archive, data, sig: offers.append(json.loads(data)) or real(
+        archive, data, sig))
+    report = replicate.push(primary, sleep=lambda s: None)
+    assert [o["snapshot"] is None for o in offers] == [True, True, False]
+    assert [len(o["blobs"]) for o in offers] == [2, 2, 2]
+    assert report.blobs_sent == 6 + 2   # the pages, then the snapshot and the profile
+    assert _pages(copy) == _pages(primary) and replica.verify_copy(copy.config).ok
