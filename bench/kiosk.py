@@ -10,15 +10,20 @@ Runs alternate (the order flipping each round) between:
 - kiosk: a signed-in client holds the kiosk's event stream (/events) open, as the kiosk page does, and
   fetches each page's thumbnail the moment its event arrives, on a keep-alive connection as a browser would.
 
-Printed: each run's seconds and pages per minute, the medians, and kiosk ÷ none (the goal: ≥ 0.95, the
-kiosk costing at most 5 %). The client runs in this process, so it shares the machine's cores with the
-station, as a browser on the station's own touchscreen would (a browser's own rendering is not counted).
+Printed: each run's seconds, pages per minute and the station process's CPU seconds per page (user +
+system, from /proc: the kiosk serves from that process), then the medians and kiosk ÷ none — of pages
+per minute (the goal: ≥ 0.95, the kiosk costing at most 5 %), of each round's pair of runs, and of CPU
+per page. On a machine shared with other work the wall-clock figures move with its load; CPU seconds
+per page move far less, and on a station that is busy scanning pages per minute follow them. The client
+runs in this process, on the same cores, as a browser on the station's own touchscreen would (a
+browser's own rendering is not counted).
 
 Usage: .venv/bin/python -m bench.kiosk [--pages 24] [--rounds 5] [--dpi 300]
 """
 
 import argparse
 import http.client
+import os
 import html
 import re
 import socket
@@ -120,6 +125,12 @@ def prepare(root: Path, pages: int, dpi: int) -> Path:
     return station_home
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scan_once(station_home: Path, n: int) -> float:
     """Scan the folder as material 1-N of dossier K-1 through the daemon's control socket (the request
     'quire-station scan' makes, without a process to start); the seconds until it is sealed."""
@@ -152,29 +163,38 @@ def main() -> int:
             browser = Browser(found.group(1))
             scan_once(station_home, 99)      # warm up: the first run pays for imports and the page cache
             figures: dict[str, list[float]] = {"none": [], "kiosk": []}
+            cpu: dict[str, list[float]] = {"none": [], "kiosk": []}
             n = 0
-            print(f"{'round':>5} {'who':<6} {'seconds':>8} {'pages/min':>10} {'thumbnails':>10}")
+            print(f"{'round':>5} {'who':<6} {'seconds':>8} {'pages/min':>10} {'CPU s/page':>10} {'thumbnails':>10}")
             for r in range(1, args.rounds + 1):
                 for who in (("none", "kiosk") if r % 2 else ("kiosk", "none")):
                     n += 1
                     before = browser.thumbnails
                     if who == "kiosk":
                         browser.open()
+                    used = cpu_s(daemon.pid)
                     seconds = scan_once(station_home, n)
                     if who == "kiosk":
                         time.sleep(0.5)      # the last thumbnails, fetched after the batch sealed
                         browser.close()
+                    per_page = (cpu_s(daemon.pid) - used) / args.pages
                     ppm = args.pages / seconds * 60
                     figures[who].append(ppm)
+                    cpu[who].append(per_page)
                     shown = browser.thumbnails - before if who == "kiosk" else "-"
-                    print(f"{r:>5} {who:<6} {seconds:>8.2f} {ppm:>10.1f} {shown:>10}", flush=True)
+                    print(f"{r:>5} {who:<6} {seconds:>8.2f} {ppm:>10.1f} {per_page:>10.3f} {shown:>10}", flush=True)
         finally:
             daemon.terminate()
             daemon.wait(60)
             log.close()
     none, kiosk = statistics.median(figures["none"]), statistics.median(figures["kiosk"])
+    paired = statistics.median(k / n for k, n in zip(figures["kiosk"], figures["none"]))
+    cpu_none, cpu_kiosk = statistics.median(cpu["none"]), statistics.median(cpu["kiosk"])
     print(f"\nmedian pages/min: none {none:.1f}, kiosk streaming thumbnails {kiosk:.1f}; "
           f"kiosk ÷ none = {kiosk / none:.3f} (cost {100 * (1 - kiosk / none):+.1f} %; goal ≤ 5 %)")
+    print(f"median of each round's kiosk ÷ none: {paired:.3f} (cost {100 * (1 - paired):+.1f} %)")
+    print(f"median station CPU per page: none {cpu_none:.3f} s, kiosk {cpu_kiosk:.3f} s; kiosk ÷ none = "
+          f"{cpu_kiosk / cpu_none:.3f} (the kiosk's cost {100 * (cpu_kiosk / cpu_none - 1):+.1f} %)")
     return 0
 
 

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ScannerError, StationError
+from .. import directory
 from ..operators import Operators
 from . import view
 from .events import Hub
@@ -244,6 +245,9 @@ async def queue_add(request: Request, k: Kiosk, session, form) -> Response:
     if not material["title"]:
         return _answer(request, k, "请填写材料名称。", False, 400)
     try:
+        if get("pages"):    # the paper directory's 页数, typed in: sealing checks the count against it
+            await k.read(directory.put_entry, k.reader.station, dossier["archive_no"], material["item"],
+                         material["title"], get("pages"), material.get("date_formed"))
         reply = await asyncio.to_thread(k.daemon.handle, {"op": "queue_add", "dossier": dossier, "material": material,
                                  "operator": session.operator})
     except StationError as exc:

@@ -96,8 +96,6 @@ def test_before_sealing_an_operator_rescans_removes_inserts_and_confirms_the_cou
     archive, address = central
     home = station_home(tmp_path, address, archive, source="synthetic:seed=8,sheets=2", dpi=150, sync_interval_s=1.0)
     assert add_operator(home, OPERATOR, PIN).returncode == 0
-    # The dossier's directory says 9 pages; the feeder holds two duplex sheets.
-    run_cli("quire-station", "--home", home, "directory", "add", "D-8", "1-1", "--title", "干部履历表", "--pages", "9")
     kiosk = kiosks(home)
     page = tab
     page.set_default_timeout(WAIT_MS)
@@ -108,7 +106,11 @@ def test_before_sealing_an_operator_rescans_removes_inserts_and_confirms_the_cou
     page.fill("input[name=dossier]", "D-8")
     page.fill("input[name=item]", "1-1")
     page.fill("input[name=title]", "干部履历表")
+    page.fill("input[name=pages]", "9")     # typed from the paper directory; the feeder holds two duplex sheets
     page.click("#queue-add")
+    page.wait_for_selector("#notice >> text=已登记 D-8 1-1")
+    directory = run_cli("quire-station", "--home", home, "directory", "show", "D-8").stdout
+    assert "干部履历表" in directory and "9" in directory, directory
     page.click("#scan")
 
     # Four pages where the directory lists nine: not sealed, kept for review, every page with its actions.

@@ -73,6 +73,9 @@ def test_no_session_no_forged_form_no_guessed_pin(tmp_path, kiosks):
     # A bad item number is refused, saying what is wrong.
     status, _, body = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "x", "title": "表"})
     assert status == 400 and "未能登记" in body
+    status, _, body = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "1-2", "title": "表",
+                                                  "pages": "十"})
+    assert status == 400 and "未能登记" in body and "页数" in body
 
     # Wrong PINs: told how many tries are left, then locked — and then even the right PIN waits.
     guesser = Client(kiosk.url)
