@@ -270,6 +270,8 @@ class Store:
         """Store one processed page durably: file fsynced and renamed, then its row committed."""
         files = self._files(page.media_type)
         try:
+            if getattr(page, "master", None):   # the untouched capture, kept where the profile asks
+                self.tiff.put(page.master)
             sha = files.put(page.data)
             with atomic(self.db):
                 self.db.execute(
@@ -343,6 +345,8 @@ class Store:
 
     def _put(self, page) -> str:
         try:
+            if getattr(page, "master", None):   # the untouched capture, kept where the profile asks
+                self.tiff.put(page.master)
             return self._files(page.media_type).put(page.data)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:

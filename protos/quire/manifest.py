@@ -97,6 +97,16 @@ class ColourEvidence(Settings):
     policy: Literal["auto", "colour"]
 
 
+class Master(Settings):
+    """The untouched capture a page was processed from, kept as the preservation master (lossless)."""
+
+    sha256: Sha256Hex
+    bytes: Annotated[int, Field(ge=1)]
+    media_type: Literal["image/tiff"]
+    width_px: Annotated[int, Field(ge=1)]
+    height_px: Annotated[int, Field(ge=1)]
+
+
 class PageRecord(Settings):
     """The processing record of one page (/2): what the archive decides on is required and typed."""
 
@@ -118,6 +128,7 @@ class PageRecord(Settings):
     bytes: Annotated[int, Field(ge=1)] | None = None
     seconds: Annotated[float, Field(ge=0)] | None = None
     extent_mm: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None = None
+    master: Master | None = None             # the capture kept beside the page, where the profile asks
 
 
 class PageV1(Settings):
@@ -219,10 +230,13 @@ def read(data: bytes) -> dict:
 
 
 def blobs(m: dict) -> list[dict]:
-    """Every file a bundle carries, each with its sha256, bytes and media_type: the pages, then the cover
-    sheet's image when the material was split from a feed at one."""
+    """Every file a bundle carries, each with its sha256, bytes and media_type: the pages, then each page's
+    preservation master where one was kept (with its page's n), then the cover sheet's image when the
+    material was split from a feed at one."""
     sheet = (m.get("material") or {}).get("cover_sheet")
-    return list(m["pages"]) + ([dict(sheet, n=0)] if sheet else [])
+    masters = [dict(page["record"]["master"], n=page["n"]) for page in m["pages"]
+               if isinstance(page.get("record"), dict) and page["record"].get("master")]
+    return list(m["pages"]) + masters + ([dict(sheet, n=0)] if sheet else [])
 
 
 def verify(data: bytes, signature: bytes, public_key: bytes) -> None:

@@ -24,6 +24,9 @@ class PipelineConfig(Settings):
     # Below this confidence (0–1) a page is left the way it was fed, and flagged for an inspector.
     min_orientation_confidence: float = Field(0.6, ge=0, le=1)
     # pages processed at once; 0: one per CPU core, less one on 3 or more (station.scan.default_workers)
+    # Keep the untouched capture in the bundle beside the processed page, as a lossless TIFF: the
+    # preservation master (FADGI's master and derivative), so a later, better pipeline can redo the page.
+    keep_master: bool = False
     workers: int = Field(0, ge=0, le=256)
     # captured pages not yet stored before the scanner is held; 0: workers + 2
     spool_pages: int = Field(0, ge=0, le=256)

@@ -40,6 +40,14 @@ def encode(image: np.ndarray, colour: str, dpi: int, jpeg_quality: int, threshol
     return Encoded(out.getvalue(), "image/jpeg", ".jpg", "jpeg")
 
 
+def master(image: np.ndarray, dpi: int) -> Encoded:
+    """The captured pixels (grey or RGB), untouched, as a lossless TIFF (Deflate) with ``dpi`` in its header."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(out, format="TIFF", compression="tiff_adobe_deflate",
+                                                       dpi=(dpi, dpi))
+    return Encoded(out.getvalue(), "image/tiff", ".tif", "tiff-deflate")
+
+
 def _image_of(pixels: np.ndarray) -> Image.Image:
     """A Pillow image over the array's own memory (grey or RGBX; RGB is copied to Pillow's four bytes a pixel)."""
     mode = "L" if pixels.ndim == 2 else "RGB" if pixels.shape[2] == 3 else "RGBX"

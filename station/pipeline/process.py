@@ -1,5 +1,6 @@
 """One captured page through the whole pipeline: deskew, orientation, crop, blank flag, colour guard, encode."""
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class ProcessedPage:
     dpi: int
     colour: str
     record: dict
+    master: bytes | None = None     # the untouched capture (lossless TIFF) when the profile keeps masters
 
 
 def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineConfig(),
@@ -99,8 +101,13 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
         "bytes": len(encoded.data),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    kept = encode.master(image, dpi) if config.keep_master else None
+    if kept:
+        # Signed in the manifest with the page it was processed into; synced and verified as pages are.
+        record["master"] = {"sha256": hashlib.sha256(kept.data).hexdigest(), "bytes": len(kept.data),
+                            "media_type": kept.media_type, "width_px": image.shape[1], "height_px": image.shape[0]}
     return ProcessedPage(encoded.data, encoded.media_type, encoded.suffix, page.shape[1], page.shape[0],
-                         dpi, mode, record)
+                         dpi, mode, record, kept.data if kept else None)
 
 
 def estimate_page_skew(image: np.ndarray, dpi: int, max_skew_deg: float = PipelineConfig().max_skew_deg) -> float:
