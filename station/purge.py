@@ -1,5 +1,6 @@
 """Freeing disk: page files of committed bundles go once their retention has passed."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 from quire.db import atomic, rows
@@ -32,4 +33,21 @@ def purge(station: Station, retention_days: float | None = None, now: datetime |
             if not in_use and path.exists():
                 path.unlink()
                 files += 1
+            files += _purge_master(station, json.loads(page["record_json"]).get("master"))
     return len(due), files
+
+
+def _purge_master(station: Station, master: dict | None) -> int:
+    """Delete a page's preservation master unless a page of a bundle not yet purged keeps it too."""
+    if not master:
+        return 0
+    in_use = rows(station.store.db,
+                  "SELECT 1 FROM pages p JOIN batches t ON t.id = p.batch_id"
+                  " LEFT JOIN bundles b ON b.batch_id = t.id"
+                  " WHERE instr(p.record_json, ?) AND (b.state IS NULL OR b.state != 'purged') LIMIT 1",
+                  [master["sha256"]])
+    path = station.store.page_path(master["sha256"], master["media_type"])
+    if in_use or not path.exists():
+        return 0
+    path.unlink()
+    return 1

@@ -11,6 +11,7 @@ from central.verify import verify
 from quire import manifest as manifest_format
 from station.capture.synthetic import render_page
 from station.pipeline import PipelineConfig, process_page
+from station.purge import purge
 from station.scan import scan
 from station.sync import sync
 from tests.conftest import make_station, register
@@ -36,9 +37,15 @@ def test_masters_are_synced_stored_and_verified_beside_their_pages(tmp_path, cen
         result = scan(station, {"archive_no": "D-0009", "name": "李四"}, {"item": "1-1", "title": "履历"},
                       "synthetic:seed=3,sheets=1")
         report = sync(station)
+        kept = [json.loads(p["record_json"])["master"] for p in station.store.pages(result.batch_id)]
+        on_station = [station.store.page_path(m["sha256"], m["media_type"]).exists() for m in kept]
+        purged = purge(station, retention_days=0)
+        left = [station.store.page_path(m["sha256"], m["media_type"]).exists() for m in kept]
     finally:
         station.close()
     assert report.committed == [result.bundle_id]
+    # The station held the masters until the archive's receipt, and frees their disk with the pages'.
+    assert on_station == [True, True] and purged == (1, 4) and left == [False, False]
     manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?",
                                                 [result.bundle_id])["manifest"])
     masters = [p["record"]["master"] for p in manifest["pages"]]
