@@ -189,6 +189,9 @@ def push(archive: Archive, retry_span_s: float = 300.0, sleep=time.sleep, addres
             _push_once(archive, state, report)
             _note(cfg, last_contact=utcnow(), last_error="", acked=report.ack or None)
             return report
+        except CentralError as exc:   # this side found the copy's answer wrong (another primary's copy, a bad ack)
+            _note(cfg, last_contact=utcnow(), last_error=str(exc))
+            raise
         except grpc.RpcError as exc:
             scope = refusal.scope_of(exc)
             if exc.code() not in _TRANSIENT or scope in ("caller", "bundle"):
