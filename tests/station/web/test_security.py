@@ -2,8 +2,11 @@
 technician's operator commands."""
 
 import json
+import signal
+import socket
 import sqlite3
 import subprocess
+import time
 
 from station.operators import FREE_FAILURES
 from tests.conftest import run_cli
@@ -93,3 +96,28 @@ def test_no_session_no_forged_form_no_guessed_pin(tmp_path, kiosks):
     run_cli("quire-station", "--home", home, "operator", "disable", OPERATOR)
     assert guesser.request("/")[0] == 303 and operator.request("/")[0] == 303
     assert "kiosk: 张三 signed in" in kiosk.output() and PIN not in kiosk.output()
+
+
+def test_a_kiosk_port_already_taken_is_logged_and_the_station_scans_on(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    home = station_home(tmp_path, None, source="synthetic:sheets=1", dpi=50, kiosk_port=port)
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        daemon = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "daemon"], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "ready:" not in log.read_text():
+                assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            assert (f"kiosk not served: it cannot listen on 127.0.0.1:{port} (Address already in use); set kiosk_port "
+                    "in station.toml to a free port (or kiosk = false)") in log.read_text()
+            scanned = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-1", "--material", "1-1",
+                              "--title", "履历表")
+            assert "sealed as bundle" in scanned.stderr
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=60) == 0
+            taken.close()
