@@ -154,7 +154,12 @@ class DiskBlobStore(BlobStore):
             except OSError as exc:
                 refused[upload.sha256] = exc
                 continue
-            size = upload.path.stat().st_size
+            try:
+                size = upload.path.stat().st_size
+            except FileNotFoundError:
+                if self.has(upload.sha256):
+                    continue  # another stream of this upload (a station resuming after a cut) stored it first
+                raise
             if upload.digest != upload.sha256 or size != upload.limit:
                 upload.path.unlink(missing_ok=True)
                 refused[upload.sha256] = self.damaged(upload.sha256, size, upload.digest, upload.limit)

@@ -38,7 +38,8 @@ class CentralSettings(Settings):
     # "all", or addresses, e.g. ["127.0.0.1"] for tests and the demo
     zeroconf_interfaces: Literal["all"] | list[str] = "all"
     # Where page files live: "" the home's blobs/ folder; "s3://BUCKET/PREFIX" an S3-compatible bucket, its
-    # endpoint and keys from blobs_credentials (a TOML file of mode 0600) or else the AWS_* environment.
+    # endpoint and keys from blobs_credentials (a TOML file of mode 0600, relative to the home or absolute) or
+    # else the AWS_* environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
     blobs: BlobsUrl = ""
     blobs_credentials: str | None = None
     # Backups and fixity (quire-central backup / scrub): the restic repository and its password file (0600),

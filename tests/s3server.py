@@ -162,10 +162,10 @@ def tamper(archive, sha256: str, data: bytes | None) -> None:
 
 
 def partial_uploads(archive) -> list[str]:
-    """What the archive's store holds of unfinished uploads (files, or staged part objects)."""
+    """What the archive's (or a bare) store holds of unfinished uploads (files, or staged part objects)."""
     from central.blobstore_s3 import S3BlobStore
 
-    store = archive.blobs
+    store = getattr(archive, "blobs", archive)
     if isinstance(store, S3BlobStore):
         listed = store.client.list_objects_v2(Bucket=store.bucket, Prefix=store.prefix + "uploads/")
         return [o["Key"] for o in listed.get("Contents", [])]

@@ -3,11 +3,14 @@
 import errno
 import hashlib
 import os
+import uuid
 
 import pytest
 
 from central.blobs import BLOCK, AlignedBuffers, DiskBlobStore, Upload
+from central.blobstore_s3 import S3BlobStore
 from central.errors import BlobRejected, UploadDamaged, WrongOffset
+from tests.s3server import partial_uploads
 
 DATA = os.urandom(5 * BLOCK + 1234)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -58,8 +61,19 @@ def test_gaps_and_overruns_are_refused_and_write_nothing(tmp_path, buffers):
     assert path.read_bytes() == DATA[:100]
 
 
-def test_finishing_a_group_stores_the_good_and_discards_the_damaged(tmp_path):
-    store = DiskBlobStore(tmp_path / "blobs", tmp_path / "uploads")
+@pytest.fixture(params=["disk", "s3"])
+def store(request, tmp_path):
+    """A blob store of each kind: a directory, or a fresh prefix in the session's SeaweedFS bucket."""
+    if request.param == "disk":
+        yield DiskBlobStore(tmp_path / "blobs", tmp_path / "uploads")
+        return
+    s3 = request.getfixturevalue("s3_server")
+    store = S3BlobStore(f"s3://{s3.bucket}/{uuid.uuid4().hex}", s3.credentials_file(tmp_path / "s3.toml"))
+    yield store
+    store.close()
+
+
+def test_finishing_a_group_stores_the_good_and_discards_the_damaged(store):
     other = os.urandom(3000)
     good = store.open_upload("st-1", SHA, len(DATA))
     good.append(0, DATA)
@@ -70,7 +84,22 @@ def test_finishing_a_group_stores_the_good_and_discards_the_damaged(tmp_path):
     assert "send it again from offset 0" in str(refused[damaged.sha256])
     with store.open(SHA) as fh:
         assert store.has(SHA) and fh.read() == DATA
-    assert not store.has(damaged.sha256) and not list(store.uploads.iterdir())
+    assert not store.has(damaged.sha256) and not partial_uploads(store)
+
+
+def test_two_streams_finishing_one_upload_store_it_once_and_neither_is_refused(store):
+    """A station's stream is cut after its last chunk reached the archive; the station resumes on a new
+    stream and finishes the blob while the old stream's finish is still on its way."""
+    cut = store.open_upload("st-1", SHA, len(DATA))
+    cut.append(0, DATA)
+    cut.close()
+    old, resumed = store.open_upload("st-1", SHA, len(DATA)), store.open_upload("st-1", SHA, len(DATA))
+    assert old.size == resumed.size == len(DATA)
+    assert store.finish_many([old]) == {}
+    assert store.finish_many([resumed]) == {}
+    with store.open(SHA) as fh:
+        assert fh.read() == DATA
+    assert not partial_uploads(store)
 
 
 def test_a_full_disk_cuts_the_upload_back_to_its_last_whole_chunk(small_disk, buffers):

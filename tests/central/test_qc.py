@@ -11,6 +11,12 @@ from station.sync import sync
 from tests.conftest import run_cli
 
 
+@pytest.fixture(params=["disk", "s3"])
+def blob_kind(request):
+    """Every test here runs on both kinds of blob store."""
+    return request.param
+
+
 @pytest.mark.parametrize("pages, expected", [(300, 15), (200, 10), (100, 10), (12, 10), (4, 4), (201, 11)])
 def test_the_sample_is_at_least_five_percent_and_at_least_ten_pages(pages, expected):
     assert qc.sample_size(pages, 0.05, 10) == expected

@@ -19,6 +19,12 @@ from station.sync import sync
 from tests.central.test_standards import SEAL_FOUND, page
 from tests.conftest import make_station, register, run_cli
 
+
+@pytest.fixture(params=["disk", "s3"])
+def blob_kind(request):
+    """Every test here runs on both kinds of blob store."""
+    return request.param
+
 STRICT = ('format = "quire.profile/1"\nname = "strict"\nversion = 2\ntitle = "JPEG only, no category 10"\n'
           'extends = "gbt33870"\n[files]\nallowed_media_types = ["image/jpeg"]\n[catalogue]\n'
           'categories = ["1", "2", "3", "4-1", "4-2", "4-3", "4-4", "5", "6", "7", "8", "9-1", "9-2", "9-3", "9-4"]\n')

@@ -14,6 +14,12 @@ from station.scan import scan
 from station.sync import sync
 from tests.conftest import run_cli
 
+
+@pytest.fixture(params=["disk", "s3"])
+def blob_kind(request):
+    """Every test here runs on both kinds of blob store."""
+    return request.param
+
 # GB/T 32905-2016, appendix A, example 1.
 SM3_ABC = "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
 

@@ -2,6 +2,7 @@
 console on 127.0.0.1 port 0 per test, and Debian's chromium driven by Playwright."""
 
 import io
+import os
 import re
 import urllib.error
 import urllib.parse
@@ -19,7 +20,7 @@ from central.server import build_server
 from station.scan import scan
 from station.sync import sync
 from central.web import imaging
-from tests.conftest import make_station, register
+from tests.conftest import make_station, register, use_blob_kind
 
 SCREENS = Path(__file__).parent / ".screens"
 CHROMIUM = "/usr/bin/chromium"
@@ -50,7 +51,7 @@ def password(user_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, request):
     """A real archive (gRPC server on loopback) whose station scanned and synced DOSSIERS, and PEOPLE with
     passwords they chose themselves; yields the archive."""
     root = tmp_path_factory.mktemp("web")
@@ -59,6 +60,7 @@ def site(tmp_path_factory):
     (home / "profiles" / "tests-150dpi.toml").write_text(
         'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
         'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    use_blob_kind(home, os.environ.get("QUIRE_TEST_BLOBS", "disk"), request)   # the suite's second pass: on S3
     archive = open_archive(config.load(home))
     profile.set_default(archive, "tests-150dpi")
     server, port = build_server(archive, "127.0.0.1:0")
