@@ -50,14 +50,15 @@ def scanned(paper: np.ndarray, dpi: int, rng: np.random.Generator, *, angle: flo
             upside_down: bool = False, jpeg_quality: int | None = None, contrast: tuple[int, int] | None = None,
             bleed: np.ndarray | None = None) -> np.ndarray:
     """A sheet of paper as a scanner delivers it: on the dark backing, turned, degraded as asked."""
-    page = paper.astype(np.float32)
+    page = paper
     if bleed is not None:       # the back's ink showing through, mirrored and blurred
-        ink = 255.0 - cv2.resize(bleed, (paper.shape[1], paper.shape[0])).astype(np.float32)
-        page -= 0.18 * cv2.GaussianBlur(cv2.flip(ink, 1), (0, 0), dpi / 100)
+        back = cv2.cvtColor(cv2.resize(bleed, (paper.shape[1], paper.shape[0])), cv2.COLOR_RGB2GRAY)
+        ink = cv2.bitwise_not(back)
+        ink = cv2.GaussianBlur(cv2.flip(ink, 1), (0, 0), dpi / 100)
+        page = cv2.subtract(page, cv2.cvtColor(cv2.convertScaleAbs(ink, alpha=0.18), cv2.COLOR_GRAY2RGB))
     if contrast is not None:    # a faded or pale print: black becomes grey, white becomes cream
         lo, hi = contrast
-        page = lo + page * (hi - lo) / 255.0
-    page = np.clip(page, 0, 255).astype(np.uint8)
+        page = cv2.convertScaleAbs(page, alpha=(hi - lo) / 255.0, beta=lo)
     if upside_down:
         page = cv2.rotate(page, cv2.ROTATE_180)
     h, w = page.shape[:2]
@@ -68,8 +69,8 @@ def scanned(paper: np.ndarray, dpi: int, rng: np.random.Generator, *, angle: flo
     m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
     m[:, 2] += ((bw - w) / 2, (bh - h) / 2)
     image = cv2.warpAffine(page, m, (bw, bh), flags=cv2.INTER_LINEAR, borderValue=(BACKING,) * 3)
-    noise = rng.normal(0, 3, image.shape[:2]).astype(np.int16)[..., None]
-    image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    noise = cv2.cvtColor(rng.integers(0, 9, size=image.shape[:2], dtype=np.uint8), cv2.COLOR_GRAY2RGB)
+    image = cv2.subtract(cv2.add(image, noise), (4, 4, 4, 0))     # sensor noise of ±4 grey levels
     if jpeg_quality is not None:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         n = args.pages if dpi < 600 else max(6, args.pages // 10)
         for i in range(n):
             variant = VARIANTS[i % len(VARIANTS)]
-            back = content_page(1000 + i, dpi, rng, codes=False)
+            back = content_page(1000 + i, dpi, rng, codes=False) if variant == "bleed-through" else None
             image = degrade(papers[i % len(papers)], dpi, variant, rng, back)
             hit = find(image, dpi)
             if hit is not None and hit.sheet == sheets[i % len(sheets)]:

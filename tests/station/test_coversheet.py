@@ -51,7 +51,7 @@ def test_a_sheet_is_found_at_any_resolution_skew_turn_and_degradation(dpi, varia
     rng = np.random.default_rng(dpi * 10 + VARIANTS.index(variant))
     papers = printed(SHEETS, dpi)
     for i, paper in enumerate(papers):
-        back = content_page(500 + i, dpi, rng, codes=False)
+        back = content_page(500 + i, dpi, rng, codes=False) if variant == "bleed-through" else None
         image = degrade(paper, dpi, variant, rng, back)
         found = find(image, dpi)
         assert found is not None, f"sheet {i + 1} not found at {dpi} dpi ({variant})"
