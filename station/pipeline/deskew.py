@@ -10,9 +10,10 @@ _MIN_INK_MM2 = 10        # less ink than this: no content to go by
 # however sharp its profile looks: a short note, a signature, a page number.
 _SURE_INK_MM2 = 200
 _MIN_CONTRAST = 1.03     # the best angle must stand out of the profile scores by this much
-# Half a degree off the best angle, the profile score of a page of text drops by 6 % or more; a
-# short line or a scrawl drops by only 1–2 %, and its best angle can be half a degree wrong.
-_MIN_SHARPNESS = 0.03
+# Half a degree off the best angle, the profile score of a page of text drops by 2 % or more (a
+# clean one by 6 % and more; a yellowed book page with a plate by 2–3 %); a short line or a scrawl
+# drops by only 1 % or so, and its best angle can be half a degree wrong.
+_MIN_SHARPNESS = 0.02
 _MAX_COARSE_CELLS = 2_500   # more cells than these add time, not precision
 _MAX_FINE_CELLS = 15_000
 _CHUNK = 1 << 20            # angle × cell products evaluated at once: bounds the scratch memory
