@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -127,6 +128,33 @@ def _backup(archive: Archive, repo: str, secret: Path, init: bool, after_catalog
             "repository": shown(repo), "snapshot": snap.id, "blobs": snap.blobs, "audit_size": snap.audit_size,
             "files": snap.files, "bytes_added": snap.bytes_added}, by=audit.local_user())
     return snap
+
+
+def check(archive: Archive, repo: str, secret: Path, period_days: int, today: date | None = None) -> str:
+    """Check the repository's structure and re-read tonight's part of its data (1/``period_days`` of it,
+    a different part each night), so the copy to restore from is read whole within the period; log it.
+    Returns the part read ("K/N")."""
+    n = max(1, period_days)
+    part = f"{(today or date.today()).toordinal() % n + 1}/{n}"
+    with _only_backup(archive.config.home):
+        proc = _run(["check", f"--read-data-subset={part}"], repo, secret, archive.config.home)
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    found = [line.strip() for line in said if any(word in line.lower() for word in
+                                                  ("pack", "error", "fail", "damaged", "does not match"))
+             and not line.lower().startswith(("load ", "check ", "read ", "no errors"))]
+    with archive.catalogue.transaction() as db:
+        audit.record(db, archive, "archive.backup_check", shown(repo), {
+            "repository": shown(repo), "part": part, "ok": proc.returncode == 0, "problems": found[:20]},
+            by=audit.local_user())
+    if proc.returncode != 0:
+        refused = _refused(proc, repo)
+        if "wrong password" in proc.stderr or "Is there a repository" in proc.stderr:
+            raise refused
+        detail = "; ".join(found[:3]) or (said[-1] if said else f"restic exit status {proc.returncode}")
+        raise BackupError(f"the backup repository {shown(repo)} failed its check (data part {part}): {detail}. "
+                          "Its snapshots may not restore: take a backup into another repository now, then "
+                          "repair or replace this one (restic -r REPO check --read-data names every damaged pack)")
+    return part
 
 
 @contextmanager

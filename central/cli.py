@@ -150,6 +150,9 @@ def _add_backup_commands(sub) -> None:
     c.add_argument("--password-file", help="the repository's password, one line, mode 0600 (default "
                                            "$RESTIC_PASSWORD_FILE, then backup_password_file in central.toml)")
     c.add_argument("--init", action="store_true", help="create the repository first if it does not exist")
+    c.add_argument("--check", action="store_true",
+                   help="then check the repository and re-read tonight's part of its data (1/scrub_period_days, "
+                        "so the whole copy is read within the period); logged, exit 1 if it is damaged")
     c.set_defaults(func=cmd_backup)
     c = sub.add_parser("restore", help="restore a restic snapshot into a new archive home",
                        description="Restore the latest (or a named) snapshot 'backup' took into a new, empty home; "
@@ -476,7 +479,15 @@ def cmd_backup(cfg, args) -> int:
     finally:
         archive.close()
     print(f"snapshot {snap.id} saved to {backup.shown(repo)}: catalogue with {snap.blobs} blob(s) and "
-          f"{snap.audit_size} audit entries, {snap.files} file(s) read, {snap.bytes_added} new bytes stored")
+          f"{snap.audit_size} audit entries, {snap.files} file(s) read, {snap.bytes_added} new bytes stored",
+          flush=True)
+    if args.check:
+        archive = open_archive(cfg, create=False)
+        try:
+            part = backup.check(archive, repo, secret, cfg.scrub_period_days)
+        finally:
+            archive.close()
+        print(f"repository {backup.shown(repo)} checked, data part {part} re-read: OK")
     return 0
 
 

@@ -127,3 +127,26 @@ def test_a_wrong_or_exposed_password_is_refused_with_what_to_do(synced, secret, 
                        check=False)
     assert proc.returncode == 1 and "there is no backup repository at" in proc.stderr and "--init" in proc.stderr
     assert archive.catalogue.one("SELECT COUNT(*) AS n FROM audit_entries WHERE event = 'archive.backup'")["n"] == 1
+
+
+def test_the_backup_repository_is_checked_and_damage_in_it_is_named(synced, secret, tmp_path):
+    archive, _ = synced
+    repo = tmp_path / "repo"
+    with open(archive.config.home / "central.toml", "a") as toml:
+        toml.write("scrub_period_days = 1\n")   # each check re-reads all of the repository's data
+    out = central_cli(archive.config.home, "backup", "--repo", repo, "--password-file", secret, "--init",
+                      "--check").stdout
+    assert out.splitlines()[-1] == f"repository {repo} checked, data part 1/1 re-read: OK"
+    pack = max((p for p in (repo / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    pack.chmod(0o644)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    proc = central_cli(archive.config.home, "backup", "--repo", repo, "--password-file", secret, "--check",
+                       check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"the backup repository {repo} failed its check (data part 1/1)" in proc.stderr
+    assert "Pack ID does not match" in proc.stderr and "take a backup into another repository now" in proc.stderr
+    checks = [json.loads(r["entry"]) for r in archive.catalogue.query(
+        "SELECT entry FROM audit_entries WHERE event = 'archive.backup_check' ORDER BY idx")]
+    assert [c["ok"] for c in checks] == [True, False] and checks[1]["problems"]
