@@ -34,7 +34,25 @@ def purge(station: Station, retention_days: float | None = None, now: datetime |
                 path.unlink()
                 files += 1
             files += _purge_master(station, json.loads(page["record_json"]).get("master"))
+        files += _purge_cover_sheet(station, bundle["batch_id"])
     return len(due), files
+
+
+def _purge_cover_sheet(station: Station, batch_id: str) -> int:
+    """Delete the image of the cover sheet the batch was split at (its evidence, now in the archive)."""
+    batch = rows(station.store.db, "SELECT material_json FROM batches WHERE id = ?", [batch_id])
+    sheet = json.loads(batch[0]["material_json"]).get("cover_sheet") if batch else None
+    if not sheet:
+        return 0
+    in_use = rows(station.store.db,
+                  "SELECT 1 FROM batches t LEFT JOIN bundles b ON b.batch_id = t.id"
+                  " WHERE instr(t.material_json, ?) AND (b.state IS NULL OR b.state != 'purged') LIMIT 1",
+                  [sheet["sha256"]])
+    path = station.store.page_path(sheet["sha256"], sheet["media_type"])
+    if in_use or not path.exists():
+        return 0
+    path.unlink()
+    return 1
 
 
 def _purge_master(station: Station, master: dict | None) -> int:

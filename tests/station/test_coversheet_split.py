@@ -14,6 +14,7 @@ from PIL import Image
 from bench.coversheets import content_page, printed, scanned
 from station.coversheet import Sheet
 from station.errors import ScannerJammed
+from station.purge import purge
 from station.scan import CoverSheetRefused, scan_dossier
 from station.sync import sync
 from tests.conftest import make_station
@@ -67,6 +68,10 @@ def test_one_feed_of_three_materials_makes_three_bundles_and_syncs_them(tmp_path
     assert [(r["item"], r["page_count"]) for r in rows] == [("1-1", 2), ("4-1-2", 1), ("9-2-3", 2)]
     for manifest in bundles.values():     # the sheet's image reached the archive with its bundle
         assert archive.blobs.has(manifest["material"]["cover_sheet"]["sha256"])
+    kept = [station.store.page_path(m["material"]["cover_sheet"]["sha256"], "image/jpeg") for m in bundles.values()]
+    assert all(path.exists() for path in kept)
+    assert purge(station, retention_days=0)[0] == 3       # committed: the station frees the sheets' images too
+    assert not any(path.exists() for path in kept)
 
 
 def test_a_sheet_for_another_dossier_stops_the_feed_after_sealing_what_came_before(tmp_path):
