@@ -25,7 +25,7 @@ from quire.db import atomic
 
 from . import outbox
 from .capture import RawPage, Source, open_source
-from .errors import FeederEmpty, ScannerError, StationError, UsageError
+from .errors import FeederEmpty, ScannerError, UsageError
 from .home import Station
 from .pipeline import PipelineConfig, ProcessedPage, process_page
 from .pipeline.coversheet import find as find_sheet
@@ -331,11 +331,9 @@ class _Line:
 # -- a whole dossier in one feed, split at cover sheets ------------------------------------------
 
 
-class CoverSheetRefused(StationError):
+class CoverSheetRefused(UsageError):
     """A cover sheet in the feed that the station will not bind: another dossier's, one seen twice,
-    a material already sealed, or a feed that does not start with one."""
-
-    exit_code = 4
+    a material already sealed, or a feed that does not start with one (the stack is not as it should be)."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from station.errors import ScannerJammed
 from station.purge import purge
 from station.scan import CoverSheetRefused, scan_dossier
 from station.sync import sync
-from tests.conftest import make_station
+from tests.conftest import make_station, run_cli
 
 DPI = 200
 DOSSIER = {"archive_no": "D-0007"}
@@ -131,3 +131,17 @@ def test_a_jam_mid_feed_keeps_the_pages_and_feeding_the_rest_resumes_that_materi
                                                                          "9-2-3": "sealed"}
     finally:
         st.close()
+
+
+def test_the_scan_command_splits_a_feed_by_its_cover_sheets_and_says_what_to_take_out(tmp_path):
+    home = tmp_path / "st"
+    make_station(home).close()
+    feed = _stack(tmp_path / "feed", [A, 1, B, 2, A, 3])
+    ran = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-0007", "--by-cover-sheets",
+                  "--source", feed, check=False)
+    assert ran.returncode == CoverSheetRefused.exit_code, ran.stderr
+    assert "material 1-1 干部履历表" in ran.stdout and "material 4-1-2 学历证明" in ran.stdout
+    assert "already read at feed page 1: take the second one out" in ran.stderr
+    mixed = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-0007", "--material", "1-1",
+                    "--by-cover-sheets", "--source", feed, check=False)
+    assert mixed.returncode == 2 and "--by-cover-sheets takes --dossier only" in mixed.stderr
