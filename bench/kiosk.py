@@ -65,7 +65,8 @@ class Browser:
         response.read()
         if response.status != 303:
             raise SystemExit(f"signing in to the kiosk failed: HTTP {response.status}")
-        self.cookie = next(c.split(";")[0] for c in response.headers.get_all("set-cookie") if c.startswith("quire_kiosk="))
+        self.cookie = next(c.split(";")[0] for c in response.headers.get_all("set-cookie")
+                           if c.startswith("quire_kiosk="))
         conn.close()
         self.thumbnails = 0
         self.stream: http.client.HTTPConnection | None = None

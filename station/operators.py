@@ -132,7 +132,8 @@ class Operators:
         if failures >= FREE_FAILURES:
             until = _stamp(now + timedelta(seconds=min(MAX_LOCK_S, FIRST_LOCK_S * 2 ** (failures - FREE_FAILURES))))
         with atomic(self.db):
-            self.db.execute("INSERT OR REPLACE INTO pin_failures VALUES (?, ?, ?, ?)", [name, failures, utcnow(), until])
+            self.db.execute("INSERT OR REPLACE INTO pin_failures VALUES (?, ?, ?, ?)",
+                            [name, failures, utcnow(), until])
         if until:
             return SignIn(message=_locked_message(until), locked=True)
         left = FREE_FAILURES - failures

@@ -144,7 +144,8 @@ def count_view(reader: Reader, batch: dict | None, shown: dict | None) -> dict |
     if batch is not None:
         blank = sum(1 for p in reader.station.store.pages(batch["id"]) if json.loads(p["record_json"]).get("blank"))
     found = shown["pages"]
-    confirmed = json.loads(batch["count_confirmation"]) if batch is not None and batch.get("count_confirmation") else None
+    kept = batch.get("count_confirmation") if batch is not None else None
+    confirmed = json.loads(kept) if kept else None
     return {"expected": entry["pages"], "found": found, "blank": blank,
             "matches": count_matches({"expected": entry["pages"], "found": found, "blank": blank}),
             "confirmed": confirmed["reason"] if confirmed and confirmed.get("found") == found else None}

@@ -61,7 +61,8 @@ def test_no_session_no_forged_form_no_guessed_pin(tmp_path, kiosks):
     assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "strict"
     status, headers, body = operator.request("/")
     assert status == 200 and OPERATOR in body
-    assert "script-src 'self'" in headers["content-security-policy"] and "unsafe-inline" not in headers["content-security-policy"]
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     # A state change without the session's CSRF token (a page elsewhere posting into the kiosk) is refused.
     status, _, body = operator.request("/queue", {"dossier": "D-1", "item": "1-1", "title": "履历表"})
     assert status == 403 and "CSRF 校验未通过" in body
@@ -69,15 +70,16 @@ def test_no_session_no_forged_form_no_guessed_pin(tmp_path, kiosks):
     assert status == 403
     assert "队列为空" in operator.request("/")[2]
     # With it, the same form queues the material, under the signed-in name.
-    status, _, _ = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "1-1", "title": "履历表"})
+    status, _, _ = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "1-1",
+                                               "title": "履历表"})
     assert status == 303
     queued = json.loads(run_cli("quire-station", "--home", home, "queue", "ls", "--json").stdout)
     assert [(j["dossier"]["archive_no"], j["operator"]) for j in queued] == [("D-1", OPERATOR)]
     # A bad item number is refused, saying what is wrong.
     status, _, body = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "x", "title": "表"})
     assert status == 400 and "未能登记" in body
-    status, _, body = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "1-2", "title": "表",
-                                                  "pages": "十"})
+    status, _, body = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "1-2",
+                                                  "title": "表", "pages": "十"})
     assert status == 400 and "未能登记" in body and "页数" in body
 
     # Wrong PINs: told how many tries are left, then locked — and then even the right PIN waits.
@@ -106,7 +108,8 @@ def test_a_kiosk_port_already_taken_is_logged_and_the_station_scans_on(tmp_path)
     home = station_home(tmp_path, None, source="synthetic:sheets=1", dpi=50, kiosk_port=port)
     log = tmp_path / "daemon.log"
     with open(log, "w") as out:
-        daemon = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "daemon"], stdout=out, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen([str(QUIRE_STATION), "--home", str(home), "daemon"], stdout=out,
+                                  stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
             while "ready:" not in log.read_text():
