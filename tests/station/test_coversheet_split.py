@@ -6,6 +6,9 @@ between synthetic content pages, one of which carries its own QR code and barcod
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,8 +17,9 @@ from PIL import Image
 from bench.coversheets import content_page, printed, scanned
 from station.coversheet import Sheet
 from station.errors import ScannerJammed
+from station import home
 from station.purge import purge
-from station.scan import CoverSheetRefused, scan_dossier
+from station.scan import CoverSheetRefused, open_spool, scan_dossier
 from station.sync import sync
 from tests.conftest import make_station, run_cli
 
@@ -145,3 +149,39 @@ def test_the_scan_command_splits_a_feed_by_its_cover_sheets_and_says_what_to_tak
     mixed = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-0007", "--material", "1-1",
                     "--by-cover-sheets", "--source", feed, check=False)
     assert mixed.returncode == 2 and "--by-cover-sheets takes --dossier only" in mixed.stderr
+
+
+KILLED_RUN = """
+import sys
+from station import config, home
+from station.scan import scan_dossier
+st = home.open_station(config.load(sys.argv[1]))
+scan_dossier(st, {"archive_no": "D-0007"}, None, sys.argv[2])
+"""
+
+
+def test_a_dossier_feed_killed_mid_material_resumes_with_the_rest_of_the_stack(tmp_path):
+    from tests.station.test_scan_spool import _durable, _kill_while_spooled
+
+    layout = [A, 1, 2, 3, 4, 5, 6, 7, 8, B, 9]
+    st = make_station(tmp_path / "st")
+    open_spool(st).close()
+    st.close()
+    feed = _stack(tmp_path / "feed", layout)
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "st"), feed], cwd=os.getcwd())
+    _kill_while_spooled(run, st.config.db_path)
+    captured = sorted({n for n, _ in _durable(st.config.db_path)})
+    assert captured == list(range(1, len(captured) + 1)) and len(captured) < 8    # killed inside 1-1
+    # The operator feeds again from the first sheet not captured (feed page = 1 + pages captured + 1).
+    rest = tmp_path / "rest"
+    rest.mkdir()
+    for i, path in enumerate(sorted((tmp_path / "feed").iterdir())[len(captured) + 1:]):
+        (rest / f"{i:03d}.png").write_bytes(path.read_bytes())
+    station = home.open_station(st.config)
+    try:
+        done = scan_dossier(station, DOSSIER, None, f"folder:{rest}")
+        assert [(r.item, r.total_pages) for r in done.materials] == [("1-1", 8), ("4-1-2", 1)]
+        assert done.materials[0].recovered >= 1            # the killed run's spooled pages, stored now
+        assert open_spool(station).waiting() == []
+    finally:
+        station.close()
