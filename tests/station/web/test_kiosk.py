@@ -6,7 +6,7 @@ import json
 import sqlite3
 
 from tests.conftest import run_cli
-from tests.station.web.conftest import OPERATOR, PIN, add_operator, screenshot, station_home
+from tests.station.web.conftest import OPERATOR, PIN, Client, add_operator, screenshot, station_home
 
 WAIT_MS = 60_000
 # Each thumbnail added to the screen is noted with the scanner state shown at that moment.
@@ -151,3 +151,13 @@ def test_before_sealing_an_operator_rescans_removes_inserts_and_confirms_the_cou
     assert manifest["count_check"]["confirmation"]["reason"] == "目录页数有误，实为 4 页"
     assert manifest["count_check"]["confirmation"]["operator"] == OPERATOR
     page.wait_for_selector("#outbox-count >> text=0")
+
+
+def test_without_its_scanner_the_kiosk_says_so_and_what_to_do(tmp_path, kiosks):
+    home = station_home(tmp_path, None, source="sane:no-such-scanner", dpi=50)
+    assert add_operator(home, OPERATOR, PIN).returncode == 0
+    client = Client(kiosks(home).url)
+    client.sign_in()
+    _, _, body = client.request("/")
+    assert '<span id="scanner-state">未连接扫描仪</span>' in body
+    assert "确认扫描仪已开机、USB 线已接好；工作站每隔几秒自动重新查找。" in body
