@@ -15,6 +15,12 @@ from station.sync import sync
 from tests.conftest import run_cli
 
 
+@pytest.fixture(params=["disk", "s3"])
+def blob_kind(request):
+    """Every test here runs on both kinds of blob store."""
+    return request.param
+
+
 @pytest.fixture
 def desk(central, station):
     """Dossier D-1 (two materials, 6 + 4 pages: sheets are scanned duplex) catalogued; archivists of unit-a and unit-b, a reader and a
