@@ -26,7 +26,7 @@ import pytest
 
 from bench.station import BUDGETS, CpuQuota, LoopDisk
 from station import config, home as station_home
-from station.scan import open_spool
+from station.scan import default_workers, open_spool
 from tests.conftest import make_station, run_cli
 from tests.station.test_scan_spool import _kill_while_spooled
 
@@ -98,6 +98,12 @@ def test_kill_minus_nine_at_random_points_loses_no_reported_page_and_names_the_s
             assert [p["n"] for p in station.store.pages(batch["id"])] == list(range(1, 2 * SHEETS + 1)), context
         finally:
             station.close()
+
+
+def test_a_four_core_pi_processes_three_pages_at_once_and_keeps_a_core_for_the_scanner():
+    """With no [pipeline] workers in station.toml: one per core peaked at 434-486 MB on the Pi budgets
+    (bench.station), over the 400 MB a Pi station may use; one fewer leaves a core to capture and store."""
+    assert {cores: default_workers(cores) for cores in (1, 2, 3, 4, 8)} == {1: 1, 2: 2, 3: 2, 4: 3, 8: 7}
 
 
 def _until_batch_opened(db_path: Path, dossier: str, run: subprocess.Popen) -> None:
