@@ -161,3 +161,32 @@ def test_without_its_scanner_the_kiosk_says_so_and_what_to_do(tmp_path, kiosks):
     _, _, body = client.request("/")
     assert '<span id="scanner-state">未连接扫描仪</span>' in body
     assert "确认扫描仪已开机、USB 线已接好；工作站每隔几秒自动重新查找。" in body
+
+
+def test_the_archives_rescan_request_is_on_the_screen(tmp_path, central, kiosks):
+    from central import qc, users
+    from station import config, outbox
+    from station.home import open_station
+    from station.scan import scan
+    from station.sync import sync
+
+    archive, address = central
+    home = station_home(tmp_path, address, archive, source="synthetic:seed=1,sheets=1", dpi=150)
+    st = open_station(config.load(home))
+    try:
+        scan(st, {"archive_no": "D-5"}, {"item": "1-1", "title": "干部履历表"}, operator=OPERATOR)
+        sync(st)
+        (bundle,) = outbox.bundles(st.store)
+        inspector = users.authenticate(archive, users.add(archive, "qc1", "孙质检", ["inspector"], ["unit-a"]))
+        batch = qc.start(archive, inspector, bundle["id"])
+        for n in batch["sample"]:
+            qc.judge(archive, inspector, bundle["id"], n, False, "模糊")
+        assert qc.decide(archive, inspector, bundle["id"])["state"] == "returned"
+        sync(st)    # the archive's notice comes back with the next sync
+    finally:
+        st.close()
+    assert add_operator(home, OPERATOR, PIN).returncode == 0
+    client = Client(kiosks(home).url)
+    client.sign_in()
+    _, _, body = client.request("/")
+    assert "RESCAN 需重扫 D-5 1-1：质检员 qc1 退回该批次（合格率 0%）— 第 1 页（模糊）、第 2 页（模糊）" in body
