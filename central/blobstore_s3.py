@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO
 
@@ -138,6 +139,23 @@ class S3BlobStore(BlobStore):
         if size is None:
             raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})")
         return io.BufferedReader(_RangeReader(self, self._key(sha256), size), buffer_size=1 << 20)
+
+    def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> tuple[str, str] | None:
+        """SHA-256 and SM3 of the stored bytes, read in one streamed GET (None when missing)."""
+        h256, h_sm3 = hashlib.sha256(), sm3()
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(sha256))["Body"]
+            with closing(body):
+                while chunk := body.read(chunk_bytes):
+                    h256.update(chunk)
+                    h_sm3.update(chunk)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise _unavailable(f"read blob {sha256[:12]}", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(f"read blob {sha256[:12]}", exc) from None
+        return h256.hexdigest(), h_sm3.hexdigest()
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
