@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from bench.coversheets import content_page, printed, scanned
+from central.verify import verify
+from station import home
 from station.coversheet import Sheet
 from station.errors import ScannerJammed
-from station import home
 from station.purge import purge
 from station.scan import CoverSheetRefused, open_spool, scan_dossier
 from station.sync import sync
@@ -72,6 +73,8 @@ def test_one_feed_of_three_materials_makes_three_bundles_and_syncs_them(tmp_path
     assert [(r["item"], r["page_count"]) for r in rows] == [("1-1", 2), ("4-1-2", 1), ("9-2-3", 2)]
     for manifest in bundles.values():     # the sheet's image reached the archive with its bundle
         assert archive.blobs.has(manifest["material"]["cover_sheet"]["sha256"])
+    checked = verify(archive)      # the archive's own full check: the sheets' images are re-hashed with the pages
+    assert checked.ok, checked.problems
     kept = [station.store.page_path(m["material"]["cover_sheet"]["sha256"], "image/jpeg") for m in bundles.values()]
     assert all(path.exists() for path in kept)
     assert purge(station, retention_days=0)[0] == 3       # committed: the station frees the sheets' images too
