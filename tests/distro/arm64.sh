@@ -29,7 +29,7 @@ HOST_PY="${HOST_PY:-$REPO/.venv/bin/python}"
 # What the pipeline and its tests import, at the versions requirements.lock pins.
 PACKAGES="numpy opencv-python-headless pillow pydantic pydantic-core annotated-types typing-extensions
   typing-inspection pynacl cffi pycparser rfc8785 sqlite-utils sqlite-fts4 click click-default-group tabulate
-  python-dateutil six pluggy iniconfig packaging pygments pytest pytest-timeout"
+  python-dateutil six pluggy iniconfig packaging pygments pytest pytest-timeout pikepdf lxml"
 
 die() { echo "arm64.sh: $*" >&2; exit 1; }
 step() { echo "==> $*"; }
@@ -124,6 +124,11 @@ fi
 pipwheel=$(ls "$ROOT"/usr/share/python-wheels/pip-*.whl | head -n1)
 run_root /opt/venv/bin/python "${pipwheel#"$ROOT"}/pip" install -q --no-index --no-deps --find-links /root/wheels \
   --target "/opt/venv/lib/python$PYV/site-packages" --upgrade "${pins[@]}"
+
+# The tests run quire-station as a program, as its console script would be installed.
+printf '#!/opt/venv/bin/python\nimport sys\nfrom station.cli import main\nsys.exit(main())\n' \
+  > "$ROOT/opt/venv/bin/quire-station"
+chmod 755 "$ROOT/opt/venv/bin/quire-station"
 
 step "this repository's HEAD (committed work only) into $ROOT/root/quire"
 rm -rf "$ROOT/root/quire"
