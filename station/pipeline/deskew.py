@@ -9,7 +9,7 @@ _MIN_INK_MM2 = 10        # less ink than this: no content to go by
 # Less ink than this (two or three lines of text) fixes the angle only to about half a degree,
 # however sharp its profile looks: a short note, a signature, a page number.
 _SURE_INK_MM2 = 200
-_MIN_CONTRAST = 1.03     # the best angle must stand out of the profile scores by this much
+_MIN_CONTRAST = 1.02     # the best angle must stand out of the profile scores by this much
 # Half a degree off the best angle, the profile score of a page of text drops by 2 % or more (a
 # clean one by 6 % and more; a yellowed book page with a plate by 2–3 %); a short line or a scrawl
 # drops by only 1 % or so, and its best angle can be half a degree wrong.
