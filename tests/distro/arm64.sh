@@ -168,7 +168,10 @@ on_host tests/distro/pipeline_digest.py digest "$pages" > "$pages/host.json"
 in_quire tests/distro/pipeline_digest.py digest /root/digest-pages > "$pages/arm64.json"
 on_host tests/distro/pipeline_digest.py compare "$pages/host.json" "$pages/arm64.json" || status=$?
 step "tests/station/pipeline on arm64 ${*:-}"
-# Emulated, a test takes 10-30 times as long: the per-test timeout is raised to match.
-in_quire -m pytest tests/station/pipeline -q -p no:cacheprovider -o timeout=6000 "$@" || status=$?
+# Emulated, a test takes 10-30 times as long: the per-test timeout is raised to match. test_master
+# scans, syncs to a central archive and verifies there: the whole stack (gRPC stubs made by `make`,
+# cryptography, the archive), which ARCH=arm64 tests/distro/trixie.sh installs and runs; not here.
+in_quire -m pytest tests/station/pipeline -q -p no:cacheprovider -o timeout=6000 \
+  --ignore=tests/station/pipeline/test_master.py "$@" || status=$?
 
 exit $status
