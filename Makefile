@@ -19,6 +19,9 @@ APT_PACKAGES += $(LEPTONICA)
 # PostgreSQL's server for the scale-out tests (each starts a private cluster: initdb in a temporary
 # directory, Unix socket only); restic for the archive's offline backups and their restore test.
 APT_PACKAGES += postgresql restic
+# poppler renders the cover sheets Quire prints back into images for the recognition tests (poppler-data for
+# their Chinese type).
+APT_PACKAGES += poppler-utils poppler-data
 # Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
 APT_PACKAGES += $(shell command -v $(PYTHON) >/dev/null || echo python3)
 APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)
