@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from quire.db import utcnow
 
 from . import audit
 from .backup import blob_in_snapshot, shown
@@ -84,7 +83,9 @@ def scrub(archive: Archive, period_days: int, everything: bool = False, now: dat
     """Re-hash tonight's share of the blobs (``everything``: all the cycle has left); log the run."""
     now = now or datetime.now(timezone.utc)
     where = position(archive)
-    started = where["cycle_started"] or utcnow()
+    # A new cycle starts at this run's own time (not a moment later), so the nights counted from it are whole.
+    started = where["cycle_started"] or now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
     after = where["after"] or ""
     left = archive.catalogue.one("SELECT COUNT(*) AS n FROM blobs WHERE sha256 > ?", [after])["n"]
     nights_left = max(1, period_days - max(where["runs"], _days_since(started, now)))

@@ -324,7 +324,8 @@ async def events(request: Request, k: Kiosk, session, form) -> Response:
                 elif kind == "refused":
                     yield _sse("notice", event["message"])
                 dirty = dirty or kind != "tick"
-                if kind == "tick" or (dirty and time.monotonic() - rendered_at >= STATE_EVERY_S):
+                # A batch starting is shown at once, before its first page: the throttle is for page-by-page churn.
+                if kind in ("tick", "batch") or (dirty and time.monotonic() - rendered_at >= STATE_EVERY_S):
                     live = await k.read(view.live, k.daemon, k.reader, chosen)
                     html = k.render("_live.html", live=live, session=session)
                     dirty, rendered_at = False, time.monotonic()
