@@ -1,6 +1,6 @@
 """The station's scan path inside a Raspberry Pi's budget: pages per minute beside the scanners it must keep up with.
 
-    sudo .venv/bin/python -m bench.station --budget pi5-sd [--sheets 20]   (pi4-sd, pi4-ssd, pi5-sd, pi5-ssd, none)
+    (as root) .venv/bin/python -m bench.station --budget pi5-sd [--sheets 20]   (pi4-sd, pi4-ssd, pi5-sd, pi5-ssd, none)
 
 A child process runs ``station.scan.scan`` — spool, pipeline workers, page store, seal — on duplex A4
 colour sheets at 300 dpi that the synthetic source rendered beforehand (a real scanner's pixels cost
