@@ -22,6 +22,8 @@ APT_PACKAGES += postgresql restic
 # poppler renders the cover sheets Quire prints back into images for the recognition tests (poppler-data for
 # their Chinese type).
 APT_PACKAGES += poppler-utils poppler-data
+# gdb with glibc's debug symbols reads the allocator settings back from a running station daemon.
+APT_PACKAGES += gdb libc6-dbg
 # Debian's own Python needs these for venv and for building python-sane; pyenv builds have them.
 APT_PACKAGES += $(shell command -v $(PYTHON) >/dev/null || echo python3)
 APT_PACKAGES += $(shell $(PYTHON) -c "import ensurepip" 2>/dev/null || echo python3-venv)

@@ -3,15 +3,13 @@ the running `quire-station daemon` itself (glibc's ``mp_`` through gdb and Debia
 since mallopt has no getter)."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from quire.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
 from tests.conftest import run_cli
 from tests.station.test_daemon import Daemon, listener, make_home  # noqa: F401 (listener is a fixture)
+from tests.systemd.tools import missing, need_tool
 
 
 def _limits(pid: int) -> dict[str, int]:
@@ -21,12 +19,12 @@ def _limits(pid: int) -> dict[str, int]:
                           capture_output=True, text=True, timeout=120)
     values = re.findall(r"^\$\d+ = (\d+)$", proc.stdout, re.M)
     if len(values) != 3:
-        pytest.skip(f"gdb cannot read glibc's mp_ (libc6-dbg installed? ptrace allowed?): {proc.stderr[-300:]}")
+        missing(f"gdb cannot read glibc's mp_ (libc6-dbg installed? ptrace allowed?): {proc.stderr[-300:]}")
     return dict(zip(("mmap_threshold", "trim_threshold", "fixed"), map(int, values)))
 
 
-@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 def test_the_daemon_keeps_the_station_setting_after_a_scan(tmp_path: Path, listener):  # noqa: F811
+    need_tool("gdb")
     home = make_home(tmp_path, source="synthetic:sheets=2", dpi=50)
     daemon = Daemon(home, listener)
     try:

@@ -29,6 +29,7 @@ from station import config, home as station_home
 from station.scan import default_workers, open_spool
 from tests.conftest import make_station, run_cli
 from tests.station.test_scan_spool import _kill_while_spooled
+from tests.systemd.tools import missing
 
 SHEETS = 12
 BLKIO = Path("/sys/fs/cgroup/blkio")
@@ -39,7 +40,7 @@ ROUNDS = 3
 def sd_card(tmp_path):
     """A station home on the Pi 5 SD budget's throttled loop device, and the budget's CPU group."""
     if os.geteuid() != 0 or not (BLKIO / "blkio.throttle.write_bps_device").exists():
-        pytest.skip("needs root and the cgroup v1 blkio controller (a throttled loop device)")
+        missing("needs root and the cgroup v1 blkio controller (a throttled loop device)")
     budget = BUDGETS["pi5-sd"]
     disk = LoopDisk(tmp_path, budget, size_gb=2)
     try:
