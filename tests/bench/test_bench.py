@@ -5,6 +5,7 @@ import pytest
 
 from bench import batch, measure, pages, peers, report
 from station.capture.synthetic import render_page
+from tests.systemd.tools import missing
 
 
 def test_the_page_set_is_labelled_and_mixed():
@@ -43,7 +44,7 @@ def test_leptonica_finds_the_skew_when_installed():
     try:
         lept = peers.Leptonica()
     except OSError:
-        pytest.skip("Leptonica (liblept5) is not installed; `make bench` installs it")
+        missing("Leptonica (liblept5 or libleptonica6) is not installed; `make test` installs it")
     page = render_page(9, 0, dpi=150, skew_deg=3.0, kind="text", background=False)
     angle, seconds = lept.find_skew(page.image.mean(axis=2).astype(np.uint8), 15.0)
     assert angle == pytest.approx(3.0, abs=0.2) and seconds > 0

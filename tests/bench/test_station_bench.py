@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.systemd.tools import missing
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not Path("/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device").exists(),
-                    reason="needs root and cgroup v1 cpu and blkio controllers")
 def test_the_station_bench_prints_speed_beside_the_scanners_bytes_flushes_and_memory():
+    if os.geteuid() != 0 or not Path("/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device").exists():
+        missing("needs root and cgroup v1 cpu and blkio controllers")
     out = subprocess.run([sys.executable, "-m", "bench.station", "--budget", "pi4-sd", "--sheets", "2",
                           "--distinct", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
     assert "4 images (2 duplex A4 colour sheets, 300 dpi) per budget" in out, out
