@@ -4,14 +4,13 @@
 import json
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tests.childserver import ChildServer, ServerExited
 
 WEED = Path(sys.executable).parent / "weed"
 # Every listener weed mini opens, each given a port explicitly (its defaults are fixed ports, and
@@ -30,13 +29,14 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-class SeaweedS3:
+class SeaweedS3(ChildServer):
     """One ``weed mini`` process; ``start``/``kill``/``stop`` it, its data kept in ``root``."""
 
+    what = "weed mini"
     bucket = "quire-test"
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        super().__init__(root, Path(root) / "weed.log")
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.access_key = "quire" + secrets.token_hex(4)
@@ -48,8 +48,6 @@ class SeaweedS3:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
         os.chmod(self.identities, 0o600)
         self.ports = dict(zip(PORTS, free_ports(len(PORTS))))
-        self.proc: subprocess.Popen | None = None
-        self.log = self.root / "weed.log"
 
     @property
     def endpoint(self) -> str:
@@ -62,33 +60,32 @@ class SeaweedS3:
                 "-s3.port.lance=0", f"-s3.config={self.identities}", f"-bucket={self.bucket}",
                 f"-filer.localSocket={self.root / 'filer.sock'}", f"-s3.localSocket={self.root / 's3.sock'}"]
 
-    def start(self, timeout_s: float = 60) -> "SeaweedS3":
-        """Start weed and wait until its S3 gateway answers and the bucket takes a write."""
-        log = open(self.log, "ab")
-        try:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                         start_new_session=True)
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout_s
+    def ready(self) -> bool:
+        """The S3 gateway answers and the bucket takes a write (volumes are allocated after it answers)."""
+        if not self._answers():
+            return False
         client = self.client()
         try:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"weed mini exited {self.proc.returncode}; its log:\n{self.tail()}")
-                if self._answers():
-                    try:
-                        client.put_object(Bucket=self.bucket, Key=".ready", Body=b"")
-                        client.delete_object(Bucket=self.bucket, Key=".ready")
-                        return self
-                    except Exception:  # noqa: BLE001 - not ready yet: volumes still being allocated
-                        pass
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"weed mini did not answer within {timeout_s} s; its log:\n{self.tail()}")
-                time.sleep(0.2)
+            client.put_object(Bucket=self.bucket, Key=".ready", Body=b"")
+            client.delete_object(Bucket=self.bucket, Key=".ready")
+            return True
+        except Exception:  # noqa: BLE001 - not ready yet: volumes still being allocated
+            return False
         finally:
             client.close()
+
+    def start(self, timeout_s: float = 60, attempts: int = 3) -> "SeaweedS3":
+        """Start weed and wait until its S3 gateway answers and the bucket takes a write. The ports were
+        free when chosen, but another test (another xdist worker) may bind one before weed does: weed
+        then exits saying so, and is started again on fresh ports."""
+        for attempt in range(attempts):
+            try:
+                return self.launch(timeout_s)
+            except ServerExited as exc:
+                if "address already in use" not in exc.log.lower() or attempt == attempts - 1:
+                    raise
+                self.ports = dict(zip(PORTS, free_ports(len(PORTS))))
+        raise AssertionError("unreachable")
 
     def _answers(self) -> bool:
         try:
@@ -115,29 +112,6 @@ class SeaweedS3:
             fh.write(f'endpoint_url = "{self.endpoint}"\naccess_key_id = "{self.access_key}"\n'
                      f'secret_access_key = "{self.secret_key}"\nregion = "us-east-1"\n')
         return path
-
-    def kill(self) -> None:
-        """kill -9 the whole process group: nothing flushed on the way out."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def tamper(archive, sha256: str, data: bytes | None) -> None:

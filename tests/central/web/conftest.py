@@ -20,7 +20,7 @@ from central.server import build_server
 from station.scan import scan
 from station.sync import sync
 from central.web import imaging
-from tests.conftest import make_station, register, use_blob_kind
+from tests.conftest import make_station, register, use_blob_kind, write_atomically
 
 SCREENS = Path(__file__).parent / ".screens"
 CHROMIUM = "/usr/bin/chromium"
@@ -127,11 +127,11 @@ def sign_in(page, url: str, user_id: str, secret: str | None = None):
 
 def screenshot(page, name: str) -> Path:
     SCREENS.mkdir(exist_ok=True)
-    (SCREENS / ".gitignore").write_text("*\n")
+    write_atomically(SCREENS / ".gitignore", b"*\n")   # several xdist workers take screenshots at once
     path = SCREENS / f"{name}.png"
     # Bytes, written here: given a path, Playwright writes it on its event loop's executor threads,
     # which would outlive the test.
-    path.write_bytes(page.screenshot(full_page=True))
+    write_atomically(path, page.screenshot(full_page=True))
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_station, register
+from tests.conftest import make_station, register, write_atomically
 
 QUIRE_STATION = Path(sys.executable).parent / "quire-station"
 SCREENS = Path(__file__).parent / ".screens"
@@ -104,9 +104,9 @@ def tab(browser):
 
 def screenshot(page, name: str) -> Path:
     SCREENS.mkdir(exist_ok=True)
-    (SCREENS / ".gitignore").write_text("*\n")
+    write_atomically(SCREENS / ".gitignore", b"*\n")   # several xdist workers take screenshots at once
     path = SCREENS / f"{name}.png"
-    path.write_bytes(page.screenshot(full_page=True))   # bytes written here: no Playwright executor threads left
+    write_atomically(path, page.screenshot(full_page=True))   # bytes written here: no Playwright executor threads left
     return path
 
 class Client:
