@@ -38,8 +38,12 @@ PROTO_OUT := $(PROTO_SRC:.proto=_pb2.py) $(PROTO_SRC:.proto=_pb2_grpc.py)
 demo: setup
 	$(PY) -m station.demo
 
+# The suite runs on PYTEST_WORKERS pytest-xdist workers (most tests wait on subprocesses, so more workers than
+# cores pays); tests that must not run beside each other share an xdist_group (tests/conftest.py says which).
+# PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 3
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 setup: system-deps $(VENV)/.installed protos
 

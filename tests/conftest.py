@@ -20,6 +20,41 @@ def sane_config_dir(tmp_path_factory):
     return path
 
 
+# Under pytest-xdist (`make test` runs `pytest -n N --dist loadgroup`) every worker is a process of its own
+# with its own session fixtures and temporary folders. What two workers must not do at the same moment
+# goes in one xdist group, run by one worker one test after another:
+_EXCLUSIVE = {
+    # Loop devices, cgroup v1 blkio throttle rules and cpu quotas are the machine's, not a process's (the
+    # station bench asserts that no loop device keeps a throttle rule once it is done), and benchmarks
+    # measured beside each other measure each other.
+    "machine": ("tests/bench/", "tests/station/test_spool_budget.py"),
+    # Zeroconf on 127.0.0.1 is one network for every worker. `quire-central serve` announces itself as
+    # quire-central-HOSTNAME: two at once claim the same DNS-SD name, and a station resolving it may get
+    # the other archive. The station daemons that announce themselves here are all st-test.
+    "zeroconf": ("tests/station/test_discovery.py", "tests/test_end_to_end.py",
+                 "tests/station/test_daemon.py::test_the_service_announces_itself_on_zeroconf"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put each test in its xdist group: the exclusive ones above, and a module whose tests share a fixture
+    built once per module (a synced archive, a browser, rendered pages) stays on one worker, so that
+    fixture is built once, not once per worker."""
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = next((name for name, prefixes in _EXCLUSIVE.items() if item.nodeid.startswith(prefixes)), None)
+        if group is None and _uses_module_fixture(item):
+            group = path
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _uses_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return bool(info) and any(defs and defs[-1].scope in ("module", "class", "package")
+                              for defs in info.name2fixturedefs.values())
+
+
 def _children() -> set[int]:
     """This process's live child processes (zombies reaped by their owner later are not counted)."""
     found = set()
@@ -178,6 +213,15 @@ def station(tmp_path, central):
     st = register(archive, address, make_station(tmp_path / "station", address))
     yield st
     st.close()
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file renamed over it: another worker (or git) reading
+    ``path`` meanwhile sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
 
 
 def run_cli(tool: str, *args, env=None, check=True, **kw) -> subprocess.CompletedProcess:
