@@ -358,14 +358,17 @@ def cmd_scan(cfg, args) -> int:
 def _scan_by_cover_sheets(cfg, args, dossier: dict, on_page, started: float) -> int:
     """A whole dossier in one feed, split at its cover sheets, each material sealed as it ends."""
     from .capture import open_source
+    from .control import connect
     from .home import open_station
     from .scan import scan_dossier
 
     if not args.dossier or args.material or args.title:
         raise UsageError("--by-cover-sheets takes --dossier only: the cover sheets name each material")
-    if not args.source:
-        raise UsageError("--by-cover-sheets needs --source (the station service does not split feeds yet); e.g. "
-                         "--source sane:auto")
+    if args.dpi is not None and not args.source:
+        raise UsageError("--dpi needs --source (the station service scans at the dpi in station.toml)")
+    daemon = None if args.source else connect(cfg.control_socket_path)
+    if daemon is not None:  # the station service owns the scanner: it scans and splits, we show the materials
+        return _scan_dossier_via_daemon(daemon, args, dossier, on_page, started)
     station = open_station(cfg)
     try:
         directory = getattr(station.store, "directory", None)   # the dossier's 目录, once imported
@@ -373,14 +376,40 @@ def _scan_by_cover_sheets(cfg, args, dossier: dict, on_page, started: float) -> 
             args.source, args.dpi, cfg.sane_options, cfg.scanner_page_timeout_s, dpi_given=True)
         done = scan_dossier(station, dossier, list(directory(args.dossier)) if directory else [], source,
                             args.operator, on_page,
-                            on_material=lambda m: print(f"material {m['item']} {m['title']}", flush=True))
+                            on_material=lambda m: print(f"material {m['item']} {m['title']}", flush=True),
+                            review=bool(args.review if args.review is not None else cfg.review_before_seal))
     finally:
         station.close()
     for result in done.materials:
-        sealed = f"sealed as bundle {result.bundle_id[:12]}" if result.bundle_id else "kept open for review"
+        sealed = (f"sealed as bundle {result.bundle_id[:12]}" if result.bundle_id
+                  else result.review_reason or "kept open for review")
         print(f"{result.archive_no} {result.item}: {result.total_pages} pages, {sealed}", file=sys.stderr)
     print(f"{done.archive_no}: {len(done.materials)} materials from one feed ({done.sheets} cover sheets) in "
           f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _scan_dossier_via_daemon(sock, args, dossier: dict, on_page, started: float) -> int:
+    """The whole-dossier feed run by the station service (queued first), told here material by material."""
+    from .control import request
+
+    def on_event(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "page":
+            on_page(event["n"], event["record"])
+        elif kind == "material":
+            print(f"material {event['item']} {event.get('title') or ''}", flush=True)
+        elif kind == "material_done":
+            done = (f"sealed as bundle {event['bundle_id'][:12]}" if event.get("bundle_id")
+                    else f"kept open for review: {event['review']}" if event.get("review") else "kept open for review")
+            print(f"{args.dossier} {event['item']}: {event['pages']} pages, {done}", file=sys.stderr, flush=True)
+        elif event.get("message"):
+            print(event["message"], file=sys.stderr, flush=True)
+
+    reply = request(sock, {"op": "scan", "operator": args.operator, "dossier": dossier, "by_cover_sheets": True},
+                    on_event)
+    print(f"{reply['archive_no']}: {len(reply['materials'])} materials from one feed ({reply['sheets']} cover sheets) "
+          f"in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
 

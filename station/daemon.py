@@ -80,6 +80,7 @@ class Daemon:
         self._announce_at = 0.0            # when to try the zeroconf announcement (again)
         self.kiosk = None                  # the kiosk page's server, when configured
         self.last_stop: dict | None = None  # why the last batch stopped (its kind, message, page to resume at)
+        self.dossier_run: dict | None = None  # the last whole-dossier feed (by cover sheets): what the kiosk groups
         # Told of every batch, page, stop and seal (the kiosk): called on the scanning threads, so quick.
         self.listeners: list[Callable[[dict], None]] = []
 
@@ -256,7 +257,8 @@ class Daemon:
                 request.result = self._review(request.review, request.operator)
                 return
             if request.job is not None:
-                job = self.jobs.add(request.job["dossier"], request.job["material"], request.operator, first=True)
+                job = self.jobs.add(request.job["dossier"], request.job["material"], request.operator, first=True,
+                                    by_cover_sheets=bool(request.job.get("by_cover_sheets")))
             else:
                 job = self.jobs.head()
                 if job is None:
@@ -305,6 +307,9 @@ class Daemon:
     def _run_job(self, job: dict, request: _ScanRequest | None = None) -> dict:
         from .scan import scan
 
+        if job.get("by_cover_sheets"):
+            return self._run_dossier(job, request)
+        self.dossier_run = None
         if request is not None and request.signed_in:
             job = {**job, "operator": request.operator}   # who pressed Scan on the kiosk scans
         archive_no, item = job["dossier"]["archive_no"], job["material"]["item"]
@@ -368,6 +373,101 @@ class Daemon:
         self._publish()
         return {"archive_no": archive_no, "item": item, "pages": result.pages, "total_pages": result.total_pages,
                 "first_page": result.first_page, "bundle_id": result.bundle_id}
+
+    def _run_dossier(self, job: dict, request: _ScanRequest | None = None) -> dict:
+        """A whole dossier fed as one stack, split at its cover sheets: each material is told as its sheet
+        is read, its pages as they are stored, and it is sealed (or kept for review, its count differing
+        from the directory) as the next sheet comes; a fault keeps the job with the feed page to resume at."""
+        from .scan import CoverSheetRefused, scan_dossier
+
+        if request is not None and request.signed_in:
+            job = {**job, "operator": request.operator}
+        archive_no = job["dossier"]["archive_no"]
+        self.current, self.note, self.last_stop = job, None, None
+        self.dossier_run = {"job_id": job["id"], "archive_no": archive_no}
+        self.activity = f"scanning {archive_no} by its cover sheets"
+        self.tell({"event": "batch", "job": job})
+        self._publish()
+        now = {"job": job}          # the material being scanned, as a job of its own for the screen
+
+        def on_material(material: dict) -> None:
+            now["job"] = self.current = {**job, "material": material}
+            self.activity = f"scanning {archive_no} {material['item']}"
+            self.tell({"event": "material", "job": now["job"]})
+            self._publish()
+            if request is not None:
+                request.send({"event": "material", "item": material["item"], "title": material.get("title")})
+
+        def on_page(n: int, record: dict) -> None:
+            item = now["job"]["material"]["item"]
+            self.activity = f"scanning {archive_no} {item} page {n}"
+            self.tell({"event": "page", "job": now["job"], "n": n, "record": record})
+            self._publish()
+            if request is not None:
+                request.send({"event": "page", "n": n, "record": record, "item": item})
+
+        def on_done(result) -> None:
+            self.outbox = self._count_outbox()
+            if result.bundle_id is not None:
+                self.sync.kick()
+            self.tell({"event": "material_done", "job": now["job"], "pages": result.total_pages,
+                       "bundle_id": result.bundle_id, "review": result.review_reason})
+            self._publish()
+            if request is not None:
+                request.send({"event": "material_done", "item": result.item, "pages": result.total_pages,
+                              "bundle_id": result.bundle_id, "review": result.review_reason})
+
+        directory = [dict(entry) for entry in self.station.store.directory(archive_no)]
+        try:
+            source = _StopBetweenSheets(self.scanner.lend(), lambda: self.stopping, self._between_pages)
+            done = scan_dossier(self.station, job["dossier"], directory, source, job["operator"], on_page,
+                                on_material, on_done, first_feed_page=job.get("feed_resume_at") or 1,
+                                review=self.config.review_before_seal)
+        except ScannerError as exc:
+            resume = getattr(exc, "feed_resume_at", None)
+            self.jobs.note_error(job["id"], f"{exc} (dossier feed: put the stack back from feed page {resume})",
+                                 feed_resume_at=resume)
+            self.note = f"{archive_no}: {exc}"
+            self.last_stop = {"job": now["job"], "kind": type(exc).__name__, "message": str(exc),
+                              "resume_at": resume, "feed": True}
+            self.tell({"event": "stopped", **self.last_stop})
+            if isinstance(exc, (ScannerIOError, ScannerNotFound)) and self.scanner.held:
+                self.scanner.lost(exc)
+            log.warning("dossier feed %s stopped at feed page %s: %s", archive_no, resume, exc)
+            raise
+        except CoverSheetRefused as exc:
+            # Kept queued: the operator takes out what does not belong and feeds the rest again.
+            self.jobs.note_error(job["id"], str(exc), refusal={"kind": exc.kind, "facts": exc.facts})
+            self.note = f"{archive_no}: {exc}"
+            self.tell({"event": "refused", "message": str(exc), "kind": exc.kind, "facts": exc.facts})
+            log.warning("dossier feed %s: cover sheet refused: %s", archive_no, exc)
+            raise
+        except StationError as exc:
+            self.jobs.note_error(job["id"], str(exc))
+            self.note = f"{archive_no}: {exc}"
+            log.warning("dossier feed %s stopped: %s", archive_no, exc)
+            raise
+        except Exception as exc:
+            log.exception("dossier feed %s failed", archive_no)
+            err = StationError(f"internal error while scanning {archive_no} by its cover sheets "
+                               f"({type(exc).__name__}); pages stored so far are kept; see 'journalctl -u quire-station'")
+            self.jobs.note_error(job["id"], str(err))
+            self.note = str(err)
+            raise err from None
+        finally:
+            self.current = None
+            self.activity = "idle"
+            self.outbox = self._count_outbox()
+            self.tell({"event": "idle", "job": now["job"]})
+        self.jobs.remove(job["id"])
+        held = [r.item for r in done.materials if r.bundle_id is None]
+        self.note = (f"{archive_no}: {len(done.materials)} materials from one feed"
+                     + (f", {', '.join(held)} kept open for review" if held else ", all sealed"))
+        log.info("%s", self.note)
+        self._publish()
+        return {"archive_no": archive_no, "sheets": done.sheets,
+                "materials": [{"item": r.item, "pages": r.total_pages, "first_page": r.first_page,
+                               "bundle_id": r.bundle_id, "review": r.review_reason} for r in done.materials]}
 
     def _between_pages(self) -> None:
         """Runs on the capture loop before each page is requested: feed the watchdog, take a SIGTERM."""
@@ -457,7 +557,8 @@ class Daemon:
                     "status": self._published}
         if op == "queue_add":
             job = self.jobs.add(request.get("dossier") or {}, request.get("material") or {},
-                                request.get("operator") or peer.user)
+                                request.get("operator") or peer.user,
+                                by_cover_sheets=bool(request.get("by_cover_sheets")))
             self.wake()
             self.tell({"event": "queued", "job": job})
             return {"job": job, "position": len(self.jobs.jobs())}
@@ -477,7 +578,11 @@ class Daemon:
             if self.stopping:
                 raise ServiceUnavailable("the station service is stopping; run the command again once it is back")
             wanted = None
-            if request.get("dossier"):
+            if request.get("by_cover_sheets"):
+                if not (request.get("dossier") or {}).get("archive_no"):
+                    raise UsageError("a dossier archive number (档号) is required: --dossier D-0001")
+                wanted = {"dossier": request["dossier"], "material": {}, "by_cover_sheets": True}
+            elif request.get("dossier"):
                 wanted = {"dossier": request["dossier"], "material": request.get("material") or {}}
                 JobQueue.check(wanted["dossier"], wanted["material"])
             signed_in = request.get("operator_signed_in")

@@ -18,6 +18,8 @@ from quire.db import utcnow
 from .errors import StoreError, UsageError
 
 FORMAT = "quire-station-queue/1"
+# A whole dossier fed as one stack and split at its cover sheets: one job, shown under this "material".
+WHOLE_DOSSIER = {"item": "整卷", "title": "整卷进纸，按分隔页拆分"}
 
 
 class JobQueue:
@@ -61,9 +63,16 @@ class JobQueue:
         if not material.get("title"):
             raise UsageError("a material title is required: --title …")
 
-    def add(self, dossier: dict, material: dict, operator: str, first: bool = False) -> dict:
-        """Queue one material (at the end, or first); refuse one that is already queued."""
-        self.check(dossier, material)
+    def add(self, dossier: dict, material: dict, operator: str, first: bool = False,
+            by_cover_sheets: bool = False) -> dict:
+        """Queue one material (at the end, or first); refuse one that is already queued. ``by_cover_sheets``
+        queues the whole dossier as one feed, split at its cover sheets (``material`` is not used)."""
+        if by_cover_sheets:
+            if not dossier.get("archive_no"):
+                raise UsageError("a dossier archive number (档号) is required: --dossier D-0001")
+            material = dict(WHOLE_DOSSIER)
+        else:
+            self.check(dossier, material)
         with self._lock:
             for n, job in enumerate(self._jobs, 1):
                 if (job["dossier"]["archive_no"], job["material"]["item"]) == (dossier["archive_no"], material["item"]):
@@ -75,6 +84,8 @@ class JobQueue:
                                      f"(position {n}); 'quire-station queue ls' shows the queue")
             job = {"id": uuid.uuid4().hex[:8], "dossier": dossier, "material": material, "operator": operator,
                    "queued_at": utcnow(), "last_error": None}
+            if by_cover_sheets:
+                job["by_cover_sheets"] = True
             self._jobs.insert(0, job) if first else self._jobs.append(job)
             self._write()
             return job
@@ -87,12 +98,16 @@ class JobQueue:
         with self._lock:
             return dict(self._jobs[0]) if self._jobs else None
 
-    def note_error(self, job_id: str, message: str) -> None:
-        """Keep the job, with why its last run stopped."""
+    def note_error(self, job_id: str, message: str, **more) -> None:
+        """Keep the job, with why its last run stopped (and ``more`` of it: a dossier feed's page to resume
+        at, a cover sheet refused); what the run before noted besides is forgotten."""
         with self._lock:
             for job in self._jobs:
                 if job["id"] == job_id:
+                    for key in ("feed_resume_at", "refusal"):
+                        job.pop(key, None)
                     job["last_error"] = message
+                    job.update({k: v for k, v in more.items() if v is not None})
                     self._write()
 
     def remove(self, job_id: str) -> None:

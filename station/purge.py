@@ -39,11 +39,15 @@ def purge(station: Station, retention_days: float | None = None, now: datetime |
 
 
 def _purge_cover_sheet(station: Station, batch_id: str) -> int:
-    """Delete the image of the cover sheet the batch was split at (its evidence, now in the archive)."""
+    """Delete the images of the cover sheet the batch was split at, both sides (its evidence, now in the archive)."""
     batch = rows(station.store.db, "SELECT material_json FROM batches WHERE id = ?", [batch_id])
     sheet = json.loads(batch[0]["material_json"]).get("cover_sheet") if batch else None
     if not sheet:
         return 0
+    return sum(_purge_sheet_side(station, side) for side in [sheet] + ([sheet["back"]] if sheet.get("back") else []))
+
+
+def _purge_sheet_side(station: Station, sheet: dict) -> int:
     in_use = rows(station.store.db,
                   "SELECT 1 FROM batches t LEFT JOIN bundles b ON b.batch_id = t.id"
                   " WHERE instr(t.material_json, ?) AND (b.state IS NULL OR b.state != 'purged') LIMIT 1",

@@ -50,16 +50,20 @@ class ScanResult:
     held_s: float = 0.0           # the scanner held back because the spool was full
     recovered: int = 0            # pages a killed run had spooled, processed and stored by this one
     records: list = field(default_factory=list)
+    review_reason: str | None = None    # kept open for the operator (its count differs from the directory)
 
 
 def scan(station: Station, dossier: dict, material: dict, source: "str | Source | None" = None,
-         operator: str | None = None, on_page: Callable[[int, dict], None] | None = None) -> ScanResult:
+         operator: str | None = None, on_page: Callable[[int, dict], None] | None = None,
+         hold_on_mismatch: bool = False) -> ScanResult:
     """Scan one material until the source is empty, then seal it into a signed bundle.
 
     Each page (on a duplex feed, each sheet) is spooled (raw files in the page cache, rows committed)
     before the next is requested, and stored in the page store in page order as soon as it is
     processed; a fault or a kill loses nothing already captured, and scanning the same material
     again first stores what a killed run left spooled, then resumes the batch at the next page.
+    A page count differing from the directory raises PageCountMismatch (the batch kept for review), or
+    with ``hold_on_mismatch`` is returned unsealed with the reason (a dossier's feed goes on).
     """
     cfg = station.config
     if not dossier.get("archive_no"):
@@ -92,7 +96,12 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
     if result.total_pages == 0:
         station.store.interrupt(batch.id, "no pages captured")
         raise FeederEmpty().at(1)
-    result.bundle_id = outbox.seal_batch(station.store, batch.id, station.station_id, station.key)
+    try:
+        result.bundle_id = outbox.seal_batch(station.store, batch.id, station.station_id, station.key)
+    except outbox.PageCountMismatch as exc:
+        if not hold_on_mismatch:
+            raise
+        result.review_reason = str(exc)
     return result
 
 
@@ -333,7 +342,13 @@ class _Line:
 
 class CoverSheetRefused(UsageError):
     """A cover sheet in the feed that the station will not bind: another dossier's, one seen twice,
-    a material already sealed, or a feed that does not start with one (the stack is not as it should be)."""
+    a material already sealed, or a feed that does not start with one (the stack is not as it should be).
+
+    ``kind`` and ``facts`` say which, for a screen that words it in its own language."""
+
+    def __init__(self, message: str, kind: str = "", **facts):
+        super().__init__(message)
+        self.kind, self.facts = kind, facts
 
 
 @dataclass
@@ -346,13 +361,20 @@ class DossierScan:
 def scan_dossier(station: Station, dossier: dict, directory: list[dict] | None = None,
                  source: "str | Source | None" = None, operator: str | None = None,
                  on_page: Callable[[int, dict], None] | None = None,
-                 on_material: Callable[[dict], None] | None = None) -> DossierScan:
+                 on_material: Callable[[dict], None] | None = None,
+                 on_done: Callable[[ScanResult], None] | None = None,
+                 first_feed_page: int = 1, review: bool = False) -> DossierScan:
     """Scan a whole dossier fed as one stack, split at its cover sheets: each part is one material,
-    captured, stored and sealed like ``scan``; the sheet's image is kept in its bundle as evidence.
+    captured, stored and sealed like ``scan``; the sheet's image (both sides on a duplex feed) is kept in
+    its bundle as evidence.
 
     ``directory`` lists the dossier's materials in order (dicts with item, title …): it gives a
     generic "next material" sheet its material, and the fields a sheet does not carry. Pages before
-    the first sheet continue the dossier's interrupted batch (a feed resumed after a fault).
+    the first sheet continue the dossier's interrupted batch (a feed resumed after a fault). A material
+    whose page count differs from the directory is kept open for review and the feed goes on.
+    ``first_feed_page`` numbers a resumed feed's pages on from where the stopped one ended (a source that
+    can be told, like a folder, starts there); a scanner fault raised from here carries ``feed_resume_at``,
+    the feed page to put back on top. ``review`` keeps every material open for review.
     """
     cfg = station.config
     archive_no = dossier.get("archive_no")
@@ -360,49 +382,64 @@ def scan_dossier(station: Station, dossier: dict, directory: list[dict] | None =
         raise UsageError("a dossier archive number (档号) is required: --dossier D-0001")
     if source is None or isinstance(source, str):
         source = open_source(source or cfg.source, cfg.dpi, cfg.sane_options, cfg.scanner_page_timeout_s)
-    feed = _CoverFeed(source)
+    if first_feed_page > 1 and hasattr(source, "resume_at"):
+        source.resume_at(first_feed_page)
+    feed = _CoverFeed(source, first_feed_page)
     out = DossierScan(archive_no)
     bound = [b["item"] for b in station.store.batches() if b["archive_no"] == archive_no]
+    part = None
     try:
         material = _interrupted_material(station, archive_no)
         while True:
             if material is None:
                 sheet = feed.next_sheet()
                 if sheet is None:
-                    if feed.fed == 0:
+                    if feed.taken == 0:
                         raise FeederEmpty().at(1)
                     break
                 material = _bind(station, dossier, directory or [], sheet, feed, bound)
                 bound.append(material["item"])
                 out.sheets += 1
-                if on_material:
-                    on_material(material)
-            elif on_material:
+            if on_material:
                 on_material(material)
             part = _Part(feed)
+            wanted = dict(material, review=True) if review else material
             try:
-                out.materials.append(scan(station, dossier, material, part, operator, on_page))
+                result = scan(station, dossier, wanted, part, operator, on_page, hold_on_mismatch=True)
             except FeederEmpty:
                 # A sheet with no pages after it: nothing to seal. The feed ended, or the next sheet follows.
+                item = material["item"]
                 if feed.pending is None:
                     raise CoverSheetRefused(
-                        f"cover sheet for material {material['item']} (feed page {feed.fed}) is the last page "
-                        "fed: no pages follow it; feed that material's pages after its sheet") from None
+                        f"cover sheet for material {item} (feed page {feed.fed}) is the last page "
+                        "fed: no pages follow it; feed that material's pages after its sheet",
+                        "empty-last", item=item, feed_page=feed.fed) from None
                 raise CoverSheetRefused(
-                    f"cover sheet for material {material['item']} (feed page {feed.pending[1]}) is followed at "
-                    f"once by another cover sheet: put material {material['item']}'s pages between them and "
-                    "feed from its sheet") from None
-            material = None
+                    f"cover sheet for material {item} (feed page {feed.pending[1]}) is followed at "
+                    f"once by another cover sheet: put material {item}'s pages between them and "
+                    "feed from its sheet", "empty-between", item=item, feed_page=feed.pending[1]) from None
+            out.materials.append(result)
+            if on_done:
+                on_done(result)
+            material = part = None
             if feed.pending is None and feed.ended:
                 break
+    except ScannerError as exc:
+        # Where the operator puts the stack back: the page after the last one taken, or a sheet's first side
+        # when its second was not read (neither side is kept, the sheet is fed again).
+        lost = feed.taking or (part is not None and feed.duplex and part.yielded % 2 == 1)
+        exc.feed_resume_at = feed.fed + 1 - int(bool(lost))
+        raise
     finally:
         source.close()
     return out
 
 
 def _interrupted_material(station: Station, archive_no: str) -> dict | None:
-    """The material of the dossier's unsealed batch, which pages fed before any sheet continue."""
-    unsealed = [b for b in station.store.batches() if b["archive_no"] == archive_no and b["state"] != "sealed"]
+    """The material of the dossier's interrupted batch, which pages fed before any sheet continue (one
+    kept for review is not: it waits for the operator's confirmation or rescan)."""
+    unsealed = [b for b in station.store.batches() if b["archive_no"] == archive_no
+                and b["state"] in ("open", "interrupted")]
     return json.loads(unsealed[-1]["material_json"]) if unsealed else None
 
 
@@ -411,14 +448,15 @@ def _bind(station: Station, dossier: dict, directory: list[dict], found, feed: "
     """The material a cover sheet starts, with its image stored as evidence; refuse what does not belong."""
     from .coversheet import Sheet
 
-    raw, number = found[0], found[1]
-    sheet: Sheet = found[2].sheet
+    raw, number, hit, back = found
+    sheet: Sheet = hit.sheet
     archive_no = dossier["archive_no"]
     where = f"feed page {number}"
     if sheet.archive_no and sheet.archive_no != archive_no:
         raise CoverSheetRefused(
             f"the cover sheet at {where} is for dossier {sheet.archive_no}, not {archive_no}: take it and the "
-            f"pages after it out of the stack (they belong to {sheet.archive_no}) and feed the rest again")
+            f"pages after it out of the stack (they belong to {sheet.archive_no}) and feed the rest again",
+            "other-dossier", feed_page=number, other=sheet.archive_no, dossier=archive_no)
     item = sheet.item
     if sheet.generic:
         left = [m for m in directory if m["item"] not in bound]
@@ -427,43 +465,51 @@ def _bind(station: Station, dossier: dict, directory: list[dict], found, feed: "
                    else f"this station has no directory of {archive_no}")
             raise CoverSheetRefused(
                 f"a 'next material' cover sheet at {where}, but {why}: use the material's own cover sheet "
-                "('quire-station coversheets' prints it) or import the dossier's directory")
+                "('quire-station coversheets' prints it) or import the dossier's directory",
+                "generic-none-left", feed_page=number, dossier=archive_no)
         item = left[0]["item"]
     if item in feed.seen:
         raise CoverSheetRefused(
             f"the cover sheet for material {item} at {where} was already read at feed page {feed.seen[item]}: "
             "take the second one out (and check the pages after it belong where they were put) and feed again "
-            "from there")
+            "from there", "seen-twice", item=item, feed_page=number, first_page=feed.seen[item])
     feed.seen[item] = number
     previous = [b for b in station.store.batches() if b["archive_no"] == archive_no and b["item"] == item]
     if previous and previous[-1]["state"] == "sealed":
         raise CoverSheetRefused(
             f"the cover sheet at {where} is for material {item} of {archive_no}, which is already sealed on this "
             "station: take that sheet and its pages out of the stack (a rescan is asked for with 'scan "
-            "--rescan'), and feed the rest again")
+            "--rescan'), and feed the rest again", "sealed", item=item, feed_page=number, dossier=archive_no)
     entry = next((m for m in directory if m["item"] == item), {})
     material = {"item": item, "title": entry.get("title") or sheet.title}
     for key in ("date_formed", "remarks"):
         if entry.get(key):
             material[key] = entry[key]
-    data = encode(raw.image, "grey", raw.dpi, station.config.pipeline.jpeg_quality).data
-    material["cover_sheet"] = {
-        "sha256": station.store.jpeg.put(data), "bytes": len(data), "media_type": "image/jpeg",
-        "width_px": raw.image.shape[1], "height_px": raw.image.shape[0], "dpi": raw.dpi,
-        "payload": found[2].text, "generic": sheet.generic, "feed_page": number,
-    }
+    material["cover_sheet"] = dict(_evidence(station, raw), payload=hit.text, generic=sheet.generic,
+                                   feed_page=number)
+    if back is not None:    # the sheet's other side: evidence too, never a page of the material
+        material["cover_sheet"]["back"] = dict(_evidence(station, back), feed_page=number + 1)
     return material
+
+
+def _evidence(station: Station, raw: RawPage) -> dict:
+    """A cover sheet's side stored as it was scanned (grey JPEG), as the manifest lists it."""
+    data = encode(raw.image, "grey", raw.dpi, station.config.pipeline.jpeg_quality).data
+    return {"sha256": station.store.jpeg.put(data), "bytes": len(data), "media_type": "image/jpeg",
+            "width_px": raw.image.shape[1], "height_px": raw.image.shape[0], "dpi": raw.dpi}
 
 
 class _CoverFeed:
     """The source's pages, with the cover sheets taken out as they pass (on a duplex feed, with their backs)."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, first_feed_page: int = 1):
         self.source = source
         self.duplex = bool(getattr(source, "duplex", False))
         self.pages = source.pages()
-        self.pending = None         # (raw, feed page, Found): the sheet that ended the last part
-        self.fed = 0                # pages taken from the source
+        self.pending = None         # (raw, feed page, Found, back): the sheet that ended the last part
+        self.fed = first_feed_page - 1  # the feed page last taken from the source (numbered on over a resume)
+        self.taken = 0              # pages taken by this run
+        self.taking = False         # a sheet's back is being read: a fault now loses the sheet's front too
         self.ended = False
         self.seen: dict[str, int] = {}
 
@@ -475,6 +521,7 @@ class _CoverFeed:
             self.ended = True
             return None
         self.fed += 1
+        self.taken += 1
         return raw
 
     def next_sheet(self):
@@ -490,14 +537,16 @@ class _CoverFeed:
             raise CoverSheetRefused(
                 f"feed page {self.fed} is not a cover sheet, and no material of this dossier is waiting to be "
                 "resumed: put the first material's cover sheet on top of the stack ('quire-station coversheets' "
-                "prints them) and feed it all again")
+                "prints them) and feed it all again", "no-sheet-first", feed_page=self.fed)
         return self._take(raw, hit)
 
     def _take(self, raw: RawPage, hit):
-        found = (raw, self.fed, hit)
-        if self.duplex:
-            self.next_raw()         # the sheet's back: the cover sheet is not material, neither side is kept
-        return found
+        number, back = self.fed, None
+        if self.duplex:             # the sheet's back: kept with the sheet as evidence, not as a page
+            self.taking = True
+            back = self.next_raw()
+            self.taking = False
+        return (raw, number, hit, back)
 
 
 class _Part:
@@ -507,6 +556,7 @@ class _Part:
         self.feed = feed
         self.name = feed.source.name
         self.duplex = feed.duplex
+        self.yielded = 0
 
     def pages(self):
         while (raw := self.feed.next_raw()) is not None:
@@ -516,6 +566,7 @@ class _Part:
             if hit is not None:
                 self.feed.pending = self.feed._take(raw, hit)
                 return
+            self.yielded += 1
             yield raw
 
     def close(self) -> None:

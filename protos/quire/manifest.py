@@ -64,6 +64,18 @@ class Dossier(Settings):
     unit: str | None = None
 
 
+class CoverSheetBack(Settings):
+    """The other side of a cover sheet fed duplex (blank, or a sheet's back as printed): evidence with it."""
+
+    sha256: Sha256Hex
+    bytes: Annotated[int, Field(ge=1)]
+    media_type: Literal[tuple(MEDIA_TYPES)]
+    width_px: Annotated[int, Field(ge=1)]
+    height_px: Annotated[int, Field(ge=1)]
+    dpi: Dpi
+    feed_page: Annotated[int, Field(ge=1)]
+
+
 class CoverSheet(Settings):
     """The cover sheet (分隔页) the material was split from its dossier's feed at: its image is kept in the
     bundle as evidence, not among the material's pages."""
@@ -77,6 +89,7 @@ class CoverSheet(Settings):
     payload: NonEmpty                       # the QR code's text, as read
     generic: bool                           # a "next material" sheet, bound by the directory's order
     feed_page: Annotated[int, Field(ge=1)]  # its place in the feed (1 = the first page fed)
+    back: CoverSheetBack | None = None      # its back, on a duplex feed
 
 
 class Material(Settings):
@@ -231,12 +244,13 @@ def read(data: bytes) -> dict:
 
 def blobs(m: dict) -> list[dict]:
     """Every file a bundle carries, each with its sha256, bytes and media_type: the pages, then each page's
-    preservation master where one was kept (with its page's n), then the cover sheet's image when the
-    material was split from a feed at one."""
+    preservation master where one was kept (with its page's n), then the cover sheet's image (and its
+    back's, fed duplex) when the material was split from a feed at one."""
     sheet = (m.get("material") or {}).get("cover_sheet")
     masters = [dict(page["record"]["master"], n=page["n"]) for page in m["pages"]
                if isinstance(page.get("record"), dict) and page["record"].get("master")]
-    return list(m["pages"]) + masters + ([dict(sheet, n=0)] if sheet else [])
+    sides = [sheet] + ([sheet["back"]] if sheet.get("back") else []) if sheet else []
+    return list(m["pages"]) + masters + [dict(side, n=0) for side in sides]
 
 
 def verify(data: bytes, signature: bytes, public_key: bytes) -> None:

@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import ScannerError, StationError
 from .. import directory
+from ..jobs import WHOLE_DOSSIER
 from ..operators import Operators
 from . import view
 from .events import Hub
@@ -176,9 +177,17 @@ async def home(request: Request, k: Kiosk, session, form) -> Response:
     chosen = _chosen(request)
     live = await k.read(view.live, k.daemon, k.reader, chosen)
     batch, pages = await k.read(view.pages, k.reader, k.daemon, chosen)
+    groups = await k.read(view.dossier_groups, k.reader, k.daemon, chosen)
     events_url = "/events" + (f"?{urlencode({'d': chosen[0], 'i': chosen[1]})}" if chosen else "")
     return k.page("kiosk.html", session=session, live=live, pages=pages, review=_in_review(live),
-                  events_url=events_url)
+                  events_url=events_url, groups=groups, feed=_feed_key(k.daemon))
+
+
+def _feed_key(daemon) -> str | None:
+    """What the page grid holds on a dossier feed's screen (the "batch" event's data for that feed)."""
+    run = daemon.dossier_run
+    return f"{run['archive_no']}\t{WHOLE_DOSSIER['item']}" if run else None
+    return f"{run['archive_no']}\t{(job or {}).get('material', {}).get('item', '整卷')}" if run else None
 
 
 @signed_in
@@ -193,6 +202,15 @@ async def page_image(request: Request, k: Kiosk, session, form) -> Response:
     data = await k.read(k.reader.thumbnail, q.get("d", ""), q.get("i", ""), n, width)
     if data is None:
         return Response("no such page", status_code=404)
+    return Response(data, media_type="image/jpeg")
+
+
+@signed_in
+async def sheet_image(request: Request, k: Kiosk, session, form) -> Response:
+    """A cover sheet's image (evidence, not a page), by its hash, as a thumbnail."""
+    data = await k.read(k.reader.sheet_thumbnail, request.query_params.get("h", ""), view.THUMB_WIDTHS[0])
+    if data is None:
+        return Response("no such cover sheet", status_code=404)
     return Response(data, media_type="image/jpeg")
 
 
@@ -214,7 +232,7 @@ async def scan(request: Request, k: Kiosk, session, form) -> Response:
         return _answer(request, k, "没有待扫描的材料：请先在“登记材料”中登记。" if not wanted
                        else "该材料已不在待扫描队列中（可能已扫描完成），请刷新页面。", False, 409)
     message = {"op": "scan", "operator_signed_in": session.operator, "dossier": job["dossier"],
-               "material": job["material"]}
+               "material": job["material"], "by_cover_sheets": bool(job.get("by_cover_sheets"))}
     busy = k.daemon.current is not None
     thread = threading.Thread(target=_run_scan, args=(k, message), name="quire-kiosk-scan", daemon=True)
     k.scans[:] = [t for t in k.scans if t.is_alive()] + [thread]
@@ -230,6 +248,8 @@ def _run_scan(k: Kiosk, message: dict) -> None:
     except ScannerError:
         pass    # the scanner panel says what stopped it and what to do
     except StationError as exc:
+        if getattr(exc, "kind", None) is not None:
+            return      # a cover sheet refused: the daemon told the screen, worded with what to do
         k.hub.publish({"event": "refused", "message": f"未能扫描：{exc}"})
 
 
@@ -239,6 +259,14 @@ async def queue_add(request: Request, k: Kiosk, session, form) -> Response:
     dossier = {"archive_no": get("dossier")}
     if get("name"):
         dossier["name"] = get("name")
+    if get("by_cover_sheets"):      # the whole dossier as one feed, split at its cover sheets
+        try:
+            reply = await asyncio.to_thread(k.daemon.handle, {"op": "queue_add", "dossier": dossier,
+                                                              "by_cover_sheets": True, "operator": session.operator})
+        except StationError as exc:
+            return _answer(request, k, f"未能登记：{exc}", False, 400)
+        return _answer(request, k, f"已登记整卷 {dossier['archive_no']}（按分隔页拆分），排在第 {reply['position']} 位。",
+                       True)
     material = {"item": get("item"), "title": get("title")}
     if get("date_formed"):
         material["date_formed"] = get("date_formed")
@@ -307,22 +335,30 @@ async def events(request: Request, k: Kiosk, session, form) -> Response:
                     return
                 if kind == "page":
                     job = event["job"]
-                    page = view.page_view(job["dossier"]["archive_no"], job["material"]["item"], event["n"],
-                                          event["record"], job["id"])
+                    item = job["material"]["item"]
+                    page = view.page_view(job["dossier"]["archive_no"], item, event["n"], event["record"], job["id"],
+                                          group=item if job.get("by_cover_sheets") else None)
                     yield _sse("page", k.render("_page.html", page=page))
+                elif kind in ("material", "material_done") and not chosen:
+                    # A dossier feed: a cover sheet read (a new group, its sheet the separator), or a material
+                    # sealed or kept for review (its group again, with its count and state).
+                    job = event["job"]
+                    g = await k.read(view.group, k.reader, job["dossier"]["archive_no"], job["material"])
+                    yield _sse("material", k.render("_material.html", g=g))
                 elif kind in ("reviewed", "review", "idle"):
                     # Pages renumbered, replaced or removed, or a batch now waiting for review (kept open, or its
                     # count differing from the directory): the whole grid, with the review's buttons.
                     live = await k.read(view.live, k.daemon, k.reader, chosen)
                     if kind != "idle" or _in_review(live):
                         _, pages = await k.read(view.pages, k.reader, k.daemon, chosen)
+                        groups = await k.read(view.dossier_groups, k.reader, k.daemon, chosen)
                         yield _sse("pages", k.render("_pages.html", pages=pages, review=_in_review(live),
-                                                     session=session))
+                                                     session=session, groups=groups))
                 elif kind == "batch":
                     job = event["job"]
                     yield _sse("batch", f"{job['dossier']['archive_no']}\t{job['material']['item']}")
                 elif kind == "refused":
-                    yield _sse("notice", event["message"])
+                    yield _sse("notice", view.refused(event))
                 dirty = dirty or kind != "tick"
                 # A batch starting is shown at once, before its first page: the throttle is for page-by-page churn.
                 if kind in ("tick", "batch") or (dirty and time.monotonic() - rendered_at >= STATE_EVERY_S):
@@ -350,6 +386,7 @@ def create_app(k: Kiosk) -> Starlette:
         Route("/", home, methods=["GET"]),
         Route("/events", events, methods=["GET"]),
         Route("/page", page_image, methods=["GET"]),
+        Route("/sheet", sheet_image, methods=["GET"]),
         Route("/scan", scan, methods=["POST"]),
         Route("/queue", queue_add, methods=["POST"]),
         Route("/review", review_action, methods=["POST"]),

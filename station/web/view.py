@@ -3,6 +3,7 @@ connection of the kiosk's own (one reader thread: the scanning threads never wai
 
 import io
 import json
+import re
 import threading
 from datetime import datetime
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from . import words
 
 THUMB_WIDTHS = (240, 1200)      # the thumbnails' width, and a page opened to be read
 THUMBS_KEPT = 256
+HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class Reader:
@@ -53,12 +55,21 @@ class Reader:
                    [batch["id"], n])
         if page is None:
             return None
-        key = (page["sha256"], width)
+        return self._thumbnail(page["sha256"], page["media_type"], width)
+
+    def sheet_thumbnail(self, sha256: str, width: int) -> bytes | None:
+        """A cover sheet's image (kept as evidence, named by its hash) as a thumbnail; None: no such image."""
+        if not HEX64.fullmatch(sha256) or not self.station.store.page_path(sha256, "image/jpeg").exists():
+            return None
+        return self._thumbnail(sha256, "image/jpeg", width)
+
+    def _thumbnail(self, sha256: str, media_type: str, width: int) -> bytes:
+        key = (sha256, width)
         with self._lock:
             if key in self._thumbs:
                 self._thumbs.move_to_end(key)
                 return self._thumbs[key]
-        with Image.open(self.station.store.page_path(page["sha256"], page["media_type"])) as image:
+        with Image.open(self.station.store.page_path(sha256, media_type)) as image:
             # A JPEG decodes at 1/2…1/8 scale straight away: the thumbnail costs a fraction of the page.
             height = max(1, round(width * image.height / image.width))
             image.draft("RGB" if image.mode == "RGB" else "L", (width, height))
@@ -79,10 +90,76 @@ def page_url(archive_no: str, item: str, n: int, version: str, width: int = THUM
     return "/page?" + urlencode({"d": archive_no, "i": item, "n": n, "w": width, "v": version})
 
 
-def page_view(archive_no: str, item: str, n: int, record: dict, version: str) -> dict:
+def page_view(archive_no: str, item: str, n: int, record: dict, version: str, group: str | None = None) -> dict:
+    """A page's thumbnail and flags; ``group``: the material it belongs to on a dossier feed's screen."""
     return {"n": n, "src": page_url(archive_no, item, n, version),
             "large": page_url(archive_no, item, n, version, THUMB_WIDTHS[1]),
-            "flags": words.flags(record), "blank": bool(record.get("blank"))}
+            "flags": words.flags(record), "blank": bool(record.get("blank")), "group": group}
+
+
+# -- a whole dossier fed by cover sheets: one group per material, its sheet a marked separator --------------
+
+def dossier_groups(reader: Reader, daemon, chosen: tuple[str, str] | None = None) -> list[dict] | None:
+    """The materials of the dossier feed the screen follows (the last one run by cover sheets), in feed order;
+    None when the screen shows a single material."""
+    run = daemon.dossier_run
+    if run is None or chosen:
+        return None
+    batches = [b for b in reader.station.store.batches() if b["archive_no"] == run["archive_no"]]
+    shown = [b for b in batches if (json.loads(b["material_json"]).get("cover_sheet") or {}).get("feed_page")]
+    shown.sort(key=lambda b: json.loads(b["material_json"])["cover_sheet"]["feed_page"])
+    return [group(reader, run["archive_no"], json.loads(b["material_json"])) for b in shown]
+
+
+def group(reader: Reader, archive_no: str, material: dict) -> dict:
+    """One material of a dossier feed: its cover sheet, its pages so far, its count against the directory."""
+    item = material["item"]
+    batch = reader.latest_batch(archive_no, item)
+    if batch is not None:
+        material = {**json.loads(batch["material_json"]), **material}
+    sheet = material.get("cover_sheet") or {}
+    pages = []
+    if batch is not None:
+        pages = [page_view(archive_no, item, r["n"], json.loads(r["record_json"]), r["sha256"][:12], group=item)
+                 for r in reader.station.store.pages(batch["id"])]
+    entry = reader.station.store.directory_entry(archive_no, item)
+    state = batch["state"] if batch is not None else "open"
+    found = len(pages)
+    blank = sum(1 for p in pages if p["blank"])
+    matches = entry is None or count_matches({"expected": entry["pages"], "found": found, "blank": blank})
+    return {"item": item, "title": material.get("title") or "", "archive_no": archive_no,
+            "feed_page": sheet.get("feed_page"), "back": bool(sheet.get("back")),
+            "sheet_src": "/sheet?" + urlencode({"h": sheet["sha256"], "w": THUMB_WIDTHS[0]}) if sheet.get("sha256")
+            else None, "pages": pages, "found": found, "expected": entry["pages"] if entry else None,
+            "matches": matches, "state": state,
+            "state_words": {"open": "扫描中", "interrupted": "已中断，可继续", "sealed": "已封装",
+                            "review": "待复核（尚未封装）"}.get(state, state),
+            "review_url": "/?" + urlencode({"d": archive_no, "i": item}) if state == "review" else None}
+
+
+def refused(event: dict) -> str:
+    """A refusal the screen shows: a cover sheet that does not belong, worded with what to do; else as told."""
+    words_for = REFUSALS.get(event.get("kind") or "")
+    if words_for is None:
+        return event.get("message") or ""
+    return "分隔页有误，已停止：" + words_for.format(**(event.get("facts") or {}))
+
+
+REFUSALS = {
+    "other-dossier": "进纸第 {feed_page} 页是档案 {other} 的分隔页，不属于本卷 {dossier}。"
+                     "请把这张分隔页和其后属于 {other} 的各页取出，再把其余的纸放回进纸器，按“扫描”继续。",
+    "seen-twice": "材料 {item} 的分隔页在进纸第 {feed_page} 页又出现了一次（第一次在进纸第 {first_page} 页）。"
+                  "请取出多余的这张，核对其后各页应属哪份材料，再从这里放回进纸器，按“扫描”继续。",
+    "sealed": "进纸第 {feed_page} 页是材料 {item} 的分隔页，而该材料在本工作站已封装。请取出这张分隔页和该材料的各页"
+              "（需重扫请另行申请），再把其余的纸放回进纸器，按“扫描”继续。",
+    "no-sheet-first": "进纸第 {feed_page} 页不是分隔页，本卷也没有中断待续的材料。请把第一份材料的分隔页放在最上面，"
+                      "整卷重新放入进纸器，按“扫描”。",
+    "generic-none-left": "进纸第 {feed_page} 页是“下一份材料”通用分隔页，但本卷目录中已没有未扫描的材料（或没有目录）。"
+                         "请改用该材料自己的分隔页，或先导入本卷目录。",
+    "empty-last": "材料 {item} 的分隔页（进纸第 {feed_page} 页）之后没有任何页面。请把该材料的各页放在它的分隔页之后再扫描。",
+    "empty-between": "材料 {item} 的分隔页之后紧接着又是一张分隔页（进纸第 {feed_page} 页）。"
+                     "请把材料 {item} 的各页放在两张分隔页之间，从它的分隔页起重新放入进纸器。",
+}
 
 
 def scanner_state(daemon) -> dict:
@@ -94,8 +171,14 @@ def scanner_state(daemon) -> dict:
     stop = daemon.last_stop
     if stop is not None:
         word, todo = words.stop(stop["kind"], stop["resume_at"])
+        if stop.get("feed"):
+            todo += "（整卷进纸的页序，分隔页也算一页；已封装的材料不必再放）"
         return {"word": word, "cls": "stop", "todo": todo, "detail": stop["message"]}
     head = daemon.jobs.head()
+    if head and head.get("refusal"):
+        return {"word": "分隔页有误", "cls": "stop", "detail": head["last_error"],
+                "todo": refused({"kind": head["refusal"]["kind"], "facts": head["refusal"]["facts"],
+                                 "message": head["last_error"]})}
     if head and head.get("last_error"):
         return {"word": "上次扫描中断", "cls": "stop", "detail": head["last_error"],
                 "todo": "按说明处理后，把尚未扫描的纸放回进纸器，再按“扫描”继续。"}

@@ -17,8 +17,20 @@
   source.addEventListener("page", function (e) {
     var figure = fragment(e.data);
     var old = document.getElementById(figure.id);
-    if (old) { old.replaceWith(figure); } else { pages.appendChild(figure); }
+    // A dossier feed's page goes into its material's group, whose count follows.
+    var group = figure.dataset.group && document.getElementById("g-" + figure.dataset.group);
+    var into = group ? group.querySelector(".material-pages") : pages;
+    if (old) { old.replaceWith(figure); } else { into.appendChild(figure); }
+    if (group) { group.querySelector(".found").textContent = String(into.children.length); }
     figure.scrollIntoView({block: "nearest"});
+  });
+  source.addEventListener("material", function (e) {
+    // A dossier feed: a cover sheet read starts a material's group (the sheet its separator), or a material
+    // sealed or kept for review shows its count and state.
+    var section = fragment(e.data);
+    var old = document.getElementById(section.id);
+    if (old) { old.replaceWith(section); } else { pages.appendChild(section); }
+    section.scrollIntoView({block: "nearest"});
   });
   source.addEventListener("batch", function (e) {
     // Another material: its own pages. The same one resumed (after a jam): its pages so far stay.
