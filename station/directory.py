@@ -170,7 +170,7 @@ def _entries(name: str, table: list[tuple[int, list]], dossier: str | None) -> l
             continue
         bad = []
 
-        def wrong(field: str, message: str) -> None:
+        def wrong(field: str, message: str, _zh: str = "") -> None:
             bad.append(f"row {line}, column {heading[field]}: {message}")
 
         if parts:
@@ -178,8 +178,7 @@ def _entries(name: str, table: list[tuple[int, list]], dossier: str | None) -> l
         entry = {"archive_no": _archive_no(cells, dossier, wrong), "item": _item(cells, wrong),
                  "title": _text(cells.get("title")), "date_formed": _date(cells.get("date_formed"), wrong),
                  "pages": _pages(cells["pages"], wrong), "remarks": _text(cells.get("remarks")) or None}
-        if not entry["title"]:
-            wrong("title", "the material's title is empty; write its name, e.g. 干部履历表")
+        _title(entry["title"], wrong)
         key = (entry["archive_no"], entry["item"])
         if not bad and key in seen:
             bad.append(f"row {line}: material {entry['item']} of {entry['archive_no']} is listed twice (row "
@@ -244,7 +243,8 @@ def _item(cells: dict, wrong) -> str:
     value = cells.get("item")
     if isinstance(value, (dt.date, dt.datetime)):
         wrong("item", f"Excel turned the item number into the date {value:%Y-%m-%d}; format the 类号 column "
-                      "as text and type it again (e.g. 4-1)")
+                      "as text and type it again (e.g. 4-1)",
+              f"Excel 把类号变成了日期 {value:%Y-%m-%d}；把类号列设为文本后重新填写（如 4-1）")
         return ""
     text = _text(value).replace("—", "-").replace("－", "-")
     seq = _text(cells.get("seq"))
@@ -253,7 +253,8 @@ def _item(cells: dict, wrong) -> str:
     try:
         parse_item(text)
     except ValueError as exc:
-        wrong("item", f"{exc}")
+        wrong("item", f"{exc}", (f"“{text}”不是类号" if text else "未填写") + "：写成 类别-序号（如 1-1、10-2），"
+              "第 4 类和第 9 类写成 类别-小类-序号（如 4-1-2、9-3-1，小类为 1–4），序号从 1 起")
         return ""
     return text
 
@@ -274,7 +275,9 @@ def _date(value, wrong) -> str | None:
             return "-".join([year] + [f"{int(p):02d}" for p in (month, day) if p])
         except ValueError:
             pass
-    wrong("date_formed", f"{text!r} is not a date; write it as YYYY-MM-DD, YYYY-MM or YYYY (e.g. 1995-03-12)")
+    wrong("date_formed", f"{text!r} is not a date; write it as YYYY-MM-DD, YYYY-MM or YYYY (e.g. 1995-03-12)",
+          f"“{text}”不是日期：写成 YYYY、YYYYMM 或 YYYYMMDD（如 1995、199503、19950312），也可写 1995-03-12；"
+          "不知道可以不填")
     return None
 
 
@@ -287,39 +290,111 @@ def _pages(value, wrong) -> int:
         m = _PAGES.fullmatch(_text(value))
         if not m:
             shown = "empty" if _blank(value) else f"{_text(value)!r} is not a whole number of pages"
-            wrong("pages", f"{shown}; write the material's page count as a number, e.g. 12")
+            zh = "未填写" if _blank(value) else f"“{_text(value)}”不是整数"
+            wrong("pages", f"{shown}; write the material's page count as a number, e.g. 12",
+                  f"{zh}：填写该材料的页数（整数，至少 1），如 12")
             return 0
         number = int(m.group(1))
     if number < 1:
-        wrong("pages", f"{number} pages; a material has at least one page — write its page count")
+        wrong("pages", f"{number} pages; a material has at least one page — write its page count",
+              f"{number} 页：每份材料至少 1 页，填写它的实际页数")
     return number
+
+
+def _title(title: str, wrong) -> None:
+    if not title:
+        wrong("title", "the material's title is empty; write its name, e.g. 干部履历表",
+              "未填写：写材料的名称，如 干部履历表")
 
 
 # -- typed in (the kiosk, the CLI) ---------------------------------------------------------
 
+NAMES = {"archive_no": "档号", "item": "类号", "title": "材料名称", "date_formed": "形成时间", "pages": "页数",
+         "remarks": "备注"}
+
+
+class EntryRefused(DirectoryError):
+    """A typed directory row not kept: ``cells`` holds each bad cell's field and what to write there."""
+
+    def __init__(self, where: str, cells: list[tuple[str, str]], zh: bool = False):
+        self.cells = cells
+        if zh:
+            self.problems = [f"{NAMES[field]}：{words}" for field, words in cells]
+            StationError.__init__(self, f"{where}未保存：" + "；".join(self.problems))
+        else:
+            super().__init__(where, [f"{NAMES[field]}: {words}" for field, words in cells],
+                             "not kept in the directory; correct it and try again")
+
+
+def check_entry(item, title, pages, date_formed=None, remarks=None, *, zh: bool = False
+                ) -> tuple[dict, list[tuple[str, str]]]:
+    """A typed row checked by the rules a file's row meets: the entry and its bad cells (field, what to write)."""
+    cells: list[tuple[str, str]] = []
+
+    def wrong(field: str, message: str, in_chinese: str = "") -> None:
+        cells.append((field, in_chinese if zh and in_chinese else message))
+
+    entry = {"item": _item({"item": item}, wrong), "title": _text(title), "date_formed": _date(date_formed, wrong),
+             "pages": _pages(pages, wrong), "remarks": _text(remarks) or None}
+    _title(entry["title"], wrong)
+    return entry, cells
+
 
 def put_entry(station: Station, archive_no: str, item: str, title: str, pages, date_formed=None,
-              remarks=None) -> dict:
-    """Add one material to the dossier's directory, or correct it (keeping its place); checked as a file's row."""
-    problems: list[str] = []
-    names = {"archive_no": "档号", "item": "类号", "title": "材料名称", "date_formed": "形成时间", "pages": "页数",
-             "remarks": "备注"}
+              remarks=None, *, replacing: str | None = None, new: bool = False, zh: bool = False) -> dict:
+    """Add one material to the dossier's directory, or correct it (keeping its place); checked as a file's row.
 
-    def wrong(field: str, message: str) -> None:
-        problems.append(f"{names[field]}: {message}")
-
+    ``replacing``: the item of the row being corrected, when its 类号 may change; ``new``: refuse an item the
+    directory already lists instead of correcting it; ``zh``: problems worded in Chinese (the kiosk)."""
     archive_no = (archive_no or "").strip()
+    entry, cells = check_entry(item, title, pages, date_formed, remarks, zh=zh)
+    where = f"{archive_no} {_text(item)}" + (" " if zh else "")
     if not archive_no:
-        wrong("archive_no", "empty; give the dossier's archive number")
-    cells = {"item": item}
-    entry = {"item": _item(cells, wrong), "title": _text(title), "date_formed": _date(date_formed, wrong),
-             "pages": _pages(pages, wrong), "remarks": _text(remarks) or None}
-    if not entry["title"]:
-        wrong("title", "the material's title is empty; write its name, e.g. 干部履历表")
-    if problems:
-        raise DirectoryError(f"{archive_no} {item}", problems, "not kept in the directory; correct it and try again")
-    station.store.put_directory_entry(archive_no, entry, "typed")
+        cells.insert(0, ("archive_no", "未填写：先写档号" if zh else "empty; give the dossier's archive number"))
+    if cells:
+        raise EntryRefused(where, cells, zh)
+    listed = {e["item"]: e for e in station.store.directory(archive_no)}
+    if entry["item"] in listed and (new or replacing not in (None, entry["item"])):
+        position = listed[entry["item"]]["position"]
+        raise EntryRefused(where, [("item", f"类号 {entry['item']} 已在第 {position} 行；改那一行，或换一个类号" if zh else
+                                    f"{entry['item']} is already row {position}; correct that row or give another item")],
+                           zh)
+    if replacing is not None and replacing != entry["item"]:
+        if replacing not in listed:
+            raise EntryRefused(where, [("item", f"原类号 {replacing} 已不在目录中（可能已被删除），请刷新页面" if zh else
+                                        f"{replacing} is no longer in the directory; show it again")], zh)
+        scanned = _scanned(station, archive_no, replacing, zh)
+        if scanned:
+            raise EntryRefused(where, [("item", f"{scanned}，类号不能再改（扫描记录按此类号保存）" if zh else
+                                        f"{scanned}; its item cannot change (the scan is filed under it)")], zh)
+    station.store.put_directory_entry(archive_no, entry, "typed", replacing=replacing)
     return entry
+
+
+def remove_entry(station: Station, archive_no: str, item: str, *, zh: bool = False) -> None:
+    """Take a material out of the dossier's directory; refused once it is scanned or sealed, saying why."""
+    listed = {e["item"]: e for e in station.store.directory(archive_no)}
+    if item not in listed:
+        raise EntryRefused(f"{archive_no} {item} ", [("item", "目录中已没有这一行，请刷新页面" if zh else
+                                                      "not in the directory; show it again")], zh)
+    scanned = _scanned(station, archive_no, item, zh)
+    if scanned:
+        why = (f"第 {listed[item]['position']} 行（类号 {item}）{scanned}，不能删除：封装时按这一行核对页数，"
+               "删除会让扫描记录失去对应的目录" if zh else
+               f"{scanned}; it cannot be removed: sealing checks its page count against this row")
+        raise EntryRefused(f"{archive_no} {item} ", [("item", why)], zh)
+    station.store.remove_directory_entry(archive_no, item)
+
+
+def _scanned(station: Station, archive_no: str, item: str, zh: bool) -> str | None:
+    """How far the material is scanned on this station, in words; None when not at all."""
+    batch = station.store.last_batch(archive_no, item)
+    if batch is None:
+        return None
+    if batch["state"] == "sealed":
+        return "已封装" if zh else "already sealed"
+    found = len(station.store.pages(batch["id"]))
+    return f"已开始扫描（已存 {found} 页）" if zh else f"already being scanned ({found} pages stored)"
 
 
 # -- showing -------------------------------------------------------------------------------

@@ -387,17 +387,29 @@ class Store:
                     [archive_no, e["item"], position, e["title"], e.get("date_formed"), e["pages"],
                      e.get("remarks"), source, now])
 
-    def put_directory_entry(self, archive_no: str, entry: dict, source: str) -> None:
-        """Add one material to the dossier's directory (last), or correct it in its place."""
+    def put_directory_entry(self, archive_no: str, entry: dict, source: str, replacing: str | None = None) -> None:
+        """Add one material to the dossier's directory (last), or correct it in its place (the row of item
+        ``replacing`` when given, whose item may change)."""
         with atomic(self.db):
             row = one(self.db, "SELECT position FROM directory WHERE archive_no = ? AND item = ?",
-                      [archive_no, entry["item"]])
+                      [archive_no, replacing or entry["item"]])
+            if row and replacing and replacing != entry["item"]:     # the corrected row keeps its place
+                self.db.execute("DELETE FROM directory WHERE archive_no = ? AND item = ?", [archive_no, replacing])
             position = row["position"] if row else one(
                 self.db, "SELECT COALESCE(MAX(position), 0) + 1 AS p FROM directory WHERE archive_no = ?",
                 [archive_no])["p"]
             self.db.execute("INSERT OR REPLACE INTO directory VALUES (?,?,?,?,?,?,?,?,?)",
                             [archive_no, entry["item"], position, entry["title"], entry.get("date_formed"),
                              entry["pages"], entry.get("remarks"), source, utcnow()])
+
+    def remove_directory_entry(self, archive_no: str, item: str) -> None:
+        """Take one material out of the dossier's directory; the rows below it move up."""
+        with atomic(self.db):
+            row = one(self.db, "SELECT position FROM directory WHERE archive_no = ? AND item = ?", [archive_no, item])
+            if row:
+                self.db.execute("DELETE FROM directory WHERE archive_no = ? AND item = ?", [archive_no, item])
+                self.db.execute("UPDATE directory SET position = position - 1 WHERE archive_no = ? AND position > ?",
+                                [archive_no, row["position"]])
 
     def directory(self, archive_no: str) -> list[dict]:
         return rows(self.db, "SELECT * FROM directory WHERE archive_no = ? ORDER BY position", [archive_no])

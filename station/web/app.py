@@ -284,6 +284,80 @@ async def queue_add(request: Request, k: Kiosk, session, form) -> Response:
                                f"排在第 {reply['position']} 位。", True)
 
 
+# -- the dossier's directory (目录), typed on the kiosk ------------------------------------
+
+DIRECTORY_FIELDS = (("item", "类号", "4-1-2"), ("title", "材料名称", "干部履历表"), ("date_formed", "形成时间", "19950312"),
+                    ("pages", "页数", "12"), ("remarks", "备注", ""))
+STATE_WORDS = {None: "未扫描", "open": "正在扫描", "interrupted": "扫描中断", "review": "待复核", "sealed": "已封装"}
+
+
+def _directory_rows(station, archive_no: str) -> list[dict]:
+    try:
+        return directory.show(station, archive_no)
+    except StationError:
+        return []       # no directory yet: the operator types its first row
+
+
+async def _directory(request: Request, k: Kiosk, session, archive_no: str, *, notice: str = "", ok: bool = True,
+                     status: int = 200, typed: dict | None = None) -> Response:
+    """The directory section: every row as stored, but the row refused (``typed``: its key, values and bad cells)
+    as the operator typed it, each bad cell marked with what to write."""
+    rows = await k.read(_directory_rows, k.reader.station, archive_no) if archive_no else []
+    shown = []
+    for n, row in enumerate(rows, 1):
+        values = {name: "" if row.get(name) is None else str(row[name]) for name, _, _ in DIRECTORY_FIELDS}
+        errors = {}
+        if typed and typed["key"] == row["item"]:
+            values, errors = typed["values"] or values, typed["errors"]
+        scanned = "" if row["state"] is None else f"（{row['scanned']} 页）"
+        shown.append({"n": n, "key": row["item"], "values": values, "errors": errors,
+                      "state": STATE_WORDS.get(row["state"], row["state"]) + scanned, "locked": row["state"] is not None})
+    new = {"values": {}, "errors": {}}
+    if typed and typed["key"] == "":
+        new = {"values": typed["values"], "errors": typed["errors"]}
+    html = k.render("_directory.html", session=session, d=archive_no, rows=shown, new=new, fields=DIRECTORY_FIELDS,
+                    notice=notice, ok=ok)
+    if request.headers.get("hx-request"):
+        return HTMLResponse(html)
+    return k.page("directory.html", status, session=session, d=archive_no, table=html)
+
+
+@signed_in
+async def directory_page(request: Request, k: Kiosk, session, form) -> Response:
+    return await _directory(request, k, session, request.query_params.get("d", "").strip())
+
+
+@signed_in
+async def directory_change(request: Request, k: Kiosk, session, form) -> Response:
+    """Add, correct or remove one row of the dossier's directory, checked by the rules a directory file meets."""
+    get = lambda key: str(form.get(key) or "").strip()  # noqa: E731
+    action, d, was = get("action"), get("d"), get("was")
+    if not d:
+        return await _directory(request, k, session, d, notice="请先填写档号，再编辑目录。", ok=False, status=400)
+    values = {name: get(name) for name, _, _ in DIRECTORY_FIELDS}
+    where = f"第 {get('n')} 行" if was else "新增行"
+    try:
+        if action == "remove":
+            await k.read(functools.partial(directory.remove_entry, zh=True), k.reader.station, d, was)
+            log.info("kiosk: %s removed %s %s from the directory", session.operator, d, was)
+            return await _directory(request, k, session, d, notice=f"已从目录删除 {was}。")
+        await k.read(functools.partial(directory.put_entry, replacing=was or None, new=not was, zh=True),
+                     k.reader.station, d, values["item"], values["title"], values["pages"],
+                     values["date_formed"] or None, values["remarks"] or None)
+    except directory.EntryRefused as exc:
+        if action == "remove":      # the row as stored, with why it stays
+            errors = {"row": words for _, words in exc.cells}
+            typed = {"key": was, "values": None, "errors": errors}
+        else:
+            errors = {field: f"{where}「{directory.NAMES[field]}」：{words}" for field, words in exc.cells}
+            typed = {"key": was, "values": values, "errors": errors}
+        return await _directory(request, k, session, d, notice="；".join(errors.values()), ok=False, status=400,
+                                typed=typed)
+    log.info("kiosk: %s kept %s %s in the directory", session.operator, d, values["item"])
+    return await _directory(request, k, session, d, notice=f"已保存 {values['item']}《{values['title']}》，"
+                                                           f"{values['pages']} 页。")
+
+
 DEFAULT_REASONS = {"rescan": "复核时重扫", "insert": "补插漏扫的页"}
 REVIEWED = {"rescan": "已重扫第 {n} 页。", "remove": "已移除第 {n} 页（{reason}）。", "seal": "已封装 {d} {i}。"}
 
@@ -390,6 +464,8 @@ def create_app(k: Kiosk) -> Starlette:
         Route("/scan", scan, methods=["POST"]),
         Route("/queue", queue_add, methods=["POST"]),
         Route("/review", review_action, methods=["POST"]),
+        Route("/directory", directory_page, methods=["GET"]),
+        Route("/directory", directory_change, methods=["POST"]),
         Mount("/static/vendor", StaticFiles(directory=VENDOR, check_dir=False), name="vendor"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
