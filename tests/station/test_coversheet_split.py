@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -188,3 +189,110 @@ def test_a_dossier_feed_killed_mid_material_resumes_with_the_rest_of_the_stack(t
         assert open_spool(station).waiting() == []
     finally:
         station.close()
+
+
+def test_a_count_differing_from_the_directory_holds_that_material_for_review_and_the_feed_goes_on(tmp_path):
+    from station import directory, review
+
+    st = make_station(tmp_path / "st")
+    try:
+        for item, title, pages in (("1-1", "干部履历表", 2), ("4-1-2", "学历证明", 3), ("9-2-3", "干部任免审批表", 2)):
+            directory.put_entry(st, "D-0007", item, title, pages)
+        done = scan_dossier(st, DOSSIER, None, _stack(tmp_path / "feed", THREE))
+        assert [(r.item, r.total_pages, r.bundle_id is not None) for r in done.materials] == [
+            ("1-1", 2, True), ("4-1-2", 1, False), ("9-2-3", 2, True)]
+        assert "1 pages scanned but the directory lists 3" in done.materials[1].review_reason
+        assert {b["item"]: b["state"] for b in st.store.batches()} == {"1-1": "sealed", "4-1-2": "review",
+                                                                         "9-2-3": "sealed"}
+        # The operator confirms the count with a reason; the material seals with its cover sheet kept.
+        review.seal(st, "D-0007", "4-1-2", "张三", "目录页数有误，实为 1 页")
+        manifest = json.loads(st.store.db.execute(
+            "SELECT u.manifest FROM bundles u JOIN batches b ON b.id = u.batch_id WHERE b.item = '4-1-2'").fetchone()[0])
+        assert manifest["count_check"]["confirmation"]["reason"] == "目录页数有误，实为 1 页"
+        assert manifest["material"]["cover_sheet"]["feed_page"] == 4
+    finally:
+        st.close()
+
+
+def test_a_jam_names_the_feed_page_to_put_back_and_the_same_stack_resumes_there_and_still_splits(tmp_path):
+    st = make_station(tmp_path / "st")
+    feed = _stack(tmp_path / "feed", THREE)
+    try:
+        with pytest.raises(ScannerJammed) as jammed:
+            scan_dossier(st, DOSSIER, None, "fault:jam@7:" + feed)      # page 7: 9-2-3's first, after its sheet
+        assert jammed.value.feed_resume_at == 7
+        assert [(b["item"], b["state"], b["pages"]) for b in st.store.batches()] == [
+            ("1-1", "sealed", 2), ("4-1-2", "sealed", 1), ("9-2-3", "interrupted", 0)]
+        done = scan_dossier(st, DOSSIER, None, "fault:jam@7:" + feed, first_feed_page=jammed.value.feed_resume_at)
+        assert [(r.item, r.total_pages) for r in done.materials] == [("9-2-3", 2)]
+        assert {b["item"]: b["state"] for b in st.store.batches()} == {"1-1": "sealed", "4-1-2": "sealed",
+                                                                         "9-2-3": "sealed"}
+    finally:
+        st.close()
+
+
+class _Duplex:
+    """The folder's files as a duplex feed delivers them: front, back, front, back …"""
+
+    duplex = True
+
+    def __init__(self, folder):
+        from station.capture.folder import FolderSource
+
+        self.inner = FolderSource(folder, DPI)
+        self.name = "duplex:" + self.inner.name
+
+    def pages(self):
+        for i, raw in enumerate(self.inner.pages()):
+            raw.side = "back" if i % 2 else "front"
+            yield raw
+
+    def close(self):
+        self.inner.close()
+
+
+def test_on_a_duplex_feed_a_cover_sheets_back_is_kept_with_it_as_evidence_not_as_a_page(tmp_path):
+    from quire import manifest as manifest_format
+
+    feed = tmp_path / "feed"
+    _stack(feed, [A, 0, 1, 2, B, 0, 3, 4])
+    rng = np.random.default_rng(3)
+    for name in ("002.png", "006.png"):     # the sheets' blank backs, as scanned: paper grain only
+        size = Image.open(feed / "001.png").size
+        blank = np.clip(rng.normal(246, 3, (size[1], size[0])), 0, 255).astype(np.uint8)
+        Image.fromarray(blank).save(feed / name, dpi=(DPI, DPI))
+    st = make_station(tmp_path / "st")
+    try:
+        done = scan_dossier(st, DOSSIER, None, _Duplex(feed))
+        assert [(r.item, r.total_pages) for r in done.materials] == [("1-1", 2), ("4-1-2", 2)]
+        for result, (front, back) in zip(done.materials, ((1, 2), (5, 6))):
+            manifest = json.loads(st.store.db.execute(
+                "SELECT manifest FROM bundles WHERE id = ?", [result.bundle_id]).fetchone()[0])
+            sheet = manifest["material"]["cover_sheet"]
+            assert (sheet["feed_page"], sheet["back"]["feed_page"]) == (front, back)
+            pages = {p["sha256"] for p in manifest["pages"]}
+            assert sheet["sha256"] not in pages and sheet["back"]["sha256"] not in pages
+            carried = [b["sha256"] for b in manifest_format.blobs(manifest)]
+            assert sheet["back"]["sha256"] in carried       # uploaded with the bundle, like the sheet's front
+            assert st.store.page_path(sheet["back"]["sha256"], "image/jpeg").exists()
+    finally:
+        st.close()
+
+
+def test_the_scan_command_hands_a_dossier_feed_to_the_running_service(tmp_path):
+    from tests.station.web.conftest import KioskDaemon, station_home
+
+    feed = _stack(tmp_path / "feed", [A, 1, B, 2])
+    home = station_home(tmp_path, None, source=feed, dpi=DPI)
+    daemon = KioskDaemon(home)
+    try:
+        while "ready:" not in daemon.output():
+            assert daemon.proc.poll() is None, daemon.output()
+            time.sleep(0.05)
+        ran = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-0007", "--by-cover-sheets")
+        assert "material 1-1 干部履历表" in ran.stdout and "material 4-1-2 学历证明" in ran.stdout
+        assert "D-0007 1-1: 1 pages, sealed as bundle" in ran.stderr
+        assert "D-0007: 2 materials from one feed (2 cover sheets)" in ran.stderr
+        assert "D-0007: 2 materials from one feed, all sealed" in daemon.output()    # the service scanned it
+    finally:
+        daemon.close()
