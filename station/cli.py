@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Find the central archive (--central, config, or zeroconf), check that its TLS "
                                    "certificate is vouched for by its key, ask to be enrolled and pin both. Shows a "
                                    "pairing code the archive operator compares before approving.")
-    c.add_argument("--central", help="central service HOST:PORT (default: config, else zeroconf)")
+    c.add_argument("--central", help="central service HOST:PORT, or several processes of one archive "
+                   "comma-separated (default: config, else zeroconf)")
     c.add_argument("--fingerprint", help="accept only the archive with this key fingerprint (quire-central info)")
     c.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the operator's approval")
     c.set_defaults(func=cmd_enroll)
@@ -128,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the reasons; when it refuses this station (clock, suspension) every bundle "
                                    "stays queued. A broken call is retried for sync_retry_span_s. Exits 6 when "
                                    "the archive's audit log does not extend what this station witnessed.")
-    c.add_argument("--central", help="central service HOST:PORT (default from config)")
+    c.add_argument("--central", help="central service HOST:PORT, or several processes of one archive "
+                   "comma-separated (default from config)")
     c.set_defaults(func=cmd_sync)
 
     o = sub.add_parser("outbox", help="act on bundles in the outbox",
@@ -549,6 +551,8 @@ def cmd_status(cfg, args) -> int:
             "home": str(cfg.home),
             "central": cfg.central or station.store.get_meta("central_address"),
             "central_key_pinned": bool(central),
+            # each archive process address: "" when it answered at the end of the last sync, else why not
+            "central_answered": json.loads(station.store.get_meta("central_answered") or "{}"),
             "sync_state": station.store.get_meta("sync_state"),
             "history_alarm": station.store.get_meta("history_alarm"),
             "rescan_requests": [n for n in held(station) if n["kind"] == "rescan"],
@@ -572,6 +576,10 @@ def cmd_status(cfg, args) -> int:
     print(f"central {info['central'] or '(not configured)'}  key pinned: {'yes' if central else 'no'}")
     if info["sync_state"]:
         print(f"central {info['sync_state']}")
+    answered = info["central_answered"].get("addresses") or {}
+    if answered:
+        print(f"central addresses at {info['central_answered']['at']}: " + "; ".join(
+            f"{where} {'answered' if not why else 'did not answer (' + why + ')'}" for where, why in answered.items()))
     if info["history_alarm"]:
         print(info["history_alarm"])
     for notice in info["rescan_requests"]:

@@ -2,13 +2,14 @@
 
 import getpass
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, StrictStr, model_validator
 
 from quire import settings
-from quire.settings import HostPort, Settings
+from quire.settings import Settings
 
 from .capture.driver import PAGE_TIMEOUT_S
 from .errors import ConfigError
@@ -17,6 +18,35 @@ from .pipeline.limits import MAX_DPI, MIN_DPI
 
 DEFAULT_HOME = Path("/var/lib/quire/station")
 SYSTEM_CONFIG = Path("/etc/quire/station.toml")
+
+
+def _central(value: str | tuple[str, ...]) -> str:
+    """The archive's addresses as one comma-separated text: each entry HOST:PORT, none repeated."""
+    listed = [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str) and "," in value:
+        listed = value.split(",")
+    if not listed:
+        raise ValueError('is an empty list; give at least one HOST:PORT, e.g. central = ["archive-1:7443"]')
+    example = 'central = ["archive-1.example:7443", "archive-2.example:7443"]'
+    for n, entry in enumerate(listed):
+        where = f"entry {n + 1} ({entry!r})" if len(listed) > 1 else repr(entry)
+        if "://" in entry or re.match(r"(ipv4|ipv6|dns|unix):", entry):
+            raise ValueError(f"{where} is a gRPC target, not HOST:PORT; write the name alone "
+                             '(central = "archive.example:7443": a name with several addresses is spread over all '
+                             f"of them) or list the addresses: {example}")
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})", entry)
+        if not match or not 0 < int(match.group(2)) < 65536:
+            raise ValueError(f"{where} must be HOST:PORT with a port from 1 to 65535 (an IPv6 address in "
+                             f"brackets, [2001:db8::1]:7443); several processes of one archive go in a list: {example}")
+    if len(set(listed)) < len(listed):
+        raise ValueError(f"lists {', '.join(sorted({e for e in listed if listed.count(e) > 1}))} twice; "
+                         "give each archive process once")
+    return ",".join(listed)
+
+
+# HOST:PORT of the central archive, or a list of them (several processes of one archive; a name that
+# resolves to several addresses is spread over all of them too). Kept as one comma-separated text.
+CentralAddresses = Annotated[StrictStr | settings.Texts, AfterValidator(_central)]
 
 
 def _default_operator() -> str:
@@ -29,7 +59,7 @@ def _default_operator() -> str:
 class StationSettings(Settings):
     """What station.toml may say: every key, its type and its range."""
 
-    central: HostPort | None = None          # HOST:PORT of the central service
+    central: CentralAddresses | None = None  # HOST:PORT of the central service, or a list of them
     insecure: bool = False                  # plain-text gRPC, for a lab only (no TLS, no pin)
     backoff_base_s: float = Field(0.5, gt=0, le=3600)  # first retry delay; doubles, with full jitter
     backoff_max_s: float = Field(60.0, gt=0, le=86400)

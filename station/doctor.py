@@ -249,7 +249,7 @@ def check_central(config) -> Check:
     from quire.v1 import sync_pb2, sync_pb2_grpc
 
     from .errors import CentralKeyMismatch
-    from .transport import explain_unavailable, open_channel
+    from .transport import endpoints, entries, explain_unavailable, open_channel
 
     if not config.db_path.exists():
         return Check("central", "FAIL", "no station yet", "run 'quire-station init', then 'quire-station enroll'")
@@ -264,25 +264,40 @@ def check_central(config) -> Check:
     meta_store = SimpleNamespace(get_meta=meta.get)
     station = SimpleNamespace(config=config, store=meta_store, station_id=meta.get("station_id", ""),
                               key=keys.load_key_file(config.key_path))
-    try:
-        with open_channel(station, address) as channel:
-            info = sync_pb2_grpc.StationSyncStub(channel).GetInfo(sync_pb2.GetInfoRequest(),
-                                                                  timeout=min(config.sync_timeout_s, 10))
-    except StationError as exc:
-        return Check("central", "WARN", str(exc), enrol)
-    except grpc.RpcError as exc:
-        err = (explain_unavailable(station, address, exc) if exc.code() == grpc.StatusCode.UNAVAILABLE
-               else StationError(f"{address}: {exc.code().name}: {exc.details()}"))
-        if isinstance(err, CentralKeyMismatch):
-            return Check("central", "FAIL", str(err), "do not sync; ask the archive whether it re-keyed, and re-enrol "
-                         "only after comparing the pairing code")
-        return Check("central", "WARN", f"{err}", "bundles wait in the outbox; check the network and firewall to "
+    # Each archive process on its own: a station spreads over those that answer and skips the others
+    # silently, so this is where one that is down, or presents another identity, shows.
+    answered, silent = [], []
+    for target in endpoints(address) or entries(address):
+        try:
+            with open_channel(station, target) as channel:
+                info = sync_pb2_grpc.StationSyncStub(channel).GetInfo(sync_pb2.GetInfoRequest(),
+                                                                      timeout=min(config.sync_timeout_s, 10))
+        except StationError as exc:
+            return Check("central", "WARN", str(exc), enrol)
+        except grpc.RpcError as exc:
+            err = (explain_unavailable(station, target, exc) if exc.code() == grpc.StatusCode.UNAVAILABLE
+                   else StationError(f"{target}: {exc.code().name}: {exc.details()}"))
+            if isinstance(err, CentralKeyMismatch):
+                return Check("central", "FAIL", str(err), "do not sync; ask the archive whether it re-keyed, and "
+                             "re-enrol only after comparing the pairing code")
+            silent.append(str(err))
+            continue
+        if info.public_key != pinned:
+            return Check("central", "FAIL", f"{target} presents key {keys.fingerprint(info.public_key)}, but this "
+                         f"station pinned {keys.fingerprint(pinned)}; nothing will be sent",
+                         "ask the archive whether it re-keyed; re-enrol only after comparing the pairing code")
+        answered.append(target)
+    if not answered:
+        return Check("central", "WARN", "; ".join(silent) or f"{address} does not resolve",
+                     "bundles wait in the outbox; check the network and firewall to "
                      f"{address}, and 'systemctl status quire-central' on the archive")
-    if info.public_key != pinned:
-        return Check("central", "FAIL", f"{address} presents key {keys.fingerprint(info.public_key)}, but this station "
-                     f"pinned {keys.fingerprint(pinned)}; nothing will be sent",
-                     "ask the archive whether it re-keyed; re-enrol only after comparing the pairing code")
-    return Check("central", "OK", f"{address} answers with the pinned key {keys.fingerprint(pinned)}")
+    said = f"{', '.join(answered)} {'answers' if len(answered) == 1 else 'answer'} with the pinned key " \
+           f"{keys.fingerprint(pinned)}"
+    if silent:
+        return Check("central", "WARN", f"{said}; but {'; '.join(silent)}",
+                     "syncing goes on through the processes that answer; restart the others "
+                     "('systemctl status quire-central' on their machines) or take them out of 'central'")
+    return Check("central", "OK", said)
 
 
 def check_zeroconf(config, timeout_s: float = 3.0) -> Check:

@@ -12,9 +12,9 @@ from quire import callauth, keys
 from quire.errors import BadSignature
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
-from .errors import CentralKeyMismatch, EnrolmentPending, SyncError
+from .errors import CentralKeyMismatch, CentralUnreachable, EnrolmentPending, SyncError
 from .home import Station
-from .transport import explain_unavailable, fetch_certificate, open_channel
+from .transport import certificates, entries, explain_unavailable, fetch_certificate, open_channel
 
 
 @dataclass
@@ -34,7 +34,7 @@ def enroll(station: Station, address: str, wait_s: float = 0.0, poll_s: float = 
     """
     cert_pem = None
     if not station.config.insecure:
-        cert_pem = ssl.DER_cert_to_PEM_cert(fetch_certificate(address))
+        cert_pem = ssl.DER_cert_to_PEM_cert(_one_certificate(address))
         pinned = station.store.get_meta("central_cert")
         if pinned and pinned != cert_pem:
             raise CentralKeyMismatch(
@@ -67,6 +67,24 @@ def enroll(station: Station, address: str, wait_s: float = 0.0, poll_s: float = 
     approved = response.state == sync_pb2.EnrollResponse.APPROVED
     return Enrolment(address, "approved" if approved else "pending", response.pairing_code, response.unit,
                      keys.fingerprint(info.public_key))
+
+
+def _one_certificate(address: str) -> bytes:
+    """The certificate every process of the archive at ``address`` presents: the pin must hold at each."""
+    presented = certificates(address)
+    if not presented and len(entries(address)) == 1:
+        return fetch_certificate(address)   # raises, saying why the one address does not answer
+    if not presented:
+        raise CentralUnreachable(f"no TLS service answers at any of {address}; check that the archive "
+                                 "processes run and that the firewall lets this station reach them")
+    distinct = set(presented.values())
+    if len(distinct) > 1:
+        listing = ", ".join(f"{where} SHA256:{hashlib.sha256(cert).hexdigest()[:16]}…"
+                            for where, cert in presented.items())
+        raise CentralKeyMismatch(f"the addresses of {address} present different TLS certificates ({listing}); "
+                                 "every process of one archive serves the same home and so the same certificate — "
+                                 "one of them is another archive or an impostor. Nothing was sent; fix the list")
+    return distinct.pop()
 
 
 def _request(station: Station) -> sync_pb2.EnrollRequest:

@@ -20,7 +20,7 @@ from . import notices, outbox
 from .discovery import relocated
 from .errors import CentralKeyMismatch, CentralUnreachable, NotEnrolledError, SyncError
 from .home import Station
-from .transport import explain_unavailable, open_channel
+from .transport import endpoints, explain_unavailable, open_channel, probe
 from .witness import witness
 
 # Failures of the connection or the service rather than refusals: worth another try after a pause.
@@ -55,6 +55,7 @@ class SyncReport:
     alarms: list[str] = field(default_factory=list)
     notices: list[dict] = field(default_factory=list)   # new ones from the archive (QC rescan requests)
     stopped: str = ""            # why the archive refuses this station for now; every bundle stays queued
+    answered: dict[str, str] = field(default_factory=dict)  # each archive address: "" answered, else why not
     _held: dict[str, int] = field(default_factory=dict, repr=False)
 
     def acknowledged(self, bundle_id: str, held: int) -> bool:
@@ -93,7 +94,17 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
         session.run()
     finally:
         session.close()
+        _note_answered(station, address, session.report)
     return session.report
+
+
+def _note_answered(station: Station, address: str, report: SyncReport) -> None:
+    """With several archive addresses, keep for `quire-station status` which answered at the end of
+    this run (one address: the sync state says it)."""
+    if len(endpoints(address)) < 2:
+        return
+    report.answered = probe(station, address, min(station.config.sync_timeout_s, 3.0))
+    station.store.set_meta("central_answered", json.dumps({"at": utcnow(), "addresses": report.answered}))
 
 
 class _Backoff:

@@ -1,0 +1,199 @@
+"""Several `quire-central serve` processes of one archive: a station configured with all of them spreads
+its calls over them, and when one is killed mid-upload the upload resumes on another — nothing lost,
+nothing duplicated."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from central import config as central_config
+from central import profile, stations
+from central.archive import open_archive
+from central.verify import verify
+from station import doctor, outbox
+from station.enrol import enroll
+from station.scan import scan
+from tests.conftest import make_station, run_cli, use_blob_kind
+from tests.netfaults import FaultyProxy
+
+
+class Serve:
+    """One `quire-central serve` process on the archive home, its log in a file."""
+
+    def __init__(self, home: Path, log: Path):
+        self.log = log
+        exe = Path(sys.executable).parent / "quire-central"
+        with open(log, "w") as err:
+            self.proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", "127.0.0.1:0",
+                                          "--no-advertise"], stdout=subprocess.PIPE, stderr=err, text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith("listening on "), f"{line!r}: {log.read_text()}"
+        self.address = line.removeprefix("listening on ")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def archive_home(tmp_path, blob_kind, request):
+    """An archive home (blobs on disk, or in S3 under QUIRE_TEST_BLOBS=s3) with station st-fo registered."""
+    home = tmp_path / "central"
+    (home / "profiles").mkdir(parents=True)
+    (home / "profiles" / "tests-150dpi.toml").write_text(
+        'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
+        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    use_blob_kind(home, blob_kind, request)
+    return home
+
+
+@pytest.fixture
+def two_processes(archive_home, tmp_path):
+    """Two serve processes of the one archive, each behind its own loopback proxy (a per-process byte
+    counter, and a throttle so a kill lands mid-upload); yields (processes, proxies)."""
+    servers, proxies = [], []
+    try:
+        for n in range(2):
+            servers.append(Serve(archive_home, tmp_path / f"serve-{n}.log"))
+        proxies = [FaultyProxy(s.address) for s in servers]
+        yield servers, proxies
+    finally:
+        for proxy in proxies:
+            proxy.close()
+        for server in servers:
+            server.stop()
+
+
+def _station(tmp_path, archive_home, proxies, **settings):
+    """A station whose station.toml lists both archive processes, registered and enrolled."""
+    home = tmp_path / "st"
+    home.mkdir()
+    listed = ", ".join(f'"{p.address}"' for p in proxies)
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    (home / "station.toml").write_text(f"central = [{listed}]\nzeroconf_interfaces = [\"127.0.0.1\"]\n"
+                                       "sync_timeout_s = 5.0\nbackoff_base_s = 0.1\nbackoff_max_s = 0.5\n"
+                                       "sync_retry_span_s = 60.0\n" + extra)
+    st = make_station(home, station_id="st-fo")
+    assert st.config.central == ",".join(p.address for p in proxies)
+    archive = open_archive(central_config.load(archive_home))
+    try:
+        profile.set_default(archive, "tests-150dpi")
+        stations.add(archive, "st-fo", st.public_key.hex(), "unit-a")
+    finally:
+        archive.close()
+    assert enroll(st, st.config.central).state == "approved"
+    return st
+
+
+def _check_archive(archive_home, st) -> None:
+    """Every sealed bundle is in the archive exactly once, with its pages; the archive verifies."""
+    archive = open_archive(central_config.load(archive_home))
+    try:
+        sealed = {b["archive_no"] + "/" + b["item"]: [(p["n"], p["sha256"]) for p in st.store.pages(b["id"])]
+                  for b in st.store.batches("sealed")}
+        stored = {}
+        for m in archive.catalogue.query("SELECT id, archive_no, item FROM materials"):
+            rows = archive.catalogue.query("SELECT n, sha256 FROM pages WHERE material_id = ? ORDER BY n", [m["id"]])
+            key = m["archive_no"] + "/" + m["item"]
+            assert key not in stored, f"material {key} catalogued twice"
+            stored[key] = [(r["n"], r["sha256"]) for r in rows]
+        assert stored == sealed
+        ids = [b["id"] for b in outbox.bundles(st.store)]
+        landed = archive.catalogue.query("SELECT id FROM bundles")
+        assert sorted(r["id"] for r in landed) == sorted(ids), "a bundle missing or received twice"
+        report = verify(archive)
+        assert report.ok, report.problems
+    finally:
+        archive.close()
+
+
+def test_both_archive_processes_receive_calls(tmp_path, archive_home, two_processes):
+    servers, proxies = two_processes
+    st = _station(tmp_path, archive_home, proxies, dpi=150)
+    try:
+        for n in range(4):
+            scan(st, {"archive_no": "D-S"}, {"item": f"1-{n + 1}", "title": "t"}, f"synthetic:seed={n},sheets=1")
+        run_cli("quire-station", "--home", st.config.home, "sync")
+        # Each proxy stands in front of one process: both carried calls, and not only the greeting.
+        assert all(p.upstream_bytes > 20_000 for p in proxies), [p.upstream_bytes for p in proxies]
+        status = json.loads(run_cli("quire-station", "--home", st.config.home, "status", "--json").stdout)
+        assert status["central_answered"]["addresses"] == {p.address: "" for p in proxies}
+        text = run_cli("quire-station", "--home", st.config.home, "status").stdout
+        assert all(f"{p.address} answered" in text for p in proxies), text
+        assert outbox.pending(st.store) == []
+        _check_archive(archive_home, st)
+    finally:
+        st.close()
+
+
+def test_an_upload_cut_by_a_killed_process_resumes_on_the_other(tmp_path, archive_home, two_processes):
+    servers, proxies = two_processes
+    for proxy in proxies:
+        proxy.rate = 1_500_000  # bytes/s a connection: the upload takes seconds, time for the kill to land
+    st = _station(tmp_path, archive_home, proxies, dpi=300, chunk_bytes=65536)
+    try:
+        scan(st, {"archive_no": "D-F"}, {"item": "1-1", "title": "t"}, "synthetic:seed=11,sheets=2")
+        scan(st, {"archive_no": "D-F"}, {"item": "1-2", "title": "t"}, "synthetic:seed=12,sheets=2")
+        total = sum(p["bytes"] for b in st.store.batches("sealed") for p in st.store.pages(b["id"]))
+        sync_proc = subprocess.Popen([str(Path(sys.executable).parent / "quire-station"), "--home",
+                                      str(st.config.home), "sync"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        try:
+            # Kill, once a third of the pages has gone up, the process the upload stream is going to now.
+            deadline = time.monotonic() + 60
+            while sum(p.upstream_bytes for p in proxies) < total // 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            before = [p.upstream_bytes for p in proxies]
+            time.sleep(0.2)
+            moving = max(range(2), key=lambda n: proxies[n].upstream_bytes - before[n])
+            assert sync_proc.poll() is None, "the sync finished before a process could be killed"
+            servers[moving].kill()
+            killed_got = proxies[moving].upstream_bytes
+            survivor = proxies[1 - moving]
+            survivor_before = survivor.upstream_bytes
+            out, _ = sync_proc.communicate(timeout=180)
+        finally:
+            if sync_proc.poll() is None:
+                sync_proc.kill()
+                sync_proc.communicate()
+        assert sync_proc.returncode == 0, out
+        assert "committed 2 bundle(s)" in out, out
+        # The survivor took the rest, not the whole again: what reached the killed process stays used.
+        rest = survivor.upstream_bytes - survivor_before
+        assert killed_got > 1_200_000, killed_got
+        # (at most the chunks the killed process had read ahead but not yet written go again)
+        assert rest < total - killed_got + 1_000_000, (rest, total, killed_got)
+        assert outbox.pending(st.store) == []
+        _check_archive(archive_home, st)
+        # doctor names the process that answers and the one that does not
+        check = doctor.check_central(st.config)
+        assert check.level == "WARN", check
+        assert f"{survivor.address} answers with the pinned key" in check.message
+        assert proxies[moving].address in check.message.split("but", 1)[1]
+    finally:
+        st.close()
+
+
+def test_a_bad_central_entry_is_named_with_what_to_write(tmp_path):
+    home = tmp_path / "st"
+    home.mkdir()
+    (home / "station.toml").write_text('central = ["archive-1.example:7443", "archive-2.example"]\n')
+    proc = run_cli("quire-station", "--home", home, "status", check=False)
+    assert proc.returncode == os.EX_CONFIG, proc.stderr
+    assert "central: entry 2 ('archive-2.example') must be HOST:PORT" in proc.stderr
+    assert 'central = ["archive-1.example:7443", "archive-2.example:7443"]' in proc.stderr
+    (home / "station.toml").write_text('central = "dns:///archive.example:7443"\n')
+    proc = run_cli("quire-station", "--home", home, "status", check=False)
+    assert proc.returncode == os.EX_CONFIG and "is a gRPC target, not HOST:PORT; write the name alone" in proc.stderr
