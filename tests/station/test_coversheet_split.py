@@ -296,3 +296,29 @@ def test_the_scan_command_hands_a_dossier_feed_to_the_running_service(tmp_path):
         assert "D-0007: 2 materials from one feed, all sealed" in daemon.output()    # the service scanned it
     finally:
         daemon.close()
+
+
+def test_the_scan_button_runs_a_queued_dossier_feed_split_at_its_cover_sheets(tmp_path):
+    """SANE's test device: its pages carry no cover sheet, so the feed the button starts is refused at its first
+    page, which only the dossier feed does (a material's batch would have scanned them)."""
+    from station.control import connect, request
+    from tests.station.test_daemon_button import BUTTON, _run_daemon
+    from tests.station.test_notify import NotifyListener, status_has
+
+    listener = NotifyListener()
+    running = _run_daemon(tmp_path, listener)
+    daemon = next(running)
+    try:
+        reply = request(connect(daemon.config.control_socket_path),
+                        {"op": "queue_add", "dossier": {"archive_no": "D-0042"}, "by_cover_sheets": True,
+                         "operator": "李四"})
+        assert reply["job"]["by_cover_sheets"] and reply["job"]["material"]["item"] == "整卷"
+        listener.until(status_has("ready, next D-0042 整卷"))
+        setattr(daemon.scanner.source.dev, BUTTON, True)    # press
+        listener.until(status_has("last stop: feed page 1 is not a cover sheet"))
+        (job,) = daemon.jobs.jobs()          # kept queued, with what was wrong, for the next press
+        assert job["refusal"]["kind"] == "no-sheet-first"
+        assert daemon.station.store.batches() == []      # no page was taken for a material
+    finally:
+        running.close()
+        listener.close()
