@@ -2,9 +2,12 @@
 a scanner backing, fed turned a quarter, and a blank back showing its bleed-through.
 
 The scans themselves are data from other projects (tests/data/realscans/SOURCES.md names each source,
-commit, path and licence); pages.json beside it labels every file: its true resolution, what is on
+version, path and licence); pages.json beside it labels every file: its true resolution, what is on
 it, the skew it came with (measured by hand), and whether tuning may look at it ("tune") or not
-("held-out"). The known rotations are made here with Pillow, never with Quire's own rotate.
+("held-out"). The pages whose licence allows it are committed in tests/data/realscans/files (each
+label names the package, version, path inside it and licence, and says "committed"); the others are
+found in $QUIRE_REALSCANS or ../shared/realscans when they are there. The known rotations are made
+here with Pillow, never with Quire's own rotate.
 """
 
 import hashlib
@@ -22,18 +25,49 @@ from station.pipeline import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "tests" / "data" / "realscans" / "pages.json"
+FILES = LABELS.parent / "files"         # the committed pages
 MAX_SKEW_DEG = 15.0
 _BACKING_MM = 6.0           # scanner backing shown around a sheet fed skewed
 _CELL_MM = 0.5              # ink is located on a grid of this pitch to tell what an output lost
 _INK_SHARE = 0.75           # a cell darker than this share of the paper holds ink
 
 
+def corpus_dirs() -> list[Path]:
+    """Every folder that holds corpus files, first match wins: $QUIRE_REALSCANS, the committed set,
+    shared/realscans beside the repository."""
+    found = []
+    for candidate in (os.environ.get("QUIRE_REALSCANS"), FILES, ROOT.parent / "shared" / "realscans"):
+        if candidate and Path(candidate).is_dir() and Path(candidate) not in found:
+            found.append(Path(candidate))
+    return found
+
+
 def corpus_dir() -> Path | None:
-    """Where the scans are: $QUIRE_REALSCANS, tests/data/realscans, or shared/realscans beside the repository."""
-    for candidate in (os.environ.get("QUIRE_REALSCANS"), LABELS.parent, ROOT.parent / "shared" / "realscans"):
-        if candidate and any(Path(candidate).glob("*.jpg")):
-            return Path(candidate)
+    """The first folder that holds corpus files ($QUIRE_REALSCANS when set, else the committed set);
+    ``locate`` finds a page in the others too."""
+    for candidate in corpus_dirs():
+        if any(candidate.glob("*.*")):
+            return candidate
     return None
+
+
+def locate(file: str, root: Path | None = None) -> Path | None:
+    """Where one corpus file is: in ``root`` if it is there, else in the first of ``corpus_dirs``."""
+    for folder in ([Path(root)] if root else []) + corpus_dirs():
+        if (folder / file).is_file():
+            return folder / file
+    return None
+
+
+def committed() -> dict[str, dict]:
+    """The labels of the pages committed in tests/data/realscans/files."""
+    return {file: label for file, label in labels().items() if label.get("committed")}
+
+
+def available(root: Path | None = None) -> dict[str, dict]:
+    """The labels of the pages found here: the committed set, and every other page $QUIRE_REALSCANS
+    or shared/realscans holds."""
+    return {file: label for file, label in labels().items() if locate(file, root) is not None}
 
 
 @lru_cache(maxsize=1)
@@ -70,8 +104,8 @@ class Rendered:
 
 
 def cases(pages: dict[str, dict] | None = None) -> list[Case]:
-    """Every case of the corpus, in a fixed order with fixed angles."""
-    pages = labels() if pages is None else pages
+    """Every case of the pages found here (or of ``pages``), in a fixed order with fixed angles."""
+    pages = available() if pages is None else pages
     out = []
     for file, label in sorted(pages.items()):
         rng = np.random.default_rng(int.from_bytes(hashlib.sha256(file.encode()).digest()[:8], "little"))
@@ -90,7 +124,11 @@ def cases(pages: dict[str, dict] | None = None) -> list[Case]:
 
 def read(file: str, root: Path) -> tuple[np.ndarray, int]:
     """A corpus file as grey or RGB pixels, and its true resolution."""
-    image, _ = read_image(root / file)
+    path = locate(file, root)
+    if path is None:
+        raise FileNotFoundError(f"{file}: not in {root} nor in {', '.join(map(str, corpus_dirs()))}; "
+                                "tests/data/realscans/SOURCES.md says where it comes from")
+    image, _ = read_image(path)
     return image, labels()[file]["dpi"]
 
 
