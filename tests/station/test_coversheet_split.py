@@ -251,8 +251,8 @@ class _Duplex:
         self.inner.close()
 
 
-def test_on_a_duplex_feed_a_cover_sheets_back_is_kept_with_it_as_evidence_not_as_a_page(tmp_path):
-    from quire import manifest as manifest_format
+def test_on_a_duplex_feed_a_cover_sheets_back_is_kept_with_it_as_evidence_not_as_a_page(tmp_path, station, central):
+    archive, _ = central
 
     feed = tmp_path / "feed"
     _stack(feed, [A, 0, 1, 2, B, 0, 3, 4])
@@ -261,22 +261,23 @@ def test_on_a_duplex_feed_a_cover_sheets_back_is_kept_with_it_as_evidence_not_as
         size = Image.open(feed / "001.png").size
         blank = np.clip(rng.normal(246, 3, (size[1], size[0])), 0, 255).astype(np.uint8)
         Image.fromarray(blank).save(feed / name, dpi=(DPI, DPI))
-    st = make_station(tmp_path / "st")
-    try:
-        done = scan_dossier(st, DOSSIER, None, _Duplex(feed))
-        assert [(r.item, r.total_pages) for r in done.materials] == [("1-1", 2), ("4-1-2", 2)]
-        for result, (front, back) in zip(done.materials, ((1, 2), (5, 6))):
-            manifest = json.loads(st.store.db.execute(
-                "SELECT manifest FROM bundles WHERE id = ?", [result.bundle_id]).fetchone()[0])
-            sheet = manifest["material"]["cover_sheet"]
-            assert (sheet["feed_page"], sheet["back"]["feed_page"]) == (front, back)
-            pages = {p["sha256"] for p in manifest["pages"]}
-            assert sheet["sha256"] not in pages and sheet["back"]["sha256"] not in pages
-            carried = [b["sha256"] for b in manifest_format.blobs(manifest)]
-            assert sheet["back"]["sha256"] in carried       # uploaded with the bundle, like the sheet's front
-            assert st.store.page_path(sheet["back"]["sha256"], "image/jpeg").exists()
-    finally:
-        st.close()
+    done = scan_dossier(station, DOSSIER, None, _Duplex(feed))
+    assert [(r.item, r.total_pages) for r in done.materials] == [("1-1", 2), ("4-1-2", 2)]
+    sheets = []
+    for result, (front, back) in zip(done.materials, ((1, 2), (5, 6))):
+        manifest = json.loads(station.store.db.execute(
+            "SELECT manifest FROM bundles WHERE id = ?", [result.bundle_id]).fetchone()[0])
+        sheet = manifest["material"]["cover_sheet"]
+        assert (sheet["feed_page"], sheet["back"]["feed_page"]) == (front, back)
+        pages = {p["sha256"] for p in manifest["pages"]}
+        assert sheet["sha256"] not in pages and sheet["back"]["sha256"] not in pages
+        assert station.store.page_path(sheet["back"]["sha256"], "image/jpeg").exists()
+        sheets.append(sheet)
+    assert len(sync(station).committed) == 2
+    for sheet in sheets:      # both sides reached the archive with their bundle, and its full check re-hashes them
+        assert archive.blobs.has(sheet["sha256"]) and archive.blobs.has(sheet["back"]["sha256"])
+    checked = verify(archive)
+    assert checked.ok, checked.problems
 
 
 def test_the_scan_command_hands_a_dossier_feed_to_the_running_service(tmp_path):
