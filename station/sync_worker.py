@@ -18,6 +18,7 @@ class SyncWorker:
         self.config = config
         self.interval_s = interval_s
         self.state = "central not contacted yet"
+        self._silent: dict[str, str] = {}   # archive addresses that did not answer the last sync's check
         self._stop = threading.Event()
         self._soon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
@@ -79,6 +80,7 @@ class SyncWorker:
                           logging.WARNING)
             else:
                 self._set("central online", "central archive answers")
+            self._note_silent({where: why for where, why in report.answered.items() if why})
             from .notices import describe
 
             for notice in report.notices:
@@ -93,6 +95,15 @@ class SyncWorker:
                 log.info("synced %d bundle(s), %d pages", len(report.committed), report.pages)
             for bundle_id, reason in report.rejected.items():
                 log.warning("central archive refused bundle %s: %s", bundle_id[:12], reason)
+
+    def _note_silent(self, silent: dict[str, str]) -> None:
+        """Log, when it changes, which of several archive addresses did not answer (the others carry the sync)."""
+        if set(silent) != set(self._silent):
+            for where, why in silent.items():
+                log.warning("central archive address %s did not answer (%s); syncing through the others", where, why)
+            if not silent:
+                log.info("every central archive address answers again")
+        self._silent = silent
 
     def _set(self, state: str, why: str = "", level: int = logging.INFO) -> None:
         """Change the state, logging why only when it changes (not every interval)."""

@@ -197,3 +197,84 @@ def test_a_bad_central_entry_is_named_with_what_to_write(tmp_path):
     (home / "station.toml").write_text('central = "dns:///archive.example:7443"\n')
     proc = run_cli("quire-station", "--home", home, "status", check=False)
     assert proc.returncode == os.EX_CONFIG and "is a gRPC target, not HOST:PORT; write the name alone" in proc.stderr
+
+
+@pytest.fixture
+def another_archive(tmp_path):
+    """A second, unrelated archive served on loopback port 0 (its own key and certificate)."""
+    from central.server import build_server
+
+    other = open_archive(central_config.load(tmp_path / "other"))
+    server, port = build_server(other, "127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None).wait()
+    other.close()
+
+
+def test_enrolment_refuses_a_list_whose_addresses_present_different_certificates(tmp_path, central,
+                                                                                 another_archive):
+    from station.errors import CentralKeyMismatch
+
+    archive, address = central
+    st = make_station(tmp_path / "st", f"{address},{another_archive}", station_id="st-mixed")
+    try:
+        stations.add(archive, "st-mixed", st.public_key.hex(), "unit-a")
+        with pytest.raises(CentralKeyMismatch, match="present different TLS certificates") as refused:
+            enroll(st, st.config.central)
+        assert address in str(refused.value) and another_archive in str(refused.value)
+        assert st.store.get_meta("central_key") is None, "nothing may be pinned"
+    finally:
+        st.close()
+
+
+def test_an_address_with_another_identity_is_never_used_and_doctor_names_it(tmp_path, central, another_archive):
+    archive, address = central
+    st = make_station(tmp_path / "st", address, station_id="st-pinned", dpi=150)
+    try:
+        stations.add(archive, "st-pinned", st.public_key.hex(), "unit-a")
+        assert enroll(st, address).state == "approved"
+        # Later the list names a second address where another archive answers: the pin holds there too.
+        listed = st.config.model_copy(update={"central": f"{another_archive},{address}"})
+        st.config = listed
+        for n in range(3):
+            scan(st, {"archive_no": "D-P"}, {"item": f"1-{n + 1}", "title": "t"}, f"synthetic:seed={n},sheets=1")
+        from station.sync import sync
+
+        report = sync(st)
+        assert len(report.committed) == 3 and not report.failed
+        assert report.answered[address] == "" and report.answered[another_archive]  # why it did not answer
+        from central.verify import verify as verify_archive
+
+        assert verify_archive(archive).ok
+        check = doctor.check_central(listed)
+        assert check.level == "FAIL" and another_archive in check.message and "not the one pinned" in check.message
+    finally:
+        st.close()
+
+
+def test_the_daemon_logs_an_address_that_stopped_answering_once(tmp_path, central, caplog):
+    import logging
+    import socket
+
+    from station.sync import sync
+    from station.sync_worker import SyncWorker
+
+    archive, address = central
+    with socket.socket() as probe:            # a port nothing listens on: a process that is down
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    st = make_station(tmp_path / "st", f"{address},{dead}", station_id="st-daemon", dpi=150)
+    try:
+        stations.add(archive, "st-daemon", st.public_key.hex(), "unit-a")
+        assert enroll(st, st.config.central).state == "approved"
+        scan(st, {"archive_no": "D-W"}, {"item": "1-1", "title": "t"}, "synthetic:seed=1,sheets=1")
+        worker = SyncWorker(st.config, 60)
+        with caplog.at_level(logging.INFO, logger="station.sync_worker"):
+            worker._once(st, sync)
+            worker._once(st, sync)
+        assert worker.state == "central online" and outbox.pending(st.store) == []
+        silent = [r.getMessage() for r in caplog.records if "did not answer" in r.getMessage()]
+        assert len(silent) == 1 and dead in silent[0] and "syncing through the others" in silent[0], silent
+    finally:
+        st.close()
