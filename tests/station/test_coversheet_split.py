@@ -278,6 +278,8 @@ def test_on_a_duplex_feed_a_cover_sheets_back_is_kept_with_it_as_evidence_not_as
         assert archive.blobs.has(sheet["sha256"]) and archive.blobs.has(sheet["back"]["sha256"])
     checked = verify(archive)
     assert checked.ok, checked.problems
+    assert purge(station, retention_days=0)[0] == 2       # committed: the station frees both sides too
+    assert not any(station.store.page_path(sheet["back"]["sha256"], "image/jpeg").exists() for sheet in sheets)
 
 
 def test_the_scan_command_hands_a_dossier_feed_to_the_running_service(tmp_path):
