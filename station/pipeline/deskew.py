@@ -14,6 +14,7 @@ _MIN_CONTRAST = 1.02     # the best angle must stand out of the profile scores b
 # clean one by 6 % and more; a yellowed book page with a plate by 2–3 %); a short line or a scrawl
 # drops by only 1 % or so, and its best angle can be half a degree wrong.
 _MIN_SHARPNESS = 0.02
+_COARSE_BIN_MM = 1.0
 _MAX_COARSE_CELLS = 2_500   # more cells than these add time, not precision
 _MAX_FINE_CELLS = 15_000
 _CHUNK = 1 << 20            # angle × cell products evaluated at once: bounds the scratch memory
@@ -41,7 +42,10 @@ def estimate_skew(ink: np.ndarray, px_per_mm: float, max_skew_deg: float) -> Ske
         return None
     # Coarse: ink summed along the lines over about 2.7 mm but never across them (a grid coarse
     # across the lines would itself line up at 0° and pull every estimate toward it), scored in
-    # bins of 3 mm, wide enough to step a whole degree without stepping over a line's peak.
+    # bins of 1 mm in whole-degree steps. Bins of 3 mm (as before) are as wide as the line pitch of
+    # small book type (3–3.5 mm): its lines' peaks fell together into the bins at every angle, and the
+    # column edges running down the page won; 1 mm bins resolve the lines, and a degree off, a line
+    # 100 mm long still spreads over less than two of them.
     half = cv2.resize(ink[:ink.shape[0] // 2 * 2, :ink.shape[1] // 2 * 2],
                       (ink.shape[1] // 2, ink.shape[0] // 2), interpolation=cv2.INTER_AREA)
     along = max(1, round(1.35 * px_per_mm))
@@ -50,7 +54,7 @@ def estimate_skew(ink: np.ndarray, px_per_mm: float, max_skew_deg: float) -> Ske
     for vertical in (False, True):
         grid = _grid(half, 1, along) if vertical else _grid(half, along, 1)
         cells = _cells(grid, ink.shape, vertical, _MAX_COARSE_CELLS)
-        scores = _scan(cells, sweep, 3.0 * px_per_mm)
+        scores = _scan(cells, sweep, _COARSE_BIN_MM * px_per_mm)
         coarse.append((float(scores.max() / np.median(scores)), vertical, cells, float(sweep[np.argmax(scores)])))
     # The lines' direction is the one whose profile stands out most; but a page's column edges and
     # margins stand out too, in the other direction. Text lines give a sharp fine peak, column

@@ -11,12 +11,19 @@ _INK_LEVEL = 0.6         # darker than this share of the paper's level is ink
 # not strokes: such areas have no lines to align and would only blur the profiles.
 _SOLID_BLOCK_MM = 2.0
 _SOLID_SHARE = 0.6
+# Paper is not one shade: a book page photographed or scanned open darkens toward the gutter and a
+# corner, and a global threshold takes the darker paper for ink (then clears it as a solid area, text
+# and all). Ink is judged against the brightest paper within about 8 mm, sampled every 2 mm; where even
+# that is darker than 45 % of the sheet's level it is backing or a photo, not paper.
+_LOCAL_MM = 8.0
+_LOCAL_STEP_MM = 2.0
+_MIN_LOCAL = 0.45
 
 
 def ink_mask(grey: np.ndarray, paper: Paper | None, px_per_mm: float) -> np.ndarray:
     """uint8 255 where the grey page has stroke ink inside the sheet; edge band, photos and solid areas left out."""
     level = paper.level if paper is not None else paper_level(grey[::4, ::4])
-    _, ink = cv2.threshold(grey, _INK_LEVEL * level, 255, cv2.THRESH_BINARY_INV)
+    ink = _below_local_paper(grey, level, px_per_mm)
     band = max(1, round(EDGE_BAND_MM * px_per_mm))
     if paper is not None:
         inside = paper.mask.copy()
@@ -41,3 +48,19 @@ def _clear_solids(ink: np.ndarray, block: int) -> None:
     block_rows, block_cols = np.nonzero(cv2.dilate(solid, np.ones((3, 3), np.uint8)))
     # A view of the image as rows × block × cols × block: whole blocks are cleared in one step.
     ink[:rows * block, :cols * block].reshape(rows, block, cols, block)[block_rows, :, block_cols, :] = 0
+
+
+def _below_local_paper(grey: np.ndarray, level: float, px_per_mm: float) -> np.ndarray:
+    """uint8 255 where the grey page is darker than _INK_LEVEL of the paper around it (the brightest
+    over about _LOCAL_MM); 0 where the surround is too dark to be paper (backing, a photo)."""
+    step = max(1, round(_LOCAL_STEP_MM * px_per_mm))
+    h, w = grey.shape
+    # A sample every step is enough to find the paper's shade: most of a page is paper.
+    samples = np.ascontiguousarray(grey[step // 2::step, step // 2::step])
+    side = max(3, round(_LOCAL_MM / _LOCAL_STEP_MM) | 1)
+    local = cv2.blur(cv2.dilate(samples, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))), (3, 3))
+    # Whole grey levels: g < share × v exactly when g < ceil(share × v); 0 where v is no paper.
+    shades = np.arange(256)
+    table = np.where(shades >= _MIN_LOCAL * level, np.ceil(_INK_LEVEL * shades - 1e-9), 0).astype(np.uint8)
+    threshold = cv2.resize(cv2.LUT(local, table), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.compare(grey, threshold, cv2.CMP_LT)
