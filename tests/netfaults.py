@@ -11,7 +11,7 @@ class FaultyProxy:
 
     def __init__(self, target: str, cut_after: tuple[int, int] | None = None,
                  stall_after: tuple[int, int] | None = None, rate_bytes_s: float | None = None, seed: int = 0,
-                 max_faults: int | None = None, flip_at: int | None = None):
+                 max_faults: int | None = None, flip_at: int | None = None, listen: str = "127.0.0.1:0"):
         host, _, port = target.rpartition(":")
         self.target = (host, int(port))
         self.cut_after, self.stall_after, self.rate = cut_after, stall_after, rate_bytes_s
@@ -24,9 +24,10 @@ class FaultyProxy:
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        listen_host, _, listen_port = listen.rpartition(":")
+        self.listener = socket.create_server((listen_host, int(listen_port)))
         self.listener.settimeout(0.2)
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.address = f"{listen_host}:{self.listener.getsockname()[1]}"
         self._thread = threading.Thread(target=self._accept, name="faulty-proxy", daemon=True)
         self._thread.start()
 

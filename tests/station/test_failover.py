@@ -26,11 +26,11 @@ from tests.netfaults import FaultyProxy
 class Serve:
     """One `quire-central serve` process on the archive home, its log in a file."""
 
-    def __init__(self, home: Path, log: Path):
+    def __init__(self, home: Path, log: Path, listen: str = "127.0.0.1:0"):
         self.log = log
         exe = Path(sys.executable).parent / "quire-central"
         with open(log, "w") as err:
-            self.proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", "127.0.0.1:0",
+            self.proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", listen,
                                           "--no-advertise"], stdout=subprocess.PIPE, stderr=err, text=True)
         line = self.proc.stdout.readline().strip()
         assert line.startswith("listening on "), f"{line!r}: {log.read_text()}"
@@ -278,3 +278,57 @@ def test_the_daemon_logs_an_address_that_stopped_answering_once(tmp_path, centra
         assert len(silent) == 1 and dead in silent[0] and "syncing through the others" in silent[0], silent
     finally:
         st.close()
+
+
+def test_a_name_with_several_addresses_is_spread_over_all_of_them(tmp_path, archive_home):
+    """One name, two addresses (127.0.0.1 and 127.0.0.2, the same port): the station resolves it in a
+    mount namespace of its own whose /etc/hosts says so, and both processes receive pages (each
+    address is a counting proxy in front of one process)."""
+    hosts = tmp_path / "hosts"
+    servers, proxies = [Serve(archive_home, tmp_path / "serve-0.log"),
+                        Serve(archive_home, tmp_path / "serve-1.log")], []
+    try:
+        proxies.append(FaultyProxy(servers[0].address))
+        port = proxies[0].address.rsplit(":", 1)[1]
+        proxies.append(FaultyProxy(servers[1].address, listen=f"127.0.0.2:{port}"))
+        hosts.write_text("127.0.0.1 localhost\n127.0.0.1 quire-archive.test\n127.0.0.2 quire-archive.test\n")
+        home = tmp_path / "st"
+        home.mkdir()
+        (home / "station.toml").write_text(f'central = "quire-archive.test:{port}"\n'
+                                           'zeroconf_interfaces = ["127.0.0.1"]\ndpi = 150\n')
+        st = make_station(home, station_id="st-dns")
+        archive = open_archive(central_config.load(archive_home))
+        try:
+            profile.set_default(archive, "tests-150dpi")
+            stations.add(archive, "st-dns", st.public_key.hex(), "unit-a")
+        finally:
+            archive.close()
+        try:
+            for n in range(4):
+                scan(st, {"archive_no": "D-N"}, {"item": f"1-{n + 1}", "title": "t"}, f"synthetic:seed={n},sheets=1")
+            total = sum(p["bytes"] for b in st.store.batches("sealed") for p in st.store.pages(b["id"]))
+            tool = Path(sys.executable).parent / "quire-station"
+
+            def in_namespace(*args: str) -> str:
+                script = f'mount --bind "{hosts}" /etc/hosts && exec "{tool}" --home "{home}" "$@"'
+                proc = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *args],
+                                      capture_output=True, text=True, timeout=300)
+                assert proc.returncode == 0, proc.stdout + proc.stderr
+                return proc.stdout
+
+            in_namespace("enroll")
+            before = [p.upstream_bytes for p in proxies]
+            out = in_namespace("sync")
+            assert "committed 4 bundle(s)" in out, out
+            got = [p.upstream_bytes - b for p, b in zip(proxies, before)]
+            assert all(n > total // 5 for n in got), (got, total)   # pages reached both processes
+            answered = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
+            assert answered["central_answered"]["addresses"] == {p.address: "" for p in proxies}
+            _check_archive(archive_home, st)
+        finally:
+            st.close()
+    finally:
+        for proxy in proxies:
+            proxy.close()
+        for server in servers:
+            server.stop()
