@@ -187,7 +187,6 @@ def _feed_key(daemon) -> str | None:
     """What the page grid holds on a dossier feed's screen (the "batch" event's data for that feed)."""
     run = daemon.dossier_run
     return f"{run['archive_no']}\t{WHOLE_DOSSIER['item']}" if run else None
-    return f"{run['archive_no']}\t{(job or {}).get('material', {}).get('item', '整卷')}" if run else None
 
 
 @signed_in
