@@ -450,7 +450,8 @@ class Daemon:
         except Exception as exc:
             log.exception("dossier feed %s failed", archive_no)
             err = StationError(f"internal error while scanning {archive_no} by its cover sheets "
-                               f"({type(exc).__name__}); pages stored so far are kept; see 'journalctl -u quire-station'")
+                               f"({type(exc).__name__}); pages stored so far are kept; "
+                               "see 'journalctl -u quire-station'")
             self.jobs.note_error(job["id"], str(err))
             self.note = str(err)
             raise err from None
