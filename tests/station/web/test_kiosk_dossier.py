@@ -22,12 +22,12 @@ WAIT_MS = 120_000
 LAYOUT = [A, 1, 2, B, 103, C, 4, 5]
 # The paper directory: 4-1-2 is listed with three pages where one is in the stack.
 DIRECTORY = [("1-1", "干部履历表", 2), ("4-1-2", "学历证明", 3), ("9-2-3", "干部任免审批表", 2)]
-# Each page first shown anywhere under #pages is noted with the material group it went into (a group shown
-# again, its material sealed, brings no new page).
+# Each page first shown anywhere under #pages from now on is noted with the material group it went into (a
+# group shown again, its material sealed, brings no new page).
 WATCH = """() => {
   window.kioskNotSoReloaded = true;
   window.arrivals = [];
-  const seen = new Set();
+  const seen = new Set([...document.querySelectorAll('#pages figure.page')].map(f => f.id));
   new MutationObserver(() => {
     for (const f of document.querySelectorAll('#pages figure.page')) {
       if (!seen.has(f.id)) {
@@ -83,8 +83,16 @@ def test_a_dossier_fed_by_cover_sheets_appears_material_by_material_and_a_count_
     assert page.text_content("#c-1-1 .state") == "已封装"
     assert page.text_content("#c-4-1-2 .state") == "待复核（尚未封装）"
     assert page.locator("#g-9-2-3 figure.page").count() == 0
+    # The thumbnails so far arrived into their material's group while the feed ran (the screen never reloaded).
+    assert page.evaluate("window.arrivals") == [["1-1", "1"], ["1-1", "2"], ["4-1-2", "1"]]
+    assert page.evaluate("window.kioskNotSoReloaded") is True
     screenshot(page, "kiosk-dossier-jam")
 
+    # A screen opened afresh (another operator, a reload) shows the feed as it stands, grouped the same way.
+    page.reload()
+    page.wait_for_selector("#g-9-2-3")
+    assert [page.locator(f"#g-{item} figure.page").count() for item in ("1-1", "4-1-2", "9-2-3")] == [2, 1, 0]
+    page.evaluate(WATCH)
     page.click("#scan")    # the operator put back the sheets from feed page 7 and presses Scan
     page.wait_for_selector("#c-9-2-3 .state >> text=已封装")
     page.wait_for_selector("#scanner-state >> text=就绪")
@@ -102,9 +110,9 @@ def test_a_dossier_fed_by_cover_sheets_appears_material_by_material_and_a_count_
     assert "与目录相符" in page.text_content("#c-1-1") and "目录 2 页" in page.text_content("#c-9-2-3")
     assert "与目录不符" in page.text_content("#c-4-1-2") and "目录 3 页" in page.text_content("#c-4-1-2")
     page.wait_for_function("[...document.querySelectorAll('#pages img')].every(i => i.complete && i.naturalWidth > 0)")
-    # Every thumbnail arrived into its material's group while the feed ran (the screen never reloaded).
+    # The resumed material's thumbnails arrived into its group, the groups before it kept (no reload).
     arrivals = page.evaluate("window.arrivals")
-    assert arrivals == [["1-1", "1"], ["1-1", "2"], ["4-1-2", "1"], ["9-2-3", "1"], ["9-2-3", "2"]], arrivals
+    assert arrivals == [["9-2-3", "1"], ["9-2-3", "2"]], arrivals
     assert page.evaluate("window.kioskNotSoReloaded") is True
     screenshot(page, "kiosk-dossier-fed")
 
