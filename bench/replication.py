@@ -14,16 +14,14 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.sync import CHUNK, _page, _pages, _serve
+from bench.sync import CHUNK, _pages, _serve, sealed_station
 from quire.memory import tune_allocator
 
-EXE = Path(sys.executable).parent / "quire-central"
 
 
 def main() -> int:
@@ -56,27 +54,14 @@ def _run(pages: list[bytes], root: Path) -> tuple[float, float]:
     from central import config, replica, replicate
     from central.archive import open_archive
     from quire import keys
-    from station import config as station_config
-    from station import home, outbox
-    from station.enrol import enroll
+    from station import outbox
     from station.sync import sync
 
     primary_home, copy_home = root / "primary", root / "copy"
     primary, address = _serve(primary_home, "127.0.0.1", [])
     copy = None
     try:
-        st = home.init(station_config.load(root / "station", central=address, chunk_bytes=CHUNK), "st-bench")
-        subprocess.run([str(EXE), "--home", str(primary_home), "stations", "add", "st-bench", "--key",
-                        st.public_key.hex(), "--unit", "bench"], check=True, stdout=subprocess.DEVNULL)
-        enroll(st, address)
-        per_material = 20
-        for m in range(0, len(pages), per_material):
-            batch = st.store.open_batch({"archive_no": "B-1"}, {"item": f"1-{m // per_material + 1}", "title": "b"},
-                                        "bench", "bench")
-            for n, data in enumerate(pages[m:m + per_material], 1):
-                st.store.add_page(batch.id, n, _page(data))
-            outbox.seal_batch(st.store, batch.id, st.station_id, st.key)
-        os.sync()
+        st = sealed_station(pages, root / "station", primary_home, address)
         t0 = time.perf_counter()
         report = sync(st)
         sync_s = time.perf_counter() - t0

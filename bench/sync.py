@@ -321,31 +321,39 @@ def _serve(central_home: Path, host: str, at_central: list[str]) -> tuple[subpro
     return server, server.stdout.readline().strip().removeprefix("listening on ")
 
 
+def sealed_station(pages: list[bytes], at: Path, central_home: Path, address: str):
+    """A station at ``at``, registered with and enrolled in the archive at ``address`` (home ``central_home``),
+    holding ``pages`` sealed in bundles of 20, flushed to disk; the caller syncs and closes it."""
+    from station import config, home, outbox
+    from station.enrol import enroll
+
+    st = home.init(config.load(at, central=address, chunk_bytes=CHUNK), "st-bench")
+    subprocess.run([str(Path(sys.executable).parent / "quire-central"), "--home", str(central_home), "stations", "add",
+                    "st-bench", "--key", st.public_key.hex(), "--unit", "bench"], check=True, stdout=subprocess.DEVNULL)
+    enroll(st, address)
+    per_material = 20
+    for m in range(0, len(pages), per_material):
+        batch = st.store.open_batch({"archive_no": "B-1"}, {"item": f"1-{m // per_material + 1}", "title": "b"},
+                                    "bench", "bench")
+        for n, data in enumerate(pages[m:m + per_material], 1):
+            st.store.add_page(batch.id, n, _page(data))
+        outbox.seal_batch(st.store, batch.id, st.station_id, st.key)
+    # Storing the batch just now left hundreds of MB waiting to be written back; flushed here, they
+    # would otherwise stall the archive's fsyncs in the timed run (station and archive share a disk here).
+    os.sync()
+    return st
+
+
 def _quire_run(pages: list[bytes], root: Path, host: str = "127.0.0.1",
                at_central: list[str] = (), suite: str = "TLS 1.3") -> tuple[float, float, str]:
     from central import stations as _unused  # noqa: F401 - import cost outside the timing
-    from station import config, home, outbox
-    from station.enrol import enroll
+    from station import outbox
     from station.sync import sync
 
     central_home = root / "central"
-    exe = Path(sys.executable).parent / "quire-central"
     server, address = _serve(central_home, host, at_central)
     try:
-        st = home.init(config.load(root / "station", central=address, chunk_bytes=CHUNK), "st-bench")
-        subprocess.run([str(exe), "--home", str(central_home), "stations", "add", "st-bench", "--key",
-                        st.public_key.hex(), "--unit", "bench"], check=True, stdout=subprocess.DEVNULL)
-        enroll(st, address)
-        per_material = 20
-        for m in range(0, len(pages), per_material):
-            batch = st.store.open_batch({"archive_no": "B-1"}, {"item": f"1-{m // per_material + 1}", "title": "b"},
-                                        "bench", "bench")
-            for n, data in enumerate(pages[m:m + per_material], 1):
-                st.store.add_page(batch.id, n, _page(data))
-            outbox.seal_batch(st.store, batch.id, st.station_id, st.key)
-        # Storing the batch just now left hundreds of MB waiting to be written back; flushed here, they
-        # would otherwise stall the archive's fsyncs in the timed run (station and archive share a disk here).
-        os.sync()
+        st = sealed_station(pages, root / "station", central_home, address)
         cpu0, t0, server0 = _cpu(), time.perf_counter(), _proc_cpu(server.pid)
         report = sync(st)
         seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0

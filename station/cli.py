@@ -5,6 +5,7 @@ import json
 import shlex
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from quire import keys
@@ -12,6 +13,7 @@ from quire.memory import tune_allocator
 
 from . import config as config_mod
 from .pipeline.limits import MAX_DPI, MIN_DPI
+from .cli_review import print_json
 from .errors import NeedsTechnician, StationError, UsageError
 
 
@@ -420,15 +422,12 @@ def cmd_enroll(cfg, args) -> int:
     from .enrol import enroll
     from .home import open_station
 
-    station = open_station(cfg)
-    try:
+    with closing(open_station(cfg)) as station:
         address = args.central or cfg.central or station.store.get_meta("central_address")
         if not address:
             address = find_central(cfg, fingerprint=args.fingerprint)
             print(f"found central archive at {address} (zeroconf)")
         result = enroll(station, address, wait_s=args.wait)
-    finally:
-        station.close()
     print(f"central archive {address}  key {result.central_fingerprint}")
     if result.state == "approved":
         print(f"enrolled into unit {result.unit}; central key and certificate pinned")
@@ -443,11 +442,8 @@ def cmd_purge(cfg, args) -> int:
     from .home import open_station
     from .purge import purge
 
-    station = open_station(cfg)
-    try:
+    with closing(open_station(cfg)) as station:
         bundles, files = purge(station, args.older_than_days)
-    finally:
-        station.close()
     print(f"purged {files} page file(s) of {bundles} committed bundle(s)")
     return 0
 
@@ -458,11 +454,8 @@ def cmd_sync(cfg, args) -> int:
 
     from .notices import describe
 
-    station = open_station(cfg)
-    try:
+    with closing(open_station(cfg)) as station:
         report = sync(station, args.central)
-    finally:
-        station.close()
     print(f"committed {len(report.committed)} bundle(s), {report.pages} pages, "
           f"{report.bytes_sent} bytes sent")
     for notice in report.notices:
@@ -485,11 +478,8 @@ def cmd_outbox_retry(cfg, args) -> int:
     from . import outbox
     from .home import open_station
 
-    station = open_station(cfg)
-    try:
+    with closing(open_station(cfg)) as station:
         queued = outbox.retry(station.store, None if args.all else args.bundle)
-    finally:
-        station.close()
     for bundle in queued:
         print(f"{bundle['id'][:12]} queued again (was rejected: {bundle['last_error']})")
     print(f"{len(queued)} bundle(s) queued again; the next sync offers them")
@@ -500,11 +490,8 @@ def cmd_checkpoint(cfg, args) -> int:
     from .home import open_station
     from .witness import held_checkpoint
 
-    station = open_station(cfg)
-    try:
+    with closing(open_station(cfg)) as station:
         checkpoint = held_checkpoint(station.store)
-    finally:
-        station.close()
     print(json.dumps(checkpoint, ensure_ascii=False))
     return 0
 
@@ -738,7 +725,7 @@ def cmd_queue_add(cfg, args) -> int:
 def cmd_queue_ls(cfg, args) -> int:
     reply = _daemon_request(cfg, {"op": "queue_ls"})
     if args.json:
-        print(json.dumps(reply["jobs"], ensure_ascii=False, indent=2))
+        print_json(reply["jobs"])
         return 0
     print(reply["status"])
     if not reply["jobs"]:
@@ -772,23 +759,17 @@ def cmd_operator_add(cfg, args) -> int:
     check_pin(pin)
     if getpass.getpass("the same PIN again: ") != pin:
         raise UsageError("the two PINs differ; nothing was changed — run the command again")
-    operators = _operators(cfg)
-    try:
+    with closing(_operators(cfg)) as operators:
         new = operators.add(name, pin, reset=args.reset)
-    finally:
-        operators.close()
     print(f"operator {name} {'added' if new else 'has a new PIN and may sign in'}; they sign in on the kiosk page")
     return 0
 
 
 def cmd_operator_ls(cfg, args) -> int:
-    operators = _operators(cfg)
-    try:
+    with closing(_operators(cfg)) as operators:
         listed = operators.list()
-    finally:
-        operators.close()
     if args.json:
-        print(json.dumps(listed, ensure_ascii=False, indent=2))
+        print_json(listed)
         return 0
     if not listed:
         print("no operators; add one with 'quire-station operator add NAME'")
@@ -803,11 +784,8 @@ def cmd_operator_ls(cfg, args) -> int:
 
 
 def cmd_operator_disable(cfg, args) -> int:
-    operators = _operators(cfg)
-    try:
+    with closing(_operators(cfg)) as operators:
         operators.disable(args.name)
-    finally:
-        operators.close()
     print(f"operator {args.name} disabled; they can no longer sign in on the kiosk")
     return 0
 
@@ -817,7 +795,7 @@ def cmd_doctor(cfg, args) -> int:
 
     checks = run_checks(cfg, zeroconf_timeout_s=args.zeroconf_timeout)
     if args.json:
-        print(json.dumps([c.as_dict() for c in checks], ensure_ascii=False, indent=2))
+        print_json([c.as_dict() for c in checks])
     else:
         for check in checks:
             print(check.line())

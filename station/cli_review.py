@@ -1,6 +1,7 @@
 """quire-station's directory, review and seal commands: argument parsing and printing over directory and review."""
 
 import json
+from contextlib import closing
 
 from .errors import ServiceUnavailable
 
@@ -10,38 +11,35 @@ def add_commands(sub, capture_help: str) -> None:
                        description="Keep each dossier's directory (类号, 材料名称, 形成时间, 页数, 备注): when a "
                                    "material is sealed its page count is checked against it.")
     d_sub = d.add_subparsers(title="directory commands", metavar="COMMAND")
-    c = d_sub.add_parser("import", help="import a directory from CSV or Excel (.xlsx)",
-                         description="Import directories from a CSV file (UTF-8, or GB18030 as Excel saves it) or "
-                                     "an .xlsx workbook with the headings 类号 (or 类号 and 序号), 材料名称, 形成时间, "
-                                     "页数, 备注 and 档号. Every row is checked first; a file with any problem "
-                                     "changes nothing. Each dossier in the file gets this directory in place of "
-                                     "the one it had.")
+    c = _command(d_sub, "import", cmd_directory_import, help="import a directory from CSV or Excel (.xlsx)",
+                 description="Import directories from a CSV file (UTF-8, or GB18030 as Excel saves it) or "
+                             "an .xlsx workbook with the headings 类号 (or 类号 and 序号), 材料名称, 形成时间, "
+                             "页数, 备注 and 档号. Every row is checked first; a file with any problem "
+                             "changes nothing. Each dossier in the file gets this directory in place of "
+                             "the one it had.")
     c.add_argument("file", metavar="FILE", help="the directory as .csv or .xlsx")
     c.add_argument("--dossier", help="the dossier's archive number (档号) when the file has no 档号 column")
-    c.set_defaults(func=cmd_directory_import)
-    c = d_sub.add_parser("add", help="type one material into a dossier's directory (or correct it)",
-                         description="Add one material to the dossier's directory, or correct the one with this item "
-                                     "number in its place; checked as an imported row is.")
+    c = _command(d_sub, "add", cmd_directory_add, help="type one material into a dossier's directory (or correct it)",
+                 description="Add one material to the dossier's directory, or correct the one with this item "
+                             "number in its place; checked as an imported row is.")
     c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
     c.add_argument("material", metavar="ITEM", help="the material's item number (类号), e.g. 1-1 or 4-1-2")
     c.add_argument("--title", required=True, help="材料名称, e.g. 干部履历表")
     c.add_argument("--pages", required=True, help="页数: the material's page count")
     c.add_argument("--date-formed", help="形成时间, YYYY-MM-DD, YYYY-MM or YYYY")
     c.add_argument("--remarks", help="备注")
-    c.set_defaults(func=cmd_directory_add)
-    c = d_sub.add_parser("show", help="show a dossier's directory and how far each material is scanned",
-                         description="List the dossier's materials with the page count the directory expects and "
-                                     "the pages scanned on this station.")
+    c = _command(d_sub, "show", cmd_directory_show,
+                 help="show a dossier's directory and how far each material is scanned",
+                 description="List the dossier's materials with the page count the directory expects and "
+                             "the pages scanned on this station.")
     c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
     c.add_argument("--json", action="store_true", help="print JSON")
-    c.set_defaults(func=cmd_directory_show)
-    c = d_sub.add_parser("fetch", help="take a dossier's directory from the archive's catalogue",
-                         description="Ask the central archive for the dossier's directory as its catalogue holds it "
-                                     "(only a dossier of this station's unit) and keep it in place of this "
-                                     "station's.")
+    c = _command(d_sub, "fetch", cmd_directory_fetch, help="take a dossier's directory from the archive's catalogue",
+                 description="Ask the central archive for the dossier's directory as its catalogue holds it "
+                             "(only a dossier of this station's unit) and keep it in place of this "
+                             "station's.")
     c.add_argument("dossier", metavar="D", help="the dossier's archive number (档号)")
     c.add_argument("--central", help="central service HOST:PORT (default from config)")
-    c.set_defaults(func=cmd_directory_fetch)
     d.set_defaults(func=lambda cfg, args: d.print_help() or 2)
 
     c = sub.add_parser("seal", help="seal a batch kept open for review",
@@ -61,34 +59,42 @@ def add_commands(sub, capture_help: str) -> None:
                                    "(what, which page, why, who, when; a removed page's hash kept). A sealed batch "
                                    "is never changed. Keep batches open for review with 'scan --review'.")
     r_sub = r.add_subparsers(title="review commands", metavar="COMMAND")
-    c = r_sub.add_parser("show", help="list a batch's pages, its edits and its count against the directory",
-                         description="List the unsealed batch's pages with their flags, the edits made so far, and "
-                                     "its page count against the directory.")
-    _batch_arguments(c)
+    c = _command(r_sub, "show", cmd_review_show, batch=True,
+                 help="list a batch's pages, its edits and its count against the directory",
+                 description="List the unsealed batch's pages with their flags, the edits made so far, and "
+                             "its page count against the directory.")
     c.add_argument("--json", action="store_true", help="print JSON")
-    c.set_defaults(func=cmd_review_show)
-    c = r_sub.add_parser("rescan", help="scan one page again in place of page N",
-                         description="Feed the one sheet side again; it replaces page N (the old page's hash is "
-                                     "kept in the record).")
-    _batch_arguments(c)
+    c = _command(r_sub, "rescan", cmd_review_rescan, batch=True, help="scan one page again in place of page N",
+                 description="Feed the one sheet side again; it replaces page N (the old page's hash is "
+                             "kept in the record).")
     c.add_argument("--page", type=int, required=True, metavar="N", help="the page to replace")
     _capture_arguments(c, capture_help)
-    c.set_defaults(func=cmd_review_rescan)
-    c = r_sub.add_parser("insert", help="scan a missed page and put it after page N",
-                         description="Feed the missed sheet side; it goes after page N (0: first) and the pages "
-                                     "behind it move up by one.")
-    _batch_arguments(c)
+    c = _command(r_sub, "insert", cmd_review_insert, batch=True, help="scan a missed page and put it after page N",
+                 description="Feed the missed sheet side; it goes after page N (0: first) and the pages "
+                             "behind it move up by one.")
     c.add_argument("--after", type=int, required=True, metavar="N", help="the page it follows (0: first)")
     _capture_arguments(c, capture_help)
-    c.set_defaults(func=cmd_review_insert)
-    c = r_sub.add_parser("remove", help="remove a double-fed or stray page, with the reason",
-                         description="Take page N out of the batch; the pages behind it move down by one. The "
-                                     "reason and the page's hash are kept in the bundle.")
-    _batch_arguments(c)
+    c = _command(r_sub, "remove", cmd_review_remove, batch=True,
+                 help="remove a double-fed or stray page, with the reason",
+                 description="Take page N out of the batch; the pages behind it move down by one. The "
+                             "reason and the page's hash are kept in the bundle.")
     c.add_argument("--page", type=int, required=True, metavar="N", help="the page to remove")
     c.add_argument("--reason", required=True, help="why, e.g. \"double feed\" or \"stray sheet\"")
-    c.set_defaults(func=cmd_review_remove)
     r.set_defaults(func=lambda cfg, args: r.print_help() or 2)
+
+
+def print_json(value) -> None:
+    """A command's --json output: indented, Chinese as it is."""
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def _command(sub, name: str, func, batch: bool = False, **texts):
+    """A subcommand running ``func``; with ``batch``, of one dossier's material (D ITEM --operator)."""
+    c = sub.add_parser(name, **texts)
+    c.set_defaults(func=func)
+    if batch:
+        _batch_arguments(c)
+    return c
 
 
 def _batch_arguments(c) -> None:
@@ -111,11 +117,8 @@ def _open(cfg):
 def cmd_directory_import(cfg, args) -> int:
     from .directory import import_file
 
-    station = _open(cfg)
-    try:
+    with closing(_open(cfg)) as station:
         done = import_file(station, args.file, args.dossier)
-    finally:
-        station.close()
     for archive_no, count in done.dossiers.items():
         print(f"{archive_no}: directory of {count} material(s) imported")
     return 0
@@ -124,11 +127,8 @@ def cmd_directory_import(cfg, args) -> int:
 def cmd_directory_add(cfg, args) -> int:
     from .directory import put_entry
 
-    station = _open(cfg)
-    try:
+    with closing(_open(cfg)) as station:
         entry = put_entry(station, args.dossier, args.material, args.title, args.pages, args.date_formed, args.remarks)
-    finally:
-        station.close()
     print(f"{args.dossier} {entry['item']} «{entry['title']}» {entry['pages']} 页 kept in the directory")
     return 0
 
@@ -136,13 +136,10 @@ def cmd_directory_add(cfg, args) -> int:
 def cmd_directory_show(cfg, args) -> int:
     from .directory import show
 
-    station = _open(cfg)
-    try:
+    with closing(_open(cfg)) as station:
         entries = show(station, args.dossier)
-    finally:
-        station.close()
     if args.json:
-        print(json.dumps(entries, ensure_ascii=False, indent=2))
+        print_json(entries)
         return 0
     print(f"{args.dossier}: {len(entries)} material(s), from {entries[0]['source']}")
     for e in entries:
@@ -160,11 +157,8 @@ def cmd_directory_show(cfg, args) -> int:
 def cmd_directory_fetch(cfg, args) -> int:
     from .directory import fetch
 
-    station = _open(cfg)
-    try:
+    with closing(_open(cfg)) as station:
         count = fetch(station, args.dossier, args.central)
-    finally:
-        station.close()
     print(f"{args.dossier}: directory of {count} material(s) taken from the archive's catalogue")
     return 0
 
@@ -172,11 +166,8 @@ def cmd_directory_fetch(cfg, args) -> int:
 def cmd_seal(cfg, args) -> int:
     from . import review
 
-    station = _open(cfg)
-    try:
+    with closing(_open(cfg)) as station:
         bundle_id = review.seal(station, args.dossier, args.material, args.operator or cfg.operator, args.confirm_count)
-    finally:
-        station.close()
     print(f"{args.dossier} {args.material}: sealed as bundle {bundle_id[:12]}; the next sync sends it")
     return 0
 
@@ -184,15 +175,12 @@ def cmd_seal(cfg, args) -> int:
 def cmd_review_show(cfg, args) -> int:
     from . import review
 
-    station = _open(cfg)
-    try:
+    with closing(_open(cfg)) as station:
         found = review.show(station, args.dossier, args.material)
-    finally:
-        station.close()
     pages = [{"n": p["n"], "sha256": p["sha256"], "record": json.loads(p["record_json"])} for p in found.pages]
     if args.json:
-        print(json.dumps({"state": found.batch["state"], "expected": found.expected, "pages": pages,
-                          "edits": found.edits, "note": found.batch["last_error"]}, ensure_ascii=False, indent=2))
+        print_json({"state": found.batch["state"], "expected": found.expected, "pages": pages,
+                    "edits": found.edits, "note": found.batch["last_error"]})
         return 0
     expected = f", the directory lists {found.expected}" if found.expected is not None else ""
     print(f"{args.dossier} {args.material} «{found.batch['title']}» {found.batch['state']}: {len(pages)} pages"
@@ -211,12 +199,9 @@ def cmd_review_show(cfg, args) -> int:
 def cmd_review_rescan(cfg, args) -> int:
     from . import review
 
-    station = _open_for_capture(cfg, args)
-    try:
+    with closing(_open_for_capture(cfg, args)) as station:
         edit = review.rescan_page(station, args.dossier, args.material, args.page, args.operator or cfg.operator,
                                   args.reason, args.source)
-    finally:
-        station.close()
     print(f"{args.dossier} {args.material}: page {edit['n']} rescanned (the replaced page's hash "
           f"{edit['removed_sha256'][:12]} is kept in the record)")
     return 0
@@ -225,12 +210,9 @@ def cmd_review_rescan(cfg, args) -> int:
 def cmd_review_insert(cfg, args) -> int:
     from . import review
 
-    station = _open_for_capture(cfg, args)
-    try:
+    with closing(_open_for_capture(cfg, args)) as station:
         edit = review.insert_page(station, args.dossier, args.material, args.after, args.operator or cfg.operator,
                                   args.reason, args.source)
-    finally:
-        station.close()
     print(f"{args.dossier} {args.material}: page inserted as page {edit['n']}; the pages behind it moved up by one")
     return 0
 
@@ -238,12 +220,9 @@ def cmd_review_insert(cfg, args) -> int:
 def cmd_review_remove(cfg, args) -> int:
     from . import review
 
-    station = _open(cfg)
-    try:
+    with closing(_open(cfg)) as station:
         edit = review.remove_page(station, args.dossier, args.material, args.page, args.operator or cfg.operator,
                                   args.reason)
-    finally:
-        station.close()
     print(f"{args.dossier} {args.material}: page {edit['n']} removed ({edit['reason']}); its hash "
           f"{edit['removed_sha256'][:12]} is kept in the record, the pages behind it moved down by one")
     return 0

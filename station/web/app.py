@@ -16,7 +16,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlencode
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -33,8 +33,10 @@ from .sessions import COOKIE, LOGIN_COOKIE, Sessions
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-# The vendored htmx is the archive console's file, served from where it lies (one copy to update).
-VENDOR = Path(find_spec("central").submodule_search_locations[0]) / "web" / "static" / "vendor"
+# The vendored htmx is the archive console's file, served from where it lies (one copy to update); so is the
+# pages' <head> (central/_document.html), which the kiosk's base extends.
+CENTRAL_WEB = Path(find_spec("central").submodule_search_locations[0]) / "web"
+VENDOR = CENTRAL_WEB / "static" / "vendor"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 CSRF_FIELD, CSRF_HEADER = "csrf", "x-csrf-token"
@@ -77,7 +79,9 @@ class Kiosk:
     operators: Operators
     sessions: Sessions = field(default_factory=Sessions)
     templates: Environment = field(default_factory=lambda: Environment(
-        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)))
+        loader=ChoiceLoader([FileSystemLoader(HERE / "templates"),
+                             PrefixLoader({"central": FileSystemLoader(CENTRAL_WEB / "templates")})]),
+        autoescape=select_autoescape(default=True)))
     scans: list = field(default_factory=list)   # threads waiting on a Scan request
 
     async def read(self, fn, *args):

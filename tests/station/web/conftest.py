@@ -102,6 +102,14 @@ def tab(browser):
     yield context.new_page()
     context.close()
 
+def sign_in_on(page, url: str, name: str = OPERATOR, pin: str = PIN) -> None:
+    """Sign in on the kiosk's page in the browser, as an operator types it."""
+    page.goto(url)
+    page.fill("input[name=name]", name)
+    page.fill("input[name=pin]", pin)
+    page.click("button.primary")
+    page.wait_for_selector("#operator")
+
 def screenshot(page, name: str) -> Path:
     SCREENS.mkdir(exist_ok=True)
     write_atomically(SCREENS / ".gitignore", b"*\n")   # several xdist workers take screenshots at once

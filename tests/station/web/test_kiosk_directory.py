@@ -6,7 +6,7 @@ remove the row of a material already sealed. The daemon is a real `quire-station
 import json
 
 from tests.conftest import run_cli
-from tests.station.web.conftest import OPERATOR, PIN, Client, add_operator, screenshot, station_home
+from tests.station.web.conftest import OPERATOR, PIN, Client, add_operator, screenshot, sign_in_on, station_home
 
 WAIT_MS = 60_000
 
@@ -36,11 +36,7 @@ def test_an_operator_types_a_dossiers_directory_and_is_told_what_to_write_in_eac
     kiosk = kiosks(home)
     page = tab
     page.set_default_timeout(WAIT_MS)
-    page.goto(kiosk.url)
-    page.fill("input[name=name]", OPERATOR)
-    page.fill("input[name=pin]", PIN)
-    page.click("button.primary")
-    page.wait_for_selector("#operator")
+    sign_in_on(page, kiosk.url)
 
     page.click("#nav-directory")
     page.fill("#directory-dossier", "D-9")
