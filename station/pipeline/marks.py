@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .imageio import component_boxes
 from .paper import paper_level
 
 # The band along the paper's edges is left out: edge shadows, torn or curled corners and the
@@ -49,5 +50,4 @@ def find_marks(darkest: np.ndarray, box: tuple[int, int, int, int], px_per_mm: f
     # A mark: darker than the paper by more than MARK_CONTRAST of its level, i.e. below this grey.
     _, marks = cv2.threshold(value, math.ceil((1 - MARK_CONTRAST) * level) - 1, 1, cv2.THRESH_BINARY_INV)
     marks = cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
-    _, _, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
-    return Marks(stats[1:].astype(np.int64), region, False)
+    return Marks(component_boxes(marks), region, False)
