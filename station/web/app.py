@@ -277,8 +277,8 @@ async def queue_add(request: Request, k: Kiosk, session, form) -> Response:
         return _answer(request, k, "请填写材料名称。", False, 400)
     try:
         if get("pages"):    # the paper directory's 页数, typed in: sealing checks the count against it
-            await k.read(directory.put_entry, k.reader.station, dossier["archive_no"], material["item"],
-                         material["title"], get("pages"), material.get("date_formed"))
+            await k.read(functools.partial(directory.put_entry, zh=True), k.reader.station, dossier["archive_no"],
+                         material["item"], material["title"], get("pages"), material.get("date_formed"))
         reply = await asyncio.to_thread(k.daemon.handle, {"op": "queue_add", "dossier": dossier, "material": material,
                                  "operator": session.operator})
     except StationError as exc:
