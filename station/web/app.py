@@ -354,8 +354,9 @@ async def directory_change(request: Request, k: Kiosk, session, form) -> Respons
         else:
             errors = {field: f"{where}「{directory.NAMES[field]}」：{words}" for field, words in exc.cells}
             typed = {"key": was, "values": values, "errors": errors}
-        return await _directory(request, k, session, d, notice="；".join(errors.values()), ok=False, status=400,
-                                typed=typed)
+        notice = ("；".join(errors.values()) if action == "remove" else
+                  f"{where}未保存：{len(errors)} 个格子需要改正（已标红，说明在该行下方）。")
+        return await _directory(request, k, session, d, notice=notice, ok=False, status=400, typed=typed)
     log.info("kiosk: %s kept %s %s in the directory", session.operator, d, values["item"])
     return await _directory(request, k, session, d, notice=f"已保存 {values['item']}《{values['title']}》，"
                                                            f"{values['pages']} 页。")

@@ -51,6 +51,7 @@ def test_an_operator_types_a_dossiers_directory_and_is_told_what_to_write_in_eac
     page.wait_for_selector("#row-new .cell-errors")
     errors = page.locator("#row-new .cell-errors li").all_text_contents()
     assert len(errors) == 4, errors
+    assert "新增行未保存：4 个格子需要改正" in page.text_content("#directory-notice")
     assert errors[0].startswith("新增行「类号」：“4-2”不是类号") and "4-1-2" in errors[0], errors
     assert errors[1].startswith("新增行「形成时间」：“1995-13”不是日期") and "YYYYMMDD" in errors[1], errors
     assert errors[2].startswith("新增行「页数」：0 页：每份材料至少 1 页"), errors
