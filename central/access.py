@@ -8,47 +8,20 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import BinaryIO
 
-import grpc
-
 from quire.db import utcnow
 
-from . import audit, dossiers, refusals, sealing, users
+from . import audit, dossiers, users
 from .archive import Archive
-from .errors import CentralError
+from .errors import CentralError, NotFound
+from .gate import dossier_unit, guard, refuse
 from .listing import sort_items
-from .permissions import Actor, PermissionDenied, authorize, readable_units
+from .permissions import Actor, PermissionDenied, authorize, readable_units, scoped_units
+from .store import consultations
+from .store import materials as store_materials
+from .store import quarantine as store_quarantine
+
 
 MAX_DAYS = 90
-
-
-class NotFound(CentralError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-def guard(archive: Archive, actor: Actor, action: str, *, unit: str | None = None, archive_no: str | None = None,
-          consultation: dict | None = None) -> None:
-    """Authorize or refuse; a refusal is logged (who, what, why) before it is raised."""
-    closed = sealing.closure(archive, archive_no) if archive_no is not None else {}
-    try:
-        authorize(actor, action, unit=unit, archive_no=archive_no, consultation=consultation, now=utcnow(),
-                  sealed=closed.get("sealed_by_change") is not None, transferred_to=closed.get("transferred_to"))
-    except PermissionDenied as exc:
-        refuse(archive, actor, action, str(exc), unit=unit, archive_no=archive_no, consultation=consultation)
-
-
-def refuse(archive: Archive, actor: Actor, action: str, reason: str, *, unit: str | None = None,
-           archive_no: str | None = None, consultation: dict | None = None):
-    """Log a refusal in the audit log, then raise it: the one way any permission is refused."""
-    raise refusals.logged(archive, PermissionDenied(reason), "access.denied", archive_no or action,
-                          {"action": action, "archive_no": archive_no, "unit": unit,
-                           "consultation": consultation["id"] if consultation else None}, by=actor.label)
-
-
-def dossier_unit(archive: Archive, archive_no: str) -> str:
-    row = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [archive_no])
-    if row is None:
-        raise NotFound(f"no dossier {archive_no} in the catalogue")
-    return row["unit"]
 
 
 def file_request(archive: Archive, actor: Actor, archive_no: str, purpose: str, days: int,
@@ -61,14 +34,11 @@ def file_request(archive: Archive, actor: Actor, archive_no: str, purpose: str, 
     if not 1 <= days <= MAX_DAYS:
         raise CentralError(f"a consultation lasts 1 to {MAX_DAYS} days, not {days}")
     with archive.catalogue.transaction() as db:
-        cur = db.execute(
-            "INSERT INTO consultations (reader, archive_no, purpose, days, export_requested, state, export_state,"
-            " filed_at) VALUES (?, ?, ?, ?, ?, 'requested', ?, ?)",
-            [actor.id, archive_no, purpose.strip(), days, int(export), "requested" if export else "none", utcnow()])
+        consultation_id = consultations.file(db, actor.id, archive_no, purpose.strip(), days, export, utcnow())
         audit.record(db, archive, "consultation.file", archive_no,
-                     {"consultation": cur.lastrowid, "archive_no": archive_no, "purpose": purpose.strip(),
+                     {"consultation": consultation_id, "archive_no": archive_no, "purpose": purpose.strip(),
                       "days": days, "export": export}, by=actor.label)
-    return get(archive, cur.lastrowid)
+    return get(archive, consultation_id)
 
 
 def decide(archive: Archive, actor: Actor, consultation_id: int, approve: bool, reason: str = "",
@@ -86,16 +56,13 @@ def decide(archive: Archive, actor: Actor, consultation_id: int, approve: bool, 
             if c["state"] != "requested":
                 raise CentralError(f"consultation #{consultation_id} was already {c['state']}")
             expires = (datetime.now(timezone.utc) + timedelta(days=c["days"])).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            db.execute("UPDATE consultations SET state = ?, decided_by = ?, decided_at = ?, decision_reason = ?,"
-                       " expires_at = ? WHERE id = ?",
-                       ["approved" if approve else "refused", actor.id, now, reason, expires if approve else None,
-                        consultation_id])
+            consultations.decide_view(db, consultation_id, approve, actor.id, now, reason,
+                                      expires if approve else None)
         elif what == "export":
             if c["export_state"] != "requested":
                 raise CentralError(f"consultation #{consultation_id} has no export request waiting "
                                    f"(export is {c['export_state']})")
-            db.execute("UPDATE consultations SET export_state = ?, export_decided_by = ? WHERE id = ?",
-                       ["approved" if approve else "refused", actor.id, consultation_id])
+            consultations.decide_export(db, consultation_id, approve, actor.id)
         else:
             raise CentralError(f"decide 'view' or 'export', not {what!r}")
         audit.record(db, archive, f"consultation.{'approve' if approve else 'refuse'}", c["archive_no"],
@@ -116,8 +83,8 @@ def end_grant(archive: Archive, actor: Actor, consultation_id: int, reason: str)
     if not reason.strip():
         raise CentralError("say why the grant ends early; the reason is kept with the consultation")
     with archive.catalogue.transaction() as db:
-        db.execute("UPDATE consultations SET expires_at = ?, decision_reason = ? WHERE id = ?",
-                   [now, f"{c['decision_reason'] or ''} · ended: {reason.strip()}".lstrip(" ·"), consultation_id])
+        consultations.end(db, consultation_id, now,
+                          f"{c['decision_reason'] or ''} · ended: {reason.strip()}".lstrip(" ·"))
         audit.record(db, archive, "consultation.end", c["archive_no"],
                      {"consultation": consultation_id, "reader": c["reader"], "reason": reason.strip(),
                       "was_until": c["expires_at"]}, by=actor.label)
@@ -133,7 +100,7 @@ def request_export(archive: Archive, actor: Actor, consultation_id: int) -> dict
     if c["export_state"] in ("requested", "approved"):
         return c
     with archive.catalogue.transaction() as db:
-        db.execute("UPDATE consultations SET export_state = 'requested' WHERE id = ?", [consultation_id])
+        consultations.request_export(db, consultation_id)
         audit.record(db, archive, "consultation.export_request", c["archive_no"],
                      {"consultation": consultation_id}, by=actor.label)
     return get(archive, consultation_id)
@@ -172,7 +139,7 @@ def avoidance(archive: Archive, actor: Actor, consultation: dict) -> dict:
 
 
 def get(archive: Archive, consultation_id: int) -> dict:
-    row = archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
+    row = consultations.get(archive.catalogue, consultation_id)
     if row is None:
         raise NotFound(f"no consultation #{consultation_id}")
     return row
@@ -181,10 +148,9 @@ def get(archive: Archive, consultation_id: int) -> dict:
 def listing(archive: Archive, actor: Actor) -> list[dict]:
     """A reader's own requests; a security officer's: those on dossiers of their units."""
     guard(archive, actor, "consultation.list")
-    where, params = (readable_units(actor, "d.unit") if "security_officer" in actor.roles
-                     else ("c.reader = ?", [actor.id]))
-    return archive.catalogue.query("SELECT c.*, d.unit FROM consultations c JOIN dossiers d USING (archive_no)"
-                                   f" WHERE {where} ORDER BY c.id", params)
+    if "security_officer" in actor.roles:
+        return consultations.of_units(archive.catalogue, scoped_units(actor))
+    return consultations.of_reader(archive.catalogue, actor.id)
 
 
 def _consultation(archive: Archive, consultation_id: int | None) -> dict | None:
@@ -192,7 +158,7 @@ def _consultation(archive: Archive, consultation_id: int | None) -> dict | None:
     # so guessing numbers learns nothing and leaves a trace.
     if not consultation_id:
         return None
-    return archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
+    return consultations.get(archive.catalogue, consultation_id)
 
 
 def materials(archive: Archive, actor: Actor, archive_no: str, consultation_id: int | None = None) -> list[dict]:
@@ -200,9 +166,7 @@ def materials(archive: Archive, actor: Actor, archive_no: str, consultation_id: 
     unit = dossier_unit(archive, archive_no)
     guard(archive, actor, "catalogue.read", unit=unit, archive_no=archive_no,
           consultation=_consultation(archive, consultation_id))
-    return sort_items(archive.catalogue.query(
-        "SELECT item, category, title, date_formed, page_count, remarks, version FROM materials"
-        " WHERE archive_no = ?", [archive_no]))
+    return sort_items(store_materials.of_dossier(archive.catalogue, archive_no))
 
 
 def page(archive: Archive, actor: Actor, archive_no: str, item: str, n: int, consultation_id: int | None = None,
@@ -212,9 +176,7 @@ def page(archive: Archive, actor: Actor, archive_no: str, item: str, n: int, con
     consultation = _consultation(archive, consultation_id)
     action = "content.export" if export else "content.view"
     guard(archive, actor, action, unit=unit, archive_no=archive_no, consultation=consultation)
-    row = archive.catalogue.one(
-        "SELECT p.* FROM pages p JOIN materials m ON m.id = p.material_id"
-        " WHERE m.archive_no = ? AND m.item = ? AND p.n = ?", [archive_no, item, n])
+    row = store_materials.page(archive.catalogue, archive_no, item, n)
     if row is None:
         raise NotFound(f"dossier {archive_no} has no page {n} in material {item}")
     with archive.catalogue.transaction() as db:
@@ -227,8 +189,7 @@ def page(archive: Archive, actor: Actor, archive_no: str, item: str, n: int, con
 
 def quarantined_page(archive: Archive, actor: Actor, bundle_id: str, n: int) -> tuple[dict, BinaryIO]:
     """Open one page of a quarantined bundle for the unit's catalogue staff: checked, logged, returned."""
-    held = archive.catalogue.one("SELECT q.unit, q.archive_no, q.item, b.manifest FROM quarantine q"
-                                 " JOIN bundles b ON b.id = q.bundle_id WHERE q.bundle_id = ?", [bundle_id])
+    held = store_quarantine.with_manifest(archive.catalogue, bundle_id)
     if held is None:
         raise NotFound(f"no quarantined bundle {bundle_id[:12]}")
     guard(archive, actor, "quarantine.read", unit=held["unit"], archive_no=held["archive_no"])

@@ -6,9 +6,9 @@ import nacl.signing
 
 from quire import keys
 
-from .blobs import BlobStore, DiskBlobStore
-from .blobstore_s3 import S3BlobStore
-from .catalogue import Catalogue
+from .store.blobs import BlobStore, DiskBlobStore
+from .store.blobs_s3 import S3BlobStore
+from .store.catalogue import Catalogue
 from .config import CentralConfig
 from .errors import ConfigError
 from .tls import TlsIdentity, load_or_create

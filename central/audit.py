@@ -1,4 +1,5 @@
-"""The tamper-evident audit log: an append-only RFC 6962 Merkle tree of canonical entries.
+"""The tamper-evident audit log as the archive writes and checks it; the append-only RFC 6962 Merkle
+tree of canonical entries itself is ``store.audit_log``, which knows no bundles.
 
 Every entry is appended inside the transaction of the change it records, and a checkpoint (tree
 size and root, signed by the central key) is signed with it. Receipts carry the checkpoint, so
@@ -13,37 +14,22 @@ from quire import checkpoint as checkpoint_format
 from quire import keys, merkle
 from quire.canonical import canonical_bytes, parse_json_object
 from quire.checkpoint import Checkpoint
-from quire.db import utcnow
 from quire.errors import ContractError
 
 from .archive import Archive
-from .errors import CentralError
-from .verify import Problem
+from .problems import Problem
+from .store import audit_log, bundles
+from .store.audit_log import FORMAT, KNOWN_FORMATS, AuditBroken  # noqa: F401 - the log's format and failure
 
-FORMAT = "quire.audit/1"
-KNOWN_FORMATS = (FORMAT,)
-
-
-class AuditBroken(CentralError):
-    """The stored log cannot be extended (a node is missing): someone edited it; nothing is appended."""
+__all__ = ["FORMAT", "KNOWN_FORMATS", "AuditBroken", "record", "ingested", "quarantined", "station_registered",
+           "latest_checkpoint", "entries", "inclusion_proof", "consistency_proof", "entry_bytes", "verify_log",
+           "LogReport", "local_user"]
 
 
 def record(db, archive: Archive, event: str, subject: str, fields: dict, by: str | None = None
            ) -> tuple[int, Checkpoint]:
     """Append one entry inside the caller's transaction and sign a checkpoint that includes it."""
-    row = db.execute("SELECT MAX(idx) FROM audit_entries").fetchone()
-    index = 0 if row[0] is None else row[0] + 1
-    entry = canonical_bytes({"format": FORMAT, "seq": index, "at": utcnow(), "event": event,
-                             "by": by or local_user(), **fields})
-    db.execute("INSERT INTO audit_entries (idx, event, subject, entry) VALUES (?, ?, ?, ?)",
-               [index, event, subject, entry])
-    for level, idx, h in merkle.completed_nodes(_perfect(db), index, merkle.leaf_hash(entry)):
-        db.execute("INSERT INTO audit_nodes VALUES (?, ?, ?)", [level, idx, h])
-    size = index + 1
-    cp = checkpoint_format.sign(archive.key, size, merkle.root_hash(_perfect(db), size), utcnow())
-    db.execute("INSERT OR IGNORE INTO audit_checkpoints VALUES (?, ?, ?)",
-               [size, canonical_bytes(cp.body), cp.signature])
-    return index, cp
+    return audit_log.append(db, archive.key, event, subject, fields, by or local_user())
 
 
 def ingested(db, archive: Archive, bundle_id: str, station: dict, manifest: dict, profile_label: str,
@@ -58,7 +44,7 @@ def ingested(db, archive: Archive, bundle_id: str, station: dict, manifest: dict
     }, by=by or f"station:{station['id']}")
     out = {"entry": index, "checkpoint": cp.to_json()}
     if previous is not None and 0 < previous < cp.tree_size:
-        proof = merkle.consistency_proof(_perfect(db), previous, cp.tree_size)
+        proof = audit_log.consistency_proof(db, previous, cp.tree_size)
         out["consistency"] = {"from_size": previous, "proof": [h.hex() for h in proof]}
     return out
 
@@ -76,9 +62,8 @@ def station_registered(archive: Archive, row: dict, by: str | None = None) -> No
     """Log that a station's key may upload into its unit (once per station and key)."""
     fingerprint = keys.fingerprint(bytes(row["public_key"]))
     with archive.catalogue.transaction() as db:
-        for (entry,) in db.execute("SELECT entry FROM audit_entries WHERE event = 'station.register'"
-                                   " AND subject = ?", [row["id"]]).fetchall():
-            if json.loads(entry).get("key") == fingerprint:
+        for logged in audit_log.of_events(db, ("station.register",), row["id"]):
+            if json.loads(logged["entry"]).get("key") == fingerprint:
                 return
         record(db, archive, "station.register", row["id"],
                {"station_id": row["id"], "unit": row["unit"], "key": fingerprint}, by=by)
@@ -86,37 +71,29 @@ def station_registered(archive: Archive, row: dict, by: str | None = None) -> No
 
 def latest_checkpoint(archive: Archive) -> Checkpoint | None:
     """The newest signed checkpoint, or None before the first entry."""
-    row = archive.catalogue.one("SELECT body, signature FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
-    if row is None:
-        return None
-    return Checkpoint(json.loads(row["body"]), bytes(row["signature"]))
+    return audit_log.latest_checkpoint(archive.catalogue)
 
 
 def entries(archive: Archive, start: int = 0, limit: int | None = None) -> list[dict]:
     """Entries from index ``start`` on, parsed, each with its ``idx``."""
-    rows = archive.catalogue.query("SELECT idx, entry FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?",
-                                   [start, -1 if limit is None else limit])
-    return [dict(json.loads(r["entry"]), idx=r["idx"]) for r in rows]
+    return [dict(json.loads(r["entry"]), idx=r["idx"]) for r in audit_log.entries(archive.catalogue, start, limit)]
 
 
 def inclusion_proof(archive: Archive, index: int, size: int) -> list[bytes]:
     """Proof that entry ``index`` is in the log of ``size`` entries (checked against a checkpoint)."""
     with archive.catalogue.transaction() as db:
-        return merkle.inclusion_proof(_perfect(db), index, size)
+        return audit_log.inclusion_proof(db, index, size)
 
 
 def consistency_proof(archive: Archive, old_size: int, new_size: int) -> list[bytes]:
     """Proof that the log of ``old_size`` entries is a prefix of the log of ``new_size``."""
     with archive.catalogue.transaction() as db:
-        return merkle.consistency_proof(_perfect(db), old_size, new_size)
+        return audit_log.consistency_proof(db, old_size, new_size)
 
 
 def entry_bytes(archive: Archive, index: int) -> bytes:
     """The stored canonical bytes of entry ``index`` (its leaf is SHA-256(0x00 || these))."""
-    row = archive.catalogue.one("SELECT entry FROM audit_entries WHERE idx = ?", [index])
-    if row is None:
-        raise CentralError(f"the audit log has no entry {index}")
-    return bytes(row["entry"])
+    return audit_log.entry_bytes(archive.catalogue, index)
 
 
 # ---- verification -----------------------------------------------------------------------------
@@ -142,18 +119,6 @@ def NodesMismatch(count):
     return Problem("NodesMismatch", "audit tree", f"{count} stored tree node(s) do not follow from the entries")
 
 
-def NotInLog(subject, detail):
-    return Problem("NotInLog", subject, detail)
-
-
-def LogWithoutRecord(subject, detail):
-    return Problem("LogWithoutRecord", subject, detail)
-
-
-def LogMismatch(subject, detail):
-    return Problem("LogMismatch", subject, detail)
-
-
 @dataclass
 class LogReport:
     entries: int = 0
@@ -173,7 +138,7 @@ def verify_log(archive: Archive, witnesses: list[tuple[str, Checkpoint]] = ()) -
     (name, checkpoint) that stations or auditors kept.
     """
     report = LogReport()
-    rows = archive.catalogue.query("SELECT idx, entry FROM audit_entries ORDER BY idx")
+    rows = audit_log.entries(archive.catalogue)
     tree = merkle.MemoryTree()
     expected = 0
     for row in rows:
@@ -186,9 +151,9 @@ def verify_log(archive: Archive, witnesses: list[tuple[str, Checkpoint]] = ()) -
     report.entries, report.root = tree.size, tree.root()
     report.problems += _node_problems(archive, tree)
     signed = [(f"checkpoint {r['tree_size']}", r["body"], bytes(r["signature"]).hex())
-              for r in archive.catalogue.query("SELECT * FROM audit_checkpoints ORDER BY tree_size")]
+              for r in audit_log.checkpoints(archive.catalogue)]
     report.checkpoints = len(signed)
-    for bundle in archive.catalogue.query("SELECT id, receipt FROM bundles WHERE state = 'committed'"):
+    for bundle in bundles.committed_receipts(archive.catalogue):
         try:
             audit = json.loads(bundle["receipt"]).get("audit")
         except (TypeError, ValueError, AttributeError):
@@ -218,48 +183,6 @@ def verify_log(archive: Archive, witnesses: list[tuple[str, Checkpoint]] = ()) -
     return report
 
 
-def catalogue_problems(archive: Archive) -> list[Problem]:
-    """Every committed or quarantined bundle has its log entry, every such entry its bundle, and they agree."""
-    problems = []
-    logged = {"ingest": {}, "quarantine": {}}
-    for row in archive.catalogue.query("SELECT idx, event, entry FROM audit_entries"
-                                       " WHERE event IN ('ingest', 'quarantine') ORDER BY idx"):
-        try:
-            body = json.loads(row["entry"])
-            logged[row["event"]][body["bundle_id"]] = dict(body, idx=row["idx"])
-        except (ValueError, KeyError, TypeError):
-            continue  # verify_log names the damaged entry
-    committed = {r["id"] for r in archive.catalogue.query("SELECT id FROM bundles WHERE state = 'committed'")}
-    for bundle_id in sorted(committed - set(logged["ingest"])):
-        problems.append(NotInLog(f"bundle {bundle_id[:12]}", "committed, but the audit log has no ingest entry"))
-    for bundle_id in sorted(set(logged["ingest"]) - committed):
-        entry = logged["ingest"][bundle_id]
-        problems.append(LogWithoutRecord(
-            f"material {entry.get('archive_no')} {entry.get('item')}",
-            f"audit entry #{entry['idx']} records bundle {bundle_id[:12]} as ingested, "
-            "but it is no longer committed in the catalogue"))
-    for m in archive.catalogue.query("SELECT m.id, m.archive_no, m.item, m.bundle_id,"
-                                     " (SELECT COUNT(*) FROM pages p WHERE p.material_id = m.id) AS pages"
-                                     " FROM materials m ORDER BY m.id"):
-        entry = logged["ingest"].get(m["bundle_id"])
-        if entry is None:
-            continue
-        said = (entry.get("archive_no"), entry.get("item"), entry.get("pages"))
-        if said != (m["archive_no"], m["item"], m["pages"]):
-            problems.append(LogMismatch(
-                f"material {m['archive_no']} {m['item']}",
-                f"catalogued from bundle {m['bundle_id'][:12]} with {m['pages']} pages, which audit entry "
-                f"#{entry['idx']} records as {said[0]} {said[1]} with {said[2]} pages"))
-    held = {r["bundle_id"] for r in archive.catalogue.query("SELECT bundle_id FROM quarantine")}
-    for bundle_id in sorted(held - set(logged["quarantine"])):
-        problems.append(NotInLog(f"quarantined bundle {bundle_id[:12]}", "the audit log has no quarantine entry"))
-    for bundle_id in sorted(set(logged["quarantine"]) - held):
-        problems.append(LogWithoutRecord(f"quarantined bundle {bundle_id[:12]}",
-                                         f"audit entry #{logged['quarantine'][bundle_id]['idx']} records it, "
-                                         "but the quarantine no longer holds it"))
-    return problems
-
-
 def _entry_problems(index: int, data: bytes) -> list[Problem]:
     try:
         body = parse_json_object(data, "audit entry")
@@ -273,8 +196,7 @@ def _entry_problems(index: int, data: bytes) -> list[Problem]:
 
 
 def _node_problems(archive: Archive, tree: merkle.MemoryTree) -> list[Problem]:
-    stored = {(r["level"], r["idx"]): bytes(r["hash"])
-              for r in archive.catalogue.query("SELECT level, idx, hash FROM audit_nodes")}
+    stored = audit_log.nodes(archive.catalogue)
     wrong = 0
     level, width = 0, tree.size
     while width:
@@ -315,21 +237,11 @@ def _head_problems(tree: merkle.MemoryTree, checkpoints: list[tuple[str, Checkpo
     return [CheckpointMismatch(source, f"{detail} (signed {cp.body['signed_at']}): {where}{more}")]
 
 
-def _perfect(db):
-    def perfect(level: int, index: int) -> bytes:
-        row = db.execute("SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", [level, index]).fetchone()
-        if row is None:
-            raise AuditBroken(f"audit log node ({level}, {index}) is missing; run 'quire-central audit verify'")
-        return bytes(row[0])
-    return perfect
-
-
 def _previous_size(db, station_id: str) -> int | None:
-    row = db.execute("SELECT receipt FROM bundles WHERE station_id = ? AND state = 'committed'"
-                     " ORDER BY committed_at DESC, rowid DESC LIMIT 1", [station_id]).fetchone()
-    if row is None:
+    receipt = bundles.last_receipt(db, station_id)
+    if receipt is None:
         return None
-    audit = json.loads(row[0]).get("audit") or {}
+    audit = json.loads(receipt).get("audit") or {}
     return (audit.get("checkpoint") or {}).get("body", {}).get("tree_size")
 
 

@@ -30,6 +30,7 @@ from quire.db import utcnow
 from . import audit
 from .archive import Archive
 from .errors import CentralError
+from .store import audit_log, blob_index
 
 FORMAT = "quire.backup/1"
 KNOWN_FORMATS = (FORMAT,)
@@ -211,8 +212,8 @@ def _copy_catalogue(archive: Archive, target: Path) -> dict:
     copy = sqlite3.connect(target)
     try:
         source.backup(copy)   # every page in one step: one committed state, whatever writes meanwhile
-        blobs = copy.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
-        size = copy.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0]
+        blobs = blob_index.count(copy)
+        size = audit_log.size(copy)
         copy.execute("PRAGMA journal_mode = DELETE")   # one file to back up, no WAL beside it
     finally:
         copy.close()

@@ -10,12 +10,17 @@ import json
 
 from quire.db import utcnow
 
-from . import audit, sealing, stations
+from . import audit, ingest, sealing, stations, standards
 from .archive import Archive
 from .errors import CentralError
+from .gate import dossier_unit, guard, refuse
 from .permissions import CHANGE_ROLES, Actor, PermissionDenied, authorize
+from .store import dossiers as store_dossiers
+from .store import changes as store_changes
+from .store import materials
+from .store import quarantine as store_quarantine
 
-IDENTITY_FIELDS = ("name", "sex", "birth_date", "post", "kind")
+IDENTITY_FIELDS = store_dossiers.IDENTITY_COLUMNS
 KINDS = ("personnel", "integrity", "party-building")
 
 
@@ -28,15 +33,11 @@ def propose(archive: Archive, actor: Actor, kind: str, payload: dict, reason: st
         raise CentralError("give the reason for the change (--reason); it is kept with the change for good")
     subject = _validate(archive, kind, payload)
     with archive.catalogue.transaction() as db:
-        open_ = db.execute("SELECT id FROM changes WHERE kind = ? AND subject = ? AND state = 'proposed'",
-                           [kind, subject]).fetchone()
-        if open_:
-            raise CentralError(f"change #{open_[0]} on {subject} already waits for approval; decide it first")
-        change_id = db.execute(
-            "INSERT INTO changes (kind, subject, payload, reason, state, proposed_by, proposed_at)"
-            " VALUES (?, ?, ?, ?, 'proposed', ?, ?)",
-            [kind, subject, json.dumps(payload, ensure_ascii=False, sort_keys=True), reason.strip(), actor.label,
-             utcnow()]).lastrowid
+        waiting = store_changes.open_on(db, kind, subject)
+        if waiting:
+            raise CentralError(f"change #{waiting} on {subject} already waits for approval; decide it first")
+        change_id = store_changes.propose(db, kind, subject, json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                                          reason.strip(), actor.label, utcnow())
         audit.record(db, archive, "change.propose", subject,
                      {"change": change_id, "kind": kind, "payload": payload, "reason": reason.strip()}, by=actor.label)
         if kind == "revoke_station":
@@ -49,16 +50,13 @@ def decide(archive: Archive, actor: Actor, change_id: int, approve: bool, note: 
     change = get(archive, change_id)
     _may(archive, actor, change["kind"], json.loads(change["payload"]))
     if change["proposed_by"] == actor.label:
-        from .access import refuse
-
         refuse(archive, actor, f"change.{change['kind']}",
                f"change #{change_id} was proposed by {actor.id}; a second person must decide it (双人复核)")
     if change["state"] != "proposed":
         raise CentralError(f"change #{change_id} was already {change['state']}")
     payload = json.loads(change["payload"])
     with archive.catalogue.transaction() as db:
-        db.execute("UPDATE changes SET state = ?, decided_by = ?, decided_at = ? WHERE id = ?",
-                   ["applied" if approve else "refused", actor.label, utcnow(), change_id])
+        store_changes.decide(db, change_id, "applied" if approve else "refused", actor.label, utcnow())
         audit.record(db, archive, "change.apply" if approve else "change.refuse", change["subject"],
                      {"change": change_id, "kind": change["kind"], "payload": payload,
                       "proposed_by": change["proposed_by"], "note": note}, by=actor.label)
@@ -70,7 +68,7 @@ def decide(archive: Archive, actor: Actor, change_id: int, approve: bool, note: 
 
 
 def get(archive: Archive, change_id: int) -> dict:
-    row = archive.catalogue.one("SELECT * FROM changes WHERE id = ?", [change_id])
+    row = store_changes.get(archive.catalogue, change_id)
     if row is None:
         raise CentralError(f"no change #{change_id}; 'quire-central changes ls' lists them")
     return row
@@ -79,12 +77,9 @@ def get(archive: Archive, change_id: int) -> dict:
 def listing(archive: Archive, actor: Actor, state: str | None = None) -> list[dict]:
     """The changes ``actor`` proposes and decides: of the kinds their roles handle, on dossiers of their units
     that are neither their own nor a relative's (a listing is scoped, not refused, so nothing is logged)."""
-    from .access import guard
-
     guard(archive, actor, "change.list")
     kinds = sorted(kind for kind, role in CHANGE_ROLES.items() if role in actor.roles)
-    where = f"kind IN ({', '.join('?' * len(kinds))})" + (" AND state = ?" if state else "")
-    rows = archive.catalogue.query(f"SELECT * FROM changes WHERE {where} ORDER BY id", [*kinds, *([state] if state else [])])
+    rows = store_changes.of_kinds(archive.catalogue, kinds, state)
     return [c for c in rows if _concerns(archive, actor, c)]
 
 
@@ -92,9 +87,9 @@ def _concerns(archive: Archive, actor: Actor, change: dict) -> bool:
     archive_no = json.loads(change["payload"]).get("archive_no")
     if archive_no is None:
         return True
-    unit = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [archive_no])
+    unit = store_dossiers.unit_of(archive.catalogue, archive_no)
     try:
-        authorize(actor, f"change.{change['kind']}", unit=unit["unit"] if unit else None, archive_no=archive_no)
+        authorize(actor, f"change.{change['kind']}", unit=unit, archive_no=archive_no)
     except PermissionDenied:
         return False
     return True
@@ -103,23 +98,19 @@ def _concerns(archive: Archive, actor: Actor, change: dict) -> bool:
 def history(archive: Archive, archive_no: str, item: str) -> list[dict]:
     """Every version of a material, oldest first, each with who/when/why it ended."""
     out = []
-    for v in archive.catalogue.query("SELECT v.*, c.reason, c.proposed_by, c.decided_by FROM material_versions v"
-                                     " JOIN changes c ON c.id = v.change_id"
-                                     " WHERE archive_no = ? AND item = ? ORDER BY version", [archive_no, item]):
+    for v in materials.versions(archive.catalogue, archive_no, item):
         v.pop("pages")
         out.append(v)
-    current = archive.catalogue.one("SELECT archive_no, item, version, bundle_id, title, page_count, catalogued_at"
-                                    " FROM materials WHERE archive_no = ? AND item = ?", [archive_no, item])
+    current = materials.get(archive.catalogue, archive_no, item)
     if current:
-        out.append(dict(current, ended_how="current"))
+        out.append({**{k: current[k] for k in ("archive_no", "item", "version", "bundle_id", "title", "page_count",
+                                               "catalogued_at")}, "ended_how": "current"})
     if not out:
         raise CentralError(f"dossier {archive_no} has no material {item}, now or earlier")
     return out
 
 
 def _may(archive: Archive, actor: Actor, kind: str, payload: dict) -> None:
-    from .access import dossier_unit, guard
-
     # The dossier it touches, if any: a sealed one refuses changes, and sealing is its own unit's staff's.
     archive_no = payload.get("archive_no")
     guard(archive, actor, f"change.{kind}", archive_no=archive_no,
@@ -127,7 +118,7 @@ def _may(archive: Archive, actor: Actor, kind: str, payload: dict) -> None:
 
 
 def _material(archive: Archive, archive_no: str, item: str) -> dict:
-    row = archive.catalogue.one("SELECT * FROM materials WHERE archive_no = ? AND item = ?", [archive_no, item])
+    row = materials.get(archive.catalogue, archive_no, item)
     if row is None:
         raise CentralError(f"dossier {archive_no} has no catalogued material {item}")
     return row
@@ -148,7 +139,7 @@ def _validate(archive: Archive, kind: str, payload: dict) -> str:
             raise CentralError(f"identity fields are {', '.join(IDENTITY_FIELDS)}; not {', '.join(unknown) or 'none'}")
         if "kind" in fields and fields["kind"] not in KINDS:
             raise CentralError(f"dossier kind is one of {', '.join(KINDS)}")
-        if not archive.catalogue.one("SELECT 1 AS x FROM dossiers WHERE archive_no = ?", [payload["archive_no"]]):
+        if not store_dossiers.exists(archive.catalogue, payload["archive_no"]):
             raise CentralError(f"no dossier {payload['archive_no']}")
         return f"dossier:{payload['archive_no']}"
     material = _material(archive, payload["archive_no"], payload["item"])
@@ -164,9 +155,7 @@ def _validate(archive: Archive, kind: str, payload: dict) -> str:
 
 
 def _replacement(archive: Archive, bundle_prefix: str, archive_no: str, item: str) -> dict:
-    rows = archive.catalogue.query("SELECT q.*, b.manifest, b.station_id AS sid FROM quarantine q JOIN bundles b"
-                                   " ON b.id = q.bundle_id WHERE q.bundle_id LIKE ? || '%' AND b.state = 'rejected'",
-                                   [bundle_prefix.lower()])
+    rows = store_quarantine.rejected_by_prefix(archive.catalogue, bundle_prefix)
     if len(rows) != 1:
         raise CentralError(f"no single quarantined bundle {bundle_prefix}; upload the replacement from the station "
                            "(it is held as 'already catalogued'), then name it from 'quire-central quarantine ls'")
@@ -182,11 +171,7 @@ def _replacement(archive: Archive, bundle_prefix: str, archive_no: str, item: st
 
 
 def _end_version(db, material: dict, how: str, change_id: int) -> None:
-    pages = db.execute("SELECT n, sha256, bytes FROM pages WHERE material_id = ? ORDER BY n", [material["id"]]).fetchall()
-    db.execute("INSERT INTO material_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               [material["archive_no"], material["item"], material["version"], material["bundle_id"],
-                material["title"], material["page_count"], json.dumps([list(p) for p in pages]),
-                material["catalogued_at"], utcnow(), how, change_id])
+    materials.end_version(db, material, how, change_id, utcnow())
 
 
 def _apply_revoke(db, archive, actor, change_id, payload, reason):
@@ -196,13 +181,10 @@ def _apply_revoke(db, archive, actor, change_id, payload, reason):
 def _apply_withdraw(db, archive, actor, change_id, payload, reason):
     material = _material(archive, payload["archive_no"], payload["item"])
     _end_version(db, material, "withdrawn", change_id)
-    db.execute("DELETE FROM pages WHERE material_id = ?", [material["id"]])
-    db.execute("DELETE FROM materials WHERE id = ?", [material["id"]])
+    materials.remove(db, material["id"])
 
 
 def _apply_replace(db, archive, actor, change_id, payload, reason):
-    from . import ingest, standards
-
     material = _material(archive, payload["archive_no"], payload["item"])
     bundle = _replacement(archive, payload["bundle_id"], payload["archive_no"], payload["item"])
     manifest = json.loads(bundle["manifest"])
@@ -211,15 +193,14 @@ def _apply_replace(db, archive, actor, change_id, payload, reason):
     if not findings.ok:
         raise CentralError(f"bundle {bundle['id'][:12]} no longer meets the standards: {'; '.join(findings.reasons())}")
     _end_version(db, material, "replaced", change_id)
-    db.execute("UPDATE quarantine SET released_by_change = ? WHERE bundle_id = ?", [change_id, bundle["id"]])
+    store_quarantine.release(db, bundle["id"], change_id)
     ingest.catalogue_bundle(db, archive, station, bundle["id"], manifest, findings, replaces=material,
                             by=actor.label)
 
 
 def _apply_edit_dossier(db, archive, actor, change_id, payload, reason):
     fields = payload["fields"]
-    db.execute(f"UPDATE dossiers SET {', '.join(f'{k} = ?' for k in fields)} WHERE archive_no = ?",
-               [*fields.values(), payload["archive_no"]])
+    store_dossiers.set_identity(db, payload["archive_no"], fields)
 
 
 _APPLY = {"revoke_station": _apply_revoke, "withdraw_material": _apply_withdraw,

@@ -4,25 +4,29 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 
 from quire import checkpoint as checkpoint_format
-from quire import keys
+from quire import discovery, keys
 from quire.errors import ContractError
 from quire.memory import tune_allocator
+from station.notify import Notifier   # the sd_notify client both daemons' units use (stdlib only)
 
 from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
-from . import backup, scrub, stats, transfer
+from . import backup, replica, scrub, stats, transfer, web
 from . import cli_replica
 from . import config as config_mod
-from .access import dossier_unit, guard
 from .archive import open_archive
+from .cli_args import add_json, add_quick, print_verify_report
 from .cli_people import as_person
 from .errors import CentralError
+from .gate import dossier_unit, guard
 from .printing import json_lines as _json_lines
 from .printing import table as _table
+from .server import build_server
 from .verify import verify
 
 
@@ -108,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--reason", required=True, help="why (kept with the change), e.g. 'station stolen'")
     c.set_defaults(func=cmd_stations_revoke)
     c = st_sub.add_parser("ls", help="list registered stations", description="List registered stations.")
-    c.add_argument("--json", action="store_true", help="print JSON")
+    add_json(c, "JSON")
     c.set_defaults(func=cmd_stations_ls)
     st.set_defaults(func=lambda cfg, args: st.print_help() or 2)
 
@@ -116,14 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="No argument: dossiers. ARCHIVE_NO: its materials. ARCHIVE_NO ITEM: pages.")
     c.add_argument("archive_no", nargs="?", help="dossier archive number (档号)")
     c.add_argument("item", nargs="?", help="material item number, e.g. 4-1-2")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_ls)
 
     c = sub.add_parser("verify", help="re-check every blob, signature and catalogue row",
                        description="Re-hash every stored blob and re-check every bundle signature and "
                                    "catalogue row, and the catalogue and checkpoints against the audit log; "
                                    "exit 1 and print one line per problem if any.")
-    c.add_argument("--quick", action="store_true", help="sizes and counts only (misses changed bytes)")
+    add_quick(c)
     c.set_defaults(func=cmd_verify)
     c = sub.add_parser("sm3-backfill", help="record the SM3 of blobs stored before SM3 was recorded",
                        description="Hash every stored blob that has no SM3 yet (密评, GB/T 39786), checking its "
@@ -238,7 +242,7 @@ def _add_standards_commands(sub) -> None:
     pr_sub = pr.add_subparsers(title="profile commands", metavar="COMMAND", dest="subcommand")
     c = pr_sub.add_parser("ls", help="list available profiles and the units using them",
                           description="List every profile with its version, and the units assigned to it.")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_profiles_ls)
     c = pr_sub.add_parser("show", help="print one profile's settings",
                           description="Print every setting of a profile, after 'extends' is resolved.")
@@ -260,12 +264,12 @@ def _add_standards_commands(sub) -> None:
                                    "catalogue: kept, not catalogued, with every reason.")
     q_sub = q.add_subparsers(title="quarantine commands", metavar="COMMAND", dest="subcommand")
     c = q_sub.add_parser("ls", help="list quarantined bundles", description="List quarantined bundles, newest first.")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_quarantine_ls)
     c = q_sub.add_parser("show", help="every reason one bundle was quarantined",
                          description="Show a quarantined bundle and every rule it broke, page by page.")
     c.add_argument("bundle", help="bundle id, or at least its first 6 hex digits")
-    c.add_argument("--json", action="store_true", help="print JSON")
+    add_json(c, "JSON")
     c.set_defaults(func=cmd_quarantine_show)
     q.set_defaults(func=lambda cfg, args: q.print_help() or 2)
 
@@ -282,7 +286,7 @@ def _add_standards_commands(sub) -> None:
     c = a_sub.add_parser("ls", help="list audit entries", description="List audit entries in log order.")
     c.add_argument("--from", dest="start", type=int, default=0, help="first entry index (default 0)")
     c.add_argument("--limit", type=int, default=None, help="at most this many entries")
-    c.add_argument("--json", action="store_true", help="print the entries as JSON lines")
+    add_json(c, "the entries as JSON lines")
     c.set_defaults(func=cmd_audit_ls)
     c = a_sub.add_parser("checkpoint", help="print the latest signed checkpoint",
                          description="Print the latest signed checkpoint as JSON, for a witness to keep.")
@@ -299,9 +303,6 @@ def cmd_init(cfg, args) -> int:
 
 
 def cmd_serve(cfg, args) -> int:
-    from . import replica, web
-    from .server import build_server
-
     if args.web and replica.is_replica(cfg):
         raise CentralError("this home is an off-site copy: it serves only its primary's pushes, no web console "
                            "(readers use the primary; promote the copy first if the primary is lost)")
@@ -340,10 +341,6 @@ def cmd_serve(cfg, args) -> int:
 
 
 def _advertise(archive, host: str, port: int):
-    import socket
-
-    from quire import discovery
-
     # Listening everywhere: announce the addresses of the interfaces mDNS goes out on.
     interfaces = archive.config.zeroconf_interfaces if host in ("0.0.0.0", "::", "") else [host]
     try:
@@ -361,10 +358,7 @@ def _advertise(archive, host: str, port: int):
 
 @as_person("archive.info")
 def cmd_info(archive, who, args) -> int:
-    counts = archive.catalogue.one(
-        "SELECT (SELECT COUNT(*) FROM stations) AS stations, (SELECT COUNT(*) FROM dossiers) AS dossiers,"
-        " (SELECT COUNT(*) FROM materials) AS materials, (SELECT COUNT(*) FROM pages) AS pages,"
-        " (SELECT COUNT(*) FROM blobs) AS blobs, (SELECT COALESCE(SUM(bytes), 0) FROM blobs) AS bytes")
+    counts = listing.totals(archive)
     home = archive.config.home
     print(f"home            {home}")
     print(f"key fingerprint {keys.fingerprint(archive.public_key)}")
@@ -453,14 +447,7 @@ def cmd_ls(archive, who, args) -> int:
 
 @as_person("archive.verify")
 def cmd_verify(archive, who, args) -> int:
-    report = verify(archive, full=not args.quick)
-    for problem in report.problems:
-        print(problem)
-    kind = "quick check (sizes, counts)" if args.quick else "full check (hashes, signatures)"
-    verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
-    print(f"{kind}: {report.blobs} blobs ({report.bytes} bytes), {report.bundles} bundles, "
-          f"{report.pages} pages — {verdict}")
-    return 0 if report.ok else 1
+    return print_verify_report(verify(archive, full=not args.quick), args.quick)
 
 
 @as_person("archive.maintain")
@@ -509,8 +496,6 @@ def _backup_repo(cfg, args) -> str:
 
 
 def cmd_scrub(cfg, args) -> int:
-    from station.notify import Notifier   # the sd_notify client both daemons' units use (stdlib only)
-
     archive = open_archive(cfg, create=False)
     try:
         if args.report:

@@ -10,8 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import access, audit, changes, dossiers, qc, users
+from . import access, audit, changes, dossiers, gate, qc, users
 from .archive import open_archive
+from .cli_args import add_json
 from .errors import CentralError
 from .permissions import ROLES, local_operator, readable_units
 from .printing import json_lines, table
@@ -72,7 +73,7 @@ def add_commands(sub) -> None:
     c.add_argument("user_id", help="the user's id")
     c.set_defaults(func=cmd_users_disable)
     c = g.add_parser("ls", help="list users", description="List users, their roles and units.")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_users_ls)
 
     g = _group(sub, "consult", "consultation (查阅) requests: file, approve, refuse, list",
@@ -93,7 +94,7 @@ def add_commands(sub) -> None:
         c.set_defaults(func=cmd_consult_decide, approve=approve)
     c = g.add_parser("ls", help="list requests", description="A reader's own requests; a security officer's "
                                                               "requests on dossiers of their units.")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_consult_ls)
 
     g = _group(sub, "changes", "four-eyes (双人复核) changes: list, approve, refuse",
@@ -101,7 +102,7 @@ def add_commands(sub) -> None:
                "proposed by one person and take effect when a second one approves.")
     c = g.add_parser("ls", help="list changes", description="List changes, waiting ones first with --waiting.")
     c.add_argument("--waiting", action="store_true", help="only changes waiting for a decision")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_changes_ls)
     for verb, approve in (("approve", True), ("refuse", False)):
         c = g.add_parser(verb, help=f"{verb} a change proposed by someone else",
@@ -130,7 +131,7 @@ def add_commands(sub) -> None:
                      description="List every version of a material, oldest first.")
     c.add_argument("archive_no", help="dossier archive number (档号)")
     c.add_argument("item", help="material item number, e.g. 4-1-2")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_materials_history)
 
     g = _group(sub, "dossiers", "edit a dossier's identity fields (four eyes)",
@@ -151,14 +152,14 @@ def add_commands(sub) -> None:
     c.add_argument("--from", dest="date_from", help="materials formed on or after (YYYY-MM-DD)")
     c.add_argument("--to", dest="date_to", help="materials formed on or before (YYYY-MM-DD)")
     c.add_argument("--unit", help="only this unit")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_search)
 
     g = _group(sub, "qc", "QC acceptance (数据验收) of uploaded batches",
                "Sample a committed batch (≥ max(5 %, 10 pages), from the profile), judge each sampled page, "
                "decide: accepted at ≥ 95 % good, else returned and the station asked to rescan.")
     c = g.add_parser("ls", help="batches and their QC state", description="List committed batches with QC state.")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_qc_ls)
     c = g.add_parser("start", help="draw the random sample of a batch",
                      description="Draw the sample; the inspector cannot be the batch's operator.")
@@ -203,7 +204,7 @@ def as_person(action: str | None):
             archive, who = _session(cfg, args)
             try:
                 if action:
-                    access.guard(archive, who, action)
+                    gate.guard(archive, who, action)
                 return fn(archive, who, args) or 0
             finally:
                 archive.close()
@@ -298,7 +299,7 @@ def cmd_materials_change(archive, who, args):
 
 @as_person(None)
 def cmd_materials_history(archive, who, args):
-    access.guard(archive, who, "catalogue.read", unit=access.dossier_unit(archive, args.archive_no),
+    gate.guard(archive, who, "catalogue.read", unit=gate.dossier_unit(archive, args.archive_no),
                  archive_no=args.archive_no)
     _out(changes.history(archive, args.archive_no, args.item),
          ["version", "bundle_id", "title", "page_count", "catalogued_at", "ended_how", "ended_at", "reason",

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from . import replica, replicate
 from .archive import open_archive
+from .cli_args import add_json, add_pin, add_quick, print_verify_report
 from .cli_people import as_person
 
 
@@ -21,20 +22,20 @@ def add_commands(sub) -> None:
                                      "FINGERPRINT is the primary's key fingerprint, read from 'quire-central info' "
                                      "on the primary (never from the network). Then run 'serve' here.")
     c.add_argument("--primary", required=True, metavar="HOST:PORT", help="the primary archive's address")
-    c.add_argument("--pin", required=True, metavar="FINGERPRINT", help="the primary's key fingerprint (SHA256:…)")
+    add_pin(c, "the primary's")
     c.set_defaults(func=cmd_replica_init)
     c = inner.add_parser("add", help="on the primary: push to the copy at HOST:PORT from now on",
                          description="Record the off-site copy this archive pushes to. FINGERPRINT is the copy's "
                                      "key fingerprint, printed by 'replica init' on the copy.")
     c.add_argument("--copy", required=True, metavar="HOST:PORT", help="the copy's address")
-    c.add_argument("--pin", required=True, metavar="FINGERPRINT", help="the copy's key fingerprint (SHA256:…)")
+    add_pin(c, "the copy's")
     c.set_defaults(func=cmd_replica_add)
     c = inner.add_parser("status", help="how far behind the copy is (on the primary), or what it holds (on the copy)",
                          description="On the primary: entries, bundles and blobs the copy lacks, its last contact "
                                      "and last error; exits 1 when the copy is behind by more than --max-entries or "
                                      "was last reached longer ago than --max-age-s, or the last push failed (a "
                                      "doctor-style check for monitoring). On the copy: the primary's log it holds.")
-    c.add_argument("--json", action="store_true", help="one JSON object")
+    add_json(c, "one JSON object")
     c.add_argument("--max-entries", type=int, default=0, help="audit entries the copy may lag (default 0)")
     c.add_argument("--max-age-s", type=float, default=3600.0, help="how old the last contact may be (default 3600)")
     c.set_defaults(func=cmd_replica_status)
@@ -43,7 +44,7 @@ def add_commands(sub) -> None:
                          description="The copy's own 'verify': every blob re-hashed (SHA-256 and SM3), every "
                                      "signature, the catalogue against the audit log and the log against every "
                                      "checkpoint, all under the primary's key; --quick checks sizes and counts.")
-    c.add_argument("--quick", action="store_true", help="sizes and counts only")
+    add_quick(c)
     c.set_defaults(func=cmd_replica_verify)
 
     c = sub.add_parser("replicate", help="push everything new to the off-site copy, resuming a broken transfer",
@@ -117,13 +118,7 @@ def cmd_replica_status(cfg, args) -> int:
 
 
 def cmd_replica_verify(cfg, args) -> int:
-    report = replica.verify_copy(cfg, full=not args.quick)
-    for problem in report.problems:
-        print(problem)
-    verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
-    print(f"off-site copy, {'quick' if args.quick else 'full'} check: {report.blobs} blobs, {report.bundles} bundles, "
-          f"{report.pages} pages — {verdict}")
-    return 0 if report.ok else 1
+    return print_verify_report(replica.verify_copy(cfg, full=not args.quick), args.quick, "off-site copy, ")
 
 
 def cmd_replicate(cfg, args) -> int:

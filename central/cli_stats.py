@@ -3,10 +3,12 @@
 import sys
 
 from . import stats
-from .access import guard
 from .archive import open_archive
+from .cli_args import add_json
 from .cli_people import actor
+from .gate import guard
 from .printing import json_lines, table
+from .replicate import lag
 
 
 def add_commands(sub) -> None:
@@ -47,7 +49,7 @@ def add_commands(sub) -> None:
                          description="Per unit: dossiers in the catalogue, those with at least one catalogued "
                                      "material, the number expected on paper (set with 'stats units "
                                      "set-expected') and their ratio; 'expected unknown' until it is set.")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.add_argument("--chart", metavar="FILE", help="also write a bar chart to FILE (.png or .svg)")
     c.set_defaults(func=cmd_coverage)
 
@@ -55,7 +57,7 @@ def add_commands(sub) -> None:
                          description="The off-site copy's lag by its last signed acknowledgement: audit entries, "
                                      "bundles and blobs it lacks, when it last adopted the primary's state, its "
                                      "last contact and last error ('replica status' exits 1 when it lags).")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.set_defaults(func=cmd_replication)
 
     u = inner.add_parser("units", help="what the statistics know about units",
@@ -74,7 +76,7 @@ def _common(c) -> None:
     c.add_argument("--daily", action="store_true", help="one row per day and group (a line chart with --chart)")
     c.add_argument("--since", metavar="YYYY-MM-DD", help="from this UTC day on (inclusive)")
     c.add_argument("--until", metavar="YYYY-MM-DD", help="up to this UTC day (inclusive)")
-    c.add_argument("--json", action="store_true", help="print JSON lines")
+    add_json(c)
     c.add_argument("--chart", metavar="FILE", help="also write a chart to FILE (.png or .svg)")
 
 
@@ -178,8 +180,6 @@ def cmd_coverage(archive, who, args):
 @_reading()
 def cmd_replication(archive, who, args):
     """The off-site copy's lag."""
-    from .replicate import lag
-
     row = lag(archive)
     _out([row] if row else [], ["copy", "entries_behind", "bundles_behind", "blobs_behind", "replicated_at",
                                 "last_contact", "last_error"], args)

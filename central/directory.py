@@ -7,6 +7,8 @@ from quire.catalogue import parse_item
 from . import stations
 from .archive import Archive
 from .errors import CentralError
+from .store import dossiers as store_dossiers
+from .store import materials as store_materials
 
 
 class DirectoryNotFound(CentralError):
@@ -20,13 +22,12 @@ def for_station(archive: Archive, station_id: str, archive_no: str) -> list[dict
     nothing of other units' dossiers.
     """
     station = stations.active(archive, station_id)
-    dossier = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [archive_no])
-    if dossier is None or dossier["unit"] != station["unit"]:
+    if store_dossiers.unit_of(archive.catalogue, archive_no) != station["unit"]:
         raise DirectoryNotFound(f"the archive's catalogue has no dossier {archive_no} of unit {station['unit']}; "
                                 "check the archive number, or import the directory from a file "
                                 "('quire-station directory import FILE')")
-    rows = archive.catalogue.query("SELECT item, title, date_formed, page_count, remarks FROM materials"
-                                   " WHERE archive_no = ?", [archive_no])
+    rows = [{k: r[k] for k in ("item", "title", "date_formed", "page_count", "remarks")}
+            for r in store_materials.of_dossier(archive.catalogue, archive_no)]
     return sorted(rows, key=lambda r: _order(r["item"]))
 
 

@@ -41,6 +41,11 @@ class ManifestRejected(CentralError):
     scope = "bundle"
 
 
+class NotFound(CentralError):
+    """No such dossier, material, page or consultation: what was named is not in the catalogue."""
+    code = grpc.StatusCode.NOT_FOUND
+
+
 class UnknownBundle(CentralError):
     code = grpc.StatusCode.NOT_FOUND
 

@@ -25,12 +25,16 @@ from quire.db import utcnow
 from quire.manifest import MEDIA_TYPES
 
 from . import audit, sealing
-from .access import NotFound, dossier_unit, guard
 from .archive import Archive
-from .blobs import sm3
-from .errors import CentralError
+from .errors import CentralError, NotFound
+from .gate import dossier_unit, guard
 from .listing import sort_items
 from .permissions import Actor
+from .store import audit_log, blob_index, consultations
+from .store import dossiers as store_dossiers
+from .store import materials as store_materials
+from .store import stations as store_stations
+from .store.blobs import sm3
 
 FORMAT = "quire.export/1"
 KNOWN_FORMATS = (FORMAT,)
@@ -62,8 +66,7 @@ def export(archive: Archive, actor: Actor, archive_no: str, item: str | None, ou
                                "second archivist of the unit approve it")
         transferred = {"to": closed["transferred_to"], "change": closed["transferred_by_change"]}
     else:
-        consultation = (archive.catalogue.one("SELECT * FROM consultations WHERE id = ?", [consultation_id])
-                        if consultation_id else None)
+        consultation = consultations.get(archive.catalogue, consultation_id) if consultation_id else None
         guard(archive, actor, "dossier.export", unit=unit, archive_no=archive_no, consultation=consultation)
         transferred = None
     out = Path(out)
@@ -81,10 +84,7 @@ def export(archive: Archive, actor: Actor, archive_no: str, item: str | None, ou
 
 
 def _materials(archive: Archive, archive_no: str, item: str | None) -> list[dict]:
-    rows = sort_items(archive.catalogue.query(
-        "SELECT m.*, b.manifest, b.signature, b.receipt, b.receipt_signature, b.station_id"
-        " FROM materials m JOIN bundles b ON b.id = m.bundle_id WHERE m.archive_no = ?"
-        + (" AND m.item = ?" if item else ""), [archive_no, *([item] if item else [])]))
+    rows = sort_items(store_materials.with_bundles(archive.catalogue, archive_no, item))
     if not rows:
         raise NotFound(f"dossier {archive_no} has no catalogued material" + (f" {item}" if item else ""))
     return rows
@@ -103,8 +103,7 @@ def _write(archive: Archive, actor: Actor, stage: Path, archive_no: str, item: s
         for page in manifest["pages"]:
             sm3_lines.append(_copy_blob(archive, page["sha256"], folder / page_file(page["n"], page["media_type"]),
                                         stage))
-        station = archive.catalogue.one("SELECT public_key FROM stations WHERE id = ?", [m["station_id"]])
-        stations[m["station_id"]] = bytes(station["public_key"]).hex()
+        stations[m["station_id"]] = bytes(store_stations.get(archive.catalogue, m["station_id"])["public_key"]).hex()
         entries.append(_entry_index(archive, "ingest", m["bundle_id"]))
         listing.append([len(listing) + 1, archive_no, m["item"], m["title"], m["date_formed"] or "",
                         m["page_count"], m["remarks"] or "", f"{m['item']}/"])
@@ -114,8 +113,8 @@ def _write(archive: Archive, actor: Actor, stage: Path, archive_no: str, item: s
         entries.append(_entry_index(archive, "dossier.transfer", archive_no))
     listing_bytes = _csv(listing)
     sm3_lines.append(_put(stage / LISTING, listing_bytes, stage))
-    dossier = archive.catalogue.one(f"SELECT {', '.join(DOSSIER_FIELDS)} FROM dossiers WHERE archive_no = ?",
-                                    [archive_no])
+    held = store_dossiers.get(archive.catalogue, archive_no)
+    dossier = {k: held[k] for k in DOSSIER_FIELDS} if held else None
     index = {
         "format": FORMAT,
         "archive": keys.fingerprint(archive.public_key),
@@ -174,8 +173,7 @@ def _copy_blob(archive: Archive, sha256: str, dest: Path, stage: Path) -> tuple[
     compare it with the bytes, and verify-export with the page it lists. A blob stored before SM3 was
     recorded is hashed with it here.
     """
-    recorded = archive.catalogue.one("SELECT sm3 FROM blobs WHERE sha256 = ?", [sha256])
-    known_sm3 = recorded["sm3"] if recorded else None
+    known_sm3 = blob_index.sm3_of(archive.catalogue, sha256)
     h256, h_sm3 = hashlib.sha256(), None if known_sm3 else sm3()
     with archive.blobs.open(sha256) as src, open(dest, "wb") as dst:
         while chunk := src.read(1 << 20):
@@ -190,9 +188,8 @@ def _copy_blob(archive: Archive, sha256: str, dest: Path, stage: Path) -> tuple[
 
 
 def _entry_index(archive: Archive, event: str, subject: str) -> int:
-    row = archive.catalogue.one("SELECT MAX(idx) AS idx FROM audit_entries WHERE event = ? AND subject = ?",
-                                [event, subject])
-    if row["idx"] is None:
+    row = audit_log.newest(archive.catalogue, event, subject)
+    if row is None:
         raise CentralError(f"the audit log has no {event} entry for {subject}; run 'quire-central verify'")
     return row["idx"]
 
@@ -200,8 +197,7 @@ def _entry_index(archive: Archive, event: str, subject: str) -> int:
 def _registration(archive: Archive, station_id: str, public_key_hex: str) -> int:
     """The latest registration entry of the station's current key."""
     fingerprint = keys.fingerprint(bytes.fromhex(public_key_hex))
-    for row in archive.catalogue.query("SELECT idx, entry FROM audit_entries WHERE event = 'station.register'"
-                                       " AND subject = ? ORDER BY idx DESC", [station_id]):
+    for row in audit_log.of_events(archive.catalogue, ("station.register",), station_id, newest_first=True):
         if json.loads(row["entry"]).get("key") == fingerprint:
             return row["idx"]
     raise CentralError(f"the audit log has no registration of station {station_id}'s key; run 'quire-central verify'")

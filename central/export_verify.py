@@ -24,9 +24,10 @@ from quire import receipt as receipt_format
 from quire.canonical import parse_json_object, sha256_hex
 from quire.errors import ContractError
 
-from .blobs import sm3
+from .store.blobs import sm3
 from .export import KNOWN_FORMATS, LISTING, LISTING_COLUMNS, QUIRE_DIR, SM3_MANIFEST, page_file
-from .verify import DigestMismatch, Problem, SignatureInvalid
+from .problems import Problem
+from .verify import DigestMismatch, SignatureInvalid
 
 
 def BagInvalid(detail):

@@ -1,33 +1,34 @@
 """What the catalogue holds, for people: dossiers, their materials, a material's pages."""
 
 from .archive import Archive
-from .permissions import Actor, readable_units
+from .permissions import Actor, scoped_units
+from .store import blob_index
+from .store import dossiers as store_dossiers
+from .store import materials as store_materials
+from .store import stations as store_stations
 
 
 def dossiers(archive: Archive, actor: Actor) -> list[dict]:
     """The dossiers of ``actor``'s units with their sizes."""
-    where, params = readable_units(actor, "d.unit")
-    return archive.catalogue.query(
-        "SELECT d.archive_no, d.name, d.kind, d.unit, COUNT(DISTINCT m.id) AS materials,"
-        " COUNT(p.n) AS pages, COALESCE(SUM(p.bytes), 0) AS bytes,"
-        " CASE WHEN d.transferred_to IS NOT NULL THEN 'transferred' WHEN d.sealed_by_change IS NOT NULL"
-        " THEN 'sealed' ELSE '' END AS state"
-        " FROM dossiers d LEFT JOIN materials m ON m.archive_no = d.archive_no"
-        f" LEFT JOIN pages p ON p.material_id = m.id WHERE {where} GROUP BY d.archive_no ORDER BY d.archive_no",
-        params)
+    return store_dossiers.overview(archive.catalogue, scoped_units(actor))
 
 
 def materials(archive: Archive, archive_no: str) -> list[dict]:
-    return archive.catalogue.query(
-        "SELECT m.item, m.title, m.date_formed, m.page_count, m.bundle_id, b.station_id, m.catalogued_at"
-        " FROM materials m JOIN bundles b ON b.id = m.bundle_id WHERE m.archive_no = ?", [archive_no])
+    """A dossier's materials with their bundle, station and when they were catalogued."""
+    return store_materials.listed(archive.catalogue, archive_no)
 
 
 def pages(archive: Archive, archive_no: str, item: str) -> list[dict]:
-    return archive.catalogue.query(
-        "SELECT p.n, p.sha256, p.bytes, p.media_type, p.width_px, p.height_px, p.dpi, p.colour"
-        " FROM pages p JOIN materials m ON m.id = p.material_id"
-        " WHERE m.archive_no = ? AND m.item = ? ORDER BY p.n", [archive_no, item])
+    """A material's pages in order, as catalogued."""
+    return store_materials.pages_listed(archive.catalogue, archive_no, item)
+
+
+def totals(archive: Archive) -> dict:
+    """How much the archive holds: stations, dossiers, materials, pages, blobs and their bytes."""
+    cat = archive.catalogue
+    return {"stations": store_stations.count(cat), "dossiers": store_dossiers.count(cat),
+            "materials": store_materials.count(cat), "pages": store_materials.page_count(cat),
+            "blobs": blob_index.count(cat), "bytes": blob_index.total_bytes(cat)}
 
 
 def sort_items(rows: list[dict]) -> list[dict]:

@@ -114,6 +114,11 @@ def readable_units(actor: Actor, column: str = "unit") -> tuple[str, list]:
     return f"{column} IN ({', '.join('?' * len(actor.units))})", sorted(actor.units)
 
 
+def scoped_units(actor: Actor) -> list[str] | None:
+    """The units ``actor`` works for, for a listing scoped in its query; None: every unit."""
+    return None if "*" in actor.units else sorted(actor.units)
+
+
 def check_roles(roles: set[str]) -> None:
     """Refuse unknown roles and combinations that break separation of duties."""
     unknown = sorted(roles - set(ROLES))

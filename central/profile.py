@@ -20,6 +20,7 @@ from quire.settings import Regex, Settings, Texts, listed, parse_toml, validated
 from . import audit
 from .archive import Archive
 from .errors import ConfigError
+from .store import profiles as store_profiles
 
 FORMAT = "quire.profile/1"
 KNOWN_FORMATS = (FORMAT,)
@@ -165,14 +166,13 @@ def load(name: str, home: Path | None = None) -> Profile:
 
 def for_unit(archive: Archive, unit: str) -> Profile:
     """The profile that judges ``unit``'s bundles: its assignment, else the archive's default; pinned."""
-    row = archive.catalogue.one("SELECT profile FROM unit_profiles WHERE unit = ?", [unit])
-    return pinned(archive, load(row["profile"] if row else default_name(archive), archive.config.home))
+    assigned = store_profiles.of_unit(archive.catalogue, unit)
+    return pinned(archive, load(assigned or default_name(archive), archive.config.home))
 
 
 def default_name(archive: Archive) -> str:
     """The profile for units without an assignment (meta 'default_profile', else gbt33870)."""
-    row = archive.catalogue.one("SELECT value FROM meta WHERE key = 'default_profile'")
-    return row["value"] if row else DEFAULT_PROFILE
+    return store_profiles.default(archive.catalogue) or DEFAULT_PROFILE
 
 
 def pinned(archive: Archive, profile: Profile) -> Profile:
@@ -181,17 +181,13 @@ def pinned(archive: Archive, profile: Profile) -> Profile:
     The first use of a name and version records its hash and content (and logs it); a file edited
     later without a new version is refused, so that one label never stands for two sets of rules.
     """
-    row = archive.catalogue.one("SELECT sha256 FROM profile_versions WHERE name = ? AND version = ?",
-                                [profile.name, profile.version])
+    row = store_profiles.version(archive.catalogue, profile.name, profile.version)
     if row is None:
         with archive.catalogue.transaction() as db:
-            added = db.execute("INSERT OR IGNORE INTO profile_versions VALUES (?, ?, ?, ?, ?, ?)",
-                               [profile.name, profile.version, profile.sha256, profile.content, profile.path,
-                                utcnow()]).rowcount
-            if added:
+            if store_profiles.pin(db, profile.name, profile.version, profile.sha256, profile.content, profile.path,
+                                  utcnow()):
                 audit.record(db, archive, "profile.pin", profile.label, _reference(profile) | {"path": profile.path})
-        row = archive.catalogue.one("SELECT sha256 FROM profile_versions WHERE name = ? AND version = ?",
-                                    [profile.name, profile.version])
+        row = store_profiles.version(archive.catalogue, profile.name, profile.version)
     if row["sha256"] != profile.sha256:
         raise ProfileError(
             f"{profile.path}: profile {profile.label} judged this archive's bundles with content sha256 "
@@ -206,9 +202,7 @@ def assign(archive: Archive, unit: str, name: str) -> Profile:
         raise ProfileError("name the unit (全宗/单位) the profile is for")
     chosen = pinned(archive, load(name, archive.config.home))
     with archive.catalogue.transaction() as db:
-        db.execute("INSERT INTO unit_profiles VALUES (?, ?, ?) ON CONFLICT (unit) DO UPDATE"
-                   " SET profile = excluded.profile, assigned_at = excluded.assigned_at",
-                   [unit, chosen.name, utcnow()])
+        store_profiles.assign(db, unit, chosen.name, utcnow())
         audit.record(db, archive, "profile.assign", unit, {"unit": unit, **_reference(chosen)})
     return chosen
 
@@ -217,15 +211,14 @@ def set_default(archive: Archive, name: str) -> Profile:
     """Judge units without an assignment by profile ``name`` (checked first); logged in the audit log."""
     chosen = pinned(archive, load(name, archive.config.home))
     with archive.catalogue.transaction() as db:
-        db.execute("INSERT INTO meta VALUES ('default_profile', ?) ON CONFLICT (key) DO UPDATE"
-                   " SET value = excluded.value", [chosen.name])
+        store_profiles.set_default(db, chosen.name)
         audit.record(db, archive, "profile.default", "*", _reference(chosen))
     return chosen
 
 
 def assignments(archive: Archive) -> list[dict]:
     """Units with their own profile, by unit."""
-    return archive.catalogue.query("SELECT unit, profile, assigned_at FROM unit_profiles ORDER BY unit")
+    return store_profiles.assignments(archive.catalogue)
 
 
 def _reference(profile: Profile) -> dict:

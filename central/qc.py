@@ -9,10 +9,13 @@ from typing import BinaryIO
 from quire.db import utcnow
 
 from . import audit, profile
-from .access import guard, refuse
+from .gate import guard, refuse
 from .archive import Archive
 from .errors import CentralError, UnknownBundle
-from .permissions import Actor, readable_units
+from .permissions import Actor, scoped_units
+from .store import bundles
+from .store import qc as store_qc
+from .store import stations as store_stations
 
 
 def sample_size(pages: int, share: float, min_pages: int) -> int:
@@ -24,13 +27,13 @@ def start(archive: Archive, actor: Actor, bundle: str, rng: random.Random | None
     """Draw the sample for a committed batch and record who inspects it."""
     row = _bundle(archive, bundle)
     manifest = json.loads(row["manifest"])
-    unit = archive.catalogue.one("SELECT unit FROM stations WHERE id = ?", [row["station_id"]])["unit"]
+    unit = store_stations.unit_of(archive.catalogue, row["station_id"])
     guard(archive, actor, "qc.inspect", unit=unit, archive_no=manifest["dossier"]["archive_no"])
     operator = manifest["batch"]["operator"]
     if operator.strip().lower() in {actor.id.lower(), actor.name.strip().lower()}:
         refuse(archive, actor, "qc.inspect", f"{actor.id} scanned batch {row['id'][:12]} (operator {operator!r}); "
                "another inspector must accept it", unit=unit, archive_no=manifest["dossier"]["archive_no"])
-    existing = archive.catalogue.one("SELECT * FROM qc_batches WHERE bundle_id = ?", [row["id"]])
+    existing = store_qc.get(archive.catalogue, row["id"])
     if existing:
         if existing["inspector"] != actor.id:
             raise CentralError(f"batch {row['id'][:12]} is already being inspected by {existing['inspector']}")
@@ -40,9 +43,7 @@ def start(archive: Archive, actor: Actor, bundle: str, rng: random.Random | None
     size = sample_size(len(numbers), rules.qc_sample_share, rules.qc_sample_min_pages)
     chosen = sorted((rng or random.SystemRandom()).sample(numbers, size))
     with archive.catalogue.transaction() as db:
-        db.execute("INSERT INTO qc_batches (bundle_id, station_id, operator, inspector, sample, state, started_at)"
-                   " VALUES (?, ?, ?, ?, ?, 'sampling', ?)",
-                   [row["id"], row["station_id"], operator, actor.id, json.dumps(chosen), utcnow()])
+        store_qc.start(db, row["id"], row["station_id"], operator, actor.id, json.dumps(chosen), utcnow())
         audit.record(db, archive, "qc.start", row["id"],
                      {"bundle_id": row["id"], "operator": operator, "sample": chosen, "of_pages": len(numbers),
                       "profile": rules.label}, by=actor.label)
@@ -59,8 +60,7 @@ def judge(archive: Archive, actor: Actor, bundle: str, n: int, good: bool, reaso
     if not good and not reason.strip():
         raise CentralError("say what is wrong with the page (--reason), e.g. 'cut off at the bottom'")
     with archive.catalogue.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO qc_judgements VALUES (?, ?, ?, ?, ?)",
-                   [batch["bundle_id"], n, int(good), reason.strip() or None, utcnow()])
+        store_qc.judge(db, batch["bundle_id"], n, good, reason.strip() or None, utcnow())
     return status(archive, batch["bundle_id"])
 
 
@@ -70,30 +70,26 @@ def decide(archive: Archive, actor: Actor, bundle: str) -> dict:
     if batch["state"] != "sampling":
         return status(archive, batch["bundle_id"])
     sample = json.loads(batch["sample"])
-    verdicts = {r["n"]: r for r in archive.catalogue.query("SELECT * FROM qc_judgements WHERE bundle_id = ?",
-                                                           [batch["bundle_id"]])}
+    verdicts = {r["n"]: r for r in store_qc.judgements(archive.catalogue, batch["bundle_id"])}
     unjudged = [n for n in sample if n not in verdicts]
     if unjudged:
         raise CentralError(f"pages {unjudged} of the sample are not judged yet")
-    unit = archive.catalogue.one("SELECT unit FROM stations WHERE id = ?", [batch["station_id"]])["unit"]
+    unit = store_stations.unit_of(archive.catalogue, batch["station_id"])
     rules = profile.for_unit(archive, unit)
     good = sum(verdicts[n]["good"] for n in sample) / len(sample)
     bad = [{"n": n, "reason": verdicts[n]["reason"]} for n in sample if not verdicts[n]["good"]]
     accepted = good >= rules.qc_accept_share - 1e-9
-    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?",
-                                                [batch["bundle_id"]])["manifest"])
+    manifest = json.loads(bundles.manifest(archive.catalogue, batch["bundle_id"]))
     with archive.catalogue.transaction() as db:
-        db.execute("UPDATE qc_batches SET state = ?, decided_at = ?, good_share = ? WHERE bundle_id = ?",
-                   ["accepted" if accepted else "returned", utcnow(), good, batch["bundle_id"]])
+        store_qc.decide(db, batch["bundle_id"], "accepted" if accepted else "returned", good, utcnow())
         audit.record(db, archive, "qc.accept" if accepted else "qc.return", batch["bundle_id"],
                      {"bundle_id": batch["bundle_id"], "good_share": round(good, 4), "bad_pages": bad,
                       "accept_share": rules.qc_accept_share}, by=actor.label)
         if not accepted:
-            db.execute("INSERT INTO station_notices (station_id, kind, body, created_at) VALUES (?, 'rescan', ?, ?)",
-                       [batch["station_id"], json.dumps({
-                           "bundle_id": batch["bundle_id"], "archive_no": manifest["dossier"]["archive_no"],
-                           "item": manifest["material"]["item"], "pages": bad, "inspector": actor.id,
-                           "good_share": round(good, 4)}, ensure_ascii=False), utcnow()])
+            store_stations.add_notice(db, batch["station_id"], "rescan", json.dumps({
+                "bundle_id": batch["bundle_id"], "archive_no": manifest["dossier"]["archive_no"],
+                "item": manifest["material"]["item"], "pages": bad, "inspector": actor.id,
+                "good_share": round(good, 4)}, ensure_ascii=False), utcnow())
     return status(archive, batch["bundle_id"])
 
 
@@ -102,10 +98,9 @@ def sample_page(archive: Archive, actor: Actor, bundle: str, n: int) -> tuple[di
     batch = _own_batch(archive, actor, bundle)
     if n not in json.loads(batch["sample"]):
         raise CentralError(f"page {n} is not in the sample {json.loads(batch['sample'])}")
-    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?",
-                                                [batch["bundle_id"]])["manifest"])
+    manifest = json.loads(bundles.manifest(archive.catalogue, batch["bundle_id"]))
     archive_no = manifest["dossier"]["archive_no"]
-    unit = archive.catalogue.one("SELECT unit FROM stations WHERE id = ?", [batch["station_id"]])["unit"]
+    unit = store_stations.unit_of(archive.catalogue, batch["station_id"])
     guard(archive, actor, "content.view", unit=unit, archive_no=archive_no)
     page = next(p for p in manifest["pages"] if p["n"] == n)
     with archive.catalogue.transaction() as db:
@@ -118,8 +113,8 @@ def sample_page(archive: Archive, actor: Actor, bundle: str, n: int) -> tuple[di
 def status(archive: Archive, bundle: str) -> dict:
     batch = _batch(archive, bundle)
     batch["sample"] = json.loads(batch["sample"])
-    batch["judged"] = {r["n"]: {"good": bool(r["good"]), "reason": r["reason"]} for r in archive.catalogue.query(
-        "SELECT * FROM qc_judgements WHERE bundle_id = ? ORDER BY n", [batch["bundle_id"]])}
+    batch["judged"] = {r["n"]: {"good": bool(r["good"]), "reason": r["reason"]}
+                       for r in store_qc.judgements(archive.catalogue, batch["bundle_id"])}
     return batch
 
 
@@ -127,27 +122,17 @@ def listing(archive: Archive, actor: Actor) -> list[dict]:
     """Committed batches of ``actor``'s units with their QC state ('waiting' when nobody has sampled them
     yet), leaving out their own dossier and their relatives' (回避)."""
     guard(archive, actor, "qc.inspect")
-    where, params = readable_units(actor, "s.unit")
     avoided = sorted({actor.own_archive_no, *actor.relatives} - {None})
-    if avoided:
-        where += f" AND m.archive_no NOT IN ({', '.join('?' * len(avoided))})"
-    return archive.catalogue.query(
-        "SELECT b.id AS bundle_id, b.station_id, s.unit, m.archive_no, m.item, m.page_count,"
-        " COALESCE(q.state, 'waiting') AS qc, q.inspector, q.good_share FROM bundles b"
-        " JOIN materials m ON m.bundle_id = b.id JOIN stations s ON s.id = b.station_id"
-        f" LEFT JOIN qc_batches q ON q.bundle_id = b.id WHERE b.state = 'committed' AND {where}"
-        " ORDER BY b.committed_at", [*params, *avoided])
+    return store_qc.committed_batches(archive.catalogue, scoped_units(actor), avoided)
 
 
 def notices(archive: Archive, station_id: str, after: int = 0) -> list[dict]:
     """What a station has been told since notice ``after``: rescan requests."""
-    return archive.catalogue.query("SELECT * FROM station_notices WHERE station_id = ? AND id > ? ORDER BY id",
-                                   [station_id, after])
+    return store_stations.notices(archive.catalogue, station_id, after)
 
 
 def _bundle(archive: Archive, bundle: str) -> dict:
-    rows = archive.catalogue.query("SELECT * FROM bundles WHERE id LIKE ? || '%' AND state = 'committed'",
-                                   [bundle.lower()])
+    rows = bundles.committed_by_prefix(archive.catalogue, bundle)
     if len(rows) != 1:
         raise UnknownBundle(f"{'no' if not rows else 'more than one'} committed bundle {bundle}; "
                             "'quire-central qc ls' lists them")
@@ -164,7 +149,7 @@ def _own_batch(archive: Archive, actor: Actor, bundle: str) -> dict:
 
 
 def _batch(archive: Archive, bundle: str) -> dict:
-    rows = archive.catalogue.query("SELECT * FROM qc_batches WHERE bundle_id LIKE ? || '%'", [bundle.lower()])
+    rows = store_qc.by_prefix(archive.catalogue, bundle)
     if len(rows) != 1:
         raise UnknownBundle(f"no QC started for bundle {bundle}; start it with 'quire-central qc start BUNDLE'")
     return rows[0]

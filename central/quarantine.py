@@ -6,11 +6,13 @@ import re
 from quire.db import utcnow
 
 from . import audit
-from .access import guard
+from .gate import guard
 from .archive import Archive
 from .errors import CentralError, UnknownBundle
-from .permissions import Actor, readable_units
+from .permissions import Actor, scoped_units
 from .standards import Findings
+from .store import bundles
+from .store import quarantine as store_quarantine
 
 
 def hold(db, archive: Archive, bundle_id: str, station: dict, manifest: dict,
@@ -18,13 +20,12 @@ def hold(db, archive: Archive, bundle_id: str, station: dict, manifest: dict,
     """Record a refused bundle with its standards findings and catalogue conflicts, and log it."""
     reasons = [v.as_dict() for v in findings.violations]
     reasons += [{"rule": "CatalogueConflict", "severity": "reject", "message": p} for p in conflicts]
-    db.execute(
-        "INSERT OR IGNORE INTO quarantine (bundle_id, station_id, unit, archive_no, item, profile,"
-        " profile_version, profile_sha256, reasons, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [bundle_id, station["id"], station["unit"], manifest["dossier"]["archive_no"], manifest["material"]["item"],
-         findings.profile.name, findings.profile.version, findings.profile.sha256,
-         json.dumps(reasons, ensure_ascii=False), utcnow()],
-    )
+    store_quarantine.hold(db, {
+        "bundle_id": bundle_id, "station_id": station["id"], "unit": station["unit"],
+        "archive_no": manifest["dossier"]["archive_no"], "item": manifest["material"]["item"],
+        "profile": findings.profile.name, "profile_version": findings.profile.version,
+        "profile_sha256": findings.profile.sha256, "reasons": json.dumps(reasons, ensure_ascii=False),
+        "quarantined_at": utcnow()})
     rejected = sorted({r["rule"] for r in reasons if r["severity"] == "reject"})
     audit.quarantined(db, archive, bundle_id, station, manifest, findings.profile.label, rejected)
 
@@ -32,9 +33,7 @@ def hold(db, archive: Archive, bundle_id: str, station: dict, manifest: dict,
 def listing(archive: Archive, actor: Actor) -> list[dict]:
     """Quarantined bundles of ``actor``'s units, newest first, each with the rules it broke."""
     guard(archive, actor, "quarantine.read")
-    where, params = readable_units(actor)
-    out = archive.catalogue.query(f"SELECT * FROM quarantine WHERE released_by_change IS NULL AND {where}"
-                                  " ORDER BY quarantined_at DESC, bundle_id", params)
+    out = store_quarantine.held(archive.catalogue, scoped_units(actor))
     for row in out:
         reasons = json.loads(row.pop("reasons"))
         row["rules"] = ",".join(sorted({r["rule"] for r in reasons if r["severity"] == "reject"}))
@@ -50,9 +49,7 @@ def show(archive: Archive, actor: Actor, bundle: str) -> dict:
     if not re.fullmatch(r"[0-9a-f]{6,64}", bundle.lower()):
         raise CentralError("give the bundle id, or at least its first 6 hex digits "
                            "('quire-central quarantine ls' lists them)")
-    where, params = readable_units(actor)
-    rows = archive.catalogue.query(f"SELECT * FROM quarantine WHERE bundle_id LIKE ? || '%' AND {where}",
-                                   [bundle.lower(), *params])
+    rows = store_quarantine.by_prefix(archive.catalogue, bundle, scoped_units(actor))
     if not rows:
         raise UnknownBundle(f"no quarantined bundle {bundle}; 'quire-central quarantine ls' lists them")
     if len(rows) > 1:
@@ -60,7 +57,7 @@ def show(archive: Archive, actor: Actor, bundle: str) -> dict:
     row = rows[0]
     guard(archive, actor, "quarantine.read", unit=row["unit"], archive_no=row["archive_no"])  # 回避
     row["reasons"] = json.loads(row["reasons"])
-    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?", [row["bundle_id"]])["manifest"])
+    manifest = json.loads(bundles.manifest(archive.catalogue, row["bundle_id"]))
     row["title"] = manifest["material"].get("title")
     row["pages"] = len(manifest["pages"])
     row["operator"] = manifest["batch"].get("operator")

@@ -39,12 +39,17 @@ from quire.errors import ContractError
 from quire.settings import validated
 from quire.v1 import sync_pb2, sync_pb2_grpc
 
-from . import audit, ingest, profile, standards
+from . import audit, profile, standards, uploads
 from .archive import Archive, open_archive
-from .catalogue import Catalogue
+from .store import audit_log, blob_index, bundles
+from .store import profiles as store_profiles
+from .store import quarantine as store_quarantine
+from .store import stations as store_stations
+from .store.catalogue import Catalogue
 from .config import CentralConfig
 from .errors import BlobRejected, BlobsMissing, CentralError, UnknownBundle, UploadDamaged, WrongOffset
 from .tls import TLS_NAME
+from .verify import verify
 
 TRANSFER_FORMAT = "quire.replica-transfer/1"
 ACK_FORMAT = "quire.replica-ack/1"
@@ -170,8 +175,7 @@ def init(cfg: CentralConfig, primary: str, pin: str) -> dict:
             raise ReplicaError(f"{cfg.home} is already the copy of {state['primary_fingerprint']}; use another home")
     archive = open_archive(cfg)
     try:
-        used = archive.catalogue.one("SELECT (SELECT COUNT(*) FROM audit_entries) AS entries,"
-                                     " (SELECT COUNT(*) FROM bundles) AS bundles")
+        used = {"entries": audit_log.size(archive.catalogue), "bundles": bundles.count(archive.catalogue)}
         if not is_replica(cfg) and (used["entries"] or used["bundles"]):
             raise ReplicaError(f"{cfg.home} already holds an archive ({used['entries']} audit entries, "
                                f"{used['bundles']} bundles); a copy starts from an empty home — choose a new one")
@@ -311,7 +315,7 @@ def _held(archive: Archive, listing: Listing, sha256: str) -> bool:
     return archive.blobs.has(sha256)
 
 
-def write(archive: Archive, chunks) -> ingest.Written:
+def write(archive: Archive, chunks) -> uploads.Written:
     """Take one Write stream of the primary's: page blobs stored as a station's are, the snapshot kept aside."""
     first = next(chunks, None)
     if first is None:
@@ -319,7 +323,7 @@ def write(archive: Archive, chunks) -> ingest.Written:
     listing = _listing(archive, first.bundle_id)
     sizes = listing.sizes()
     completed, msg, broken_off = [], first, None
-    finisher = ingest._GroupCommit(archive)
+    finisher = uploads.GroupCommit(archive)
     try:
         while msg is not None:
             sha256 = msg.sha256
@@ -328,7 +332,7 @@ def write(archive: Archive, chunks) -> ingest.Written:
             if listing.is_snapshot(sha256):
                 size, msg = _write_snapshot(archive, sha256, sizes[sha256], msg, chunks)
             else:
-                size, msg = ingest._write_blob(archive, SOURCE_ID, sha256, sizes[sha256], msg, chunks, finisher)
+                size, msg = uploads.write_blob(archive, SOURCE_ID, sha256, sizes[sha256], msg, chunks, finisher)
             if msg is None:
                 broken_off = size
                 break
@@ -337,8 +341,8 @@ def write(archive: Archive, chunks) -> ingest.Written:
     finally:
         finisher.close()
     if broken_off is not None:
-        return ingest.Written(broken_off, False, completed)
-    return ingest.Written(sizes[completed[-1]], True, completed)
+        return uploads.Written(broken_off, False, completed)
+    return uploads.Written(sizes[completed[-1]], True, completed)
 
 
 def _write_snapshot(archive: Archive, sha256: str, declared: int, msg, chunks):
@@ -354,7 +358,7 @@ def _write_snapshot(archive: Archive, sha256: str, declared: int, msg, chunks):
         size = fh.tell()
         while msg is not None:
             data = msg.data
-            ingest._check_crc(sha256, msg, data)
+            uploads.check_crc(sha256, msg, data)
             if msg.write_offset != size:
                 raise WrongOffset(f"catalogue snapshot {sha256[:12]}: write at offset {msg.write_offset} but {size} "
                                   "bytes are committed; query the write status and resume from there")
@@ -462,8 +466,6 @@ def check_snapshot(archive: Archive, view: Archive, state: dict, listing: dict) 
     if held is not None:
         _check_history(view, held, newest, primary, state)
     problems += _new_bundle_problems(archive, view)
-    from .verify import verify  # verify builds on audit, which this module uses too
-
     problems += [str(p) for p in verify(view, full=False).problems]
     problems = list(dict.fromkeys(problems))
     if problems:
@@ -471,8 +473,7 @@ def check_snapshot(archive: Archive, view: Archive, state: dict, listing: dict) 
         raise ReplicaRefused(f"the primary's snapshot was refused; the copy keeps its state of "
                              f"{state['applied_at'] or 'its creation'} ({len(problems)} problem(s)):\n  {shown}\n"
                              "Run 'quire-central verify' and 'quire-central audit verify' on the primary")
-    counts = view.catalogue.one("SELECT (SELECT COUNT(*) FROM bundles WHERE state = 'committed') AS bundles,"
-                                " (SELECT COUNT(*) FROM blobs) AS blobs")
+    counts = {"bundles": bundles.count(view.catalogue, "committed"), "blobs": blob_index.count(view.catalogue)}
     return {"checkpoint": newest.to_json() if newest else None, "tree_size": log.entries,
             "root_hash": log.root.hex(), **counts}
 
@@ -501,12 +502,11 @@ def _check_history(view: Archive, held, newest, primary: bytes, state: dict) -> 
 
 def _new_bundle_problems(archive: Archive, view: Archive) -> list[str]:
     """Each bundle committed since the copy's last state, checked as its station's upload was."""
-    known = {r["id"] for r in archive.catalogue.query("SELECT id FROM bundles WHERE state = 'committed'")}
-    keys_by_station = {s["id"]: bytes(s["public_key"]) for s in view.catalogue.query("SELECT id, public_key FROM stations")}
-    released = {r["bundle_id"] for r in view.catalogue.query(
-        "SELECT bundle_id FROM quarantine WHERE released_by_change IS NOT NULL")}
+    known = bundles.committed_ids(archive.catalogue)
+    keys_by_station = store_stations.keys(view.catalogue)
+    released = store_quarantine.released_ids(view.catalogue)
     problems = []
-    for bundle in view.catalogue.query("SELECT * FROM bundles WHERE state = 'committed' ORDER BY committed_at"):
+    for bundle in bundles.committed(view.catalogue):
         if bundle["id"] in known:
             continue
         subject = f"bundle {bundle['id'][:12]}"
@@ -542,13 +542,12 @@ def _new_bundle_problems(archive: Archive, view: Archive) -> list[str]:
 
 def _blob_opener(archive: Archive):
     """How stored page files are read here (the one place: the blob store hands out streams, not paths)."""
-    return getattr(archive.blobs, "open", None) or (lambda sha256: open(archive.blobs.path(sha256), "rb"))
+    return archive.blobs.open
 
 
 def _profile_of(view: Archive, used: dict) -> "profile.Profile | None":
     """The standards profile a receipt names, rebuilt from the content the primary recorded for it."""
-    row = view.catalogue.one("SELECT * FROM profile_versions WHERE name = ? AND version = ?",
-                             [used.get("profile"), used.get("version")])
+    row = store_profiles.version(view.catalogue, used.get("profile"), used.get("version"))
     if row is None or (used.get("sha256") and row["sha256"] != used["sha256"]):
         return None
     content = bytes(row["content"])
@@ -579,16 +578,13 @@ def _adopt(archive: Archive, snapshot: Path) -> None:
     """Replace the copy's catalogue with the checked snapshot in one SQLite transaction (the backup API)."""
     source = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
     try:
-        with archive.catalogue._lock:
-            source.backup(archive.catalogue.db.conn)
+        archive.catalogue.replace_from(source)
     finally:
         source.close()
 
 
 def verify_copy(cfg: CentralConfig, full: bool = True):
     """``verify`` of this copy under its primary's key (the copy's own key signs nothing of the log)."""
-    from .verify import verify
-
     state = load_state(cfg)
     archive = open_archive(cfg, create=False)
     try:
@@ -624,8 +620,6 @@ def promote(cfg: CentralConfig, identity: Path) -> dict:
     archive = open_archive(cfg, create=False)
     try:
         view = Archive(cfg, _PublicKeyOnly(public), archive.catalogue, archive.blobs, archive.tls)
-        from .verify import verify
-
         report = verify(view, full=True)
         if not report.ok:
             raise ReplicaError("cannot promote: the copy does not verify under the primary's key:\n  "

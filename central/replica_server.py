@@ -11,7 +11,9 @@ from quire.v1 import sync_pb2, sync_pb2_grpc
 
 from . import replica
 from .archive import Archive
-from .auth import CallRefused, NonceCache
+from .auth import CallRefused
+from .read_ahead import read_ahead
+from .store.nonces import NonceCache
 
 NONCES_FILE = "replica-nonces.db"
 SERVICE_PREFIX = "/quire.v1.ArchiveReplica/"
@@ -36,10 +38,8 @@ class ReplicaServicer(sync_pb2_grpc.ArchiveReplicaServicer):
         return sync_pb2.OfferResponse(bundle_id=transfer_id, missing_sha256=missing, committed_sizes=sizes)
 
     def Write(self, request_iterator, context):
-        from .server import _read_ahead  # the station path's read-ahead; server imports this module
-
         self._authenticate(context, "Write", "")
-        written = replica.write(self.archive, _read_ahead(iter(request_iterator)))
+        written = replica.write(self.archive, read_ahead(iter(request_iterator)))
         return sync_pb2.WriteResponse(committed_size=written.size, complete=written.complete,
                                       completed_sha256=written.completed)
 

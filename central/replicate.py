@@ -15,14 +15,15 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-import google_crc32c
 import grpc
 
 from quire import callauth, keys
 from quire import refusal
 from quire.canonical import canonical_bytes, parse_json_object
+from quire.chunks import write_request
 from quire.db import utcnow
 from quire.errors import ContractError
 from quire.v1 import sync_pb2, sync_pb2_grpc
@@ -33,6 +34,7 @@ from .config import CentralConfig
 from .errors import CentralError
 from .replica import (ACK_CONTEXT, ACK_FORMAT, SOURCE_ID, TRANSFER_CONTEXT, TRANSFER_FORMAT, ReplicaError,
                       fetch_identity, write_json)
+from .store import audit_log, blob_index, bundles
 from .tls import TLS_NAME
 
 STATE_FILE = "replication.json"   # in the primary's home (not its catalogue: a copy must not inherit it)
@@ -90,9 +92,8 @@ def lag(archive: Archive) -> dict | None:
     state = load(archive.config)
     if state is None:
         return None
-    here = archive.catalogue.one("SELECT (SELECT COUNT(*) FROM audit_entries) AS entries,"
-                                 " (SELECT COUNT(*) FROM bundles WHERE state = 'committed') AS bundles,"
-                                 " (SELECT COUNT(*) FROM blobs) AS blobs")
+    here = {"entries": audit_log.size(archive.catalogue), "bundles": bundles.count(archive.catalogue, "committed"),
+            "blobs": blob_index.count(archive.catalogue)}
     acked = state.get("acked") or {}
     return {"copy": state["copy_address"], "copy_fingerprint": state["copy_fingerprint"],
             "entries_behind": here["entries"] - acked.get("tree_size", 0),
@@ -105,8 +106,6 @@ def lag(archive: Archive) -> dict | None:
 
 def health_problems(behind: dict, max_entries: int = 0, max_age_s: float = 3600.0) -> list[str]:
     """What a monitoring check should raise about the copy's lag (empty when all is well)."""
-    from datetime import datetime, timezone
-
     out = []
     if behind["last_error"]:
         out.append(f"the last push failed: {behind['last_error']}")
@@ -222,7 +221,7 @@ def _note(cfg: CentralConfig, **fields) -> None:
 def _push_once(archive: Archive, state: dict, report: PushReport) -> None:
     with _channel(archive, state) as channel:
         stub = sync_pb2_grpc.ArchiveReplicaStub(channel)
-        # Write takes requests serialised by _write_request (one copy of each chunk, not two).
+        # Write takes requests serialised by quire.chunks.write_request (one copy of each chunk, not two).
         write = channel.stream_unary("/quire.v1.ArchiveReplica/Write", request_serializer=None,
                                      response_deserializer=sync_pb2.WriteResponse.FromString)
         there = stub.State(sync_pb2.GetInfoRequest(), timeout=TIMEOUT_S)
@@ -231,7 +230,7 @@ def _push_once(archive: Archive, state: dict, report: PushReport) -> None:
             raise ReplicaError(f"the copy at {state['copy_address']} follows {there.primary_key_fingerprint}, not "
                                f"this archive ({mine}); check 'replica add --copy'")
         head = audit.latest_checkpoint(archive)
-        seq = archive.catalogue.one("SELECT COALESCE(MAX(rowid), 0) AS seq FROM blobs")["seq"]
+        seq = blob_index.newest_seq(archive.catalogue)
         if head is not None and there.tree_size == head.tree_size and there.root_hash == head.body["root_hash"] \
                 and there.blobs_seq >= seq:
             report.up_to_date = True
@@ -307,8 +306,7 @@ def _prepare(archive: Archive, copy_seq: int, head) -> tuple[Path | None, bytes,
     """The signed listing of the next transfer and what it names: when more than MAX_LISTED blobs are newer
     than the copy's ``copy_seq``, a batch of them alone (no snapshot); else a consistent snapshot of the
     catalogue (SQLite's backup API), the blobs it records after ``copy_seq`` and this archive's profiles."""
-    ahead = archive.catalogue.query("SELECT rowid, sha256, bytes FROM blobs WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                                    [copy_seq, MAX_LISTED + 1])
+    ahead = blob_index.since(archive.catalogue, copy_seq, MAX_LISTED + 1)
     if len(ahead) > MAX_LISTED:
         batch = ahead[:MAX_LISTED]
         return None, _listing(archive, None, None, batch[-1]["rowid"],
@@ -320,19 +318,16 @@ def _prepare(archive: Archive, copy_seq: int, head) -> tuple[Path | None, bytes,
     tmp.unlink(missing_ok=True)
     target = sqlite3.connect(tmp)
     try:
-        with archive.catalogue._lock:
-            archive.catalogue.db.conn.backup(target)
+        archive.catalogue.copy_to(target)
         target.execute("PRAGMA journal_mode=DELETE")
-        rows = target.execute("SELECT rowid, sha256, bytes FROM blobs WHERE rowid > ? ORDER BY rowid",
-                              [copy_seq]).fetchall()
-        seq = target.execute("SELECT COALESCE(MAX(rowid), 0) FROM blobs").fetchone()[0]
-        newest = target.execute("SELECT body, signature FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1"
-                                ).fetchone()
+        recorded = blob_index.since(target, copy_seq)
+        seq = blob_index.newest_seq(target)
+        newest = audit_log.latest_checkpoint(target)
     finally:
         target.close()
     tmp.replace(snapshot)
-    checkpoint = {"body": json.loads(newest[0]), "signature": bytes(newest[1]).hex()} if newest else None
-    blobs = {sha: size for _, sha, size in rows}
+    checkpoint = newest.to_json() if newest else None
+    blobs = {r["sha256"]: r["bytes"] for r in recorded}
     return snapshot, _listing(archive, snapshot, checkpoint, seq, blobs), blobs
 
 
@@ -367,12 +362,7 @@ def _streams(todo: list[tuple[str, int]], sizes: dict[str, int]) -> list[list[tu
 @contextlib.contextmanager
 def _opened(archive: Archive, sha256: str, path: Path | None):
     """A stored blob (or the snapshot file) for reading: the one place blobs are read here."""
-    if path is not None:
-        fh = open(path, "rb")
-    elif hasattr(archive.blobs, "open"):
-        fh = archive.blobs.open(sha256)
-    else:
-        fh = open(archive.blobs.path(sha256), "rb")
+    fh = open(path, "rb") if path is not None else archive.blobs.open(sha256)
     try:
         yield fh
     finally:
@@ -393,29 +383,8 @@ def _requests(archive: Archive, transfer_id: str, group, sizes, paths, report: P
                     head.sha256, start = sha, False
                 if first:
                     head.station_id, head.bundle_id, first = SOURCE_ID, transfer_id, False
-                yield _write_request(head, data, last)
+                yield write_request(head, data, last)
                 offset += len(data)
                 report.bytes_sent += len(data)
                 if last:
                     break
-
-
-_DATA_KEY = bytes([sync_pb2.WriteRequest.DESCRIPTOR.fields_by_name["data"].number << 3 | 2])  # length-delimited
-
-
-def _write_request(head: sync_pb2.WriteRequest, data: bytes, last: bool) -> bytes:
-    """``head`` with the chunk, ``finish_write`` and its CRC-32C, serialised as protobuf would the whole
-    message (fields in number order) but with ``data`` copied once — as the station's sync does."""
-    tail = sync_pb2.WriteRequest(finish_write=last, data_crc32c=google_crc32c.value(data)).SerializeToString()
-    if not data:
-        return head.SerializeToString() + tail
-    return b"".join((head.SerializeToString(), _DATA_KEY, _varint(len(data)), data, tail))
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 
 
 from . import audit
-from .backup import blob_in_snapshot, shown
 from .archive import Archive
+from .backup import blob_in_snapshot, shown
+from .store import audit_log, blob_index, materials
 
 EVENT = "blobs.scrub"
 CHUNK_BYTES = 1 << 20
@@ -68,7 +69,7 @@ class ScrubReport:
 def position(archive: Archive) -> dict:
     """Where the scrub stands: the cycle's start, the last digest read (None at a cycle's start), the runs
     this cycle, and the blobs the last run found damaged (read again each night until they are restored)."""
-    row = archive.catalogue.one("SELECT entry FROM audit_entries WHERE event = ? ORDER BY idx DESC LIMIT 1", [EVENT])
+    row = audit_log.newest(archive.catalogue, EVENT)
     if row is None:
         return {"cycle_started": None, "after": None, "runs": 0, "open": []}
     entry = _parse(row["entry"])
@@ -87,16 +88,13 @@ def scrub(archive: Archive, period_days: int, everything: bool = False, now: dat
     started = where["cycle_started"] or now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
     after = where["after"] or ""
-    left = archive.catalogue.one("SELECT COUNT(*) AS n FROM blobs WHERE sha256 > ?", [after])["n"]
+    left = blob_index.count_after(archive.catalogue, after)
     nights_left = max(1, period_days - max(where["runs"], _days_since(started, now)))
     share = left if everything else math.ceil(left / nights_left)
-    rows = archive.catalogue.query("SELECT sha256, bytes, sm3 FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
-                                   [after, share])
+    rows = blob_index.after(archive.catalogue, after, share)
     report = ScrubReport(cycle_started=started)
     share_shas = {row["sha256"] for row in rows}
-    again = [r for r in archive.catalogue.query(
-        f"SELECT sha256, bytes, sm3 FROM blobs WHERE sha256 IN ({', '.join('?' * len(where['open']))})"
-        " ORDER BY sha256", where["open"]) if r["sha256"] not in share_shas]
+    again = [r for r in blob_index.some(archive.catalogue, where["open"]) if r["sha256"] not in share_shas]
     for row in again:   # damage found before: the alarm stands until the blob is restored
         problem = check(archive, row)
         report.rechecked += 1
@@ -144,11 +142,9 @@ def check(archive: Archive, row: dict) -> str | None:
 
 def used_by(archive: Archive, sha256: str) -> tuple[str, ...]:
     """The dossiers, materials and pages that hold this blob, now and in earlier versions."""
-    places = [f"{r['archive_no']} {r['item']} page {r['n']}" for r in archive.catalogue.query(
-        "SELECT m.archive_no, m.item, p.n FROM pages p JOIN materials m ON m.id = p.material_id WHERE p.sha256 = ?"
-        " ORDER BY m.archive_no, m.item, p.n", [sha256])]
-    for r in archive.catalogue.query("SELECT archive_no, item, version, pages FROM material_versions"
-                                     " WHERE pages LIKE ? ORDER BY archive_no, item, version", [f"%{sha256}%"]):
+    places = [f"{r['archive_no']} {r['item']} page {r['n']}"
+              for r in materials.places_of_blob(archive.catalogue, sha256)]
+    for r in materials.versions_naming(archive.catalogue, sha256):
         places += [f"{r['archive_no']} {r['item']} version {r['version']} page {n}"
                    for n, sha, _ in _parse(r["pages"]) if sha == sha256]
     return tuple(places)

@@ -1,6 +1,5 @@
 """The gRPC server: a thin servicer over the ingest functions, built by a factory."""
 
-import queue
 import threading
 from concurrent import futures
 
@@ -19,6 +18,7 @@ from .auth import StationAuthInterceptor, current_station
 from .errors import CentralError
 from .grpc_errors import ErrorInterceptor
 from .limits import LimitsInterceptor
+from .read_ahead import read_ahead
 from .replica_server import CopyGate, ReplicaServicer
 
 SERVICE_VERSION = "0.1.0"
@@ -59,7 +59,7 @@ class StationSyncServicer(sync_pb2_grpc.StationSyncServicer):
         return sync_pb2.QueryWriteStatusResponse(committed_size=size, complete=complete)
 
     def Write(self, request_iterator, context):
-        written = ingest.write(self.archive, _claims_checked(_read_ahead(iter(request_iterator))))
+        written = ingest.write(self.archive, _claims_checked(read_ahead(iter(request_iterator))))
         return sync_pb2.WriteResponse(committed_size=written.size, complete=written.complete,
                                       completed_sha256=written.completed)
 
@@ -104,51 +104,6 @@ def _claims_checked(messages):
     yield from messages
 
 
-READ_AHEAD = 8   # chunks of a Write stream taken off the connection while earlier ones are written
-
-
-def _read_ahead(messages, depth: int = READ_AHEAD):
-    """The stream's messages, received on a thread of their own into a queue of ``depth``.
-
-    Every message that has arrived is in this process, not in gRPC's buffers, when a connection
-    breaks: the handler writes it before it sees the break, so the station resends at most the one
-    chunk that was still on the wire. (Flow control is per message — the server's BDP probing is
-    off — so while the queue is full the station waits instead of gRPC buffering megabytes.)
-    """
-    box: "queue.Queue[tuple[object, BaseException | None]]" = queue.Queue(depth)
-    done = threading.Event()
-
-    def hand_over(item) -> bool:
-        while not done.is_set():
-            try:
-                box.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False  # the handler has stopped reading
-
-    def receive():
-        try:
-            for message in messages:
-                if not hand_over((message, None)):
-                    return
-            hand_over((None, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the handler's thread, raised there
-            hand_over((None, exc))
-
-    threading.Thread(target=receive, name="quire-write-read-ahead", daemon=True).start()
-    try:
-        while True:
-            message, error = box.get()
-            if error is not None:
-                raise error
-            if message is None:
-                return
-            yield message
-    finally:
-        done.set()  # the handler stopped early (refusal, disk full): the receiver gives up too
-
-
 def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["ArchiveServer", int]:
     """A server (not yet started) bound to ``listen``; returns it and the bound port.
 
@@ -158,7 +113,7 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["Arch
         ("grpc.max_receive_message_length", archive.config.max_chunk_bytes + (64 << 10)),
         ("grpc.so_reuseport", 0),
         # Flow control per message, not grown to megabytes per stream by bandwidth probing: what a
-        # Write stream has in flight is bounded by _read_ahead's queue, and a broken connection loses
+        # Write stream has in flight is bounded by read_ahead's queue, and a broken connection loses
         # at most the chunk on the wire (bench/sync.py measures it).
         ("grpc.http2.bdp_probe", 0),
         # A connection that went dead without a word (a cable pulled, a NAT forgetting it) is found by

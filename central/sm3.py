@@ -5,6 +5,7 @@ from quire.db import utcnow
 from . import audit
 from .archive import Archive
 from .errors import CentralError
+from .store import blob_index
 
 BATCH = 64   # blobs hashed per transaction: an interrupted backfill keeps what it did and resumes
 
@@ -13,9 +14,7 @@ def backfill(archive: Archive, by: str) -> dict:
     """Hash every stored blob that has no SM3 yet (checking its SHA-256 on the way); log the run."""
     done, damaged, started = 0, [], utcnow()
     while True:
-        batch = archive.catalogue.query("SELECT sha256 FROM blobs WHERE sm3 IS NULL AND sha256 NOT IN"
-                                        f" ({', '.join('?' * len(damaged))}) ORDER BY sha256 LIMIT ?",
-                                        [*damaged, BATCH])
+        batch = blob_index.without_sm3(archive.catalogue, damaged, BATCH)
         if not batch:
             break
         found = {}
@@ -27,7 +26,7 @@ def backfill(archive: Archive, by: str) -> dict:
             found[row["sha256"]] = digests[1]
         with archive.catalogue.transaction() as db:
             for sha256, value in found.items():
-                db.execute("UPDATE blobs SET sm3 = ? WHERE sha256 = ? AND sm3 IS NULL", [value, sha256])
+                blob_index.set_sm3(db, sha256, value)
         done += len(found)
     with archive.catalogue.transaction() as db:
         audit.record(db, archive, "blobs.sm3_backfill", "blobs",

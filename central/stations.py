@@ -13,6 +13,9 @@ from . import audit, refusals
 from .archive import Archive
 from .errors import CentralError, NotEnrolled, SignatureInvalid
 from .limits import STATION_ID, BadRequest
+from .store import audit_log as store_audit_log
+from .store import dossiers as store_dossiers
+from .store import stations as store_stations
 
 audit_log = logging.getLogger("quire.central.stations")
 
@@ -63,20 +66,18 @@ def add(archive: Archive, station_id: str, public_key_hex: str, unit: str, by: s
     if not unit:
         raise CentralError("a station is registered into a unit: pass --unit")
     with archive.catalogue.transaction() as db:
-        existing = db.execute("SELECT id, public_key FROM stations WHERE id = ? OR public_key = ?",
-                              [station_id, public_key]).fetchone()
+        existing = store_stations.by_id_or_key(db, station_id, public_key)
         if existing:
-            if existing[0] == station_id and bytes(existing[1]) == public_key:
+            if existing["id"] == station_id and bytes(existing["public_key"]) == public_key:
                 row = get(archive, station_id)
                 audit.station_registered(archive, row, by=by)  # logged once per station and key
                 return row
             raise CentralError(
-                f"station {existing[0]} is already registered with "
-                f"{'another key' if existing[0] == station_id else 'this key'}; "
+                f"station {existing['id']} is already registered with "
+                f"{'another key' if existing['id'] == station_id else 'this key'}; "
                 "re-keying a station is an explicit operator action"
             )
-        db.execute("INSERT INTO stations (id, public_key, unit, added_at) VALUES (?, ?, ?, ?)",
-                   [station_id, public_key, unit, utcnow()])
+        store_stations.add(db, station_id, public_key, unit, utcnow())
     row = get(archive, station_id)
     audit.station_registered(archive, row, by=by)  # every way a station gets registered passes here
     return row
@@ -89,7 +90,7 @@ def _check_id(station_id: str) -> None:
 
 
 def get(archive: Archive, station_id: str) -> dict:
-    row = archive.catalogue.one("SELECT * FROM stations WHERE id = ?", [station_id])
+    row = store_stations.get(archive.catalogue, station_id)
     if row is None:
         raise NotEnrolled(
             f"station {station_id!r} is not registered with this archive; an administrator registers "
@@ -124,15 +125,13 @@ class WrongUnit(NotEnrolled):
 def check_unit(archive: Archive, station: dict, dossier: dict, bundle_id: str) -> None:
     """Refuse (and log, once per bundle) an upload into a dossier of another unit than the station's."""
     declared = dossier.get("unit")
-    row = archive.catalogue.one("SELECT unit FROM dossiers WHERE archive_no = ?", [dossier["archive_no"]])
-    owner = row["unit"] if row else declared
+    owner = store_dossiers.unit_of(archive.catalogue, dossier["archive_no"]) or declared
     if owner is None or owner == station["unit"]:
         return
     message = (f"dossier {dossier['archive_no']} belongs to unit {owner}; station {station['id']} uploads only "
                f"into unit {station['unit']} — nothing from this bundle was accepted")
     refusal = WrongUnit(message)
-    if archive.catalogue.one("SELECT 1 AS x FROM audit_entries WHERE event = 'upload.refused' AND subject = ?",
-                             [bundle_id]):
+    if store_audit_log.newest(archive.catalogue, "upload.refused", bundle_id):
         refusal.audited = True  # at its first offer: the station offers it again at every sync
         raise refusal
     raise refusals.logged(archive, refusal, "upload.refused", bundle_id,
@@ -141,7 +140,7 @@ def check_unit(archive: Archive, station: dict, dossier: dict, bundle_id: str) -
 
 
 def listing(archive: Archive) -> list[dict]:
-    out = archive.catalogue.query("SELECT * FROM stations ORDER BY id")
+    out = store_stations.every(archive.catalogue)
     for row in out:
         row["fingerprint"] = keys.fingerprint(bytes(row.pop("public_key")))
     return out
@@ -164,25 +163,23 @@ def request_enrolment(archive: Archive, station_id: str, public_key: bytes, host
     with archive.catalogue.transaction() as db:
         _expire(db, archive)
     with archive.catalogue.transaction() as db:
-        row = db.execute("SELECT id, public_key, unit, revoked_at FROM stations WHERE id = ? OR public_key = ?",
-                         [station_id, public_key]).fetchone()
+        row = store_stations.by_id_or_key(db, station_id, public_key)
         if row:
-            if row[0] != station_id or bytes(row[1]) != public_key:
+            if row["id"] != station_id or bytes(row["public_key"]) != public_key:
                 raise CentralError(
-                    f"station {row[0]} is already enrolled with {'another key' if row[0] == station_id else 'this key'}; "
+                    f"station {row['id']} is already enrolled with "
+                    f"{'another key' if row['id'] == station_id else 'this key'}; "
                     "re-keying a station is an explicit operator action")
-            if row[3]:
-                raise NotEnrolled(f"station {station_id} was revoked at {row[3]}; it cannot re-enrol itself")
-            return "approved", code, row[2]
-        clash = db.execute("SELECT station_id FROM enrolments WHERE station_id = ? AND code != ?",
-                           [station_id, code]).fetchone()
-        if clash:
+            if row["revoked_at"]:
+                raise NotEnrolled(f"station {station_id} was revoked at {row['revoked_at']}; it cannot re-enrol itself")
+            return "approved", code, row["unit"]
+        if store_stations.other_enrolment(db, station_id, code):
             raise CentralError(f"another key already asked to enrol as {station_id}; "
                                "an operator must clear it ('quire-central stations pending')")
-        if db.execute("SELECT 1 FROM enrolments WHERE code = ?", [code]).fetchone():
+        if store_stations.enrolment(db, code):
             return "pending", code, None   # the station asking again while it waits
         _admit(db, archive, source)
-        db.execute("INSERT INTO enrolments VALUES (?, ?, ?, ?, ?)", [code, station_id, public_key, hostname, utcnow()])
+        store_stations.add_enrolment(db, code, station_id, public_key, hostname, utcnow())
         audit.record(db, archive, "station.enrol_request", station_id,
                      {"station_id": station_id, "key": keys.fingerprint(public_key), "hostname": hostname,
                       "pairing_code": code, "source": source}, by=f"peer:{source}")
@@ -193,7 +190,7 @@ def request_enrolment(archive: Archive, station_id: str, public_key: bytes, host
 
 def _admit(db, archive: Archive, source: str) -> None:
     """Refuse another waiting enrolment beyond the bounds per address and in all."""
-    waiting = {row[0] for row in db.execute("SELECT code FROM enrolments").fetchall()}
+    waiting = store_stations.enrolment_codes(db)
     hours = PENDING_EXPIRE_S // 3600
     if _sources.count(str(archive.config.home), source, waiting) >= PENDING_PER_SOURCE:
         raise TooManyPending(f"{PENDING_PER_SOURCE} stations are already waiting for approval from this address; "
@@ -206,11 +203,10 @@ def _admit(db, archive: Archive, source: str) -> None:
 
 def _expire(db, archive: Archive) -> None:
     """Drop requests waiting longer than PENDING_EXPIRE_S, each noted in the audit log."""
-    for code, station_id in db.execute("SELECT code, station_id FROM enrolments WHERE requested_at < ?",
-                                       [_cutoff()]).fetchall():
-        db.execute("DELETE FROM enrolments WHERE code = ?", [code])
-        audit.record(db, archive, "station.enrol_expired", station_id,
-                     {"station_id": station_id, "pairing_code": code}, by="archive")
+    for row in store_stations.enrolments_before(db, _cutoff()):
+        store_stations.remove_enrolment(db, row["code"])
+        audit.record(db, archive, "station.enrol_expired", row["station_id"],
+                     {"station_id": row["station_id"], "pairing_code": row["code"]}, by="archive")
 
 
 def _cutoff() -> str:
@@ -221,10 +217,7 @@ def _cutoff() -> str:
 
 def pending(archive: Archive, limit: int = PENDING_TOTAL) -> list[dict]:
     """The ``limit`` oldest enrolments waiting, unexpired (station id and hostname cut to SHOWN_CHARS)."""
-    rows = archive.catalogue.query(
-        "SELECT code, substr(station_id, 1, ?) AS station_id, substr(hostname, 1, ?) AS hostname, requested_at,"
-        " public_key FROM enrolments WHERE requested_at >= ? ORDER BY requested_at LIMIT ?",
-        [SHOWN_CHARS, SHOWN_CHARS, _cutoff(), limit])
+    rows = store_stations.enrolments_since(archive.catalogue, _cutoff(), limit, SHOWN_CHARS)
     for row in rows:
         row["fingerprint"] = keys.fingerprint(bytes(row.pop("public_key")))
     return rows
@@ -232,7 +225,7 @@ def pending(archive: Archive, limit: int = PENDING_TOTAL) -> list[dict]:
 
 def pending_count(archive: Archive) -> int:
     """How many enrolments wait, unexpired."""
-    return archive.catalogue.one("SELECT COUNT(*) AS n FROM enrolments WHERE requested_at >= ?", [_cutoff()])["n"]
+    return store_stations.count_enrolments_since(archive.catalogue, _cutoff())
 
 
 def approve(archive: Archive, code: str, unit: str, by: str | None = None) -> dict:
@@ -240,29 +233,28 @@ def approve(archive: Archive, code: str, unit: str, by: str | None = None) -> di
     if not unit:
         raise CentralError("a station is enrolled into a unit: pass --unit")
     with archive.catalogue.transaction() as db:
-        row = db.execute("SELECT station_id, public_key FROM enrolments WHERE code = ?", [code.strip()]).fetchone()
+        row = store_stations.enrolment(db, code.strip())
         if row is None:
             raise CentralError(f"no station is waiting with pairing code {code}; "
                                "'quire-central stations pending' lists the waiting ones")
-        db.execute("DELETE FROM enrolments WHERE code = ?", [code.strip()])
-    return add(archive, row[0], bytes(row[1]).hex(), unit, by=by)
+        store_stations.remove_enrolment(db, code.strip())
+    return add(archive, row["station_id"], bytes(row["public_key"]).hex(), unit, by=by)
 
 
 def suspend(db, archive: Archive, station_id: str, by: str, change_id: int) -> None:
     """Inside a transaction: stop a station's uploads at once while its revocation awaits a second person."""
-    db.execute("UPDATE stations SET suspended_at = COALESCE(suspended_at, ?) WHERE id = ?", [utcnow(), station_id])
+    store_stations.suspend(db, station_id, utcnow())
     audit.record(db, archive, "station.suspend", station_id, {"station_id": station_id, "change": change_id}, by=by)
     audit_log.warning("station %s suspended by %s pending revocation #%s", station_id, by, change_id)
 
 
 def reinstate(db, archive: Archive, station_id: str, by: str, change_id: int) -> None:
-    db.execute("UPDATE stations SET suspended_at = NULL WHERE id = ? AND revoked_at IS NULL", [station_id])
+    store_stations.reinstate(db, station_id)
     audit.record(db, archive, "station.reinstate", station_id, {"station_id": station_id, "change": change_id}, by=by)
 
 
 def revoke(db, archive: Archive, station_id: str, by: str, change_id: int) -> None:
     """Inside a transaction: revoke for good (the second person approved); later calls are refused."""
-    db.execute("UPDATE stations SET revoked_at = COALESCE(revoked_at, ?), revoked_by = COALESCE(revoked_by, ?)"
-               " WHERE id = ?", [utcnow(), by, station_id])
+    store_stations.revoke(db, station_id, utcnow(), by)
     audit.record(db, archive, "station.revoke", station_id, {"station_id": station_id, "change": change_id}, by=by)
     audit_log.warning("station %s revoked by %s (change #%s)", station_id, by, change_id)

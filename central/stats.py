@@ -18,6 +18,7 @@ from quire.db import utcnow
 from . import audit
 from .archive import Archive
 from .errors import CentralError
+from .store import audit_log, statistics
 
 PAGES_BY = ("station", "operator", "unit", "day")
 QC_BY = ("unit", "station", "operator", "inspector", "day")
@@ -25,21 +26,6 @@ REJECTIONS_BY = ("rule", "unit", "station", "operator", "day")
 CJK_FONTS = ("WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
              "Source Han Sans CN", "SimHei", "Microsoft YaHei", "PingFang SC", "AR PL UMing CN")
 MAX_LINES = 10  # a line chart keeps the busiest series and adds the rest up as "other"
-
-# One row per bundle that reached a decision: who scanned it, where, when, how many pages.
-_BUNDLES = """
-    SELECT b.id AS bundle_id, b.station_id AS station, b.state,
-           COALESCE(json_extract(CAST(b.manifest AS TEXT), '$.batch.operator'), '') AS operator,
-           COALESCE(d.unit, s.unit) AS unit,
-           substr(CASE b.state WHEN 'committed' THEN b.committed_at
-                  ELSE COALESCE(q.quarantined_at, b.offered_at) END, 1, 10) AS day,
-           json_array_length(CAST(b.manifest AS TEXT), '$.pages') AS pages
-    FROM bundles b
-    JOIN stations s ON s.id = b.station_id
-    LEFT JOIN dossiers d ON d.archive_no = json_extract(CAST(b.manifest AS TEXT), '$.dossier.archive_no')
-    LEFT JOIN quarantine q ON q.bundle_id = b.id
-    WHERE b.state IN ('committed', 'rejected')"""
-
 
 def check_day(text: str | None, what: str = "date") -> str | None:
     """``text`` if it is a YYYY-MM-DD calendar day (or None); otherwise a CentralError saying so."""
@@ -58,26 +44,14 @@ def pages(archive: Archive, by: str = "station", since: str | None = None, until
           daily: bool = False, units: list[str] | None = None) -> list[dict]:
     """Committed bundles and pages (and rejected bundles) per ``by`` key, per day too when ``daily``."""
     keys = _keys(by, PAGES_BY, daily)
-    return _grouped(archive, _BUNDLES, keys, since, until, units,
-                    "SUM(state = 'committed') AS bundles,"
-                    " SUM(CASE WHEN state = 'committed' THEN pages ELSE 0 END) AS pages,"
-                    " SUM(state = 'rejected') AS rejected")
+    return _grouped(archive, statistics.BUNDLES, keys, since, until, units)
 
 
 def qc(archive: Archive, by: str = "unit", since: str | None = None, until: str | None = None,
        daily: bool = False, units: list[str] | None = None) -> list[dict]:
     """QC batches per ``by`` key: accepted, returned, still sampling, pass rate and mean good share."""
     keys = _keys(by, QC_BY, daily)
-    source = """
-        SELECT q.bundle_id, q.station_id AS station, q.operator, q.inspector, q.state, q.good_share,
-               COALESCE(d.unit, s.unit) AS unit, substr(COALESCE(q.decided_at, q.started_at), 1, 10) AS day
-        FROM qc_batches q
-        JOIN bundles b ON b.id = q.bundle_id
-        JOIN stations s ON s.id = q.station_id
-        LEFT JOIN dossiers d ON d.archive_no = json_extract(CAST(b.manifest AS TEXT), '$.dossier.archive_no')"""
-    rows = _grouped(archive, source, keys, since, until, units,
-                    "COUNT(*) AS batches, SUM(state = 'accepted') AS accepted, SUM(state = 'returned') AS returned,"
-                    " SUM(state = 'sampling') AS sampling, AVG(good_share) AS good_share")
+    rows = _grouped(archive, statistics.QC_BATCHES, keys, since, until, units)
     for row in rows:
         decided = row["accepted"] + row["returned"]
         row["pass_rate"] = row["accepted"] / decided if decided else None
@@ -90,14 +64,9 @@ def rejections(archive: Archive, by: str = "rule", since: str | None = None, unt
     keys = _keys(by, REJECTIONS_BY, daily)
     if "rule" not in keys:
         keys.append("rule")
-    source = """
-        SELECT q.bundle_id, q.station_id AS station, q.unit, q.reasons,
-               COALESCE(json_extract(CAST(b.manifest AS TEXT), '$.batch.operator'), '') AS operator,
-               substr(q.quarantined_at, 1, 10) AS day
-        FROM quarantine q JOIN bundles b ON b.id = q.bundle_id"""
-    where, params = _filters(since, until, units)
+    since, until = _days(since, until)
     groups: dict[tuple, dict] = {}
-    for held in archive.catalogue.query(f"SELECT * FROM ({source}){where}", params):
+    for held in statistics.quarantined(archive.catalogue, since, until, units):
         rejected = [r for r in json.loads(held["reasons"]) if r.get("severity") == "reject"]
         for rule in sorted({r["rule"] for r in rejected}):
             key = tuple(rule if k == "rule" else held[k] for k in keys)
@@ -110,19 +79,7 @@ def rejections(archive: Archive, by: str = "rule", since: str | None = None, unt
 
 def coverage(archive: Archive, units: list[str] | None = None) -> list[dict]:
     """Per unit: dossiers catalogued, dossiers with at least one material, expected, and their ratio."""
-    rows = archive.catalogue.query("""
-        WITH known AS (SELECT unit FROM dossiers UNION SELECT unit FROM stations UNION SELECT id FROM units)
-        SELECT k.unit,
-               (SELECT name FROM units u WHERE u.id = k.unit) AS name,
-               (SELECT COUNT(*) FROM dossiers d WHERE d.unit = k.unit) AS dossiers,
-               (SELECT COUNT(*) FROM dossiers d WHERE d.unit = k.unit
-                  AND EXISTS (SELECT 1 FROM materials m WHERE m.archive_no = d.archive_no)) AS covered,
-               (SELECT COUNT(*) FROM materials m JOIN dossiers d USING (archive_no) WHERE d.unit = k.unit)
-                  AS materials,
-               (SELECT COALESCE(SUM(m.page_count), 0) FROM materials m JOIN dossiers d USING (archive_no)
-                  WHERE d.unit = k.unit) AS pages,
-               (SELECT dossiers_expected FROM units u WHERE u.id = k.unit) AS expected
-        FROM known k ORDER BY k.unit""")
+    rows = statistics.coverage(archive.catalogue)
     out = []
     for row in rows:
         if units is not None and row["unit"] not in units:
@@ -137,8 +94,7 @@ def fixity(archive: Archive, since: str | None = None, until: str | None = None)
     """Per day: fixity scrub runs, blobs and bytes re-hashed, damaged blobs found (by the day's last run)
     and restored, and backups taken (with the last snapshot)."""
     days: dict[str, dict] = {}
-    for row in archive.catalogue.query("SELECT event, entry FROM audit_entries"
-                                       " WHERE event IN ('blobs.scrub', 'archive.backup') ORDER BY idx"):
+    for row in audit_log.of_events(archive.catalogue, ("blobs.scrub", "archive.backup")):
         entry = json.loads(row["entry"])
         day = entry["at"][:10]
         if (since and day < since) or (until and day > until):
@@ -162,8 +118,7 @@ def fixity_alarm(archive: Archive) -> dict:
     found, which stand until a run finds them restored; the last backup."""
     last = {}
     for event in ("blobs.scrub", "archive.backup"):
-        row = archive.catalogue.one("SELECT entry FROM audit_entries WHERE event = ? ORDER BY idx DESC LIMIT 1",
-                                    [event])
+        row = audit_log.newest(archive.catalogue, event)
         last[event] = json.loads(row["entry"]) if row else None
     scrub = last["blobs.scrub"] or {}
     return {"last_scrub": scrub.get("at"), "cycle_started": scrub.get("cycle_started"),
@@ -180,15 +135,12 @@ def set_expected(archive: Archive, unit: str, expected: int, by: str | None = No
     if expected < 1:
         raise CentralError(f"a unit expects at least 1 dossier, not {expected}")
     with archive.catalogue.transaction() as db:
-        row = db.execute("SELECT dossiers_expected FROM units WHERE id = ?", [unit]).fetchone()
-        if row is None:
-            db.execute("INSERT INTO units (id, name, dossiers_expected, created_at) VALUES (?, ?, ?, ?)",
-                       [unit, unit, expected, utcnow()])
-        else:
-            db.execute("UPDATE units SET dossiers_expected = ? WHERE id = ?", [expected, unit])
+        row = statistics.unit(db, unit)
+        statistics.set_expected(db, unit, expected, utcnow())
         audit.record(db, archive, "unit.expected", unit,
-                     {"unit": unit, "dossiers_expected": expected, "was": row[0] if row else None}, by=by)
-    return archive.catalogue.one("SELECT * FROM units WHERE id = ?", [unit])
+                     {"unit": unit, "dossiers_expected": expected, "was": row["dossiers_expected"] if row else None},
+                     by=by)
+    return statistics.unit(archive.catalogue, unit)
 
 
 def line_chart(rows: list[dict], x: str, y: str, series: str | None, path: Path, title: str,
@@ -306,28 +258,16 @@ def _keys(by: str, allowed: tuple, daily: bool) -> list[str]:
     return ["day", by] if daily and by != "day" else [by]
 
 
-def _filters(since: str | None, until: str | None, units: list[str] | None) -> tuple[str, list]:
+def _days(since: str | None, until: str | None) -> tuple[str | None, str | None]:
     since, until = check_day(since, "--since"), check_day(until, "--until")
     if since and until and since > until:
         raise CentralError(f"--since {since} is after --until {until}")
-    clauses, params = [], []
-    if since:
-        clauses.append("day >= ?")
-        params.append(since)
-    if until:
-        clauses.append("day <= ?")
-        params.append(until)
-    if units is not None:
-        clauses.append(f"unit IN ({', '.join('?' * len(units))})" if units else "0")
-        params += list(units)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+    return since, until
 
 
-def _grouped(archive: Archive, source: str, keys: list[str], since, until, units, aggregates: str) -> list[dict]:
-    where, params = _filters(since, until, units)
-    cols = ", ".join(keys)
-    return archive.catalogue.query(f"SELECT {cols}, {aggregates} FROM ({source}){where}"
-                                   f" GROUP BY {cols} ORDER BY {cols}", params)
+def _grouped(archive: Archive, of: str, keys: list[str], since, until, units) -> list[dict]:
+    since, until = _days(since, until)
+    return statistics.grouped(archive.catalogue, of, keys, since, until, units)
 
 
 def _every_day(first: str, last: str) -> list[str]:

@@ -13,13 +13,16 @@ from pathlib import Path
 from quire import keys
 from quire.db import utcnow
 
-from . import audit, ingest, standards
-from .access import guard
+from . import audit, ingest, standards, uploads
 from .archive import Archive
 from .errors import CentralError
 from .export import QUIRE_DIR, page_file
 from .export_verify import verify_export
+from .gate import guard
 from .permissions import Actor
+from .store import bundles as store_bundles
+from .store import dossiers as store_dossiers
+from .store import stations as store_stations
 
 
 def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_key: str) -> dict:
@@ -34,7 +37,7 @@ def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_ke
         raise CentralError("this bag is an export, not a transfer package ('export --transfer' at the sending "
                            "archive); nothing was imported")
     archive_no = index["archive_no"]
-    if archive.catalogue.one("SELECT 1 AS x FROM dossiers WHERE archive_no = ?", [archive_no]):
+    if store_dossiers.exists(archive.catalogue, archive_no):
         raise CentralError(f"dossier {archive_no} is catalogued here already; nothing was imported")
     bundles = []
     for m in index["materials"]:
@@ -54,10 +57,9 @@ def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_ke
         for station_id, key_hex in index["stations"].items():
             _record_station(db, archive, station_id, bytes.fromhex(key_hex), unit, sender, actor, now)
         for m, data, signature, manifest, findings in bundles:
-            db.execute("INSERT INTO bundles (id, station_id, manifest, signature, state, offered_at)"
-                       " VALUES (?, ?, ?, ?, 'offered', ?)", [m["bundle_id"], m["station_id"], data, signature, now])
+            store_bundles.add_offered(db, m["bundle_id"], m["station_id"], data, signature, now)
             for page in manifest["pages"]:
-                ingest.record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
+                uploads.record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
             ingest.catalogue_bundle(db, archive, {"id": m["station_id"], "unit": unit}, m["bundle_id"], manifest,
                                     findings, by=actor.label)
         audit.record(db, archive, "dossier.import", archive_no, {
@@ -69,13 +71,12 @@ def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_ke
 def _record_station(db, archive: Archive, station_id: str, public_key: bytes, unit: str, sender: str,
                     actor: Actor, now: str) -> None:
     """A sending station, known here only so its signatures verify: registered under its key, revoked."""
-    existing = db.execute("SELECT public_key FROM stations WHERE id = ?", [station_id]).fetchone()
+    existing = store_stations.get(db, station_id)
     if existing:
-        if bytes(existing[0]) != public_key:
+        if bytes(existing["public_key"]) != public_key:
             raise CentralError(f"station {station_id} is registered here with another key; nothing was imported")
         return
-    db.execute("INSERT INTO stations (id, public_key, unit, added_at, revoked_at, revoked_by) VALUES (?, ?, ?, ?, ?, ?)",
-               [station_id, public_key, unit, now, now, actor.label])
+    store_stations.add(db, station_id, public_key, unit, now, revoked_by=actor.label)
     audit.record(db, archive, "station.register", station_id,
                  {"station_id": station_id, "unit": unit, "key": keys.fingerprint(public_key),
                   "imported_from": sender, "uploads": False}, by=actor.label)

@@ -15,6 +15,7 @@ from . import audit, refusals
 from .archive import Archive
 from .errors import CentralError
 from .permissions import Actor, PermissionDenied, Unauthenticated, actor_from_row, check_roles
+from .store import users as store_users
 
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 TOKEN_PREFIX = "qt1"
@@ -41,12 +42,12 @@ def add(archive: Archive, user_id: str, name: str, roles: list[str], units: list
         raise CentralError("give the units this user works for (--unit U, repeatable, or --unit '*' for all)")
     secret = secrets.token_urlsafe(32)
     with archive.catalogue.transaction() as db:
-        if db.execute("SELECT 1 FROM users WHERE id = ?", [user_id]).fetchone():
+        if store_users.exists(db, user_id):
             raise CentralError(f"user {user_id} already exists; use 'users token {user_id}' to issue a new token")
-        db.execute("INSERT INTO users (id, name, roles, units, own_archive_no, token_sha256, created_at, created_by)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   [user_id, name, json.dumps(sorted(roles)), json.dumps(sorted(units)), own_archive_no,
-                    _digest(secret), utcnow(), by or audit.local_user()])
+        store_users.add(db, {"id": user_id, "name": name, "roles": json.dumps(sorted(roles)),
+                             "units": json.dumps(sorted(units)), "own_archive_no": own_archive_no,
+                             "token_sha256": _digest(secret), "created_at": utcnow(),
+                             "created_by": by or audit.local_user()})
         audit.record(db, archive, "user.add", f"user:{user_id}",
                      {"user": user_id, "roles": sorted(roles), "units": sorted(units),
                       "own_archive_no": own_archive_no}, by=by)
@@ -57,7 +58,7 @@ def reissue_token(archive: Archive, user_id: str, by: str | None = None) -> str:
     """Replace a user's token (the old one stops working at once)."""
     secret = secrets.token_urlsafe(32)
     with archive.catalogue.transaction() as db:
-        if db.execute("UPDATE users SET token_sha256 = ? WHERE id = ?", [_digest(secret), user_id]).rowcount != 1:
+        if not store_users.set_token(db, user_id, _digest(secret)):
             raise CentralError(f"no user {user_id}")
         audit.record(db, archive, "user.token", f"user:{user_id}", {"user": user_id}, by=by)
     return f"{TOKEN_PREFIX}.{user_id}.{secret}"
@@ -66,36 +67,34 @@ def reissue_token(archive: Archive, user_id: str, by: str | None = None) -> str:
 def relate(archive: Archive, user_id: str, archive_no: str, relation: str, by: str | None = None) -> None:
     """Record that a dossier belongs to a relative of the user: they may never consult it."""
     with archive.catalogue.transaction() as db:
-        if not db.execute("SELECT 1 FROM users WHERE id = ?", [user_id]).fetchone():
+        if not store_users.exists(db, user_id):
             raise CentralError(f"no user {user_id}")
-        db.execute("INSERT OR REPLACE INTO user_relations VALUES (?, ?, ?)", [user_id, archive_no, relation])
+        store_users.relate(db, user_id, archive_no, relation)
         audit.record(db, archive, "user.relation", f"user:{user_id}",
                      {"user": user_id, "archive_no": archive_no, "relation": relation}, by=by)
 
 
 def relations(archive: Archive) -> list[dict]:
     """Every recorded 回避 relation (user_id, archive_no, relation), by user."""
-    return archive.catalogue.query("SELECT * FROM user_relations ORDER BY user_id, archive_no")
+    return store_users.relations(archive.catalogue)
 
 
 def disable(archive: Archive, user_id: str, by: str | None = None) -> None:
     with archive.catalogue.transaction() as db:
-        if db.execute("UPDATE users SET disabled_at = ? WHERE id = ? AND disabled_at IS NULL",
-                      [utcnow(), user_id]).rowcount != 1:
+        if not store_users.disable(db, user_id, utcnow()):
             raise CentralError(f"no enabled user {user_id}")
         audit.record(db, archive, "user.disable", f"user:{user_id}", {"user": user_id}, by=by)
 
 
 def listing(archive: Archive) -> list[dict]:
-    out = archive.catalogue.query("SELECT id, name, roles, units, own_archive_no, created_at, disabled_at"
-                                  " FROM users ORDER BY id")
+    out = store_users.listed(archive.catalogue)
     for row in out:
         row["roles"], row["units"] = json.loads(row["roles"]), json.loads(row["units"])
     return out
 
 
 def count(archive: Archive) -> int:
-    return archive.catalogue.one("SELECT COUNT(*) AS n FROM users")["n"]
+    return store_users.count(archive.catalogue)
 
 
 def authenticate(archive: Archive, token: str | None, by: str | None = None) -> Actor:
@@ -108,7 +107,7 @@ def authenticate(archive: Archive, token: str | None, by: str | None = None) -> 
             f"{what}: pass the token 'quire-central users add' printed (--token-file FILE or $QUIRE_TOKEN; "
             "over gRPC, metadata 'authorization: Bearer qt1.…')"), None, "malformed" if token else "missing", by)
     user_id, secret = parts[1], parts[2]
-    row = archive.catalogue.one("SELECT * FROM users WHERE id = ?", [user_id])
+    row = store_users.get(archive.catalogue, user_id)
     if row is None or not hmac.compare_digest(row["token_sha256"], _digest(secret)) or row["disabled_at"]:
         raise _refused(archive, Unauthenticated(
             f"token for user {user_id[:refusals.CLAIM_CHARS]!r} refused (unknown, replaced or disabled); "
@@ -117,9 +116,7 @@ def authenticate(archive: Archive, token: str | None, by: str | None = None) -> 
 
 
 def _actor(archive: Archive, row: dict) -> Actor:
-    relatives = [r["archive_no"] for r in
-                 archive.catalogue.query("SELECT archive_no FROM user_relations WHERE user_id = ?", [row["id"]])]
-    return actor_from_row(row, relatives)
+    return actor_from_row(row, store_users.relatives_of(archive.catalogue, row["id"]))
 
 
 def _refused(archive: Archive, exc: Unauthenticated, user: str | None, token: str, by: str | None):
@@ -156,8 +153,7 @@ def set_password(archive: Archive, user_id: str, password: str, by: str | None =
         raise CentralError(f"a password has at least {PASSWORD_MIN_CHARS} characters, no leading or trailing "
                            "spaces, and is not the user id; choose a longer one")
     with archive.catalogue.transaction() as db:
-        if db.execute("UPDATE users SET password_hash = ?, password_must_change = ?, password_set_at = ?"
-                      " WHERE id = ?", [_hasher.hash(password), int(must_change), utcnow(), user_id]).rowcount != 1:
+        if not store_users.set_password(db, user_id, _hasher.hash(password), must_change, utcnow()):
             raise CentralError(f"no user {user_id}")
         audit.record(db, archive, "user.password", f"user:{user_id}",
                      {"user": user_id, "must_change": must_change}, by=by)
@@ -165,7 +161,7 @@ def set_password(archive: Archive, user_id: str, password: str, by: str | None =
 
 def check_password(archive: Archive, user_id: str, password: str) -> dict | None:
     """The enabled user's row when ``password`` is theirs, else None; always spends one hash."""
-    row = archive.catalogue.one("SELECT * FROM users WHERE id = ?", [user_id])
+    row = store_users.get(archive.catalogue, user_id)
     stored = row["password_hash"] if row and row["password_hash"] else _decoy()
     try:
         _hasher.verify(stored, password)
@@ -175,7 +171,7 @@ def check_password(archive: Archive, user_id: str, password: str) -> dict | None
         return None
     if _hasher.check_needs_rehash(stored):
         with archive.catalogue.transaction() as db:
-            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [_hasher.hash(password), user_id])
+            store_users.rehash_password(db, user_id, _hasher.hash(password))
     return row
 
 
@@ -190,7 +186,7 @@ def change_password(archive: Archive, actor: Actor, old: str, new: str) -> None:
 
 def enabled(archive: Archive, user_id: str) -> tuple[Actor, dict] | None:
     """An enabled user as an Actor (roles, units and 回避 as they are now) with their row; None otherwise."""
-    row = archive.catalogue.one("SELECT * FROM users WHERE id = ?", [user_id])
+    row = store_users.get(archive.catalogue, user_id)
     if row is None or row["disabled_at"]:
         return None
     return _actor(archive, row), row

@@ -11,17 +11,14 @@ from quire.canonical import sha256_hex
 from quire.catalogue import parse_item
 from quire.errors import ContractError
 
+from . import audit
 from .archive import Archive
-
-
-@dataclass(frozen=True)
-class Problem:
-    kind: str
-    subject: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.subject}: {self.detail}"
+from .changes import IDENTITY_FIELDS
+from .problems import Problem
+from .store import audit_log, blob_index, bundles, materials
+from .store import dossiers as store_dossiers
+from .store import quarantine as store_quarantine
+from .store import stations as store_stations
 
 
 def DigestMismatch(path, expected, found):
@@ -53,6 +50,18 @@ def FieldMismatch(subject, name, catalogue, source_value, source="the signed man
                    f"{name} is {catalogue!r} in the catalogue but {source_value!r} in {source}")
 
 
+def NotInLog(subject, detail):
+    return Problem("NotInLog", subject, detail)
+
+
+def LogWithoutRecord(subject, detail):
+    return Problem("LogWithoutRecord", subject, detail)
+
+
+def LogMismatch(subject, detail):
+    return Problem("LogMismatch", subject, detail)
+
+
 # Catalogue columns copied from a signed manifest's material and page entries at ingest.
 MATERIAL_FIELDS = ("title", "date_formed", "page_count", "remarks")
 PAGE_FIELDS = ("sha256", "bytes", "media_type", "width_px", "height_px", "dpi", "colour")
@@ -78,7 +87,7 @@ def verify(archive: Archive, full: bool = True) -> Report:
     """
     report = Report()
     cat = archive.catalogue
-    for blob in cat.query("SELECT sha256, bytes, sm3 FROM blobs ORDER BY sha256"):
+    for blob in blob_index.every(cat):
         report.blobs += 1
         path = archive.blobs.where(blob["sha256"])
         size = archive.blobs.stat(blob["sha256"])
@@ -96,30 +105,94 @@ def verify(archive: Archive, full: bool = True) -> Report:
                 report.problems.append(DigestMismatch(path, blob["sha256"], found))
             elif blob["sm3"] is not None and found_sm3 != blob["sm3"]:
                 report.problems.append(DigestMismatch(path, f"SM3 {blob['sm3']}", f"SM3 {found_sm3}"))
-    stations = {s["id"]: bytes(s["public_key"]) for s in cat.query("SELECT id, public_key FROM stations")}
-    for bundle in cat.query("SELECT * FROM bundles WHERE state = 'committed' ORDER BY committed_at"):
+    stations = store_stations.keys(cat)
+    for bundle in bundles.committed(cat):
         report.bundles += 1
         report.problems.extend(_check_bundle(archive, bundle, stations, full, report))
     report.problems.extend(_quarantine_problems(archive))
     report.problems.extend(_station_problems(archive))
     report.problems.extend(_seal_problems(archive))
     # Catalogued material that no committed bundle accounts for was inserted behind our back.
-    for m in cat.query("SELECT m.archive_no, m.item, m.bundle_id FROM materials m"
-                       " LEFT JOIN bundles b ON b.id = m.bundle_id AND b.state = 'committed'"
-                       " WHERE b.id IS NULL"):
+    for m in materials.without_committed_bundle(cat):
         report.problems.append(CatalogueMismatch(
             f"material {m['archive_no']} {m['item']}", f"no committed bundle {m['bundle_id']} backs it"))
-    from . import audit  # audit builds on this module's Problem
-
     # The catalogue against the audit log (cheap); full: the log against its signed checkpoints too.
-    report.problems.extend(audit.catalogue_problems(archive))
-    from .dossiers import identity_problems
-
+    report.problems.extend(catalogue_problems(archive))
     report.problems.extend(identity_problems(archive))
     if full:
         report.problems.extend(audit.verify_log(archive).problems)
     report.problems = list(dict.fromkeys(report.problems))  # one line per problem, however found
     return report
+
+
+def catalogue_problems(archive: Archive) -> list[Problem]:
+    """Every committed or quarantined bundle has its log entry, every such entry its bundle, and they agree."""
+    problems = []
+    logged = {"ingest": {}, "quarantine": {}}
+    for row in audit_log.of_events(archive.catalogue, ("ingest", "quarantine")):
+        try:
+            body = json.loads(row["entry"])
+            logged[row["event"]][body["bundle_id"]] = dict(body, idx=row["idx"])
+        except (ValueError, KeyError, TypeError):
+            continue  # verify_log names the damaged entry
+    committed = bundles.committed_ids(archive.catalogue)
+    for bundle_id in sorted(committed - set(logged["ingest"])):
+        problems.append(NotInLog(f"bundle {bundle_id[:12]}", "committed, but the audit log has no ingest entry"))
+    for bundle_id in sorted(set(logged["ingest"]) - committed):
+        entry = logged["ingest"][bundle_id]
+        problems.append(LogWithoutRecord(
+            f"material {entry.get('archive_no')} {entry.get('item')}",
+            f"audit entry #{entry['idx']} records bundle {bundle_id[:12]} as ingested, "
+            "but it is no longer committed in the catalogue"))
+    for m in materials.page_counts(archive.catalogue):
+        entry = logged["ingest"].get(m["bundle_id"])
+        if entry is None:
+            continue
+        said = (entry.get("archive_no"), entry.get("item"), entry.get("pages"))
+        if said != (m["archive_no"], m["item"], m["pages"]):
+            problems.append(LogMismatch(
+                f"material {m['archive_no']} {m['item']}",
+                f"catalogued from bundle {m['bundle_id'][:12]} with {m['pages']} pages, which audit entry "
+                f"#{entry['idx']} records as {said[0]} {said[1]} with {said[2]} pages"))
+    held = store_quarantine.bundle_ids(archive.catalogue)
+    for bundle_id in sorted(held - set(logged["quarantine"])):
+        problems.append(NotInLog(f"quarantined bundle {bundle_id[:12]}", "the audit log has no quarantine entry"))
+    for bundle_id in sorted(set(logged["quarantine"]) - held):
+        problems.append(LogWithoutRecord(f"quarantined bundle {bundle_id[:12]}",
+                                         f"audit entry #{logged['quarantine'][bundle_id]['idx']} records it, "
+                                         "but the quarantine no longer holds it"))
+    return problems
+
+
+def identity_problems(archive: Archive) -> list[Problem]:
+    """Each dossier's identity fields equal the first signed manifest's, and its unit the first ingest's,
+    as amended by applied four-eyes edits."""
+    expected: dict[str, dict] = {}
+    for row in audit_log.of_events(archive.catalogue, ("ingest", "change.apply")):
+        try:
+            entry = json.loads(row["entry"])
+        except ValueError:
+            continue  # the log check names a damaged entry
+        if row["event"] == "ingest" and entry.get("archive_no") not in expected:
+            data = bundles.manifest(archive.catalogue, entry.get("bundle_id"))
+            if data:
+                dossier = json.loads(data)["dossier"]
+                expected[dossier["archive_no"]] = {f: dossier.get(f) for f in IDENTITY_FIELDS}
+                expected[dossier["archive_no"]]["kind"] = dossier.get("kind") or "personnel"
+                expected[dossier["archive_no"]]["unit"] = entry.get("unit")  # the uploading station's
+        elif row["event"] == "change.apply" and entry.get("kind") == "edit_dossier":
+            payload = entry.get("payload") or {}
+            expected.setdefault(payload.get("archive_no"), {}).update(payload.get("fields") or {})
+    problems = []
+    for d in store_dossiers.every(archive.catalogue):
+        want = expected.get(d["archive_no"])
+        if want is None:
+            problems.append(CatalogueMismatch(f"dossier {d['archive_no']}", "no ingest in the audit log created it"))
+            continue
+        problems += [FieldMismatch(f"dossier {d['archive_no']}", f, d[f], want[f],
+                                   "the signed manifest and the approved changes")
+                     for f in (*IDENTITY_FIELDS, "unit") if f in want and d[f] != want[f]]
+    return problems
 
 
 def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, report: Report):
@@ -139,7 +212,7 @@ def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, re
     dossier, material = manifest["dossier"]["archive_no"], manifest["material"]["item"]
     subject = f"material {dossier} {material}"
     yield from _bundle_row_problems(bundle, data, manifest)
-    row = archive.catalogue.one("SELECT * FROM materials WHERE bundle_id = ?", [bid])
+    row = materials.of_bundle(archive.catalogue, bid)
     if row is None:
         yield from _check_earlier_version(archive, bid, manifest, subject)
         return
@@ -148,7 +221,7 @@ def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, re
     for name, value in signed.items():
         if row[name] != value:
             yield FieldMismatch(subject, name, row[name], value)
-    pages = archive.catalogue.query("SELECT * FROM pages WHERE material_id = ? ORDER BY n", [row["id"]])
+    pages = materials.pages_of(archive.catalogue, row["id"])
     report.pages += len(pages)
     yield from _page_problems(subject, pages, manifest["pages"])
     for page in pages:
@@ -188,8 +261,7 @@ def _page_problems(subject: str, stored: list[dict], signed: list[dict]):
 
 def _check_earlier_version(archive: Archive, bid: str, manifest: dict, subject: str):
     """A committed bundle no longer current must be a recorded earlier version, ended by an applied change."""
-    row = archive.catalogue.one("SELECT v.*, c.state AS change_state FROM material_versions v"
-                                " LEFT JOIN changes c ON c.id = v.change_id WHERE v.bundle_id = ?", [bid])
+    row = materials.version_of_bundle(archive.catalogue, bid)
     if row is None:
         yield CatalogueMismatch(subject, f"bundle {bid[:12]} is committed but not catalogued, now or as an earlier version")
         return
@@ -208,8 +280,7 @@ def _check_earlier_version(archive: Archive, bid: str, manifest: dict, subject: 
 def _quarantine_problems(archive: Archive) -> list[Problem]:
     """Each quarantined bundle's dossier, item and station as its signed manifest gives them."""
     problems = []
-    for row in archive.catalogue.query("SELECT q.*, b.id, b.station_id AS bundle_station, b.manifest"
-                                       " FROM quarantine q JOIN bundles b ON b.id = q.bundle_id ORDER BY q.bundle_id"):
+    for row in store_quarantine.every_with_bundle(archive.catalogue):
         data = bytes(row["manifest"])
         manifest = json.loads(data)
         problems += _bundle_row_problems(dict(row, station_id=row["bundle_station"]), data, manifest)
@@ -224,8 +295,7 @@ def _station_problems(archive: Archive) -> list[Problem]:
     """Each station's unit and key as its last registration logged them, and revoked if the log says so."""
     logged: dict[str, dict] = {}
     revoked = set()
-    for row in archive.catalogue.query("SELECT event, subject, entry FROM audit_entries"
-                                       " WHERE event IN ('station.register', 'station.revoke') ORDER BY idx"):
+    for row in audit_log.of_events(archive.catalogue, ("station.register", "station.revoke")):
         try:
             entry = json.loads(row["entry"])
         except ValueError:
@@ -236,7 +306,7 @@ def _station_problems(archive: Archive) -> list[Problem]:
             revoked.add(row["subject"])
     problems = []
     source = "the audit log's registration"
-    for station in archive.catalogue.query("SELECT * FROM stations ORDER BY id"):
+    for station in store_stations.every(archive.catalogue):
         subject, entry = f"station {station['id']}", logged.get(station["id"])
         if entry is None:
             problems.append(CatalogueMismatch(subject, "no registration in the audit log created it"))
@@ -254,8 +324,7 @@ def _station_problems(archive: Archive) -> list[Problem]:
 def _seal_problems(archive: Archive) -> list[Problem]:
     """Each dossier is sealed, and transferred, exactly when the audit log's last such entry of it says so."""
     logged: dict[str, dict] = {}
-    for row in archive.catalogue.query("SELECT event, entry FROM audit_entries WHERE event IN"
-                                       " ('dossier.seal', 'dossier.unseal', 'dossier.transfer') ORDER BY idx"):
+    for row in audit_log.of_events(archive.catalogue, ("dossier.seal", "dossier.unseal", "dossier.transfer")):
         try:
             entry = json.loads(row["entry"])
         except ValueError:
@@ -264,8 +333,7 @@ def _seal_problems(archive: Archive) -> list[Problem]:
         logged.setdefault(entry.get("archive_no"), {})[column] = (
             None if row["event"] == "dossier.unseal" else entry.get("change"))
     problems = []
-    for d in archive.catalogue.query("SELECT archive_no, sealed_by_change, transferred_by_change FROM dossiers"
-                                     " ORDER BY archive_no"):
+    for d in store_dossiers.every(archive.catalogue):
         for column, what in (("sealed_by_change", "sealed"), ("transferred_by_change", "transferred")):
             want = logged.get(d["archive_no"], {}).get(column)
             if d[column] != want:

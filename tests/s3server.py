@@ -117,7 +117,7 @@ class SeaweedS3(ChildServer):
 def tamper(archive, sha256: str, data: bytes | None) -> None:
     """Behind the archive's back, as damage or an intruder would: replace a stored blob's bytes with
     ``data``, or delete it (None), in whichever kind of store the archive uses."""
-    from central.blobstore_s3 import S3BlobStore
+    from central.store.blobs_s3 import S3BlobStore
 
     store = archive.blobs
     if isinstance(store, S3BlobStore):
@@ -137,7 +137,7 @@ def tamper(archive, sha256: str, data: bytes | None) -> None:
 
 def partial_uploads(archive) -> list[str]:
     """What the archive's (or a bare) store holds of unfinished uploads (files, or staged part objects)."""
-    from central.blobstore_s3 import S3BlobStore
+    from central.store.blobs_s3 import S3BlobStore
 
     store = getattr(archive, "blobs", archive)
     if isinstance(store, S3BlobStore):
@@ -148,7 +148,7 @@ def partial_uploads(archive) -> list[str]:
 
 def stored_blobs(archive) -> list[tuple[str, int]]:
     """(name, bytes) of every blob the archive's store holds, listed behind the archive's back."""
-    from central.blobstore_s3 import S3BlobStore
+    from central.store.blobs_s3 import S3BlobStore
 
     store = archive.blobs
     if isinstance(store, S3BlobStore):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import grpc
 import pytest
 
-from central import access, audit, users
+from central import access, audit, gate, users
 from central.errors import CentralError
 from quire.v1 import access_pb2, access_pb2_grpc
 from station.scan import scan
@@ -117,7 +117,7 @@ def test_an_expired_grant_is_refused(people, monkeypatch):
     c = call("li", "RequestConsultation", archive_no="D-1", purpose="干部考察", days=2)
     call("sec-a", "DecideConsultation", id=c.id, approve=True)
     later = (datetime.now(timezone.utc) + timedelta(days=2, minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    monkeypatch.setattr(access, "utcnow", lambda: later)  # the archive's clock, two days on
+    monkeypatch.setattr(gate, "utcnow", lambda: later)  # the clock permissions are decided by, two days on
     error = refused(call, "li", "GetPage", archive_no="D-1", item="4-1-2", n=1, consultation_id=c.id)
     assert "expired" in error.details() and "file a new request" in error.details()
     assert denials(archive)[-1]["consultation"] == c.id

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from central.blobs import BLOCK, AlignedBuffers, DiskBlobStore, Upload
-from central.blobstore_s3 import S3BlobStore
+from central.store.blobs import BLOCK, AlignedBuffers, DiskBlobStore, Upload
+from central.store.blobs_s3 import S3BlobStore
 from central.errors import BlobRejected, UploadDamaged, WrongOffset
 from tests.s3server import partial_uploads
 

@@ -212,10 +212,10 @@ def test_unreachable_central_keeps_bundles_queued(tmp_path, central, small_stati
 
 def test_a_blob_stored_but_not_yet_recorded_is_recorded_by_the_commit(central, small_station, monkeypatch):
     """The archive stopped after moving the page files into the store, before their catalogue rows."""
-    from central import ingest
+    from central import uploads
 
     archive, _ = central
-    monkeypatch.setattr(ingest._GroupCommit, "_store",
+    monkeypatch.setattr(uploads.GroupCommit, "_store",
                         lambda self, uploads: self._refused.update(self.archive.blobs.finish_many(uploads)))
     result = scan_one(small_station, sheets=2)
     assert sync(small_station).committed == [result.bundle_id]

@@ -16,8 +16,8 @@ from PIL import Image
 
 from central import config
 from central.archive import open_archive
-from central.blobs import sm3
-from central.blobstore_s3 import S3BlobStore, S3Upload
+from central.store.blobs import sm3
+from central.store.blobs_s3 import S3BlobStore, S3Upload
 from central.errors import BlobRejected, ConfigError, UploadDamaged, WrongOffset
 from tests.s3server import SeaweedS3
 
@@ -85,7 +85,7 @@ def test_a_stored_blob_reads_by_range_and_seeks_as_a_file_does(s3_store, tmp_pat
 
 RESUMER = textwrap.dedent("""
     import sys, time
-    from central.blobstore_s3 import S3BlobStore, S3Upload
+    from central.store.blobs_s3 import S3BlobStore, S3Upload
     S3Upload.part_bytes = 1 << 20
     url, creds, sha, limit, path = sys.argv[1:6]
     data = open(path, "rb").read()

@@ -7,7 +7,7 @@ import bagit
 import pytest
 
 from central import audit
-from central.blobs import _CryptographySm3, sm3
+from central.store.blobs import _CryptographySm3, sm3
 from quire import keys
 from quire import receipt as receipt_format
 from station.scan import scan

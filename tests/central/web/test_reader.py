@@ -4,7 +4,7 @@ and from the outside, every way to a page without a grant refused and logged, ev
 import re
 from datetime import datetime, timedelta, timezone
 
-from central import access, audit, users
+from central import access, audit, gate, users
 from central.web import imaging
 
 from .conftest import Client, assert_watermarked, screenshot, sign_in
@@ -141,7 +141,7 @@ def test_a_grant_that_expires_while_reading_stops_at_the_next_page(site, console
     reader.sign_in("wang")
     assert reader.request(f"read/{cid}/D-1/1-1/1.jpg")[0] == 200
     later = (datetime.now(timezone.utc) + timedelta(days=4)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    monkeypatch.setattr(access, "utcnow", lambda: later)  # the archive's clock, past the grant's 3 days
+    monkeypatch.setattr(gate, "utcnow", lambda: later)  # the clock permissions are decided by, past 3 days
     status, _, body = reader.request(f"read/{cid}/D-1/1-1/2.jpg")
     assert status == 403 and "expired" in body.decode()
     assert reader.request(f"read/{cid}/D-1/1-1/2")[0] == 403

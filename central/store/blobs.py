@@ -1,6 +1,6 @@
 """The central blob store: write-once blobs named by SHA-256, filled by resumable uploads; each blob's
 SM3 (GB/T 32905, for 密评) is computed beside its SHA-256 as its bytes arrive. One interface, the
-local directory behind it here (``blobstore_s3`` holds the S3-compatible kind)."""
+local directory behind it here (``blobs_s3`` holds the S3-compatible kind)."""
 
 import errno
 import hashlib
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 
 from quire.cas import ContentStore
 
-from .errors import BlobRejected, UploadDamaged, WrongOffset
+from ..errors import BlobRejected, UploadDamaged, WrongOffset
 
 
 def sm3(data: bytes = b""):
@@ -44,7 +44,7 @@ class _CryptographySm3:
 class BlobStore(ABC):
     """Where page files live: write-once blobs named by SHA-256, and the partial uploads that become
     blobs once their hash checks out. Callers open, stat and put blobs by digest; no caller learns
-    where or how they are kept (a directory here, an S3-compatible bucket in ``blobstore_s3``)."""
+    where or how they are kept (a directory here, an S3-compatible bucket in ``blobs_s3``)."""
 
     @abstractmethod
     def has(self, sha256: str) -> bool:

@@ -34,7 +34,7 @@ from quire import settings
 from quire.settings import Settings
 
 from .blobs import BlobStore, sm3
-from .errors import BlobRejected, ConfigError, StoreUnavailable, WrongOffset
+from ..errors import BlobRejected, ConfigError, StoreUnavailable, WrongOffset
 
 _URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?")
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")

@@ -1,5 +1,6 @@
 """The central catalogue in SQLite: stations, bundles, blobs, dossiers, materials, pages."""
 
+import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -7,7 +8,8 @@ from typing import Iterator
 
 import sqlite_utils
 
-from quire.db import atomic, one, open_db, rows
+from quire.db import atomic, one, open_db
+from quire.db import rows as _rows
 
 MIGRATIONS = [
     ("0001_initial", [
@@ -283,12 +285,42 @@ class Catalogue:
 
     def query(self, sql: str, params=()) -> list[dict]:
         with self._lock:
-            return rows(self.db, sql, params)
+            return _rows(self.db, sql, params)
 
     def one(self, sql: str, params=()) -> dict | None:
         with self._lock:
             return one(self.db, sql, params)
 
+    def copy_to(self, target: sqlite3.Connection) -> None:
+        """Copy the whole catalogue, one committed state, into ``target`` (SQLite's backup API)."""
+        with self._lock:
+            self.db.conn.backup(target)
+
+    def replace_from(self, source: sqlite3.Connection) -> None:
+        """Replace the whole catalogue with ``source``'s, in one step (SQLite's backup API)."""
+        with self._lock:
+            source.backup(self.db.conn)
+
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+
+def rows(source, sql: str, params: dict | list | None = None) -> list[dict]:
+    """A query's rows as dicts, from the Catalogue (under its lock), or from inside a transaction
+    (``Catalogue.transaction``'s database, or a plain sqlite3 connection to a snapshot)."""
+    if isinstance(source, Catalogue):
+        return source.query(sql, params or {})
+    cursor = source.execute(sql, params or {})
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def within(column: str, values, name: str = "v") -> tuple[str, dict]:
+    """A condition keeping ``column`` to ``values`` (None: no limit), with its named parameters."""
+    if values is None:
+        return "1 = 1", {}
+    params = {f"{name}{i}": v for i, v in enumerate(sorted(values))}
+    if not params:
+        return "1 = 0", {}
+    return f"{column} IN ({', '.join(':' + k for k in params)})", params

@@ -1,0 +1,121 @@
+"""The audit log's tables: an append-only RFC 6962 Merkle tree of canonical entries, every complete
+subtree's hash, and the signed checkpoints. It appends, checkpoints and proves; what an entry
+records is its caller's business.
+
+Leaf i is SHA-256(0x00 || entry i); ``audit_nodes`` holds the hash of every complete subtree, so a
+proof reads O(log n) rows.
+"""
+
+import json
+from collections.abc import Sequence
+
+from quire import checkpoint as checkpoint_format
+from quire import merkle
+from quire.canonical import canonical_bytes
+from quire.checkpoint import Checkpoint
+from quire.db import utcnow
+
+from ..errors import CentralError
+from .catalogue import rows
+
+FORMAT = "quire.audit/1"
+KNOWN_FORMATS = (FORMAT,)
+
+
+class AuditBroken(CentralError):
+    """The stored log cannot be extended (a node is missing): someone edited it; nothing is appended."""
+
+
+def append(db, key, event: str, subject: str, fields: dict, by: str) -> tuple[int, Checkpoint]:
+    """Append one entry inside the caller's transaction and sign a checkpoint that includes it."""
+    row = db.execute("SELECT MAX(idx) FROM audit_entries").fetchone()
+    index = 0 if row[0] is None else row[0] + 1
+    entry = canonical_bytes({"format": FORMAT, "seq": index, "at": utcnow(), "event": event, "by": by, **fields})
+    db.execute("INSERT INTO audit_entries (idx, event, subject, entry) VALUES (:idx, :event, :subject, :entry)",
+               {"idx": index, "event": event, "subject": subject, "entry": entry})
+    for level, idx, h in merkle.completed_nodes(_perfect(db), index, merkle.leaf_hash(entry)):
+        db.execute("INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)",
+                   {"level": level, "idx": idx, "hash": h})
+    size = index + 1
+    cp = checkpoint_format.sign(key, size, merkle.root_hash(_perfect(db), size), utcnow())
+    db.execute("INSERT INTO audit_checkpoints (tree_size, body, signature) VALUES (:size, :body, :signature)"
+               " ON CONFLICT (tree_size) DO NOTHING",
+               {"size": size, "body": canonical_bytes(cp.body), "signature": cp.signature})
+    return index, cp
+
+
+def size(source) -> int:
+    """How many entries the log holds (the next entry's index, when none was removed)."""
+    return rows(source, "SELECT COUNT(*) AS n FROM audit_entries")[0]["n"]
+
+
+def latest_checkpoint(source) -> Checkpoint | None:
+    """The newest signed checkpoint, or None before the first entry."""
+    found = rows(source, "SELECT body, signature FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
+    if not found:
+        return None
+    return Checkpoint(json.loads(found[0]["body"]), bytes(found[0]["signature"]))
+
+
+def checkpoints(source) -> list[dict]:
+    """Every stored checkpoint (tree_size, body, signature), oldest first."""
+    return rows(source, "SELECT tree_size, body, signature FROM audit_checkpoints ORDER BY tree_size")
+
+
+def entries(source, start: int = 0, limit: int | None = None) -> list[dict]:
+    """Stored entries (idx, event, subject, entry bytes) from index ``start`` on."""
+    return rows(source, "SELECT idx, event, subject, entry FROM audit_entries WHERE idx >= :start ORDER BY idx"
+                        " LIMIT :limit", {"start": start, "limit": -1 if limit is None else limit})
+
+
+def of_events(source, events: Sequence[str], subject: str | None = None, newest_first: bool = False,
+              limit: int | None = None) -> list[dict]:
+    """Stored entries (idx, event, subject, entry bytes) of the given events, of ``subject`` when given."""
+    params: dict = {f"e{i}": e for i, e in enumerate(events)}
+    sql = (f"SELECT idx, event, subject, entry FROM audit_entries"
+           f" WHERE event IN ({', '.join(':' + k for k in params)})")
+    if subject is not None:
+        sql += " AND subject = :subject"
+        params["subject"] = subject
+    sql += " ORDER BY idx" + (" DESC" if newest_first else "") + " LIMIT :limit"
+    params["limit"] = -1 if limit is None else limit
+    return rows(source, sql, params)
+
+
+def newest(source, event: str, subject: str | None = None) -> dict | None:
+    """The last stored entry of ``event`` (of ``subject`` when given), or None."""
+    found = of_events(source, (event,), subject, newest_first=True, limit=1)
+    return found[0] if found else None
+
+
+def entry_bytes(source, index: int) -> bytes:
+    """The stored canonical bytes of entry ``index`` (its leaf is SHA-256(0x00 || these))."""
+    found = rows(source, "SELECT entry FROM audit_entries WHERE idx = :idx", {"idx": index})
+    if not found:
+        raise CentralError(f"the audit log has no entry {index}")
+    return bytes(found[0]["entry"])
+
+
+def nodes(source) -> dict[tuple[int, int], bytes]:
+    """Every stored subtree hash by (level, index)."""
+    return {(r["level"], r["idx"]): bytes(r["hash"]) for r in rows(source, "SELECT level, idx, hash FROM audit_nodes")}
+
+
+def inclusion_proof(db, index: int, tree_size: int) -> list[bytes]:
+    """Proof that entry ``index`` is in the log of ``tree_size`` entries, read inside the caller's transaction."""
+    return merkle.inclusion_proof(_perfect(db), index, tree_size)
+
+
+def consistency_proof(db, old_size: int, new_size: int) -> list[bytes]:
+    """Proof that the log of ``old_size`` entries is a prefix of the one of ``new_size``, inside a transaction."""
+    return merkle.consistency_proof(_perfect(db), old_size, new_size)
+
+
+def _perfect(db):
+    def perfect(level: int, index: int) -> bytes:
+        row = db.execute("SELECT hash FROM audit_nodes WHERE level = :level AND idx = :idx",
+                         {"level": level, "idx": index}).fetchone()
+        if row is None:
+            raise AuditBroken(f"audit log node ({level}, {index}) is missing; run 'quire-central audit verify'")
+        return bytes(row[0])
+    return perfect
