@@ -14,10 +14,11 @@ _SOLID_SHARE = 0.6
 # Paper is not one shade: a book page photographed or scanned open darkens toward the gutter and a
 # corner, and a global threshold takes the darker paper for ink (then clears it as a solid area, text
 # and all). Ink is judged against the brightest paper within about 8 mm, sampled every 2 mm; where even
-# that is darker than 45 % of the sheet's level it is backing or a photo, not paper.
+# that is darker than 70 % of the sheet's level it is backing or a plate, not paper (a plate's
+# texture judged against its own shade took over the skew of leptonica-wet-day.jpg).
 _LOCAL_MM = 8.0
 _LOCAL_STEP_MM = 2.0
-_MIN_LOCAL = 0.45
+_MIN_LOCAL = 0.7
 
 
 def ink_mask(grey: np.ndarray, paper: Paper | None, px_per_mm: float) -> np.ndarray:
