@@ -22,6 +22,10 @@ def test_the_wheel_carries_the_scanner_profiles_and_splits_station_and_archive_n
         metadata = Parser().parsestr(zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
     shipped = {Path(n).name for n in names if n.startswith("quire_hardware/profiles/")}
     assert {p.name for p in (REPO / "hardware" / "profiles").glob("*.toml")} <= shipped
+    # Every Python package of the checkout (a subpackage left out of pyproject's list installs nowhere).
+    packages = {p.parent.relative_to(REPO).as_posix() + "/__init__.py" for top in ("station", "central")
+                for p in (REPO / top).rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert packages <= set(names), sorted(packages - set(names))
     # The archive's console and the station's kiosk: their templates and the vendored htmx they both serve.
     for web in ("central/web", "station/web"):
         assert {p.relative_to(REPO).as_posix() for p in (REPO / web).rglob("*")
