@@ -50,6 +50,22 @@ def page_file(n: int, media_type: str) -> str:
     return f"{n:04d}{MEDIA_TYPES[media_type]}"
 
 
+def bundle_files(manifest: dict) -> list[tuple[str, dict]]:
+    """Every file the station signed into a bundle, with its name in the material's folder: the pages, each
+    page's preservation master, and the cover sheet (both sides) the material was split from its feed at."""
+    files = [(page_file(p["n"], p["media_type"]), p) for p in manifest["pages"]]
+    for p in manifest["pages"]:
+        master = p.get("record", {}).get("master") if isinstance(p.get("record"), dict) else None
+        if master:
+            files.append((f"master-{p['n']:04d}{MEDIA_TYPES[master['media_type']]}", master))
+    sheet = (manifest.get("material") or {}).get("cover_sheet")
+    if sheet:
+        files.append((f"cover-sheet{MEDIA_TYPES[sheet['media_type']]}", sheet))
+        if sheet.get("back"):
+            files.append((f"cover-sheet-back{MEDIA_TYPES[sheet['back']['media_type']]}", sheet["back"]))
+    return files
+
+
 def export(archive: Archive, actor: Actor, archive_no: str, item: str | None, out: Path,
            consultation_id: int | None = None, reason: str = "", transfer: bool = False) -> dict:
     """Write the bag at ``out`` (which must not exist yet); checked, logged, then written. Returns the index.
@@ -100,9 +116,8 @@ def _write(archive: Archive, actor: Actor, stage: Path, archive_no: str, item: s
         for name, data in (("manifest.json", bytes(m["manifest"])), ("manifest.sig", bytes(m["signature"]).hex()),
                            ("receipt.json", bytes(m["receipt"])), ("receipt.sig", bytes(m["receipt_signature"]).hex())):
             sm3_lines.append(_put(folder / name, data.encode() if isinstance(data, str) else data, stage))
-        for page in manifest["pages"]:
-            sm3_lines.append(_copy_blob(archive, page["sha256"], folder / page_file(page["n"], page["media_type"]),
-                                        stage))
+        for name, blob in bundle_files(manifest):
+            sm3_lines.append(_copy_blob(archive, blob["sha256"], folder / name, stage))
         stations[m["station_id"]] = bytes(store_stations.get(archive.catalogue, m["station_id"])["public_key"]).hex()
         entries.append(_entry_index(archive, "ingest", m["bundle_id"]))
         listing.append([len(listing) + 1, archive_no, m["item"], m["title"], m["date_formed"] or "",

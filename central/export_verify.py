@@ -25,7 +25,7 @@ from quire.canonical import parse_json_object, sha256_hex
 from quire.errors import ContractError
 
 from .store.blobs import sm3
-from .export import KNOWN_FORMATS, LISTING, LISTING_COLUMNS, QUIRE_DIR, SM3_MANIFEST, page_file
+from .export import KNOWN_FORMATS, LISTING, LISTING_COLUMNS, QUIRE_DIR, SM3_MANIFEST, bundle_files, page_file
 from .problems import Problem
 from .verify import DigestMismatch, SignatureInvalid
 
@@ -193,12 +193,15 @@ def _check_material(data: Path, m: dict, index: dict, public_key: bytes, logged:
     if said != (index["archive_no"], m["item"], m["page_count"]):
         report.problems.append(ExportInvalid(f"{where}/manifest.json", f"is for {said[0]} {said[1]} with {said[2]} "
                                                                        "pages, not what the index lists"))
-    report.problems += _page_problems(folder, where, manifest["pages"], report)
+    report.problems += _page_problems(folder, where, manifest, report)
 
 
-def _page_problems(folder: Path, where: str, pages: list[dict], report: ExportReport) -> list[Problem]:
-    """Each page file is the signed page at its place; none missing, none added."""
-    expected = {page_file(p["n"], p["media_type"]): p for p in pages}
+def _page_problems(folder: Path, where: str, manifest: dict, report: ExportReport) -> list[Problem]:
+    """Each page file is the signed page at its place, each master and cover sheet the signed one; none
+    missing, none added."""
+    pages = manifest["pages"]
+    expected = dict(bundle_files(manifest))
+    page_names = {page_file(p["n"], p["media_type"]) for p in pages}
     signed_as = {p["sha256"]: p["n"] for p in pages}
     found = {p.name for p in folder.iterdir() if p.is_file()} - {"manifest.json", "manifest.sig", "receipt.json",
                                                                  "receipt.sig"}
@@ -208,11 +211,11 @@ def _page_problems(folder: Path, where: str, pages: list[dict], report: ExportRe
         if name not in found:
             problems.append(PageMissing(path))
             continue
-        report.pages += 1
+        report.pages += name in page_names
         digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         if digest == page["sha256"]:
             continue
-        if digest in signed_as:
+        if digest in signed_as and name in page_names:
             problems.append(PageOutOfOrder(path, page["n"], signed_as[digest]))
         else:
             problems.append(DigestMismatch(path, page["sha256"], digest))

@@ -16,7 +16,7 @@ from quire.db import utcnow
 from . import audit, ingest, standards, uploads
 from .archive import Archive
 from .errors import CentralError
-from .export import QUIRE_DIR, page_file
+from .export import QUIRE_DIR, bundle_files
 from .export_verify import verify_export
 from .gate import guard
 from .permissions import Actor
@@ -44,8 +44,8 @@ def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_ke
         folder = Path(bag) / "data" / m["item"]
         data = (folder / "manifest.json").read_bytes()
         manifest = json.loads(data)
-        for page in manifest["pages"]:
-            archive.blobs.put((folder / page_file(page["n"], page["media_type"])).read_bytes())
+        for name, _ in bundle_files(manifest):
+            archive.blobs.put((folder / name).read_bytes())
         findings = standards.check_bundle(archive, manifest, unit)
         if not findings.ok:
             raise CentralError(f"material {m['item']} breaks unit {unit}'s standards: {'; '.join(findings.reasons())}; "
@@ -58,8 +58,8 @@ def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_ke
             _record_station(db, archive, station_id, bytes.fromhex(key_hex), unit, sender, actor, now)
         for m, data, signature, manifest, findings in bundles:
             store_bundles.add_offered(db, m["bundle_id"], m["station_id"], data, signature, now)
-            for page in manifest["pages"]:
-                uploads.record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
+            for _, blob in bundle_files(manifest):
+                uploads.record_blob(db, blob["sha256"], blob["bytes"], archive.blobs.rehash(blob["sha256"])[1])
             ingest.catalogue_bundle(db, archive, {"id": m["station_id"], "unit": unit}, m["bundle_id"], manifest,
                                     findings, by=actor.label)
         audit.record(db, archive, "dossier.import", archive_no, {

@@ -12,7 +12,7 @@ from central.verify import verify as check_archive
 from quire import keys
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import run_cli
+from tests.conftest import make_station, register, run_cli
 
 
 @pytest.fixture(params=["disk", "s3"])
@@ -203,3 +203,50 @@ def test_a_transfer_closes_the_dossier_here_and_the_receiving_archive_imports_it
     assert events.count(" ingest ") == 2 and "dossier.import" in events
     again = there("import", package, "--unit", "unit-x", "--from-key", keys.fingerprint(archive.public_key), check=False)
     assert again.returncode == 1 and "catalogued here already" in again.stderr
+
+
+def test_a_bag_carries_the_preservation_masters_the_station_signed(central, tmp_path):
+    """A material kept with its untouched captures leaves with them: verify-export checks each against the
+    signed manifest, names one that is missing or altered, and the receiving archive stores them."""
+    archive, address = central
+    station = register(archive, address, make_station(tmp_path / "st", address, pipeline={"keep_master": True}))
+    try:
+        scan(station, {"archive_no": "D-2", "name": "李四"}, {"item": "1-1", "title": "履历"}, "synthetic:seed=3,sheets=1")
+        assert len(sync(station).committed) == 1
+    finally:
+        station.close()
+    tokens = {name: users.add(archive, name, name, ["archivist"], ["unit-a"]) for name in ("arc", "arc2")}
+
+    def cli(who, *args):
+        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]})
+
+    out = tmp_path / "D-2.bag"
+    cli("arc", "export", "D-2", "--out", out, "--reason", "查阅")
+    masters = sorted(p.name for p in (out / "data" / "1-1").glob("master-*"))
+    assert masters == ["master-0001.tif", "master-0002.tif"]
+    ok = verify(out)
+    assert ok.returncode == 0 and "1 material(s), 2 page(s)" in ok.stdout, ok.stdout + ok.stderr
+    for damage in ("missing", "altered"):
+        bad = copy(out, tmp_path, damage)
+        target = bad / "data" / "1-1" / "master-0002.tif"
+        if damage == "missing":
+            target.unlink()
+        else:
+            data = target.read_bytes()
+            target.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        rebag(bad)
+        failed = verify(bad)
+        assert failed.returncode != 0 and "data/1-1/master-0002.tif" in failed.stdout + failed.stderr, failed.stdout
+    # A transfer package carries them to the receiving archive, which stores every file the bundle signed.
+    change = cli("arc", "transfer", "D-2", "--to", "某市委组织部", "--reason", "调任").stdout.split("#")[1].split()[0]
+    cli("arc2", "changes", "approve", change)
+    package = tmp_path / "package"
+    cli("arc", "export", "D-2", "--transfer", "--out", package)
+    receiver = tmp_path / "receiver"
+    (receiver / "profiles").mkdir(parents=True)
+    shutil.copy(archive.config.home / "profiles" / "tests-150dpi.toml", receiver / "profiles")
+    there = lambda *args: run_cli("quire-central", "--home", receiver, *args)  # noqa: E731
+    there("init")
+    there("profiles", "default", "tests-150dpi")
+    there("import", package, "--unit", "unit-x", "--from-key", keys.fingerprint(archive.public_key))
+    assert there("verify").returncode == 0
