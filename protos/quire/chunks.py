@@ -10,7 +10,9 @@ _DATA_KEY = bytes([sync_pb2.WriteRequest.DESCRIPTOR.fields_by_name["data"].numbe
 def write_request(head: sync_pb2.WriteRequest, data: bytes, last: bool) -> bytes:
     """The serialised WriteRequest of ``head`` with the chunk ``data``, ``finish_write`` and the chunk's
     CRC-32C: the bytes protobuf would produce for the whole message (fields in number order), with
-    ``data`` copied once instead of into the message and again out of it."""
+    ``data`` copied once instead of into the message and again out of it: those two copies were an eighth
+    of a station's CPU per GB synced (1.42 → 1.25 s/GB, bench/sync.py). Tests hold the result
+    byte-identical to protobuf's."""
     tail = sync_pb2.WriteRequest(finish_write=last, data_crc32c=google_crc32c.value(data)).SerializeToString()
     if not data:
         return head.SerializeToString() + tail   # protobuf leaves an empty bytes field out

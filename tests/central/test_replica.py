@@ -12,7 +12,6 @@ from central.archive import open_archive
 from central.server import build_server
 from central.verify import verify
 from quire import keys
-from quire.chunks import write_request
 from quire.v1 import sync_pb2, sync_pb2_grpc
 from station.scan import scan
 from station.sync import sync
@@ -201,18 +200,6 @@ def test_a_forked_primary_log_is_refused(pair, tmp_path):
         replicate.push(primary, sleep=lambda s: None)
     assert "forked" in str(caught.value) and held.body["root_hash"] in str(caught.value)
     assert replica.held_checkpoint(replica.load_state(copy.config)).body == held.body
-
-
-def test_write_requests_are_serialised_as_protobuf_does():
-    from quire.v1 import sync_pb2
-
-    for data, last in ((b"", True), (b"x" * 300, False), (bytes(range(256)) * 700, True)):
-        head = sync_pb2.WriteRequest(write_offset=12345, sha256="a" * 64, station_id="replica-source",
-                                     bundle_id="b" * 64)
-        whole = sync_pb2.WriteRequest(write_offset=12345, sha256="a" * 64, station_id="replica-source",
-                                      bundle_id="b" * 64, data=data, finish_write=last,
-                                      data_crc32c=__import__("google_crc32c").value(data))
-        assert write_request(head, data, last) == whole.SerializeToString()
 
 
 def test_the_copy_verifies_itself_under_the_primarys_key_and_finds_a_damaged_page(pair):

@@ -1,10 +1,11 @@
-"""A Write chunk the station serialises itself must be the very bytes protobuf would send."""
+"""A Write chunk serialised by quire.chunks (a station uploading, an archive pushing to its copy) must be the
+very bytes protobuf would send."""
 
 import google_crc32c
 import pytest
 
+from quire.chunks import write_request
 from quire.v1 import sync_pb2
-from station.sync import write_request
 
 # Lengths either side of each varint width (1, 2, 3 and 4 bytes), an empty chunk, and the limit.
 LENGTHS = [0, 1, 127, 128, 300, 16383, 16384, 1 << 20, (1 << 21) - 1, 1 << 21, 4 << 20]
