@@ -64,8 +64,8 @@ class Dossier(Settings):
     unit: str | None = None
 
 
-class CoverSheetBack(Settings):
-    """The other side of a cover sheet fed duplex (blank, or a sheet's back as printed): evidence with it."""
+class SheetSide(Settings):
+    """One side of a cover sheet as scanned: kept in the bundle as evidence, not among the material's pages."""
 
     sha256: Sha256Hex
     bytes: Annotated[int, Field(ge=1)]
@@ -73,22 +73,19 @@ class CoverSheetBack(Settings):
     width_px: Annotated[int, Field(ge=1)]
     height_px: Annotated[int, Field(ge=1)]
     dpi: Dpi
-    feed_page: Annotated[int, Field(ge=1)]
+    feed_page: Annotated[int, Field(ge=1)]  # its place in the feed (1 = the first page fed)
 
 
-class CoverSheet(Settings):
+class CoverSheetBack(SheetSide):
+    """The other side of a cover sheet fed duplex (blank, or a sheet's back as printed): evidence with it."""
+
+
+class CoverSheet(SheetSide):
     """The cover sheet (分隔页) the material was split from its dossier's feed at: its image is kept in the
     bundle as evidence, not among the material's pages."""
 
-    sha256: Sha256Hex
-    bytes: Annotated[int, Field(ge=1)]
-    media_type: Literal[tuple(MEDIA_TYPES)]
-    width_px: Annotated[int, Field(ge=1)]
-    height_px: Annotated[int, Field(ge=1)]
-    dpi: Dpi
     payload: NonEmpty                       # the QR code's text, as read
     generic: bool                           # a "next material" sheet, bound by the directory's order
-    feed_page: Annotated[int, Field(ge=1)]  # its place in the feed (1 = the first page fed)
     back: CoverSheetBack | None = None      # its back, on a duplex feed
 
 
