@@ -34,10 +34,9 @@ def _central(value: str | tuple[str, ...]) -> str:
             raise ValueError(f"{where} is a gRPC target, not HOST:PORT; write the name alone "
                              '(central = "archive.example:7443": a name with several addresses is spread over all '
                              f"of them) or list the addresses: {example}")
-        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})", entry)
-        if not match or not 0 < int(match.group(2)) < 65536:
-            raise ValueError(f"{where} must be HOST:PORT with a port from 1 to 65535 (an IPv6 address in "
-                             f"brackets, [2001:db8::1]:7443); several processes of one archive go in a list: {example}")
+        problem = settings.host_port_problem(entry)
+        if problem:
+            raise ValueError(f"{where} {problem}; several processes of one archive go in a list: {example}")
     if len(set(listed)) < len(listed):
         raise ValueError(f"lists {', '.join(sorted({e for e in listed if listed.count(e) > 1}))} twice; "
                          "give each archive process once")

@@ -36,9 +36,24 @@ def _regex(value: str) -> str:
     return value
 
 
+HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+
+
+def host_port_problem(value: str, lowest_port: int = 1) -> str | None:
+    """What is wrong with ``value`` as HOST:PORT (a name or IPv4 address, or an IPv6 one in brackets, and a
+    port from ``lowest_port`` to 65535), or None."""
+    match = HOST_PORT.fullmatch(value)
+    if not match or not lowest_port <= int(match.group(2)) < 65536:
+        return (f"must be HOST:PORT with a port from {lowest_port} to 65535, e.g. archive.example:7443 (an IPv6 "
+                "address in brackets, [2001:db8::1]:7443)")
+    return None
+
+
 def _host_port(value: str) -> str:
-    if not re.fullmatch(r"\S+:[0-9]{1,5}", value):
-        raise ValueError("must be HOST:PORT, e.g. archive.example:7443")
+    """An address to listen on: port 0 takes any free port."""
+    problem = host_port_problem(value, lowest_port=0)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
