@@ -110,6 +110,7 @@ def sign_in_on(page, url: str, name: str = OPERATOR, pin: str = PIN) -> None:
     page.click("button.primary")
     page.wait_for_selector("#operator")
 
+
 def screenshot(page, name: str) -> Path:
     SCREENS.mkdir(exist_ok=True)
     write_atomically(SCREENS / ".gitignore", b"*\n")   # several xdist workers take screenshots at once

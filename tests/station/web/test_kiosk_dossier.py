@@ -15,7 +15,7 @@ import pytest
 from station import config, directory
 from station.home import open_station
 from tests.station.test_coversheet_split import A, B, C, _stack
-from tests.station.web.conftest import OPERATOR, PIN, add_operator, screenshot, station_home
+from tests.station.web.conftest import OPERATOR, PIN, add_operator, screenshot, sign_in_on, station_home
 
 WAIT_MS = 120_000
 # 1-1: two pages, 4-1-2: one (carrying its own QR code and barcode, which must not split), 9-2-3: two.
@@ -61,11 +61,7 @@ def test_a_dossier_fed_by_cover_sheets_appears_material_by_material_and_a_count_
     kiosk = kiosks(home)
     page = tab
     page.set_default_timeout(WAIT_MS)
-    page.goto(kiosk.url)
-    page.fill("input[name=name]", OPERATOR)
-    page.fill("input[name=pin]", PIN)
-    page.click("button.primary")
-    page.wait_for_selector("#operator")
+    sign_in_on(page, kiosk.url)
 
     # The whole dossier queued as one feed from the kiosk, then Scan.
     page.fill("#dossier-whole", "D-0007")
@@ -149,10 +145,7 @@ def test_a_sheet_for_another_dossier_is_a_notice_with_what_to_do(tmp_path, kiosk
     kiosk = kiosks(home)
     page = tab
     page.set_default_timeout(WAIT_MS)
-    page.goto(kiosk.url)
-    page.fill("input[name=name]", OPERATOR)
-    page.fill("input[name=pin]", PIN)
-    page.click("button.primary")
+    sign_in_on(page, kiosk.url)
     page.fill("#dossier-whole", "D-0007")
     page.click("#queue-dossier")
     page.wait_for_selector("#scan >> text=扫描 D-0007 整卷")
