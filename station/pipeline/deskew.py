@@ -99,14 +99,7 @@ def _fine(ink: np.ndarray, cells, centre: float, vertical: bool, px_per_mm: floa
 
 def _sheared_peak(columns: np.ndarray, strip: int, angles: np.ndarray) -> float:
     """The best of ``angles`` by _sheared_score, placed between samples by a parabola."""
-    scores = [_sheared_score(columns, strip, angle) for angle in angles]
-    best = int(np.argmax(scores))
-    if 0 < best < len(angles) - 1:
-        left, mid, right = scores[best - 1:best + 2]
-        bend = left - 2 * mid + right
-        if bend < 0:
-            return float(angles[best] + 0.5 * (left - right) / bend * (angles[1] - angles[0]))
-    return float(angles[best])
+    return _parabola_peak(angles, [_sheared_score(columns, strip, angle) for angle in angles])
 
 
 def _sheared_score(columns: np.ndarray, strip: int, angle_deg: float) -> float:
@@ -129,7 +122,12 @@ def _steps(lo: float, hi: float, step: float) -> np.ndarray:
 
 def _peak(cells, angles: np.ndarray, bin_px: float) -> float:
     """The best of ``angles``, placed between samples by a parabola through it and its neighbours."""
-    scores = _scan(cells, angles, bin_px)
+    return _parabola_peak(angles, _scan(cells, angles, bin_px))
+
+
+def _parabola_peak(angles: np.ndarray, scores) -> float:
+    """The angle of the highest score, placed between evenly spaced samples by a parabola through it and its
+    neighbours (the sample itself at either end, or where the three do not bend down)."""
     best = int(np.argmax(scores))
     if 0 < best < len(angles) - 1:
         left, mid, right = scores[best - 1:best + 2]
