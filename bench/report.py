@@ -188,8 +188,12 @@ def render_real(results: list[dict], corpus: str) -> str:
     for split in ("tune", "held-out", None):
         part = [r for r in results if split is None or r["split"] == split]
         lines += [f"[{split or 'all'}: {len({r['name'].split(':')[0] for r in part})} pages, {len(part)} cases]"]
+        if not part:
+            # A small --real run may draw no page of one split: nothing to measure there.
+            lines += ["  no case of this split in this run", ""]
+            continue
         lines += _real_skew(part) + _real_orientation(part) + _real_checks(part) + [""]
-    lines += _real_speed(results)
+    lines += _real_speed(results) if results else []
     return "\n".join(lines)
 
 
