@@ -17,7 +17,7 @@ from station.notify import Notifier   # the sd_notify client both daemons' units
 
 from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
 from . import backup, replica, scrub, stats, transfer, web
-from . import cli_replica
+from . import cli_migrate, cli_replica
 from . import config as config_mod
 from .archive import open_archive
 from .cli_args import add_json, add_quick, print_verify_report
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_people.add_commands(sub)
     cli_stats.add_commands(sub)
     cli_replica.add_commands(sub)
+    cli_migrate.add_commands(sub)
     return p
 
 
