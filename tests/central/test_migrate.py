@@ -11,8 +11,10 @@ import pytest
 
 from central import config as central_config
 from central import migrate, profile, stations
-from central.archive import open_archive
+from central.archive import open_archive, open_blobs
 from central.server import build_server
+from central.store.blobs_s3 import S3BlobStore
+from central.store.catalogue import Catalogue
 from station.scan import scan
 from station.sync import sync
 from station import config as station_config
@@ -122,3 +124,97 @@ def test_the_copy_checks_out_the_source_stays_as_it_was_and_the_target_serves(so
         server.stop()
     run_cli("quire-central", "--home", new, "audit", "verify")
 
+
+
+def test_a_run_cut_short_finishes_when_run_again(source, target, tmp_path):
+    home, _ = source
+    to, blobs, creds = target
+    cfg = central_config.load(home)
+    seen = []
+
+    def cut(line: str) -> None:
+        seen.append(line)
+        if line.startswith("table "):
+            raise KeyboardInterrupt   # Ctrl-C after the blobs and the first table went across
+
+    src_blobs = open_blobs(cfg)
+    dst = S3BlobStore(blobs, creds)
+    catalogue = Catalogue(Path(to))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            migrate.migrate(cfg, catalogue, to, src_blobs, dst, progress=cut)
+    finally:
+        for opened in (catalogue, dst, src_blobs):
+            opened.close()
+    assert seen[0].startswith("blobs: 6 sent"), seen
+    again = _migrate(home, target, check=True).stdout
+    assert "blobs: 6 checked by SHA-256 in the target, 0 sent (0 bytes)" in again, again
+    assert "OK. Switch" in again
+    assert "RowCount" not in again
+
+
+def test_a_target_holding_another_archive_is_refused_and_left_alone(source, target, tmp_path):
+    home, _ = source
+    other = tmp_path / "other"
+    (other / "profiles").mkdir(parents=True)
+    archive = open_archive(central_config.load(other))
+    try:
+        stations.add(archive, "st-other", "ab" * 32, "unit-z")
+    finally:
+        archive.close()
+    before = _fingerprint(other)
+    to, blobs, creds = target
+    refused = run_cli("quire-central", "--home", home, "migrate", "--to", other / "central.db", "--blobs", blobs,
+                      "--blobs-credentials", creds, check=False)
+    assert refused.returncode == 73, refused
+    assert "already holds another archive" in refused.stderr and "give migrate an empty database" in refused.stderr
+    assert "stations 1" in refused.stderr, refused.stderr
+    assert _fingerprint(other) == before
+
+
+def test_a_target_served_from_since_is_not_copied_into_again(source, target, tmp_path):
+    home, _ = source
+    _migrate(home, target, check=True)
+    moved = open_archive(central_config.load(_new_home(home, tmp_path, target)), create=False)
+    try:
+        stations.add(moved, "st-new", "cd" * 32, "unit-a")   # the moved archive at work: a new audit entry
+    finally:
+        moved.close()
+    refused = _migrate(home, target)
+    assert refused.returncode == 73, refused
+    assert "has been served from since" in refused.stderr and "serve from the target" in refused.stderr
+
+
+def test_a_blob_the_target_holds_with_other_bytes_is_named_and_not_overwritten(source, target, s3_server):
+    home, _ = source
+    to, blobs, creds = target
+    victims = sorted(p.name for p in (home / "blobs").rglob("*") if p.is_file() and p.parent.name != "tmp")[:2]
+    client, bucket, prefix = s3_server.client(), s3_server.bucket, blobs.split("/", 3)[3]
+    size = (next((home / "blobs").rglob(victims[1]))).stat().st_size
+    try:
+        client.put_object(Bucket=bucket, Key=f"{prefix}/blobs/{victims[0][:2]}/{victims[0]}", Body=b"not this page")
+        client.put_object(Bucket=bucket, Key=f"{prefix}/blobs/{victims[1][:2]}/{victims[1]}", Body=b"x" * size)
+        failed = _migrate(home, target)
+        assert failed.returncode == 1, failed
+        out = failed.stdout
+        assert f"BlobMismatch s3://{bucket}/{prefix}/blobs/{victims[0][:2]}/{victims[0]}" in out, out
+        assert f"expected SHA-256 {victims[1]}, the target's bytes hash to {hashlib.sha256(b'x' * size).hexdigest()}" \
+               in out, out
+        assert "do not switch" in out and "OK. Switch" not in out
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}/blobs/{victims[0][:2]}/{victims[0]}")["Body"]
+        assert body.read() == b"not this page"   # never overwritten
+    finally:
+        client.close()
+
+
+def test_migrate_refuses_while_a_serve_process_holds_the_home(source, target, tmp_path):
+    home, _ = source
+    server = Serve(home, tmp_path / "serve.log")
+    try:
+        refused = _migrate(home, target)
+    finally:
+        server.stop()
+    assert refused.returncode == 75, refused
+    assert f"is open in process(es) {server.proc.pid}" in refused.stderr, refused.stderr
+    assert "stop every 'quire-central serve' of this home" in refused.stderr
+    assert not Path(target[0]).exists()
