@@ -8,7 +8,8 @@ from quire import keys
 
 from .store.blobs import BlobStore, DiskBlobStore
 from .store.blobs_s3 import S3BlobStore
-from .store.catalogue import Catalogue
+from .store.catalogue import CatalogueStore
+from .store.catalogues import open_catalogue
 from .config import CentralConfig
 from .errors import ConfigError
 from .tls import TlsIdentity, load_or_create
@@ -18,7 +19,7 @@ from .tls import TlsIdentity, load_or_create
 class Archive:
     config: CentralConfig
     key: keys.Signer | nacl.signing.SigningKey
-    catalogue: Catalogue
+    catalogue: CatalogueStore
     blobs: BlobStore
     tls: TlsIdentity
 
@@ -50,5 +51,10 @@ def open_archive(config: CentralConfig, create: bool = True) -> Archive:
         key = keys.load_key_file(config.key_path)
     except keys.ContractError as exc:
         raise ConfigError(str(exc)) from None
-    return Archive(config, key, Catalogue(config.db_path), open_blobs(config),
-                   load_or_create(config.home / "tls"))
+    catalogue = open_catalogue(config.catalogue or config.db_path, pool_size=config.workers + config.open_calls + 4)
+    try:
+        blobs = open_blobs(config)
+    except BaseException:
+        catalogue.close()
+        raise
+    return Archive(config, key, catalogue, blobs, load_or_create(config.home / "tls"))

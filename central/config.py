@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AfterValidator, Field
 
 from quire import settings
@@ -20,6 +22,25 @@ def _blobs_url(value: str) -> str:
 
 
 BlobsUrl = Annotated[str, AfterValidator(_blobs_url)]
+
+
+def _catalogue_url(value: str) -> str:
+    if not value:
+        return value
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be \"\" (the home's central.db) or postgresql://USER@HOST/DATABASE, "
+                         "e.g. postgresql://quire@db.example/quire")
+    try:
+        params = conninfo_to_dict(value)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(f"not a PostgreSQL URL ({exc}); e.g. postgresql://quire@db.example/quire") from None
+    if params.get("password"):
+        raise ValueError("carries a password: remove it and put it in libpq's password file instead "
+                         "(~/.pgpass of the archive's user, or the file PGPASSFILE names, mode 0600)")
+    return value
+
+
+CatalogueUrl = Annotated[str, AfterValidator(_catalogue_url)]
 
 DEFAULT_HOME = Path("/var/lib/quire/central")
 SYSTEM_CONFIG = Path("/etc/quire/central.toml")
@@ -41,6 +62,10 @@ class CentralSettings(Settings):
     # endpoint and keys from blobs_credentials (a TOML file of mode 0600, relative to the home or absolute) or
     # else the AWS_* environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
     blobs: BlobsUrl = ""
+    # Where the catalogue, audit log, users and consultations live: "" the home's central.db (SQLite);
+    # "postgresql://USER@HOST/DATABASE" a PostgreSQL database that several serve processes may share. No
+    # password in the URL: libpq reads it from ~/.pgpass or the file PGPASSFILE names (mode 0600).
+    catalogue: CatalogueUrl = ""
     blobs_credentials: str | None = None
     # Backups and fixity (quire-central backup / scrub): the restic repository and its password file (0600),
     # a description of the off-site copy a damaged blob can also be restored from, and the period in which

@@ -309,7 +309,7 @@ def _prepare(archive: Archive, copy_seq: int, head) -> tuple[Path | None, bytes,
     ahead = blob_index.since(archive.catalogue, copy_seq, MAX_LISTED + 1)
     if len(ahead) > MAX_LISTED:
         batch = ahead[:MAX_LISTED]
-        return None, _listing(archive, None, None, batch[-1]["rowid"],
+        return None, _listing(archive, None, None, batch[-1]["seq"],
                               {r["sha256"]: r["bytes"] for r in batch}), {r["sha256"]: r["bytes"] for r in batch}
     folder = archive.config.home / "replication"
     folder.mkdir(mode=0o700, exist_ok=True)

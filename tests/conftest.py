@@ -136,28 +136,46 @@ def pg_cluster():
     cluster.remove()
 
 
+@pytest.fixture(scope="session")
+def pg_catalogue_template(pg_cluster):
+    """A database with every catalogue migration applied, made once per session: each test's catalogue
+    database is a copy of it (the migrations themselves are tested on fresh databases in test_postgres)."""
+    from central.store.postgres import PostgresCatalogue
+
+    url = pg_cluster.create_database()
+    PostgresCatalogue(url).close()
+    return url.rsplit("/", 1)[1]
+
+
 @pytest.fixture
 def blob_kind():
-    """Where the ``archive`` fixture keeps page files: "disk" (the home's folder) or "s3" (a fresh prefix
-    in the session's SeaweedFS bucket). QUIRE_TEST_BLOBS=s3 runs every archive test on S3; a module
-    overrides this fixture (params=["disk", "s3"]) to run on both."""
+    """The storage kind of the ``archive`` fixture: "disk" (the embedded default: an SQLite file and the
+    home's blobs folder), "scaled" (a fresh PostgreSQL database in the session's cluster and a fresh prefix
+    in the session's SeaweedFS bucket) or "s3" (SQLite, blobs in the bucket: for the SQLite-only features).
+    QUIRE_TEST_BLOBS=scaled runs every archive test scaled; a module overrides this fixture
+    (params=["disk", "scaled"]) to run on both."""
     return os.environ.get("QUIRE_TEST_BLOBS", "disk")
 
 
 def use_blob_kind(home: Path, kind: str, request) -> None:
-    """Write the archive config at ``home`` that puts its blobs in ``kind`` of store."""
-    if kind == "s3":
+    """Write the archive config at ``home`` that puts its catalogue and blobs in ``kind`` of storage."""
+    lines = []
+    if kind in ("s3", "scaled"):
         s3 = request.getfixturevalue("s3_server")
         s3.credentials_file(home / "s3.toml")
-        (home / "central.toml").write_text(f'blobs = "s3://{s3.bucket}/{uuid.uuid4().hex}"\n'
-                                           'blobs_credentials = "s3.toml"\n')
-    elif kind != "disk":
-        raise ValueError(f"unknown blob kind {kind!r}: disk or s3")
+        lines += [f'blobs = "s3://{s3.bucket}/{uuid.uuid4().hex}"', 'blobs_credentials = "s3.toml"']
+    if kind == "scaled":
+        template = request.getfixturevalue("pg_catalogue_template")
+        lines.append(f'catalogue = "{request.getfixturevalue("pg_cluster").create_database(template)}"')
+    elif kind not in ("disk", "s3"):
+        raise ValueError(f"unknown storage kind {kind!r}: disk, s3 or scaled")
+    if lines:
+        (home / "central.toml").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
 def archive(tmp_path, blob_kind, request):
-    """A central archive on a real SQLite file and a blob store of ``blob_kind``.
+    """A central archive on the storage of ``blob_kind`` (real SQLite file or PostgreSQL database, folder or bucket).
 
     Its default standards profile is gbt33870 with the minimum lowered to 150 dpi, so tests may
     scan small, fast pages; tests of the standards themselves assign a shipped profile to their unit.

@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.childserver import ChildServer
 
@@ -63,6 +65,19 @@ class PgCluster(ChildServer):
     @property
     def conninfo(self) -> str:
         return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname=postgres"
+
+    def url(self, dbname: str = "postgres") -> str:
+        """A ``postgresql://`` URL for the archive's config: the socket folder as host, no password."""
+        return f"postgresql://{SUPERUSER}@{quote(str(self.socket_dir), safe='')}:{self.port}/{dbname}"
+
+    def create_database(self, template: str = "template1") -> str:
+        """A fresh database, a copy of ``template`` (CREATE DATABASE copies files: fast); its URL."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return self.url(name)
 
     def command(self) -> list[str]:
         return [str(self.bin / "postgres"), "-D", str(self.data), "-k", str(self.socket_dir), "-p", str(self.port),

@@ -64,8 +64,10 @@ def checkpoints(source) -> list[dict]:
 
 def entries(source, start: int = 0, limit: int | None = None) -> list[dict]:
     """Stored entries (idx, event, subject, entry bytes) from index ``start`` on."""
-    return rows(source, "SELECT idx, event, subject, entry FROM audit_entries WHERE idx >= :start ORDER BY idx"
-                        " LIMIT :limit", {"start": start, "limit": -1 if limit is None else limit})
+    sql = "SELECT idx, event, subject, entry FROM audit_entries WHERE idx >= :start ORDER BY idx"
+    if limit is None:
+        return rows(source, sql, {"start": start})
+    return rows(source, sql + " LIMIT :limit", {"start": start, "limit": limit})
 
 
 def of_events(source, events: Sequence[str], subject: str | None = None, newest_first: bool = False,
@@ -77,8 +79,10 @@ def of_events(source, events: Sequence[str], subject: str | None = None, newest_
     if subject is not None:
         sql += " AND subject = :subject"
         params["subject"] = subject
-    sql += " ORDER BY idx" + (" DESC" if newest_first else "") + " LIMIT :limit"
-    params["limit"] = -1 if limit is None else limit
+    sql += " ORDER BY idx" + (" DESC" if newest_first else "")
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
     return rows(source, sql, params)
 
 

@@ -1,5 +1,5 @@
 """The ``blobs`` table: each stored blob's SHA-256, size, SM3 and when it was stored, in the order
-stored (``rowid``, which replication follows). The bytes themselves live in the blob store."""
+stored (``seq``, which replication follows). The bytes themselves live in the blob store."""
 
 from collections.abc import Sequence
 
@@ -8,8 +8,8 @@ from .catalogue import rows
 
 def record(db, sha256: str, size: int, sm3: str | None, at: str) -> None:
     """Record a stored blob (once: a blob stored again keeps its first record)."""
-    db.execute("INSERT INTO blobs (sha256, bytes, stored_at, sm3) VALUES (:sha256, :bytes, :at, :sm3)"
-               " ON CONFLICT (sha256) DO NOTHING", {"sha256": sha256, "bytes": size, "at": at, "sm3": sm3})
+    db.execute("INSERT INTO blobs (sha256, bytes, stored_at, sm3, seq) VALUES (:sha256, :bytes, :at, :sm3,"
+               " (SELECT COALESCE(MAX(seq), 0) + 1 FROM blobs)) ON CONFLICT (sha256) DO NOTHING", {"sha256": sha256, "bytes": size, "at": at, "sm3": sm3})
 
 
 def has(source, sha256: str) -> bool:
@@ -69,10 +69,12 @@ def total_bytes(source) -> int:
 
 def newest_seq(source) -> int:
     """The order number of the last blob recorded (0 before the first)."""
-    return rows(source, "SELECT COALESCE(MAX(rowid), 0) AS seq FROM blobs")[0]["seq"]
+    return rows(source, "SELECT COALESCE(MAX(seq), 0) AS seq FROM blobs")[0]["seq"]
 
 
 def since(source, seq: int, limit: int | None = None) -> list[dict]:
-    """Blobs recorded after order number ``seq`` (rowid, sha256, bytes), in the order recorded."""
-    return rows(source, "SELECT rowid, sha256, bytes FROM blobs WHERE rowid > :seq ORDER BY rowid LIMIT :limit",
-                {"seq": seq, "limit": -1 if limit is None else limit})
+    """Blobs recorded after order number ``seq`` (seq, sha256, bytes), in the order recorded."""
+    sql = "SELECT seq, sha256, bytes FROM blobs WHERE seq > :seq ORDER BY seq"
+    if limit is None:
+        return rows(source, sql, {"seq": seq})
+    return rows(source, sql + " LIMIT :limit", {"seq": seq, "limit": limit})

@@ -1,6 +1,8 @@
 """The ``bundles`` table: every bundle a station offered, by the SHA-256 of its signed manifest, and
 how it ended (offered → committed with its signed receipt, or rejected with every reason)."""
 
+import json
+
 from .catalogue import rows
 
 
@@ -53,15 +55,33 @@ def count(source, state: str | None = None) -> int:
 def last_receipt(db, station_id: str) -> bytes | None:
     """The receipt of the station's most recently committed bundle, inside the caller's transaction."""
     found = rows(db, "SELECT receipt FROM bundles WHERE station_id = :station AND state = 'committed'"
-                     " ORDER BY committed_at DESC, rowid DESC LIMIT 1", {"station": station_id})
+                     " ORDER BY committed_at DESC, seq DESC LIMIT 1", {"station": station_id})
     return bytes(found[0]["receipt"]) if found else None
 
 
 def add_offered(db, bundle_id: str, station_id: str, manifest_bytes: bytes, signature: bytes, at: str) -> None:
-    """Record an offered bundle (once: offering it again changes nothing)."""
-    db.execute("INSERT INTO bundles (id, station_id, manifest, signature, state, offered_at)"
-               " VALUES (:id, :station, :manifest, :signature, 'offered', :at) ON CONFLICT (id) DO NOTHING",
-               {"id": bundle_id, "station": station_id, "manifest": manifest_bytes, "signature": signature, "at": at})
+    """Record an offered bundle (once: offering it again changes nothing), numbered in the order offered,
+    with the manifest's operator, archive number and page count for the statistics."""
+    facts = _facts(manifest_bytes)
+    db.execute("INSERT INTO bundles (id, station_id, manifest, signature, state, offered_at, seq, operator, archive_no,"
+               " pages) VALUES (:id, :station, :manifest, :signature, 'offered', :at,"
+               " (SELECT COALESCE(MAX(seq), 0) + 1 FROM bundles), :operator, :archive_no, :pages)"
+               " ON CONFLICT (id) DO NOTHING",
+               {"id": bundle_id, "station": station_id, "manifest": manifest_bytes, "signature": signature, "at": at,
+                **facts})
+
+
+def _facts(manifest_bytes: bytes) -> dict:
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):   # refused later with its reasons; nothing to count
+        return {"operator": None, "archive_no": None, "pages": None}
+    batch, dossier, pages = manifest.get("batch"), manifest.get("dossier"), manifest.get("pages")
+    return {"operator": batch.get("operator") if isinstance(batch, dict) else None,
+            "archive_no": dossier.get("archive_no") if isinstance(dossier, dict) else None,
+            "pages": len(pages) if isinstance(pages, list) else None}
 
 
 def mark_rejected(db, bundle_id: str, problems_json: str) -> None:

@@ -1,4 +1,5 @@
-"""The central catalogue in SQLite: stations, bundles, blobs, dossiers, materials, pages."""
+"""The central catalogue: stations, bundles, blobs, dossiers, materials, pages — its migrations, and
+the catalogue on SQLite (the default; ``postgres.PostgresCatalogue`` is the other kind)."""
 
 import sqlite3
 import threading
@@ -8,7 +9,7 @@ from typing import Iterator
 
 import sqlite_utils
 
-from quire.db import atomic, one, open_db
+from quire.db import Dialects, atomic, one, open_db
 from quire.db import rows as _rows
 
 MIGRATIONS = [
@@ -267,11 +268,39 @@ MIGRATIONS = [
         "ALTER TABLE dossiers ADD COLUMN transferred_by_change INTEGER REFERENCES changes (id)",
         "ALTER TABLE dossiers ADD COLUMN transferred_to TEXT",
     ]),
+    ("0012_explicit_order", [
+        # The order blobs and bundles were recorded in, as a column both databases keep (SQLite's rowid
+        # is its own); and what the statistics group by, taken from the manifest when it is offered.
+        # A PostgreSQL catalogue is made by running every migration before its first row: nothing to fill.
+        "ALTER TABLE blobs ADD COLUMN seq INTEGER",
+        Dialects("UPDATE blobs SET seq = rowid", None),
+        "CREATE UNIQUE INDEX blobs_seq ON blobs (seq)",
+        "ALTER TABLE bundles ADD COLUMN seq INTEGER",
+        Dialects("UPDATE bundles SET seq = rowid", None),
+        "CREATE UNIQUE INDEX bundles_seq ON bundles (seq)",
+        "ALTER TABLE bundles ADD COLUMN operator TEXT",
+        "ALTER TABLE bundles ADD COLUMN archive_no TEXT",
+        "ALTER TABLE bundles ADD COLUMN pages INTEGER",
+        Dialects("UPDATE bundles SET operator = json_extract(CAST(manifest AS TEXT), '$.batch.operator'),"
+                 " archive_no = json_extract(CAST(manifest AS TEXT), '$.dossier.archive_no'),"
+                 " pages = json_array_length(CAST(manifest AS TEXT), '$.pages')"
+                 " WHERE json_valid(CAST(manifest AS TEXT))", None),
+        "CREATE INDEX bundles_station ON bundles (station_id, state)",
+    ]),
 ]
 
 
-class Catalogue:
-    """The catalogue database; one lock serialises its use across the server's threads."""
+class CatalogueStore:
+    """What every kind of catalogue offers: ``transaction()`` (a write transaction whose ``execute`` takes
+    named ``:param`` SQL), ``query``/``one`` (reads, as dicts), ``copy_to``/``replace_from``, ``close``."""
+
+    kind = ""
+
+
+class Catalogue(CatalogueStore):
+    """The catalogue in one SQLite file; one lock serialises its use across the server's threads."""
+
+    kind = "sqlite"
 
     def __init__(self, path: Path):
         self.db: sqlite_utils.Database = open_db(path, MIGRATIONS)
@@ -309,7 +338,7 @@ class Catalogue:
 def rows(source, sql: str, params: dict | list | None = None) -> list[dict]:
     """A query's rows as dicts, from the Catalogue (under its lock), or from inside a transaction
     (``Catalogue.transaction``'s database, or a plain sqlite3 connection to a snapshot)."""
-    if isinstance(source, Catalogue):
+    if isinstance(source, CatalogueStore):
         return source.query(sql, params or {})
     cursor = source.execute(sql, params or {})
     names = [d[0] for d in cursor.description]

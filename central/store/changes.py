@@ -12,9 +12,9 @@ def open_on(db, kind: str, subject: str) -> int | None:
 
 def propose(db, kind: str, subject: str, payload_json: str, reason: str, by: str, at: str) -> int:
     return db.execute("INSERT INTO changes (kind, subject, payload, reason, state, proposed_by, proposed_at)"
-                      " VALUES (:kind, :subject, :payload, :reason, 'proposed', :by, :at)",
+                      " VALUES (:kind, :subject, :payload, :reason, 'proposed', :by, :at) RETURNING id",
                       {"kind": kind, "subject": subject, "payload": payload_json, "reason": reason, "by": by,
-                       "at": at}).lastrowid
+                       "at": at}).fetchone()[0]
 
 
 def decide(db, change_id: int, state: str, by: str, at: str) -> None:

@@ -8,9 +8,9 @@ def file(db, reader: str, archive_no: str, purpose: str, days: int, export: bool
     """Record a request; its id."""
     return db.execute("INSERT INTO consultations (reader, archive_no, purpose, days, export_requested, state,"
                       " export_state, filed_at) VALUES (:reader, :archive_no, :purpose, :days, :export, 'requested',"
-                      " :export_state, :at)",
+                      " :export_state, :at) RETURNING id",
                       {"reader": reader, "archive_no": archive_no, "purpose": purpose, "days": days,
-                       "export": int(export), "export_state": "requested" if export else "none", "at": at}).lastrowid
+                       "export": int(export), "export_state": "requested" if export else "none", "at": at}).fetchone()[0]
 
 
 def get(source, consultation_id: int) -> dict | None:

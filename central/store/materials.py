@@ -11,8 +11,8 @@ def add(db, archive_no: str, item: str, category: str, fields: dict) -> int:
     """Catalogue a new material; ``fields``: title, date_formed, page_count, remarks, bundle_id, catalogued_at."""
     return db.execute("INSERT INTO materials (archive_no, item, category, title, date_formed, page_count, remarks,"
                       " bundle_id, catalogued_at) VALUES (:archive_no, :item, :category, :title, :date_formed,"
-                      " :page_count, :remarks, :bundle_id, :catalogued_at)",
-                      {"archive_no": archive_no, "item": item, "category": category, **fields}).lastrowid
+                      " :page_count, :remarks, :bundle_id, :catalogued_at) RETURNING id",
+                      {"archive_no": archive_no, "item": item, "category": category, **fields}).fetchone()[0]
 
 
 def replace(db, material_id: int, fields: dict) -> None:

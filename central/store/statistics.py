@@ -7,14 +7,14 @@ from .catalogue import rows, within
 # One row per bundle that reached a decision: who scanned it, where, when, how many pages.
 BUNDLES = """
     SELECT b.id AS bundle_id, b.station_id AS station, b.state,
-           COALESCE(json_extract(CAST(b.manifest AS TEXT), '$.batch.operator'), '') AS operator,
+           COALESCE(b.operator, '') AS operator,
            COALESCE(d.unit, s.unit) AS unit,
            substr(CASE b.state WHEN 'committed' THEN b.committed_at
                   ELSE COALESCE(q.quarantined_at, b.offered_at) END, 1, 10) AS day,
-           json_array_length(CAST(b.manifest AS TEXT), '$.pages') AS pages
+           b.pages
     FROM bundles b
     JOIN stations s ON s.id = b.station_id
-    LEFT JOIN dossiers d ON d.archive_no = json_extract(CAST(b.manifest AS TEXT), '$.dossier.archive_no')
+    LEFT JOIN dossiers d ON d.archive_no = b.archive_no
     LEFT JOIN quarantine q ON q.bundle_id = b.id
     WHERE b.state IN ('committed', 'rejected')"""
 
@@ -25,20 +25,22 @@ QC_BATCHES = """
     FROM qc_batches q
     JOIN bundles b ON b.id = q.bundle_id
     JOIN stations s ON s.id = q.station_id
-    LEFT JOIN dossiers d ON d.archive_no = json_extract(CAST(b.manifest AS TEXT), '$.dossier.archive_no')"""
+    LEFT JOIN dossiers d ON d.archive_no = b.archive_no"""
 
 # One row per quarantined bundle, with every reason (JSON).
 QUARANTINED = """
     SELECT q.bundle_id, q.station_id AS station, q.unit, q.reasons,
-           COALESCE(json_extract(CAST(b.manifest AS TEXT), '$.batch.operator'), '') AS operator,
+           COALESCE(b.operator, '') AS operator,
            substr(q.quarantined_at, 1, 10) AS day
     FROM quarantine q JOIN bundles b ON b.id = q.bundle_id"""
 
 AGGREGATES = {
-    BUNDLES: "SUM(state = 'committed') AS bundles, SUM(CASE WHEN state = 'committed' THEN pages ELSE 0 END) AS pages,"
-             " SUM(state = 'rejected') AS rejected",
-    QC_BATCHES: "COUNT(*) AS batches, SUM(state = 'accepted') AS accepted, SUM(state = 'returned') AS returned,"
-                " SUM(state = 'sampling') AS sampling, AVG(good_share) AS good_share",
+    BUNDLES: "SUM(CASE WHEN state = 'committed' THEN 1 ELSE 0 END) AS bundles,"
+             " SUM(CASE WHEN state = 'committed' THEN pages ELSE 0 END) AS pages,"
+             " SUM(CASE WHEN state = 'rejected' THEN 1 ELSE 0 END) AS rejected",
+    QC_BATCHES: "COUNT(*) AS batches, SUM(CASE WHEN state = 'accepted' THEN 1 ELSE 0 END) AS accepted,"
+                " SUM(CASE WHEN state = 'returned' THEN 1 ELSE 0 END) AS returned,"
+                " SUM(CASE WHEN state = 'sampling' THEN 1 ELSE 0 END) AS sampling, AVG(good_share) AS good_share",
 }
 
 
@@ -63,13 +65,13 @@ def grouped(source, of: str, keys: list[str], since: str | None, until: str | No
     days ``since`` and ``until`` and in ``units`` (None: all)."""
     where, params = _where(since, until, units)
     cols = ", ".join(keys)
-    return rows(source, f"SELECT {cols}, {AGGREGATES[of]} FROM ({of}){where} GROUP BY {cols} ORDER BY {cols}", params)
+    return rows(source, f"SELECT {cols}, {AGGREGATES[of]} FROM ({of}) AS t{where} GROUP BY {cols} ORDER BY {cols}", params)
 
 
 def quarantined(source, since: str | None, until: str | None, units: list[str] | None) -> list[dict]:
     """Quarantined bundles between the days ``since`` and ``until`` and in ``units`` (None: all)."""
     where, params = _where(since, until, units)
-    return rows(source, f"SELECT * FROM ({QUARANTINED}){where}", params)
+    return rows(source, f"SELECT * FROM ({QUARANTINED}) AS t{where}", params)
 
 
 def coverage(source) -> list[dict]:

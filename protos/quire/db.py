@@ -5,13 +5,21 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import sqlite_utils
 
 _savepoints = itertools.count()
 
-Migration = tuple[str, Sequence[str]]  # (name, SQL statements applied in one transaction)
+
+class Dialects(NamedTuple):
+    """A migration statement whose text differs between SQLite and PostgreSQL (None: nothing to do there)."""
+
+    sqlite: str | None
+    postgresql: str | None
+
+
+Migration = tuple[str, Sequence["str | Dialects"]]  # (name, SQL statements applied in one transaction)
 
 
 def utcnow() -> str:
@@ -68,7 +76,10 @@ def _migrate(db: sqlite_utils.Database, migrations: Sequence[Migration]) -> None
         # The migration and its record commit together, so a crash never half-applies one.
         with atomic(db):
             for sql in statements:
-                db.execute(sql)
+                if isinstance(sql, Dialects):
+                    sql = sql.sqlite
+                if sql:
+                    db.execute(sql)
             db.execute("INSERT INTO _migrations VALUES (?, ?)", [name, utcnow()])
 
 

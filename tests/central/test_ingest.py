@@ -20,9 +20,9 @@ from tests.conftest import make_station, register
 from tests.s3server import partial_uploads, stored_blobs
 
 
-@pytest.fixture(params=["disk", "s3"])
+@pytest.fixture(params=["disk", "scaled"])
 def blob_kind(request):
-    """Every test here runs on both kinds of blob store."""
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
     return request.param
 
 DOSSIER = {"archive_no": "D-0001", "name": "王五"}

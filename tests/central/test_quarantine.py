@@ -20,9 +20,9 @@ from tests.central.test_standards import SEAL_FOUND, page
 from tests.conftest import make_station, register, run_cli
 
 
-@pytest.fixture(params=["disk", "s3"])
+@pytest.fixture(params=["disk", "scaled"])
 def blob_kind(request):
-    """Every test here runs on both kinds of blob store."""
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
     return request.param
 
 STRICT = ('format = "quire.profile/1"\nname = "strict"\nversion = 2\ntitle = "JPEG only, no category 10"\n'

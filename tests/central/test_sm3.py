@@ -15,9 +15,9 @@ from station.sync import sync
 from tests.conftest import run_cli
 
 
-@pytest.fixture(params=["disk", "s3"])
+@pytest.fixture(params=["disk", "scaled"])
 def blob_kind(request):
-    """Every test here runs on both kinds of blob store."""
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
     return request.param
 
 # GB/T 32905-2016, appendix A, example 1.
