@@ -4,11 +4,14 @@ import argparse
 import os
 from pathlib import Path
 
-from . import migrate, replica
+from pydantic import ValidationError
+
+from . import config, migrate, replica
 from .archive import open_blobs
 from .errors import CentralError, ConfigError
 from .store.blobs_s3 import S3BlobStore
-from .store.catalogue import Catalogue
+from .store.catalogue import CatalogueStore
+from .store.catalogues import is_postgres_url, open_catalogue
 
 HELP = """\
 Copy this archive (its SQLite catalogue and its page files) into another catalogue and blob store, then
@@ -44,14 +47,18 @@ def add_commands(sub) -> None:
     c.set_defaults(func=cmd_migrate)
 
 
-def open_target(url: str) -> Catalogue:
-    """The target catalogue named by ``--to``."""
-    if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("this Quire has no PostgreSQL catalogue yet; nothing was copied")
+def open_target(url: str) -> CatalogueStore:
+    """The target catalogue named by ``--to`` (its migrations applied, as a serve process would)."""
+    if is_postgres_url(url):
+        try:
+            config.CentralSettings(catalogue=url)   # the same check central.toml's catalogue gets
+        except ValidationError as exc:
+            raise ConfigError(f"--to: {exc.errors()[0]['msg']}; nothing was copied") from None
+        return open_catalogue(url, pool_size=2)
     path = Path(url)
     if not path.parent.is_dir():
         raise ConfigError(f"--to {url}: folder {path.parent} does not exist; create it first")
-    return Catalogue(path)
+    return open_catalogue(path)
 
 
 def cmd_migrate(cfg, args) -> int:

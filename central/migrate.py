@@ -24,7 +24,7 @@ from .errors import CentralError, ConfigError
 from .problems import Problem
 from .store import audit_log
 from .store.blobs import BlobStore
-from .store.catalogue import MIGRATIONS, Catalogue, rows
+from .store.catalogue import MIGRATIONS, CatalogueStore, rows
 
 UPLOADER = "quire-migrate"      # whose partial uploads the copy's staged parts are, in the target store
 BATCH_ROWS = 500                # rows copied in one target transaction
@@ -187,7 +187,7 @@ def _first_entry(source) -> bytes | None:
     return bytes(found[0]["entry"]) if found and found[0]["idx"] == 0 else None
 
 
-def check_target(source: sqlite3.Connection, target: Catalogue, tables: list[str], target_name: str) -> None:
+def check_target(source: sqlite3.Connection, target: CatalogueStore, tables: list[str], target_name: str) -> None:
     """Refuse a target that holds another archive, or this one with a log longer than the source's."""
     held = {t: n for t in tables if (n := _count(target, t))}
     if not held:
@@ -205,7 +205,7 @@ def check_target(source: sqlite3.Connection, target: Catalogue, tables: list[str
                              "the target (nothing was copied)")
 
 
-def copy_table(source: sqlite3.Connection, target: Catalogue, table: str) -> int:
+def copy_table(source: sqlite3.Connection, target: CatalogueStore, table: str) -> int:
     """Copy every row the target lacks, in the source's order, a batch per transaction; rows read."""
     columns = [r[1] for r in source.execute(f"PRAGMA table_info({_quoted(table)})")]
     present = _target_columns(target, table)
@@ -231,7 +231,7 @@ def copy_table(source: sqlite3.Connection, target: Catalogue, table: str) -> int
     return copied
 
 
-def _target_columns(target: Catalogue, table: str) -> set[str]:
+def _target_columns(target: CatalogueStore, table: str) -> set[str]:
     with target.transaction() as db:
         cursor = db.execute(f"SELECT * FROM {_quoted(table)} WHERE 1 = 0")
         names = {d[0] for d in cursor.description}
@@ -239,9 +239,9 @@ def _target_columns(target: Catalogue, table: str) -> set[str]:
     return names
 
 
-def _after_copy(target: Catalogue, table: str, source: sqlite3.Connection) -> None:
+def _after_copy(target: CatalogueStore, table: str, source: sqlite3.Connection) -> None:
     """Move an identity column's sequence past the ids copied in (PostgreSQL; SQLite needs nothing)."""
-    if getattr(target, "dialect", "sqlite") != "postgresql":
+    if target.kind != "postgresql":
         return
     keys = [r[1] for r in source.execute(f"PRAGMA table_info({_quoted(table)})") if r[5] == 1 and r[2].upper() ==
             "INTEGER"]
@@ -307,7 +307,7 @@ def audit_head(source) -> tuple[int, bytes]:
     return tree.size, tree.root()
 
 
-def check(source: sqlite3.Connection, target: Catalogue, src_blobs: BlobStore, dst_blobs: BlobStore | None,
+def check(source: sqlite3.Connection, target: CatalogueStore, src_blobs: BlobStore, dst_blobs: BlobStore | None,
           tables: list[str], report: Report, progress: Callable[[str], None]) -> None:
     """Compare the copy with the source: row counts, every blob re-read from the target, the log's root."""
     for table in tables:
@@ -358,7 +358,7 @@ def _stored_nodes(source):
     return perfect
 
 
-def migrate(cfg: CentralConfig, target: Catalogue, target_name: str, src_blobs: BlobStore,
+def migrate(cfg: CentralConfig, target: CatalogueStore, target_name: str, src_blobs: BlobStore,
             dst_blobs: BlobStore | None, progress: Callable[[str], None] = lambda line: None) -> Report:
     """Copy the stopped archive at ``cfg.home`` into ``target`` (and its blobs into ``dst_blobs``; None:
     they stay where they are), then check the copy. Refusals raise before anything is written."""

@@ -14,7 +14,7 @@ from central import migrate, profile, stations
 from central.archive import open_archive, open_blobs
 from central.server import build_server
 from central.store.blobs_s3 import S3BlobStore
-from central.store.catalogue import Catalogue
+from central.store.catalogues import open_catalogue
 from station.scan import scan
 from station.sync import sync
 from station import config as station_config
@@ -57,12 +57,23 @@ def _fingerprint(home: Path) -> dict:
             for p in sorted(home.rglob("*")) if p.is_file()}
 
 
+@pytest.fixture(params=["postgresql"])
+def target_kind(request):
+    """The catalogue migrate moves to (a test that also covers a new SQLite file adds "sqlite")."""
+    return request.param
+
+
 @pytest.fixture
-def target(tmp_path, s3_server):
-    """Where to move to: (catalogue --to, s3 URL, credentials file), all empty."""
+def target(tmp_path, s3_server, target_kind, request):
+    """Where to move to: (catalogue --to, s3 URL, credentials file), all empty: a fresh database in the
+    session's private PostgreSQL cluster (or a new SQLite file), a fresh prefix in the SeaweedFS bucket."""
     creds = s3_server.credentials_file(tmp_path / "s3.toml")
     (tmp_path / "new").mkdir()
-    return str(tmp_path / "new" / "central.db"), f"s3://{s3_server.bucket}/{uuid.uuid4().hex}", creds
+    if target_kind == "postgresql":
+        to = request.getfixturevalue("pg_cluster").create_database()
+    else:
+        to = str(tmp_path / "new" / "central.db")
+    return to, f"s3://{s3_server.bucket}/{uuid.uuid4().hex}", creds
 
 
 def _migrate(home, target, check=False):
@@ -73,12 +84,13 @@ def _migrate(home, target, check=False):
 
 def _new_home(source_home: Path, tmp_path: Path, target) -> Path:
     """The home every process of the moved archive runs with: the old one's keys, TLS identity and
-    profiles, a central.toml naming the target, the catalogue the target."""
+    profiles, and a central.toml naming the target's catalogue and bucket."""
     to, blobs, creds = target
-    home = Path(to).parent
+    home = tmp_path / "new"
     for folder in ("keys", "tls", "profiles"):
-        shutil.copytree(source_home / folder, home / folder)
-    (home / "central.toml").write_text(f'blobs = "{blobs}"\nblobs_credentials = "{creds}"\n')
+        shutil.copytree(source_home / folder, home / folder, dirs_exist_ok=True)
+    catalogue = f'catalogue = "{to}"\n' if to.startswith("postgresql://") else ""
+    (home / "central.toml").write_text(f'{catalogue}blobs = "{blobs}"\nblobs_credentials = "{creds}"\n')
     return home
 
 
@@ -126,7 +138,8 @@ def test_the_copy_checks_out_the_source_stays_as_it_was_and_the_target_serves(so
 
 
 
-def test_a_run_cut_short_finishes_when_run_again(source, target, tmp_path):
+@pytest.mark.parametrize("target_kind", ["postgresql", "sqlite"], indirect=True)
+def test_a_run_cut_short_finishes_when_run_again(source, target, target_kind):
     home, _ = source
     to, blobs, creds = target
     cfg = central_config.load(home)
@@ -139,7 +152,7 @@ def test_a_run_cut_short_finishes_when_run_again(source, target, tmp_path):
 
     src_blobs = open_blobs(cfg)
     dst = S3BlobStore(blobs, creds)
-    catalogue = Catalogue(Path(to))
+    catalogue = open_catalogue(to if target_kind == "postgresql" else Path(to))
     try:
         with pytest.raises(KeyboardInterrupt):
             migrate.migrate(cfg, catalogue, to, src_blobs, dst, progress=cut)
@@ -155,21 +168,27 @@ def test_a_run_cut_short_finishes_when_run_again(source, target, tmp_path):
 
 def test_a_target_holding_another_archive_is_refused_and_left_alone(source, target, tmp_path):
     home, _ = source
-    other = tmp_path / "other"
-    (other / "profiles").mkdir(parents=True)
+    to, blobs, creds = target
+    other = tmp_path / "new"
+    (other / "central.toml").write_text(f'catalogue = "{to}"\n' if to.startswith("postgresql://") else "")
     archive = open_archive(central_config.load(other))
     try:
         stations.add(archive, "st-other", "ab" * 32, "unit-z")
+        held = archive.catalogue.query("SELECT id, unit FROM stations")
+        entries = archive.catalogue.query("SELECT COUNT(*) AS n FROM audit_entries")
     finally:
         archive.close()
-    before = _fingerprint(other)
-    to, blobs, creds = target
-    refused = run_cli("quire-central", "--home", home, "migrate", "--to", other / "central.db", "--blobs", blobs,
-                      "--blobs-credentials", creds, check=False)
+    refused = _migrate(home, target)
     assert refused.returncode == 73, refused
     assert "already holds another archive" in refused.stderr and "give migrate an empty database" in refused.stderr
     assert "stations 1" in refused.stderr, refused.stderr
-    assert _fingerprint(other) == before
+    archive = open_archive(central_config.load(other), create=False)
+    try:   # nothing was added to it
+        assert archive.catalogue.query("SELECT id, unit FROM stations") == held
+        assert archive.catalogue.query("SELECT COUNT(*) AS n FROM audit_entries") == entries
+        assert archive.catalogue.query("SELECT COUNT(*) AS n FROM materials") == [{"n": 0}]
+    finally:
+        archive.close()
 
 
 def test_a_target_served_from_since_is_not_copied_into_again(source, target, tmp_path):
@@ -217,4 +236,4 @@ def test_migrate_refuses_while_a_serve_process_holds_the_home(source, target, tm
     assert refused.returncode == 75, refused
     assert f"is open in process(es) {server.proc.pid}" in refused.stderr, refused.stderr
     assert "stop every 'quire-central serve' of this home" in refused.stderr
-    assert not Path(target[0]).exists()
+    assert "table " not in refused.stdout   # nothing copied
