@@ -15,7 +15,7 @@ from .archive import Archive
 from .errors import CentralError, NotFound
 from .gate import dossier_unit, guard, refuse
 from .listing import sort_items
-from .permissions import Actor, PermissionDenied, authorize, readable_units, scoped_units
+from .permissions import Actor, PermissionDenied, authorize, scoped_units
 from .store import consultations
 from .store import materials as store_materials
 from .store import quarantine as store_quarantine
@@ -113,9 +113,9 @@ def findable(archive: Archive, actor: Actor, text: str) -> list[dict]:
     text = text.strip()
     if not text:
         return []
-    within = readable_units(actor, "d.unit")
+    units = scoped_units(actor)
     found = {r["archive_no"]: r for how in ("archive_no", "name")
-             for r in dossiers.search(archive, **{how: text}, within=within)}
+             for r in dossiers.search(archive, **{how: text}, units=units)}
     return [{k: r[k] for k in ("archive_no", "name", "unit", "kind")} for no, r in sorted(found.items())
             if no != actor.own_archive_no and no not in actor.relatives]
 

@@ -14,7 +14,7 @@ from . import access, audit, changes, dossiers, gate, qc, users
 from .archive import open_archive
 from .cli_args import add_json
 from .errors import CentralError
-from .permissions import ROLES, local_operator, readable_units
+from .permissions import ROLES, local_operator, scoped_units
 from .printing import json_lines, table
 
 
@@ -322,7 +322,7 @@ def cmd_dossiers_edit(archive, who, args):
 @as_person("catalogue.read")
 def cmd_search(archive, who, args):
     rows = dossiers.search(archive, args.archive_no, args.name, args.category, args.date_from, args.date_to,
-                           args.unit, within=readable_units(who, "d.unit"))
+                           args.unit, units=scoped_units(who))
     for r in rows:
         if "matching" in r:
             r["matching"] = ",".join(r["matching"])

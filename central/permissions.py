@@ -106,16 +106,9 @@ class Actor:
         return "*" in self.units or (unit is not None and unit in self.units)
 
 
-def readable_units(actor: Actor, column: str = "unit") -> tuple[str, list]:
-    """The SQL condition (and its parameters) keeping ``column`` to the units ``actor`` works for: a
-    listing is scoped in its query, never filtered after it."""
-    if "*" in actor.units:
-        return "1", []
-    return f"{column} IN ({', '.join('?' * len(actor.units))})", sorted(actor.units)
-
-
 def scoped_units(actor: Actor) -> list[str] | None:
-    """The units ``actor`` works for, for a listing scoped in its query; None: every unit."""
+    """The units ``actor`` works for, for a listing scoped in its query (never filtered after it); None: every
+    unit. The storage module turns them into its own condition."""
     return None if "*" in actor.units else sorted(actor.units)
 
 

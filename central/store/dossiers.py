@@ -68,42 +68,45 @@ def set_identity(db, archive_no: str, fields: dict) -> None:
 
 def search(source, archive_no: str | None = None, name: str | None = None, category: str | None = None,
            date_from: str | None = None, date_to: str | None = None, unit: str | None = None, *,
-           within: tuple[str, list]) -> list[dict]:
-    """Dossiers matching every given filter and the condition ``within`` (``permissions.readable_units``'s,
-    with its positional parameters); with category or dates, the matching materials are listed too."""
-    where, params = [within[0]], list(within[1])
+           units: list[str] | None) -> list[dict]:
+    """Dossiers of ``units`` (``permissions.scoped_units``; None: every unit) matching every given filter; with
+    category or dates, each also lists its matching materials' items (``matching``) and those without any drop out."""
+    scope, params = within("d.unit", units, "scope")
+    where = [scope]
     if archive_no:
-        where.append("d.archive_no LIKE ? || '%'")
-        params.append(archive_no)
+        where.append("d.archive_no LIKE :archive_no || '%'")
+        params["archive_no"] = archive_no
     if name:
-        where.append("d.name LIKE '%' || ? || '%'")
-        params.append(name)
+        where.append("d.name LIKE '%' || :name || '%'")
+        params["name"] = name
     if unit:
-        where.append("d.unit = ?")
-        params.append(unit)
-    material_filter, mparams = [], []
+        where.append("d.unit = :unit")
+        params["unit"] = unit
+    material = []
     if category:
-        material_filter.append("(m.category = ? OR m.item = ? OR m.item LIKE ? || '-%')")
-        mparams += [category, category, category]
+        material.append("(m.category = :category OR m.item = :category OR m.item LIKE :category || '-%')")
+        params["category"] = category
     if date_from:
-        material_filter.append("m.date_formed >= ?")
-        mparams.append(date_from)
+        material.append("m.date_formed >= :date_from")
+        params["date_from"] = date_from
     if date_to:
-        material_filter.append("m.date_formed <= ?")
-        mparams.append(date_to)
-    sql = ("SELECT d.archive_no, d.name, d.sex, d.birth_date, d.unit, d.post, d.kind,"
-           " (SELECT COUNT(*) FROM materials m WHERE m.archive_no = d.archive_no) AS materials")
-    if material_filter:
-        # The matching items in the same query: the dossiers without any drop out with the NULL.
-        sql += (", (SELECT group_concat(item, ',') FROM (SELECT m.item FROM materials m WHERE m.archive_no ="
-                f" d.archive_no AND {' AND '.join(material_filter)} ORDER BY m.item)) AS matching")
-        params = mparams + params
-        where.append("matching IS NOT NULL")
-    sql += " FROM dossiers d" + (" WHERE " + " AND ".join(where) if where else "")
-    out = rows(source, sql + " ORDER BY d.archive_no", params)
-    for row in out:
-        if "matching" in row:
-            row["matching"] = row["matching"].split(",")
+        material.append("m.date_formed <= :date_to")
+        params["date_to"] = date_to
+    dossier_filter = " AND ".join(where)
+    if material:
+        dossier_filter += (" AND EXISTS (SELECT 1 FROM materials m WHERE m.archive_no = d.archive_no AND "
+                           f"{' AND '.join(material)})")
+    out = rows(source, "SELECT d.archive_no, d.name, d.sex, d.birth_date, d.unit, d.post, d.kind,"
+                       " (SELECT COUNT(*) FROM materials m WHERE m.archive_no = d.archive_no) AS materials"
+                       f" FROM dossiers d WHERE {dossier_filter} ORDER BY d.archive_no", params)
+    if material:
+        items: dict[str, list[str]] = {}
+        for r in rows(source, "SELECT m.archive_no, m.item FROM materials m JOIN dossiers d ON d.archive_no ="
+                              f" m.archive_no WHERE {' AND '.join(where + material)} ORDER BY m.archive_no, m.item",
+                      params):
+            items.setdefault(r["archive_no"], []).append(r["item"])
+        for row in out:
+            row["matching"] = items.get(row["archive_no"], [])
     return out
 
 

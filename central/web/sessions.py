@@ -10,6 +10,7 @@ from quire.db import utcnow
 from .. import audit, users
 from ..archive import Archive
 from ..permissions import Actor
+from ..store import web_sessions
 
 IDLE_S = 30 * 60            # signed out after half an hour without a request
 SEEN_STEP_S = 30            # the idle clock restarts at most this often: no write on every request
@@ -39,8 +40,7 @@ def begin(archive: Archive, user_id: str, address: str) -> str:
     """Open a session for a signed-in user (the sign-in is audited by the caller); returns the cookie value."""
     token, now = secrets.token_urlsafe(32), utcnow()
     with archive.catalogue.transaction() as db:
-        db.execute("INSERT INTO web_sessions (token_sha256, user_id, csrf, address, created_at, seen_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?)", [_digest(token), user_id, secrets.token_urlsafe(32), address, now, now])
+        web_sessions.add(db, _digest(token), user_id, secrets.token_urlsafe(32), address, now)
     return token
 
 
@@ -49,7 +49,7 @@ def resume(archive: Archive, token: str | None) -> Visit | None:
     password reset since (then ended and audited). A live session's idle clock restarts."""
     if not token:
         return None
-    row = archive.catalogue.one("SELECT * FROM web_sessions WHERE token_sha256 = ?", [_digest(token)])
+    row = web_sessions.get(archive.catalogue, _digest(token))
     if row is None or row["ended_at"]:
         return None
     now = datetime.now(timezone.utc)
@@ -65,7 +65,7 @@ def resume(archive: Archive, token: str | None) -> Visit | None:
         return None
     if _age_s(row["seen_at"], now) > SEEN_STEP_S:
         with archive.catalogue.transaction() as db:
-            db.execute("UPDATE web_sessions SET seen_at = ? WHERE token_sha256 = ?", [utcnow(), row["token_sha256"]])
+            web_sessions.seen(db, row["token_sha256"], utcnow())
     actor, user = person
     return Visit(actor, row["token_sha256"], row["csrf"], bool(user["password_must_change"]))
 
@@ -73,12 +73,9 @@ def resume(archive: Archive, token: str | None) -> Visit | None:
 def end(archive: Archive, token_sha256: str, how: str, by: str) -> None:
     """Close a session ('signed-out', 'idle', 'absolute', 'disabled', 'password-reset'); log the sign-out."""
     with archive.catalogue.transaction() as db:
-        row = db.execute("SELECT user_id, address FROM web_sessions WHERE token_sha256 = ? AND ended_at IS NULL",
-                         [token_sha256]).fetchone()
-        if row is None:
+        ended = web_sessions.end(db, token_sha256, how, utcnow())
+        if ended is None:
             return
-        db.execute("UPDATE web_sessions SET ended_at = ?, ended_how = ? WHERE token_sha256 = ?",
-                   [utcnow(), how, token_sha256])
-        audit.record(db, archive, "logout", f"user:{row[0]}",
-                     {"user": row[0], "via": "web", "how": how, "address": row[1]}, by=by)
+        audit.record(db, archive, "logout", f"user:{ended['user_id']}",
+                     {"user": ended["user_id"], "via": "web", "how": how, "address": ended["address"]}, by=by)
 

@@ -7,6 +7,7 @@ from quire.db import utcnow
 
 from .. import audit, refusals, users
 from ..archive import Archive
+from ..store import signin_failures
 from . import sessions
 from .fmt import when
 
@@ -40,7 +41,7 @@ def sign_in(archive: Archive, user_id: str, password: str, address: str) -> Outc
         _failed(archive, user_id, address, keys)
         return Outcome(message="账号或密码不正确。", status=401)
     with archive.catalogue.transaction() as db:
-        db.execute("DELETE FROM signin_failures WHERE key = ?", [keys["user"]])
+        signin_failures.clear(db, keys["user"])
         audit.record(db, archive, "login", f"user:{user_id}", {"user": user_id, "via": "web", "address": address},
                      by=f"user:{user_id}")
     return Outcome(token=sessions.begin(archive, user_id, address))
@@ -52,14 +53,13 @@ def _failed(archive: Archive, user_id: str, address: str, keys: dict) -> None:
     with archive.catalogue.transaction() as db:
         counts = {}
         for kind, key in keys.items():
-            row = db.execute("SELECT failures FROM signin_failures WHERE key = ?", [key]).fetchone()
-            failures = (row[0] if row else 0) + 1
+            failures = signin_failures.count(db, key) + 1
             allowed = ACCOUNT_FREE_FAILURES if kind == "user" else ADDRESS_FREE_FAILURES
             until = None
             if failures >= allowed:
                 lock_s = min(MAX_LOCK_S, FIRST_LOCK_S * 2 ** (failures - allowed))
                 until = (now + timedelta(seconds=lock_s)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            db.execute("INSERT OR REPLACE INTO signin_failures VALUES (?, ?, ?, ?)", [key, failures, utcnow(), until])
+            signin_failures.put(db, key, failures, utcnow(), until)
             counts[kind] = failures
             if until:
                 audit.record(db, archive, "login.lockout", key,
@@ -71,14 +71,10 @@ def _failed(archive: Archive, user_id: str, address: str, keys: dict) -> None:
 
 
 def _locked_until(archive: Archive, keys) -> str | None:
-    now = utcnow()
-    rows = archive.catalogue.query(
-        f"SELECT MAX(locked_until) AS until FROM signin_failures WHERE key IN ({', '.join('?' * len(keys))})"
-        " AND locked_until > ?", [*keys, now])
-    return rows[0]["until"]
+    return signin_failures.locked_until(archive.catalogue, keys, utcnow())
 
 
 def unlock(archive: Archive, user_id: str) -> None:
     """Clear an account's failures (an administrator has just reset its password, which is audited)."""
     with archive.catalogue.transaction() as db:
-        db.execute("DELETE FROM signin_failures WHERE key = ?", [f"user:{user_id}"])
+        signin_failures.clear(db, f"user:{user_id}")

@@ -8,7 +8,10 @@ from starlette.routing import Route
 
 from ... import access, changes, dossiers, listing, quarantine
 from ...changes import IDENTITY_FIELDS
-from ...permissions import ACTIONS, Actor, readable_units
+from ...permissions import ACTIONS, Actor, scoped_units
+from ...store import bundles as store_bundles
+from ...store import dossiers as store_dossiers
+from ...store import materials as store_materials
 from .. import imaging
 from ..base import call, console, marks, page, page_viewer, render
 
@@ -24,17 +27,16 @@ def _catalogue(archive, actor: Actor, text: str) -> dict:
     """Dossiers of ``actor``'s units whose archive number starts with, or name contains, ``text`` (all
     without one), the first SHOWN of them."""
     access.guard(archive, actor, "catalogue.read")
-    within = readable_units(actor, "d.unit")
+    units = scoped_units(actor)
     hows = ("archive_no", "name") if text.strip() else (None,)
     found = {r["archive_no"]: r for how in hows
-             for r in dossiers.search(archive, **({how: text.strip()} if how else {}), within=within)}
+             for r in dossiers.search(archive, **({how: text.strip()} if how else {}), units=units)}
     return {"rows": [found[k] for k in sorted(found)[:SHOWN]], "matched": len(found)}
 
 
 def _dossier(archive, actor: Actor, archive_no: str) -> dict:
     materials = access.materials(archive, actor, archive_no)   # checks the unit and 回避, logs a refusal
-    row = archive.catalogue.one("SELECT * FROM dossiers WHERE archive_no = ?", [archive_no])
-    return {"d": row, "materials": materials,
+    return {"d": store_dossiers.get(archive.catalogue, archive_no), "materials": materials,
             "waiting": [c for c in (changes.listing(archive, actor, "proposed") if actor.roles & ACTIONS["change.list"]
                                     else []) if c["subject"] == f"dossier:{archive_no}"
                         or c["subject"].startswith(f"material:{archive_no}:")]}
@@ -52,9 +54,9 @@ def _material(archive, actor: Actor, archive_no: str, item: str) -> dict:
 def _scan_review(archive, archive_no: str, item: str) -> dict | None:
     """What the station's operator checked and changed before sealing the current version: the page count
     against the directory (with the confirmation of a difference) and every page edit, from its signed manifest."""
-    row = archive.catalogue.one("SELECT b.manifest FROM materials m JOIN bundles b ON b.id = m.bundle_id"
-                                " WHERE m.archive_no = ? AND m.item = ?", [archive_no, item])
-    manifest = json.loads(row["manifest"]) if row else {}
+    current = store_materials.get(archive.catalogue, archive_no, item)
+    signed = store_bundles.manifest(archive.catalogue, current["bundle_id"]) if current else None
+    manifest = json.loads(signed) if signed else {}
     if not manifest.get("count_check") and not manifest.get("page_edits"):
         return None
     return {"count": manifest.get("count_check"), "edits": manifest.get("page_edits") or []}
@@ -90,7 +92,7 @@ def _sides(archive, actor: Actor, change: dict) -> tuple[dict, dict]:
         return {"station": p["station_id"], "state": "已暂停，待复核"}, {"station": p["station_id"], "state": "吊销"}
     materials = {m["item"]: m for m in access.materials(archive, actor, p["archive_no"])}
     if kind == "edit_dossier":
-        d = archive.catalogue.one("SELECT * FROM dossiers WHERE archive_no = ?", [p["archive_no"]])
+        d = store_dossiers.get(archive.catalogue, p["archive_no"])
         return {"fields": {k: d.get(k) for k in p["fields"]}}, {"fields": p["fields"]}
     old = {"material": materials.get(p["item"]), "pages": (materials.get(p["item"]) or {}).get("page_count", 0)}
     if kind == "withdraw_material":

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from ... import access, profile, qc, stations
 from ...errors import UnknownBundle
 from ...permissions import Actor
+from ...store import bundles as store_bundles
 from .. import imaging
 from ..base import call, console, marks, page, render
 
@@ -32,7 +33,7 @@ def _batch(archive, actor: Actor, bundle: str) -> dict:
     if batch is None and row is None:
         raise UnknownBundle(f"no committed batch {bundle}; the QC page lists them")
     bundle_id = batch["bundle_id"] if batch else row["bundle_id"]
-    manifest = json.loads(archive.catalogue.one("SELECT manifest FROM bundles WHERE id = ?", [bundle_id])["manifest"])
+    manifest = json.loads(store_bundles.manifest(archive.catalogue, bundle_id))
     unit = stations.get(archive, batch["station_id"] if batch else row["station_id"])["unit"]
     access.guard(archive, actor, "qc.inspect", unit=unit, archive_no=manifest["dossier"]["archive_no"])
     if batch is None:
