@@ -124,19 +124,35 @@ class PostgresCatalogue(CatalogueStore):
         self._params = check_url(url)
         self.where = describe(self._params)
         self._local = threading.local()
-        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=timeout_s, open=False,
-                                   configure=self._configure, check=ConnectionPool.check_connection,
-                                   name="quire-catalogue")
-        try:
-            self.pool.open(wait=True, timeout=timeout_s)
-        except PoolTimeout:
-            self.pool.close()
-            raise self._unavailable(None) from None
+        self._url, self._pool_size, self._timeout_s = url, pool_size, timeout_s
+        self._swap = threading.Lock()
+        self._failed = False
+        self.pool = self._new_pool()
         try:
             self._migrate()
         except BaseException:
             self.pool.close()
             raise
+
+    def _new_pool(self) -> ConnectionPool:
+        pool = ConnectionPool(self._url, min_size=1, max_size=self._pool_size, timeout=self._timeout_s, open=False,
+                              configure=self._configure, check=ConnectionPool.check_connection,
+                              name="quire-catalogue")
+        try:
+            pool.open(wait=True, timeout=self._timeout_s)
+        except PoolTimeout:
+            pool.close()
+            raise self._unavailable(None) from None
+        return pool
+
+    def _renewed(self) -> None:
+        # After the server failed, a fresh pool connects at once; the old one would wait out its back-off
+        # (up to minutes) before trying a restarted server again.
+        with self._swap:
+            if self._failed:
+                old, self.pool = self.pool, self._new_pool()
+                self._failed = False
+                old.close(timeout=0)
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -150,12 +166,13 @@ class PostgresCatalogue(CatalogueStore):
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
+        if self._failed:
+            self._renewed()
         try:
             with self.pool.connection() as conn:
                 yield conn
-        except PoolTimeout as exc:
-            raise self._unavailable(exc) from None
-        except psycopg.OperationalError as exc:
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            self._failed = True
             raise self._unavailable(exc) from None
 
     def _migrate(self) -> None:
@@ -194,6 +211,7 @@ class PostgresCatalogue(CatalogueStore):
                     finally:
                         self._local.tx = None
             except psycopg.OperationalError as exc:
+                self._failed = True
                 raise self._unavailable(exc) from None
 
     def query(self, sql: str, params=()) -> list[dict]:
@@ -201,10 +219,7 @@ class PostgresCatalogue(CatalogueStore):
         if current is not None:   # inside this thread's transaction: see its own writes
             return _dicts(current.execute(sql, params))
         with self._connection() as conn:
-            try:
-                return _dicts(_Transaction(conn).execute(sql, params))
-            except psycopg.OperationalError as exc:
-                raise self._unavailable(exc) from None
+            return _dicts(_Transaction(conn).execute(sql, params))
 
     def one(self, sql: str, params=()) -> dict | None:
         found = self.query(sql, params)
