@@ -1,7 +1,10 @@
 """A TCP proxy on loopback that cuts, stalls, throttles or damages the connections it forwards."""
 
+import fcntl
 import random
 import socket
+import struct
+import termios
 import threading
 import time
 
@@ -20,7 +23,7 @@ class FaultyProxy:
         self.flip_at = flip_at  # invert the byte at this upstream offset of a connection, once in all
         self.flips = 0
         self.cuts = self.stalls = self.connections = 0
-        self.upstream_bytes = 0  # bytes delivered to the target, all connections
+        self.upstream_bytes = 0  # bytes delivered to the target, all connections (after a cut: taken by its kernel)
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -53,11 +56,12 @@ class FaultyProxy:
                 cut = self.rng.randint(*self.cut_after) if self.cut_after and faulty else None
                 stall = self.rng.randint(*self.stall_after) if self.stall_after and faulty else None
                 flip = self.flip_at if not self.flips else None
+            was_cut = threading.Event()
             for src, dst, limit, up in ((client, upstream, (cut, stall, flip), True),
                                         (upstream, client, (None, None, None), False)):
-                threading.Thread(target=self._pump, args=(src, dst, *limit, up), daemon=True).start()
+                threading.Thread(target=self._pump, args=(src, dst, *limit, up, was_cut), daemon=True).start()
 
-    def _pump(self, src, dst, cut, stall, flip, upstream):
+    def _pump(self, src, dst, cut, stall, flip, upstream, was_cut):
         sent = 0
         try:
             while not self._stop.is_set():
@@ -65,11 +69,8 @@ class FaultyProxy:
                 if not data:
                     break
                 if cut is not None and sent + len(data) > cut:
-                    dst.sendall(data[: cut - sent])
-                    self._count(upstream, cut - sent)
-                    with self._lock:
-                        self.cuts += 1
-                    break
+                    self._cut(src, dst, data[: cut - sent], was_cut)
+                    return
                 if stall is not None and sent + len(data) > stall:
                     with self._lock:
                         self.stalls += 1
@@ -88,13 +89,34 @@ class FaultyProxy:
                     time.sleep(len(data) / self.rate)
         except OSError:
             pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
+        if was_cut.is_set() and not upstream:
+            _drain(src)  # the target's answers after a cut go nowhere; it hangs up once it read the rest
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _cut(self, client, target, last: bytes, was_cut: threading.Event) -> None:
+        """Cut the way a link that goes dead does for what already crossed it: every byte counted as
+        delivered is in the target's kernel, and the target reads all of them before the end of the
+        stream (FIN, not RST: a reset would let both kernels throw away bytes still queued)."""
+        target.sendall(last)
+        deadline = time.monotonic() + 10
+        while _unsent(target) and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.002)  # the target reads slowly (a loaded machine): its window reopens as it does
+        with self._lock:
+            self.upstream_bytes += len(last) - _unsent(target)
+            self.cuts += 1
+        was_cut.set()
+        for sock, how in ((target, socket.SHUT_WR), (client, socket.SHUT_RDWR)):
+            try:
+                sock.shutdown(how)
+            except OSError:
+                pass
+        # The caller sees its connection drop. The other pump reads what the target still says until it
+        # hangs up, then closes both sockets (closing one with unread bytes in it would send a reset).
 
     def _count(self, upstream: bool, n: int) -> None:
         if upstream:
@@ -111,3 +133,20 @@ class FaultyProxy:
                 except OSError:
                     pass
         self._thread.join(timeout=2)
+
+
+def _unsent(sock: socket.socket) -> int:
+    """Bytes handed to ``sock`` that its peer's kernel has not yet taken (Linux SIOCOUTQ)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read and drop what ``sock`` receives until its peer hangs up (or is silent for its timeout)."""
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
