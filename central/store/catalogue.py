@@ -287,6 +287,15 @@ MIGRATIONS = [
                  " WHERE json_valid(CAST(manifest AS TEXT))", None),
         "CREATE INDEX bundles_station ON bundles (station_id, state)",
     ]),
+    ("0013_search_indexes", [
+        # Search and listing stay index lookups at millions of pages (bench/catalogue_scale.py): a unit's
+        # dossiers in number order; on PostgreSQL also a number's first characters (its collation is not C,
+        # so the primary key cannot serve LIKE 'D123%') and any part of a name (trigrams, pg_trgm).
+        "CREATE INDEX dossiers_unit ON dossiers (unit, archive_no)",
+        Dialects(None, "CREATE INDEX dossiers_archive_no_prefix ON dossiers (archive_no text_pattern_ops)"),
+        Dialects(None, "CREATE EXTENSION IF NOT EXISTS pg_trgm"),
+        Dialects(None, "CREATE INDEX dossiers_name_trigrams ON dossiers USING gin (name gin_trgm_ops)"),
+    ]),
 ]
 
 
