@@ -1,0 +1,23 @@
+"""The scale-out bench syncs stations at once into each kind of archive storage and prints every figure it
+promises, with no error: SQLite + disk, PostgreSQL + S3 with one process and with three."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_two_stations_sync_into_every_setup_without_an_error_and_the_ratios_are_printed(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench.scaleout", "--stations", "2", "--bundles", "2", "--pages", "2",
+                          "--page-kb", "100", "--runs", "1", "--clients", "2", "--cache", str(tmp_path / "cache")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    assert re.search(r"^2 stations × 2 bundles × 2 pages of \d+ kB", out, re.M), out
+    for setup, ratio in (("sqlite+disk", r"100%"), ("pg+s3 x1", r"\d+%"), ("pg+s3 x3", r"\d+%")):
+        row = re.search(rf"^{re.escape(setup)} +([\d.]+) +([\d.]+) +(\d+) +(\d+) +(\d+) +[\d.]+ +{ratio}$", out, re.M)
+        assert row, out
+        assert float(row.group(1)) > 0 and float(row.group(2)) > 0, row.group(0)
+        assert row.group(4) == "0", f"{setup}: errors\n{out}"   # every bundle of every station committed
+    assert re.search(r"^goal: pg\+s3 x1 ≥ 50 % of sqlite\+disk throughput \(\d+%: (met|NOT met)\), 0 errors \(0: met\)",
+                     out, re.M), out
