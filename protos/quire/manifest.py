@@ -128,7 +128,8 @@ class PageRecord(Settings):
     blank: bool
     skew_deg: Degrees
     rotation_deg: Degrees
-    skew_source: Literal["content", "paper edge", "content (weak)", "none"] | None = None
+    skew_source: Literal["content", "paper edge", "content (weak)", "undecided", "none"] | None = None
+    skew_flag: bool | None = None           # the skew could not be told: kept as captured for the inspector
     orientation: Literal[0, 90, 180, 270] | None = None
     orientation_confidence: Annotated[float, Field(ge=0, le=1)] | None = None
     orientation_flag: bool | None = None

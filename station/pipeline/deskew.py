@@ -15,6 +15,10 @@ _MIN_CONTRAST = 1.02     # the best angle must stand out of the profile scores b
 # drops by only 1 % or so, and its best angle can be half a degree wrong.
 _MIN_SHARPNESS = 0.02
 _COARSE_BIN_MM = 1.0
+# A coarse angle this far from the best that scores this share of it or more is a rival: the content
+# does not tell which (on text the next best angle degrees away scores 95 % or less of the best).
+_RIVAL_DEG = 2.0
+_MAX_RIVAL = 0.99
 _MAX_COARSE_CELLS = 2_500   # more cells than these add time, not precision
 _CHUNK = 1 << 20            # angle × cell products evaluated at once: bounds the scratch memory
 _TILE_PX = 256              # side of the square tiles warp_rgbx works in
@@ -27,6 +31,10 @@ class Skew:
     angle_deg: float        # counter-clockwise positive
     sharp: bool             # True when the profile peak is sharp enough to trust to a tenth of a degree
     vertical: bool          # True when the lines that fixed it run down the page (a page fed sideways)
+    # True when another angle, degrees away, scores about as well as the one found: the content does
+    # not tell its skew (a plate with a few lines of caption, a page of texture), and a guess could be
+    # 15° off. Such a page is better kept as captured and shown to the inspector.
+    ambiguous: bool = False
 
 
 def estimate_skew(ink: np.ndarray, px_per_mm: float, max_skew_deg: float) -> Skew | None:
@@ -54,24 +62,27 @@ def estimate_skew(ink: np.ndarray, px_per_mm: float, max_skew_deg: float) -> Ske
         grid = _grid(half, 1, along) if vertical else _grid(half, along, 1)
         cells = _cells(grid, ink.shape, vertical, _MAX_COARSE_CELLS)
         scores = _scan(cells, sweep, _COARSE_BIN_MM * px_per_mm)
-        coarse.append((float(scores.max() / np.median(scores)), vertical, cells, float(sweep[np.argmax(scores)])))
+        best = float(sweep[np.argmax(scores)])
+        rival = scores[np.abs(sweep - best) >= _RIVAL_DEG].max(initial=0) / scores.max()
+        coarse.append((float(scores.max() / np.median(scores)), vertical, cells, best, float(rival)))
     # The lines' direction is the one whose profile stands out most; but a page's column edges and
     # margins stand out too, in the other direction. Text lines give a sharp fine peak, column
     # edges a blunt one: when the first choice is blunt, the other is measured and the sharper wins.
     found = None
-    for contrast, vertical, cells, centre in sorted(coarse, key=lambda c: -c[0]):
+    for contrast, vertical, cells, centre, rival in sorted(coarse, key=lambda c: -c[0]):
         if contrast < _MIN_CONTRAST:
             break
         angle, sharpness = _fine(ink, cells, centre, vertical, px_per_mm)
         if found is None or sharpness > found[1]:
-            found = (angle, sharpness, vertical)
+            found = (angle, sharpness, vertical, rival)
         if sharpness >= _MIN_SHARPNESS:
             break
     if found is None:
         return None
-    angle, sharpness, vertical = found
-    sharp = bool(sharpness >= _MIN_SHARPNESS and ink_mm2 >= _SURE_INK_MM2)
-    return Skew(float(np.clip(angle, -max_skew_deg, max_skew_deg)), sharp, vertical)
+    angle, sharpness, vertical, rival = found
+    ambiguous = bool(rival >= _MAX_RIVAL)
+    sharp = bool(sharpness >= _MIN_SHARPNESS and ink_mm2 >= _SURE_INK_MM2 and not ambiguous)
+    return Skew(float(np.clip(angle, -max_skew_deg, max_skew_deg)), sharp, vertical, ambiguous)
 
 
 def _fine(ink: np.ndarray, cells, centre: float, vertical: bool, px_per_mm: float) -> tuple[float, float]:

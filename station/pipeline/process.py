@@ -89,6 +89,8 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
         "orientation_confidence": upright.confidence,
         # An inspector should look: the page has content but which way up it is could not be told.
         "orientation_flag": not sure and not is_blank,
+        # An inspector should look: the content did not tell its skew, and the page was left as captured.
+        "skew_flag": source == "undecided" and not is_blank,
         "crop": box,                                # [x, y, w, h] on the deskewed page, None: no background
         "blank": is_blank,
         "blank_score": round(score, 4),             # % of the inspected paper covered by marks
@@ -156,12 +158,17 @@ def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: lis
 
 
 def _skew(found: deskew.Skew | None, paper: Paper | None, max_skew_deg: float) -> tuple[float, str]:
-    """The content's skew; failing that the sheet edge's; failing that 0 (leave the page as it is)."""
+    """The content's skew; failing that the sheet edge's; failing that 0 (leave the page as it is):
+    "undecided" where the content's angle is contested, which the record flags for the inspector."""
     if found is not None and found.sharp:
         return found.angle_deg, "content"
     # Too little content to go by (a blank side, a single word): the sheet's edges are the next best guide.
     if paper is not None and paper.edge_deg is not None and abs(paper.edge_deg) <= max_skew_deg:
         return paper.edge_deg, "paper edge"
+    if found is not None and found.ambiguous:
+        # Angles degrees apart fit the content about as well (a plate with a short caption): a guess
+        # could turn the page 15° off; as captured it is at worst as it was fed.
+        return 0.0, "undecided"
     if found is not None:
         return found.angle_deg, "content (weak)"
     return 0.0, "none"

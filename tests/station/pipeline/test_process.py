@@ -10,9 +10,9 @@ from quire.manifest import PageRecord
 from station.pipeline import PipelineConfig, ProcessedPage, process_page
 from tests.conftest import run_cli
 
-KEYS = {"skew_deg", "skew_source", "rotation_deg", "orientation", "orientation_confidence", "orientation_flag",
-        "crop", "blank", "blank_score", "colour", "colour_reason", "colour_evidence", "codec", "dpi", "dpi_source",
-        "bytes", "seconds"}
+KEYS = {"skew_deg", "skew_source", "skew_flag", "rotation_deg", "orientation", "orientation_confidence",
+        "orientation_flag", "crop", "blank", "blank_score", "colour", "colour_reason", "colour_evidence", "codec",
+        "dpi", "dpi_source", "bytes", "seconds"}
 
 
 @pytest.fixture(scope="module")
