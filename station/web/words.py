@@ -62,13 +62,13 @@ def flags(record: dict) -> list[tuple[str, str]]:
     elif mode:
         out.append(("", MODES.get(mode, mode)))
     skew = record.get("skew_deg")
-    if skew is not None and not record.get("skew_flag"):
+    if record.get("skew_flag"):
+        out.append(("warn", "未纠偏：倾斜无法确定，请检查"))
+    elif skew is not None:
         out.append(("", f"纠偏 {abs(skew):.1f}°" if abs(skew) >= 0.05 else "无倾斜"))
     out.append(("", "已裁边" if record.get("crop") else "未裁边"))
     if record.get("orientation"):
         out.append(("", f"已转正 {record['orientation']}°"))
     if record.get("orientation_flag"):
         out.append(("warn", "方向无法确定，请检查"))
-    if record.get("skew_flag"):
-        out.append(("warn", "倾斜无法确定，已按原样保留，请检查"))
     return out
