@@ -10,7 +10,7 @@ import json
 
 from quire.db import utcnow
 
-from . import audit, ingest, sealing, stations, standards
+from . import audit, ingest, profile, sealing, stations
 from .archive import Archive
 from .errors import CentralError
 from .gate import dossier_unit, guard, refuse
@@ -189,7 +189,7 @@ def _apply_replace(db, archive, actor, change_id, payload, reason):
     bundle = _replacement(archive, payload["bundle_id"], payload["archive_no"], payload["item"])
     manifest = json.loads(bundle["manifest"])
     station = stations.get(archive, bundle["station_id"])
-    findings = standards.check_bundle(archive, manifest, station["unit"])
+    findings = profile.check_bundle(archive, manifest, station["unit"])
     if not findings.ok:
         raise CentralError(f"bundle {bundle['id'][:12]} no longer meets the standards: {'; '.join(findings.reasons())}")
     _end_version(db, material, "replaced", change_id)

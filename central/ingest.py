@@ -12,7 +12,7 @@ from quire.cas import is_sha256_hex
 from quire.db import utcnow
 from quire.errors import BadSignature, ContractError
 
-from . import audit, quarantine, stations, standards, uploads
+from . import audit, profile, quarantine, stations, uploads
 from .archive import Archive
 from .errors import (BlobRejected, BlobsMissing, BundleRejected, ManifestRejected,
                      ManifestSignatureInvalid, UnknownBundle)
@@ -143,7 +143,7 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
             f"(first {missing[0][:12]}); offer the bundle again and upload them"
         )
     station = stations.active(archive, station_id)
-    findings = standards.check_bundle(archive, manifest, station["unit"])  # re-reads page headers: outside the lock
+    findings = profile.check_bundle(archive, manifest, station["unit"])  # re-reads page headers: outside the lock
     with archive.catalogue.transaction() as db:
         if bundles.get(db, bundle_id)["state"] != "offered":
             # A concurrent commit of this bundle finished first: answer as it was answered.

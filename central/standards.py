@@ -15,10 +15,8 @@ from PIL import Image
 from quire import manifest as manifest_format
 from quire.catalogue import parse_item
 
-from . import profile as profiles
-from .archive import Archive
 from .errors import CentralError
-from .profile import Profile
+from .profile_rules import Profile
 
 # Pillow's mode for each colour mode the manifest may claim: 24-bit RGB, 8-bit grey, 1-bit (FADGI).
 PIL_MODES = {"colour": "RGB", "grey": "L", "bilevel": "1"}
@@ -275,17 +273,6 @@ class Findings:
         """What a receipt says about the standards: the profile applied (with its content hash) and its warnings."""
         return {"profile": self.profile.name, "version": self.profile.version, "sha256": self.profile.sha256,
                 "warnings": summarise(self.warnings)}
-
-
-def check_bundle(archive: Archive, manifest: dict, unit: str) -> Findings:
-    """Judge a bundle whose blobs are all stored by the profile of ``unit``."""
-    try:
-        chosen = profiles.for_unit(archive, unit)
-    except profiles.ProfileError as exc:
-        raise StandardsUnavailable(
-            f"the archive cannot judge bundles for unit {unit!r} now ({exc}); the bundle stays "
-            "queued on the station until an administrator fixes the profile") from None
-    return check(manifest, archive.blobs.open, chosen)
 
 
 def check(manifest: dict, open_blob: Callable[[str], BinaryIO], profile: Profile) -> Findings:

@@ -13,7 +13,7 @@ from pathlib import Path
 from quire import keys
 from quire.db import utcnow
 
-from . import audit, ingest, standards, uploads
+from . import audit, ingest, profile, uploads
 from .archive import Archive
 from .errors import CentralError
 from .export import QUIRE_DIR, bundle_files
@@ -46,7 +46,7 @@ def import_package(archive: Archive, actor: Actor, bag: Path, unit: str, from_ke
         manifest = json.loads(data)
         for name, _ in bundle_files(manifest):
             archive.blobs.put((folder / name).read_bytes())
-        findings = standards.check_bundle(archive, manifest, unit)
+        findings = profile.check_bundle(archive, manifest, unit)
         if not findings.ok:
             raise CentralError(f"material {m['item']} breaks unit {unit}'s standards: {'; '.join(findings.reasons())}; "
                                "nothing was imported")
