@@ -1,22 +1,20 @@
 """quire-central: the archive service and its administration commands."""
 
 import argparse
+import importlib
 import json
 import logging
-import signal
-import socket
 import sys
-import threading
 from pathlib import Path
 
 from quire import checkpoint as checkpoint_format
-from quire import discovery, keys
+from quire import keys
 from quire.errors import ContractError
 from quire.memory import tune_allocator
 from station.notify import Notifier   # the sd_notify client both daemons' units use (stdlib only)
 
 from . import audit, changes, cli_people, cli_stats, export, export_verify, listing, profile, quarantine, sm3, stations
-from . import backup, replica, scrub, stats, transfer, web
+from . import backup, scrub, stats, transfer
 from . import cli_migrate, cli_replica
 from . import config as config_mod
 from .archive import open_archive
@@ -26,7 +24,6 @@ from .errors import CentralError
 from .gate import dossier_unit, guard
 from .printing import json_lines as _json_lines
 from .printing import table as _table
-from .server import build_server
 from .verify import verify
 
 
@@ -48,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _loaded_when_run(module: str, name: str):
+    """Command ``name`` of ``module``, imported only when that command runs: serving needs the gRPC servicers,
+    the web console and zeroconf, which every other command would otherwise import for nothing. The module
+    sits in the interface layer of pyproject's import contracts, so its own imports are checked there."""
+    def run(cfg, args) -> int:
+        return getattr(importlib.import_module(module), name)(cfg, args)
+    run.__qualname__ = f"{module}.{name}"
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--web-cert", metavar="FILE", help="the console's TLS certificate chain (PEM; default the "
                                                       "archive's own, HOME/tls/cert.pem)")
     c.add_argument("--web-key", metavar="FILE", help="the private key of --web-cert (PEM)")
-    c.set_defaults(func=cmd_serve)
+    c.set_defaults(func=_loaded_when_run("central.cli_serve", "cmd_serve"))
 
     c = sub.add_parser("info", help="show the archive's key fingerprint and counts",
                        description="Show the central key fingerprint (stations pin it) and what is stored.")
@@ -301,60 +308,6 @@ def cmd_init(cfg, args) -> int:
     print(f"key fingerprint {keys.fingerprint(archive.public_key)}")
     archive.close()
     return 0
-
-
-def cmd_serve(cfg, args) -> int:
-    if args.web and replica.is_replica(cfg):
-        raise CentralError("this home is an off-site copy: it serves only its primary's pushes, no web console "
-                           "(readers use the primary; promote the copy first if the primary is lost)")
-    archive = open_archive(cfg)
-    server, port = build_server(archive, cfg.listen, tls=not cfg.insecure)
-    console = None
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server.start()
-    host = cfg.listen.rsplit(":", 1)[0]
-    print(f"listening on {host}:{port}", flush=True)
-    print(f"key fingerprint {keys.fingerprint(archive.public_key)}", flush=True)
-    if cfg.insecure:
-        print("WARNING: plain-text gRPC (--insecure): for a lab only", file=sys.stderr, flush=True)
-    if args.web:
-        try:
-            console = web.start(archive, args.web, http=args.web_http, cert=args.web_cert and Path(args.web_cert),
-                                key=args.web_key and Path(args.web_key))
-        except CentralError:
-            server.stop(grace=None).wait()
-            archive.close()
-            raise
-        print(f"web on {console.url}", flush=True)
-    zc = _advertise(archive, host, port) if cfg.advertise and not stop.is_set() else None
-    stop.wait()
-    if zc:
-        zc.unregister_all_services()
-        zc.close()
-    if console:
-        console.stop()
-    # Let calls in flight finish (bounded), so no upload is cut mid-chunk by a clean stop.
-    server.stop(grace=10).wait()
-    archive.close()
-    return 0
-
-
-def _advertise(archive, host: str, port: int):
-    # Listening everywhere: announce the addresses of the interfaces mDNS goes out on.
-    interfaces = archive.config.zeroconf_interfaces if host in ("0.0.0.0", "::", "") else [host]
-    try:
-        announce = discovery.announced_addresses(interfaces)
-    except ValueError as exc:
-        raise CentralError(f"not announced on zeroconf: {exc} (or serve with --no-advertise)") from None
-    zc = discovery.open_zeroconf(archive.config.zeroconf_interfaces)
-    discovery.advertise(zc, discovery.CENTRAL_TYPE, f"quire-central-{socket.gethostname()}", announce, port, {
-        "fp": keys.fingerprint(archive.public_key),
-        "tls": archive.tls.cert_sha256.hex(),
-        "insecure": "1" if archive.config.insecure else "0",
-    })
-    return zc
 
 
 @as_person("archive.info")
