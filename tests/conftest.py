@@ -253,6 +253,34 @@ def run_cli(tool: str, *args, env=None, check=True, **kw) -> subprocess.Complete
     return proc
 
 
+def cli_in_process(tool: str, *args, env=None, check=True) -> subprocess.CompletedProcess:
+    """Run quire-station / quire-central's main() in this process, as run_cli does in a child: the same
+    arguments, environment additions, exit code and printed text, without a second of interpreter start-up."""
+    import contextlib
+    import importlib
+    import io
+
+    main = importlib.import_module({"quire-station": "station.cli", "quire-central": "central.cli"}[tool]).main
+    out, err, saved = io.StringIO(), io.StringIO(), {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([*map(str, args)]) or 0
+            except SystemExit as exc:  # argparse's refusals
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    proc = subprocess.CompletedProcess([tool, *map(str, args)], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{tool} {' '.join(map(str, args))} exited {code}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real filesystem (tmpfs) with room to spare, and a way to fill it up and free it."""

@@ -21,7 +21,7 @@ from station.scan import scan
 from station.sync import sync
 from station.transport import TLS_NAME
 from tests.central.test_auth import raw_call, signed
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import cli_in_process, make_station, register
 
 
 def refused_calls(archive) -> list[dict]:
@@ -86,11 +86,11 @@ def test_a_revoked_station_is_refused_and_logged_as_stations_revoke_promises(tmp
     archive, _ = central
     tokens = {name: users.add(archive, name, name, ["admin"], ["*"]) for name in ("adm1", "adm2")}
     home = archive.config.home
-    out = run_cli("quire-central", "--home", home, "stations", "revoke", "st-test", "--reason", "stolen",
+    out = cli_in_process("quire-central", "--home", home, "stations", "revoke", "st-test", "--reason", "stolen",
                   env={"QUIRE_TOKEN": tokens["adm1"]}).stdout
     scan(station, {"archive_no": "D-1"}, {"item": "1-1", "title": "t"}, "synthetic:seed=1,sheets=1")
     assert not sync(station).committed
-    run_cli("quire-central", "--home", home, "changes", "approve", out.split("#")[1].split()[0],
+    cli_in_process("quire-central", "--home", home, "changes", "approve", out.split("#")[1].split()[0],
             env={"QUIRE_TOKEN": tokens["adm2"]})
     scan(station, {"archive_no": "D-1"}, {"item": "1-2", "title": "t"}, "synthetic:seed=2,sheets=1")
     assert not sync(station).committed
@@ -138,8 +138,8 @@ def test_a_flood_of_refusals_is_written_up_to_the_limit_and_the_rest_counted(cen
 def test_a_garbage_or_missing_token_on_the_cli_is_refused_and_logged(archive):
     users.add(archive, "adm", "adm", ["admin"], ["*"])
     home = archive.config.home
-    garbage = run_cli("quire-central", "--home", home, "consult", "ls", env={"QUIRE_TOKEN": "garbage"}, check=False)
-    missing = run_cli("quire-central", "--home", home, "consult", "ls", env={"QUIRE_TOKEN": ""}, check=False)
+    garbage = cli_in_process("quire-central", "--home", home, "consult", "ls", env={"QUIRE_TOKEN": "garbage"}, check=False)
+    missing = cli_in_process("quire-central", "--home", home, "consult", "ls", env={"QUIRE_TOKEN": ""}, check=False)
     assert (garbage.returncode, missing.returncode) == (77, 77)
     assert "not a user token" in garbage.stderr and "this archive has users" in missing.stderr
     logged = [e for e in audit.entries(archive) if e["event"] == "login.refused"]
@@ -164,7 +164,7 @@ def test_a_reader_call_without_or_with_a_malformed_token_is_refused_and_logged(c
 
 
 def test_an_administrator_who_is_also_auditor_is_refused_with_exit_77_and_logged(archive):
-    proc = run_cli("quire-central", "--home", archive.config.home, "users", "add", "boss", "--name", "Boss",
+    proc = cli_in_process("quire-central", "--home", archive.config.home, "users", "add", "boss", "--name", "Boss",
                    "--role", "admin", "--role", "auditor", "--unit", "*", check=False)
     assert proc.returncode == 77, proc.stderr
     assert "admin and auditor cannot be held by one person" in proc.stderr and "三员分立" in proc.stderr
@@ -194,7 +194,7 @@ def staffed(tmp_path, central, station):
 
     def cli(who, *args):
         env = {"QUIRE_TOKEN": tokens[who] if who else ""}
-        return run_cli("quire-central", "--home", archive.config.home, *args, env=env, check=False)
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env=env, check=False)
 
     return archive, held.bundle_id, cli
 
