@@ -122,23 +122,58 @@ def cases(pages: dict[str, dict] | None = None) -> list[Case]:
     return out
 
 
+@lru_cache(maxsize=2)
 def read(file: str, root: Path) -> tuple[np.ndarray, int]:
-    """A corpus file as grey or RGB pixels, and its true resolution."""
+    """A corpus file as grey or RGB pixels (read-only: the last two files read are kept for the cases
+    that follow), and its true resolution."""
     path = locate(file, root)
     if path is None:
         raise FileNotFoundError(f"{file}: not in {root} nor in {', '.join(map(str, corpus_dirs()))}; "
                                 "tests/data/realscans/SOURCES.md says where it comes from")
     image, _ = read_image(path)
+    image.setflags(write=False)
     return image, labels()[file]["dpi"]
 
 
+def cache_dir() -> Path | None:
+    """Where rendered cases are kept between runs: $QUIRE_REALSCANS_CACHE ("off": nowhere), else
+    quire/realscans in the user's cache folder ($XDG_CACHE_HOME or ~/.cache) — but not under CI=true
+    unless asked: a run that starts from nothing pays for writing the cache (about 0.17 s CPU a
+    case) and never reads it back."""
+    setting = os.environ.get("QUIRE_REALSCANS_CACHE")
+    if setting == "off":
+        return None
+    if setting:
+        return Path(setting)
+    if os.environ.get("CI", "").lower() == "true":
+        return None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "quire" / "realscans"
+
+
 def render(case: Case, root: Path) -> Rendered:
-    """The case's pixels and truth labels."""
+    """The case's pixels and truth labels.
+
+    A case turned or padded is kept in ``cache_dir`` (lossless PNG, named by the page's SHA-256 and
+    the case): Pillow's bicubic turn of a 300-dpi page costs about four times reading it back.
+    """
     label = labels()[case.file]
     original, dpi = read(case.file, root)
+    h, w = original.shape[:2]
+    if case.variant == "captured":
+        image, moved = original, np.eye(3)
+    else:
+        image, moved = _cached(case, label["sha256"], lambda: _made(case, original, dpi))
+    native = label["skew_deg"]
+    skew = None if native is None else _fold(native * (-1 if case.variant == "back" else 1) + case.angle_deg)
+    truth = {"skew_deg": skew, "orientation": (-case.quarter) % 360, "blank": case.variant == "back"
+             or "blank" in label["tags"], "colour": "colour-content" in label["tags"], "text": "text" in label["tags"]}
+    return Rendered(image, dpi, truth, moved, (h, w))
+
+
+def _made(case: Case, original: np.ndarray, dpi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The case's pixels made from the original page, and the 3×3 from the page's pixels to them."""
     if case.variant == "back":
         original = _bleed_through(original, dpi)
-    h, w = original.shape[:2]
     moved = np.eye(3)
     image = original
     if case.backing is not None:
@@ -148,11 +183,38 @@ def render(case: Case, root: Path) -> Rendered:
     if case.angle_deg or case.quarter:
         image, turn = _rotate(image, case.angle_deg + case.quarter, case.backing)
         moved = turn @ moved
-    native = label["skew_deg"]
-    skew = None if native is None else _fold(native * (-1 if case.variant == "back" else 1) + case.angle_deg)
-    truth = {"skew_deg": skew, "orientation": (-case.quarter) % 360, "blank": case.variant == "back"
-             or "blank" in label["tags"], "colour": "colour-content" in label["tags"], "text": "text" in label["tags"]}
-    return Rendered(image, dpi, truth, moved, (h, w))
+    return image, moved
+
+
+_CACHE_FORMAT = 1           # raise when _made or its helpers change what they draw
+
+
+def _cached(case: Case, sha256: str, make) -> tuple[np.ndarray, np.ndarray]:
+    """``make()``, or what it gave before for this page and case as ``cache_dir`` keeps it.
+
+    Written to a temporary name and moved into place, so workers running side by side never read
+    half a file; the matrix is written before the image, whose presence says both are whole.
+    """
+    folder = cache_dir()
+    if folder is None:
+        return make()
+    stem = f"{sha256[:24]}-{case.variant}-{case.angle_deg:+.2f}-{case.quarter}-{case.backing}-f{_CACHE_FORMAT}"
+    picture, matrix = folder / f"{stem}.png", folder / f"{stem}.json"
+    if picture.is_file() and matrix.is_file():
+        image = cv2.imread(str(picture), cv2.IMREAD_UNCHANGED)
+        if image is not None:
+            return (image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)), \
+                np.array(json.loads(matrix.read_text()))
+    image, moved = make()
+    folder.mkdir(parents=True, exist_ok=True)
+    for target, write in ((matrix, lambda tmp: Path(tmp).write_text(json.dumps(moved.tolist()))),
+                          (picture, lambda tmp: cv2.imwrite(tmp, image if image.ndim == 2 else
+                                                            cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                                            [cv2.IMWRITE_PNG_COMPRESSION, 1]))):
+        tmp = f"{target}.{os.getpid()}.tmp.png"
+        write(tmp)
+        os.replace(tmp, target)
+    return image, moved
 
 
 def ink_cells(original: np.ndarray, dpi: int) -> tuple[np.ndarray, float]:
