@@ -47,7 +47,7 @@ def add_commands(sub) -> None:
     c.set_defaults(func=cmd_migrate)
 
 
-def open_target(url: str) -> CatalogueStore:
+def open_target(url: str, source: Path) -> CatalogueStore:
     """The target catalogue named by ``--to`` (its migrations applied, as a serve process would)."""
     if is_postgres_url(url):
         try:
@@ -56,6 +56,9 @@ def open_target(url: str) -> CatalogueStore:
             raise ConfigError(f"--to: {exc.errors()[0]['msg']}; nothing was copied") from None
         return open_catalogue(url, pool_size=2)
     path = Path(url)
+    if path.resolve() == source.resolve():
+        raise ConfigError(f"--to {url} is this archive's own catalogue; give a new file or a postgresql:// URL "
+                          "(nothing was copied)")
     if not path.parent.is_dir():
         raise ConfigError(f"--to {url}: folder {path.parent} does not exist; create it first")
     return open_catalogue(path)
@@ -72,7 +75,7 @@ def cmd_migrate(cfg, args) -> int:
     dst_blobs = target = None
     try:
         dst_blobs = S3BlobStore(args.blobs, args.blobs_credentials) if args.blobs else None
-        target = open_target(args.to)
+        target = open_target(args.to, cfg.db_path)
         report = migrate.migrate(cfg, target, _shown(args.to), src_blobs, dst_blobs,
                                  progress=lambda line: print(line, flush=True))
     finally:

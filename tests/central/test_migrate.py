@@ -191,6 +191,13 @@ def test_a_target_holding_another_archive_is_refused_and_left_alone(source, targ
         archive.close()
 
 
+def test_the_archive_s_own_catalogue_as_target_is_refused(source):
+    home, _ = source
+    refused = run_cli("quire-central", "--home", home, "migrate", "--to", home / "central.db", check=False)
+    assert refused.returncode == 78, refused
+    assert "is this archive's own catalogue" in refused.stderr
+
+
 def test_a_target_served_from_since_is_not_copied_into_again(source, target, tmp_path):
     home, _ = source
     _migrate(home, target, check=True)
