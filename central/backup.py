@@ -208,16 +208,15 @@ def restore(repo: str, secret: Path, to: Path, snapshot: str = "latest") -> dict
 
 def _copy_catalogue(archive: Archive, target: Path) -> dict:
     """Copy the catalogue in one read transaction; return what the copy holds."""
-    source = sqlite3.connect(f"file:{archive.config.db_path}?mode=ro", uri=True)
     copy = sqlite3.connect(target)
     try:
-        source.backup(copy)   # every page in one step: one committed state, whatever writes meanwhile
+        # Every page in one step: one committed state. A PostgreSQL catalogue refuses, naming pg_dump.
+        archive.catalogue.copy_to(copy)
         blobs = blob_index.count(copy)
         size = audit_log.size(copy)
         copy.execute("PRAGMA journal_mode = DELETE")   # one file to back up, no WAL beside it
     finally:
         copy.close()
-        source.close()
     os.chmod(target, 0o600)
     return {"format": FORMAT, "at": utcnow(), "home": str(archive.config.home),
             "archive_key": keys.fingerprint(archive.public_key), "blobs": blobs, "audit_size": size}

@@ -2,12 +2,15 @@
 loopback port 0, initialised stations on real SQLite files, and a check for leaked threads."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import uuid
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -171,6 +174,48 @@ def use_blob_kind(home: Path, kind: str, request) -> None:
         raise ValueError(f"unknown storage kind {kind!r}: disk, s3 or scaled")
     if lines:
         (home / "central.toml").write_text("\n".join(lines) + "\n")
+
+
+class BehindTheArchive:
+    """A connection straight to an archive's catalogue — its SQLite file, or its PostgreSQL database as
+    the database's owner — as someone who edits it without the service would; ``?`` placeholders on both."""
+
+    def __init__(self, archive):
+        self.url = archive.config.catalogue
+        if self.url:
+            import psycopg
+
+            self.conn = psycopg.connect(self.url)
+        else:
+            self.conn = sqlite3.connect(archive.config.db_path)
+
+    def execute(self, sql: str, params=()):
+        if self.url:
+            from central.store.postgres import to_pyformat
+
+            return self.conn.execute(to_pyformat(sql), params)
+        return self.conn.execute(sql, params)
+
+    def drop_append_only(self) -> None:
+        """Remove the triggers that keep the audit log append-only (and, as on a plain SQLite connection,
+        leave foreign keys unchecked)."""
+        if self.url:
+            self.conn.execute("SET session_replication_role = replica")
+        for table in ("audit_entries", "audit_nodes", "audit_checkpoints"):
+            for op in ("update", "delete"):
+                on = f" ON {table}" if self.url else ""
+                self.conn.execute(f"DROP TRIGGER IF EXISTS {table}_append_only_{op}{on}")
+
+
+@contextmanager
+def behind_the_archive(archive) -> Iterator[BehindTheArchive]:
+    """``BehindTheArchive`` of ``archive``, its edits committed at the end of the block."""
+    raw = BehindTheArchive(archive)
+    try:
+        yield raw
+        raw.conn.commit()
+    finally:
+        raw.conn.close()
 
 
 @pytest.fixture

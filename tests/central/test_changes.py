@@ -2,7 +2,6 @@
 editing a dossier's identity — one person proposes, another approves; every version stays."""
 
 import json
-import sqlite3
 
 import pytest
 
@@ -11,7 +10,13 @@ from central.verify import verify
 from station import outbox
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import run_cli
+from tests.conftest import behind_the_archive, run_cli
+
+
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
 
 
 @pytest.fixture
@@ -91,10 +96,8 @@ def test_replacing_a_material_keeps_every_version_and_verifies(desk):
     assert report.committed == [new] and not report.rejected
     assert {b["id"]: b["state"] for b in outbox.bundles(station.store)}[new] == "committed"
     # Putting the old version back behind the archive's back is caught.
-    db = sqlite3.connect(archive.config.db_path)
-    db.execute("UPDATE materials SET bundle_id = ? WHERE id = ?", [old, current["id"]])
-    db.commit()
-    db.close()
+    with behind_the_archive(archive) as db:
+        db.execute("UPDATE materials SET bundle_id = ? WHERE id = ?", [old, current["id"]])
     assert any("differ from the signed manifest" in str(p) or "not catalogued" in str(p)
                for p in verify(archive).problems)
 
@@ -119,10 +122,8 @@ def test_a_dossier_identity_change_applies_only_when_approved_and_a_direct_edit_
     row = archive.catalogue.one("SELECT name, sex, post FROM dossiers")
     assert (row["name"], row["sex"], row["post"]) == ("张叁", "男", "科长")
     assert verify(archive).ok
-    db = sqlite3.connect(archive.config.db_path)
-    db.execute("UPDATE dossiers SET sex = '女'")
-    db.commit()
-    db.close()
+    with behind_the_archive(archive) as db:
+        db.execute("UPDATE dossiers SET sex = '女'")
     (problem,) = verify(archive).problems
     assert "dossier D-1" in str(problem) and "sex" in str(problem)
 

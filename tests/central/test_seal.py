@@ -1,15 +1,19 @@
 """Sealing (封存) through the CLI: two archivists of the unit seal a dossier with a reason; while sealed
 it is listed as sealed and nobody consults, exports or changes it; two archivists unseal it; all logged."""
 
-import sqlite3
-
 import pytest
 
 from central import audit, users
 from central.verify import verify
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import run_cli
+from tests.conftest import behind_the_archive, run_cli
+
+
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
 
 
 @pytest.fixture
@@ -74,7 +78,7 @@ def test_a_sealed_dossier_refuses_consultation_export_and_change_until_unsealed(
 def test_a_seal_lifted_behind_the_archives_back_is_found_by_verify(desk):
     archive, station, cli = desk
     cli("arc2", "changes", "approve", _change(cli("arc1", "seal", "D-1", "--reason", "封存").stdout))
-    with sqlite3.connect(archive.config.db_path) as db:
+    with behind_the_archive(archive) as db:
         db.execute("UPDATE dossiers SET sealed_by_change = NULL")
     problems = [str(p) for p in verify(archive).problems]
     assert any(p.startswith("CatalogueMismatch dossier D-1: sealed_by_change is None in the catalogue, but the "
