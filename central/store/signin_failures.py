@@ -12,9 +12,9 @@ def count(db, key: str) -> int:
 
 def put(db, key: str, failures: int, at: str, locked_until: str | None) -> None:
     """Record ``key``'s failures as of ``at``, locked until ``locked_until`` (None: not locked)."""
-    db.execute("INSERT INTO signin_failures (key, failures, last_at, locked_until) VALUES (:key, :failures, :at, :until)"
-               " ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, last_at = excluded.last_at,"
-               " locked_until = excluded.locked_until",
+    db.execute("INSERT INTO signin_failures (key, failures, last_at, locked_until)"
+               " VALUES (:key, :failures, :at, :until) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,"
+               " last_at = excluded.last_at, locked_until = excluded.locked_until",
                {"key": key, "failures": failures, "at": at, "until": locked_until})
 
 

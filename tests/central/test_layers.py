@@ -20,8 +20,8 @@ HEAVY_OPTIONAL = {"matplotlib"}
 # from one database to another (every table, row by row).
 WHOLE_CATALOGUE_TOOLS = {"backup.py", "replicate.py", "replica.py", "replica_server.py", "cli_replica.py",
                          "migrate.py"}
-SQL = re.compile(r"\s*(SELECT\s|INSERT\s+(OR\s+\w+\s+)?INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s|CREATE\s+(TABLE|INDEX|TRIGGER)\s"
-                 r"|ALTER\s+TABLE\s|DROP\s+(TABLE|INDEX)\s|PRAGMA\s|WITH\s+\w+\s+AS\s*\()")
+SQL = re.compile(r"\s*(SELECT\s|INSERT\s+(OR\s+\w+\s+)?INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s"
+                 r"|CREATE\s+(TABLE|INDEX|TRIGGER)\s|ALTER\s+TABLE\s|DROP\s+(TABLE|INDEX)\s|PRAGMA\s|WITH\s+\w+\s+AS\s*\()")
 
 
 def test_import_contracts_are_kept():

@@ -111,7 +111,8 @@ def test_brute_force_locks_the_account_then_the_address_with_back_off(site, cons
     assert status == 429 and "登录已暂时锁定" in body.decode()
     assert _entries(site, "login.refused", user="victim", reason=f"locked until {lock['until']}")
     # Back-off: once the lock has run out, the next failure locks for twice as long.
-    site.catalogue.db.execute("UPDATE signin_failures SET locked_until = ? WHERE key = 'user:victim'", [_ago(1)])
+    with site.catalogue.transaction() as db:   # on either catalogue: SQLite or PostgreSQL
+        db.execute("UPDATE signin_failures SET locked_until = :at WHERE key = 'user:victim'", {"at": _ago(1)})
     attacker.sign_in("victim", "guess-password")
     first, second = _entries(site, "login.lockout", locked="user:victim")
     minutes = (datetime.fromisoformat(second["until"]) - datetime.now(timezone.utc)).total_seconds() / 60
@@ -132,8 +133,9 @@ def test_sessions_end_when_idle_or_too_old_and_the_end_is_audited(site, console)
         reader = Client(console)
         reader.sign_in("wang")
         assert reader.request("reader")[0] == 200
-        site.catalogue.db.execute(f"UPDATE web_sessions SET {column} = ? WHERE ended_at IS NULL AND user_id = 'wang'",
-                                  [_ago(seconds)])
+        with site.catalogue.transaction() as db:
+            db.execute(f"UPDATE web_sessions SET {column} = :at WHERE ended_at IS NULL AND user_id = 'wang'",
+                       {"at": _ago(seconds)})
         status, headers, _ = reader.request("reader")
         assert status == 303 and headers["Location"].startswith("/login")
         assert _entries(site, "logout", user="wang", how=how)
