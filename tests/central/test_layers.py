@@ -18,8 +18,7 @@ HEAVY_OPTIONAL = {"matplotlib"}
 # SQL is written only in central/store, so that the catalogue can move to another database under it. These
 # copy a whole catalogue: the SQLite snapshot tools (the file as a whole, its journal mode set) and the move
 # from one database to another (every table, row by row).
-WHOLE_CATALOGUE_TOOLS = {"backup.py", "replicate.py", "replica.py", "replica_server.py", "cli_replica.py",
-                         "migrate.py"}
+WHOLE_CATALOGUE_TOOLS = {"backup.py", "replicate.py", "migrate.py"}
 SQL = re.compile(r"\s*(SELECT\s|INSERT\s+(OR\s+\w+\s+)?INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s"
                  r"|CREATE\s+(TABLE|INDEX|TRIGGER)\s|ALTER\s+TABLE\s|DROP\s+(TABLE|INDEX)\s|PRAGMA\s|WITH\s+\w+\s+AS\s*\()")
 
