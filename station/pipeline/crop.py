@@ -44,16 +44,26 @@ def content_points(grey: np.ndarray, paper: Paper, px_per_mm: float) -> np.ndarr
     without touching the image's border: print the sheet's outline left out (a shadowed or darkened
     margin), which the crop must keep all the same."""
     side = max(3, round(_STROKE_MM * px_per_mm)) | 1
+    h, w = grey.shape
+    # Only what lies off the sheet counts: the strokes are sought in the box around it, widened by
+    # the reach of the black-hat's closing (twice the kernel's half side), which sees every pixel
+    # there as the whole page's would. A sheet that fills the image leaves nothing to seek.
+    left, top, width, height = cv2.boundingRect(cv2.bitwise_not(paper.mask))
+    if not width:
+        return np.zeros((0, 2), np.float64)
+    reach = 2 * (side // 2)
+    x0, y0 = max(0, left - reach), max(0, top - reach)
+    x1, y1 = min(w, left + width + reach), min(h, top + height + reach)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    strokes = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
-    _, marks = cv2.threshold(strokes, _STROKE_CONTRAST * paper.level, 255, cv2.THRESH_BINARY)
-    marks[paper.mask > 0] = 0
+    marks = np.zeros_like(grey)
+    strokes = cv2.morphologyEx(grey[y0:y1, x0:x1], cv2.MORPH_BLACKHAT, kernel)
+    cv2.threshold(strokes, _STROKE_CONTRAST * paper.level, 255, cv2.THRESH_BINARY, dst=marks[y0:y1, x0:x1])
+    cv2.bitwise_and(marks, cv2.bitwise_not(paper.mask), dst=marks)
     # Label only the box that holds every mark (most often none, or a frame around the sheet): the
     # same components, in fewer pixels.
     left, top, width, height = cv2.boundingRect(marks)
     if not width:
         return np.zeros((0, 2), np.float64)
-    h, w = grey.shape
     x, y, bw, bh, area = component_boxes(marks[top:top + height, left:left + width]).T
     x, y = x + left, y + top
     keep = (area >= _MIN_MARK_PX) & (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)

@@ -94,12 +94,17 @@ def _fine(ink: np.ndarray, cells, centre: float, vertical: bool, px_per_mm: floa
     # of about 1.35 mm are sheared whole: a hundred times less to move than every pixel column.
     # Scoring sampled cells in bins that were not whole rows favoured the coarse angle itself (the
     # rows fell into the bins in step only there): book pages came out 0.2–0.4° off.
-    page = np.ascontiguousarray(ink.T) if vertical else ink
     strip = max(1, round(1.35 * px_per_mm))
-    strips = page.shape[1] // strip
+    strips = (ink.shape[0] if vertical else ink.shape[1]) // strip
     if strips < 2:
         return (-centre if vertical else centre), 0.0
-    columns = cv2.resize(page[:, :strips * strip], (strips, page.shape[0]), interpolation=cv2.INTER_AREA)
+    if vertical:
+        # Lines running down: the strips are bands of rows, averaged first and only then transposed
+        # (the same averages; a transposed copy of the whole page cost more than the rest of this stage).
+        columns = np.ascontiguousarray(cv2.resize(ink[:strips * strip], (ink.shape[1], strips),
+                                                  interpolation=cv2.INTER_AREA).T)
+    else:
+        columns = cv2.resize(ink[:, :strips * strip], (strips, ink.shape[0]), interpolation=cv2.INTER_AREA)
     angle = _sheared_peak(columns, strip, centre + np.array([-0.4, -0.2, 0.0, 0.2, 0.4]))
     angle = _sheared_peak(columns, strip, angle + np.array([-0.05, 0.0, 0.05]))
     below, at, above = (_sheared_score(columns, strip, angle + step) for step in (-0.5, 0.0, 0.5))
