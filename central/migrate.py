@@ -301,14 +301,22 @@ def copy_blob(src: BlobStore, dst: BlobStore, sha256: str, size: int) -> tuple[i
 
 
 def audit_head(source) -> tuple[int, bytes]:
-    """(tree size, root hash) recomputed from the stored entries."""
-    tree = merkle.MemoryTree()
-    start = 0
-    while batch := audit_log.entries(source, start, 10_000):
+    """(tree size, root hash) recomputed from the stored entries, holding only the newest complete
+    subtree of each height (what appending and the root need), so a log of millions fits in memory."""
+    frontier: dict[int, tuple[int, bytes]] = {}
+
+    def perfect(level: int, index: int) -> bytes:
+        held = frontier[level]
+        assert held[0] == index, (level, index, held[0])
+        return held[1]
+
+    size = 0
+    while batch := audit_log.entries(source, size, 10_000):
         for row in batch:
-            tree.append(merkle.leaf_hash(bytes(row["entry"])))
-        start = batch[-1]["idx"] + 1
-    return tree.size, tree.root()
+            for level, index, h in merkle.completed_nodes(perfect, size, merkle.leaf_hash(bytes(row["entry"]))):
+                frontier[level] = (index, h)
+            size += 1
+    return size, merkle.root_hash(perfect, size)
 
 
 def check(source: sqlite3.Connection, target: CatalogueStore, src_blobs: BlobStore, dst_blobs: BlobStore | None,
