@@ -67,6 +67,9 @@ def open_target(url: str, source: Path) -> CatalogueStore:
 def cmd_migrate(cfg, args) -> int:
     if replica.is_replica(cfg):
         raise CentralError("this home is an off-site copy: migrate the primary, then set up its copy again")
+    if cfg.catalogue:
+        raise ConfigError(f"this archive's catalogue is {_shown(cfg.catalogue)} already; migrate moves an archive "
+                          "off its SQLite file (copy a PostgreSQL database with pg_dump / pg_restore)")
     if args.blobs and not args.blobs.startswith("s3://"):
         raise ConfigError(f"--blobs {args.blobs}: give s3://BUCKET/PREFIX (page files move to an S3-compatible "
                           "bucket; leave --blobs out to keep them where they are)")
@@ -86,14 +89,17 @@ def cmd_migrate(cfg, args) -> int:
         print(problem)
     for table in report.tables:
         print(f"  {table.name:<22} {table.source:>9} source {table.target:>9} target")
-    print(f"blobs: {report.blobs} checked by SHA-256 in the target, {report.blobs_copied} sent "
-          f"({report.bytes_copied} bytes)")
-    print(f"audit log: {report.audit_size} entries, root {report.audit_root.hex()} on both sides")
+    print(f"blobs: {report.blobs} checked by SHA-256 in the {'target' if args.blobs else 'blob store'}, "
+          f"{report.blobs_copied} sent ({report.bytes_copied} bytes)")
+    print(f"audit log: {report.audit_size} entries, root {report.audit_root.hex()} in the target")
     if not report.ok:
         print(f"{len(report.problems)} PROBLEM(S): do not switch; fix them and run migrate again")
         return 1
     print(f"OK. Switch central.toml ({cfg.home / 'central.toml'}) of every archive process to:")
-    print(f'  catalogue = "{args.to}"')
+    if is_postgres_url(args.to):
+        print(f'  catalogue = "{args.to}"')
+    else:
+        print(f'  catalogue = ""   (and {args.to} as central.db of the home that serves)')
     if args.blobs:
         print(f'  blobs = "{args.blobs}"')
         if args.blobs_credentials:

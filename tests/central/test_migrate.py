@@ -209,6 +209,8 @@ def test_a_target_served_from_since_is_not_copied_into_again(source, target, tmp
     refused = _migrate(home, target)
     assert refused.returncode == 73, refused
     assert "has been served from since" in refused.stderr and "serve from the target" in refused.stderr
+    again = _migrate(tmp_path / "new", target)   # the moved archive itself is not moved again
+    assert again.returncode == 78 and "already; migrate moves an archive off its SQLite file" in again.stderr, again
 
 
 def test_a_blob_the_target_holds_with_other_bytes_is_named_and_not_overwritten(source, target, s3_server):
