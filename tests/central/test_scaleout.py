@@ -180,7 +180,7 @@ def _station(tmp_path: Path, scaled: Scaled, **settings):
 
 def _scan(st, dossier: str, items: list[str], sheets: int = 1) -> int:
     """Seal one bundle per item; the bytes of their pages."""
-    for n, item in enumerate(items):
+    for item in items:
         scan(st, {"archive_no": dossier}, {"item": item, "title": f"t {item}"},
              f"synthetic:seed={abs(hash((st.station_id, item))) % 10_000},sheets={sheets}")
     return sum(p["bytes"] for b in st.store.batches("sealed") for p in st.store.pages(b["id"]))
