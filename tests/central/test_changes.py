@@ -136,6 +136,25 @@ def test_search_finds_dossiers_by_name_category_and_date(desk):
     assert cli("arc1", "search", "--archive-no", "X").stdout.strip() == "none"
 
 
+def test_search_by_the_date_a_material_was_formed_lists_the_matching_items(desk):
+    """--from and --to keep the dossiers with a material formed in the period and name those materials."""
+    archive, station, cli = desk
+    scan(station, {"archive_no": "D-2", "name": "李四"}, {"item": "1-1", "title": "履历表", "date_formed": "2019-03-01"},
+         "synthetic:seed=4,sheets=1")
+    scan(station, {"archive_no": "D-2"}, {"item": "7-1", "title": "嘉奖", "date_formed": "2021-06-30"},
+         "synthetic:seed=5,sheets=1")
+    assert len(sync(station).committed) == 2
+
+    def found(*args):
+        return [(r["archive_no"], r["matching"]) for r in
+                map(json.loads, cli("arc1", "search", *args, "--json").stdout.splitlines())]
+
+    assert found("--from", "2020-01-01") == [("D-2", "7-1")]
+    assert found("--from", "2019-01-01", "--to", "2021-12-31") == [("D-2", "1-1,7-1")]
+    assert found("--to", "2018-12-31") == []
+    assert found("--category", "7", "--to", "2020-01-01") == []
+
+
 def test_the_catalogue_listing_is_for_archive_staff_not_administrators(desk):
     archive, station, cli = desk
     refused = cli("adm1", "ls", "D-1", check=False)
