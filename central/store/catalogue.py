@@ -296,6 +296,13 @@ MIGRATIONS = [
         Dialects(None, "CREATE EXTENSION IF NOT EXISTS pg_trgm"),
         Dialects(None, "CREATE INDEX dossiers_name_trigrams ON dossiers USING gin (name gin_trgm_ops)"),
     ]),
+    ("0014_call_nonces", [
+        # Signed calls' nonces, shared by every archive process on one PostgreSQL (store/nonces.py); on
+        # SQLite they stay in a file of their own, so that a nonce per call does not queue behind the writer.
+        Dialects(None, "CREATE TABLE call_nonces (guard TEXT NOT NULL, caller TEXT NOT NULL, nonce TEXT NOT NULL,"
+                       " time_ms BIGINT NOT NULL, PRIMARY KEY (guard, caller, nonce))"),
+        Dialects(None, "CREATE INDEX call_nonces_time ON call_nonces (time_ms)"),
+    ]),
 ]
 
 

@@ -225,6 +225,13 @@ class PostgresCatalogue(CatalogueStore):
         found = self.query(sql, params)
         return found[0] if found else None
 
+    def unlocked(self, sql: str, params=()) -> list[dict]:
+        """One statement in a short transaction of its own, on a connection of its own, without the writer
+        lock: for a write that nothing the lock guards depends on (a call's nonce), which must not queue
+        behind the archive's writer. Its rows (e.g. from RETURNING), as dicts."""
+        with self._connection() as conn:   # autocommit: the statement is its own transaction
+            return _dicts(_Transaction(conn).execute(sql, params))
+
     def copy_to(self, target) -> None:
         raise ConfigError(f"the catalogue is a {self.where}: back it up and copy it with PostgreSQL's own tools "
                           "(pg_dump, or pg_basebackup with WAL archiving), not with Quire's SQLite copy")
