@@ -31,6 +31,7 @@ import json
 import random
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -77,7 +78,18 @@ def main() -> int:
 def _bench(root: Path, args, sizes: list[int]) -> int:
     from tests.pgcluster import PgCluster
 
-    cluster = PgCluster()   # its own temporary folder, which the server's user may enter
+    class Cluster(PgCluster):
+        """The tests' private cluster with a database server's memory and checkpoint spacing, not initdb's
+        minimum (128 MB of buffers would measure the disk at 10 000 000 rows, not the plans)."""
+
+        def command(self) -> list[str]:
+            return [*super().command(), "-c", "shared_buffers=1GB", "-c", "max_wal_size=8GB",
+                    "-c", "maintenance_work_mem=512MB", "-c", "effective_cache_size=8GB"]
+
+    # Ended by TERM or HUP as by Ctrl-C: through the finally blocks that stop the server and remove its files.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(130))
+    cluster = Cluster()   # its own temporary folder, which the server's user may enter
     cluster.start()
     times: dict[int, dict[str, float]] = {}
     plans = unavoidable = ""
@@ -240,7 +252,8 @@ def _operations(archive, shape: _Shape, rng: random.Random):
     unit = shape.unit(k)
     item = f"1-{rng.randint(1, shape.materials_per_dossier)}"
     yield "search by number", lambda: _expect(dossiers.search(archive, archive_no=prefix, units=None), 10)
-    yield "search by name", lambda: _expect(dossiers.search(archive, name=name[start:start + 6], units=None), 1, more=True)
+    part = name[start:start + 6]
+    yield "search by name", lambda: _expect(dossiers.search(archive, name=part, units=None), 1, more=True)
     yield "search by unit", lambda: _expect(dossiers.search(archive, unit=unit, units=None), 1, more=True)
     yield "unit overview", lambda: _expect(store_dossiers.overview(archive.catalogue, [unit]), 1, more=True)
     yield "materials", lambda: _expect(listing.materials(archive, archive_no), shape.materials_per_dossier, more=True)
@@ -408,7 +421,7 @@ def _report(times: dict[int, dict[str, float]], sizes: list[int], plans: str, un
     print(f"\nfull scans of a big table at {large:,} rows: {'; '.join(scans) or 'none'}")
     print(f"full scans no index can avoid (sequential scans forbidden): {'; '.join(no_index) or 'none'}")
     print(f"goal: every operation within 2× of its time at {small:,} rows (worst {worst:.2f}×: "
-          f"{'met' if worst <= 2 else 'NOT met'}); no full scans ({'met' if not scans and not no_index else 'NOT met'})",
+          f"{'met' if worst <= 2 else 'NOT met'}); no full scans ({'NOT met' if scans or no_index else 'met'})",
           flush=True)
 
 
