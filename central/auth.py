@@ -17,9 +17,9 @@ from quire.errors import BadSignature
 from . import refusals, stations
 from .archive import Archive
 from .errors import CentralError, NotEnrolled
-from .store.nonces import NonceCache
+from .store.nonces import open_nonces
 
-NONCES_FILE = "nonces.db"   # under the archive home, beside the catalogue but not in it
+NONCES_FILE = "nonces.db"   # under the archive home, beside an SQLite catalogue but not in it
 
 OPEN_METHODS = {"/quire.v1.StationSync/GetInfo", "/quire.v1.StationSync/Enroll"}
 SERVICE_PREFIX = "/quire.v1.StationSync/"
@@ -48,7 +48,7 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, archive: Archive):
         self.archive = archive
-        self.nonces = NonceCache(archive.config.home / NONCES_FILE)
+        self.nonces = open_nonces(archive.catalogue, archive.config.home, NONCES_FILE, "station")
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)

@@ -13,7 +13,7 @@ from . import replica
 from .archive import Archive
 from .auth import CallRefused
 from .read_ahead import read_ahead
-from .store.nonces import NonceCache
+from .store.nonces import NonceCache, SharedNonces, open_nonces
 
 NONCES_FILE = "replica-nonces.db"
 SERVICE_PREFIX = "/quire.v1.ArchiveReplica/"
@@ -26,7 +26,7 @@ class ReplicaServicer(sync_pb2_grpc.ArchiveReplicaServicer):
 
     def __init__(self, archive: Archive):
         self.archive = archive
-        self._nonces: NonceCache | None = None
+        self._nonces: NonceCache | SharedNonces | None = None
 
     def State(self, request, context):
         self._authenticate(context, "State", callauth.body_digest(request))
@@ -71,7 +71,7 @@ class ReplicaServicer(sync_pb2_grpc.ArchiveReplicaServicer):
             raise CallRefused(f"{method}: call time is {(time_ms - now_ms) / 1000:+.0f} s from the copy's clock; "
                               "set both clocks (NTP) and retry")
         if self._nonces is None:
-            self._nonces = NonceCache(self.archive.config.home / NONCES_FILE)
+            self._nonces = open_nonces(self.archive.catalogue, self.archive.config.home, NONCES_FILE, "replica")
         seen = self._nonces.first_use(caller, nonce, time_ms, now_ms)
         if seen is not None:
             when = datetime.fromtimestamp(seen / 1000, timezone.utc).isoformat(timespec="seconds")
