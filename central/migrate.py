@@ -5,7 +5,8 @@ SHA-256 read back from the far side, the audit log's tree size and root — befo
 Offline, not live: refused while a process holds the source catalogue open (stop every ``serve``
 first). The source is opened read-only and never written. A run cut short is run again: rows already
 copied stay (``ON CONFLICT DO NOTHING``), blobs already stored at their size are not sent again (the
-check re-hashes them all anyway). A target holding another archive, or this one served since, is refused.
+check re-hashes them all anyway). A target holding another archive (in its catalogue or its blob store),
+or this one served since, is refused.
 
 Like backup and replication, this is a whole-archive tool that reads the source file directly: the
 table-by-table copy is the one place outside ``store`` that names tables, because it names all of them.
@@ -30,6 +31,7 @@ from .store.postgres import to_pyformat
 UPLOADER = "quire-migrate"      # whose partial uploads the copy's staged parts are, in the target store
 BATCH_ROWS = 2000               # rows copied in one target transaction
 CHUNK_BYTES = 1 << 20           # bytes of a blob read and sent at once
+BLOB_SAMPLE = 1000              # blobs listed in the target store to tell whether another archive's are there
 BOOKKEEPING = ("_migrations",)  # each side records its own migrations; compared by name, not copied
 
 
@@ -206,6 +208,24 @@ def check_target(source: sqlite3.Connection, target: CatalogueStore, tables: lis
                              "the target (nothing was copied)")
 
 
+def check_blob_target(source: sqlite3.Connection, target: BlobStore) -> None:
+    """Refuse a blob store that holds page files this archive lacks: another archive's (its catalogue may be
+    elsewhere). Blobs of this archive are left by a run cut short, and welcome. The first BLOB_SAMPLE listed
+    are looked at: another archive's pages are not this one's, so one of them is enough to tell."""
+    listed = target.sample(BLOB_SAMPLE)
+    known = set()
+    for start in range(0, len(listed), 500):   # SQLite's limit on parameters is not reached
+        part = listed[start:start + 500]
+        marks = ", ".join("?" * len(part))
+        known |= {row["sha256"] for row in rows(source, f"SELECT sha256 FROM blobs WHERE sha256 IN ({marks})", part)}
+    foreign = [sha for sha in listed if sha not in known]
+    if foreign:
+        raise TargetNotEmpty(f"{target.location()} already holds page files of another archive ({len(foreign)} of "
+                             f"the first {len(listed)} listed are not this archive's, e.g. {foreign[0]}): nothing "
+                             "was copied — give --blobs a prefix of its own that holds nothing yet "
+                             "(s3://BUCKET/NEW-PREFIX)")
+
+
 def copy_table(source: sqlite3.Connection, target: CatalogueStore, table: str) -> int:
     """Copy every row the target lacks, in the source's order, a batch per transaction; rows read."""
     columns = [r[1] for r in source.execute(f"PRAGMA table_info({_quoted(table)})")]
@@ -379,6 +399,8 @@ def migrate(cfg: CentralConfig, target: CatalogueStore, target_name: str, src_bl
     try:
         tables = tables_in_order(source)
         check_target(source, target, tables, target_name)
+        if dst_blobs is not None:
+            check_blob_target(source, dst_blobs)
         report = Report()
         if dst_blobs is not None:
             for n, blob in enumerate(source_blobs(source), 1):

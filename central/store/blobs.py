@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from cryptography.hazmat.primitives import hashes
 
-from quire.cas import ContentStore
+from quire.cas import ContentStore, is_sha256_hex
 
 from ..errors import BlobRejected, UploadDamaged, WrongOffset
 
@@ -65,6 +65,14 @@ class BlobStore(ABC):
     @abstractmethod
     def where(self, sha256: str) -> str:
         """Where the blob is (or would be) kept, for messages to an operator; never to be opened."""
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store keeps its blobs (a folder, a bucket and prefix), for messages to an operator."""
+
+    @abstractmethod
+    def sample(self, limit: int) -> list[str]:
+        """The digests of up to ``limit`` stored blobs, whichever the store lists first; [] when it holds none."""
 
     @abstractmethod
     def committed_size(self, station_id: str, sha256: str) -> int:
@@ -132,6 +140,19 @@ class DiskBlobStore(BlobStore):
 
     def where(self, sha256: str) -> str:
         return str(self.files.path(sha256))
+
+    def location(self) -> str:
+        return str(self.files.root)
+
+    def sample(self, limit: int) -> list[str]:
+        found = []
+        for folder in sorted(p for p in self.files.root.iterdir() if len(p.name) == 2 and p.is_dir()):
+            for blob in sorted(folder.iterdir()):
+                if is_sha256_hex(blob.name):
+                    found.append(blob.name)
+                    if len(found) >= limit:
+                        return found
+        return found
 
     def _partial(self, station_id: str, sha256: str) -> Path:
         # One partial per station and blob: two stations sending the same page never collide.

@@ -191,6 +191,23 @@ def test_a_target_holding_another_archive_is_refused_and_left_alone(source, targ
         archive.close()
 
 
+def test_a_bucket_prefix_holding_another_archive_s_pages_is_refused_and_left_alone(source, target):
+    """The catalogue is empty but the prefix already holds page files this archive does not have."""
+    home, _ = source
+    to, blobs, creds = target
+    other = S3BlobStore(blobs, creds)
+    try:
+        theirs = other.put(b"a page of another archive")
+        refused = _migrate(home, target)
+        assert refused.returncode == 73, refused
+        prefix = blobs.rstrip("/") + "/"
+        assert f"{prefix} already holds page files of another archive" in refused.stderr, refused.stderr
+        assert theirs in refused.stderr and "give --blobs a prefix of its own" in refused.stderr
+        assert other.sample(100) == [theirs]   # nothing was copied beside it
+    finally:
+        other.close()
+
+
 def test_the_archive_s_own_catalogue_as_target_is_refused(source):
     home, _ = source
     refused = run_cli("quire-central", "--home", home, "migrate", "--to", home / "central.db", check=False)
