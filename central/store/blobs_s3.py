@@ -98,12 +98,8 @@ class S3BlobStore(BlobStore):
             "s3", region_name=region, endpoint_url=keys.get("endpoint_url"),
             aws_access_key_id=keys.get("access_key_id"), aws_secret_access_key=keys.get("secret_access_key"),
             aws_session_token=keys.get("session_token"),
-            # Bodies are not SHA-256 signed (botocore signs every body over http, a second hash of every
-            # byte): a CRC-32 header still guards each body on the wire, and our SHA-256 and SM3 of
-            # every blob are checked anyway. Whole-object reads are not CRC-checked for the same reason.
             config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60,
-                          max_pool_connections=32, response_checksum_validation="when_required",
-                          s3={"addressing_style": "path", "payload_signing_enabled": False}))
+                          max_pool_connections=32, s3={"addressing_style": "path"}))
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
@@ -150,26 +146,10 @@ class S3BlobStore(BlobStore):
         return [name for name in names if re.fullmatch(r"[0-9a-f]{64}", name)][:limit]
 
     def open(self, sha256: str) -> BinaryIO:
-        """The blob, read by ranged GETs: the first brings its head and size together (a page's header
-        is mostly all that is read), later ones grow while reading goes on from where it stopped."""
-        key = self._key(sha256)
-        try:
-            first = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{_RangeReader.head_bytes - 1}")
-            with closing(first["Body"]) as body:
-                head = body.read()
-            found = re.fullmatch(r"bytes \d+-\d+/(\d+)", first.get("ContentRange") or "")
-            size = int(found.group(1)) if found else len(head)
-        except ClientError as exc:
-            if _missing(exc):
-                raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 416:
-                raise _unavailable(f"read blob {sha256[:12]}", exc) from None
-            head, size = b"", self.stat(sha256)  # an empty object has no byte 0 to range over
-            if size is None:
-                raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
-        except BotoCoreError as exc:
-            raise _unavailable(f"read blob {sha256[:12]}", exc) from None
-        return io.BufferedReader(_RangeReader(self, key, size, head), buffer_size=1 << 20)
+        size = self.stat(sha256)
+        if size is None:
+            raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})")
+        return io.BufferedReader(_RangeReader(self, self._key(sha256), size), buffer_size=1 << 20)
 
     def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> tuple[str, str] | None:
         """SHA-256 and SM3 of the stored bytes, read in one streamed GET (None when missing)."""
@@ -380,16 +360,10 @@ class S3Upload:
 
 
 class _RangeReader(io.RawIOBase):
-    """A stored object read by ranged GETs, seekable (Pillow reads a page's header, then seeks).
+    """A stored object read by ranged GETs, seekable (Pillow reads a page's header, then seeks)."""
 
-    A read that goes on from where the last one ended asks for all the caller wants; one after a
-    seek asks for at most ``head_bytes`` first, so looking at a header does not fetch a megabyte."""
-
-    head_bytes = 64 << 10
-
-    def __init__(self, store: S3BlobStore, key: str, size: int, head: bytes = b""):
+    def __init__(self, store: S3BlobStore, key: str, size: int):
         self.store, self.key, self.size, self.pos = store, key, size, 0
-        self.head, self._ended = head, len(head)
 
     def readable(self) -> bool:
         return True
@@ -409,20 +383,13 @@ class _RangeReader(io.RawIOBase):
         want = min(len(buffer), self.size - self.pos)
         if want <= 0:
             return 0
-        if self.pos < len(self.head):  # the head the first GET brought
-            got = min(want, len(self.head) - self.pos)
-            buffer[:got] = self.head[self.pos:self.pos + got]
-            self.pos += got
-            return got
-        if self.pos != self._ended:
-            want = min(want, self.head_bytes)
         try:
             body = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key,
                                                 Range=f"bytes={self.pos}-{self.pos + want - 1}")["Body"]
-            with closing(body):
-                got = body.readinto(memoryview(buffer)[:want]) if hasattr(body, "readinto") else 0
+            data = body.read()
         except (ClientError, BotoCoreError) as exc:
             raise OSError(f"the object store failed to read {self.key} ({type(exc).__name__})") from None
+        got = len(data)
+        buffer[:got] = data
         self.pos += got
-        self._ended = self.pos
         return got
