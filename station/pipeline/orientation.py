@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .imageio import median
+
 _GLYPH_MM = (0.3, 12.0)  # parts of characters: bigger is a rule, a photo or a seal's ring
 _SOLID_FILL = 0.3        # share of its box a photograph's mark covers, at least
 _GAP_SHARE = 0.06        # a row or column with less ink than this share of a busy one is a gap
@@ -128,7 +130,7 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
     if not lines:
         return 0.0, 0.0, 0
     heights = np.array([b - a for a, b in lines])
-    typical = _median(heights)
+    typical = median(heights)
     centre = y + h / 2
     votes, rises, drops = 0.0, 0, 0
     for top, bottom in lines:
@@ -156,7 +158,7 @@ def _paragraph_ends(lines: list[tuple[int, int]], heights: np.ndarray, typical: 
     if len(body) < 6:
         return 0
     gaps = np.array([b[0] - a[1] for a, b in zip(body, body[1:])])
-    usual = max(1.0, _median(gaps))
+    usual = max(1.0, median(gaps))
     spans = []
     for top, bottom in body:
         inside = (centre >= top) & (centre < bottom)
@@ -182,7 +184,7 @@ def _ascenders(y: np.ndarray, h: np.ndarray) -> tuple[int, int]:
     Latin lowercase shares one band between x-height and baseline; Chinese characters fill their
     whole cell, so they add little to either count.
     """
-    top, bottom = _median(y), _median(y + h)
+    top, bottom = median(y), median(y + h)
     band = bottom - top
     if band <= 2:
         return 0, 0
@@ -222,17 +224,6 @@ def _heading_votes(lines: list[tuple[int, int]], heights: np.ndarray, typical: f
     top, bottom = lines[0][0], lines[-1][1]
     where = ((lines[tallest][0] + lines[tallest][1]) / 2 - top) / max(1, bottom - top)
     return 3.0 if where < 0.3 else -3.0 if where > 0.7 else 0.0
-
-
-def _median(values: np.ndarray) -> float:
-    """np.median of whole numbers, to the same float: the middle one, or the mean of the middle two.
-    np.median's own checks cost more than the sort on the few dozen marks of a line, and it is asked
-    several times a line."""
-    ordered = np.sort(values, axis=None)
-    mid = ordered.size // 2
-    if ordered.size % 2:
-        return float(ordered[mid])
-    return (float(ordered[mid - 1]) + float(ordered[mid])) / 2
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .imageio import median
+
 _MIN_PAPER_FRACTION = 0.1    # a bright region smaller than this share of the image is not a sheet
 
 
@@ -96,7 +98,7 @@ def _robust_slope(x: np.ndarray, y: np.ndarray) -> float | None:
         dx = xs - xs.mean()
         slope = float(dx @ (ys - ys.mean()) / (dx @ dx))
         off = np.abs(y - ys.mean() - slope * (x - xs.mean()))
-        keep = off < max(1.0, 2.5 * float(np.median(off)))
+        keep = off < max(1.0, 2.5 * median(off))
         if keep.sum() < 25:
             return None
     return slope
