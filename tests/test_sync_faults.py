@@ -18,7 +18,7 @@ from central.verify import verify
 from station import outbox
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import cli_in_process, make_station, register, run_cli
 from tests.netfaults import FaultyProxy
 
 
@@ -151,7 +151,8 @@ def _pages_stored(home: Path, item: str) -> int:
 
 
 def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_path):
-    """20 trials: the station process is killed at random moments while scanning or syncing."""
+    """20 trials: the station process is killed at random moments while scanning or syncing. (What the
+    operator does between kills — status, the scan again, the last sync — runs in this process.)"""
     from central import config
     from central.archive import open_archive
 
@@ -166,9 +167,9 @@ def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_p
     rng = random.Random(20261121)
     killed = {"scan": 0, "sync": 0}
     try:
-        key = run_cli("quire-station", *st, "init", "--id", "st-kill").stdout.split("--key ")[1].split()[0]
-        run_cli("quire-central", "--home", central_home, "stations", "add", "st-kill", "--key", key, "--unit", "u")
-        run_cli("quire-station", *st, "enroll", "--central", address)
+        key = cli_in_process("quire-station", *st, "init", "--id", "st-kill").stdout.split("--key ")[1].split()[0]
+        cli_in_process("quire-central", "--home", central_home, "stations", "add", "st-kill", "--key", key, "--unit", "u")
+        cli_in_process("quire-station", *st, "enroll", "--central", address)
         exe = str(Path(sys.executable).parent / "quire-station")
         for trial in range(20):
             item = f"1-{trial // 2 + 1}"
@@ -196,12 +197,12 @@ def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_p
                 os.kill(proc.pid, signal.SIGKILL)
                 killed["scan" if trial % 2 == 0 else "sync"] += 1
             proc.wait()
-            status = json.loads(run_cli("quire-station", *st, "status", "--json").stdout)
+            status = json.loads(cli_in_process("quire-station", *st, "status", "--json").stdout)
             if any(b["item"] == item for b in status["batches_open"]):
                 # status shows the batch open: the operator runs the same scan again, and it resumes
-                run_cli("quire-station", *st, "scan", "--dossier", "D-K", "--material", item, "--title", "t",
+                cli_in_process("quire-station", *st, "scan", "--dossier", "D-K", "--material", item, "--title", "t",
                         "--source", f"synthetic:seed={trial + 100},sheets=2")
-        run_cli("quire-station", *st, "sync", "--central", address)
+        cli_in_process("quire-station", *st, "sync", "--central", address)
     finally:
         proxy.close()
         server.terminate()

@@ -12,7 +12,7 @@ from central.verify import verify as check_archive
 from quire import keys
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import cli_in_process, make_station, register, run_cli
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -35,7 +35,7 @@ def desk(central, station):
 
     def cli(who, *args, check=True):
         env = {"QUIRE_TOKEN": tokens[who]} if who else {}
-        return run_cli("quire-central", "--home", archive.config.home, *args, env=env, check=check)
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env=env, check=check)
 
     return archive, cli
 
@@ -49,9 +49,9 @@ def bag(desk, tmp_path):
     return out
 
 
-def verify(bag, *args):
+def verify(bag, *args, run=cli_in_process):
     """verify-export as a stranger runs it: no --home, no archive, nothing but the bag."""
-    return run_cli("quire-central", "verify-export", bag, *args, check=False, env={"QUIRE_CENTRAL_HOME": "/nonexistent"})
+    return run("quire-central", "verify-export", bag, *args, check=False, env={"QUIRE_CENTRAL_HOME": "/nonexistent"})
 
 
 def copy(bag, tmp_path, name):
@@ -74,7 +74,7 @@ def test_an_export_round_trips_and_is_logged(desk, bag):
     listing = (data / "目录.csv").read_text(encoding="utf-8-sig").splitlines()
     assert listing[0].startswith("序号,档号,类号,题名") and listing[1].startswith("1,D-1,1-1,履历表")
     assert (bag / "manifest-sm3.txt").exists() and "manifest-sm3.txt" in (bag / "tagmanifest-sha256.txt").read_text()
-    ok = verify(bag, "--archive-key", keys.fingerprint(archive.public_key))
+    ok = verify(bag, "--archive-key", keys.fingerprint(archive.public_key), run=run_cli)   # the installed command
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "2 material(s), 10 page(s)" in ok.stdout and "OK" in ok.stdout
     (entry,) = [e for e in audit.entries(archive) if e["event"] == "dossier.export"]
@@ -190,7 +190,7 @@ def test_a_transfer_closes_the_dossier_here_and_the_receiving_archive_imports_it
     receiver = tmp_path / "receiver"
     (receiver / "profiles").mkdir(parents=True)
     shutil.copy(archive.config.home / "profiles" / "tests-150dpi.toml", receiver / "profiles")
-    there = lambda *args, check=True: run_cli("quire-central", "--home", receiver, *args, check=check)  # noqa: E731
+    there = lambda *args, check=True: cli_in_process("quire-central", "--home", receiver, *args, check=check)  # noqa: E731
     there("init")
     there("profiles", "default", "tests-150dpi")
     wrong_key = there("import", package, "--unit", "unit-x", "--from-key", "SHA256:" + "0" * 64, check=False)
@@ -218,7 +218,7 @@ def test_a_bag_carries_the_preservation_masters_the_station_signed(central, tmp_
     tokens = {name: users.add(archive, name, name, ["archivist"], ["unit-a"]) for name in ("arc", "arc2")}
 
     def cli(who, *args):
-        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]})
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]})
 
     out = tmp_path / "D-2.bag"
     cli("arc", "export", "D-2", "--out", out, "--reason", "查阅")
@@ -245,7 +245,7 @@ def test_a_bag_carries_the_preservation_masters_the_station_signed(central, tmp_
     receiver = tmp_path / "receiver"
     (receiver / "profiles").mkdir(parents=True)
     shutil.copy(archive.config.home / "profiles" / "tests-150dpi.toml", receiver / "profiles")
-    there = lambda *args: run_cli("quire-central", "--home", receiver, *args)  # noqa: E731
+    there = lambda *args: cli_in_process("quire-central", "--home", receiver, *args)  # noqa: E731
     there("init")
     there("profiles", "default", "tests-150dpi")
     there("import", package, "--unit", "unit-x", "--from-key", keys.fingerprint(archive.public_key))

@@ -15,7 +15,7 @@ from pathlib import Path
 from station.enrol import enroll
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import make_station, run_cli
+from tests.conftest import cli_in_process, make_station
 from tests.netfaults import FaultyProxy
 
 EXE = Path(sys.executable).parent / "quire-central"
@@ -84,8 +84,8 @@ def test_disaster_drill(tmp_path):
     (primary_home / "profiles" / "tests-150dpi.toml").write_text(
         'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
         'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
-    primary_fp = re.search(r"key fingerprint (\S+)", run_cli("quire-central", "--home", primary_home, "init").stdout)[1]
-    run_cli("quire-central", "--home", primary_home, "profiles", "default", "tests-150dpi")
+    primary_fp = re.search(r"key fingerprint (\S+)", cli_in_process("quire-central", "--home", primary_home, "init").stdout)[1]
+    cli_in_process("quire-central", "--home", primary_home, "profiles", "default", "tests-150dpi")
     # The primary's identity goes into escrow (offline, sealed) when the copy is set up.
     for part in ("keys", "tls"):
         shutil.copytree(primary_home / part, escrow / part)
@@ -94,17 +94,17 @@ def test_disaster_drill(tmp_path):
     st = None
     try:
         procs["primary"], primary = _serve(primary_home)
-        out = run_cli("quire-central", "--home", copy_home, "replica", "init", "--primary", primary,
+        out = cli_in_process("quire-central", "--home", copy_home, "replica", "init", "--primary", primary,
                       "--pin", primary_fp).stdout
         copy_fp = re.search(r"this copy's key fingerprint (\S+)", out)[1]
         procs["copy"], copy = _serve(copy_home)
         copy_port = int(copy.rsplit(":", 1)[1])
-        run_cli("quire-central", "--home", primary_home, "replica", "add", "--copy", copy, "--pin", copy_fp)
-        assert run_cli("quire-central", "--home", primary_home, "replica", "status", check=False).returncode == 1
+        cli_in_process("quire-central", "--home", primary_home, "replica", "add", "--copy", copy, "--pin", copy_fp)
+        assert cli_in_process("quire-central", "--home", primary_home, "replica", "status", check=False).returncode == 1
 
         st = make_station(tmp_path / "st", primary, station_id="st-drill", dpi=200, chunk_bytes=65536,
                           sync_timeout_s=10.0, backoff_base_s=0.05, backoff_max_s=0.2)
-        run_cli("quire-central", "--home", primary_home, "stations", "add", "st-drill", "--key",
+        cli_in_process("quire-central", "--home", primary_home, "stations", "add", "st-drill", "--key",
                 st.public_key.hex(), "--unit", "u")
         enroll(st, primary)
 
@@ -137,7 +137,7 @@ def test_disaster_drill(tmp_path):
         pushing.wait()
         pushing.stdout.close()
         proxy.close()
-        out = run_cli("quire-central", "--home", primary_home, "replicate", "--copy", copy).stdout
+        out = cli_in_process("quire-central", "--home", primary_home, "replicate", "--copy", copy).stdout
         sent = int(re.search(r"(\d+) bytes sent", out)[1])
         assert sent < new_bytes, f"{sent} bytes sent after the kill for {new_bytes} bytes of pages: it started over"
 
@@ -145,10 +145,10 @@ def test_disaster_drill(tmp_path):
         _scan(st, "7-1", "8-1")
         assert not sync(st, primary, sleep=lambda s: None).failed
         proxy = FaultyProxy(copy, cut_after=(100_000, 400_000), max_faults=3, seed=17)
-        out = run_cli("quire-central", "--home", primary_home, "replicate", "--copy", proxy.address).stdout
+        out = cli_in_process("quire-central", "--home", primary_home, "replicate", "--copy", proxy.address).stdout
         assert proxy.cuts >= 1 and int(re.search(r"(\d+) retries", out)[1]) >= 1, out
         proxy.close()
-        status = run_cli("quire-central", "--home", primary_home, "replica", "status").stdout
+        status = cli_in_process("quire-central", "--home", primary_home, "replica", "status").stdout
         assert "0 audit entries, 0 bundles, 0 blobs behind" in status, status
 
         # 4. Disaster: the primary's disk is gone. The copy is promoted and the station pointed at it.
@@ -157,7 +157,7 @@ def test_disaster_drill(tmp_path):
         _stop(procs.pop("primary"), signal.SIGKILL)
         shutil.rmtree(primary_home)
         _stop(procs.pop("copy"))
-        out = run_cli("quire-central", "--home", copy_home, "promote", "--identity", escrow).stdout
+        out = cli_in_process("quire-central", "--home", copy_home, "promote", "--identity", escrow).stdout
         assert f"now the primary {primary_fp}" in out
         procs["copy"], promoted = _serve(copy_home)
         _scan(st, "9-1-1")
@@ -165,9 +165,9 @@ def test_disaster_drill(tmp_path):
         assert len(report.committed) == 1 and not report.failed and not report.alarms, report
         received = _received(st)
         assert _catalogued(copy_home) == received and len(received) == 9 * 4
-        verify = run_cli("quire-central", "--home", copy_home, "verify")
+        verify = cli_in_process("quire-central", "--home", copy_home, "verify")
         assert verify.stdout.rstrip().endswith("OK"), verify.stdout
-        audit = run_cli("quire-central", "--home", copy_home, "audit", "verify")
+        audit = cli_in_process("quire-central", "--home", copy_home, "audit", "verify")
         assert audit.stdout.rstrip().endswith("OK"), audit.stdout
     finally:
         if proxy:

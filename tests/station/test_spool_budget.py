@@ -27,7 +27,7 @@ import pytest
 from bench.station import BUDGETS, CpuQuota, LoopDisk
 from station import config, home as station_home
 from station.scan import default_workers, open_spool
-from tests.conftest import make_station, run_cli
+from tests.conftest import cli_in_process, make_station
 from tests.station.test_scan_spool import _kill_while_spooled
 from tests.systemd.tools import missing
 
@@ -82,17 +82,17 @@ def test_kill_minus_nine_at_random_points_loses_no_reported_page_and_names_the_s
         if batch["state"] == "sealed":
             assert stored == list(range(1, 2 * SHEETS + 1)), context
             continue
-        status = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
+        status = json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)
         (held,) = [b for b in status["batches_open"] if b["archive_no"] == dossier]
         durable = held["pages"]
         assert durable % 2 == 0 and durable >= len(stored), context   # whole sheets, stored or spooled
         told = (f"feed again from sheet {durable // 2 + 1} (page {durable + 1}, its front)" if durable
                 else "feed again from sheet 1 (page 1)")
         assert held["feed_again"] == told, context
-        assert told in run_cli("quire-station", "--home", home, "status").stdout, context
+        assert told in cli_in_process("quire-station", "--home", home, "status").stdout, context
 
         # The operator feeds that sheet and the rest: each page of the dossier once, in order.
-        resumed = run_cli("quire-station", *args)
+        resumed = cli_in_process("quire-station", *args)
         assert f"{2 * SHEETS} pages" in resumed.stderr, context
         station = station_home.open_station(config.load(home))
         try:
@@ -192,7 +192,7 @@ def test_a_reboot_after_a_kill_drops_the_spool_and_says_which_pages_and_sheet(sd
                   "--source", "synthetic:seed=1,sheets=1")
     told = (f"the station lost power (or was reset) before pages {lost[0]}–{lost[-1]} were stored; "
             f"feed again from sheet {len(stored) // 2 + 1} (page {len(stored) + 1}, its front)")
-    assert f"batch R-0001 1-1 interrupted: {len(stored)} pages — {told}" in run_cli(
+    assert f"batch R-0001 1-1 interrupted: {len(stored)} pages — {told}" in cli_in_process(
         "quire-station", "--home", home, "status").stdout
     resumed = _after_reboot(tmp_path, *args)
     assert f"{2 * SHEETS} pages (resumed at page {len(stored) + 1})" in resumed.stderr
