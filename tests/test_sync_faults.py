@@ -157,11 +157,18 @@ def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_p
     from central.archive import open_archive
 
     central_home = tmp_path / "central"
+    # Pages at 150 dpi (a quarter of the default's bytes and pixels): what is killed matters here, not the image.
+    (central_home / "profiles").mkdir(parents=True)
+    (central_home / "profiles" / "tests-150dpi.toml").write_text(
+        'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
+        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    cli_in_process("quire-central", "--home", central_home, "init")
+    cli_in_process("quire-central", "--home", central_home, "profiles", "default", "tests-150dpi")
     server, address = _serve(central_home)
-    proxy = FaultyProxy(address, rate_bytes_s=4_000_000)  # slow enough for kills to land mid-upload
+    proxy = FaultyProxy(address, rate_bytes_s=1_000_000)  # slow enough for kills to land mid-upload
     home = tmp_path / "st"
     home.mkdir()
-    (home / "station.toml").write_text("chunk_bytes = 32768\nsync_timeout_s = 5.0\n"
+    (home / "station.toml").write_text("dpi = 150\nchunk_bytes = 32768\nsync_timeout_s = 5.0\n"
                                        "backoff_base_s = 0.05\nbackoff_max_s = 0.2\n")
     st = ["--home", home]
     rng = random.Random(20261121)
@@ -187,7 +194,7 @@ def test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing(tmp_p
                 want = rng.randint(0, 3)
                 progressed = lambda: _pages_stored(home, item) >= want  # noqa: E731
             else:
-                want = rng.randint(20_000, 1_500_000)
+                want = rng.randint(5_000, 375_000)
                 progressed = lambda: proxy.upstream_bytes - sent_before >= want  # noqa: E731
             deadline = time.monotonic() + 60
             while proc.poll() is None and not progressed() and time.monotonic() < deadline:
