@@ -98,8 +98,12 @@ class S3BlobStore(BlobStore):
             "s3", region_name=region, endpoint_url=keys.get("endpoint_url"),
             aws_access_key_id=keys.get("access_key_id"), aws_secret_access_key=keys.get("secret_access_key"),
             aws_session_token=keys.get("session_token"),
+            # Bodies are not SHA-256 signed (botocore signs every body over http, a second hash of every
+            # byte): a CRC-32 header still guards each body on the wire, and our SHA-256 and SM3 of
+            # every blob are checked anyway. Whole-object reads are not CRC-checked for the same reason.
             config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60,
-                          max_pool_connections=32, s3={"addressing_style": "path"}))
+                          max_pool_connections=32, response_checksum_validation="when_required",
+                          s3={"addressing_style": "path", "payload_signing_enabled": False}))
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
@@ -146,10 +150,26 @@ class S3BlobStore(BlobStore):
         return [name for name in names if re.fullmatch(r"[0-9a-f]{64}", name)][:limit]
 
     def open(self, sha256: str) -> BinaryIO:
-        size = self.stat(sha256)
-        if size is None:
-            raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})")
-        return io.BufferedReader(_RangeReader(self, self._key(sha256), size), buffer_size=1 << 20)
+        """The blob, read by ranged GETs: the first brings its head and size together (a page's header
+        is mostly all that is read), later ones grow while reading goes on from where it stopped."""
+        key = self._key(sha256)
+        try:
+            first = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{_RangeReader.head_bytes - 1}")
+            with closing(first["Body"]) as body:
+                head = body.read()
+            found = re.fullmatch(r"bytes \d+-\d+/(\d+)", first.get("ContentRange") or "")
+            size = int(found.group(1)) if found else len(head)
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 416:
+                raise _unavailable(f"read blob {sha256[:12]}", exc) from None
+            head, size = b"", self.stat(sha256)  # an empty object has no byte 0 to range over
+            if size is None:
+                raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
+        except BotoCoreError as exc:
+            raise _unavailable(f"read blob {sha256[:12]}", exc) from None
+        return io.BufferedReader(_RangeReader(self, key, size, head), buffer_size=1 << 20)
 
     def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> tuple[str, str] | None:
         """SHA-256 and SM3 of the stored bytes, read in one streamed GET (None when missing)."""
@@ -249,8 +269,9 @@ class S3Upload:
     def __init__(self, store: S3BlobStore, station_id: str, sha256: str, limit: int):
         self.store, self.station_id, self.sha256, self.limit = store, station_id, sha256, limit
         self._hash, self._sm3 = hashlib.sha256(), sm3()
-        self._all = tempfile.SpooledTemporaryFile(max_size=32 << 20)  # every byte, for the final put
-        self._pending = bytearray()
+        self._all = _Held()  # every byte, for the final put
+        self._pending: list[bytes] = []  # the chunks accepted since the last part, as received
+        self._pending_bytes = 0
         self._staged = False
         parts = store._parts(station_id, sha256)
         for _, _, key in parts:  # a resumed upload first hashes what earlier streams (any process) left
@@ -262,7 +283,7 @@ class S3Upload:
                 self._all.close()
                 raise _unavailable(f"read the partial upload of blob {sha256[:12]}", exc) from None
             self._staged = True
-        self.size = self._stage_at = self._all.tell()
+        self.size = self._stage_at = self._all.size
 
     def _take(self, data: bytes) -> None:
         self._hash.update(data)
@@ -277,10 +298,12 @@ class S3Upload:
         if self.size + len(data) > self.limit:
             raise BlobRejected(f"blob {self.sha256[:12]}: {self.size + len(data)} bytes sent but the manifest "
                                f"says {self.limit}")
+        data = data if type(data) is bytes else bytes(data)  # held as it came, so never changed under us
         self._take(data)
-        self._pending += data
+        self._pending.append(data)
+        self._pending_bytes += len(data)
         self.size += len(data)
-        if len(self._pending) >= self.part_bytes:
+        if self._pending_bytes >= self.part_bytes:
             self._stage()
         return self.size
 
@@ -290,22 +313,26 @@ class S3Upload:
             return
         key = f"{self.store._staging(self.station_id, self.sha256)}{self._stage_at:020d}"
         try:
-            self.store.client.put_object(Bucket=self.store.bucket, Key=key, Body=bytes(self._pending),
+            self.store.client.put_object(Bucket=self.store.bucket, Key=key, Body=b"".join(self._pending),
                                          IfNoneMatch="*")
         except ClientError as exc:
             self.size = self._stage_at
-            self._pending.clear()
+            self._drop_pending()
             if _precondition_failed(exc):
                 raise WrongOffset(f"blob {self.sha256[:12]}: another archive process already holds bytes from "
                                   f"offset {self._stage_at}; query the write status and resume from there") from None
             raise _unavailable(f"keep the partial upload of blob {self.sha256[:12]}", exc) from None
         except BotoCoreError as exc:
             self.size = self._stage_at
-            self._pending.clear()
+            self._drop_pending()
             raise _unavailable(f"keep the partial upload of blob {self.sha256[:12]}", exc) from None
-        self._stage_at += len(self._pending)
-        self._pending.clear()
+        self._stage_at += self._pending_bytes
+        self._drop_pending()
         self._staged = True
+
+    def _drop_pending(self) -> None:
+        self._pending.clear()
+        self._pending_bytes = 0
 
     @property
     def digest(self) -> str:
@@ -319,12 +346,11 @@ class S3Upload:
         """Store the whole blob under its name when its size and digest check out; None when stored."""
         try:
             if self.size != self.limit or self.digest != self.sha256:
-                self._pending.clear()
+                self._drop_pending()
                 self.store._discard(self.station_id, self.sha256)
                 return BlobStore.damaged(self.sha256, self.size, self.digest, self.limit)
-            self._all.seek(0)
             try:
-                self.store._put_once(self.sha256, self._all, self.sm3)
+                self.store._put_once(self.sha256, self._all.body(), self.sm3)
             except StoreUnavailable as exc:
                 try:
                     self._stage()  # keep what arrived, to resume from
@@ -333,7 +359,7 @@ class S3Upload:
                 return exc
             except BlobRejected as exc:
                 return exc
-            self._pending.clear()
+            self._drop_pending()
             if self._staged:
                 try:
                     self.store._discard(self.station_id, self.sha256)
@@ -359,11 +385,52 @@ class S3Upload:
         self.close()
 
 
-class _RangeReader(io.RawIOBase):
-    """A stored object read by ranged GETs, seekable (Pillow reads a page's header, then seeks)."""
+class _Held:
+    """Every byte of one upload, for the final put: the chunks as they came (no copy) while they add up
+    to at most ``memory_bytes``, then a temporary file."""
 
-    def __init__(self, store: S3BlobStore, key: str, size: int):
+    memory_bytes = 32 << 20
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.file: BinaryIO | None = None
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.file is None and self.size + len(data) > self.memory_bytes:
+            self.file = tempfile.TemporaryFile()
+            self.file.writelines(self.chunks)
+            self.chunks = []
+        if self.file is not None:
+            self.file.write(data)
+        else:
+            self.chunks.append(data)
+        self.size += len(data)
+
+    def body(self) -> bytes | BinaryIO:
+        if self.file is not None:
+            self.file.seek(0)
+            return self.file
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+    def close(self) -> None:
+        self.closed, self.chunks = True, []
+        if self.file is not None:
+            self.file.close()
+
+
+class _RangeReader(io.RawIOBase):
+    """A stored object read by ranged GETs, seekable (Pillow reads a page's header, then seeks).
+
+    A read that goes on from where the last one ended asks for all the caller wants; one after a
+    seek asks for at most ``head_bytes`` first, so looking at a header does not fetch a megabyte."""
+
+    head_bytes = 64 << 10
+
+    def __init__(self, store: S3BlobStore, key: str, size: int, head: bytes = b""):
         self.store, self.key, self.size, self.pos = store, key, size, 0
+        self.head, self._ended = head, len(head)
 
     def readable(self) -> bool:
         return True
@@ -383,13 +450,19 @@ class _RangeReader(io.RawIOBase):
         want = min(len(buffer), self.size - self.pos)
         if want <= 0:
             return 0
+        if self.pos < len(self.head):  # the head the first GET brought
+            got = min(want, len(self.head) - self.pos)
+            buffer[:got] = self.head[self.pos:self.pos + got]
+            self.pos += got
+            return got
+        if self.pos != self._ended:
+            want = min(want, self.head_bytes)
         try:
             body = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key,
                                                 Range=f"bytes={self.pos}-{self.pos + want - 1}")["Body"]
-            data = body.read()
+            got = body.readinto(memoryview(buffer)[:want])
         except (ClientError, BotoCoreError) as exc:
             raise OSError(f"the object store failed to read {self.key} ({type(exc).__name__})") from None
-        got = len(data)
-        buffer[:got] = data
         self.pos += got
+        self._ended = self.pos
         return got

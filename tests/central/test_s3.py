@@ -83,6 +83,49 @@ def test_a_stored_blob_reads_by_range_and_seeks_as_a_file_does(s3_store, tmp_pat
         s3_store.open(missing)
 
 
+def _bytes_fetched(store) -> list[int]:
+    """The body sizes of the store's GETs from now on (its real responses, as counted by botocore)."""
+    fetched = []
+    store.client.meta.events.register(
+        "after-call.s3.GetObject", lambda parsed, **_: fetched.append(parsed["ContentLength"]))
+    return fetched
+
+
+def test_looking_at_a_large_page_s_header_fetches_its_head_not_the_page(s3_store):
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (1000, 1000), os.urandom(3_000_000)).save(buf, "TIFF", dpi=(400, 400))
+    data = buf.getvalue()
+    sha = s3_store.put(data)
+    fetched = _bytes_fetched(s3_store)
+    with s3_store.open(sha) as fh, Image.open(fh) as im:
+        assert im.size == (1000, 1000) and round(im.info["dpi"][0]) == 400
+    assert sum(fetched) <= 256 << 10, f"{sum(fetched)} bytes fetched to read the header of a {len(data)}-byte page"
+    with s3_store.open(sha) as fh:  # read on from the head, after seeks, and whole: the same bytes
+        assert fh.read(100_000) == data[:100_000]
+        fh.seek(2_000_000)
+        assert fh.read(5) == data[2_000_000:2_000_005]
+        assert fh.read() == data[2_000_005:]
+        fh.seek(0)
+        assert fh.read() == data
+
+
+def test_an_empty_blob_opens_and_reads_as_empty(s3_store):
+    sha = s3_store.put(b"")
+    with s3_store.open(sha) as fh:
+        assert fh.read() == b""
+
+
+def test_an_upload_larger_than_is_held_in_memory_is_stored_whole(s3_store, monkeypatch):
+    monkeypatch.setattr("central.store.blobs_s3._Held.memory_bytes", 300_000)
+    data = os.urandom(1_000_000)
+    sha = hashlib.sha256(data).hexdigest()
+    upload = s3_store.open_upload("st-1", sha, len(data))
+    for at in range(0, len(data), 128_000):
+        upload.append(at, bytearray(data[at:at + 128_000]))
+    assert s3_store.finish_many([upload]) == {}
+    assert s3_store.rehash(sha) == (sha, sm3(data).hexdigest())
+
+
 RESUMER = textwrap.dedent("""
     import sys, time
     from central.store.blobs_s3 import S3BlobStore, S3Upload
