@@ -18,6 +18,12 @@ _SURE_SCRIPT_SIGMA = 3.0
 # Line direction: across and down must differ in their share of gaps by this much to be told apart.
 _CLEAR_LINES = 0.15
 _UNSURE = 0.5           # the confidence reported when the cues are weak or disagree: below any sane bar
+# Stops placed as no line of text read either way places them, beyond those placed as one does: this
+# many, and this share of the layout's votes, say the page's lines are not lines of text across
+# (vertical writing laid on its side). A few closing quotes on a Latin page (high, after their word)
+# are far fewer than its full stops.
+_ODD_STOPS = 4
+_ODD_SHARE = 0.5
 # A gap between lines this many times the usual one ends a paragraph (a blank line between them).
 _PARAGRAPH_GAP = 1.8
 # A paragraph's first and last lines differ in length by this share of its width to say which ends it.
@@ -47,9 +53,9 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     across, down = _gappiness(boxes, shape, 1), _gappiness(boxes, shape, 0)
     sideways = down > across
     if sideways:
-        votes, script, ends = _upright_votes(_turned(boxes, shape), _turned(every, shape))
+        votes, script, ends, odd = _upright_votes(_turned(boxes, shape), _turned(every, shape))
     else:
-        votes, script, ends = _upright_votes(boxes, every)
+        votes, script, ends, odd = _upright_votes(boxes, every)
     # Two independent cues: the layout (stops at the foot of the line, a heading on top) and the
     # script's own shape (ascenders above the line). A page is turned only on a clear line direction
     # and a cue that is strong while the other does not say otherwise; else it stays as captured.
@@ -68,6 +74,10 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     # top of the line, as a turned Latin page has its stops), so where the paragraphs say the
     # other way, nothing is sure.
     if ends and (ends > 0) != upright:
+        strong_script = strong_layout = False
+    # Stops placed as no line read either way places them: columns of vertical writing, laid across
+    # by a quarter turn, are not lines of text fed sideways. Their way up is not told here.
+    if odd >= max(_ODD_STOPS, _ODD_SHARE * abs(votes)):
         strong_script = strong_layout = False
     turn = (90 if upright else 270) if sideways else (0 if upright else 180)
     confidence = clarity * max(shape_cue if strong_script else 0.0, layout if strong_layout else 0.0)
@@ -116,10 +126,11 @@ def _coverage(start: np.ndarray, size: np.ndarray, length: int) -> np.ndarray:
     return np.cumsum(steps[:-1])
 
 
-def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, int]:
+def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, int, int]:
     """Evidence that lines running across are the right way up (positive) or upside down (negative):
-    votes from the layout, standard deviations of a Latin script's ascender surplus, and paragraphs
-    ending on their short line less those starting on it (any script).
+    votes from the layout, standard deviations of a Latin script's ascender surplus, paragraphs
+    ending on their short line less those starting on it (any script), and stops that sit as no
+    line of text read either way puts them less those that sit as one does (see _punctuation_votes).
 
     ``boxes`` are the character-sized marks, ``every`` all marks (x, y, w, h), rules included.
     """
@@ -132,7 +143,7 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
     heights = np.array([b - a for a, b in lines])
     typical = median(heights)
     centre = y + h / 2
-    votes, rises, drops = 0.0, 0, 0
+    votes, odd, rises, drops = 0.0, 0, 0, 0
     for top, bottom in lines:
         height = bottom - top
         if not 0.6 * typical <= height <= 1.6 * typical:
@@ -141,12 +152,13 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
         if inside.size < 4:
             continue
         near = every[(every[:, 1] < bottom + height // 2) & (every[:, 1] + every[:, 3] > top - height // 2)]
-        votes += _punctuation_votes(x[inside], y[inside], w[inside], h[inside], top, height, near)
+        line_votes, line_odd = _punctuation_votes(x[inside], y[inside], w[inside], h[inside], top, height, near)
+        votes, odd = votes + line_votes, odd + line_odd
         rise, drop = _ascenders(y[inside], h[inside])
         rises, drops = rises + rise, drops + drop
     script = (rises - drops) / np.sqrt(rises + drops + 1.0)
     ends = _paragraph_ends(lines, heights, typical, x, w, centre)
-    return votes + _heading_votes(lines, heights, typical), float(script), ends
+    return votes + _heading_votes(lines, heights, typical), float(script), ends, odd
 
 
 def _paragraph_ends(lines: list[tuple[int, int]], heights: np.ndarray, typical: float, x: np.ndarray,
@@ -191,14 +203,20 @@ def _ascenders(y: np.ndarray, h: np.ndarray) -> tuple[int, int]:
     return int(np.count_nonzero(y < top - 0.35 * band)), int(np.count_nonzero(y + h > bottom + 0.35 * band))
 
 
-def _punctuation_votes(x, y, w, h, top: int, height: int, near: np.ndarray) -> float:
+def _punctuation_votes(x, y, w, h, top: int, height: int, near: np.ndarray) -> tuple[float, int]:
     """Full-width commas and stops stand alone in their character cell at the foot of the line.
 
-    ``near`` holds every mark within half a line above or below the line.
+    Votes: stops at the foot less stops at the top. Also the stops that sit as no line read either
+    way puts them less those that sit as one does: a stop follows its character, so on a line the
+    right way up it is low and close to the mark on its left, on one upside down high and close to
+    the mark on its right. High and close on the left is how the stops of vertical writing (竖排,
+    縦書き: the top right of their cell) look once its columns are laid across — not a line upside
+    down. ``near`` holds every mark within half a line above or below the line.
     """
     small = np.nonzero((h <= 0.4 * height) & (w <= 0.4 * height))[0]
     if not small.size:
-        return 0.0
+        return 0.0, 0
+    line_x, line_w = x, w
     x, y, w, h = x[small, None], y[small], w[small, None], h[small]
     # Alone: no other mark close above or below shares much of its width. A dot or tick that
     # belongs to a character (文, 六, 心) has the rest of it there; a broken piece of a ruled
@@ -211,7 +229,27 @@ def _punctuation_votes(x, y, w, h, top: int, height: int, near: np.ndarray) -> f
         shared = np.minimum(near[:, 0] + near[:, 2], xs + ws) - np.maximum(near[:, 0], xs)
         alone[i:i + rows] = np.count_nonzero(shared > 0.3 * ws, axis=1) <= 1
     where = (y[alone] + h[alone] / 2 - top) / height
-    return float(np.count_nonzero(where > 0.62) - np.count_nonzero(where < 0.38))
+    low, high = where > 0.62, where < 0.38
+    side = _closer_side(line_x, line_w, x[alone, 0], w[alone, 0])
+    odd = np.count_nonzero(high & (side < 0)) + np.count_nonzero(low & (side > 0))
+    usual = np.count_nonzero(low & (side < 0)) + np.count_nonzero(high & (side > 0))
+    return float(np.count_nonzero(low) - np.count_nonzero(high)), int(odd - usual)
+
+
+def _closer_side(line_x: np.ndarray, line_w: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """For each mark (x, w) on a line of marks (line_x, line_w): -1 where the gap to its neighbour on
+    the left is under half the gap on its right, +1 the other way round, 0 where neither is, or
+    where it has no neighbour on a side."""
+    ends = line_x + line_w
+    side = np.zeros(x.size, np.int8)
+    for i in range(x.size):
+        middle = x[i] + w[i] / 2
+        left, right = ends[ends <= middle], line_x[line_x >= middle]
+        if not left.size or not right.size:
+            continue
+        gap_left, gap_right = max(0, x[i] - left.max()), max(0, right.min() - (x[i] + w[i]))
+        side[i] = -1 if gap_left < 0.5 * gap_right else 1 if gap_right < 0.5 * gap_left else 0
+    return side
 
 
 def _heading_votes(lines: list[tuple[int, int]], heights: np.ndarray, typical: float) -> float:
