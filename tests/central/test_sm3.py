@@ -1,7 +1,6 @@
 """SM3 beside SHA-256 (密评, GB/T 39786): recorded for every blob as it arrives, backfilled for blobs an
 older archive stored, checked by verify, carried in exports; and signing behind one Signer interface."""
 
-import sqlite3
 
 import bagit
 import pytest
@@ -12,7 +11,7 @@ from quire import keys
 from quire import receipt as receipt_format
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import run_cli
+from tests.conftest import behind_the_archive, run_cli
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -51,7 +50,7 @@ def test_every_uploaded_blob_has_its_sm3_and_verify_checks_it(synced):
         with archive.blobs.open(blob["sha256"]) as fh:
             assert blob["sm3"] == sm3(fh.read()).hexdigest()
     assert cli(archive, "verify").returncode == 0
-    with sqlite3.connect(archive.config.db_path) as db:
+    with behind_the_archive(archive) as db:
         db.execute("UPDATE blobs SET sm3 = ? WHERE sha256 = ?", ["0" * 64, blobs[0]["sha256"]])
         db.execute("UPDATE blobs SET sm3 = NULL WHERE sha256 = ?", [blobs[1]["sha256"]])
     out = cli(archive, "verify", check=False)
@@ -63,7 +62,7 @@ def test_every_uploaded_blob_has_its_sm3_and_verify_checks_it(synced):
 def test_an_archive_from_before_sm3_is_migrated_and_backfilled(synced):
     archive = synced
     archive.close()
-    with sqlite3.connect(archive.config.db_path) as db:   # the catalogue as the previous release left it
+    with behind_the_archive(archive) as db:   # the catalogue as the previous release left it
         db.execute("ALTER TABLE blobs DROP COLUMN sm3")
         db.execute("DELETE FROM _migrations WHERE name = '0010_blob_sm3'")
     out = cli(archive, "verify", "--quick", check=False)

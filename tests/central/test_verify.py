@@ -1,12 +1,11 @@
 """`verify` finds tampering the cheap checks miss, and names each problem."""
 
-import sqlite3
-
 import pytest
 
 from central.verify import verify
 from station.scan import scan
 from station.sync import sync
+from tests.conftest import behind_the_archive
 from tests.s3server import tamper
 
 
@@ -47,14 +46,12 @@ def test_changed_page_file_is_found_by_full_check_but_not_quick(synced):
 
 
 def test_edited_catalogue_row_is_found(synced):
-    conn = sqlite3.connect(synced.config.db_path)
-    conn.execute("UPDATE materials SET page_count = 7 WHERE item = '1-1'")
-    # Swap in page 1 of the other material: a real blob, so only the catalogue lies.
-    conn.execute("UPDATE pages SET sha256 = (SELECT p.sha256 FROM pages p JOIN materials m"
-                 " ON m.id = p.material_id WHERE m.item = '1-1' AND p.n = 1)"
-                 " WHERE n = 1 AND material_id = (SELECT id FROM materials WHERE item = '4-1-2')")
-    conn.commit()
-    conn.close()
+    with behind_the_archive(synced) as conn:
+        conn.execute("UPDATE materials SET page_count = 7 WHERE item = '1-1'")
+        # Swap in page 1 of the other material: a real blob, so only the catalogue lies.
+        conn.execute("UPDATE pages SET sha256 = (SELECT p.sha256 FROM pages p JOIN materials m"
+                     " ON m.id = p.material_id WHERE m.item = '1-1' AND p.n = 1)"
+                     " WHERE n = 1 AND material_id = (SELECT id FROM materials WHERE item = '4-1-2')")
     problems = [str(p) for p in verify(synced).problems]
     assert any("D-9 1-1" in p and "7" in p for p in problems)
     assert any(p.startswith("FieldMismatch material D-9 4-1-2 page 1: sha256 is") for p in problems)
@@ -63,20 +60,16 @@ def test_edited_catalogue_row_is_found(synced):
 def test_deleted_blob_and_forged_signature_are_each_named(synced):
     sha = synced.catalogue.query("SELECT sha256 FROM pages LIMIT 1")[0]["sha256"]
     tamper(synced, sha, None)
-    conn = sqlite3.connect(synced.config.db_path)
-    conn.execute("UPDATE bundles SET signature = zeroblob(64) WHERE rowid = 1")
-    conn.commit()
-    conn.close()
+    with behind_the_archive(synced) as conn:
+        conn.execute("UPDATE bundles SET signature = ? WHERE seq = 1", [bytes(64)])
     kinds = sorted({p.kind for p in verify(synced).problems})
     assert kinds == ["BlobMissing", "SignatureInvalid"]
 
 
 def _edit(archive, *statements):
-    conn = sqlite3.connect(archive.config.db_path)
-    for sql in statements:
-        conn.execute(sql)
-    conn.commit()
-    conn.close()
+    with behind_the_archive(archive) as conn:
+        for sql in statements:
+            conn.execute(sql)
 
 
 def _verify_cli(archive, *args, env=None):
