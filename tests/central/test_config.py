@@ -27,7 +27,7 @@ def test_every_bad_key_is_reported_at_once(tmp_path):
                     "advertise: must be true or false (got the string 'no')",
                     "listen: must be HOST:PORT",
                     "listen_port: unknown setting; known here: advertise, backup_password_file, backup_repo, blobs, "
-                    "blobs_credentials, insecure, listen, max_chunk_bytes, "):
+                    "blobs_credentials, catalogue, insecure, listen, max_chunk_bytes, "):
         assert problem in stderr
 
 
