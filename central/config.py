@@ -24,9 +24,9 @@ def _blobs_url(value: str) -> str:
 BlobsUrl = Annotated[str, AfterValidator(_blobs_url)]
 
 
-def _catalogue_url(value: str) -> str:
-    if not value:
-        return value
+def catalogue_url_params(value: str) -> dict:
+    """The connection parameters of a postgresql:// catalogue URL; ValueError saying what is wrong. A URL
+    carrying a password is refused: no secret in a config file."""
     if not value.startswith(("postgresql://", "postgres://")):
         raise ValueError("must be \"\" (the home's central.db) or postgresql://USER@HOST/DATABASE, "
                          "e.g. postgresql://quire@db.example/quire")
@@ -37,6 +37,12 @@ def _catalogue_url(value: str) -> str:
     if params.get("password"):
         raise ValueError("carries a password: remove it and put it in libpq's password file instead "
                          "(~/.pgpass of the archive's user, or the file PGPASSFILE names, mode 0600)")
+    return params
+
+
+def _catalogue_url(value: str) -> str:
+    if value:
+        catalogue_url_params(value)
     return value
 
 

@@ -16,12 +16,12 @@ from functools import lru_cache
 from typing import Iterator, Sequence
 
 import psycopg
-from psycopg import conninfo as pg_conninfo
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from quire.db import Dialects
 
+from ..config import catalogue_url_params
 from ..errors import ConfigError, StoreUnavailable
 from .catalogue import MIGRATIONS, CatalogueStore
 
@@ -89,13 +89,9 @@ class _Number(Loader):
 def check_url(url: str) -> dict:
     """The URL's connection parameters; a URL carrying a password is refused (no secrets in config)."""
     try:
-        params = pg_conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"catalogue: not a PostgreSQL URL ({exc}); e.g. postgresql://quire@db.example/quire") from None
-    if params.get("password"):
-        raise ConfigError("catalogue: the URL carries a password; remove it and put it in libpq's password file "
-                          "instead (~/.pgpass of the archive's user, or the file PGPASSFILE names, mode 0600)")
-    return params
+        return catalogue_url_params(url)
+    except ValueError as exc:
+        raise ConfigError(f"catalogue: {exc}") from None
 
 
 def describe(params: dict) -> str:
