@@ -136,7 +136,10 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
     if row["state"] == "rejected":
         raise BundleRejected(bundle_id, json.loads(row["problems"]))
     manifest = json.loads(row["manifest"])
-    missing = [p["sha256"] for p in manifest_format.blobs(manifest) if not archive.blobs.has(p["sha256"])]
+    # Everything asked of the blob store is asked here, before the transaction: on PostgreSQL it holds
+    # the archive's one writer lock, and no other commit should wait on object-store round trips.
+    sizes = _stored_sizes(archive, manifest)
+    missing = [p["sha256"] for p in manifest_format.blobs(manifest) if sizes[p["sha256"]] is None]
     if missing:
         raise BlobsMissing(
             f"bundle {bundle_id[:12]}: {len(missing)} page file(s) not uploaded yet "
@@ -144,22 +147,29 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
         )
     station = stations.active(archive, station_id)
     findings = profile.check_bundle(archive, manifest, station["unit"])  # re-reads page headers: outside the lock
-    with archive.catalogue.transaction() as db:
-        if bundles.get(db, bundle_id)["state"] != "offered":
-            # A concurrent commit of this bundle finished first: answer as it was answered.
-            return commit(archive, station_id, bundle_id)
-        for page in manifest_format.blobs(manifest):  # recorded as stored, unless the archive stopped in between
-            if not blob_index.has(db, page["sha256"]):
-                uploads.record_blob(db, page["sha256"], page["bytes"], archive.blobs.rehash(page["sha256"])[1])
-        conflicts = _catalogue_problems(db, archive, manifest)
-        problems = conflicts + findings.reasons()
-        if problems:
-            bundles.mark_rejected(db, bundle_id, json.dumps(problems, ensure_ascii=False))
-            quarantine.hold(db, archive, bundle_id, station, manifest, findings, conflicts)
-            rejected = BundleRejected(bundle_id, problems)
-        else:
-            rejected = None
-            data, signature = catalogue_bundle(db, archive, station, bundle_id, manifest, findings)
+    sm3s = {}
+    while True:
+        sm3s.update(_sm3_of_unrecorded(archive, _unrecorded(archive.catalogue, manifest, sm3s)))
+        with archive.catalogue.transaction() as db:
+            if bundles.get(db, bundle_id)["state"] != "offered":
+                # A concurrent commit of this bundle finished first: answer as it was answered.
+                return commit(archive, station_id, bundle_id)
+            unrecorded = _unrecorded(db, manifest)
+            if unrecorded - sm3s.keys():
+                continue  # a record went missing meanwhile: hash that blob too, outside the transaction
+            for sha in dict.fromkeys(p["sha256"] for p in manifest_format.blobs(manifest)):
+                if sha in unrecorded:  # recorded as stored, unless the archive stopped in between
+                    uploads.record_blob(db, sha, sizes[sha], sm3s[sha])
+            conflicts = _catalogue_problems(db, manifest, sizes)
+            problems = conflicts + findings.reasons()
+            if problems:
+                bundles.mark_rejected(db, bundle_id, json.dumps(problems, ensure_ascii=False))
+                quarantine.hold(db, archive, bundle_id, station, manifest, findings, conflicts)
+                rejected = BundleRejected(bundle_id, problems)
+            else:
+                rejected = None
+                data, signature = catalogue_bundle(db, archive, station, bundle_id, manifest, findings)
+        break
     if rejected:
         raise rejected
     return data, signature
@@ -199,7 +209,34 @@ def catalogue_bundle(db, archive: Archive, station: dict, bundle_id: str, manife
     return data, signature
 
 
-def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
+def _stored_sizes(archive: Archive, manifest: dict) -> dict[str, int | None]:
+    """The stored size of each blob of a bundle (None when not stored), asked of the blob store once each."""
+    sizes = {}
+    for page in manifest_format.blobs(manifest):
+        if page["sha256"] not in sizes:
+            sizes[page["sha256"]] = archive.blobs.stat(page["sha256"])
+    return sizes
+
+
+def _unrecorded(source, manifest: dict, known=()) -> set[str]:
+    """The bundle's blobs the catalogue has no record of (leaving out ``known``)."""
+    return {p["sha256"] for p in manifest_format.blobs(manifest)
+            if p["sha256"] not in known and not blob_index.has(source, p["sha256"])}
+
+
+def _sm3_of_unrecorded(archive: Archive, shas: set[str]) -> dict[str, str]:
+    """The SM3 of each stored blob in ``shas``, read back from the blob store (to record it)."""
+    found = {}
+    for sha in shas:
+        hashed = archive.blobs.rehash(sha)
+        if hashed is None:
+            raise BlobsMissing(f"page file {sha[:12]} is no longer in the blob store; offer the bundle again and "
+                               "upload it")
+        found[sha] = hashed[1]
+    return found
+
+
+def _catalogue_problems(db, manifest: dict, sizes: dict[str, int | None]) -> list[str]:
     problems = []
     dossier, material = manifest["dossier"], manifest["material"]
     owner = store_dossiers.get(db, dossier["archive_no"])
@@ -220,7 +257,7 @@ def _catalogue_problems(db, archive: Archive, manifest: dict) -> list[str]:
             f"(bundle {existing['bundle_id'][:12]}); replacing a material needs the replacement workflow"
         )
     for p in manifest["pages"]:
-        size = archive.blobs.stat(p["sha256"])
+        size = sizes[p["sha256"]]   # stat()ed before the transaction
         if size != p["bytes"]:
             problems.append(f"page {p['n']}: stored blob has {size} bytes, manifest says {p['bytes']}")
     return problems

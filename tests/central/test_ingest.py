@@ -324,3 +324,79 @@ def test_a_version_1_bundle_from_an_older_station_is_still_accepted_with_a_warni
     assert any(w.startswith("LegacyRecord: a quire.bundle/1 bundle records neither")
                for w in receipt["standards"]["warnings"])
     assert catalogued(archive)["materials"] == 1 and verify(archive).ok
+
+
+# ---- the object store is asked before the catalogue transaction, not inside it (issue 16) ----------
+
+class _WatchedBlobs:
+    """The archive's own blob store, noting each call (method, blob) and those made by a thread that
+    holds a catalogue transaction open — on PostgreSQL the archive's one writer lock."""
+
+    def __init__(self, blobs, in_transaction):
+        self._blobs, self._in_transaction = blobs, in_transaction
+        self.calls, self.under_lock = [], []
+
+    def __getattr__(self, name):
+        found = getattr(self._blobs, name)
+        if not callable(found):
+            return found
+
+        def called(*args, **kwargs):
+            self.calls.append((name, next((a for a in args if isinstance(a, str) and len(a) == 64), None)))
+            if self._in_transaction():
+                self.under_lock.append(name)
+            return found(*args, **kwargs)
+        return called
+
+
+def _watch(archive, monkeypatch) -> _WatchedBlobs:
+    import contextlib
+    import threading
+
+    held = threading.local()
+    transaction = archive.catalogue.transaction
+
+    @contextlib.contextmanager
+    def watched_transaction(*args, **kwargs):
+        held.depth = getattr(held, "depth", 0) + 1
+        try:
+            with transaction(*args, **kwargs) as db:
+                yield db
+        finally:
+            held.depth -= 1
+
+    monkeypatch.setattr(archive.catalogue, "transaction", watched_transaction)
+    watched = _WatchedBlobs(archive.blobs, lambda: getattr(held, "depth", 0) > 0)
+    monkeypatch.setattr(archive, "blobs", watched)
+    return watched
+
+
+def _s3_requests(archive) -> list[str]:
+    """The S3 operations the archive's blob store sends from now on (none on disk)."""
+    sent = []
+    client = getattr(archive.blobs, "client", None)
+    if client is not None:
+        client.meta.events.register("before-call.s3", lambda model, **_: sent.append(model.name))
+    return sent
+
+
+def test_a_commit_asks_the_blob_store_nothing_while_it_holds_the_catalogue_and_each_page_once(
+        central, small_station, monkeypatch):
+    """Also when the commit has to record (and so read back) pages the archive stored but did not record."""
+    from central import uploads
+
+    archive, _ = central
+    sent = _s3_requests(archive)
+    watched = _watch(archive, monkeypatch)
+    monkeypatch.setattr(uploads.GroupCommit, "_store",
+                        lambda self, uploads: self._refused.update(self.archive.blobs.finish_many(uploads)))
+    result = scan_one(small_station, sheets=2)
+    assert sync(small_station).committed == [result.bundle_id]
+    calls, under_lock, requests = list(watched.calls), list(watched.under_lock), list(sent)
+    assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok
+    assert under_lock == []
+    pages = {sha for name, sha in calls if name == "open_upload"}
+    assert len(pages) == 4
+    for sha in pages:  # looked up at the offer, before its upload, and once at the commit
+        assert [name for name, s in calls if s == sha and name in ("has", "stat")] == ["has", "has", "stat"]
+    print(f"S3 requests per page: {len(requests) / len(pages):.2f}", sorted(requests))
