@@ -336,10 +336,12 @@ def test_a_process_killed_mid_commit_leaves_the_bundle_committed_once_by_another
         st.close()
 
 
-def test_the_database_killed_and_started_again_mid_sync(tmp_path, cluster):
+def _interrupted_mid_sync(tmp_path, cluster, archive_no: str, what: str, interrupt) -> None:
+    """Scan three materials, start a sync through all three processes, call ``interrupt`` once a third of
+    the pages have gone up, and check that the station retried and the archive holds every bundle once."""
     st = _station(tmp_path, cluster, dpi=300, chunk_bytes=65536)
     try:
-        total = _scan(st, "D-P", ["1-1", "1-2", "1-3"], sheets=2)
+        total = _scan(st, archive_no, ["1-1", "1-2", "1-3"], sheets=2)
         for proxy in cluster.proxies:
             proxy.rate = 1_500_000
         before = sum(p.upstream_bytes for p in cluster.proxies)
@@ -347,10 +349,8 @@ def test_the_database_killed_and_started_again_mid_sync(tmp_path, cluster):
         try:
             _wait_for(lambda: sum(p.upstream_bytes for p in cluster.proxies) - before > total // 3,
                       "a third of the pages uploaded")
-            assert sync.poll() is None, "the sync finished before the database could be killed"
-            cluster.pg.kill()
-            time.sleep(1.0)   # calls meanwhile fail; the station backs off and tries again
-            cluster.pg.start()
+            assert sync.poll() is None, f"the sync finished before {what} could be interrupted"
+            interrupt()
             cluster.children()
             _finish(sync, 3)
         finally:
@@ -359,36 +359,27 @@ def test_the_database_killed_and_started_again_mid_sync(tmp_path, cluster):
                 sync.communicate()
         assert _retried(st) >= 1
         _check(cluster, st)
-        assert all(s.proc.poll() is None for s in cluster.serves), "a process did not outlive its database"
     finally:
         st.close()
+
+
+def test_the_database_killed_and_started_again_mid_sync(tmp_path, cluster):
+    def kill_and_start():
+        cluster.pg.kill()
+        time.sleep(1.0)   # calls meanwhile fail; the station backs off and tries again
+        cluster.pg.start()
+
+    _interrupted_mid_sync(tmp_path, cluster, "D-P", "the database", kill_and_start)
+    assert all(s.proc.poll() is None for s in cluster.serves), "a process did not outlive its database"
 
 
 def test_the_object_store_stopped_and_started_again_mid_sync(tmp_path, cluster):
-    st = _station(tmp_path, cluster, dpi=300, chunk_bytes=65536)
-    try:
-        total = _scan(st, "D-S", ["1-1", "1-2", "1-3"], sheets=2)
-        for proxy in cluster.proxies:
-            proxy.rate = 1_500_000
-        before = sum(p.upstream_bytes for p in cluster.proxies)
-        sync = _sync(st)
-        try:
-            _wait_for(lambda: sum(p.upstream_bytes for p in cluster.proxies) - before > total // 3,
-                      "a third of the pages uploaded")
-            assert sync.poll() is None, "the sync finished before the object store could be stopped"
-            cluster.s3.stop()
-            time.sleep(2.0)
-            cluster.s3.start()
-            cluster.children()
-            _finish(sync, 3)
-        finally:
-            if sync.poll() is None:
-                sync.kill()
-                sync.communicate()
-        assert _retried(st) >= 1
-        _check(cluster, st)
-    finally:
-        st.close()
+    def stop_and_start():
+        cluster.s3.stop()
+        time.sleep(2.0)
+        cluster.s3.start()
+
+    _interrupted_mid_sync(tmp_path, cluster, "D-S", "the object store", stop_and_start)
 
 
 def _upload_without_commit(st, address: str) -> str:
