@@ -3,10 +3,12 @@ SM3 (GB/T 32905, for 密评) is computed beside its SHA-256 as its bytes arrive.
 local directory behind it here (``blobs_s3`` holds the S3-compatible kind)."""
 
 import errno
+import fcntl
 import hashlib
 import mmap
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -115,7 +117,12 @@ class BlobStore(ABC):
 
 
 class DiskBlobStore(BlobStore):
-    """Blobs as write-once files in a local directory; partial uploads as files beside them."""
+    """Blobs as write-once files in a local directory; partial uploads as files beside them, each
+    written by one call at a time (a lock on the file, held by every serve process on this home)."""
+
+    # How long a call waits for another that holds a partial: after a cut, the broken call still
+    # writes the chunks it had queued. Past this the call is refused, and the station retries.
+    lock_wait_s = 10.0
 
     def __init__(self, blobs_dir: Path, uploads_dir: Path):
         self.files = ContentStore(blobs_dir)
@@ -159,35 +166,99 @@ class DiskBlobStore(BlobStore):
         return self.uploads / f"{sha256}.{station_id}.part"
 
     def committed_size(self, station_id: str, sha256: str) -> int:
-        try:
-            return self._partial(station_id, sha256).stat().st_size
-        except FileNotFoundError:
+        # Read under the writers' lock: a call still writing this partial is never ahead of the answer.
+        fd = self._lock(station_id, sha256, exclusive=False)
+        if fd is None:
             return 0
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def open_upload(self, station_id: str, sha256: str, limit: int) -> "Upload":
-        return Upload(self._partial(station_id, sha256), sha256, limit, self.buffers)
+        lock = self._lock(station_id, sha256, exclusive=True)
+        try:
+            return Upload(self._partial(station_id, sha256), sha256, limit, self.buffers, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+
+    def _lock(self, station_id: str, sha256: str, exclusive: bool) -> int | None:
+        """A descriptor of the partial holding its lock (None: there is none, and a reader need not make one)."""
+        try:
+            return _lock_partial(self._partial(station_id, sha256), exclusive, self.lock_wait_s)
+        except TimeoutError:
+            raise WrongOffset(
+                f"blob {sha256[:12]}: another call is still writing this page after {self.lock_wait_s:g} s; "
+                "query the write status and resume from there (the station retries by itself)") from None
 
     def finish_many(self, uploads: list["Upload"]) -> dict[str, Exception]:
         refused, good = {}, []
-        for upload in uploads:
-            try:
-                upload.close()
-            except OSError as exc:
-                refused[upload.sha256] = exc
-                continue
-            try:
-                size = upload.path.stat().st_size
-            except FileNotFoundError:
-                if self.has(upload.sha256):
-                    continue  # another stream of this upload (a station resuming after a cut) stored it first
-                raise
-            if upload.digest != upload.sha256 or size != upload.limit:
-                upload.path.unlink(missing_ok=True)
-                refused[upload.sha256] = self.damaged(upload.sha256, size, upload.digest, upload.limit)
-            else:
-                good.append((upload.path, upload.sha256))
-        self.files.adopt_many(good)
+        try:
+            for upload in uploads:
+                try:
+                    upload.close_file()
+                except OSError as exc:
+                    refused[upload.sha256] = exc
+                    continue
+                try:
+                    size = upload.path.stat().st_size
+                except FileNotFoundError:
+                    if self.has(upload.sha256):
+                        continue  # another stream of this upload (a station resuming after a cut) stored it first
+                    raise
+                if upload.digest != upload.sha256 or size != upload.limit:
+                    upload.path.unlink(missing_ok=True)
+                    if self.has(upload.sha256):
+                        continue  # stored by the call this one waited for: what this one holds is not needed
+                    refused[upload.sha256] = self.damaged(upload.sha256, size, upload.digest, upload.limit)
+                else:
+                    good.append((upload.path, upload.sha256))
+            self.files.adopt_many(good)
+        finally:
+            for upload in uploads:  # only once stored or discarded: a waiting call then finds no partial
+                upload.release()
         return refused
+
+
+def _lock_partial(path: Path, exclusive: bool, wait_s: float) -> int | None:
+    """Open the partial at ``path`` (an exclusive locker creates it) and flock it, waiting up to
+    ``wait_s``; TimeoutError past that. None when a shared locker finds no partial."""
+    deadline = time.monotonic() + wait_s
+    flags = (os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY) | os.O_CLOEXEC
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    while True:
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileNotFoundError:
+            return None
+        try:
+            pause = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, mode)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(path) from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+            # The holder may have stored or discarded the file while we waited: lock what the name holds now.
+            if _same_file(path, fd):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 BLOCK = 4096   # O_DIRECT transfers start and end on this boundary (a multiple of 512- and 4096-byte sectors)
@@ -256,8 +327,10 @@ class Upload:
 
     sync_every = 8 << 20
 
-    def __init__(self, path: Path, sha256: str, limit: int, buffers: AlignedBuffers | None = None):
+    def __init__(self, path: Path, sha256: str, limit: int, buffers: AlignedBuffers | None = None,
+                 lock: int | None = None):
         self.path, self.sha256, self.limit = path, sha256, limit
+        self._lock = -1 if lock is None else lock   # a descriptor flocking the partial: this call is its one writer
         self.fd, self.direct = _open_for_append(path, direct=buffers is not None)
         self.size = os.fstat(self.fd).st_size   # bytes accepted; the last chunk may be on its way to the disk
         self._written = self.size               # bytes the disk has taken
@@ -375,8 +448,26 @@ class Upload:
         self._unsynced = 0
 
     def close(self) -> None:
-        """Wait for the last write and flush the file; raise if either failed (the file then ends
-        where the disk's last good write did)."""
+        """Wait for the last write, flush the file and let the next call write it; raise if the write
+        or the flush failed (the file then ends where the disk's last good write did)."""
+        try:
+            self.close_file()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let another call write this partial (an empty one is removed first: it holds nothing to resume)."""
+        if self._lock < 0:
+            return
+        try:
+            if self.size == 0 and _same_file(self.path, self._lock) and os.fstat(self._lock).st_size == 0:
+                self.path.unlink()
+        finally:
+            os.close(self._lock)
+            self._lock = -1
+
+    def close_file(self) -> None:
+        """Wait for the last write and flush the file, keeping the partial locked; raise if either failed."""
         if self.fd < 0:
             return
         try:

@@ -4,6 +4,7 @@ import errno
 import hashlib
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -89,13 +90,17 @@ def test_finishing_a_group_stores_the_good_and_discards_the_damaged(store):
 
 def test_two_streams_finishing_one_upload_store_it_once_and_neither_is_refused(store):
     """A station's stream is cut after its last chunk reached the archive; the station resumes on a new
-    stream and finishes the blob while the old stream's finish is still on its way."""
+    stream and finishes the blob while the old stream's finish is still on its way (on disk, the new
+    stream's call waits for the old one to let go of the partial)."""
     cut = store.open_upload("st-1", SHA, len(DATA))
     cut.append(0, DATA)
     cut.close()
-    old, resumed = store.open_upload("st-1", SHA, len(DATA)), store.open_upload("st-1", SHA, len(DATA))
-    assert old.size == resumed.size == len(DATA)
-    assert store.finish_many([old]) == {}
+    old = store.open_upload("st-1", SHA, len(DATA))
+    assert old.size == len(DATA)
+    with ThreadPoolExecutor(1) as pool:
+        resuming = pool.submit(store.open_upload, "st-1", SHA, len(DATA))
+        assert store.finish_many([old]) == {}
+        resumed = resuming.result()
     assert store.finish_many([resumed]) == {}
     with store.open(SHA) as fh:
         assert fh.read() == DATA
