@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from quire.memory import tune_allocator
+from quire.threads import limit_opencv_threads
 from station import config, home
 from station.capture import RawPage
 from station.scan import scan
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=300, help="pages in the batch (default 300)")
     args = parser.parse_args(argv)
     tune_allocator()    # as the station's CLI does: the batch runs with the service's allocator limits
+    limit_opencv_threads()
     print(json.dumps(run(args.pages_dir, args.pages)))
     return 0
 

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from quire.memory import tune_allocator
+from quire.threads import limit_opencv_threads
 from station import config, home
 from station.capture.synthetic import SyntheticSource
 from station.scan import default_workers, scan
@@ -184,6 +185,7 @@ def child(home_dir: Path, pages_dir: Path, images: int, workers: int, cgroup: Pa
     """The station side: join the budget's cgroup, then scan ``images`` replayed images as duplex sheets."""
     (cgroup / "cgroup.procs").write_text(str(os.getpid()))
     tune_allocator()
+    limit_opencv_threads()   # as the station's CLI does
     home_dir.mkdir(parents=True)
     (home_dir / "station.toml").write_text(f"dpi = {DPI}\n[pipeline]\nworkers = {workers}\n")
     station = home.init(config.load(home_dir), "st-bench")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from quire import keys
 from quire.memory import tune_allocator
+from quire.threads import limit_opencv_threads
 
 from . import config as config_mod
 from .pipeline.limits import MAX_DPI, MIN_DPI
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     tune_allocator()
+    limit_opencv_threads()   # the pipeline's workers are the parallelism (quire.threads has the figures)
     try:
         cfg = config_mod.load(args.home, central=getattr(args, "central", None))
         return args.func(cfg, args) or 0

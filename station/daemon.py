@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 from quire import keys
 from quire.db import one
+from quire.threads import opencv_threads
 
 from . import profiles
 from .control import ControlServer, Peer
@@ -552,7 +553,8 @@ class Daemon:
             return {"status": self._published, "pid": os.getpid(), "scanner": self.scanner.info(),
                     "queued": len(self.jobs.jobs()), "central": self.sync.state,
                     "station_id": self.station.station_id,
-                    "key_fingerprint": keys.fingerprint(self.station.public_key)}
+                    "key_fingerprint": keys.fingerprint(self.station.public_key),
+                    "opencv_threads": opencv_threads()}
         if op == "queue_ls":
             return {"jobs": self.jobs.jobs(), "current": self.current and self.current["id"],
                     "status": self._published}
