@@ -25,6 +25,16 @@ def _corpus():
 # all at work. (bench.pipeline measures the blank backs as well.) Each case is its own test, so the
 # suite's workers share them out; the turned and skewed pixels are kept between runs (realscans.cache_dir).
 CASES = [c for c in realscans.cases() if c.variant in ("captured", "turned", "skewed")]
+# Known defects, kept in view: each case runs and must fail the way its reason says (strict), so a fix shows.
+KNOWN = {
+    "paperwork-color-test_img.jpg": "faded print (about 15 % darker than its paper) is called blank, so its "
+                                    "way up is not judged either (issue 13)",
+}
+
+
+def _case(case) -> object:
+    reason = KNOWN.get(case.file)
+    return pytest.param(case, id=case.name, marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else [])
 
 
 def _latin_or_chinese(file: str) -> bool:
@@ -33,7 +43,7 @@ def _latin_or_chinese(file: str) -> bool:
     return not any(t.startswith("script-") for t in realscans.labels()[file]["tags"])
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [_case(c) for c in CASES])
 def test_a_real_page_keeps_its_content_and_is_never_turned_wrongly(case):
     root = _corpus()
     rendered = realscans.render(case, root)
@@ -47,6 +57,8 @@ def test_a_real_page_keeps_its_content_and_is_never_turned_wrongly(case):
     if lost > 0:
         wrong.append(f"{lost:.2f} mm² of the original's ink is missing from the output (rotation "
                      f"{record['rotation_deg']}°, crop {record['crop']})")
+    if record["blank"] and not truth["blank"]:
+        wrong.append(f"called blank (blank_score {record['blank_score']}) though it carries content")
     if _latin_or_chinese(case.file):
         if record["orientation"] not in (0, truth["orientation"]):
             wrong.append(f"turned {record['orientation']}° where {truth['orientation']}° puts it upright")
