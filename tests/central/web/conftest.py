@@ -50,7 +50,7 @@ def password(user_id: str) -> str:
     return f"口令-{user_id}-2026!"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["disk", "scaled"])
 def site(tmp_path_factory, request):
     """A real archive (gRPC server on loopback) whose station scanned and synced DOSSIERS, and PEOPLE with
     passwords they chose themselves; yields the archive."""
@@ -60,7 +60,7 @@ def site(tmp_path_factory, request):
     (home / "profiles" / "tests-150dpi.toml").write_text(
         'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
         'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
-    use_blob_kind(home, os.environ.get("QUIRE_TEST_BLOBS", "disk"), request)   # the suite's second pass: on S3
+    use_blob_kind(home, request.param, request)
     archive = open_archive(config.load(home))
     profile.set_default(archive, "tests-150dpi")
     server, port = build_server(archive, "127.0.0.1:0")
@@ -77,10 +77,27 @@ def site(tmp_path_factory, request):
         users.set_password(archive, user_id, password(user_id), by="local:tests", must_change=False)
     users.relate(archive, "li", "D-3", "sibling")
     archive.test_station, archive.test_address = station, f"127.0.0.1:{port}"
+    pool = getattr(archive.catalogue, "pool", None)
+    if pool is not None:
+        # PostgreSQL: the pool opens now every connection it may grow to, so the connections this
+        # module's archive keeps are not counted as sockets a test left open.
+        pool.resize(pool.max_size, pool.max_size)
+        pool.wait()
     yield archive
     station.close()
     server.stop(grace=None).wait()
     archive.close()
+
+
+@pytest.fixture(autouse=True)
+def idle_s3_connections_closed(request):
+    """After each test, the module's archive drops its idle connections to the object store (botocore opens
+    more as a test's requests overlap), so no_leaks counts only sockets a test left in use."""
+    yield
+    if "site" in request.fixturenames:
+        blobs = request.getfixturevalue("site").blobs
+        if hasattr(blobs, "client"):
+            blobs.client._endpoint.http_session.close()
 
 
 @pytest.fixture
