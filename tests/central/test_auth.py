@@ -17,6 +17,13 @@ from station.sync import sync
 from station.transport import TLS_NAME
 from tests.conftest import make_station, register
 
+
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
+
+
 REQUEST = sync_pb2.QueryWriteStatusRequest(station_id="st-test", bundle_id="0" * 64, sha256="0" * 64)
 METHOD = "/quire.v1.StationSync/QueryWriteStatus"
 

@@ -16,6 +16,12 @@ from quire import manifest as manifest_format
 from quire.canonical import sha256_hex
 from station.pipeline import ProcessedPage
 
+
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
+
 GREY_REASON = "no colour content; policy auto → grey"
 SEAL_REASON = "red content (seal/heading) 1.20% of page; policy auto → colour"
 NOTHING_FOUND = {"found_percent": {}, "grey_source": False, "policy": "auto"}
