@@ -17,6 +17,13 @@ from station.sync import sync
 from station.transport import open_channel
 from tests.conftest import make_station, register
 
+
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
+
+
 IDLE_S = 3
 
 

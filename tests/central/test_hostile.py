@@ -20,6 +20,13 @@ from station.transport import TLS_NAME
 from tests.central.test_auth import raw_call, signed
 from tests.conftest import run_cli
 
+
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
+
+
 ENROLL = "/quire.v1.StationSync/Enroll"
 
 

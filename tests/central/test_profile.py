@@ -13,6 +13,13 @@ from tests.central.test_quarantine import seal
 from tests.central.test_standards import page
 from tests.conftest import make_station, register, run_cli
 
+
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
+
+
 COUNTY = ('format = "quire.profile/1"\nname = "county"\nversion = {version}\ntitle = "县档案馆"\n'
           'extends = "gbt33870"\n[resolution]\nmin_dpi = {min_dpi}\n')
 

@@ -24,6 +24,12 @@ from tests.central.test_auth import raw_call, signed
 from tests.conftest import cli_in_process, make_station, register
 
 
+@pytest.fixture(params=["disk", "scaled"])
+def blob_kind(request):
+    """Every test here runs on both kinds of storage: embedded (SQLite, disk) and scaled (PostgreSQL, S3)."""
+    return request.param
+
+
 def refused_calls(archive) -> list[dict]:
     return [e for e in audit.entries(archive) if e["event"] == "call.refused"]
 
