@@ -10,9 +10,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_stations_sync_into_every_setup_without_an_error_and_the_ratios_are_printed(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench.scaleout", "--stations", "2", "--bundles", "2", "--pages", "2",
+    run = subprocess.run([sys.executable, "-m", "bench.scaleout", "--stations", "2", "--bundles", "2", "--pages", "2",
                           "--page-kb", "100", "--runs", "1", "--clients", "2", "--cache", str(tmp_path / "cache")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"bench.scaleout exited {run.returncode}\n{run.stdout}\n{run.stderr[-4000:]}"
+    out = run.stdout
     assert re.search(r"^2 stations × 2 bundles × 2 pages of \d+ kB", out, re.M), out
     for setup, ratio in (("sqlite+disk", r"100%"), ("pg+s3 x1", r"\d+%"), ("pg+s3 x3", r"\d+%")):
         figures = r" +([\d.]+)" * 2 + r" +(\d+)" * 4   # commits/s, MB/s, p95 ms, errors, deferred, retries

@@ -336,10 +336,9 @@ def test_a_process_killed_mid_commit_leaves_the_bundle_committed_once_by_another
         st.close()
 
 
-def _interrupted_mid_sync(tmp_path, cluster, archive_no: str, what: str, interrupt) -> None:
+def _interrupted_mid_sync(st, cluster, archive_no: str, what: str, interrupt) -> None:
     """Scan three materials, start a sync through all three processes, call ``interrupt`` once a third of
     the pages have gone up, and check that the station retried and the archive holds every bundle once."""
-    st = _station(tmp_path, cluster, dpi=300, chunk_bytes=65536)
     try:
         total = _scan(st, archive_no, ["1-1", "1-2", "1-3"], sheets=2)
         for proxy in cluster.proxies:
@@ -366,10 +365,13 @@ def _interrupted_mid_sync(tmp_path, cluster, archive_no: str, what: str, interru
 def test_the_database_killed_and_started_again_mid_sync(tmp_path, cluster):
     def kill_and_start():
         cluster.pg.kill()
-        time.sleep(1.0)   # calls meanwhile fail; the station backs off and tries again
+        # Down until a call has failed for it (every signed call records its nonce in the database), so the
+        # station has felt the fault and backs off; then up again while the sync still runs.
+        _wait_for(lambda: _retried(st) >= 1, "a call to fail while the database is down", 60)
         cluster.pg.start()
 
-    _interrupted_mid_sync(tmp_path, cluster, "D-P", "the database", kill_and_start)
+    st = _station(tmp_path, cluster, dpi=300, chunk_bytes=65536)
+    _interrupted_mid_sync(st, cluster, "D-P", "the database", kill_and_start)
     assert all(s.proc.poll() is None for s in cluster.serves), "a process did not outlive its database"
 
 
@@ -379,7 +381,8 @@ def test_the_object_store_stopped_and_started_again_mid_sync(tmp_path, cluster):
         time.sleep(2.0)
         cluster.s3.start()
 
-    _interrupted_mid_sync(tmp_path, cluster, "D-S", "the object store", stop_and_start)
+    _interrupted_mid_sync(_station(tmp_path, cluster, dpi=300, chunk_bytes=65536), cluster, "D-S", "the object store",
+                          stop_and_start)
 
 
 def _upload_without_commit(st, address: str) -> str:
