@@ -26,7 +26,6 @@ from .problems import Problem
 from .store import audit_log
 from .store.blobs import BlobStore
 from .store.catalogue import MIGRATIONS, CatalogueStore, rows
-from .store.postgres import to_pyformat
 
 UPLOADER = "quire-migrate"      # whose partial uploads the copy's staged parts are, in the target store
 BATCH_ROWS = 2000               # rows copied in one target transaction
@@ -238,17 +237,12 @@ def copy_table(source: sqlite3.Connection, target: CatalogueStore, table: str) -
               "WHERE rowid > :after ORDER BY rowid LIMIT :limit")
     insert = (f"INSERT INTO {_quoted(table)} ({', '.join(map(_quoted, columns))}) VALUES "
               f"({', '.join(f':c{i}' for i in range(len(columns)))}) ON CONFLICT DO NOTHING")
-    if target.kind == "postgresql":
-        insert = to_pyformat(insert)
     copied, after = 0, -(1 << 63)
     while True:
         batch = source.execute(select, {"after": after, "limit": BATCH_ROWS}).fetchall()
         if not batch:
             break
-        with target.transaction() as db:
-            # The batch in one executemany on the connection under the transaction (psycopg pipelines it):
-            # a statement per row made a round trip per row, about 2 200 rows/s into PostgreSQL.
-            db.conn.cursor().executemany(insert, [{f"c{i}": v for i, v in enumerate(row[1:])} for row in batch])
+        target.insert_many(insert, [{f"c{i}": v for i, v in enumerate(row[1:])} for row in batch])
         copied += len(batch)
         after = batch[-1][0]
     _after_copy(target, table, source)

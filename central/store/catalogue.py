@@ -308,9 +308,15 @@ MIGRATIONS = [
 
 class CatalogueStore:
     """What every kind of catalogue offers: ``transaction()`` (a write transaction whose ``execute`` takes
-    named ``:param`` SQL), ``query``/``one`` (reads, as dicts), ``copy_to``/``replace_from``, ``close``."""
+    named ``:param`` SQL), ``insert_many`` (one statement over many rows), ``query``/``one`` (reads, as
+    dicts), ``copy_to``/``replace_from``, ``close``."""
 
     kind = ""
+
+    def insert_many(self, sql: str, params: list[dict]) -> None:
+        """Run one write statement (named ``:param`` SQL) once per dict of ``params``, all in one write
+        transaction (a savepoint inside one already open): every row is written, or none."""
+        raise NotImplementedError
 
 
 class Catalogue(CatalogueStore):
@@ -327,6 +333,10 @@ class Catalogue(CatalogueStore):
         """Exclusive use of the database inside one transaction."""
         with self._lock, atomic(self.db) as db:
             yield db
+
+    def insert_many(self, sql: str, params: list[dict]) -> None:
+        with self.transaction() as db:
+            db.conn.executemany(sql, params)
 
     def query(self, sql: str, params=()) -> list[dict]:
         with self._lock:

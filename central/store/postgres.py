@@ -210,6 +210,12 @@ class PostgresCatalogue(CatalogueStore):
                 self._failed = True
                 raise self._unavailable(exc) from None
 
+    def insert_many(self, sql: str, params: list[dict]) -> None:
+        # One executemany, which psycopg pipelines: a statement per row waited a round trip per row
+        # (about 2 200 rows/s into a local server against about 9 700).
+        with self.transaction() as tx:
+            tx.conn.cursor().executemany(to_pyformat(sql), [_params(p) for p in params])
+
     def query(self, sql: str, params=()) -> list[dict]:
         current = getattr(self._local, "tx", None)
         if current is not None:   # inside this thread's transaction: see its own writes

@@ -166,6 +166,25 @@ def test_a_run_cut_short_finishes_when_run_again(source, target, target_kind):
     assert "RowCount" not in again
 
 
+@pytest.mark.parametrize("target_kind", ["postgresql", "sqlite"], indirect=True)
+def test_the_catalogue_inserts_many_rows_in_one_transaction(target, target_kind):
+    """What migrate copies a batch with: a statement over many rows, all written or none (on both kinds)."""
+    to = target[0]
+    catalogue = open_catalogue(to if target_kind == "postgresql" else Path(to))
+    insert = ("INSERT INTO units (id, name, created_at) VALUES (:id, :name, :at) ON CONFLICT DO NOTHING")
+    try:
+        catalogue.insert_many(insert, [{"id": f"u-{n}", "name": f"单位 {n}", "at": "2026-01-01"} for n in range(3)])
+        catalogue.insert_many(insert, [{"id": "u-1", "name": "kept as it was", "at": "2026-01-02"},
+                                       {"id": "u-3", "name": "单位 3", "at": "2026-01-02"}])
+        with pytest.raises(Exception):   # a row breaking a constraint: the rows before it are not kept either
+            catalogue.insert_many(insert, [{"id": "u-4", "name": "单位 4", "at": "x"},
+                                           {"id": "u-5", "name": None, "at": "x"}])
+        assert catalogue.query("SELECT id, name FROM units ORDER BY id") == [
+            {"id": f"u-{n}", "name": f"单位 {n}"} for n in range(4)]
+    finally:
+        catalogue.close()
+
+
 def test_a_target_holding_another_archive_is_refused_and_left_alone(source, target, tmp_path):
     home, _ = source
     to, blobs, creds = target
