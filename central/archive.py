@@ -37,7 +37,7 @@ def open_blobs(config: CentralConfig) -> BlobStore:
     if config.blobs.startswith("s3://"):
         credentials = config.blobs_credentials
         return S3BlobStore(config.blobs, config.home / credentials if credentials else None)
-    return DiskBlobStore(config.blobs_dir, config.uploads_dir)
+    return DiskBlobStore(config.blobs_dir, config.uploads_dir, config.upload_lock_wait_s)
 
 
 def open_archive(config: CentralConfig, create: bool = True) -> Archive:

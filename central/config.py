@@ -73,6 +73,10 @@ class CentralSettings(Settings):
     # password in the URL: libpq reads it from ~/.pgpass or the file PGPASSFILE names (mode 0600).
     catalogue: CatalogueUrl = ""
     blobs_credentials: str | None = None
+    # How long an upload to the home's blobs folder waits for another call still writing the same page (after
+    # a cut, the broken call still writes the chunks it had queued) before it is refused and the station
+    # retries; serve processes sharing one home wait for each other the same way.
+    upload_lock_wait_s: float = Field(10.0, ge=0.1, le=600)
     # Backups and fixity (quire-central backup / scrub): the restic repository and its password file (0600),
     # a description of the off-site copy a damaged blob can also be restored from, and the period in which
     # the nightly scrub re-reads every blob once.

@@ -120,11 +120,11 @@ class DiskBlobStore(BlobStore):
     """Blobs as write-once files in a local directory; partial uploads as files beside them, each
     written by one call at a time (a lock on the file, held by every serve process on this home)."""
 
-    # How long a call waits for another that holds a partial: after a cut, the broken call still
-    # writes the chunks it had queued. Past this the call is refused, and the station retries.
-    lock_wait_s = 10.0
-
-    def __init__(self, blobs_dir: Path, uploads_dir: Path):
+    def __init__(self, blobs_dir: Path, uploads_dir: Path, lock_wait_s: float = 10.0):
+        # How long a call waits for another that holds a partial (central.toml's upload_lock_wait_s): after
+        # a cut, the broken call still writes the chunks it had queued. Past this the call is refused, and
+        # the station retries.
+        self.lock_wait_s = lock_wait_s
         self.files = ContentStore(blobs_dir)
         self.uploads = uploads_dir
         self.uploads.mkdir(parents=True, exist_ok=True)
@@ -223,7 +223,11 @@ class DiskBlobStore(BlobStore):
 
 def _lock_partial(path: Path, exclusive: bool, wait_s: float) -> int | None:
     """Open the partial at ``path`` (an exclusive locker creates it) and flock it, waiting up to
-    ``wait_s``; TimeoutError past that. None when a shared locker finds no partial."""
+    ``wait_s``; TimeoutError past that. None when a shared locker finds no partial.
+
+    The wait polls: flock has no timed form, a thread blocked in it cannot be called back, and a signal
+    to break it off reaches the main thread only. The pauses double from 2 ms to at most 50 ms, the last
+    one cut to the deadline, so a freed lock is taken within 50 ms and the wait ends at ``wait_s``."""
     deadline = time.monotonic() + wait_s
     flags = (os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY) | os.O_CLOEXEC
     mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
@@ -239,9 +243,10 @@ def _lock_partial(path: Path, exclusive: bool, wait_s: float) -> int | None:
                     fcntl.flock(fd, mode)
                     break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
                         raise TimeoutError(path) from None
-                    time.sleep(pause)
+                    time.sleep(min(pause, left))
                     pause = min(pause * 2, 0.05)
             # The holder may have stored or discarded the file while we waited: lock what the name holds now.
             if _same_file(path, fd):

@@ -13,7 +13,9 @@ import google_crc32c
 import grpc
 import pytest
 
-from central.errors import WrongOffset
+from central import config as central_config
+from central.archive import open_blobs
+from central.errors import ConfigError, WrongOffset
 from quire import manifest as manifest_format
 from quire.v1 import sync_pb2, sync_pb2_grpc
 from station import outbox
@@ -123,12 +125,16 @@ def test_a_writer_killed_while_holding_a_page_lets_the_next_call_resume_it(centr
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(archive.blobs.files.root), str(archive.blobs.uploads),
                                station.station_id, sha, str(len(data)), str(tmp_path / "first")],
                               stdout=subprocess.PIPE, text=True)
+    # Another serve process on this home, whose operator set a shorter wait in central.toml.
+    toml = archive.config.home / "central.toml"
+    toml.write_text((toml.read_text() if toml.exists() else "") + "upload_lock_wait_s = 0.2\n")
+    waiting = open_blobs(central_config.load(archive.config.home))
     try:
         assert holder.stdout.readline().strip() == "holding"
-        archive.blobs.lock_wait_s = 0.2
-        with pytest.raises(WrongOffset, match="another call is still writing this page"):
-            archive.blobs.open_upload(station.station_id, sha, len(data))
+        with pytest.raises(WrongOffset, match="another call is still writing this page after 0.2 s"):
+            waiting.open_upload(station.station_id, sha, len(data))
     finally:
+        waiting.close()
         holder.kill()   # SIGKILL: no cleanup runs in the holder
         holder.wait()
         holder.stdout.close()
@@ -140,3 +146,11 @@ def test_a_writer_killed_while_holding_a_page_lets_the_next_call_resume_it(centr
     assert done.complete
     with archive.blobs.open(sha) as fh:
         assert fh.read() == data
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "601", '"ten"'])
+def test_an_upload_lock_wait_out_of_range_is_refused_naming_the_setting(tmp_path, value):
+    (tmp_path / "central.toml").write_text(f"upload_lock_wait_s = {value}\n")
+    with pytest.raises(ConfigError, match="upload_lock_wait_s: must be") as refused:
+        central_config.load(tmp_path)
+    assert str(tmp_path / "central.toml") in str(refused.value)
