@@ -30,7 +30,7 @@ from .store.catalogue import MIGRATIONS, CatalogueStore, rows
 UPLOADER = "quire-migrate"      # whose partial uploads the copy's staged parts are, in the target store
 BATCH_ROWS = 2000               # rows copied in one target transaction
 CHUNK_BYTES = 1 << 20           # bytes of a blob read and sent at once
-BLOB_SAMPLE = 1000              # blobs listed in the target store to tell whether another archive's are there
+BLOB_PAGE = 1000                # blobs listed at once in the target store, looking for another archive's
 BOOKKEEPING = ("_migrations",)  # each side records its own migrations; compared by name, not copied
 
 
@@ -209,20 +209,24 @@ def check_target(source: sqlite3.Connection, target: CatalogueStore, tables: lis
 
 def check_blob_target(source: sqlite3.Connection, target: BlobStore) -> None:
     """Refuse a blob store that holds page files this archive lacks: another archive's (its catalogue may be
-    elsewhere). Blobs of this archive are left by a run cut short, and welcome. The first BLOB_SAMPLE listed
-    are looked at: another archive's pages are not this one's, so one of them is enough to tell."""
-    listed = target.sample(BLOB_SAMPLE)
-    known = set()
-    for start in range(0, len(listed), 500):   # SQLite's limit on parameters is not reached
-        part = listed[start:start + 500]
-        marks = ", ".join("?" * len(part))
-        known |= {row["sha256"] for row in rows(source, f"SELECT sha256 FROM blobs WHERE sha256 IN ({marks})", part)}
-    foreign = [sha for sha in listed if sha not in known]
-    if foreign:
-        raise TargetNotEmpty(f"{target.location()} already holds page files of another archive ({len(foreign)} of "
-                             f"the first {len(listed)} listed are not this archive's, e.g. {foreign[0]}): nothing "
-                             "was copied — give --blobs a prefix of its own that holds nothing yet "
-                             "(s3://BUCKET/NEW-PREFIX)")
+    elsewhere). Blobs of this archive are left by a run cut short, and welcome. Every stored blob is looked
+    at, a page of BLOB_PAGE listed at a time: another archive's pages may sort after a run's worth of ours."""
+    listed, after = 0, ""
+    while page := target.sample(BLOB_PAGE, after):
+        listed += len(page)
+        known = set()
+        for start in range(0, len(page), 500):   # SQLite's limit on parameters is not reached
+            part = page[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            known |= {row["sha256"] for row in rows(source, f"SELECT sha256 FROM blobs WHERE sha256 IN ({marks})",
+                                                    part)}
+        foreign = [sha for sha in page if sha not in known]
+        if foreign:
+            raise TargetNotEmpty(f"{target.location()} already holds page files of another archive ({len(foreign)} "
+                                 f"of the first {listed} listed are not this archive's, e.g. {foreign[0]}): nothing "
+                                 "was copied — give --blobs a prefix of its own that holds nothing yet "
+                                 "(s3://BUCKET/NEW-PREFIX)")
+        after = page[-1]
 
 
 def copy_table(source: sqlite3.Connection, target: CatalogueStore, table: str) -> int:

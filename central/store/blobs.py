@@ -73,8 +73,9 @@ class BlobStore(ABC):
         """Where the store keeps its blobs (a folder, a bucket and prefix), for messages to an operator."""
 
     @abstractmethod
-    def sample(self, limit: int) -> list[str]:
-        """The digests of up to ``limit`` stored blobs, whichever the store lists first; [] when it holds none."""
+    def sample(self, limit: int, after: str = "") -> list[str]:
+        """The digests of up to ``limit`` stored blobs in digest order, from the first one past ``after`` (a
+        digest; "" from the start): one page of a listing of them all; [] past the last one."""
 
     @abstractmethod
     def committed_size(self, station_id: str, sha256: str) -> int:
@@ -151,13 +152,15 @@ class DiskBlobStore(BlobStore):
     def location(self) -> str:
         return str(self.files.root)
 
-    def sample(self, limit: int) -> list[str]:
+    def sample(self, limit: int, after: str = "") -> list[str]:
         found = []
         for folder in sorted(p for p in self.files.root.iterdir() if len(p.name) == 2 and p.is_dir()):
             for blob in sorted(folder.iterdir()):
-                if is_sha256_hex(blob.name):
+                if is_sha256_hex(blob.name) and blob.name > after:
                     found.append(blob.name)
                     if len(found) >= limit:
+            if folder.name < after[:2]:
+                continue
                         return found
         return found
 

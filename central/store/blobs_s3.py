@@ -141,9 +141,12 @@ class S3BlobStore(BlobStore):
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def sample(self, limit: int) -> list[str]:
+    def sample(self, limit: int, after: str = "") -> list[str]:
+        # A blob's key sorts as its digest does (blobs/ab/ab12…): the listing goes on after the key of ``after``.
+        start = {"StartAfter": self._key(after)} if after else {}
         try:
-            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/", MaxKeys=limit)
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/", MaxKeys=limit,
+                                                 **start)
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable(f"list the blobs under {self.location()}", exc) from None
         names = (item["Key"].rsplit("/", 1)[-1] for item in listed.get("Contents", ()))

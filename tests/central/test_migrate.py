@@ -227,6 +227,34 @@ def test_a_bucket_prefix_holding_another_archive_s_pages_is_refused_and_left_alo
         other.close()
 
 
+def test_another_archive_s_pages_listed_after_this_one_s_are_found_too(source, target, monkeypatch):
+    """Every blob under the prefix is looked at, a listing page at a time — not only the first page: here a
+    run cut short left this archive's six pages there, and another archive's page sorts after them all.
+    (Pages of two blobs here; production lists 1 000 at a time, as many as S3 returns at once.)"""
+    home, _ = source
+    to, blobs, creds = target
+    cfg = central_config.load(home)
+    src, dst, catalogue = open_blobs(cfg), S3BlobStore(blobs, creds), open_catalogue(to)
+    ours = sorted(p.name for p in (home / "blobs").rglob("*") if p.is_file() and p.parent.name != "tmp")
+    try:
+        for sha in ours:
+            with src.open(sha) as fh:
+                dst.put(fh.read())
+        n = 0
+        while hashlib.sha256(f"a page of another archive {n}".encode()).hexdigest() < ours[-1]:
+            n += 1
+        theirs = dst.put(f"a page of another archive {n}".encode())
+        monkeypatch.setattr(migrate, "BLOB_PAGE", 2)
+        with pytest.raises(migrate.TargetNotEmpty, match=f"already holds page files of another archive \\(1 of the "
+                                                          f"first 7 listed .* e.g. {theirs}\\)"):
+            migrate.migrate(cfg, catalogue, to, src, dst)
+        assert catalogue.query("SELECT COUNT(*) AS n FROM audit_entries") == [{"n": 0}]   # nothing copied
+        assert dst.sample(2, after=ours[-1]) == [theirs] and dst.sample(2, after=theirs) == []
+    finally:
+        for opened in (catalogue, dst, src):
+            opened.close()
+
+
 def test_the_archive_s_own_catalogue_as_target_is_refused(source):
     home, _ = source
     refused = run_cli("quire-central", "--home", home, "migrate", "--to", home / "central.db", check=False)
