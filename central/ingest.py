@@ -55,12 +55,14 @@ def offer(archive: Archive, station_id: str, data: bytes, signature: bytes) -> O
             return Offer(bundle_id, [], (bytes(row["receipt"]), bytes(row["receipt_signature"])))
         elif row["state"] == "rejected":
             raise BundleRejected(bundle_id, json.loads(row["problems"]))
-    missing = []
-    for page in manifest_format.blobs(manifest):   # the pages, and a cover sheet's image kept as evidence
-        if page["sha256"] not in missing and not archive.blobs.has(page["sha256"]):
-            missing.append(page["sha256"])
-    return Offer(bundle_id, missing, committed_sizes=[archive.blobs.committed_size(station_id, sha)
-                                                      for sha in missing])
+    # The pages, and a cover sheet's image kept as evidence. A blob the catalogue has no record of is asked
+    # for without asking the blob store (a request to an object store costs the archive more CPU than a
+    # query): should it be stored all the same (the archive stopped before recording it), its upload
+    # finds it there. A recorded one is looked up: one lost from the store is asked for again.
+    digests = list(dict.fromkeys(page["sha256"] for page in manifest_format.blobs(manifest)))
+    recorded = {r["sha256"] for r in blob_index.some(archive.catalogue, digests)}
+    missing = [sha for sha in digests if sha not in recorded or not archive.blobs.has(sha)]
+    return Offer(bundle_id, missing, committed_sizes=archive.blobs.committed_sizes(station_id, missing))
 
 
 def _offered(archive: Archive, station_id: str, bundle_id: str) -> dict:
@@ -146,7 +148,9 @@ def commit(archive: Archive, station_id: str, bundle_id: str) -> tuple[bytes, by
             f"(first {missing[0][:12]}); offer the bundle again and upload them"
         )
     station = stations.active(archive, station_id)
-    findings = profile.check_bundle(archive, manifest, station["unit"])  # re-reads page headers: outside the lock
+    # Re-reads page headers, outside the lock; a recorded blob's size was taken from its record, so a blob
+    # lost from the store shows here, and is asked for again rather than judged unreadable.
+    findings = profile.check_bundle(archive, manifest, station["unit"], _opener(archive, bundle_id))
     sm3s = {}
     while True:
         sm3s.update(_sm3_of_unrecorded(archive, _unrecorded(archive.catalogue, manifest, sm3s)))
@@ -210,12 +214,25 @@ def catalogue_bundle(db, archive: Archive, station: dict, bundle_id: str, manife
 
 
 def _stored_sizes(archive: Archive, manifest: dict) -> dict[str, int | None]:
-    """The stored size of each blob of a bundle (None when not stored), asked of the blob store once each."""
-    sizes = {}
-    for page in manifest_format.blobs(manifest):
-        if page["sha256"] not in sizes:
-            sizes[page["sha256"]] = archive.blobs.stat(page["sha256"])
+    """The stored size of each blob of a bundle (None when not stored): a recorded blob's from its record,
+    the others' asked of the blob store (a request to an object store costs more than one query for all)."""
+    digests = list(dict.fromkeys(page["sha256"] for page in manifest_format.blobs(manifest)))
+    sizes = {r["sha256"]: r["bytes"] for r in blob_index.some(archive.catalogue, digests)}
+    for sha in digests:
+        if sha not in sizes:
+            sizes[sha] = archive.blobs.stat(sha)
     return sizes
+
+
+def _opener(archive: Archive, bundle_id: str):
+    """The blob store's open, saying a missing blob is to be uploaded again."""
+    def open_blob(sha256: str):
+        try:
+            return archive.blobs.open(sha256)
+        except FileNotFoundError:
+            raise BlobsMissing(f"bundle {bundle_id[:12]}: page file {sha256[:12]} is no longer in the blob store; "
+                               "offer the bundle again and upload it") from None
+    return open_blob
 
 
 def _unrecorded(source, manifest: dict, known=()) -> set[str]:

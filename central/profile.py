@@ -72,12 +72,13 @@ def _reference(profile: Profile) -> dict:
     return {"profile": profile.name, "version": profile.version, "sha256": profile.sha256}
 
 
-def check_bundle(archive: Archive, manifest: dict, unit: str) -> Findings:
-    """Judge a bundle whose blobs are all stored by the profile of ``unit``."""
+def check_bundle(archive: Archive, manifest: dict, unit: str, open_blob=None) -> Findings:
+    """Judge a bundle whose blobs are all stored by the profile of ``unit`` (read through ``open_blob``,
+    the blob store's open unless given)."""
     try:
         chosen = for_unit(archive, unit)
     except ProfileError as exc:
         raise StandardsUnavailable(
             f"the archive cannot judge bundles for unit {unit!r} now ({exc}); the bundle stays "
             "queued on the station until an administrator fixes the profile") from None
-    return check(manifest, archive.blobs.open, chosen)
+    return check(manifest, open_blob or archive.blobs.open, chosen)

@@ -28,7 +28,10 @@ class Written:
 def write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks, finisher):
     """Append one blob's chunks from ``msg`` on and hand a finished one to ``finisher`` to store;
     return (size, its finishing message or None)."""
-    if archive.blobs.has(sha256):  # another station's copy arrived meanwhile: skip this one's bytes
+    # Another station's copy arrived meanwhile: skip this one's bytes. Arrived copies are recorded, so only
+    # a recorded blob is looked up in the store (a blob stored but not recorded is sent again, and found
+    # there when it is stored; one recorded but lost is taken again).
+    if blob_index.has(archive.catalogue, sha256) and archive.blobs.has(sha256):
         while msg is not None and not msg.finish_write:
             msg = next(chunks, None)
         return declared, msg

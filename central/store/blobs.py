@@ -81,6 +81,10 @@ class BlobStore(ABC):
     def committed_size(self, station_id: str, sha256: str) -> int:
         """Bytes of ``station_id``'s partial upload of the blob that a resumed stream builds on."""
 
+    def committed_sizes(self, station_id: str, digests: list[str]) -> list[int]:
+        """``committed_size`` of each of ``digests``, in order (a store may answer all from one look)."""
+        return [self.committed_size(station_id, sha) for sha in digests]
+
     @abstractmethod
     def open_upload(self, station_id: str, sha256: str, limit: int):
         """Append access to one partial upload, for the chunks of one Write stream (any process may
@@ -155,12 +159,12 @@ class DiskBlobStore(BlobStore):
     def sample(self, limit: int, after: str = "") -> list[str]:
         found = []
         for folder in sorted(p for p in self.files.root.iterdir() if len(p.name) == 2 and p.is_dir()):
+            if folder.name < after[:2]:
+                continue
             for blob in sorted(folder.iterdir()):
                 if is_sha256_hex(blob.name) and blob.name > after:
                     found.append(blob.name)
                     if len(found) >= limit:
-            if folder.name < after[:2]:
-                continue
                         return found
         return found
 

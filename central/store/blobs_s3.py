@@ -4,7 +4,7 @@ local directory: written once with conditional puts, uploads resumable by any ar
 Keys under the prefix::
 
     blobs/ab/ab12…            one stored blob, named by its SHA-256, written with If-None-Match: *
-    uploads/ab12….ST/000…0    a partial upload by station ST, as parts each named by its start offset
+    uploads/ST/ab12…/000…0    a partial upload by station ST, as parts each named by its start offset
 
 A partial upload is kept as staged part objects rather than as an S3 multipart upload because
 another process must be able to resume it: it has to hash the bytes already received (SHA-256
@@ -13,6 +13,12 @@ parts of an unfinished multipart upload cannot be read back. Staged parts can be
 to find the committed offset, and each is written with If-None-Match: * so two processes that
 both believe they hold the same upload cannot both extend it from the same offset. Multipart
 uploads also need parts of at least 5 MiB but the last, and station chunks are smaller.
+
+Every request costs the archive's CPU (botocore spends about 2 ms building, signing and parsing
+one), so a page asks for as few as it can: a station's partial uploads sit under one prefix, so an
+Offer learns where all of its missing pages stand from one listing; a Write that starts at offset 0
+lists nothing (the station was told nothing is kept, and a part another process did keep from
+offset 0 refuses the stage that would overwrite it), only one that resumes lists its parts.
 """
 
 import hashlib
@@ -87,6 +93,17 @@ def _precondition_failed(exc: ClientError) -> bool:
     return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
 
 
+def _joined(parts: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The parts (offset, size, key) that join up from offset 0, in order (those past a gap left out)."""
+    joined, end = [], 0
+    for offset, size, key in sorted(parts):
+        if offset != end:
+            break
+        joined.append((offset, size, key))
+        end += size
+    return joined
+
+
 class S3BlobStore(BlobStore):
     """Blobs and partial uploads as objects in one bucket under one prefix."""
 
@@ -119,8 +136,10 @@ class S3BlobStore(BlobStore):
             raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
         return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
 
-    def _staging(self, station_id: str, sha256: str) -> str:
-        return f"{self.prefix}uploads/{sha256}.{station_id}/"
+    def _staging(self, station_id: str, sha256: str = "") -> str:
+        """The prefix of one station's partial upload of a blob (of all its partial uploads without one).
+        A station id starts with a letter or digit, so it is never '.' or '..' as a key segment."""
+        return f"{self.prefix}uploads/{station_id}/{sha256}/" if sha256 else f"{self.prefix}uploads/{station_id}/"
 
     def where(self, sha256: str) -> str:
         return f"s3://{self.bucket}/{self._key(sha256)}"
@@ -216,25 +235,35 @@ class S3BlobStore(BlobStore):
 
     # Partial uploads.
 
+    def _listed(self, prefix: str, what: str) -> list[tuple[str, int]]:
+        """(key after ``prefix``, size) of every object under ``prefix``."""
+        found = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                found += [(o["Key"][len(prefix):], o["Size"]) for o in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable(f"list {what}", exc) from None
+        return found
+
     def _parts(self, station_id: str, sha256: str) -> list[tuple[int, int, str]]:
         """(offset, size, key) of the staged parts that join up from offset 0, in order."""
-        staging, found = self._staging(station_id, sha256), []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=staging):
-                found += [(int(o["Key"][len(staging):]), o["Size"], o["Key"]) for o in page.get("Contents", [])
-                          if o["Key"][len(staging):].isdigit()]
-        except (ClientError, BotoCoreError) as exc:
-            raise _unavailable(f"list the partial upload of blob {sha256[:12]}", exc) from None
-        joined, end = [], 0
-        for offset, size, key in sorted(found):
-            if offset != end:
-                break
-            joined.append((offset, size, key))
-            end += size
-        return joined
+        staging = self._staging(station_id, sha256)
+        listed = self._listed(staging, f"the partial upload of blob {sha256[:12]}")
+        return _joined([(int(name), size, staging + name) for name, size in listed if name.isdigit()])
 
     def committed_size(self, station_id: str, sha256: str) -> int:
         return sum(size for _, size, _ in self._parts(station_id, sha256))
+
+    def committed_sizes(self, station_id: str, digests: list[str]) -> list[int]:
+        """Where each of the station's partial uploads of ``digests`` stands, from one listing of all of them."""
+        if len(digests) < 2:
+            return [self.committed_size(station_id, sha) for sha in digests]
+        staging, found = self._staging(station_id), {}
+        for name, size in self._listed(staging, f"the partial uploads of station {station_id}"):
+            sha, _, offset = name.partition("/")
+            if offset.isdigit():
+                found.setdefault(sha, []).append((int(offset), size, staging + name))
+        return [sum(size for _, size, _ in _joined(found.get(sha, []))) for sha in digests]
 
     def open_upload(self, station_id: str, sha256: str, limit: int) -> "S3Upload":
         return S3Upload(self, station_id, sha256, limit)
@@ -242,10 +271,9 @@ class S3BlobStore(BlobStore):
     def _discard(self, station_id: str, sha256: str) -> None:
         """Delete every staged part of one upload (those past a gap too)."""
         staging = self._staging(station_id, sha256)
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=staging):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        keys = [{"Key": staging + name} for name, _ in self._listed(staging, f"the partial upload of {sha256[:12]}")]
+        for at in range(0, len(keys), 1000):  # at most 1000 keys a request
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[at:at + 1000], "Quiet": True})
 
     def finish_many(self, uploads: list["S3Upload"]) -> dict[str, Exception]:
         refused = {}
@@ -276,17 +304,33 @@ class S3Upload:
         self._pending: list[bytes] = []  # the chunks accepted since the last part, as received
         self._pending_bytes = 0
         self._staged = False
-        parts = store._parts(station_id, sha256)
-        for _, _, key in parts:  # a resumed upload first hashes what earlier streams (any process) left
+        self._size: int | None = None  # bytes accepted; None until the parts are listed or a write starts at 0
+        self._stage_at = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes accepted: those the staged parts hold (listed on first asking), and those since."""
+        if self._size is None:
+            self._resume()
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._size = value
+
+    def _resume(self) -> None:
+        """Take up what earlier streams (any process) left: list the parts and hash their bytes."""
+        for _, _, key in self.store._parts(self.station_id, self.sha256):
             try:
-                body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
-                while chunk := body.read(1 << 20):
-                    self._take(chunk)
+                body = self.store.client.get_object(Bucket=self.store.bucket, Key=key)["Body"]
+                with closing(body):
+                    while chunk := body.read(1 << 20):
+                        self._take(chunk)
             except (ClientError, BotoCoreError) as exc:
                 self._all.close()
-                raise _unavailable(f"read the partial upload of blob {sha256[:12]}", exc) from None
+                raise _unavailable(f"read the partial upload of blob {self.sha256[:12]}", exc) from None
             self._staged = True
-        self.size = self._stage_at = self._all.size
+        self._size = self._stage_at = self._all.size
 
     def _take(self, data: bytes) -> None:
         self._hash.update(data)
@@ -294,7 +338,12 @@ class S3Upload:
         self._all.write(data)
 
     def append(self, offset: int, data: bytes) -> int:
-        """Append a chunk at exactly ``offset``; return the new size. Refuse gaps and overruns."""
+        """Append a chunk at exactly ``offset``; return the new size. Refuse gaps and overruns.
+
+        A stream that starts at offset 0 starts afresh without listing the parts: the station was told
+        nothing is kept (parts kept since, by a cut stream's process, refuse this one's first stage)."""
+        if self._size is None and offset == 0:
+            self._size = 0
         if offset != self.size:
             raise WrongOffset(f"blob {self.sha256[:12]}: write at offset {offset} but {self.size} bytes are "
                               "committed; query the write status and resume from there")
@@ -351,6 +400,8 @@ class S3Upload:
             if self.size != self.limit or self.digest != self.sha256:
                 self._drop_pending()
                 self.store._discard(self.station_id, self.sha256)
+                if self.store.has(self.sha256):
+                    return None  # another stream of this upload (a station resuming after a cut) stored it first
                 return BlobStore.damaged(self.sha256, self.size, self.digest, self.limit)
             try:
                 self.store._put_once(self.sha256, self._all.body(), self.sm3)
@@ -366,7 +417,7 @@ class S3Upload:
             if self._staged:
                 try:
                     self.store._discard(self.station_id, self.sha256)
-                except (ClientError, BotoCoreError):
+                except (ClientError, BotoCoreError, StoreUnavailable):
                     pass  # parts left behind are only garbage: the blob is stored
             return None
         finally:
