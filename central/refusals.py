@@ -4,12 +4,15 @@ A refusal beyond a caller's share (or beyond the archive's, when many callers fl
 not written, and the count rides on that caller's next entry as ``suppressed``; so a flood cannot
 fill the disk and the log still says how many refusals there were. Entries are appended in a
 transaction of their own, after the refused work has rolled back, and writing one never fails the
-refusal itself.
+refusal itself, nor holds it up: when another transaction holds the catalogue's writer lock (on
+PostgreSQL, any archive process's), the caller is answered at once and the entry is appended by a
+thread of its own once the lock is free (lost only if the process ends first; the WARNING line stays).
 """
 
 import logging
 import threading
 import time
+from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -21,6 +24,7 @@ from quire.canonical import sha256_hex
 from . import audit
 from .archive import Archive
 from .errors import CentralError
+from .store.catalogue import WriterBusy
 
 log = logging.getLogger("quire.central")
 
@@ -85,13 +89,63 @@ def record(archive: Archive, event: str, subject: str, fields: dict, by: str) ->
         return False
     if carried:
         fields = {**fields, "suppressed": carried}
+    entry = (archive, event, subject, fields, by)
+    if _late.holds(archive):   # after the ones still waiting, in order
+        _late.add(entry)
+        return True
     try:
-        with archive.catalogue.transaction() as db:
+        return _write(*entry, wait=False)
+    except WriterBusy:
+        _late.add(entry)
+        return True
+
+
+def _write(archive: Archive, event: str, subject: str, fields: dict, by: str, wait: bool) -> bool:
+    """Append one refusal entry; False (logged) when it could not be; WriterBusy when told not to wait."""
+    try:
+        with archive.catalogue.transaction(wait=wait) as db:
             audit.record(db, archive, event, subject, fields, by=by)
+    except WriterBusy:
+        raise
     except Exception as exc:  # noqa: BLE001 - the refusal stands whatever the log does
         log.error("a refusal of %s (%s) could not be written to the audit log: %s", by, subject, exc)
         return False
     return True
+
+
+class _Late:
+    """Refusal entries that found the writer lock held, appended in order by one thread that waits for it
+    and ends when none is left."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries: deque[tuple] = deque()
+        self._thread: threading.Thread | None = None
+
+    def holds(self, archive: Archive) -> bool:
+        with self._lock:
+            return any(entry[0] is archive for entry in self._entries)
+
+    def add(self, entry: tuple) -> None:
+        with self._lock:
+            self._entries.append(entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="quire-late-refusals", daemon=True)
+                self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._entries:
+                    self._thread = None
+                    return
+                entry = self._entries[0]
+            _write(*entry, wait=True)
+            with self._lock:
+                self._entries.popleft()
+
+
+_late = _Late()
 
 
 def logged(archive: Archive, exc: CentralError, event: str, subject: str, fields: dict, by: str) -> CentralError:

@@ -308,10 +308,14 @@ MIGRATIONS = [
 
 class CatalogueStore:
     """What every kind of catalogue offers: ``transaction()`` (a write transaction whose ``execute`` takes
-    named ``:param`` SQL), ``insert_many`` (one statement over many rows), ``query``/``one`` (reads, as
+    named ``:param`` SQL; with ``wait=False`` WriterBusy instead of waiting for another writer), ``insert_many`` (one statement over many rows), ``query``/``one`` (reads, as
     dicts), ``copy_to``/``replace_from``, ``close``."""
 
     kind = ""
+
+class WriterBusy(Exception):
+    """``transaction(wait=False)`` found another transaction holding the catalogue's writer lock."""
+
 
     def insert_many(self, sql: str, params: list[dict]) -> None:
         """Run one write statement (named ``:param`` SQL) once per dict of ``params``, all in one write
@@ -329,10 +333,39 @@ class Catalogue(CatalogueStore):
         self._lock = threading.RLock()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
+    def transaction(self, wait: bool = True) -> Iterator[sqlite_utils.Database]:
         """Exclusive use of the database inside one transaction."""
-        with self._lock, atomic(self.db) as db:
-            yield db
+        if not self._lock.acquire(blocking=wait):
+            raise WriterBusy("another thread of this process is writing to the catalogue")
+        began = False
+        try:
+            if not wait and not self.db.conn.in_transaction:
+                self._begin_at_once()
+                began = True
+            with atomic(self.db) as db:   # inside the one just begun: a savepoint
+                yield db
+            if began:
+                self.db.conn.execute("COMMIT")
+        except BaseException:
+            if began and self.db.conn.in_transaction:
+                self.db.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._lock.release()
+
+    def _begin_at_once(self) -> None:
+        """BEGIN IMMEDIATE without waiting out the busy timeout for another process's write."""
+        conn = self.db.conn
+        waits_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise WriterBusy("another process is writing to the catalogue") from None
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(waits_ms)}")
 
     def insert_many(self, sql: str, params: list[dict]) -> None:
         with self.transaction() as db:

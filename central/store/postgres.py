@@ -23,7 +23,7 @@ from quire.db import Dialects
 
 from ..config import catalogue_url_params
 from ..errors import ConfigError, StoreUnavailable
-from .catalogue import MIGRATIONS, CatalogueStore
+from .catalogue import MIGRATIONS, CatalogueStore, WriterBusy
 
 # One key for the archive's writer lock, migrations included ("quire" in ASCII).
 WRITE_LOCK = 0x7175697265
@@ -190,8 +190,9 @@ class PostgresCatalogue(CatalogueStore):
                                  " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))", (name,))
 
     @contextmanager
-    def transaction(self) -> Iterator[_Transaction]:
-        """One write transaction holding the archive's writer lock (a savepoint when already inside one)."""
+    def transaction(self, wait: bool = True) -> Iterator[_Transaction]:
+        """One write transaction holding the archive's writer lock (a savepoint when already inside one);
+        ``wait=False``: WriterBusy at once when another transaction, on any process, holds the lock."""
         current = getattr(self._local, "tx", None)
         if current is not None:
             with current.conn.transaction():
@@ -200,7 +201,10 @@ class PostgresCatalogue(CatalogueStore):
         with self._connection() as conn:
             try:
                 with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    if wait:
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    elif not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK,)).fetchone()[0]:
+                        raise WriterBusy(f"another transaction holds the writer lock of the {self.where}")
                     self._local.tx = _Transaction(conn)
                     try:
                         yield self._local.tx

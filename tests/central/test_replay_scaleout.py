@@ -1,6 +1,7 @@
 """Several archive processes on one PostgreSQL share one replay guard: a signed call taken by one is
 refused as a replay by every other (on SQLite each home keeps its own nonces.db: test_auth.py)."""
 
+import time
 import uuid
 from contextlib import ExitStack
 
@@ -62,6 +63,41 @@ def test_a_signed_call_does_not_wait_for_the_catalogue_writer(two_processes):
         writer.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         for archive, address in two_processes[0]:
             assert refused(archive, address, signed(key)).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_refused_call_is_refused_at_once_while_another_connection_holds_the_writer_lock(two_processes):
+    """A forged, replayed or revoked station's call is answered with its reason while a long write holds the
+    archive's writer lock on another connection (its refusal is not held up by the audit log); the refusals
+    reach the audit log once the lock is free. A good call's nonce is still recorded: its replay on the other
+    process is refused."""
+    (first, first_address), (second, second_address) = two_processes[0]
+    key, gone = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    stations.add(first, "st-test", bytes(key.verify_key).hex(), "unit-a")
+    stations.add(first, "st-gone", bytes(gone.verify_key).hex(), "unit-a")
+    with first.catalogue.transaction() as db:
+        stations.revoke(db, first, "st-gone", "test", 0)
+    before = _refusals_logged(first)
+    with psycopg.connect(two_processes[1]) as writer, writer.transaction():
+        writer.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        taken = signed(key)
+        assert refused(first, first_address, taken).code() == grpc.StatusCode.NOT_FOUND   # a good call goes through
+        answers = [refused(second, second_address, taken),                          # ... and its replay elsewhere
+                   refused(first, first_address, signed(nacl.signing.SigningKey.generate())),   # forged
+                   refused(second, second_address, signed(gone, station_id="st-gone"))]        # revoked
+        told = [(grpc.StatusCode.UNAUTHENTICATED, "replayed call refused"),
+                (grpc.StatusCode.UNAUTHENTICATED, "not registered with this archive under the key"),
+                (grpc.StatusCode.PERMISSION_DENIED, "was revoked at")]
+        for answer, (code, reason) in zip(answers, told):
+            assert answer.code() == code and reason in answer.details(), (reason, answer.code(), answer.details())
+        assert _refusals_logged(first) == before   # not yet: the writer holds the log
+    deadline = time.monotonic() + 30
+    while _refusals_logged(first) < before + 3:
+        assert time.monotonic() < deadline, "the refusals never reached the audit log"
+        time.sleep(0.05)
+
+
+def _refusals_logged(archive) -> int:
+    return archive.catalogue.one("SELECT COUNT(*) AS n FROM audit_entries WHERE event = 'call.refused'")["n"]
 
 
 def test_the_shared_guard_forgets_nonces_past_the_clock_window_only(two_processes):
