@@ -308,8 +308,9 @@ MIGRATIONS = [
 
 class CatalogueStore:
     """What every kind of catalogue offers: ``transaction()`` (a write transaction whose ``execute`` takes
-    named ``:param`` SQL; with ``wait=False`` WriterBusy instead of waiting for another writer), ``insert_many`` (one statement over many rows), ``query``/``one`` (reads, as
-    dicts), ``copy_to``/``replace_from``, ``close``."""
+    named ``:param`` SQL; with ``wait=False``, WriterBusy instead of waiting for another writer),
+    ``insert_many`` (one statement over many rows), ``query``/``one`` (reads, as dicts),
+    ``copy_to``/``replace_from``, ``close``."""
 
     kind = ""
 
