@@ -306,6 +306,10 @@ MIGRATIONS = [
 ]
 
 
+class WriterBusy(Exception):
+    """``transaction(wait=False)`` found another transaction holding the catalogue's writer lock."""
+
+
 class CatalogueStore:
     """What every kind of catalogue offers: ``transaction()`` (a write transaction whose ``execute`` takes
     named ``:param`` SQL; with ``wait=False``, WriterBusy instead of waiting for another writer),
@@ -313,10 +317,6 @@ class CatalogueStore:
     ``copy_to``/``replace_from``, ``close``."""
 
     kind = ""
-
-class WriterBusy(Exception):
-    """``transaction(wait=False)`` found another transaction holding the catalogue's writer lock."""
-
 
     def insert_many(self, sql: str, params: list[dict]) -> None:
         """Run one write statement (named ``:param`` SQL) once per dict of ``params``, all in one write
