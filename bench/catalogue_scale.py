@@ -213,10 +213,10 @@ def _generate(url: str, shape: _Shape) -> None:
                    j, 'op', 'D' || lpad(((j - 1) / {mpd} + 1)::text, 8, '0'), {ppm}
             FROM generate_series(1, {shape.materials}) j ORDER BY 1""",
         f"""INSERT INTO materials (id, archive_no, item, category, title, date_formed, page_count, remarks,
-                                   bundle_id, catalogued_at, version)
+                                   bundle_id, catalogued_at, version, station_id)
             SELECT j, 'D' || lpad(((j - 1) / {mpd} + 1)::text, 8, '0'), '1-' || (mod(j - 1, {mpd}) + 1), '1',
                    'Material ' || j, '2001-05-01', {ppm}, NULL, encode(sha256(('bundle' || j)::bytea), 'hex'),
-                   '2026-01-03T00:00:01.000Z', 1
+                   '2026-01-03T00:00:01.000Z', 1, 'st-' || ((j - 1) / {mpd * dpu} + 1)
             FROM generate_series(1, {shape.materials}) j""",
         # In key order: the primary key's index grows at its end instead of at random places.
         f"""INSERT INTO blobs (sha256, bytes, stored_at, sm3, seq)

@@ -303,6 +303,13 @@ MIGRATIONS = [
                        " time_ms BIGINT NOT NULL, PRIMARY KEY (guard, caller, nonce))"),
         Dialects(None, "CREATE INDEX call_nonces_time ON call_nonces (time_ms)"),
     ]),
+    ("0015_material_station", [
+        # The station that sent each material's bundle, kept on the material when it is catalogued: a
+        # dossier's listing reads its materials alone, not one bundle row each (at ten million pages those
+        # rows, keyed by hash, are scattered over a table the size of every manifest; bench/catalogue_scale.py).
+        "ALTER TABLE materials ADD COLUMN station_id TEXT",
+        "UPDATE materials SET station_id = (SELECT b.station_id FROM bundles b WHERE b.id = materials.bundle_id)",
+    ]),
 ]
 
 

@@ -7,11 +7,15 @@ import json
 from .catalogue import rows
 
 
+# The station that sent the bundle, kept on the material for its dossier's listing (migration 0015).
+_STATION = "(SELECT b.station_id FROM bundles b WHERE b.id = :bundle_id)"
+
+
 def add(db, archive_no: str, item: str, category: str, fields: dict) -> int:
     """Catalogue a new material; ``fields``: title, date_formed, page_count, remarks, bundle_id, catalogued_at."""
     return db.execute("INSERT INTO materials (archive_no, item, category, title, date_formed, page_count, remarks,"
-                      " bundle_id, catalogued_at) VALUES (:archive_no, :item, :category, :title, :date_formed,"
-                      " :page_count, :remarks, :bundle_id, :catalogued_at) RETURNING id",
+                      " bundle_id, catalogued_at, station_id) VALUES (:archive_no, :item, :category, :title,"
+                      f" :date_formed, :page_count, :remarks, :bundle_id, :catalogued_at, {_STATION}) RETURNING id",
                       {"archive_no": archive_no, "item": item, "category": category, **fields}).fetchone()[0]
 
 
@@ -19,8 +23,8 @@ def replace(db, material_id: int, fields: dict) -> None:
     """Make the material its next version (``fields`` as for ``add``); its pages are removed, to be added again."""
     db.execute("DELETE FROM pages WHERE material_id = :id", {"id": material_id})
     db.execute("UPDATE materials SET title = :title, date_formed = :date_formed, page_count = :page_count,"
-               " remarks = :remarks, bundle_id = :bundle_id, catalogued_at = :catalogued_at, version = version + 1"
-               " WHERE id = :id", {**fields, "id": material_id})
+               " remarks = :remarks, bundle_id = :bundle_id, catalogued_at = :catalogued_at, version = version + 1,"
+               f" station_id = {_STATION} WHERE id = :id", {**fields, "id": material_id})
 
 
 def add_page(db, material_id: int, page: dict) -> None:
@@ -80,10 +84,10 @@ def with_bundles(source, archive_no: str, item: str | None = None) -> list[dict]
 
 
 def listed(source, archive_no: str) -> list[dict]:
-    """A dossier's materials for its listing: item, title, dates, pages, bundle, station, when catalogued."""
-    return rows(source, "SELECT m.item, m.title, m.date_formed, m.page_count, m.bundle_id, b.station_id,"
-                        " m.catalogued_at FROM materials m JOIN bundles b ON b.id = m.bundle_id"
-                        " WHERE m.archive_no = :archive_no", {"archive_no": archive_no})
+    """A dossier's materials for its listing: item, title, dates, pages, bundle, station, when catalogued —
+    from the material rows alone (the station is kept on each when it is catalogued)."""
+    return rows(source, "SELECT item, title, date_formed, page_count, bundle_id, station_id, catalogued_at"
+                        " FROM materials WHERE archive_no = :archive_no", {"archive_no": archive_no})
 
 
 def without_committed_bundle(source) -> list[dict]:
