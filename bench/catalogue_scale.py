@@ -6,7 +6,7 @@ then dossiers, materials, bundles, blobs and page rows generated inside the data
 --pages-per-material pages a material, --materials-per-dossier materials a dossier, --dossiers-per-unit
 dossiers a unit, so that every query below returns as many rows at both sizes. Timed, through the
 archive's own functions (the SQL the archive runs), medians of --repeats on dossiers spread over the
-whole catalogue:
+whole catalogue, the two sizes taking turns operation by operation (a busy moment slows both alike):
 
     search by number    dossiers whose archive number starts with six characters (ten dossiers)
     search by name      dossiers whose name contains six characters of one name
@@ -91,31 +91,37 @@ def _bench(root: Path, args, sizes: list[int]) -> int:
         signal.signal(sig, lambda *_: sys.exit(130))
     cluster = Cluster()   # its own temporary folder, which the server's user may enter
     cluster.start()
-    times: dict[int, dict[str, float]] = {}
     plans = unavoidable = ""
+    archives, shapes, urls = {}, {}, {}
     try:
         print(f"PostgreSQL {cluster.bin.parent.name} in {cluster.root}; {args.pages_per_material} pages a material, "
               f"{args.materials_per_dossier} materials a dossier, {args.dossiers_per_unit} dossiers a unit; "
               f"medians of {args.repeats}", flush=True)
         for size in sizes:
-            shape = _Shape(size, args)
-            url = _database(cluster, f"catscale_{size}")
-            archive = _open(root / f"home-{size}", url)
-            try:
-                started = time.perf_counter()
-                _generate(url, shape)
-                print(f"{size:,} page rows ({shape.dossiers:,} dossiers, {shape.materials:,} materials, "
-                      f"{shape.units:,} units) generated in {time.perf_counter() - started:.0f} s; "
-                      f"{_size_of(cluster, url) / 1e9:.2f} GB", flush=True)
-                times[size] = _measure(archive, shape, args.repeats)
-            finally:
-                archive.close()
-            if size == sizes[-1]:
-                plans = _explained(cluster, root / f"explain-{size}", url, shape, {})
-                # With sequential scans forbidden the planner still reads a table whole where no index serves.
-                unavoidable = _explained(cluster, root / f"check-{size}", url, shape, {"enable_seqscan": "off"})
+            shapes[size] = shape = _Shape(size, args)
+            urls[size] = url = _database(cluster, f"catscale_{size}")
+            archives[size] = _open(root / f"home-{size}", url)
+            started = time.perf_counter()
+            _generate(url, shape)
+            print(f"{size:,} page rows ({shape.dossiers:,} dossiers, {shape.materials:,} materials, "
+                  f"{shape.units:,} units) generated in {time.perf_counter() - started:.0f} s; "
+                  f"{_size_of(cluster, url) / 1e9:.2f} GB", flush=True)
+        # Both sizes timed together, each operation on one right after the other: a machine busier at one
+        # moment than another slows both alike, not one size's every figure.
+        times = _measure(archives, shapes, args.repeats)
+        for archive in archives.values():
+            archive.close()
+        archives.clear()
+        large = sizes[-1]
+        plans = _explained(cluster, root / f"explain-{large}", urls[large], shapes[large], {})
+        # With sequential scans forbidden the planner still reads a table whole where no index serves.
+        unavoidable = _explained(cluster, root / f"check-{large}", urls[large], shapes[large],
+                                 {"enable_seqscan": "off"})
+        for url in urls.values():
             _drop(cluster, url)
     finally:
+        for archive in archives.values():
+            archive.close()
         cluster.remove()
     _report(times, sizes, plans, unavoidable, args.quiet_plans)
     return 0
@@ -315,17 +321,22 @@ def _commit(archive, shape: _Shape, archive_no: str, rng: random.Random) -> None
         bundles.mark_committed(db, bundle_id, now, b"receipt", b"r" * 64)
 
 
-def _measure(archive, shape: _Shape, repeats: int) -> dict[str, float]:
-    """Median seconds of each operation over ``repeats`` random dossiers (after one untimed round)."""
-    rng = random.Random(16)
-    taken: dict[str, list[float]] = {name: [] for name in OPERATIONS}
+def _measure(archives: dict, shapes: dict, repeats: int) -> dict[int, dict[str, float]]:
+    """Median seconds of each operation at each size over ``repeats`` random dossiers (after one untimed
+    round), the sizes taking turns operation by operation."""
+    rngs = {size: random.Random(16) for size in archives}
+    taken = {size: {name: [] for name in OPERATIONS} for size in archives}
     for round_ in range(repeats + 1):
-        for name, run in _operations(archive, shape, rng):
-            started = time.perf_counter()
-            run()
-            if round_:
-                taken[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in taken.items()}
+        rounds = {size: list(_operations(archives[size], shapes[size], rngs[size])) for size in archives}
+        for at, name in enumerate(OPERATIONS):
+            for size in archives:
+                op, run = rounds[size][at]
+                assert op == name
+                started = time.perf_counter()
+                run()
+                if round_:
+                    taken[size][name].append(time.perf_counter() - started)
+    return {size: {name: statistics.median(values) for name, values in ops.items()} for size, ops in taken.items()}
 
 
 def _explained(cluster, home: Path, url: str, shape: _Shape, settings: dict[str, str]) -> str:
