@@ -31,9 +31,10 @@ def colour_content(channels: list[np.ndarray]) -> dict[str, float]:
     _, spread = cv2.threshold(cv2.subtract(top, bottom), MIN_CHROMA - 1, 1, cv2.THRESH_BINARY)
     if not cv2.countNonZero(spread):
         return {}
-    coloured = np.flatnonzero(spread)
-    # Hue of the coloured pixels only, in degrees (HSV_FULL spreads 360° over 0–255).
-    pixels = np.stack([b.ravel()[coloured] for b in balanced], axis=1)
+    # Hue of the coloured pixels only, in degrees (HSV_FULL spreads 360° over 0–255). The 0/1 spread
+    # read as a boolean mask picks them several times faster than the indices np.flatnonzero lists.
+    coloured = spread.view(bool)
+    pixels = np.stack([b[coloured] for b in balanced], axis=1)
     hue = cv2.cvtColor(pixels[:, None, :], cv2.COLOR_RGB2HSV_FULL)[:, 0, 0]
     counts = np.bincount(hue, minlength=256)
     degrees = np.arange(256) * (360 / 256)
