@@ -12,6 +12,7 @@ modules with a module fixture)."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -52,8 +53,8 @@ PROCESSES = 3
 
 
 class ServeProcess(ChildServer):
-    """One `quire-central serve` of the shared home; its port kept across restarts, its PostgreSQL
-    connections named quire-serve-N (libpq's PGAPPNAME), so a test can see what each one waits on."""
+    """One `quire-central serve` on a home of its own (a machine); its port kept across restarts, its
+    PostgreSQL connections named quire-serve-N (libpq's PGAPPNAME), so a test can see what each one waits on."""
 
     what = "quire-central serve"
 
@@ -83,11 +84,16 @@ class ServeProcess(ChildServer):
         return self
 
 
+INSTALLED = ("keys", "tls", "profiles", "central.toml", "s3.toml")   # what an operator copies to each machine
+
+
 class Scaled:
-    """The module's one archive: its home, database, bucket, processes and a proxy in front of each."""
+    """The module's one archive: the operator's home it was made in, a home of its own per process (as on
+    machines of their own: a copy of what is INSTALLED, nothing else shared but the database and the
+    bucket), the database, the bucket, the processes and a proxy in front of each."""
 
     def __init__(self, root: Path):
-        self.root, self.serves, self.proxies = root, [], []
+        self.root, self.serves, self.proxies, self.homes = root, [], [], []
         self.pg = PgCluster().start()
         self.s3 = SeaweedS3(root / "seaweedfs")
         try:
@@ -110,9 +116,20 @@ class Scaled:
         with self.archive(create=True) as archive:
             profile.set_default(archive, "tests-150dpi")
         for n in range(PROCESSES):
-            self.serves.append(ServeProcess(self.home, n).start())
+            self.homes.append(self._install(root / f"machine-{n}"))
+            self.serves.append(ServeProcess(self.homes[-1], n).start())
             self.proxies.append(FaultyProxy(self.serves[-1].address))
         self.children()
+
+    def _install(self, home: Path) -> Path:
+        """A machine's home: the archive's keys, TLS identity, profiles, central.toml and bucket credentials."""
+        home.mkdir()
+        for name in INSTALLED:
+            if (self.home / name).is_dir():
+                shutil.copytree(self.home / name, home / name)
+            else:
+                shutil.copy2(self.home / name, home / name)
+        return home
 
     def children(self) -> None:
         """The servers this module keeps running are not any one test's leak."""
@@ -445,6 +462,9 @@ def test_two_processes_committing_the_same_bundle_at_the_same_moment_catalogue_i
 
 
 def test_afterwards_the_cli_checks_pass_on_every_process_home(cluster):
-    """What an operator runs after an incident: `verify` and `audit verify` on the shared home."""
-    assert "— OK" in run_cli("quire-central", "--home", cluster.home, "verify").stdout
-    assert "— OK" in run_cli("quire-central", "--home", cluster.home, "audit", "verify").stdout
+    """What an operator runs after an incident, on any machine: `verify` and `audit verify`; and no process
+    kept anything in its home beyond what was installed there (its state is in the database and the bucket)."""
+    for home in cluster.homes:
+        assert sorted(p.name for p in home.iterdir()) == sorted(INSTALLED), f"{home} holds more"
+    assert "— OK" in run_cli("quire-central", "--home", cluster.homes[0], "verify").stdout
+    assert "— OK" in run_cli("quire-central", "--home", cluster.homes[-1], "audit", "verify").stdout
