@@ -4,9 +4,9 @@ A refusal beyond a caller's share (or beyond the archive's, when many callers fl
 not written, and the count rides on that caller's next entry as ``suppressed``; so a flood cannot
 fill the disk and the log still says how many refusals there were. Entries are appended in a
 transaction of their own, after the refused work has rolled back, and writing one never fails the
-refusal itself, nor holds it up: when another transaction holds the catalogue's writer lock (on
-PostgreSQL, any archive process's), the caller is answered at once and the entry is appended by a
-thread of its own once the lock is free (lost only if the process ends first; the WARNING line stays).
+refusal itself, nor holds it up: when another process holds the catalogue's writer lock (on PostgreSQL,
+any other transaction of any archive process), the caller is answered at once and the entry is appended
+by a thread of its own once the lock is free (lost only if the process ends first; the WARNING line stays).
 """
 
 import logging

@@ -342,9 +342,9 @@ class Catalogue(CatalogueStore):
 
     @contextmanager
     def transaction(self, wait: bool = True) -> Iterator[sqlite_utils.Database]:
-        """Exclusive use of the database inside one transaction."""
-        if not self._lock.acquire(blocking=wait):
-            raise WriterBusy("another thread of this process is writing to the catalogue")
+        """Exclusive use of the database inside one transaction. ``wait=False`` still waits for this
+        process's other threads (its reads wait for them alike), not for another process's write."""
+        self._lock.acquire()
         began = False
         try:
             if not wait and not self.db.conn.in_transaction:

@@ -1,15 +1,19 @@
 """Only enrolled stations' own, fresh, correctly signed calls get through (tests over real TLS)."""
 
 import secrets
+import sqlite3
 import ssl
 import time
+from contextlib import contextmanager
 
 import grpc
 import nacl.signing
+import psycopg
 import pytest
 
 from central import changes, stations
 from central.permissions import local_operator
+from central.store.postgres import WRITE_LOCK
 from quire import callauth, keys
 from quire.v1 import sync_pb2, sync_pb2_grpc
 from station.enrol import enroll
@@ -69,6 +73,42 @@ def test_a_replayed_call_is_refused(central, station):
     assert refused(archive, address, metadata).code() == grpc.StatusCode.NOT_FOUND
     err = refused(archive, address, metadata)
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "replayed" in err.details()
+
+
+@contextmanager
+def _writer_lock_held(archive):
+    """The catalogue's writer lock held from another connection, as by a long write on another process."""
+    if archive.config.catalogue:
+        with psycopg.connect(archive.config.catalogue) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            yield
+        return
+    conn = sqlite3.connect(archive.config.db_path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def test_a_forged_call_is_refused_at_once_while_another_process_writes(central, station):
+    """The refusal does not wait for the writer to log it (it used to, past the call's deadline); its audit
+    entry follows once the writer is done."""
+    archive, address = central
+
+    def logged() -> int:
+        return archive.catalogue.one("SELECT COUNT(*) AS n FROM audit_entries WHERE event = 'call.refused'")["n"]
+
+    before = logged()
+    with _writer_lock_held(archive):
+        err = refused(archive, address, signed(nacl.signing.SigningKey.generate()))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
+        assert "not registered with this archive under the key" in err.details()
+    deadline = time.monotonic() + 30
+    while logged() == before:
+        assert time.monotonic() < deadline, "the refusal never reached the audit log"
+        time.sleep(0.05)
 
 
 def test_a_stale_call_is_refused_with_the_clock_advice(central, station):
