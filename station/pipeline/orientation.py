@@ -143,15 +143,24 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
     heights = np.array([b - a for a, b in lines])
     typical = median(heights)
     centre = y + h / 2
+    # Each line's marks are found by a binary search of the marks sorted by their centre, and of all
+    # marks sorted by their top (a band as high as the tallest mark holds any that reach the line),
+    # not by a pass over every mark of the page for each line.
+    by_centre = np.argsort(centre, kind="stable")
+    centres = centre[by_centre]
+    every = every[np.argsort(every[:, 1], kind="stable")]
+    tops, tallest = every[:, 1], int(every[:, 3].max())
     votes, odd, rises, drops = 0.0, 0, 0, 0
     for top, bottom in lines:
         height = bottom - top
         if not 0.6 * typical <= height <= 1.6 * typical:
             continue
-        inside = np.nonzero((centre >= top) & (centre < bottom))[0]
+        inside = by_centre[np.searchsorted(centres, top, "left"):np.searchsorted(centres, bottom, "left")]
         if inside.size < 4:
             continue
-        near = every[(every[:, 1] < bottom + height // 2) & (every[:, 1] + every[:, 3] > top - height // 2)]
+        near = every[np.searchsorted(tops, top - height // 2 - tallest, "right"):
+                     np.searchsorted(tops, bottom + height // 2, "left")]
+        near = near[near[:, 1] + near[:, 3] > top - height // 2]
         line_votes, line_odd = _punctuation_votes(x[inside], y[inside], w[inside], h[inside], top, height, near)
         votes, odd = votes + line_votes, odd + line_odd
         rise, drop = _ascenders(y[inside], h[inside])
@@ -240,16 +249,19 @@ def _closer_side(line_x: np.ndarray, line_w: np.ndarray, x: np.ndarray, w: np.nd
     """For each mark (x, w) on a line of marks (line_x, line_w): -1 where the gap to its neighbour on
     the left is under half the gap on its right, +1 the other way round, 0 where neither is, or
     where it has no neighbour on a side."""
-    ends = line_x + line_w
-    side = np.zeros(x.size, np.int8)
-    for i in range(x.size):
-        middle = x[i] + w[i] / 2
-        left, right = ends[ends <= middle], line_x[line_x >= middle]
-        if not left.size or not right.size:
-            continue
-        gap_left, gap_right = max(0, x[i] - left.max()), max(0, right.min() - (x[i] + w[i]))
-        side[i] = -1 if gap_left < 0.5 * gap_right else 1 if gap_right < 0.5 * gap_left else 0
-    return side
+    # The nearest end at or left of each mark's middle, and the nearest start at or right of it, found
+    # by a binary search of the line's sorted ends and starts: the line's marks are read twice, not once a mark.
+    if not line_x.size:
+        return np.zeros(x.size, np.int8)
+    ends, starts = np.sort(line_x + line_w), np.sort(line_x)
+    middle = x + w / 2
+    left = np.searchsorted(ends, middle, side="right") - 1
+    right = np.searchsorted(starts, middle, side="left")
+    both = (left >= 0) & (right < starts.size)
+    gap_left = np.maximum(0, x - ends[np.maximum(left, 0)])
+    gap_right = np.maximum(0, starts[np.minimum(right, starts.size - 1)] - (x + w))
+    side = np.where(gap_left < 0.5 * gap_right, -1, np.where(gap_right < 0.5 * gap_left, 1, 0))
+    return np.where(both, side, 0).astype(np.int8)
 
 
 def _heading_votes(lines: list[tuple[int, int]], heights: np.ndarray, typical: float) -> float:
