@@ -6,7 +6,8 @@
     python -m bench.pipeline --pages 20 --peers '' --compare before.json   # list every decision it changed
 
 Each page is rendered and handed to Quire, a bare JPEG encode and Leptonica in one worker process
-pinned to one core, with no other work running; then the slow peers (seconds a page) get the same
+pinned to one core, with no other work running (Quire's full pipeline and the bare encode are each
+timed in CPU time, the fastest of --repeat runs); then the slow peers (seconds a page) get the same
 pages, one worker per core. Leptonica comes from the Debian library
 (liblept5), unpaper from its Debian package, jdeskew and deskew from PyPI (`make bench` installs them).
 """
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026, help="seed of the labelled page set")
     parser.add_argument("--real", type=int, default=-1,
                         help="real-scan cases to measure (default every one; 0: none); see bench/realscans.py")
+    parser.add_argument("--repeat", type=int, default=measure.REPEAT,
+                        help=f"runs of the full pipeline and of the bare encode on each page, the fastest "
+                             f"(CPU time) kept (default {measure.REPEAT})")
     parser.add_argument("--records", type=Path, metavar="FILE",
                         help="write each page's record (its decisions and output size, not its time) to FILE as JSON")
     parser.add_argument("--compare", type=Path, metavar="FILE",
@@ -49,17 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = tuple(p for p in args.peers.split(",") if p)
     unknown = set(wanted) - set(measure.PEERS)
-    if unknown or args.pages < 1:
-        parser.error(f"unknown peer(s) {', '.join(sorted(unknown))}" if unknown else "--pages must be 1 or more")
+    if unknown or args.pages < 1 or args.repeat < 1:
+        parser.error(f"unknown peer(s) {', '.join(sorted(unknown))}" if unknown else
+                     "--pages must be 1 or more" if args.pages < 1 else "--repeat must be 1 or more")
 
     started = time.monotonic()
     specs = pages.specs(args.pages, args.seed)
-    results = _measure_all(specs, wanted, args.jobs)
+    results = _measure_all(specs, wanted, args.jobs, args.repeat)
     batch = _station_batch(args.batch_pages, args.seed) if args.batch_pages else None
     print(report.render(results, batch, _versions(wanted)))
     real = []
     if args.real:
-        text, real = _real(wanted, args.jobs, args.real)
+        text, real = _real(wanted, args.jobs, args.real, args.repeat)
         print("\n" + text)
     print(f"\n({time.monotonic() - started:.0f} s; python -m bench.pipeline {' '.join(argv or sys.argv[1:])})")
     records = _records(results, real)
@@ -100,11 +105,11 @@ def _changed(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _measure_all(specs: list[pages.PageSpec], wanted: tuple[str, ...], jobs: int) -> list[dict]:
+def _measure_all(specs: list[pages.PageSpec], wanted: tuple[str, ...], jobs: int, repeat: int) -> list[dict]:
     """Time Quire, the bare encode and Leptonica on one core with the machine otherwise idle; then
     run the slow peers, one worker per core, for their answers (and their own times)."""
     cores = sorted(os.sched_getaffinity(0))
-    results = _run(specs, partial(measure.measure, wanted=wanted), 1, cores, "timed")
+    results = _run(specs, partial(measure.measure, wanted=wanted, repeat=repeat), 1, cores, "timed")
     slow = tuple(p for p in wanted if p != "leptonica")
     if slow:
         extra = _run(specs, partial(measure.measure_slow_peers, wanted=slow), jobs, cores, "slow peers on")
@@ -113,7 +118,7 @@ def _measure_all(specs: list[pages.PageSpec], wanted: tuple[str, ...], jobs: int
     return results
 
 
-def _real(wanted: tuple[str, ...], jobs: int, count: int) -> tuple[str, list[dict]]:
+def _real(wanted: tuple[str, ...], jobs: int, count: int, repeat: int) -> tuple[str, list[dict]]:
     """The real-scan section, and its per-case results: Quire, the bare encode and Leptonica timed on
     one core, then jdeskew and Tesseract one worker per core."""
     root = realscans.corpus_dir()
@@ -122,7 +127,8 @@ def _real(wanted: tuple[str, ...], jobs: int, count: int) -> tuple[str, list[dic
                 "$QUIRE_REALSCANS (tests/data/realscans/SOURCES.md lists the files)"), []
     cases = realscans.cases()[:count if count > 0 else None]
     cores = sorted(os.sched_getaffinity(0))
-    results = _run(cases, partial(measure.measure_real, root=root, wanted=wanted), 1, cores, "real timed")
+    results = _run(cases, partial(measure.measure_real, root=root, wanted=wanted, repeat=repeat), 1, cores,
+                   "real timed")
     slow = tuple(p for p in wanted if p in ("jdeskew", "tesseract"))
     if slow:
         extra = _run(cases, partial(measure.measure_real_slow, root=root, wanted=slow), jobs, cores, "real slow peers")

@@ -90,7 +90,7 @@ def _speed(results: list[dict]) -> list[str]:
     encode = [r["encode_s"] for r in results]
     ratios = [r["quire_full_s"] / r["encode_s"] for r in results]
     colour = [r["quire_full_s"] / r["encode_s"] for r in results if r["record"]["colour"] == "colour"]
-    out = ["Per page, one core (medians)",
+    out = [f"Per page, one core (medians; {results[0].get('timing', 'wall time, one run')})",
            f"  Quire full pipeline (estimate, rotate, orient, crop, blank, colour, encode)  "
            f"{1000 * statistics.median(full):7.1f} ms",
            f"  fastest bare JPEG encode of the same page from a ready image (OpenCV q80 or Pillow q85) "
@@ -254,7 +254,7 @@ def _real_checks(results: list[dict]) -> list[str]:
 
 def _real_speed(results: list[dict]) -> list[str]:
     ratios = [r["quire_full_s"] / r["encode_s"] for r in results]
-    return ["Real scans per page, one core (medians)",
+    return [f"Real scans per page, one core (medians; {results[0].get('timing', 'wall time, one run')})",
             f"  Quire full pipeline {1000 * statistics.median(r['quire_full_s'] for r in results):.1f} ms; fastest bare "
             f"JPEG encode of the same pixels from a ready image (OpenCV q80 or Pillow q85) "
             f"{1000 * statistics.median(r['encode_s'] for r in results):.1f} ms",
