@@ -159,3 +159,27 @@ def stored_blobs(archive) -> list[tuple[str, int]]:
         return sorted(found)
     return sorted((p.name, p.stat().st_size) for p in store.files.root.rglob("*")
                   if p.is_file() and p.parent != store.files.tmp)
+
+
+def requests_sent(monkeypatch) -> list[tuple[str, int]]:
+    """The requests S3 blob stores send from now on, as (S3 operation, body bytes received by a GET)."""
+    import types
+
+    import obstore
+
+    from central.store import blobs_s3
+
+    sent = []
+
+    def noted(name, call, received=lambda result: 0):
+        def send(*args, **kwargs):
+            result = call(*args, **kwargs)
+            sent.append((name, received(result)))
+            return result
+        return send
+    monkeypatch.setattr(blobs_s3, "obs", types.SimpleNamespace(
+        put=noted("PutObject", obstore.put), head=noted("HeadObject", obstore.head),
+        get=noted("GetObject", obstore.get, lambda result: result.range[1] - result.range[0]),
+        get_range=noted("GetObject", obstore.get_range, len), list=noted("ListObjectsV2", obstore.list),
+        delete=noted("DeleteObjects", obstore.delete)))
+    return sent

@@ -14,8 +14,10 @@ to find the committed offset, and each is written with If-None-Match: * so two p
 both believe they hold the same upload cannot both extend it from the same offset. Multipart
 uploads also need parts of at least 5 MiB but the last, and station chunks are smaller.
 
-Every request costs the archive's CPU (botocore spends about 2 ms building, signing and parsing
-one), so a page asks for as few as it can: a station's partial uploads sit under one prefix, so an
+Requests go through obstore (Rust's object_store): botocore spent about 2.5 ms of CPU building,
+signing and parsing each one, obstore 0.15-0.5 ms (bench/s3client.py). boto3 still opens the store:
+it resolves the credentials as AWS tools do and checks the bucket once. Every request still costs, so a
+page asks for as few as it can: a station's partial uploads sit under one prefix, so an
 Offer learns where all of its missing pages stand from one listing; a Write that starts at offset 0
 lists nothing (the station was told nothing is kept, and a part another process did keep from
 offset 0 refuses the stage that would overwrite it), only one that resumes lists its parts.
@@ -27,13 +29,16 @@ import os
 import re
 import stat
 import tempfile
-from contextlib import closing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
 import boto3
+import obstore as obs
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
+from obstore.store import S3Store
 from pydantic import StrictStr
 
 from quire import settings
@@ -43,7 +48,6 @@ from .blobs import BlobStore, sm3
 from ..errors import BlobRejected, ConfigError, StoreUnavailable, WrongOffset
 
 _URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?")
-_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -81,16 +85,33 @@ def load_credentials(path: Path) -> Credentials:
 
 def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
     detail = exc.response["Error"].get("Code", "error") if isinstance(exc, ClientError) else type(exc).__name__
+    if isinstance(exc, BaseError):   # obstore's first line: the request, its URL and what failed (no keys)
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return StoreUnavailable(f"the object store failed to {what} ({detail}); what arrived is kept — retry "
                             "when the object store answers again")
 
 
-def _missing(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND
+def _obstore(session: boto3.session.Session, client, bucket: str) -> S3Store:
+    """An obstore client for ``bucket`` with boto3's endpoint, region and credentials (asked of boto3 again
+    as they near expiry, so temporary ones are renewed as boto3 renews them)."""
+    found = session.get_credentials()   # what boto3 resolves: the file's keys, or AWS_* / profiles
+    if found is None:
+        raise ConfigError("no credentials for the object store: name blobs_credentials in central.toml or set "
+                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 
-
-def _precondition_failed(exc: ClientError) -> bool:
-    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+    def credentials():
+        frozen = found.get_frozen_credentials()
+        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "token": frozen.token,
+                "expires_at": datetime.now(timezone.utc) + timedelta(minutes=5)}
+    endpoint = client.meta.endpoint_url
+    # Bodies are not SHA-256 signed (a second hash of every byte): a CRC-64 header guards each put on
+    # the wire, and our SHA-256 and SM3 of every blob are checked anyway.
+    return S3Store(bucket, endpoint=endpoint,
+                   region=client.meta.region_name, virtual_hosted_style_request=False, unsigned_payload=True,
+                   checksum_algorithm="crc64nvme", credential_provider=credentials,
+                   client_options={"allow_http": endpoint.startswith("http://"), "connect_timeout": "5s",
+                                   "timeout": "60s"},
+                   retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=60)})
 
 
 def _joined(parts: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -111,10 +132,11 @@ class S3BlobStore(BlobStore):
         self.bucket, self.prefix = parse_url(url)
         keys = load_credentials(Path(credentials)).model_dump() if credentials else {}
         region = keys.pop("region", None) or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self.client = boto3.client(
-            "s3", region_name=region, endpoint_url=keys.get("endpoint_url"),
-            aws_access_key_id=keys.get("access_key_id"), aws_secret_access_key=keys.get("secret_access_key"),
-            aws_session_token=keys.get("session_token"),
+        session = boto3.session.Session(
+            region_name=region, aws_access_key_id=keys.get("access_key_id"),
+            aws_secret_access_key=keys.get("secret_access_key"), aws_session_token=keys.get("session_token"))
+        self.client = session.client(
+            "s3", endpoint_url=keys.get("endpoint_url"),
             # Bodies are not SHA-256 signed (botocore signs every body over http, a second hash of every
             # byte): a CRC-32 header still guards each body on the wire, and our SHA-256 and SM3 of
             # every blob are checked anyway. Whole-object reads are not CRC-checked for the same reason.
@@ -130,6 +152,7 @@ class S3BlobStore(BlobStore):
             raise ConfigError(f"blobs = {url!r}: bucket {self.bucket} at {endpoint} cannot be reached ({detail}); "
                               "check the endpoint, the credentials (blobs_credentials or AWS_*) and that the "
                               "bucket exists") from None
+        self.objects = _obstore(session, self.client, self.bucket)
 
     def _key(self, sha256: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
@@ -146,12 +169,10 @@ class S3BlobStore(BlobStore):
 
     def stat(self, sha256: str) -> int | None:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(sha256))["ContentLength"]
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise _unavailable(f"look up blob {sha256[:12]}", exc) from None
-        except BotoCoreError as exc:
+            return obs.head(self.objects, self._key(sha256))["size"]
+        except FileNotFoundError:
+            return None
+        except BaseError as exc:
             raise _unavailable(f"look up blob {sha256[:12]}", exc) from None
 
     def has(self, sha256: str) -> bool:
@@ -176,37 +197,29 @@ class S3BlobStore(BlobStore):
         is mostly all that is read), later ones grow while reading goes on from where it stopped."""
         key = self._key(sha256)
         try:
-            first = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{_RangeReader.head_bytes - 1}")
-            with closing(first["Body"]) as body:
-                head = body.read()
-            found = re.fullmatch(r"bytes \d+-\d+/(\d+)", first.get("ContentRange") or "")
-            size = int(found.group(1)) if found else len(head)
-        except ClientError as exc:
-            if _missing(exc):
-                raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 416:
-                raise _unavailable(f"read blob {sha256[:12]}", exc) from None
-            head, size = b"", self.stat(sha256)  # an empty object has no byte 0 to range over
+            first = obs.get(self.objects, key, options={"range": (0, _RangeReader.head_bytes)})
+            head, size = bytes(first.bytes()), first.meta["size"]
+        except FileNotFoundError:
+            raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
+        except BaseError as exc:
+            size = self.stat(sha256)  # an empty object has no byte 0 to range over
             if size is None:
                 raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
-        except BotoCoreError as exc:
-            raise _unavailable(f"read blob {sha256[:12]}", exc) from None
+            if size:
+                raise _unavailable(f"read blob {sha256[:12]}", exc) from None
+            head = b""
         return io.BufferedReader(_RangeReader(self, key, size, head), buffer_size=1 << 20)
 
     def rehash(self, sha256: str, chunk_bytes: int = 1 << 20) -> tuple[str, str] | None:
         """SHA-256 and SM3 of the stored bytes, read in one streamed GET (None when missing)."""
         h256, h_sm3 = hashlib.sha256(), sm3()
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(sha256))["Body"]
-            with closing(body):
-                while chunk := body.read(chunk_bytes):
-                    h256.update(chunk)
-                    h_sm3.update(chunk)
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise _unavailable(f"read blob {sha256[:12]}", exc) from None
-        except BotoCoreError as exc:
+            for chunk in obs.get(self.objects, self._key(sha256)).stream(min_chunk_size=chunk_bytes):
+                h256.update(chunk)
+                h_sm3.update(chunk)
+        except FileNotFoundError:
+            return None
+        except BaseError as exc:
             raise _unavailable(f"read blob {sha256[:12]}", exc) from None
         return h256.hexdigest(), h_sm3.hexdigest()
 
@@ -219,13 +232,12 @@ class S3BlobStore(BlobStore):
         """Write the blob unless it is there: a 412 means another writer stored it first, which is
         fine when its bytes hash to the name; anything else there is reported, never overwritten."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(sha256), Body=body, IfNoneMatch="*",
-                                   Metadata={"sha256": sha256, "sm3": sm3_hex})
+            obs.put(self.objects, self._key(sha256), body, mode="create", use_multipart=False,
+                    attributes={"sha256": sha256, "sm3": sm3_hex})
             return
-        except ClientError as exc:
-            if not _precondition_failed(exc):
-                raise _unavailable(f"store blob {sha256[:12]}", exc) from None
-        except BotoCoreError as exc:
+        except (AlreadyExistsError, PreconditionError):
+            pass
+        except BaseError as exc:
             raise _unavailable(f"store blob {sha256[:12]}", exc) from None
         found = self.rehash(sha256)
         if found is None or found[0] != sha256:
@@ -239,9 +251,9 @@ class S3BlobStore(BlobStore):
         """(key after ``prefix``, size) of every object under ``prefix``."""
         found = []
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                found += [(o["Key"][len(prefix):], o["Size"]) for o in page.get("Contents", [])]
-        except (ClientError, BotoCoreError) as exc:
+            for page in obs.list(self.objects, prefix, chunk_size=1000):
+                found += [(o["path"][len(prefix):], o["size"]) for o in page]
+        except BaseError as exc:
             raise _unavailable(f"list {what}", exc) from None
         return found
 
@@ -271,9 +283,12 @@ class S3BlobStore(BlobStore):
     def _discard(self, station_id: str, sha256: str) -> None:
         """Delete every staged part of one upload (those past a gap too)."""
         staging = self._staging(station_id, sha256)
-        keys = [{"Key": staging + name} for name, _ in self._listed(staging, f"the partial upload of {sha256[:12]}")]
-        for at in range(0, len(keys), 1000):  # at most 1000 keys a request
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[at:at + 1000], "Quiet": True})
+        keys = [staging + name for name, _ in self._listed(staging, f"the partial upload of {sha256[:12]}")]
+        if keys:
+            try:
+                obs.delete(self.objects, keys)
+            except BaseError as exc:
+                raise _unavailable(f"remove the partial upload of {sha256[:12]}", exc) from None
 
     def finish_many(self, uploads: list["S3Upload"]) -> dict[str, Exception]:
         refused = {}
@@ -285,6 +300,7 @@ class S3BlobStore(BlobStore):
 
     def close(self) -> None:
         self.client.close()
+        self.objects = None   # its connections close with it
 
 
 class S3Upload:
@@ -322,11 +338,9 @@ class S3Upload:
         """Take up what earlier streams (any process) left: list the parts and hash their bytes."""
         for _, _, key in self.store._parts(self.station_id, self.sha256):
             try:
-                body = self.store.client.get_object(Bucket=self.store.bucket, Key=key)["Body"]
-                with closing(body):
-                    while chunk := body.read(1 << 20):
-                        self._take(chunk)
-            except (ClientError, BotoCoreError) as exc:
+                for chunk in obs.get(self.store.objects, key).stream(min_chunk_size=1 << 20):
+                    self._take(bytes(chunk))
+            except BaseError as exc:
                 self._all.close()
                 raise _unavailable(f"read the partial upload of blob {self.sha256[:12]}", exc) from None
             self._staged = True
@@ -365,16 +379,13 @@ class S3Upload:
             return
         key = f"{self.store._staging(self.station_id, self.sha256)}{self._stage_at:020d}"
         try:
-            self.store.client.put_object(Bucket=self.store.bucket, Key=key, Body=b"".join(self._pending),
-                                         IfNoneMatch="*")
-        except ClientError as exc:
+            obs.put(self.store.objects, key, b"".join(self._pending), mode="create", use_multipart=False)
+        except (AlreadyExistsError, PreconditionError):
             self.size = self._stage_at
             self._drop_pending()
-            if _precondition_failed(exc):
-                raise WrongOffset(f"blob {self.sha256[:12]}: another archive process already holds bytes from "
-                                  f"offset {self._stage_at}; query the write status and resume from there") from None
-            raise _unavailable(f"keep the partial upload of blob {self.sha256[:12]}", exc) from None
-        except BotoCoreError as exc:
+            raise WrongOffset(f"blob {self.sha256[:12]}: another archive process already holds bytes from "
+                              f"offset {self._stage_at}; query the write status and resume from there") from None
+        except BaseError as exc:
             self.size = self._stage_at
             self._drop_pending()
             raise _unavailable(f"keep the partial upload of blob {self.sha256[:12]}", exc) from None
@@ -417,7 +428,7 @@ class S3Upload:
             if self._staged:
                 try:
                     self.store._discard(self.station_id, self.sha256)
-                except (ClientError, BotoCoreError, StoreUnavailable):
+                except StoreUnavailable:
                     pass  # parts left behind are only garbage: the blob is stored
             return None
         finally:
@@ -512,11 +523,11 @@ class _RangeReader(io.RawIOBase):
         if self.pos != self._ended:
             want = min(want, self.head_bytes)
         try:
-            body = self.store.client.get_object(Bucket=self.store.bucket, Key=self.key,
-                                                Range=f"bytes={self.pos}-{self.pos + want - 1}")["Body"]
-            got = body.readinto(memoryview(buffer)[:want])
-        except (ClientError, BotoCoreError) as exc:
+            data = obs.get_range(self.store.objects, self.key, start=self.pos, end=self.pos + want)
+        except BaseError as exc:
             raise OSError(f"the object store failed to read {self.key} ({type(exc).__name__})") from None
+        got = len(data)
+        buffer[:got] = memoryview(data)
         self.pos += got
         self._ended = self.pos
         return got

@@ -17,7 +17,7 @@ from station.sync import sync
 from station.enrol import enroll
 from station.transport import open_channel
 from tests.conftest import make_station, register
-from tests.s3server import partial_uploads, stored_blobs
+from tests.s3server import partial_uploads, requests_sent, stored_blobs
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -371,28 +371,19 @@ def _watch(archive, monkeypatch) -> _WatchedBlobs:
     return watched
 
 
-def _s3_requests(archive) -> list[str]:
-    """The S3 operations the archive's blob store sends from now on (none on disk)."""
-    sent = []
-    client = getattr(archive.blobs, "client", None)
-    if client is not None:
-        client.meta.events.register("before-call.s3", lambda model, **_: sent.append(model.name))
-    return sent
-
-
 def test_a_commit_asks_the_blob_store_nothing_while_it_holds_the_catalogue_and_each_page_once(
         central, small_station, monkeypatch):
     """Also when the commit has to record (and so read back) pages the archive stored but did not record."""
     from central import uploads
 
     archive, _ = central
-    sent = _s3_requests(archive)
+    sent = requests_sent(monkeypatch)   # none on disk
     watched = _watch(archive, monkeypatch)
     monkeypatch.setattr(uploads.GroupCommit, "_store",
                         lambda self, uploads: self._refused.update(self.archive.blobs.finish_many(uploads)))
     result = scan_one(small_station, sheets=2)
     assert sync(small_station).committed == [result.bundle_id]
-    calls, under_lock, requests = list(watched.calls), list(watched.under_lock), list(sent)
+    calls, under_lock, requests = list(watched.calls), list(watched.under_lock), [name for name, _ in sent]
     assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok
     assert under_lock == []
     pages = {sha for name, sha in calls if name == "open_upload"}
@@ -406,11 +397,11 @@ def test_a_synced_page_costs_the_object_store_its_upload_and_one_header_read(cen
     """Offer, upload and commit of new pages: one put and one read of its header per page, one listing of the
     station's partial uploads per offer (every request costs the archive about 2 ms of CPU in botocore)."""
     archive, _ = central
-    sent = _s3_requests(archive)
+    sent = requests_sent(monkeypatch)   # none on disk
     watched = _watch(archive, monkeypatch)
     result = scan_one(small_station, sheets=2)
     assert sync(small_station).committed == [result.bundle_id]
-    calls, requests = list(watched.calls), list(sent)
+    calls, requests = list(watched.calls), [name for name, _ in sent]
     assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok
     assert not [c for c in calls if c[0] in ("has", "stat")]   # recorded at upload: nothing to look up
     if archive.blobs.location().startswith("s3://"):
