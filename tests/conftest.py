@@ -39,6 +39,67 @@ _EXCLUSIVE = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def opencv_as_the_station_runs_it():
+    """The pages a test scans in this process go through OpenCV as in the station's own process: one
+    thread per call (quire.threads), the station's pipeline workers being the parallelism. The suite's
+    workers already fill the cores; OpenCV's own threads on top only cost CPU."""
+    from quire.threads import limit_opencv_threads
+
+    limit_opencv_threads()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def synthetic_pages_rendered_once(tmp_path_factory):
+    """Each synthetic sheet a test scans in this process is drawn once per run: render_sheet's pages are
+    kept on disk, keyed by its arguments and the renderer's own source, and every worker reads them back
+    (a 300 dpi sheet takes about a second of CPU to draw, its pickle milliseconds to read). The same
+    pixels and truth either way; the renderer's own tests (_RENDERED_FRESH) draw theirs."""
+    import hashlib
+    import pickle
+
+    from station.capture import synthetic
+
+    run_dir = tmp_path_factory.getbasetemp()
+    folder = (run_dir.parent if os.environ.get("PYTEST_XDIST_WORKER") else run_dir) / "synthetic-sheets"
+    folder.mkdir(exist_ok=True)
+    source = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
+    render = synthetic.render_sheet
+
+    def render_sheet(*args, **kw):
+        if _rendering["fresh"]:
+            return render(*args, **kw)
+        key = hashlib.sha256(repr((source, args, sorted(kw.items()))).encode()).hexdigest()[:32]
+        kept = folder / f"{key}.pickle"
+        try:
+            return pickle.loads(kept.read_bytes())
+        except FileNotFoundError:
+            pages = render(*args, **kw)
+            write_atomically(kept, pickle.dumps(pages, protocol=pickle.HIGHEST_PROTOCOL))
+            return pages
+
+    synthetic.render_sheet = render_sheet
+    yield
+    synthetic.render_sheet = render
+
+
+_RENDERED_FRESH = ("tests/station/capture/test_synthetic.py",)
+_rendering = {"fresh": False}
+
+
+def pytest_runtest_setup(item):
+    _rendering["fresh"] = item.nodeid.startswith(_RENDERED_FRESH)
+
+
+def pytest_sessionfinish(session):
+    """The kept sheets (about 60 MB each at 300 dpi) go when the run ends: by the one process, or by
+    pytest-xdist's controller once every worker is done."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        import shutil
+
+        shutil.rmtree(session.config._tmp_path_factory.getbasetemp() / "synthetic-sheets", ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config, items):
     """Put each test in its xdist group: the exclusive ones above, and a module whose tests share a fixture
     built once per module (a synced archive, a browser, rendered pages) stays on one worker, so that
