@@ -1,12 +1,13 @@
 """The marks on a page — ink, print, stamps, holes: found once, then judged for blank and for orientation."""
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .imageio import component_boxes
+from .imageio import component_boxes, planes
 from .paper import paper_level
 
 # The band along the paper's edges is left out: edge shadows, torn or curled corners and the
@@ -16,6 +17,20 @@ EDGE_BAND_MM = 8.0
 # Bleed-through from the other side and pencil ghosts stay below it; print and ink do not.
 MARK_CONTRAST = 0.3
 MIN_PAPER_LEVEL = 96         # darker than this is not bare paper, whatever covers it
+# Faint print (a worn ribbon, a faded copy, a dot-matrix or thermal slip) stays below MARK_CONTRAST,
+# and on the analysis copy its thin strokes fade further into the paper. Bleed-through from the other
+# side is faint too, but it is seen through the sheet, which blurs it. A page about to be called blank
+# is looked at again at full resolution: a faint mark is darker than the paper around it (the brightest
+# within PAPER_MM) by FAINT_CONTRAST of the paper's level, and sharp: an edge within STEEP_MM of it is
+# steep enough to rise through that contrast in RISE_MM. Measured (issue 13), the contrast of faint
+# pixels rises in 0.10–0.18 mm (10th–90th percentile) on the faded dot-matrix invoice of the real-scan
+# corpus and in 0.14–0.21 mm on a faded page of Quire's own generator, against 0.34–0.48 mm on its
+# bleed-through (blurred 0.25 mm, as the generator draws it); bench/realscans.py's backs, blurred
+# less, stay below FAINT_CONTRAST (their print shows through at a tenth of its contrast).
+FAINT_CONTRAST = 0.12
+PAPER_MM = 1.0
+RISE_MM = 0.25
+STEEP_MM = 0.15
 
 
 @dataclass(frozen=True)
@@ -51,3 +66,55 @@ def find_marks(darkest: np.ndarray, box: tuple[int, int, int, int], px_per_mm: f
     _, marks = cv2.threshold(value, math.ceil((1 - MARK_CONTRAST) * level) - 1, 1, cv2.THRESH_BINARY_INV)
     marks = cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
     return Marks(component_boxes(marks), region, False)
+
+
+def find_faint_marks(image: np.ndarray, scale: float, view: np.ndarray, box: tuple[int, int, int, int],
+                     px_per_mm: float, to_view: Callable[[np.ndarray], np.ndarray]) -> Marks:
+    """The faint but sharp marks of the full-size ``image``, as ``find_marks`` gives marks on the
+    analysis ``view`` (``scale`` times the image's size, the paper in ``box``).
+
+    ``to_view`` turns and cuts a grey copy at the analysis scale (the image's own pixels, not the
+    view's) as the view was; the marks come out on it, so blank_score judges them like any others.
+    """
+    band = round(EDGE_BAND_MM * px_per_mm)
+    region = (box[0] + band, box[1] + band, box[2] - band, box[3] - band)
+    x0, y0, x1, y1 = region
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return Marks(np.zeros((0, 5), np.int64), region, False)
+    level = paper_level(np.ascontiguousarray(view[y0:y1:4, x0:x1:4]))
+    factor = round(1 / scale)
+    mm = px_per_mm * factor
+    h, w = image.shape[:2]
+    rows, cols = max(1, h // factor), max(1, w // factor)
+    darkest = image[:rows * factor, :cols * factor]
+    if darkest.ndim == 3:
+        red, green, blue = planes(darkest)
+        darkest = cv2.min(cv2.min(red, green), blue)
+    paper = cv2.dilate(darkest, cv2.getStructuringElement(cv2.MORPH_RECT, (_odd(PAPER_MM * mm),) * 2))
+    contrast = cv2.subtract(paper, darkest)
+    # The steepest edge near each pixel, as the contrast it rises through in RISE_MM: Sobel's 3×3
+    # kernels weigh a one-pixel step eight times over.
+    rise = RISE_MM * mm / 8
+    steep = cv2.add(cv2.convertScaleAbs(cv2.Sobel(darkest, cv2.CV_16S, 1, 0), alpha=rise),
+                    cv2.convertScaleAbs(cv2.Sobel(darkest, cv2.CV_16S, 0, 1), alpha=rise))
+    near = 2 * max(1, round(STEEP_MM * mm)) + 1
+    steep = cv2.dilate(steep, cv2.getStructuringElement(cv2.MORPH_RECT, (near, near)))
+    faint = cv2.bitwise_and(cv2.compare(steep, contrast, cv2.CMP_GE),
+                            cv2.compare(contrast, math.ceil(FAINT_CONTRAST * level), cv2.CMP_GE))
+    # Dark marks were judged already (find_marks found them too small: dust, a punch hole); the faint
+    # rim around them is no more a mark than they are.
+    dark = cv2.compare(darkest, math.ceil((1 - MARK_CONTRAST) * level), cv2.CMP_LT)
+    faint = cv2.bitwise_and(faint, cv2.bitwise_not(cv2.dilate(dark, np.ones((near, near), np.uint8))))
+    # On the analysis scale a mark covers at least a quarter of each of its pixels, and marks a pixel
+    # apart are one (the dots of a dot-matrix stroke): a dust speck of a few full-size pixels stays
+    # smaller than a mark of MIN_MARK_MM2 (blank.py).
+    covered = cv2.resize(faint, (cols, rows), interpolation=cv2.INTER_AREA) if factor > 1 else faint
+    covered = cv2.morphologyEx(cv2.compare(covered, 64, cv2.CMP_GE), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    turned = to_view(cv2.bitwise_not(covered))
+    marks = cv2.compare(turned[y0:y1, x0:x1], 128, cv2.CMP_LT)
+    return Marks(component_boxes(marks), region, False)
+
+
+def _odd(size: float) -> int:
+    """A kernel's side: the nearest odd whole number of pixels to ``size``, at least 3."""
+    return max(3, round(size) | 1)

@@ -13,7 +13,7 @@ from . import blank, colour, crop, deskew, encode, orientation
 from .config import PipelineConfig
 from .imageio import downscale, planes, to_grey
 from .ink import ink_mask
-from .marks import find_marks
+from .marks import find_faint_marks, find_marks
 from .paper import Paper, find_paper, paper_level
 
 ANALYSIS_DPI = 150      # skew, orientation, blank and colour analysis run on a copy at about this resolution
@@ -65,6 +65,15 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
     marks = find_marks(view, on_paper, px_per_mm)
     score = blank.blank_score(marks, px_per_mm)
     is_blank = score < config.blank_threshold
+    if is_blank:
+        # Faint print fades further on the analysis copy: a page about to be called blank is looked at
+        # again at full size (marks.find_faint_marks); pages with marks pay nothing for it. Its way up is
+        # not judged on faint marks alone (tried, they read the faded invoice upside down, confidence 0.88):
+        # left as captured, and flagged.
+        faint = find_faint_marks(image, scale, view, on_paper, px_per_mm,
+                                 lambda grid: _view(grid, matrix if rotation else None, region, scale, 255))
+        if (faint_score := blank.blank_score(faint, px_per_mm)) >= config.blank_threshold:
+            score, is_blank = faint_score, False
     mx0, my0, mx1, my1 = marks.region
     upright = orientation.detect_orientation(marks.boxes, (my1 - my0, mx1 - mx0), px_per_mm)
     sure = upright.confidence >= config.min_orientation_confidence

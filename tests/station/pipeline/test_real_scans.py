@@ -26,10 +26,7 @@ def _corpus():
 # suite's workers share them out; the turned and skewed pixels are kept between runs (realscans.cache_dir).
 CASES = [c for c in realscans.cases() if c.variant in ("captured", "turned", "skewed")]
 # Known defects, kept in view: each case runs and must fail the way its reason says (strict), so a fix shows.
-KNOWN = {
-    "paperwork-color-test_img.jpg": "faded print (about 15 % darker than its paper) is called blank, so its "
-                                    "way up is not judged either (issue 13)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _case(case) -> object:
