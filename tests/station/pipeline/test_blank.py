@@ -1,5 +1,7 @@
 import io
 
+import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -46,3 +48,32 @@ def test_an_empty_sheet_is_blank():
     empty = render_note("", dpi=150)
     out = process_page(empty.image, empty.dpi)
     assert out.record["blank"] and out.record["blank_score"] == 0.0
+
+
+def _lines_of_text(ink: int, dpi: int = 300) -> np.ndarray:
+    """An A5 sheet (no scanner backing) with twelve lines of thin print in grey ``ink`` on paper of 240."""
+    mm = dpi / 25.4
+    page = np.full((round(210 * mm), round(148 * mm), 3), 240, np.uint8)
+    for row in range(12):
+        cv2.putText(page, f"Facture {56818 + row}  le 15/10/2010  {row * 39.5:8.2f} EUR", (round(15 * mm),
+                    round((30 + 12 * row) * mm)), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (ink,) * 3, 2, cv2.LINE_AA)
+    return cv2.GaussianBlur(page, (3, 3), 0.6)          # the scanner's optics
+
+
+def test_faded_print_is_not_blank_and_its_way_up_is_left_to_the_inspector():
+    # Print 17 % darker than its paper (a worn ribbon, a faded copy): below the contrast of a mark,
+    # and thinner still on the analysis copy, but sharp.
+    out = process_page(_lines_of_text(ink=200), 300)
+    assert not out.record["blank"], out.record["blank_score"]
+    assert out.record["orientation"] == 0 and out.record["orientation_flag"], out.record
+
+
+def test_a_back_with_bleed_through_as_dark_as_faded_print_is_blank():
+    # The same lines printed black on the other side show through mirrored, blurred by the paper, and
+    # as much darker than the paper as the faded print above: the blur tells them apart.
+    darkness = 240 - _lines_of_text(ink=20)[..., 0].astype(np.float32)
+    ghost = cv2.GaussianBlur(cv2.flip(darkness, 1), (0, 0), 0.25 * 300 / 25.4)
+    back = np.clip(240 - ghost * (0.2 * 240 / ghost.max()), 0, 255).astype(np.uint8)
+    assert 1 - back.min() / 240 >= 0.19            # its darkest at least as dark as the faded print
+    out = process_page(cv2.cvtColor(back, cv2.COLOR_GRAY2RGB), 300)
+    assert out.record["blank"], out.record["blank_score"]
