@@ -19,7 +19,7 @@ from station import outbox
 from station.scan import scan
 from station.transport import open_channel
 from tests.central.test_auth import refused, signed
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import make_station, register, cli_in_process
 
 
 def _error_info(err: grpc.RpcError) -> dict:
@@ -81,10 +81,10 @@ def test_a_station_whose_clock_is_an_hour_off_keeps_its_bundles_until_the_clock_
     assert "call time is +3600 s from the archive's clock" in skewed.stderr
     assert "every bundle stays queued" in skewed.stderr and "REJECTED" not in skewed.stdout
     assert set(_bundle_states(home).values()) == {"sealed"}
-    status = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
+    status = json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)
     assert status["sync_state"].startswith("refused since")
     # The clock is set (NTP caught up): the same bundle goes.
-    out = run_cli("quire-station", "--home", home, "sync").stdout
+    out = cli_in_process("quire-station", "--home", home, "sync").stdout
     assert "committed 1 bundle(s)" in out
     assert set(_bundle_states(home).values()) == {"committed"}
 
@@ -95,15 +95,15 @@ def test_a_suspended_then_reinstated_station_sends_its_bundles(tmp_path, central
     tokens = {name: users.add(archive, name, name, ["admin"], ["unit-a"]) for name in ("adm1", "adm2")}
 
     def central_cli(who, *args):
-        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]})
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]})
 
     out = central_cli("adm1", "stations", "revoke", "st-test", "--reason", "reported missing").stdout
     change = out.split("#")[1].split()[0]
-    suspended = run_cli("quire-station", "--home", home, "sync", check=False)
+    suspended = cli_in_process("quire-station", "--home", home, "sync", check=False)
     assert suspended.returncode == 4 and "suspended" in suspended.stderr, suspended.stdout + suspended.stderr
     assert set(_bundle_states(home).values()) == {"sealed"}
     central_cli("adm2", "changes", "refuse", change, "--note", "found in the cupboard")  # reinstated
-    out = run_cli("quire-station", "--home", home, "sync").stdout
+    out = cli_in_process("quire-station", "--home", home, "sync").stdout
     assert "committed 1 bundle(s)" in out
     assert set(_bundle_states(home).values()) == {"committed"}
 
@@ -122,7 +122,7 @@ def test_bundles_an_older_station_rejected_for_its_own_standing_are_queued_again
     db.execute("DELETE FROM _migrations WHERE name = '0005_requeue_station_refusals'")  # as before the upgrade
     db.commit()
     db.close()
-    out = run_cli("quire-station", "--home", home, "sync").stdout
+    out = cli_in_process("quire-station", "--home", home, "sync").stdout
     assert "committed 1 bundle(s)" in out
     # The bundle refused for itself stays aside (the archive never saw it, so it is not committed by a recheck).
     assert _bundle_states(home) == {clock: "committed", standards: "rejected"}
@@ -140,15 +140,15 @@ def test_a_bundle_set_aside_is_queued_again_by_outbox_retry(tmp_path, central):
     good = path.read_bytes()
     os.chmod(path, 0o644)
     path.write_bytes(good[:len(good) // 2] + bytes([good[len(good) // 2] ^ 0xFF]) + good[len(good) // 2 + 1:])
-    first = run_cli("quire-station", "--home", home, "sync", check=False)
+    first = cli_in_process("quire-station", "--home", home, "sync", check=False)
     assert first.returncode == 4 and "REJECTED" in first.stdout and "is damaged" in first.stdout, first.stdout
     (bundle_id,) = _bundle_states(home)
     assert _bundle_states(home)[bundle_id] == "rejected"
     path.write_bytes(good)  # restored from the backup
-    missing = run_cli("quire-station", "--home", home, "outbox", "retry", "ffffffff", check=False)
+    missing = cli_in_process("quire-station", "--home", home, "outbox", "retry", "ffffffff", check=False)
     assert missing.returncode == 5 and "no rejected bundle ffffffff" in missing.stderr
-    out = run_cli("quire-station", "--home", home, "outbox", "retry", bundle_id[:8]).stdout
+    out = cli_in_process("quire-station", "--home", home, "outbox", "retry", bundle_id[:8]).stdout
     assert f"{bundle_id[:12]} queued again" in out
     assert _bundle_states(home)[bundle_id] == "sealed"
-    out = run_cli("quire-station", "--home", home, "sync").stdout
+    out = cli_in_process("quire-station", "--home", home, "sync").stdout
     assert "committed 1 bundle(s)" in out and _bundle_states(home)[bundle_id] == "committed"

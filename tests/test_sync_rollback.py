@@ -12,7 +12,7 @@ from station.home import open_station
 from station.scan import scan
 from station.sync import sync
 from station.sync_worker import SyncWorker
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import make_station, register, cli_in_process
 from tests.test_sync_faults import _serve
 
 
@@ -26,26 +26,26 @@ def test_an_archive_restored_from_an_older_copy_is_an_alarm_and_fails_the_held_c
     st = ["quire-station", "--home", home]
 
     def scan_and_sync(item: str, check=True):
-        run_cli(*st, "scan", "--dossier", "D-80", "--material", item, "--title", "t",
-                "--source", f"synthetic:seed={item[-1]},sheets=1")
-        return run_cli(*st, "sync", check=check)
+        cli_in_process(*st, "scan", "--dossier", "D-80", "--material", item, "--title", "t",
+                       "--source", f"synthetic:seed={item[-1]},sheets=1")
+        return cli_in_process(*st, "sync", check=check)
 
     server, address = _serve(central_home)
     port = int(address.rsplit(":", 1)[1])
     try:
-        key = run_cli(*st, "init", "--id", "st-rb").stdout.split("--key ")[1].split()[0]
-        run_cli("quire-central", "--home", central_home, "stations", "add", "st-rb", "--key", key, "--unit", "u")
-        run_cli(*st, "enroll", "--central", address)
+        key = cli_in_process(*st, "init", "--id", "st-rb").stdout.split("--key ")[1].split()[0]
+        cli_in_process("quire-central", "--home", central_home, "stations", "add", "st-rb", "--key", key, "--unit", "u")
+        cli_in_process(*st, "enroll", "--central", address)
         scan_and_sync("1-1")
         _stop(server)
         shutil.copytree(central_home, snapshot)  # the backup: an older copy of the whole home, keys included
         server, _ = _serve(central_home, port)
         scan_and_sync("1-2")
         scan_and_sync("1-3")
-        witnessed = json.loads(run_cli(*st, "checkpoint").stdout)
+        witnessed = json.loads(cli_in_process(*st, "checkpoint").stdout)
         (tmp_path / "witnessed.json").write_text(json.dumps(witnessed))
-        ok = run_cli("quire-central", "--home", central_home, "audit", "verify", "--checkpoint",
-                     tmp_path / "witnessed.json")
+        ok = cli_in_process("quire-central", "--home", central_home, "audit", "verify", "--checkpoint",
+                            tmp_path / "witnessed.json")
         assert "— OK" in ok.stdout
 
         _stop(server)  # the archive is restored from the backup and started again
@@ -56,17 +56,17 @@ def test_an_archive_restored_from_an_older_copy_is_an_alarm_and_fails_the_held_c
         assert alarmed.returncode == 6, alarmed.stdout + alarmed.stderr
         assert "ALARM" in alarmed.stderr and "entries were removed" in alarmed.stderr
         assert f"witnessed at log size {witnessed['body']['tree_size']}" in alarmed.stderr
-        status = json.loads(run_cli(*st, "status", "--json").stdout)
+        status = json.loads(cli_in_process(*st, "status", "--json").stdout)
         assert "ALARM" in status["history_alarm"]
         # The largest checkpoint witnessed is still the one held, not the restored archive's smaller one.
-        assert json.loads(run_cli(*st, "checkpoint").stdout) == witnessed
-        checked = run_cli("quire-central", "--home", central_home, "audit", "verify", "--checkpoint",
-                          tmp_path / "witnessed.json", check=False)
+        assert json.loads(cli_in_process(*st, "checkpoint").stdout) == witnessed
+        checked = cli_in_process("quire-central", "--home", central_home, "audit", "verify", "--checkpoint",
+                                 tmp_path / "witnessed.json", check=False)
         assert checked.returncode == 1 and "PROBLEM" in checked.stdout, checked.stdout + checked.stderr
 
         # The daemon's next round alarms again, in its log (the journal).
-        run_cli(*st, "scan", "--dossier", "D-80", "--material", "1-5", "--title", "t", "--source",
-                "synthetic:seed=5,sheets=1")
+        cli_in_process(*st, "scan", "--dossier", "D-80", "--material", "1-5", "--title", "t", "--source",
+                       "synthetic:seed=5,sheets=1")
         station = open_station(station_config.load(home))
         try:
             worker = SyncWorker(station.config, 60)
@@ -94,5 +94,5 @@ def test_an_upgraded_station_takes_the_largest_checkpoint_of_its_receipts_as_its
     db.execute("DELETE FROM _migrations WHERE name = '0004_witness_baseline'")
     db.commit()
     db.close()
-    held = json.loads(run_cli("quire-station", "--home", tmp_path / "st", "checkpoint").stdout)
+    held = json.loads(cli_in_process("quire-station", "--home", tmp_path / "st", "checkpoint").stdout)
     assert held["body"]["tree_size"] == max(sizes)
