@@ -12,7 +12,7 @@ from quire import discovery
 from quire import keys
 from station import config
 from station.discovery import StationAnnouncement
-from tests.conftest import make_station, run_cli
+from tests.conftest import cli_in_process, make_station, run_cli
 from tests.station.test_daemon import daemons, listener, make_home  # noqa: F401 - fixtures
 from tests.station.test_notify import status_has
 
@@ -119,11 +119,11 @@ def test_a_station_finds_its_archive_on_a_new_port_and_refuses_an_impostor(tmp_p
     # Retries are not what this is about: an archive that stays away is reported after 2 s.
     (tmp_path / "st" / "station.toml").write_text(f'central = "{old}"\nzeroconf_interfaces = ["127.0.0.1"]\n'
                                                   'sync_retry_span_s = 2\n')
-    key = re.search(r"--key ([0-9a-f]{64})", run_cli("quire-station", *st, "init", "--id", "st-m").stdout)[1]
-    run_cli("quire-central", "--home", real_home, "stations", "add", "st-m", "--key", key, "--unit", "u1")
-    assert "enrolled into unit u1" in run_cli("quire-station", *st, "enroll").stdout
-    run_cli("quire-station", *st, "scan", "--dossier", "D-5", "--material", "1-1", "--title", "履历表",
-            "--source", "synthetic:seed=1,sheets=1")
+    key = re.search(r"--key ([0-9a-f]{64})", cli_in_process("quire-station", *st, "init", "--id", "st-m").stdout)[1]
+    cli_in_process("quire-central", "--home", real_home, "stations", "add", "st-m", "--key", key, "--unit", "u1")
+    assert "enrolled into unit u1" in cli_in_process("quire-station", *st, "enroll").stdout
+    cli_in_process("quire-station", *st, "scan", "--dossier", "D-5", "--material", "1-1", "--title", "履历表",
+                   "--source", "synthetic:seed=1,sheets=1")
     _stop(proc)
     proc, new, _ = serve(real_home)  # the archive restarted on another port
     assert new != old
@@ -136,8 +136,8 @@ def test_a_station_finds_its_archive_on_a_new_port_and_refuses_an_impostor(tmp_p
     # Another archive (another key) answers where our archive's service name now points.
     impostor_home = tmp_path / "impostor"
     _, impostor, other = serve(impostor_home, "--no-advertise")
-    run_cli("quire-station", *st, "scan", "--dossier", "D-5", "--material", "2-1", "--title", "自传",
-            "--source", "synthetic:seed=2,sheets=1")
+    cli_in_process("quire-station", *st, "scan", "--dossier", "D-5", "--material", "2-1", "--title", "自传",
+                   "--source", "synthetic:seed=2,sheets=1")
     host, port = impostor.rsplit(":", 1)
     zc = discovery.open_zeroconf(["127.0.0.1"])
     try:
@@ -155,5 +155,5 @@ def test_a_station_finds_its_archive_on_a_new_port_and_refuses_an_impostor(tmp_p
     assert refused.returncode == 6, refused.stdout + refused.stderr
     assert f"zeroconf announces key {fingerprint} at {impostor}" in refused.stderr
     assert "not the certificate pinned at enrolment; nothing was sent" in refused.stderr
-    assert "materials       0" in run_cli("quire-central", "--home", impostor_home, "info").stdout
-    assert "outbox: 1 waiting" in run_cli("quire-station", *st, "status").stdout
+    assert "materials       0" in cli_in_process("quire-central", "--home", impostor_home, "info").stdout
+    assert "outbox: 1 waiting" in cli_in_process("quire-station", *st, "status").stdout

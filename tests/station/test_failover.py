@@ -19,7 +19,7 @@ from central.verify import verify
 from station import doctor, outbox
 from station.enrol import enroll
 from station.scan import scan
-from tests.conftest import make_station, run_cli, use_blob_kind
+from tests.conftest import cli_in_process, make_station, use_blob_kind
 from tests.netfaults import FaultyProxy
 
 
@@ -125,12 +125,12 @@ def test_both_archive_processes_receive_calls(tmp_path, archive_home, two_proces
     try:
         for n in range(4):
             scan(st, {"archive_no": "D-S"}, {"item": f"1-{n + 1}", "title": "t"}, f"synthetic:seed={n},sheets=1")
-        run_cli("quire-station", "--home", st.config.home, "sync")
+        cli_in_process("quire-station", "--home", st.config.home, "sync")
         # Each proxy stands in front of one process: both carried calls, and not only the greeting.
         assert all(p.upstream_bytes > 20_000 for p in proxies), [p.upstream_bytes for p in proxies]
-        status = json.loads(run_cli("quire-station", "--home", st.config.home, "status", "--json").stdout)
+        status = json.loads(cli_in_process("quire-station", "--home", st.config.home, "status", "--json").stdout)
         assert status["central_answered"]["addresses"] == {p.address: "" for p in proxies}
-        text = run_cli("quire-station", "--home", st.config.home, "status").stdout
+        text = cli_in_process("quire-station", "--home", st.config.home, "status").stdout
         assert all(f"{p.address} answered" in text for p in proxies), text
         assert outbox.pending(st.store) == []
         _check_archive(archive_home, st)
@@ -190,12 +190,12 @@ def test_a_bad_central_entry_is_named_with_what_to_write(tmp_path):
     home = tmp_path / "st"
     home.mkdir()
     (home / "station.toml").write_text('central = ["archive-1.example:7443", "archive-2.example"]\n')
-    proc = run_cli("quire-station", "--home", home, "status", check=False)
+    proc = cli_in_process("quire-station", "--home", home, "status", check=False)
     assert proc.returncode == os.EX_CONFIG, proc.stderr
     assert "central: entry 2 ('archive-2.example') must be HOST:PORT" in proc.stderr
     assert 'central = ["archive-1.example:7443", "archive-2.example:7443"]' in proc.stderr
     (home / "station.toml").write_text('central = "dns:///archive.example:7443"\n')
-    proc = run_cli("quire-station", "--home", home, "status", check=False)
+    proc = cli_in_process("quire-station", "--home", home, "status", check=False)
     assert proc.returncode == os.EX_CONFIG and "is a gRPC target, not HOST:PORT; write the name alone" in proc.stderr
 
 
@@ -322,7 +322,7 @@ def test_a_name_with_several_addresses_is_spread_over_all_of_them(tmp_path, arch
             assert "committed 4 bundle(s)" in out, out
             got = [p.upstream_bytes - b for p, b in zip(proxies, before)]
             assert all(n > total // 5 for n in got), (got, total)   # pages reached both processes
-            answered = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
+            answered = json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)
             assert answered["central_answered"]["addresses"] == {p.address: "" for p in proxies}
             _check_archive(archive_home, st)
         finally:

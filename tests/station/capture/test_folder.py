@@ -5,7 +5,7 @@ import json
 from PIL import Image
 
 from station.capture.synthetic import render_page
-from tests.conftest import run_cli
+from tests.conftest import cli_in_process
 
 
 def _feeder(tmp_path):
@@ -18,13 +18,13 @@ def _feeder(tmp_path):
 
 
 def _scan(home, folder, item, *extra):
-    return run_cli("quire-station", "--home", home, "scan", "--source", f"folder:{folder}", "--dossier", "D-1",
-                   "--material", item, "--title", "履历表", "--json", *extra)
+    return cli_in_process("quire-station", "--home", home, "scan", "--source", f"folder:{folder}", "--dossier", "D-1",
+                          "--material", item, "--title", "履历表", "--json", *extra)
 
 
 def test_a_folder_scan_warns_for_each_page_whose_resolution_is_assumed(tmp_path):
     home, folder = tmp_path / "station", _feeder(tmp_path)
-    run_cli("quire-station", "--home", home, "init", "--id", "st-folder")
+    cli_in_process("quire-station", "--home", home, "init", "--id", "st-folder")
     proc = _scan(home, folder, "1-1")
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(r["n"], r["dpi"], r["dpi_source"]) for r in records] == [(1, 150, "file"), (2, 300, "assumed")]
@@ -41,9 +41,9 @@ def test_a_folder_scan_warns_for_each_page_whose_resolution_is_assumed(tmp_path)
 
 def test_dpi_without_a_source_is_refused_with_what_to_do(tmp_path):
     home = tmp_path / "station"
-    run_cli("quire-station", "--home", home, "init")
-    proc = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-1", "--material", "1-1", "--title", "x",
-                   "--dpi", "400", check=False)
+    cli_in_process("quire-station", "--home", home, "init")
+    proc = cli_in_process("quire-station", "--home", home, "scan", "--dossier", "D-1", "--material", "1-1", "--title", "x",
+                          "--dpi", "400", check=False)
     assert proc.returncode == 2 and "--dpi needs --source" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -67,13 +67,13 @@ def test_a_folder_import_stopped_half_way_resumes_at_the_next_file_not_the_first
     for n in range(1, 6):
         Image.fromarray(render_page(seed=n, index=0, dpi=150).image).save(folder / f"p{n}.jpg", dpi=(150, 150))
     home = tmp_path / "station"
-    run_cli("quire-station", "--home", home, "init", "--id", "st-folder")
+    cli_in_process("quire-station", "--home", home, "init", "--id", "st-folder")
     args = ("--dossier", "D-1", "--material", "1-1", "--title", "履历表", "--json")
-    stopped = run_cli("quire-station", "--home", home, "scan", "--source", f"fault:jam@3:folder:{folder}", *args,
-                      check=False)
+    stopped = cli_in_process("quire-station", "--home", home, "scan", "--source", f"fault:jam@3:folder:{folder}", *args,
+                             check=False)
     assert stopped.returncode != 0 and "page 3" in stopped.stderr
-    resumed = run_cli("quire-station", "--home", home, "scan", "--source", f"folder:{folder}", *args)
-    status = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)
+    resumed = cli_in_process("quire-station", "--home", home, "scan", "--source", f"folder:{folder}", *args)
+    status = json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)
     (bundle,) = status["bundles"]
     assert bundle["pages"] == 5
     records = [json.loads(line) for line in stopped.stdout.splitlines() + resumed.stdout.splitlines()]

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from station.operators import FREE_FAILURES
-from tests.conftest import run_cli
+from tests.conftest import cli_in_process
 from tests.station.web.conftest import OPERATOR, PIN, QUIRE_STATION, Client, add_operator, station_home
 
 
@@ -22,7 +22,7 @@ def test_operator_commands_ask_the_pin_twice_and_refuse_what_is_wrong(tmp_path):
     assert add_operator(home, OPERATOR, PIN).returncode == 0
     again = add_operator(home, OPERATOR, PIN)
     assert again.returncode == 2 and f"operator add {OPERATOR} --reset" in again.stderr
-    listed = json.loads(run_cli("quire-station", "--home", home, "operator", "ls", "--json").stdout)
+    listed = json.loads(cli_in_process("quire-station", "--home", home, "operator", "ls", "--json").stdout)
     assert [(o["name"], o["disabled_at"]) for o in listed] == [(OPERATOR, None)]
     # The PIN is kept as an argon2id hash in a file only the station's user reads.
     db = home / "operators.db"
@@ -30,9 +30,9 @@ def test_operator_commands_ask_the_pin_twice_and_refuse_what_is_wrong(tmp_path):
     with sqlite3.connect(db) as conn:
         (stored,) = conn.execute("SELECT pin_hash FROM operators").fetchone()
     assert stored.startswith("$argon2id$") and PIN not in stored
-    run_cli("quire-station", "--home", home, "operator", "disable", OPERATOR)
-    assert "disabled" in run_cli("quire-station", "--home", home, "operator", "ls").stdout
-    unknown = run_cli("quire-station", "--home", home, "operator", "disable", "李四", check=False)
+    cli_in_process("quire-station", "--home", home, "operator", "disable", OPERATOR)
+    assert "disabled" in cli_in_process("quire-station", "--home", home, "operator", "ls").stdout
+    unknown = cli_in_process("quire-station", "--home", home, "operator", "disable", "李四", check=False)
     assert unknown.returncode == 2 and "no operator '李四'" in unknown.stderr
     help_text = subprocess.run([str(QUIRE_STATION), "operator", "add", "--help"], capture_output=True, text=True).stdout
     assert "asked twice" in help_text
@@ -73,7 +73,7 @@ def test_no_session_no_forged_form_no_guessed_pin(tmp_path, kiosks):
     status, _, _ = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "1-1",
                                                "title": "履历表"})
     assert status == 303
-    queued = json.loads(run_cli("quire-station", "--home", home, "queue", "ls", "--json").stdout)
+    queued = json.loads(cli_in_process("quire-station", "--home", home, "queue", "ls", "--json").stdout)
     assert [(j["dossier"]["archive_no"], j["operator"]) for j in queued] == [("D-1", OPERATOR)]
     # A bad item number is refused, saying what is wrong.
     status, _, body = operator.request("/queue", {"csrf": operator.csrf(), "dossier": "D-1", "item": "x", "title": "表"})
@@ -91,11 +91,11 @@ def test_no_session_no_forged_form_no_guessed_pin(tmp_path, kiosks):
     assert status == 429 and "已暂时锁定" in body
     status, _, body = guesser.sign_in(OPERATOR, PIN)
     assert status == 429 and "已暂时锁定" in body and "quire_kiosk" not in {c.name for c in guesser.jar}
-    assert "locked until" in run_cli("quire-station", "--home", home, "operator", "ls").stdout
+    assert "locked until" in cli_in_process("quire-station", "--home", home, "operator", "ls").stdout
     # The technician's reset unlocks; disabling ends a session at its next request.
     assert add_operator(home, OPERATOR, "97531864", None, "--reset").returncode == 0
     assert guesser.sign_in(OPERATOR, "97531864")[0] == 303
-    run_cli("quire-station", "--home", home, "operator", "disable", OPERATOR)
+    cli_in_process("quire-station", "--home", home, "operator", "disable", OPERATOR)
     assert guesser.request("/")[0] == 303 and operator.request("/")[0] == 303
     assert "kiosk: 张三 signed in" in kiosk.output() and PIN not in kiosk.output()
 
@@ -117,8 +117,8 @@ def test_a_kiosk_port_already_taken_is_logged_and_the_station_scans_on(tmp_path)
                 time.sleep(0.05)
             assert (f"kiosk not served: it cannot listen on 127.0.0.1:{port} (Address already in use); set kiosk_port "
                     "in station.toml to a free port (or kiosk = false)") in log.read_text()
-            scanned = run_cli("quire-station", "--home", home, "scan", "--dossier", "D-1", "--material", "1-1",
-                              "--title", "履历表")
+            scanned = cli_in_process("quire-station", "--home", home, "scan", "--dossier", "D-1", "--material", "1-1",
+                                     "--title", "履历表")
             assert "sealed as bundle" in scanned.stderr
         finally:
             daemon.send_signal(signal.SIGTERM)
