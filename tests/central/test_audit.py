@@ -14,7 +14,7 @@ from station import outbox
 from station.sync import sync
 from tests.central.test_quarantine import seal
 from tests.central.test_standards import page
-from tests.conftest import behind_the_archive, make_station, register, run_cli
+from tests.conftest import behind_the_archive, make_station, register, cli_in_process
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -45,7 +45,7 @@ def receipt_of(station, bundle_id) -> dict:
 
 
 def cli(archive, *args, check=False):
-    return run_cli("quire-central", "--home", archive.config.home, *args, check=check)
+    return cli_in_process("quire-central", "--home", archive.config.home, *args, check=check)
 
 
 def tamper(archive, *statements):

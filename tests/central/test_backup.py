@@ -10,7 +10,7 @@ import pytest
 from central import backup
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import make_station, register, cli_in_process
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +46,7 @@ def secret(tmp_path):
 
 
 def central_cli(home, *args, check=True, env=None):
-    return run_cli("quire-central", "--home", home, *args, check=check, env=env)
+    return cli_in_process("quire-central", "--home", home, *args, check=check, env=env)
 
 
 def assert_verifies(home):

@@ -10,7 +10,7 @@ from central.verify import verify
 from station import outbox
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import behind_the_archive, run_cli
+from tests.conftest import behind_the_archive, cli_in_process
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -31,8 +31,8 @@ def desk(central, station):
               for name, role in (("adm1", "admin"), ("adm2", "admin"), ("arc1", "archivist"), ("arc2", "archivist"))}
 
     def cli(who, *args, check=True):
-        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]},
-                       check=check)
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]},
+                              check=check)
 
     return archive, station, cli
 
@@ -171,8 +171,8 @@ def test_an_archivist_of_another_unit_can_neither_see_nor_propose_nor_decide_a_c
     outsider = users.add(archive, "arc9", "arc9", ["archivist"], ["unit-b"])
 
     def as_outsider(*args):
-        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": outsider},
-                       check=False)
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": outsider},
+                              check=False)
 
     proposed = as_outsider("materials", "withdraw", "D-1", "4-1-2", "--reason", "不属于本人")
     assert proposed.returncode == 77 and "no authority over unit unit-a" in proposed.stderr

@@ -17,7 +17,7 @@ from station import outbox
 from station.scan import scan
 from station.sync import sync
 from tests.central.test_standards import SEAL_FOUND, page
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import make_station, register, cli_in_process
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -87,8 +87,8 @@ def test_each_rule_quarantines_its_bundle_and_the_station_is_told_it(tmp_path, p
     assert "standards profile strict v2 not met" in told[bundles["InvalidCategory"]]
 
     assert archive.catalogue.one("SELECT COUNT(*) AS n FROM materials")["n"] == 0
-    held = [json.loads(line) for line in run_cli("quire-central", "--home", archive.config.home,
-                                                 "quarantine", "ls", "--json").stdout.splitlines()]
+    held = [json.loads(line) for line in cli_in_process("quire-central", "--home", archive.config.home,
+                                                        "quarantine", "ls", "--json").stdout.splitlines()]
     assert {row["bundle_id"]: row["rules"] for row in held} == {bid: rule for rule, bid in bundles.items()}
     # Quarantined, not discarded: every page file the stations sent is kept.
     for rule, (station, pages, *_) in cases.items():
@@ -105,7 +105,7 @@ def test_a_bundle_breaking_several_rules_is_told_all_of_them(pair):
     expected = {"BelowResolution", "DpiNotInFile", "ColourRequired", "ResidualSkew", "ColourModeNotAllowed",
                 "HeaderMismatch", "MixedFormats", "ArchiveNumberPattern", "MissingMetadata"}
     assert named(sync(st).rejected[bid]) == expected
-    show = run_cli("quire-central", "--home", archive.config.home, "quarantine", "show", bid[:10]).stdout
+    show = cli_in_process("quire-central", "--home", archive.config.home, "quarantine", "show", bid[:10]).stdout
     assert named(show) == expected
     assert "reject BelowResolution page 1: scanned at 150 dpi, the profile's minimum is 300 dpi" in show
     assert "reject HeaderMismatch page 2: the manifest says pixel size 100×100, the stored file is 120×170" in show
@@ -117,15 +117,15 @@ def test_a_bundle_breaking_several_rules_is_told_all_of_them(pair):
 def test_a_real_scan_below_the_units_profile_is_quarantined_then_accepted_elsewhere(tmp_path, central):
     archive, address = central
     home = archive.config.home
-    run_cli("quire-central", "--home", home, "profiles", "assign", "unit-a", "gbt33870")
-    run_cli("quire-central", "--home", home, "profiles", "assign", "unit-b", "dat31")
-    ls = run_cli("quire-central", "--home", home, "profiles", "ls").stdout
+    cli_in_process("quire-central", "--home", home, "profiles", "assign", "unit-a", "gbt33870")
+    cli_in_process("quire-central", "--home", home, "profiles", "assign", "unit-b", "dat31")
+    ls = cli_in_process("quire-central", "--home", home, "profiles", "ls").stdout
     assert "unit-a" in ls.splitlines()[[l.split()[0] for l in ls.splitlines()].index("gbt33870")]
     st = register(archive, address, make_station(tmp_path / "st", address, dpi=150))
     result = scan(st, {"archive_no": "D-0001"}, {"item": "1-1", "title": "履历"}, "synthetic:seed=1,sheets=1")
     reason = sync(st).rejected[result.bundle_id]
     assert "BelowResolution pages 1-2: scanned at 150 dpi, the profile's minimum is 300 dpi" in reason
-    assert run_cli("quire-central", "--home", home, "quarantine", "ls").stdout.count("BelowResolution") == 1
+    assert cli_in_process("quire-central", "--home", home, "quarantine", "ls").stdout.count("BelowResolution") == 1
     st.close()
 
     # 200 dpi meets DA/T 31, the profile of unit-b.
@@ -149,7 +149,7 @@ def test_an_accepted_bundle_carries_its_warnings_on_the_receipt(pair):
 
 def test_quarantine_show_says_what_to_do_for_an_unknown_bundle(central):
     archive, _ = central
-    proc = run_cli("quire-central", "--home", archive.config.home, "quarantine", "show", "abcdef12", check=False)
+    proc = cli_in_process("quire-central", "--home", archive.config.home, "quarantine", "show", "abcdef12", check=False)
     assert proc.returncode == 1 and "quarantine ls' lists them" in proc.stderr
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import make_station, register, cli_in_process
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def blob_file(archive, sha256):
 
 
 def scrub(archive, env=None):
-    proc = run_cli("quire-central", "--home", archive.config.home, "scrub", check=False, env=env)
+    proc = cli_in_process("quire-central", "--home", archive.config.home, "scrub", check=False, env=env)
     entry = json.loads(archive.catalogue.one("SELECT entry FROM audit_entries WHERE event = 'blobs.scrub'"
                                              " ORDER BY idx DESC LIMIT 1")["entry"])
     return proc, entry
@@ -101,7 +101,7 @@ def test_each_kind_of_damage_is_found_by_the_run_that_covers_it_and_alarms_until
     assert "1 damaged blob(s) restored" in proc.stdout.splitlines()[-1]
 
     # The statistics: the damage that stands (the exit status too) and each day's runs.
-    report = run_cli("quire-central", "--home", synced.config.home, "scrub", "--report", check=False)
+    report = cli_in_process("quire-central", "--home", synced.config.home, "scrub", "--report", check=False)
     lines = report.stdout.splitlines()
     assert report.returncode == 1 and [line.split()[2].rstrip(":") for line in lines[:2]] == [cut, gone]
     assert f"holds {page_of(synced, gone)}" in lines[1] and lines[2].startswith("last scrub 20")
@@ -119,8 +119,8 @@ def test_a_recorded_sm3_the_bytes_no_longer_match_and_the_status_line_systemd_ge
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(address)
         listener.settimeout(30)
-        proc = run_cli("quire-central", "--home", synced.config.home, "scrub", "--all", check=False,
-                       env={"NOTIFY_SOCKET": address})
+        proc = cli_in_process("quire-central", "--home", synced.config.home, "scrub", "--all", check=False,
+                              env={"NOTIFY_SOCKET": address})
         status = listener.recv(4096).decode()
     assert proc.returncode == 1
     assert f"DAMAGED blob {sha}: its SM3 is " in proc.stdout and f"not the recorded {'0' * 64}" in proc.stdout

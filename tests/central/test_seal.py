@@ -7,7 +7,7 @@ from central import audit, users
 from central.verify import verify
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import behind_the_archive, run_cli
+from tests.conftest import behind_the_archive, cli_in_process
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -27,8 +27,8 @@ def desk(central, station):
         ("li", "reader", "unit-a"), ("sec", "security_officer", "unit-a"))}
 
     def cli(who, *args, check=True):
-        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]},
-                       check=check)
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]},
+                              check=check)
 
     return archive, station, cli
 

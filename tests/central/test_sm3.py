@@ -11,7 +11,7 @@ from quire import keys
 from quire import receipt as receipt_format
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import behind_the_archive, run_cli
+from tests.conftest import behind_the_archive, cli_in_process
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -39,7 +39,7 @@ def synced(central, station):
 
 
 def cli(archive, *args, check=True):
-    return run_cli("quire-central", "--home", archive.config.home, *args, check=check)
+    return cli_in_process("quire-central", "--home", archive.config.home, *args, check=check)
 
 
 def test_every_uploaded_blob_has_its_sm3_and_verify_checks_it(synced):
@@ -93,7 +93,7 @@ def test_exports_carry_the_recorded_sm3_and_verify_export_checks_it(synced, tmp_
     lines[0] = "0" * 64 + lines[0][64:]
     (bag / "manifest-sm3.txt").write_text("\n".join(lines) + "\n")
     bagit.Bag(str(bag)).save()   # the forger remakes the tag manifests too
-    out = run_cli("quire-central", "verify-export", bag, check=False)
+    out = cli_in_process("quire-central", "verify-export", bag, check=False)
     assert out.returncode == 1 and f"Sm3Mismatch {lines[0][65:]}: expected SM3 {'0' * 64}" in out.stdout
 
 

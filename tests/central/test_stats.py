@@ -11,7 +11,7 @@ import pytest
 from central import profile, qc, stats, users
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import make_station, register, cli_in_process
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # station, unit, archive number, item, sheets, operator; unit-strict judges by gbt33870 (300 dpi minimum),
@@ -57,7 +57,7 @@ def filled(tmp_path, central):
 
 
 def central_cli(archive, token, *args, check=True):
-    return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": token}, check=check)
+    return cli_in_process("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": token}, check=check)
 
 
 def today() -> str:

@@ -73,9 +73,9 @@ def _edit(archive, *statements):
 
 
 def _verify_cli(archive, *args, env=None):
-    from tests.conftest import run_cli
+    from tests.conftest import cli_in_process
 
-    return run_cli("quire-central", "--home", archive.config.home, "verify", *args, env=env, check=False)
+    return cli_in_process("quire-central", "--home", archive.config.home, "verify", *args, env=env, check=False)
 
 
 def test_catalogue_fields_edited_against_the_signed_manifest_are_each_named(synced):
@@ -103,13 +103,13 @@ def test_catalogue_fields_edited_against_the_signed_manifest_are_each_named(sync
 
 def test_a_four_eyes_edit_of_the_post_still_verifies_but_a_direct_edit_of_it_does_not(synced):
     from central import users
-    from tests.conftest import run_cli
+    from tests.conftest import cli_in_process
 
     tokens = {name: users.add(synced, name, name, ["archivist"], ["unit-a"]) for name in ("arc1", "arc2")}
-    proposed = run_cli("quire-central", "--home", synced.config.home, "dossiers", "edit", "D-9",
-                       "--set", "post=科长", "--reason", "任职变动", env={"QUIRE_TOKEN": tokens["arc1"]}).stdout
-    run_cli("quire-central", "--home", synced.config.home, "changes", "approve", proposed.split("#")[1].split()[0],
-            env={"QUIRE_TOKEN": tokens["arc2"]})
+    proposed = cli_in_process("quire-central", "--home", synced.config.home, "dossiers", "edit", "D-9",
+                              "--set", "post=科长", "--reason", "任职变动", env={"QUIRE_TOKEN": tokens["arc1"]}).stdout
+    cli_in_process("quire-central", "--home", synced.config.home, "changes", "approve", proposed.split("#")[1].split()[0],
+                   env={"QUIRE_TOKEN": tokens["arc2"]})
     assert synced.catalogue.one("SELECT post FROM dossiers")["post"] == "科长"
     auditor = users.add(synced, "aud", "aud", ["auditor"], ["*"])
     ok = _verify_cli(synced, env={"QUIRE_TOKEN": auditor})
