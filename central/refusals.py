@@ -6,7 +6,8 @@ fill the disk and the log still says how many refusals there were. Entries are a
 transaction of their own, after the refused work has rolled back, and writing one never fails the
 refusal itself, nor holds it up: when another process holds the catalogue's writer lock (on PostgreSQL,
 any other transaction of any archive process), the caller is answered at once and the entry is appended
-by a thread of its own once the lock is free (lost only if the process ends first; the WARNING line stays).
+by a thread of its own once the lock is free. A stopping server waits a few seconds for those (``settle``)
+and logs the ones it could not write; the WARNING line stays either way.
 """
 
 import logging
@@ -33,6 +34,8 @@ OVERALL = 300        # refusal entries a window for the whole archive, whoever t
 WINDOW_S = 60.0
 TRACKED = 10_000     # callers remembered at once; beyond, the new ones share one count
 CLAIM_CHARS = 64     # an unauthenticated claim is logged only this long: it is the caller's text
+SETTLE_S = 5.0       # how long a stopping server waits for refusal entries held up by the writer lock
+FIRST_PAUSE_S, LAST_PAUSE_S = 0.02, 0.2   # between tries of the writer lock for those entries
 # The resumable upload's own turns, not refusals: offer first, upload what is missing, resume from
 # the committed offset (and "no such dossier" answers a lookup, it refuses nobody).
 NOT_REFUSALS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE}
@@ -114,38 +117,79 @@ def _write(archive: Archive, event: str, subject: str, fields: dict, by: str, wa
 
 
 class _Late:
-    """Refusal entries that found the writer lock held, appended in order by one thread that waits for it
-    and ends when none is left."""
+    """Refusal entries that found the writer lock held, appended in order by one thread that tries the lock
+    until it is free and ends when none is left.
+
+    The thread tries (``wait=False``) rather than waits for the lock, so that a stopping server can give up
+    on an entry: a thread blocked in the lock wait cannot be called back, and on SQLite it would hold the
+    catalogue's own lock, which closing the catalogue takes, for as long as SQLite's busy wait lasts."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._entries: deque[tuple] = deque()
         self._thread: threading.Thread | None = None
+        self._trying = False    # the thread is trying to write the first entry
 
     def holds(self, archive: Archive) -> bool:
-        with self._lock:
-            return any(entry[0] is archive for entry in self._entries)
+        with self._changed:
+            return self._holds(archive)
+
+    def _holds(self, archive: Archive) -> bool:
+        return any(entry[0] is archive for entry in self._entries)
 
     def add(self, entry: tuple) -> None:
-        with self._lock:
+        with self._changed:
             self._entries.append(entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="quire-late-refusals", daemon=True)
                 self._thread.start()
 
     def _drain(self) -> None:
+        pause = FIRST_PAUSE_S
         while True:
-            with self._lock:
+            with self._changed:
                 if not self._entries:
                     self._thread = None
                     return
-                entry = self._entries[0]
-            _write(*entry, wait=True)
-            with self._lock:
-                self._entries.popleft()
+                entry, self._trying = self._entries[0], True
+            try:
+                _write(*entry, wait=False)
+                busy = False
+            except WriterBusy:
+                busy = True
+            with self._changed:
+                self._trying = False
+                if not busy and self._entries and self._entries[0] is entry:
+                    self._entries.popleft()
+                self._changed.notify_all()
+                if busy:
+                    self._changed.wait(pause)
+            pause = min(pause * 2, LAST_PAUSE_S) if busy else FIRST_PAUSE_S
+
+    def settle(self, archive: Archive, timeout_s: float) -> list[tuple]:
+        """Wait up to ``timeout_s`` for ``archive``'s entries to be written; those that were not, taken off."""
+        with self._changed:
+            if self._changed.wait_for(lambda: not self._holds(archive), timeout_s):
+                return []
+            # A try does not wait for another process; it may wait for this one's threads, a moment.
+            self._changed.wait_for(lambda: not self._trying, 1.0)
+            left = [entry for entry in self._entries if entry[0] is archive]
+            self._entries = deque(entry for entry in self._entries if entry[0] is not archive)
+            self._changed.notify_all()
+            return left
 
 
 _late = _Late()
+
+
+def settle(archive: Archive) -> None:
+    """Before ``archive`` closes: wait up to SETTLE_S for its refusal entries still waiting for the writer
+    lock, and log those that could not be written (how many, and which)."""
+    left = _late.settle(archive, SETTLE_S)
+    if left:
+        log.error("refusal entries not written to the audit log (%d): the catalogue's writer lock was still held "
+                  "%.1f s after the server began to stop; the WARNING lines above give their reasons: %s",
+                  len(left), SETTLE_S, "; ".join(f"{event} {subject} by {by}" for _, event, subject, _, by in left))
 
 
 def logged(archive: Archive, exc: CentralError, event: str, subject: str, fields: dict, by: str) -> CentralError:

@@ -163,22 +163,26 @@ def build_server(archive: Archive, listen: str, tls: bool = True) -> tuple["Arch
         raise ListenFailed(f"cannot listen on {listen}: the port is in use by another program or the address is "
                            "not this machine's; stop the other service or choose another (--listen, or listen in "
                            "central.toml)")
-    return ArchiveServer(server, pool, shares), port
+    return ArchiveServer(server, pool, shares, archive), port
 
 
 class ArchiveServer:
-    """A gRPC server whose ``stop`` also ends its pool of handler threads (gRPC leaves them running)."""
+    """A gRPC server whose ``stop`` also ends its pool of handler threads (gRPC leaves them running) and
+    writes the refusal entries still waiting for the writer lock."""
 
-    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor, shares: capacity.CapacityInterceptor):
-        self._server, self._pool, self._shares = server, pool, shares
+    def __init__(self, server: grpc.Server, pool: futures.ThreadPoolExecutor, shares: capacity.CapacityInterceptor,
+                 archive: Archive):
+        self._server, self._pool, self._shares, self._archive = server, pool, shares, archive
 
     def start(self) -> None:
         self._server.start()
 
     def stop(self, grace: float | None) -> threading.Event:
-        """Stop taking calls, let those in flight finish within ``grace``, then end the handler threads."""
+        """Stop taking calls, let those in flight finish within ``grace``, then end the handler threads and
+        wait a few seconds (``refusals.SETTLE_S``) for refusal entries held up by another process's write."""
         stopped = self._server.stop(grace)
         stopped.wait()
         self._shares.close()
         self._pool.shutdown(wait=True)
+        refusals.settle(self._archive)
         return stopped

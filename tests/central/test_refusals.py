@@ -3,6 +3,7 @@ station calls and uploads over TLS, reader calls, the CLI; a flood is counted, n
 
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -247,3 +248,63 @@ def test_listings_hold_only_the_units_of_the_person_asking(staffed):
     assert cli("arc-b", "quarantine", "ls").stdout.strip() == "no bundle is quarantined"
     other = cli("arc-b", "quarantine", "show", held[:12])
     assert other.returncode == 1 and "no quarantined bundle" in other.stderr
+
+
+def test_a_refusal_waiting_for_the_writer_lock_is_written_before_serve_exits(tmp_path, pg_cluster,
+                                                                              pg_catalogue_template):
+    """A forged call is refused at once while another process holds the writer lock, so its audit entry
+    waits; serve is told to stop (SIGTERM) and the lock freed just after: the entry is in the audit log
+    once the process has exited (it used to die with the process, its thread a daemon)."""
+    import psycopg
+
+    from central import config
+    from central.archive import open_archive
+    from central.store.postgres import WRITE_LOCK
+
+    home = tmp_path / "central"
+    home.mkdir()
+    url = pg_cluster.create_database(pg_catalogue_template)
+    (home / "central.toml").write_text(f'catalogue = "{url}"\n')
+    archive = open_archive(config.load(home))
+    before = len(refused_calls(archive))
+    exe = Path(sys.executable).parent / "quire-central"
+    proc = subprocess.Popen([str(exe), "--home", str(home), "serve", "--listen", "127.0.0.1:0", "--no-advertise"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        address = proc.stdout.readline().strip().removeprefix("listening on ")
+        with psycopg.connect(url) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            err = refuse(archive, address, signed(nacl.signing.SigningKey.generate(), station_id="st-ghost"))
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err.details()
+            proc.terminate()
+            with pytest.raises(subprocess.TimeoutExpired):   # serve waits for the lock, within its bound
+                proc.wait(timeout=0.5)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    added = refused_calls(archive)[before:]
+    archive.close()
+    assert [e.get("claimed_station") for e in added] == ["st-ghost"], stderr
+    assert "not registered with this archive" in added[0]["reason"]
+
+
+@pytest.mark.parametrize("blob_kind", ["disk"])   # SQLite: the scaled kind is the test above
+def test_a_refusal_still_held_up_when_the_server_stops_is_logged_as_not_written(archive, monkeypatch, caplog):
+    """The stop waits only so long (refusals.SETTLE_S) for the writer lock; then it says which entries are lost."""
+    from central.server import build_server
+    from tests.central.test_auth import _writer_lock_held
+
+    monkeypatch.setattr(refusals, "SETTLE_S", 0.2)
+    before = len(refused_calls(archive))
+    server, port = build_server(archive, "127.0.0.1:0")
+    server.start()
+    with _writer_lock_held(archive), caplog.at_level(logging.ERROR, logger="quire.central"):
+        refuse(archive, f"127.0.0.1:{port}", signed(nacl.signing.SigningKey.generate(), station_id="st-ghost"))
+        server.stop(grace=None).wait()
+    assert len(refused_calls(archive)) == before
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert line.startswith("refusal entries not written to the audit log (1)"), line
+    assert "call.refused" in line and "by peer:ipv4:127.0.0.1" in line
