@@ -8,7 +8,7 @@ import pytest
 from central import qc, users
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import run_cli
+from tests.conftest import cli_in_process
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -35,8 +35,8 @@ def batches(central, station):
     ids = {r["item"]: r["bundle_id"] for r in archive.catalogue.query("SELECT item, bundle_id FROM materials")}
 
     def cli(who, *args, check=True):
-        return run_cli("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]},
-                       check=check)
+        return cli_in_process("quire-central", "--home", archive.config.home, *args, env={"QUIRE_TOKEN": tokens[who]},
+                              check=check)
 
     return archive, station, ids, cli
 
@@ -46,8 +46,8 @@ def test_an_inspector_lists_only_batches_of_their_own_units(batches):
     mine = [json.loads(line) for line in cli("qc1", "qc", "ls", "--json").stdout.splitlines()]
     assert sorted(b["item"] for b in mine) == ["1-1", "2-1"] and {b["unit"] for b in mine} == {"unit-a"}
     outsider = users.add(archive, "qc9", "外单位质检员", ["inspector"], ["unit-b"])
-    theirs = run_cli("quire-central", "--home", archive.config.home, "qc", "ls", "--json",
-                     env={"QUIRE_TOKEN": outsider})
+    theirs = cli_in_process("quire-central", "--home", archive.config.home, "qc", "ls", "--json",
+                            env={"QUIRE_TOKEN": outsider})
     assert theirs.stdout.strip() == ""
 
 
@@ -70,14 +70,14 @@ def test_a_batch_below_the_acceptance_share_is_returned_and_the_station_told_whi
     decided = cli("qc1", "qc", "decide", ids["1-1"][:12], check=False)
     assert decided.returncode == 3 and "returned: 90.0 %" in decided.stdout
     home = station.config.home
-    run_cli("quire-station", "--home", home, "sync")
-    status = run_cli("quire-station", "--home", home, "status").stdout
+    cli_in_process("quire-station", "--home", home, "sync")
+    status = cli_in_process("quire-station", "--home", home, "status").stdout
     assert "RESCAN D-9 1-1" in status and f"pages {bad} (底部被裁切)" in status
-    (request,) = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)["rescan_requests"]
+    (request,) = json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)["rescan_requests"]
     assert (request["bundle_id"], request["pages"]) == (ids["1-1"], [{"n": bad, "reason": "底部被裁切"}])
     # The request is kept, and not repeated by the next sync.
-    run_cli("quire-station", "--home", home, "sync")
-    assert len(json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)["rescan_requests"]) == 1
+    cli_in_process("quire-station", "--home", home, "sync")
+    assert len(json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)["rescan_requests"]) == 1
 
 
 def test_a_good_batch_is_accepted_and_every_decision_logged(batches):
