@@ -15,7 +15,7 @@ import pytest
 from station.capture.synthetic import SyntheticSource, render_page
 from station.pipeline import PipelineConfig
 from station.scan import open_spool, scan
-from tests.conftest import make_station, run_cli
+from tests.conftest import cli_in_process, make_station, run_cli
 
 DOSSIER = {"archive_no": "D-0100"}
 MATERIAL = {"item": "1-1", "title": "干部履历表"}
@@ -176,10 +176,11 @@ def test_a_scan_killed_with_pages_spooled_shows_them_in_status_and_the_resumed_s
         durable = _kill_while_spooled(run, st.config.db_path)
     captured = {n for n, _ in durable}
     spooled = sorted(n for n, kind in durable if kind == "spool")
-    (batch,) = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)["batches_open"]
+    (batch,) = json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)["batches_open"]
     assert batch["pages"] == len(captured) and batch["pages_spooled"] == len(set(spooled) - {
         n for n, kind in durable if kind == "page"})
-    assert f"batch D-0100 1-1 open: {len(captured)} pages" in run_cli("quire-station", "--home", home, "status").stdout
+    status = cli_in_process("quire-station", "--home", home, "status").stdout
+    assert f"batch D-0100 1-1 open: {len(captured)} pages" in status
 
     resumed = run_cli("quire-station", *scan_args)
     printed = [json.loads(line)["n"] for line in resumed.stdout.splitlines()]

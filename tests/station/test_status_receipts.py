@@ -5,7 +5,7 @@ import sqlite3
 
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import run_cli
+from tests.conftest import cli_in_process
 
 
 def test_status_checks_every_kept_receipt_against_the_pinned_key(station):
@@ -15,7 +15,7 @@ def test_status_checks_every_kept_receipt_against_the_pinned_key(station):
     home = station.config.home
     station.close()
 
-    out = run_cli("quire-station", "--home", home, "status").stdout
+    out = cli_in_process("quire-station", "--home", home, "status").stdout
     assert "receipts: 2 verified against the pinned archive key" in out and "DO NOT VERIFY" not in out
 
     # A receipt altered on the station's disk no longer verifies, and status says which.
@@ -24,8 +24,8 @@ def test_status_checks_every_kept_receipt_against_the_pinned_key(station):
     db.execute("UPDATE bundles SET receipt = ? WHERE id = ?", [bytes(receipt).replace(b'"pages"', b'"Pages"'), bundle_id])
     db.commit()
     db.close()
-    out = run_cli("quire-station", "--home", home, "status").stdout
+    out = cli_in_process("quire-station", "--home", home, "status").stdout
     assert "receipts: 1 verified against the pinned archive key, 1 DO NOT VERIFY" in out
     assert f"{bundle_id[:12]} receipt does not verify" in out
-    failed = json.loads(run_cli("quire-station", "--home", home, "status", "--json").stdout)["receipts"]["failed"]
+    failed = json.loads(cli_in_process("quire-station", "--home", home, "status", "--json").stdout)["receipts"]["failed"]
     assert [f["bundle"] for f in failed] == [bundle_id]

@@ -5,7 +5,7 @@ remove the row of a material already sealed. The daemon is a real `quire-station
 
 import json
 
-from tests.conftest import run_cli
+from tests.conftest import cli_in_process
 from tests.station.web.conftest import OPERATOR, PIN, Client, add_operator, screenshot, sign_in_on, station_home
 
 WAIT_MS = 60_000
@@ -22,16 +22,17 @@ def _type(page, row: str, item: str, title: str, date: str, pages: str, remarks:
 
 
 def _stored(home) -> list[tuple]:
-    shown = json.loads(run_cli("quire-station", "--home", home, "directory", "show", "D-9", "--json").stdout)
+    shown = json.loads(cli_in_process("quire-station", "--home", home, "directory", "show", "D-9", "--json").stdout)
     return [(e["item"], e["title"], e["date_formed"], e["pages"], e["remarks"], e["state"]) for e in shown]
 
 
 def test_an_operator_types_a_dossiers_directory_and_is_told_what_to_write_in_each_bad_cell(tmp_path, kiosks, tab):
     home = station_home(tmp_path, None, dpi=150)
     # 1-1 is in the directory already and sealed (two pages scanned, as the directory says).
-    run_cli("quire-station", "--home", home, "directory", "add", "D-9", "1-1", "--title", "干部履历表", "--pages", "2")
-    run_cli("quire-station", "--home", home, "scan", "--dossier", "D-9", "--material", "1-1",
-            "--source", "synthetic:seed=5,sheets=2,duplex=no")
+    cli_in_process("quire-station", "--home", home, "directory", "add", "D-9", "1-1", "--title", "干部履历表",
+                   "--pages", "2")
+    cli_in_process("quire-station", "--home", home, "scan", "--dossier", "D-9", "--material", "1-1",
+                   "--source", "synthetic:seed=5,sheets=2,duplex=no")
     assert add_operator(home, OPERATOR, PIN).returncode == 0
     kiosk = kiosks(home)
     page = tab
