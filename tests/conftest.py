@@ -75,7 +75,8 @@ def synthetic_pages_rendered_once(tmp_path_factory):
             return pickle.loads(kept.read_bytes())
         except FileNotFoundError:
             pages = render(*args, **kw)
-            write_atomically(kept, pickle.dumps(pages, protocol=pickle.HIGHEST_PROTOCOL))
+            if _bytes_in(folder) < _SHEETS_KEPT_BYTES:
+                write_atomically(kept, pickle.dumps(pages, protocol=pickle.HIGHEST_PROTOCOL))
             return pages
 
     synthetic.render_sheet = render_sheet
@@ -84,7 +85,21 @@ def synthetic_pages_rendered_once(tmp_path_factory):
 
 
 _RENDERED_FRESH = ("tests/station/capture/test_synthetic.py",)
+# At most this much of the run's temporary folder holds kept sheets (a CI runner's disk is small); sheets
+# past it are drawn each time.
+_SHEETS_KEPT_BYTES = 3 * 2**30
 _rendering = {"fresh": False}
+
+
+def _bytes_in(folder: Path) -> int:
+    """The bytes of the files in ``folder`` (one another worker renames or removes meanwhile counts 0)."""
+    total = 0
+    for entry in os.scandir(folder):
+        try:
+            total += entry.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def pytest_runtest_setup(item):
