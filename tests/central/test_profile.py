@@ -11,7 +11,7 @@ from station import outbox
 from station.sync import sync
 from tests.central.test_quarantine import seal
 from tests.central.test_standards import page
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import cli_in_process, make_station, register
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -37,7 +37,7 @@ def county(tmp_path, central):
 
 
 def cli(archive, *args, check=True):
-    return run_cli("quire-central", "--home", archive.config.home, *args, check=check)
+    return cli_in_process("quire-central", "--home", archive.config.home, *args, check=check)
 
 
 def shown_sha256(archive, name: str) -> str:
