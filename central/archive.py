@@ -1,13 +1,14 @@
 """The central archive opened as one object: its key, catalogue and blob store."""
 
+import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import nacl.signing
 
 from quire import keys
 
 from .store.blobs import BlobStore, DiskBlobStore
-from .store.blobs_s3 import S3BlobStore
 from .store.catalogue import CatalogueStore
 from .store.catalogues import open_catalogue
 from .config import CentralConfig
@@ -32,11 +33,17 @@ class Archive:
         self.blobs.close()
 
 
+def s3_store(url: str, credentials: Path | None) -> BlobStore:
+    """The S3-compatible bucket at ``url``. Its module is loaded by name, only for an archive kept in a
+    bucket: boto3 and obstore cost every other command a third of a second at start."""
+    return importlib.import_module(".store.blobs_s3", __package__).S3BlobStore(url, credentials)
+
+
 def open_blobs(config: CentralConfig) -> BlobStore:
     """The blob store the config names: the home's blobs folder, or an S3-compatible bucket."""
     if config.blobs.startswith("s3://"):
         credentials = config.blobs_credentials
-        return S3BlobStore(config.blobs, config.home / credentials if credentials else None)
+        return s3_store(config.blobs, config.home / credentials if credentials else None)
     return DiskBlobStore(config.blobs_dir, config.uploads_dir, config.upload_lock_wait_s)
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import config, migrate, replica
-from .archive import open_blobs
+from .archive import open_blobs, s3_store
 from .errors import CentralError, ConfigError
-from .store.blobs_s3 import S3BlobStore
 from .store.catalogue import CatalogueStore
 from .store.catalogues import is_postgres_url, open_catalogue
 
@@ -77,7 +76,7 @@ def cmd_migrate(cfg, args) -> int:
     src_blobs = open_blobs(cfg)
     dst_blobs = target = None
     try:
-        dst_blobs = S3BlobStore(args.blobs, args.blobs_credentials) if args.blobs else None
+        dst_blobs = s3_store(args.blobs, args.blobs_credentials) if args.blobs else None
         target = open_target(args.to, cfg.db_path)
         report = migrate.migrate(cfg, target, _shown(args.to), src_blobs, dst_blobs,
                                  progress=lambda line: print(line, flush=True))

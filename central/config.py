@@ -1,12 +1,11 @@
 """Central configuration: loaded once from TOML, validated, passed down."""
 
+import importlib
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import AfterValidator, Field
 
 from quire import settings
@@ -30,8 +29,10 @@ def catalogue_url_params(value: str) -> dict:
     if not value.startswith(("postgresql://", "postgres://")):
         raise ValueError("must be \"\" (the home's central.db) or postgresql://USER@HOST/DATABASE, "
                          "e.g. postgresql://quire@db.example/quire")
+    # psycopg parses it the way libpq will; loaded by name, as only a PostgreSQL catalogue needs it
+    psycopg = importlib.import_module("psycopg")
     try:
-        params = conninfo_to_dict(value)
+        params = psycopg.conninfo.conninfo_to_dict(value)
     except psycopg.ProgrammingError as exc:
         raise ValueError(f"not a PostgreSQL URL ({exc}); e.g. postgresql://quire@db.example/quire") from None
     if params.get("password"):

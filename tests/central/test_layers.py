@@ -152,4 +152,21 @@ def test_commands_loaded_when_run_name_modules_in_a_layer():
         assert f"def {name}(" in (ROOT / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
     by_name = [str(path.relative_to(ROOT)) for path in sorted(CENTRAL.rglob("*.py"))
                if "import_module(" in path.read_text(encoding="utf-8")]
-    assert by_name == ["central/cli.py"], f"only the CLI's command table imports by name: {by_name}"
+    # Besides the command table, only the places that open the storage kind a config names load its
+    # module by name (PostgreSQL, an S3 bucket), so an archive on SQLite and disk never imports them.
+    assert by_name == ["central/archive.py", "central/cli.py", "central/config.py", "central/store/catalogues.py"], (
+        f"only the CLI's command table and the storage-kind openers import by name: {by_name}")
+
+
+def test_an_archive_on_sqlite_and_disk_starts_without_the_scale_out_clients():
+    """psycopg, boto3 and obstore cost every command about half a second at start; a command on the
+    embedded default (SQLite and the home's blobs folder) loads none of them."""
+    probe = ("import sys, central.cli; central.cli.build_parser().parse_args(['ls'])\n"
+             "print(' '.join(m for m in ('psycopg', 'psycopg_pool', 'boto3', 'botocore', 'obstore') "
+             "if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "protos"),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"imported by a command on SQLite and disk: {done.stdout}"
