@@ -37,8 +37,10 @@ CLAIM_CHARS = 64     # an unauthenticated claim is logged only this long: it is 
 SETTLE_S = 5.0       # how long a stopping server waits for refusal entries held up by the writer lock
 FIRST_PAUSE_S, LAST_PAUSE_S = 0.02, 0.2   # between tries of the writer lock for those entries
 # The resumable upload's own turns, not refusals: offer first, upload what is missing, resume from
-# the committed offset (and "no such dossier" answers a lookup, it refuses nobody).
-NOT_REFUSALS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE}
+# the committed offset (and "no such dossier" answers a lookup, it refuses nobody). An outage of the
+# archive's own stores (UNAVAILABLE) refuses nobody either: it goes to the service log, not the audit log.
+NOT_REFUSALS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE,
+                grpc.StatusCode.UNAVAILABLE}
 
 
 class _Quota:

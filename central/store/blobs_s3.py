@@ -25,6 +25,7 @@ offset 0 refuses the stage that would overwrite it), only one that resumes lists
 
 import hashlib
 import io
+import logging
 import os
 import re
 import stat
@@ -47,6 +48,10 @@ from quire.settings import Settings
 from .blobs import BlobStore, sm3
 from ..errors import BlobRejected, ConfigError, StoreUnavailable, WrongOffset
 
+log = logging.getLogger("quire.central")
+
+_REASK = timedelta(minutes=5)          # obstore asks for the credentials again at least this often
+_EXPIRY_MARGIN = timedelta(minutes=1)  # and this long before temporary ones expire
 _URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?")
 
 
@@ -83,12 +88,57 @@ def load_credentials(path: Path) -> Credentials:
     return settings.validated(Credentials, settings.read_toml(path, ConfigError), str(path), ConfigError)
 
 
-def _unavailable(what: str, exc: Exception) -> StoreUnavailable:
-    detail = exc.response["Error"].get("Code", "error") if isinstance(exc, ClientError) else type(exc).__name__
-    if isinstance(exc, BaseError):   # obstore's first line: the request, its URL and what failed (no keys)
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    return StoreUnavailable(f"the object store failed to {what} ({detail}); what arrived is kept — retry "
-                            "when the object store answers again")
+def _unavailable(what: str, exc: Exception, where: str = "") -> StoreUnavailable:
+    """The store failed: the caller (a station, through gRPC, and the audit log) learns only whether it
+    answered and with which HTTP status, and what to do; the service log gets the detail (endpoint,
+    bucket, key, the store's error code), never the body of its answer (a signature error's XML
+    carries the string that was signed)."""
+    status = _http_status(exc)
+    log.warning("the object store failed to %s%s: %s", what, f" ({where})" if where else "", _detail(exc))
+    if status in (401, 403):
+        return StoreUnavailable(f"the object store refused to {what} (HTTP {status}); what arrived is kept — "
+                                "retry later (administrator: check the object store's credentials and their "
+                                "rights on the bucket; the service log has the detail)")
+    kind = f"answered HTTP {status}" if status else "did not answer"
+    return StoreUnavailable(f"the object store {kind} when asked to {what}; what arrived is kept — retry when "
+                            "the object store answers again (administrator: the service log has the detail)")
+
+
+def _http_status(exc: Exception) -> int | None:
+    """The HTTP status the store answered with, None when it did not answer."""
+    if isinstance(exc, ClientError):
+        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    found = re.search(r"status code:? (\d{3})\b", str(exc)) if isinstance(exc, BaseError) else None
+    return int(found.group(1)) if found else None
+
+
+def _detail(exc: Exception) -> str:
+    """One line for the service log: obstore's account of the request (method, URL, status) and the
+    store's error code and message, without the rest of its answer; boto3's error as it words it."""
+    if not isinstance(exc, BaseError):
+        return f"{type(exc).__name__}: {exc}"
+    text = " ".join(str(exc).split())
+    head = re.split(r"<\?xml|<Error| Debug source:", text, maxsplit=1)[0].strip()
+    said = [f"{tag} {found.group(1)}" for tag in ("Code", "Message")
+            if (found := re.search(rf"<{tag}>([^<]{{0,200}})</{tag}>", text))]
+    return "; ".join([f"{type(exc).__name__}: {head[:600]}", *said])
+
+
+def _credential_provider(found):
+    """What obstore asks for credentials: boto3's current ones, asked for again within 5 minutes, or by
+    the time boto3's temporary ones expire (less a minute), whichever comes first."""
+
+    def credentials():
+        frozen = found.get_frozen_credentials()   # boto3 renews temporary credentials near their expiry here
+        now = datetime.now(timezone.utc)
+        expires_at = now + _REASK
+        expiry = getattr(found, "_expiry_time", None)   # RefreshableCredentials keep their expiry only here
+        if isinstance(expiry, datetime):
+            expiry = expiry if expiry.tzinfo else expiry.replace(tzinfo=timezone.utc)
+            expires_at = min(expires_at, max(now, expiry - _EXPIRY_MARGIN))
+        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "token": frozen.token,
+                "expires_at": expires_at}
+    return credentials
 
 
 def _obstore(session: boto3.session.Session, client, bucket: str) -> S3Store:
@@ -98,17 +148,12 @@ def _obstore(session: boto3.session.Session, client, bucket: str) -> S3Store:
     if found is None:
         raise ConfigError("no credentials for the object store: name blobs_credentials in central.toml or set "
                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-
-    def credentials():
-        frozen = found.get_frozen_credentials()
-        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "token": frozen.token,
-                "expires_at": datetime.now(timezone.utc) + timedelta(minutes=5)}
     endpoint = client.meta.endpoint_url
     # Bodies are not SHA-256 signed (a second hash of every byte): a CRC-64 header guards each put on
     # the wire, and our SHA-256 and SM3 of every blob are checked anyway.
     return S3Store(bucket, endpoint=endpoint,
                    region=client.meta.region_name, virtual_hosted_style_request=False, unsigned_payload=True,
-                   checksum_algorithm="crc64nvme", credential_provider=credentials,
+                   checksum_algorithm="crc64nvme", credential_provider=_credential_provider(found),
                    client_options={"allow_http": endpoint.startswith("http://"), "connect_timeout": "5s",
                                    "timeout": "60s"},
                    retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=60)})
@@ -188,7 +233,7 @@ class S3BlobStore(BlobStore):
             listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}blobs/", MaxKeys=limit,
                                                  **start)
         except (ClientError, BotoCoreError) as exc:
-            raise _unavailable(f"list the blobs under {self.location()}", exc) from None
+            raise _unavailable("list the stored blobs", exc, self.location()) from None
         names = (item["Key"].rsplit("/", 1)[-1] for item in listed.get("Contents", ()))
         return [name for name in names if re.fullmatch(r"[0-9a-f]{64}", name)][:limit]
 
@@ -202,7 +247,9 @@ class S3BlobStore(BlobStore):
         except FileNotFoundError:
             raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
         except BaseError as exc:
-            size = self.stat(sha256)  # an empty object has no byte 0 to range over
+            if _http_status(exc) != 416:
+                raise _unavailable(f"read blob {sha256[:12]}", exc) from None
+            size = self.stat(sha256)  # 416: no byte 0 to range over, as in an empty object
             if size is None:
                 raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})") from None
             if size:

@@ -2,6 +2,7 @@
 resumed by another process after a kill -9, and a config an operator can get right."""
 
 import hashlib
+import json
 import io
 import os
 import signal
@@ -18,7 +19,7 @@ from central import config
 from central.archive import open_archive
 from central.store.blobs import sm3
 from central.store.blobs_s3 import S3BlobStore, S3Upload
-from central.errors import BlobRejected, ConfigError, UploadDamaged, WrongOffset
+from central.errors import BlobRejected, ConfigError, StoreUnavailable, UploadDamaged, WrongOffset
 from tests.s3server import SeaweedS3, requests_sent
 
 
@@ -231,3 +232,105 @@ def test_the_environment_supplies_endpoint_and_keys_when_no_file_is_named(s3_ser
         assert not (home / "blobs").exists() or not any((home / "blobs").rglob("*" + sha))
     finally:
         archive.close()
+
+
+def _read_only_identity(server: SeaweedS3, path) -> tuple[str, str, object]:
+    """Give ``server`` (before it starts) a second access key that may read and list but not write, and a
+    0600 credentials file holding it: the archive's writes are then answered 403 with an XML body."""
+    import secrets
+
+    access, secret = "readonly" + secrets.token_hex(4), secrets.token_hex(20)
+    identities = json.loads(server.identities.read_text())
+    identities["identities"].append({"name": "quire-read-only", "actions": ["Read", "List"],
+                                     "credentials": [{"accessKey": access, "secretKey": secret}]})
+    server.identities.write_text(json.dumps(identities))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f'endpoint_url = "{server.endpoint}"\naccess_key_id = "{access}"\n'
+                 f'secret_access_key = "{secret}"\nregion = "us-east-1"\n')
+    return access, secret, path
+
+
+def test_a_store_refusing_writes_tells_the_station_the_status_and_keeps_its_detail_in_the_service_log(
+        tmp_path, caplog):
+    from central import audit, profile
+    from central.server import build_server
+    from station.scan import scan
+    from station.sync import sync
+    from tests.conftest import make_station, register
+
+    server = SeaweedS3(tmp_path / "weed")
+    home = tmp_path / "central"
+    (home / "profiles").mkdir(parents=True)
+    (home / "profiles" / "p150.toml").write_text('format = "quire.profile/1"\nname = "p150"\nversion = 1\n'
+                                              'extends = "gbt33870"\n[resolution]\nmin_dpi = 150\n')
+    _, secret, _ = _read_only_identity(server, home / "s3.toml")
+    prefix = uuid.uuid4().hex
+    (home / "central.toml").write_text(f'blobs = "s3://{server.bucket}/{prefix}"\nblobs_credentials = "s3.toml"\n')
+    server.start()
+    archive = open_archive(config.load(home))
+    grpc_server = station = None
+    try:
+        profile.set_default(archive, "p150")
+        grpc_server, port = build_server(archive, "127.0.0.1:0")
+        grpc_server.start()
+        address = f"127.0.0.1:{port}"
+        station = register(archive, address, make_station(tmp_path / "st", address, dpi=150, sync_retry_span_s=0))
+        bundle = scan(station, {"archive_no": "D-1", "name": "王五"}, {"item": "1-1", "title": "履历表"},
+                      "synthetic:seed=1,sheets=1").bundle_id
+        caplog.set_level("INFO", logger="quire.central")
+        told = sync(station).failed[bundle]
+        assert "the object store refused to store blob" in told and "(HTTP 403)" in told
+        assert "check the object store's credentials" in told
+        private = (server.endpoint, f"127.0.0.1:{server.ports['s3.port']}", server.bucket, prefix, "<", "Signature")
+        assert not [word for word in private if word in told], told
+        # An outage of the archive's store refuses nobody: nothing of it in the append-only audit log.
+        logged = json.dumps(audit.entries(archive), ensure_ascii=False)
+        assert "call.refused" not in logged and not [word for word in private if word in logged]
+        # The service log has what the administrator needs (where, which status, the store's code), no secret.
+        detail = [r.getMessage() for r in caplog.records if "object store failed to store blob" in r.getMessage()]
+        assert detail and f"/{server.bucket}/{prefix}/blobs/" in detail[0] and "403" in detail[0]
+        assert "Code AccessDenied" in detail[0]
+        assert not any(secret in r.getMessage() or "<?xml" in r.getMessage() for r in caplog.records)
+    finally:
+        if station is not None:
+            station.close()
+        if grpc_server is not None:
+            grpc_server.stop(grace=None).wait()
+        archive.close()
+        server.stop()
+
+
+def test_a_blob_read_while_the_store_is_down_says_the_read_failed_not_that_a_look_up_did(tmp_path):
+    server = SeaweedS3(tmp_path / "weed").start()
+    store = S3BlobStore(f"s3://{server.bucket}/{uuid.uuid4().hex}", server.credentials_file(tmp_path / "s3.toml"))
+    try:
+        sha = store.put(b"a page")
+        server.stop()
+        # Only an empty object's 416 is followed by a HEAD: the GET's own failure is what is reported.
+        with pytest.raises(StoreUnavailable, match=f"did not answer when asked to read blob {sha[:12]}"):
+            store.open(sha)
+    finally:
+        store.close()
+        server.stop()
+
+
+def test_temporary_credentials_are_asked_for_again_before_boto3_s_expiry_not_after_it():
+    from datetime import datetime, timedelta, timezone
+
+    from botocore.credentials import Credentials, RefreshableCredentials
+
+    from central.store.blobs_s3 import _credential_provider
+
+    issued = []
+
+    def from_sts():   # what an STS/SSO source gives: keys good for 3 minutes
+        issued.append(datetime.now(timezone.utc) + timedelta(minutes=3))
+        return {"access_key": "ASIATEST", "secret_key": "secret", "token": "session", "expiry_time":
+                issued[-1].isoformat()}
+
+    temporary = _credential_provider(RefreshableCredentials.create_from_metadata(from_sts(), from_sts, "sts"))()
+    assert temporary["token"] == "session"
+    assert datetime.now(timezone.utc) <= temporary["expires_at"] <= issued[-1] - timedelta(minutes=1)
+    lasting = _credential_provider(Credentials("AKIATEST", "secret"))()   # keys from a file: asked again in 5 min
+    assert timedelta(minutes=4) < lasting["expires_at"] - datetime.now(timezone.utc) <= timedelta(minutes=5)
