@@ -1,7 +1,7 @@
 import cv2
 import numpy as np
 
-from station.pipeline import process_page
+from station.pipeline import marks, process_page
 from station.pipeline.imageio import component_boxes
 
 
@@ -33,3 +33,23 @@ def test_a_speckled_page_is_processed_and_not_blank():
     out = process_page(_speckled(3508, 2480, 12, 6), 300)
     assert not out.record["blank"]
     assert out.record["blank_score"] > 5
+
+
+def _faded_lines(h: int, w: int) -> np.ndarray:
+    """Thin print 17 % darker than its paper (a worn ribbon), in lines that cross many strips of rows."""
+    page = np.full((h, w), 240, np.uint8)
+    for row, y in enumerate(range(256 + 10, h - 100, 128)):      # baselines just past each strip's edge
+        cv2.putText(page, f"Facture {56818 + row}  15/10/2010  {row * 39.5:8.2f}", (120 + 7 * row, y),
+                    cv2.FONT_HERSHEY_SIMPLEX, 1.1, 200, 2, cv2.LINE_AA)
+    return cv2.GaussianBlur(page, (3, 3), 0.6)
+
+
+def test_faint_print_is_found_the_same_across_the_strips_it_is_looked_at_in(monkeypatch):
+    # The second look at full size goes strip by strip; print crossing a strip's edge is judged as if
+    # the page were looked at whole.
+    page = _faded_lines(1748, 1240)
+    by_strips = process_page(page, 300).record
+    monkeypatch.setattr(marks, "STRIP_ROWS", 10 ** 6)
+    whole = process_page(page, 300).record
+    assert not by_strips["blank"]
+    assert by_strips["blank_score"] == whole["blank_score"]
