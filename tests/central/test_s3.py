@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -40,10 +41,24 @@ def test_seaweedfs_refuses_a_second_conditional_write_and_keeps_objects_across_k
         assert _status(client, "k", b"second") == 412
         server.kill()
         server.start()
-        assert client.get_object(Bucket=server.bucket, Key="k")["Body"].read() == b"first"
+        assert _read_once_up(client, "k") == b"first"
     finally:
         client.close()
         server.stop()
+
+
+def _read_once_up(client, key: str, within_s: float = 60.0) -> bytes:
+    """The object's bytes once the restarted store serves reads: its S3 gateway answers before its volume
+    has registered again, and meanwhile a read gets 500 InternalError (seen under load). A missing object
+    (404) fails at once."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return client.get_object(Bucket=SeaweedS3.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] < 500 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def _status(client, key: str, body: bytes) -> int:
