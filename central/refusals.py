@@ -247,7 +247,8 @@ def source(context) -> str:
 def at_door(archive: Archive, method: str, exc: CentralError) -> None:
     """A refused call: in the audit log (unless it was logged where it was refused) and one WARNING line."""
     if exc.code in NOT_REFUSALS:
-        log.info("%s: %s", method, exc)
+        # an outage of the catalogue or the object store is the administrator's to see, with its detail
+        (log.warning if exc.code == grpc.StatusCode.UNAVAILABLE else log.info)("%s: %s", method, exc)
         return
     call = _current.get() or Call("unknown")
     by = call.who or f"peer:{call.peer}"

@@ -157,8 +157,13 @@ class PostgresCatalogue(CatalogueStore):
 
     def _unavailable(self, exc: Exception | None) -> StoreUnavailable:
         detail = f": {str(exc).strip().splitlines()[0]}" if exc and str(exc).strip() else ""
-        return StoreUnavailable(f"the catalogue ({self.where}) did not answer{detail}; check that the database "
-                                "server is running and reachable, then retry")
+        problem = StoreUnavailable(f"the catalogue ({self.where}) did not answer{detail}; check that the "
+                                   "database server is running and reachable, then retry")
+        # A station (through gRPC, and the audit log with it) learns that the database did not answer, not
+        # where it is or what the driver said: those are the administrator's, in the service log.
+        problem.told = ("the archive's catalogue did not answer; what arrived is kept — retry when it answers "
+                        "again (administrator: the service log has the detail)")
+        return problem
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:

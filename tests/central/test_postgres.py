@@ -161,8 +161,11 @@ def test_a_restarted_database_server_is_reported_then_used_again():
             with catalogue.transaction() as db:
                 blob_index.record(db, "a" * 64, 1, None, "2026-01-01T00:00:00.000Z")
             cluster.stop()
-            with pytest.raises(StoreUnavailable, match="did not answer.*check that the database server is running"):
+            with pytest.raises(StoreUnavailable, match="did not answer.*check that the database server is running") as failed:
                 blob_index.count(catalogue)
+            # what a station is told names neither the database's address nor the driver's words
+            assert catalogue.where in str(failed.value) and catalogue.where not in failed.value.told
+            assert "did not answer" in failed.value.told and "connection" not in failed.value.told
             cluster.start()
             assert blob_index.count(catalogue) == 1   # the pool made new connections
             with catalogue.transaction() as db:
