@@ -180,10 +180,9 @@ REAL_METHODS = [("quire_estimate", "Quire"), ("leptonica15", "Leptonica sweep+se
 def render_real(results: list[dict], corpus: str) -> str:
     """The real-scan section: skew, orientation, content cut, colour, blank and speed, per split."""
     pages = {r["name"].split(":")[0] for r in results}
-    sources = {r["name"].split("-")[0] for r in results}
     lines = [f"Real scans — {len(pages)} scanned pages ({corpus}), {len(results)} cases: each as captured, "
              f"skewed on a backing, fed turned a quarter, and its blank back with bleed-through",
-             f"  variants: " + ", ".join(f"{v} {sum(r['variant'] == v for r in results)}"
+             "  variants: " + ", ".join(f"{v} {sum(r['variant'] == v for r in results)}"
                                         for v in ("captured", "skewed", "turned", "back")), ""]
     for split in ("tune", "held-out", None):
         part = [r for r in results if split is None or r["split"] == split]

@@ -126,7 +126,7 @@ def _catalogue(archive, files: list[Path], dossiers: int, pages: int) -> list[st
         db.conn.executemany("INSERT INTO bundles (id, station_id, manifest, signature, state, offered_at, committed_at)"
                        " VALUES (?, 'st-bench', x'7b7d', x'', 'committed', ?, ?)", bundle_rows)
         db.conn.executemany("INSERT INTO materials (id, archive_no, item, category, title, page_count, bundle_id,"
-                       " catalogued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", material_rows)
+                       " catalogued_at, station_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'st-bench')", material_rows)
         db.conn.executemany("INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", page_rows)
     return names
 
