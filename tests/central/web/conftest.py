@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from central import audit, config, profile, users, web
-from central.archive import open_archive
+from central.archive import open_archive, open_blobs
 from central.server import build_server
 from station.scan import scan
 from station.sync import sync
@@ -91,13 +91,16 @@ def site(tmp_path_factory, request):
 
 @pytest.fixture(autouse=True)
 def idle_s3_connections_closed(request):
-    """After each test, the module's archive drops its idle connections to the object store (botocore opens
-    more as a test's requests overlap), so no_leaks counts only sockets a test left in use."""
+    """After each test, the module's archive drops its idle connections to the object store (its client opens
+    more as a test's requests overlap, and keeps them for the next): it gets a fresh store for the same bucket
+    and the old one is closed with its connections, so no_leaks counts only sockets a test left in use."""
     yield
     if "site" in request.fixturenames:
-        blobs = request.getfixturevalue("site").blobs
-        if hasattr(blobs, "client"):
-            blobs.client._endpoint.http_session.close()
+        archive = request.getfixturevalue("site")
+        if archive.config.blobs.startswith("s3://"):
+            old, archive.blobs = archive.blobs, open_blobs(archive.config)
+            old.close()
+            archive.blobs.client._endpoint.http_session.close()   # the new one's bucket check, by boto3
 
 
 @pytest.fixture
