@@ -125,16 +125,22 @@ def test_the_sql_check_sees_statements_and_calls(tmp_path):
 SERVE_ONLY = ("central.cli_serve", "central.server", "central.web", "starlette", "uvicorn", "jinja2", "zeroconf")
 
 
-def test_commands_other_than_serve_do_not_import_what_serving_needs():
-    """Every other command (and --help) starts without the servicers, the web console or zeroconf."""
+def _loaded_by_a_command(modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh process has loaded once the CLI has parsed an ordinary command."""
     probe = ("import sys, central.cli; central.cli.build_parser().parse_args(['ls'])\n"
-             f"print(' '.join(m for m in {SERVE_ONLY!r} if m in sys.modules))")
+             f"print(' '.join(m for m in {modules!r} if m in sys.modules))")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "protos"),
                                                        os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [], f"imported by every command, though only 'serve' uses them: {done.stdout}"
+    return done.stdout.split()
+
+
+def test_commands_other_than_serve_do_not_import_what_serving_needs():
+    """Every other command (and --help) starts without the servicers, the web console or zeroconf."""
+    loaded = _loaded_by_a_command(SERVE_ONLY)
+    assert loaded == [], f"imported by every command, though only 'serve' uses them: {loaded}"
 
 
 def test_commands_loaded_when_run_name_modules_in_a_layer():
@@ -161,12 +167,5 @@ def test_commands_loaded_when_run_name_modules_in_a_layer():
 def test_an_archive_on_sqlite_and_disk_starts_without_the_scale_out_clients():
     """psycopg, boto3 and obstore cost every command about half a second at start; a command on the
     embedded default (SQLite and the home's blobs folder) loads none of them."""
-    probe = ("import sys, central.cli; central.cli.build_parser().parse_args(['ls'])\n"
-             "print(' '.join(m for m in ('psycopg', 'psycopg_pool', 'boto3', 'botocore', 'obstore') "
-             "if m in sys.modules))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "protos"),
-                                                       os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [], f"imported by a command on SQLite and disk: {done.stdout}"
+    loaded = _loaded_by_a_command(("psycopg", "psycopg_pool", "boto3", "botocore", "obstore"))
+    assert loaded == [], f"imported by a command on SQLite and disk: {loaded}"
