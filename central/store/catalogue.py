@@ -369,7 +369,7 @@ class Catalogue(CatalogueStore):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:   # extended codes keep the primary in the low byte
                 raise
             raise WriterBusy("another process is writing to the catalogue") from None
         finally:
