@@ -54,29 +54,43 @@ def advertise(zc: Zeroconf, service_type: str, name: str, addresses: list[str], 
 
 
 def browse(zc: Zeroconf, service_type: str, timeout_s: float = 5.0, want=lambda props: True) -> list[dict]:
-    """Instances of ``service_type`` found within ``timeout_s``: dicts of address, port, properties."""
-    found: list[dict] = []
-    done = threading.Event()
+    """Instances of ``service_type`` found within ``timeout_s``: dicts of address, port, properties.
 
-    def on_change(zeroconf, service_type, name, state_change):
-        if state_change is not ServiceStateChange.Added:
+    Each instance is resolved in its own thread, so instances that are slow to answer (or gone) do not hold
+    back the one wanted: on a busy network, or a machine where many archives announce themselves, resolving
+    them one after another could use up the whole timeout before the wanted one was asked.
+    """
+    found: list[dict] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    deadline = time.monotonic() + timeout_s
+
+    def resolve(name):
+        try:
+            wait_ms = max(500, int((deadline - time.monotonic()) * 1000))
+            info = zc.get_service_info(service_type, name, timeout=wait_ms)
+        except Exception:  # noqa: BLE001 - zeroconf closed by the caller while this was still asking
             return
-        info = zeroconf.get_service_info(service_type, name, timeout=2000)
         if info is None:
             return
         props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
         if props.get("v") != TXT_VERSION or not want(props):
             return
-        for address in info.parsed_scoped_addresses():
-            found.append({"name": name, "address": address, "port": info.port, "properties": props})
+        with lock:
+            found.extend({"name": name, "address": address, "port": info.port, "properties": props}
+                         for address in info.parsed_scoped_addresses())
         done.set()
+
+    def on_change(zeroconf, service_type, name, state_change):
+        if state_change is ServiceStateChange.Added:
+            threading.Thread(target=resolve, args=(name,), name="zeroconf-resolve", daemon=True).start()
 
     browser = ServiceBrowser(zc, service_type, handlers=[on_change])
     try:
-        deadline = time.monotonic() + timeout_s
         while not done.wait(0.1) and time.monotonic() < deadline:
             pass
         time.sleep(0.2)  # let near-simultaneous answers arrive too
     finally:
         browser.cancel()
-    return found
+    with lock:
+        return list(found)
