@@ -17,10 +17,11 @@ RELOCATE_BROWSE_S = 2.0   # how long to look for a moved archive
 ANSWER_S = 2.0            # how long a connection to a live archive may take to open
 
 
-def find_central(config, timeout_s: float = 5.0, fingerprint: str | None = None) -> str:
+def find_central(config, timeout_s: float = 10.0, fingerprint: str | None = None) -> str:
     """HOST:PORT of the central archive advertised on the network.
 
-    With ``fingerprint`` only that archive is accepted; without it, exactly one must answer.
+    With ``fingerprint`` only that archive is accepted; without it, exactly one must answer. The search ends as
+    soon as one answers; the timeout is only how long to keep asking before saying none did.
     """
     want = (lambda p: p.get("fp") == fingerprint) if fingerprint else (lambda p: True)
     zc = discovery.open_zeroconf(config.zeroconf_interfaces)
