@@ -50,6 +50,14 @@ def FieldMismatch(subject, name, catalogue, source_value, source="the signed man
                    f"{name} is {catalogue!r} in the catalogue but {source_value!r} in {source}")
 
 
+def SenderMismatch(subject, recorded, signer, bundle_id):
+    held = f"station {recorded!r}" if recorded is not None else "no station"
+    return Problem("SenderMismatch", subject,
+                   f"the catalogue records {held} as its sender, but its bundle {bundle_id[:12]} was signed by "
+                   f"station {signer!r}; the signed bundle is the record: find who changed the catalogue, then set "
+                   f"the material's station_id back to {signer!r} (or restore the catalogue from a backup)")
+
+
 def NotInLog(subject, detail):
     return Problem("NotInLog", subject, detail)
 
@@ -221,6 +229,9 @@ def _check_bundle(archive: Archive, bundle: dict, stations: dict, full: bool, re
     for name, value in signed.items():
         if row[name] != value:
             yield FieldMismatch(subject, name, row[name], value)
+    # The sender a dossier's listing shows (kept on the row since migration 0015) is the one that signed.
+    if row["station_id"] != manifest["station_id"]:
+        yield SenderMismatch(subject, row["station_id"], manifest["station_id"], bid)
     pages = materials.pages_of(archive.catalogue, row["id"])
     report.pages += len(pages)
     yield from _page_problems(subject, pages, manifest["pages"])

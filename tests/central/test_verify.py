@@ -118,3 +118,20 @@ def test_a_four_eyes_edit_of_the_post_still_verifies_but_a_direct_edit_of_it_doe
     proc = _verify_cli(synced, env={"QUIRE_TOKEN": auditor})
     assert proc.returncode == 1
     assert "FieldMismatch dossier D-9: post is '处长' in the catalogue but '科长' in " in proc.stdout
+
+
+def test_a_material_s_sender_changed_behind_the_archive_is_named(synced):
+    ok = _verify_cli(synced, "--quick")
+    assert ok.returncode == 0 and ok.stdout.splitlines()[-1].endswith("OK"), ok.stdout + ok.stderr
+    # Another station named as the sender, and one left with none (as a migration that missed it would).
+    _edit(synced, "UPDATE materials SET station_id = 'st-other' WHERE item = '1-1'",
+          "UPDATE materials SET station_id = NULL WHERE item = '4-1-2'")
+    for args in ((), ("--quick",)):
+        proc = _verify_cli(synced, *args)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        lines = proc.stdout.splitlines()
+        for subject, held in (("material D-9 1-1", "station 'st-other'"), ("material D-9 4-1-2", "no station")):
+            assert any(line.startswith(f"SenderMismatch {subject}: the catalogue records {held} as its sender, "
+                                       "but its bundle ") and "signed by station 'st-test'" in line
+                       and "station_id back to 'st-test'" in line for line in lines), (subject, proc.stdout)
+        assert "2 PROBLEM(S)" in lines[-1], proc.stdout
