@@ -9,6 +9,7 @@ lock; under READ COMMITTED each statement sees every transaction committed befor
 """
 
 import re
+import select
 import threading
 from contextlib import contextmanager
 from decimal import Decimal
@@ -132,7 +133,7 @@ class PostgresCatalogue(CatalogueStore):
 
     def _new_pool(self) -> ConnectionPool:
         pool = ConnectionPool(self._url, min_size=1, max_size=self._pool_size, timeout=self._timeout_s, open=False,
-                              configure=self._configure, check=ConnectionPool.check_connection,
+                              configure=self._configure, check=_still_open,
                               name="quire-catalogue")
         try:
             pool.open(wait=True, timeout=self._timeout_s)
@@ -253,6 +254,19 @@ class PostgresCatalogue(CatalogueStore):
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _still_open(conn: psycopg.Connection) -> None:
+    """The pool's look at an idle connection before handing it out: raise (the pool drops it and takes
+    another) when it is closed or broken, or when the server ended its session meanwhile (a restart, an
+    administrator's pg_terminate_backend). An idle session's socket has nothing to read unless the server
+    said goodbye or closed it, so a socket with nothing to read is handed out without a round trip; only
+    one with something on it is asked with an empty query (psycopg_pool's own check, which asked every
+    connection before every use: a round trip per query for the database and this process alike)."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    if select.select([conn.fileno()], [], [], 0)[0]:
+        ConnectionPool.check_connection(conn)
 
 
 def _dicts(cursor: psycopg.Cursor) -> list[dict]:

@@ -175,3 +175,41 @@ def test_a_restarted_database_server_is_reported_then_used_again():
             catalogue.close()
     finally:
         cluster.remove()
+
+
+def _backend(pg_cluster, pid: int) -> dict | None:
+    """What the server shows of one session (its last statement), seen from a connection of its own."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(pg_cluster.conninfo, autocommit=True, row_factory=dict_row) as conn:
+        return conn.execute("SELECT pid, query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+
+
+def test_a_connection_the_server_ended_is_replaced_before_a_query_uses_it(pg_cluster, pg_catalogue_template):
+    catalogue = PostgresCatalogue(pg_cluster.create_database(pg_catalogue_template), pool_size=1)
+    try:
+        ended = catalogue.one("SELECT pg_backend_pid() AS pid")["pid"]
+        import psycopg
+
+        with psycopg.connect(pg_cluster.conninfo, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (ended,)).fetchone()[0]
+        while _backend(pg_cluster, ended) is not None:   # the server takes a moment to end it
+            threading.Event().wait(0.01)
+        # the pool's one connection is the ended one: it is found dead and replaced, the caller sees no error
+        assert catalogue.one("SELECT pg_backend_pid() AS pid")["pid"] != ended
+        assert blob_index.count(catalogue) == 0
+    finally:
+        catalogue.close()
+
+
+def test_an_idle_healthy_connection_is_handed_out_without_a_round_trip(pg_cluster, pg_catalogue_template):
+    catalogue = PostgresCatalogue(pg_cluster.create_database(pg_catalogue_template), pool_size=1)
+    try:
+        pid = catalogue.one("SELECT pg_backend_pid() AS pid /* last said */")["pid"]
+        with catalogue.pool.connection() as conn:   # what every query and transaction takes first
+            assert conn.info.backend_pid == pid
+        # the server was asked nothing to hand it out (psycopg_pool's own check sent an empty query each time)
+        assert _backend(pg_cluster, pid)["query"] == "SELECT pg_backend_pid() AS pid /* last said */"
+    finally:
+        catalogue.close()
