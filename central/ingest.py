@@ -105,6 +105,9 @@ def write(archive: Archive, chunks) -> uploads.Written:
         raise BlobRejected("empty upload: the first message must name station, bundle and blob")
     station_id, bundle_id = first.station_id, first.bundle_id
     declared = _declared_sizes(_offered(archive, station_id, bundle_id))
+    # Which of the bundle's blobs are recorded, asked once for the stream rather than once a blob: one that
+    # arrives from another station meanwhile is only stored again (its put finds it there).
+    recorded = {r["sha256"] for r in blob_index.some(archive.catalogue, list(declared))}
     completed, msg, broken_off = [], first, None
     finisher = uploads.GroupCommit(archive)
     try:
@@ -113,7 +116,7 @@ def write(archive: Archive, chunks) -> uploads.Written:
             if not is_sha256_hex(sha256):
                 raise BlobRejected(f"{sha256!r} is not a SHA-256 hex digest; each blob's first message must name it")
             size, msg = uploads.write_blob(archive, station_id, sha256, _declared_size(declared, sha256, bundle_id),
-                                    msg, chunks, finisher)
+                                           msg, chunks, finisher, recorded=sha256 in recorded)
             if msg is None:  # the stream ended inside this blob: the station resumes it later
                 broken_off = size
                 break
@@ -236,9 +239,10 @@ def _opener(archive: Archive, bundle_id: str):
 
 
 def _unrecorded(source, manifest: dict, known=()) -> set[str]:
-    """The bundle's blobs the catalogue has no record of (leaving out ``known``)."""
-    return {p["sha256"] for p in manifest_format.blobs(manifest)
-            if p["sha256"] not in known and not blob_index.has(source, p["sha256"])}
+    """The bundle's blobs the catalogue has no record of (leaving out ``known``), asked in one query."""
+    digests = [sha for sha in dict.fromkeys(p["sha256"] for p in manifest_format.blobs(manifest)) if sha not in known]
+    recorded = {r["sha256"] for r in blob_index.some(source, digests)}
+    return {sha for sha in digests if sha not in recorded}
 
 
 def _sm3_of_unrecorded(archive: Archive, shas: set[str]) -> dict[str, str]:

@@ -25,13 +25,17 @@ class Written:
     completed: list[str]
 
 
-def write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks, finisher):
+def write_blob(archive: Archive, station_id: str, sha256: str, declared: int, msg, chunks, finisher,
+               recorded: bool | None = None):
     """Append one blob's chunks from ``msg`` on and hand a finished one to ``finisher`` to store;
-    return (size, its finishing message or None)."""
+    return (size, its finishing message or None). ``recorded``: whether the catalogue records the blob,
+    when the caller asked already (else asked here)."""
     # Another station's copy arrived meanwhile: skip this one's bytes. Arrived copies are recorded, so only
     # a recorded blob is looked up in the store (a blob stored but not recorded is sent again, and found
     # there when it is stored; one recorded but lost is taken again).
-    if blob_index.has(archive.catalogue, sha256) and archive.blobs.has(sha256):
+    if recorded is None:
+        recorded = blob_index.has(archive.catalogue, sha256)
+    if recorded and archive.blobs.has(sha256):
         while msg is not None and not msg.finish_write:
             msg = next(chunks, None)
         return declared, msg

@@ -435,3 +435,20 @@ def _delete_blob(blobs, sha256: str) -> None:
         os.unlink(blobs.where(sha256))
     else:
         client.delete_object(Bucket=blobs.bucket, Key=blobs.where(sha256).split("/", 3)[3])
+
+
+def test_the_catalogue_is_asked_about_a_bundle_s_pages_once_a_step_not_once_a_page(central, small_station,
+                                                                                 monkeypatch):
+    """Offer, upload and commit each ask which of the bundle's pages are recorded in one query (the commit
+    once before and once inside its transaction), however many pages: on PostgreSQL each query is a round
+    trip that costs the database and the archive process CPU."""
+    from central.store import blob_index
+
+    archive, _ = central
+    asked, rows = [], blob_index.rows
+    monkeypatch.setattr(blob_index, "rows", lambda source, sql, *a: (
+        asked.append(sql) if sql.startswith("SELECT") else None, rows(source, sql, *a))[1])
+    result = scan_one(small_station, sheets=2)
+    assert sync(small_station).committed == [result.bundle_id]
+    assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4}
+    assert len(asked) == 5, asked   # offer 1, upload stream 1, commit: sizes 1, unrecorded 1 + 1 under the lock
