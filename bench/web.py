@@ -52,6 +52,9 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=20)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
+    if args.pages < args.dossiers or min(args.dossiers, args.readers, args.queries) < 1:
+        parser.error(f"--pages ({args.pages}) must be at least --dossiers ({args.dossiers}), so every dossier a reader "
+                     "opens has a page, and --dossiers, --readers and --queries at least 1")
     tune_allocator()
     with tempfile.TemporaryDirectory(prefix="quire-bench-web-") as tmp:
         root = Path(tmp)
