@@ -30,6 +30,8 @@ import os
 import re
 import stat
 import tempfile
+import threading
+from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -198,6 +200,7 @@ class S3BlobStore(BlobStore):
                               "check the endpoint, the credentials (blobs_credentials or AWS_*) and that the "
                               "bucket exists") from None
         self.objects = _obstore(session, self.client, self.bucket)
+        self._heads = _Heads()
 
     def _key(self, sha256: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
@@ -239,8 +242,20 @@ class S3BlobStore(BlobStore):
 
     def open(self, sha256: str) -> BinaryIO:
         """The blob, read by ranged GETs: the first brings its head and size together (a page's header
-        is mostly all that is read), later ones grow while reading goes on from where it stopped."""
+        is mostly all that is read), later ones grow while reading goes on from where it stopped.
+
+        A blob this process stored lately is opened on the head it kept when storing it (those bytes hashed
+        to the name): a HEAD request says the object is still there, at the same size, and costs the store
+        a quarter of a GET's CPU (SeaweedFS: about 0.4 ms against 1.6-2.2 ms, whatever the range)."""
         key = self._key(sha256)
+        kept = self._heads.take(sha256)
+        if kept is not None:
+            head, size = kept
+            stored = self.stat(sha256)
+            if stored is None:
+                raise FileNotFoundError(f"blob {sha256} is not in the object store ({self.where(sha256)})")
+            if stored == size:
+                return io.BufferedReader(_RangeReader(self, key, size, head), buffer_size=1 << 20)
         try:
             first = obs.get(self.objects, key, options={"range": (0, _RangeReader.head_bytes)})
             head, size = bytes(first.bytes()), first.meta["size"]
@@ -463,6 +478,7 @@ class S3Upload:
                 return BlobStore.damaged(self.sha256, self.size, self.digest, self.limit)
             try:
                 self.store._put_once(self.sha256, self._all.body(), self.sm3)
+                self.store._heads.keep(self.sha256, self._all.head(_RangeReader.head_bytes), self.size)
             except StoreUnavailable as exc:
                 try:
                     self._stage()  # keep what arrived, to resume from
@@ -520,6 +536,19 @@ class _Held:
             self.chunks.append(data)
         self.size += len(data)
 
+    def head(self, limit: int) -> bytes:
+        """The first ``limit`` bytes held."""
+        if self.file is not None:
+            self.file.seek(0)
+            return self.file.read(limit)
+        found, size = [], 0
+        for chunk in self.chunks:
+            if size >= limit:
+                break
+            found.append(chunk[:limit - size])
+            size += len(found[-1])
+        return b"".join(found)
+
     def body(self) -> bytes | BinaryIO:
         if self.file is not None:
             self.file.seek(0)
@@ -530,6 +559,36 @@ class _Held:
         self.closed, self.chunks = True, []
         if self.file is not None:
             self.file.close()
+
+
+class _Heads:
+    """The first bytes (a page's header, what the commit's standards check reads) and size of the blobs this
+    process stored lately, for at most ``limit_bytes`` of them: a page is judged at its bundle's commit soon
+    after its upload, on the same process unless a load balancer sent the commit elsewhere (then it is read)."""
+
+    limit_bytes = 16 << 20
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self._bytes = 0
+
+    def keep(self, sha256: str, head: bytes, size: int) -> None:
+        with self._lock:
+            if sha256 in self._kept:
+                self._bytes -= len(self._kept.pop(sha256)[0])
+            self._kept[sha256] = (head, size)
+            self._bytes += len(head)
+            while self._bytes > self.limit_bytes:
+                self._bytes -= len(self._kept.popitem(last=False)[1][0])
+
+    def take(self, sha256: str) -> tuple[bytes, int] | None:
+        """The kept head and size of ``sha256`` (then forgotten), None when none is kept."""
+        with self._lock:
+            kept = self._kept.pop(sha256, None)
+            if kept is not None:
+                self._bytes -= len(kept[0])
+            return kept
 
 
 class _RangeReader(io.RawIOBase):
