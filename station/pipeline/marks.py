@@ -1,6 +1,7 @@
 """The marks on a page — ink, print, stamps, holes: found once, then judged for blank and for orientation."""
 
 import math
+from fractions import Fraction
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,10 +87,14 @@ def find_faint_marks(image: np.ndarray, scale: float, view: np.ndarray, box: tup
     if x1 - x0 < 2 or y1 - y0 < 2:
         return Marks(np.zeros((0, 5), np.int64), region, False)
     level = paper_level(np.ascontiguousarray(view[y0:y1:4, x0:x1:4]))
-    factor = round(1 / scale)
-    mm = px_per_mm * factor
+    # The analysis copy is ``kept`` / ``factor`` of the image's size (imageio.analysis_scale): whole
+    # blocks of ``factor`` full-size rows and columns make ``kept`` of its rows and columns.
+    fraction = Fraction(scale).limit_denominator(8)
+    factor, kept = fraction.denominator, fraction.numerator
+    mm = px_per_mm * factor / kept
     h, w = image.shape[:2]
-    rows, cols = max(1, h // factor), max(1, w // factor)
+    rows, cols = max(1, h // factor) * kept, max(1, w // factor) * kept
+    full_rows, full_cols = rows // kept * factor, cols // kept * factor
     paper_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (_odd(PAPER_MM * mm),) * 2)
     near = 2 * max(1, round(STEEP_MM * mm)) + 1
     faint_from = math.ceil(FAINT_CONTRAST * level)
@@ -100,15 +105,16 @@ def find_faint_marks(image: np.ndarray, scale: float, view: np.ndarray, box: tup
     halo = max(paper_kernel.shape[0] // 2, near // 2 + 1)
     step = factor * max(1, STRIP_ROWS // factor)
     covered = np.zeros((rows, cols), np.uint8)
-    for top in range(0, rows * factor, step):
-        bottom = min(rows * factor, top + step)
-        lo, hi = max(0, top - halo), min(rows * factor, bottom + halo)
-        faint = _faint_strip(image[lo:hi, :cols * factor], level, faint_from, paper_kernel, near, mm)
+    for top in range(0, full_rows, step):
+        bottom = min(full_rows, top + step)
+        lo, hi = max(0, top - halo), min(full_rows, bottom + halo)
+        faint = _faint_strip(image[lo:hi, :full_cols], level, faint_from, paper_kernel, near, mm)
         if faint is None:
             continue
         faint = faint[top - lo:bottom - lo]
-        covered[top // factor:bottom // factor] = (
-            cv2.resize(faint, (cols, (bottom - top) // factor), interpolation=cv2.INTER_AREA) if factor > 1 else faint)
+        covered[top // factor * kept:bottom // factor * kept] = (
+            cv2.resize(faint, (cols, (bottom - top) // factor * kept), interpolation=cv2.INTER_AREA)
+            if factor > 1 else faint)
     # On the analysis scale a mark covers at least a quarter of each of its pixels, and marks a pixel
     # apart are one (the dots of a dot-matrix stroke): a dust speck of a few full-size pixels stays
     # smaller than a mark of MIN_MARK_MM2 (blank.py).

@@ -86,7 +86,11 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
     # The analysis copies go before the full-size output is made: a worker's peak is the raw page, the
     # output and whatever is still held then (a 4-core Pi runs three workers in 400 MB; bench.station).
     del small, grey_small, rgb
-    page = _render(image, mode, matrix if rotation else None, region, turn, fill)
+    if rotation and scale == 1 and image.ndim == 2:
+        # A grey page analysed at its own size was turned and cut for the analysis as it is for the output.
+        page = orientation.turn(view, turn)
+    else:
+        page = _render(image, mode, matrix if rotation else None, region, turn, fill)
     threshold = 0.55 * paper_level(np.ascontiguousarray(paper_view[::4, ::4]))
     encoded = encode.encode(page, mode, dpi, config.jpeg_quality, threshold)
 

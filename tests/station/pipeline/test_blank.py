@@ -68,6 +68,12 @@ def test_faded_print_is_not_blank_and_its_way_up_is_left_to_the_inspector():
     assert out.record["orientation"] == 0 and out.record["orientation_flag"], out.record
 
 
+def test_faded_print_at_200_dpi_is_found_on_its_150_dpi_analysis_copy():
+    # A 200-dpi page is analysed at 3/4 of its size; the second look at its faint marks maps them there.
+    out = process_page(_lines_of_text(ink=200, dpi=200), 200)
+    assert not out.record["blank"], out.record["blank_score"]
+
+
 def test_a_back_with_bleed_through_as_dark_as_faded_print_is_blank():
     # The same lines printed black on the other side show through mirrored, blurred by the paper, and
     # as much darker than the paper as the faded print above: the blur tells them apart.
