@@ -31,6 +31,9 @@ SANE_MATERIAL = ("GB-2026-0002", "10-1", "其他可供组织参考的材料（�
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run Quire end to end on embedded defaults.")
     parser.add_argument("--keep", action="store_true", help="keep the demo's state directory")
+    parser.add_argument("--materials", type=int, default=sum(len(m) for _, m in PLAN), metavar="N",
+                        help="scan only the first N synthetic materials of the plan (default: all of them); "
+                             "the SANE batch is scanned either way")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="quire-demo-"))
     sane_dir = root / "sane"
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         address = first.removeprefix("listening on ")
         fingerprint = server.stdout.readline().strip().removeprefix("key fingerprint ")
         console = server.stdout.readline().strip().removeprefix("web on ")
-        return _run(root, address, fingerprint, central_cli, started, console)
+        return _run(root, address, fingerprint, central_cli, started, console, args.materials)
     finally:
         if server:
             server.terminate()
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], started: float, console: str) -> int:
+def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], started: float, console: str,
+         materials: int) -> int:
     from quire import keys
 
     from . import config, home
@@ -100,9 +104,11 @@ def _run(root: Path, address: str, fingerprint: str, central_cli: list[str], sta
     results = []
     seed = 0
     print("\nScanning")
-    for dossier, materials in PLAN:
-        for item, title, sheets in materials:
+    for dossier, plan in PLAN:
+        for item, title, sheets in plan:
             seed += 1
+            if seed > materials:
+                break
             results.append(scan(station, dossier, {"item": item, "title": title},
                                 f"synthetic:seed={seed},sheets={sheets}"))
             _print_scan(dossier["archive_no"], item, title, results[-1], "synthetic")

@@ -75,9 +75,15 @@ def test_verify_exits_non_zero_naming_the_damaged_blob(tmp_path, central_process
 
 
 def test_demo_runs_twice(tmp_path):
-    for _ in range(2):
-        proc = subprocess.run([sys.executable, "-m", "station.demo"], capture_output=True, text=True,
+    """The README's first command, in full, then again: the second run finds nothing of the first in its
+    way (its state was removed, its service stopped). The second scans one synthetic material and the SANE
+    batch, not all six: the pages are the first run's to prove, a second run's whole path is this one's."""
+    for extra in ([], ["--materials", "1"]):
+        proc = subprocess.run([sys.executable, "-m", "station.demo", *extra], capture_output=True, text=True,
                               timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert re.search(r"pages verified\s+(\d+) of \1 ", proc.stdout), proc.stdout
         assert "result              OK" in proc.stdout
+        state = re.search(r"\(state in (\S+)\)", proc.stdout).group(1)
+        assert not Path(state).exists(), f"the demo left {state} behind"
+    assert "10-1   10 pages" in proc.stdout and "4-1-2" not in proc.stdout, proc.stdout
