@@ -115,10 +115,41 @@ def pytest_sessionfinish(session):
         shutil.rmtree(session.config._tmp_path_factory.getbasetemp() / "synthetic-sheets", ignore_errors=True)
 
 
+# The longest units of work (an xdist group, or a test on its own), longest first, as the CI runs timed
+# them (--durations; tens of seconds each under load). pytest-xdist hands units out in collection order;
+# one of these collected late would run alone at the end while the other workers idle, so they go first
+# and the many short tests fill the workers around them. A unit missing here only runs later, never wrongly.
+_LONG_FIRST = (
+    "machine",    # the benches and the spool's power cuts, one after another on one worker
+    "zeroconf",   # the demo twice, the CLI end to end, discovery
+    "tests/central/test_scaleout.py",
+    "tests/central/test_replica_drill.py::test_disaster_drill",
+    "tests/test_sync_faults.py::test_kill_minus_nine_during_scan_and_sync_loses_and_duplicates_nothing",
+    "tests/station/test_coversheet_split.py::test_a_dossier_feed_killed_mid_material",
+    "tests/station/test_coversheet_split.py::test_a_jam_mid_feed",
+    "tests/station/pipeline/test_marks.py::test_a_speckled_page",
+    "tests/station/test_scan_sane.py::test_scanner_faults_over_and_over",
+    "tests/central/test_migrate.py",
+    "tests/central/test_seal.py",
+    "tests/test_sync_rollback.py::test_an_archive_restored_from_an_older_copy",
+    "tests/central/test_stats.py::test_charts_are_written",
+    "tests/test_sync_retry.py::test_the_daemon_rides_out_an_archive_restart",
+    "tests/station/test_coversheet_split.py",
+)
+
+
+def pytest_configure(config):
+    """The order of the units is _LONG_FIRST's, not pytest-xdist's default (most tests per group first, which
+    sends a long test on its own to the end)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
     """Put each test in its xdist group: the exclusive ones above, and a module whose tests share a fixture
     built once per module (a synced archive, a browser, rendered pages) stays on one worker, so that
-    fixture is built once, not once per worker."""
+    fixture is built once, not once per worker. Then the long units go first (_LONG_FIRST)."""
+    rank = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         group = next((name for name, prefixes in _EXCLUSIVE.items() if item.nodeid.startswith(prefixes)), None)
@@ -126,6 +157,10 @@ def pytest_collection_modifyitems(config, items):
             group = path
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+        unit = group or item.nodeid
+        rank[item.nodeid] = next((i for i, long in enumerate(_LONG_FIRST) if unit.startswith(long)),
+                                 len(_LONG_FIRST))
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: the rest stay in collection order
 
 
 def _uses_module_fixture(item) -> bool:
@@ -346,10 +381,17 @@ def register(archive, address: str, station, unit: str = "unit-a"):
 
 
 @pytest.fixture
-def station(tmp_path, central):
+def station_dpi() -> int:
+    """The dpi the `station` fixture scans at: 150, the test archive's minimum (a quarter of 300 dpi's pixels
+    to draw, process, store and send). A module whose pages must be bigger overrides this fixture."""
+    return 150
+
+
+@pytest.fixture
+def station(tmp_path, central, station_dpi):
     """An initialised station, registered with the `central` fixture's archive and pinned to it."""
     archive, address = central
-    st = register(archive, address, make_station(tmp_path / "station", address))
+    st = register(archive, address, make_station(tmp_path / "station", address, dpi=station_dpi))
     yield st
     st.close()
 

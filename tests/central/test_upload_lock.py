@@ -25,6 +25,12 @@ from station.transport import open_channel
 CHUNK = 64 << 10
 
 
+@pytest.fixture
+def station_dpi() -> int:
+    """Pages at 300 dpi: a page offered here must be more than eight chunks long."""
+    return 300
+
+
 def _offered_page(station, address):
     """Scan one sheet and offer its bundle; (bundle id, a missing page's sha256, its bytes)."""
     scan(station, {"archive_no": "D-LOCK"}, {"item": "1-1", "title": "t"}, "synthetic:seed=3,sheets=1")
