@@ -105,17 +105,22 @@ def _fine(ink: np.ndarray, cells, centre: float, vertical: bool, px_per_mm: floa
                                                   interpolation=cv2.INTER_AREA).T)
     else:
         columns = cv2.resize(ink[:, :strips * strip], (strips, ink.shape[0]), interpolation=cv2.INTER_AREA)
-    angle = _sheared_peak(columns, strip, centre + np.array([-0.4, -0.2, 0.0, 0.2, 0.4]))
-    angle = _sheared_peak(columns, strip, angle + np.array([-0.05, 0.0, 0.05]))
-    below, at, above = (_sheared_score(columns, strip, angle + step) for step in (-0.5, 0.0, 0.5))
+    # The coarse peak lies within a few tenths of the best angle: three angles 0.2° apart about it, and
+    # two more at ±0.4° only when the best of the three is at an end; then three 0.05° apart about the
+    # best. The score at the angle found is the best of those three (within 0.05° of it, a few hundredths
+    # of a per cent below it): 8 shears on most pages, not 11.
+    steps = np.array([-0.2, 0.0, 0.2])
+    scores = [_sheared_score(columns, strip, centre + step) for step in steps]
+    if np.argmax(scores) != 1:
+        steps = np.array([-0.4, -0.2, 0.0, 0.2, 0.4])
+        scores = [_sheared_score(columns, strip, centre - 0.4), *scores, _sheared_score(columns, strip, centre + 0.4)]
+    angle = _parabola_peak(centre + steps, scores)
+    near = [_sheared_score(columns, strip, angle + step) for step in (-0.05, 0.0, 0.05)]
+    angle, at = _parabola_peak(angle + np.array([-0.05, 0.0, 0.05]), near), max(near)
+    below, above = (_sheared_score(columns, strip, angle + step) for step in (-0.5, 0.5))
     sharpness = float(1 - (below + above) / (2 * at)) if at > 0 else 0.0
     # Lines running down were measured with x and y swapped, a mirror image: the turn is the opposite.
     return (-angle if vertical else angle), sharpness
-
-
-def _sheared_peak(columns: np.ndarray, strip: int, angles: np.ndarray) -> float:
-    """The best of ``angles`` by _sheared_score, placed between samples by a parabola."""
-    return _parabola_peak(angles, [_sheared_score(columns, strip, angle) for angle in angles])
 
 
 def _sheared_score(columns: np.ndarray, strip: int, angle_deg: float) -> float:
