@@ -265,7 +265,9 @@ def _still_open(conn: psycopg.Connection) -> None:
     connection before every use: a round trip per query for the database and this process alike)."""
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
-    if select.select([conn.fileno()], [], [], 0)[0]:
+    poller = select.poll()   # not select(): a busy archive process may hold descriptors past 1023
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
         ConnectionPool.check_connection(conn)
 
 

@@ -213,3 +213,27 @@ def test_an_idle_healthy_connection_is_handed_out_without_a_round_trip(pg_cluste
         assert _backend(pg_cluster, pid)["query"] == "SELECT pg_backend_pid() AS pid /* last said */"
     finally:
         catalogue.close()
+
+
+def test_connections_past_descriptor_1023_are_handed_out_too(pg_cluster, pg_catalogue_template):
+    """An archive process serving many stations holds many sockets: the pool's look at a connection works
+    whatever its descriptor's number (select() refuses those past 1023)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(max(0, 1100 - len(os.listdir("/proc/self/fd"))))]
+    try:
+        catalogue = PostgresCatalogue(pg_cluster.create_database(pg_catalogue_template), pool_size=1, timeout_s=3)
+        try:
+            with catalogue.pool.connection() as conn:
+                assert conn.fileno() > 1023
+            assert catalogue.one("SELECT 7 AS n")["n"] == 7
+        finally:
+            catalogue.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
