@@ -65,7 +65,8 @@ def site(tmp_path_factory, request):
     profile.set_default(archive, "tests-150dpi")
     server, port = build_server(archive, "127.0.0.1:0")
     server.start()
-    station = register(archive, f"127.0.0.1:{port}", make_station(root / "station", f"127.0.0.1:{port}"))
+    # 150 dpi, the profile's minimum: the console shows the pages; their size is not what it is tested for.
+    station = register(archive, f"127.0.0.1:{port}", make_station(root / "station", f"127.0.0.1:{port}", dpi=150))
     seed = 0
     for dossier, materials in DOSSIERS:
         for item, title, sheets in materials:
