@@ -24,6 +24,9 @@ _UNSURE = 0.5           # the confidence reported when the cues are weak or disa
 # are far fewer than its full stops.
 _ODD_STOPS = 4
 _ODD_SHARE = 0.5
+# The layout alone turns a page only where this many more lines of text put their stops one way than
+# the other: one row of dots or dashes (a broken rule, a music page's foot) is not a page of lines.
+_AGREEING_LINES = 3
 # A gap between lines this many times the usual one ends a paragraph (a blank line between them).
 _PARAGRAPH_GAP = 1.8
 # A paragraph's first and last lines differ in length by this share of its width to say which ends it.
@@ -53,9 +56,9 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     across, down = _gappiness(boxes, shape, 1), _gappiness(boxes, shape, 0)
     sideways = down > across
     if sideways:
-        votes, script, ends, odd = _upright_votes(_turned(boxes, shape), _turned(every, shape))
+        votes, script, ends, odd, agreeing = _upright_votes(_turned(boxes, shape), _turned(every, shape))
     else:
-        votes, script, ends, odd = _upright_votes(boxes, every)
+        votes, script, ends, odd, agreeing = _upright_votes(boxes, every)
     # Two independent cues: the layout (stops at the foot of the line, a heading on top) and the
     # script's own shape (ascenders above the line). A page is turned only on a clear line direction
     # and a cue that is strong while the other does not say otherwise; else it stays as captured.
@@ -64,10 +67,11 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     shape_cue = abs(script) / (abs(script) + _SURE_SCRIPT_SIGMA)
     # The script's shape alone misleads on handwriting and on scripts other than Latin (Hebrew
     # hangs below its line): it counts only where the layout agrees. The layout alone counts only
-    # where it is very strong and the script says nothing (Chinese: no ascenders to go by).
+    # where it is very strong, comes from several lines, and the script says nothing (Chinese: no
+    # ascenders to go by). Its votes are counted by the mark, so one row of specks can outvote a page.
     strong_script = abs(script) >= _SURE_SCRIPT_SIGMA and votes * script > 0 and abs(votes) >= 1
     strong_layout = (layout >= 0.6 and votes * script > 0 and abs(script) >= _SURE_SCRIPT_SIGMA) or (
-        layout >= 0.75 and abs(script) < 1.0)
+        layout >= 0.75 and abs(script) < 1.0 and agreeing * np.sign(votes) >= _AGREEING_LINES)
     upright = (script if strong_script else votes) >= 0
     # Every script ends a paragraph on its short line. Marks and letter shapes read upright in one
     # script read upside down in another (Hebrew: hanging letters, its maqaf and gershayim at the
@@ -126,11 +130,12 @@ def _coverage(start: np.ndarray, size: np.ndarray, length: int) -> np.ndarray:
     return np.cumsum(steps[:-1])
 
 
-def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, int, int]:
+def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, int, int, int]:
     """Evidence that lines running across are the right way up (positive) or upside down (negative):
     votes from the layout, standard deviations of a Latin script's ascender surplus, paragraphs
-    ending on their short line less those starting on it (any script), and stops that sit as no
-    line of text read either way puts them less those that sit as one does (see _punctuation_votes).
+    ending on their short line less those starting on it (any script), stops that sit as no line
+    of text read either way puts them less those that sit as one does (see _punctuation_votes), and
+    lines whose stops vote upright less those whose stops vote upside down.
 
     ``boxes`` are the character-sized marks, ``every`` all marks (x, y, w, h), rules included.
     """
@@ -139,7 +144,7 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
     profile = _coverage(y, h, length)
     lines = _runs(profile > _GAP_SHARE * np.percentile(profile[profile > 0], 90))
     if not lines:
-        return 0.0, 0.0, 0
+        return 0.0, 0.0, 0, 0, 0
     heights = np.array([b - a for a, b in lines])
     typical = median(heights)
     centre = y + h / 2
@@ -150,7 +155,7 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
     centres = centre[by_centre]
     every = every[np.argsort(every[:, 1], kind="stable")]
     tops, tallest = every[:, 1], int(every[:, 3].max())
-    votes, odd, rises, drops = 0.0, 0, 0, 0
+    votes, odd, rises, drops, agreeing = 0.0, 0, 0, 0, 0
     for top, bottom in lines:
         height = bottom - top
         if not 0.6 * typical <= height <= 1.6 * typical:
@@ -162,12 +167,12 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
                      np.searchsorted(tops, bottom + height // 2, "left")]
         near = near[near[:, 1] + near[:, 3] > top - height // 2]
         line_votes, line_odd = _punctuation_votes(x[inside], y[inside], w[inside], h[inside], top, height, near)
-        votes, odd = votes + line_votes, odd + line_odd
+        votes, odd, agreeing = votes + line_votes, odd + line_odd, agreeing + int(np.sign(line_votes))
         rise, drop = _ascenders(y[inside], h[inside])
         rises, drops = rises + rise, drops + drop
     script = (rises - drops) / np.sqrt(rises + drops + 1.0)
     ends = _paragraph_ends(lines, heights, typical, x, w, centre)
-    return votes + _heading_votes(lines, heights, typical), float(script), ends, odd
+    return votes + _heading_votes(lines, heights, typical), float(script), ends, odd, agreeing
 
 
 def _paragraph_ends(lines: list[tuple[int, int]], heights: np.ndarray, typical: float, x: np.ndarray,

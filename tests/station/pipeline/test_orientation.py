@@ -72,3 +72,42 @@ def test_the_confidence_needed_is_a_setting(pairs):
     assert record["orientation"] == 0 and record["orientation_flag"] is True
     with pytest.raises(ValueError, match="min_orientation_confidence"):
         PipelineConfig(min_orientation_confidence=1.5)
+
+
+def _square_script_page(stops: bool) -> np.ndarray:
+    """An A5 page at 150 dpi of 14 lines of square characters (no ascenders to go by, as Chinese
+    has none), a full stop at the foot after each line's last character if ``stops``; at its foot a
+    short caption with a row of dashes level with the caption's top, as a broken rule lies beside a
+    page's imprint (Leptonica's boismort.15)."""
+    mm = 150 / 25.4
+    page = np.full((round(210 * mm), round(148 * mm)), 236, np.uint8)
+    rng = np.random.default_rng(5)
+    cell, dot = round(4 * mm), round(1 * mm)
+    for row in range(14):
+        y, x = round((20 + row * 9) * mm), round(15 * mm)
+        while x < page.shape[1] - 15 * mm - cell:
+            page[y:y + cell, x:x + cell - 3] = 30
+            x += cell + (round(3 * mm) if rng.random() < 0.15 else 0)
+        if stops:
+            page[y + cell - dot:y + cell, x - 2:x - 2 + dot] = 30
+    y = round(160 * mm)
+    for i in range(3):
+        x = round((15 + 5 * i) * mm)
+        page[y:y + cell, x:x + cell - 3] = 30
+    if not stops:
+        for i in range(22):
+            x = round((40 + 4 * i) * mm)
+            page[y:y + 2, x:x + 6] = 30
+    return page
+
+
+def test_one_row_of_dashes_does_not_turn_a_page():
+    # The dashes sit high on their line, as stops do on a line upside down: 22 votes from one line
+    # turned the upright page over (confidence 0.85) and kept it turned when fed upside down.
+    page = _square_script_page(stops=False)
+    for fed in (0, 180):
+        record = process_page(np.rot90(page, fed // 90).copy(), 150).record
+        assert record["orientation"] == 0 and record["orientation_flag"] is True, (fed, record)
+    # Stops at the foot of every line still tell the way up.
+    record = process_page(np.rot90(_square_script_page(stops=True), 2).copy(), 150).record
+    assert record["orientation"] == 180 and record["orientation_flag"] is False, record
