@@ -145,10 +145,12 @@ def pytest_configure(config):
         config.option.loadscopereorder = False
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Put each test in its xdist group: the exclusive ones above, and a module whose tests share a fixture
     built once per module (a synced archive, a browser, rendered pages) stays on one worker, so that
-    fixture is built once, not once per worker. Then the long units go first (_LONG_FIRST)."""
+    fixture is built once, not once per worker. Then the long units go first (_LONG_FIRST). First of the
+    hooks: pytest-xdist's own (registered after this file) reads the groups into the test ids after it."""
     rank = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
