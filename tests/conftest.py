@@ -157,12 +157,30 @@ def pytest_collection_modifyitems(config, items):
         group = next((name for name, prefixes in _EXCLUSIVE.items() if item.nodeid.startswith(prefixes)), None)
         if group is None and _uses_module_fixture(item):
             group = path
+        unit = group or item.nodeid
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-        unit = group or item.nodeid
+            if getattr(config.option, "loadgroup", False):
+                _name_the_group_in_the_id(item, group)
         rank[item.nodeid] = next((i for i, long in enumerate(_LONG_FIRST) if unit.startswith(long)),
                                  len(_LONG_FIRST))
     items.sort(key=lambda item: rank[item.nodeid])  # stable: the rest stay in collection order
+
+
+def _name_the_group_in_the_id(item, group: str) -> None:
+    """What pytest-xdist's loadgroup does on a worker, done where it no longer works: the group goes into
+    the test id the controller schedules by (``id@group``). pytest 9.2 reads a test's id from its
+    structured ``_id``, and pytest-xdist 3.8 still rewrites the old ``_nodeid``, so without this every
+    test is scheduled on its own (pytest-dev/pytest-xdist#1386). The id compares as before; only its text
+    carries the group, as it did before pytest 9.2."""
+    import dataclasses
+
+    ident = getattr(item, "_id", None)
+    if not dataclasses.is_dataclass(ident) or "@" in str(ident):
+        return
+    grouped = dataclasses.replace(ident)
+    object.__setattr__(grouped, "_str_cache", f"{ident}@{group}")
+    item._id = grouped
 
 
 def _uses_module_fixture(item) -> bool:
