@@ -26,6 +26,14 @@ class Busy(CentralError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Full(Busy):
+    """Every upload slot is taken: the station waits its turn and sends again. Flow control, not a refusal
+    of anyone, so it is not an audit entry (at fifty stations syncing at once these were a few hundred a run,
+    each a signed entry taking the writer lock every archive process commits under)."""
+
+    refuses_nobody = True
+
+
 def threads_needed(workers: int, open_calls: int) -> int:
     """The handler pool's size: the configured workers plus the share of calls without a key."""
     return workers + open_calls
@@ -73,7 +81,7 @@ class CapacityInterceptor(grpc.ServerInterceptor):
                 raise Busy(f"station {station} already has {UPLOADS_PER_STATION} uploads open; the station retries "
                            "once they end")
             if self.uploads_free <= 0:
-                raise Busy("the archive is taking as many uploads as it can; the station retries shortly")
+                raise Full("the archive is taking as many uploads as it can; the station retries shortly")
             self.uploads_free -= 1
             self.per_station[station] += 1
             return station

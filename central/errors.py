@@ -11,6 +11,7 @@ class CentralError(Exception):
     scope = "call"
     exit_code = 1
     audited: bool | None = None   # a refusal once logged (True) or counted (False): not logged again
+    refuses_nobody = False        # the archive's own back-off ("come back shortly"): the service log, not the audit log
 
 
 class ConfigError(CentralError):

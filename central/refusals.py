@@ -246,8 +246,9 @@ def source(context) -> str:
 
 def at_door(archive: Archive, method: str, exc: CentralError) -> None:
     """A refused call: in the audit log (unless it was logged where it was refused) and one WARNING line."""
-    if exc.code in NOT_REFUSALS:
-        # an outage of the catalogue or the object store is the administrator's to see, with its detail
+    if exc.code in NOT_REFUSALS or exc.refuses_nobody:
+        # an outage of the catalogue or the object store is the administrator's to see, with its detail;
+        # the archive's own back-off (every upload slot taken) is a turn to wait, not a refusal
         (log.warning if exc.code == grpc.StatusCode.UNAVAILABLE else log.info)("%s: %s", method, exc)
         return
     call = _current.get() or Call("unknown")

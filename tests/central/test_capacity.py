@@ -8,7 +8,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from central import config, profile
+from central import audit, config, profile
 from central.archive import open_archive
 from central.server import build_server
 from quire.v1 import sync_pb2, sync_pb2_grpc
@@ -105,3 +105,51 @@ def test_idle_strangers_and_stalled_uploads_cannot_stop_a_stations_sync(tmp_path
         attacker.close()
         own.close()
         station.close()
+
+
+def test_a_station_told_to_wait_for_a_free_upload_slot_is_not_an_audited_refusal(tmp_path):
+    """Every upload slot taken is the archive's own back-off: the station hears RESOURCE_EXHAUSTED and sends
+    again later; the service log says so, the audit log keeps refusals of someone, not turns to wait."""
+    home = tmp_path / "central"
+    home.mkdir()
+    (home / "central.toml").write_text(f"stream_idle_s = {IDLE_S}\nworkers = 4\n")   # two upload slots
+    archive = open_archive(config.load(home))
+    server, port = build_server(archive, "127.0.0.1:0")
+    server.start()
+    address = f"127.0.0.1:{port}"
+    first = register(archive, address, make_station(tmp_path / "first", address, "st-first"))
+    second = register(archive, address, make_station(tmp_path / "second", address, "st-second"))
+    silence = _Silence()
+    channels = [open_channel(station, address) for station in (first, second)]
+
+    def write(channel):
+        return channel.stream_unary("/quire.v1.StationSync/Write", request_serializer=None,
+                                    response_deserializer=sync_pb2.WriteResponse.FromString).future(iter(silence))
+    try:
+        holding = [write(channels[0]) for _ in range(2)]
+        time.sleep(1)   # the first station's two streams hold both slots
+        with pytest.raises(grpc.RpcError) as waited:
+            write(channels[1]).result(timeout=10)
+        assert waited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "as many uploads as it can" in waited.value.details()
+        # The first station's third stream at once is refused as before: more than one station's share.
+        with pytest.raises(grpc.RpcError) as refused:
+            write(channels[0]).result(timeout=10)
+        assert "uploads open" in refused.value.details()
+        silence.released.set()
+        for call in holding:
+            try:
+                call.result(timeout=IDLE_S + 10)
+            except grpc.RpcError:
+                pass
+        reasons = [e["reason"] for e in audit.entries(archive) if e["event"] == "call.refused"]
+        assert any("uploads open" in reason for reason in reasons), reasons
+        assert not any("as many uploads as it can" in reason for reason in reasons), reasons
+    finally:
+        silence.released.set()
+        for channel in channels:
+            channel.close()
+        first.close()
+        second.close()
+        server.stop(None)
+        archive.close()
