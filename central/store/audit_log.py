@@ -33,11 +33,13 @@ def append(db, key, event: str, subject: str, fields: dict, by: str) -> tuple[in
     entry = canonical_bytes({"format": FORMAT, "seq": index, "at": utcnow(), "event": event, "by": by, **fields})
     db.execute("INSERT INTO audit_entries (idx, event, subject, entry) VALUES (:idx, :event, :subject, :entry)",
                {"idx": index, "event": event, "subject": subject, "entry": entry})
-    for level, idx, h in merkle.completed_nodes(_perfect(db), index, merkle.leaf_hash(entry)):
+    tree = _frontier(db, index)
+    for level, idx, h in merkle.completed_nodes(_known(tree), index, merkle.leaf_hash(entry)):
         db.execute("INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)",
                    {"level": level, "idx": idx, "hash": h})
+        tree[(level, idx)] = h
     size = index + 1
-    cp = checkpoint_format.sign(key, size, merkle.root_hash(_perfect(db), size), utcnow())
+    cp = checkpoint_format.sign(key, size, merkle.root_hash(_known(tree), size), utcnow())
     db.execute("INSERT INTO audit_checkpoints (tree_size, body, signature) VALUES (:size, :body, :signature)"
                " ON CONFLICT (tree_size) DO NOTHING",
                {"size": size, "body": canonical_bytes(cp.body), "signature": cp.signature})
@@ -122,4 +124,28 @@ def _perfect(db):
         if row is None:
             raise AuditBroken(f"audit log node ({level}, {index}) is missing; run 'quire-central audit verify'")
         return bytes(row[0])
+    return perfect
+
+
+def _frontier(db, size: int) -> dict[tuple[int, int], bytes]:
+    """The complete subtrees that tile the first ``size`` leaves, read in one query: all an append needs,
+    both to build the nodes the new leaf completes and to hash the new tree head."""
+    wanted, start = [], 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            wanted.append((level, start >> level))
+            start += 1 << level
+    if not wanted:
+        return {}
+    params = {f"{name}{i}": v for i, node in enumerate(wanted) for name, v in zip(("l", "i"), node)}
+    where = " OR ".join(f"(level = :l{i} AND idx = :i{i})" for i in range(len(wanted)))
+    return {(r[0], r[1]): bytes(r[2]) for r in db.execute(f"SELECT level, idx, hash FROM audit_nodes WHERE {where}",
+                                                          params).fetchall()}
+
+
+def _known(tree: dict[tuple[int, int], bytes]):
+    def perfect(level: int, index: int) -> bytes:
+        if (level, index) not in tree:
+            raise AuditBroken(f"audit log node ({level}, {index}) is missing; run 'quire-central audit verify'")
+        return tree[(level, index)]
     return perfect
