@@ -22,12 +22,14 @@ from typing import Callable
 
 from quire.catalogue import parse_item
 from quire.db import atomic
+from quire.memory import release_free_heap
 
 from . import outbox
 from .capture import RawPage, Source, open_source
 from .errors import FeederEmpty, ScannerError, UsageError
 from .home import Station
 from .pipeline import PipelineConfig, ProcessedPage, process_page
+from .pipeline.process import process_taken
 from .pipeline.coversheet import find as find_sheet
 from .pipeline.encode import encode
 from .spool import Spool, Spooled, Staged, feed_again
@@ -107,7 +109,11 @@ def scan(station: Station, dossier: dict, material: dict, source: "str | Source 
 
 def extent_mm(raw: RawPage, page: ProcessedPage) -> list[float]:
     """The physical size of the processed page, from the scanner's own mm-per-pixel (not from its dpi)."""
-    mm_per_px = (raw.area_mm[0] / raw.image.shape[1], raw.area_mm[1] / raw.image.shape[0])
+    return _extent(raw.area_mm, raw.image.shape, page)
+
+
+def _extent(area_mm: tuple[float, float], shape: tuple[int, ...], page: ProcessedPage) -> list[float]:
+    mm_per_px = (area_mm[0] / shape[1], area_mm[1] / shape[0])
     if page.record.get("orientation") in (90, 270):
         mm_per_px = mm_per_px[::-1]     # turned a quarter: the page's width lies along the scan's height
     return [round(page.width_px * mm_per_px[0], 2), round(page.height_px * mm_per_px[1], 2)]
@@ -295,11 +301,16 @@ class _Line:
     def _process(self, n: int) -> ProcessedPage:
         raw = self.spool.load(self.batch_id, n)
         started = time.perf_counter()
-        page = process_page(raw.image, raw.dpi, self.config, raw.dpi_source)
-        if raw.area_mm:
-            page.record["extent_mm"] = extent_mm(raw, page)
+        # The pixels are handed over, not lent: the pipeline lets the captured page go once the output is
+        # rendered, so a worker encodes holding one full-size image, not two (bench.station's peak).
+        dpi, dpi_source, area_mm, shape, pixels = raw.dpi, raw.dpi_source, raw.area_mm, raw.image.shape, [raw.image]
+        del raw
+        page = process_taken(pixels.pop, dpi, self.config, dpi_source)
+        if area_mm:
+            page.record["extent_mm"] = _extent(area_mm, shape, page)
         with self.lock:
             self.result.process_s += time.perf_counter() - started
+        release_free_heap()  # what encoding the page left in this worker's heap (quire.memory)
         return page
 
     def _store_in_order(self) -> None:

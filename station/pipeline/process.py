@@ -3,11 +3,13 @@
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from quire.manifest import DPI_SOURCES
+from quire.memory import release_free_heap
 
 from . import blank, colour, crop, deskew, encode, orientation
 from .config import PipelineConfig
@@ -40,8 +42,17 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
 
     ``dpi_source`` says where ``dpi`` came from (one of quire.manifest.DPI_SOURCES); it goes into the record.
     """
+    return process_taken(lambda: image, dpi, config, dpi_source)
+
+
+def process_taken(take: Callable[[], np.ndarray], dpi: int, config: PipelineConfig = PipelineConfig(),
+                  dpi_source: str = "scanner") -> ProcessedPage:
+    """``process_page`` on the image ``take()`` hands over: when nothing else holds it (a page loaded from
+    the spool), the captured pixels are let go once the output is rendered, before it is encoded."""
     started = time.perf_counter()
+    image = take()
     _check(image, dpi, dpi_source)
+    grey_source, captured_shape = image.ndim == 2, image.shape
     small, scale = downscale(image, dpi, ANALYSIS_DPI)
     px_per_mm = dpi * scale / 25.4
     grey_small = to_grey(small)
@@ -86,11 +97,16 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
     # The analysis copies go before the full-size output is made: a worker's peak is the raw page, the
     # output and whatever is still held then (a 4-core Pi runs three workers in 400 MB; bench.station).
     del small, grey_small, rgb
+    # Freed, they would stay in this worker thread's heap (up to glibc's trim limit, 32 MiB) through the
+    # render and encode: handed back, three workers' peaks no longer add them (quire.memory).
+    release_free_heap()
     if rotation and scale == 1 and image.ndim == 2:
         # A grey page analysed at its own size was turned and cut for the analysis as it is for the output.
         page = orientation.turn(view, turn)
     else:
         page = _render(image, mode, matrix if rotation else None, region, turn, fill)
+    kept = encode.master(image, dpi) if config.keep_master else None
+    del image   # the encoder's peak is the output alone (the captured page goes now where nothing else holds it)
     threshold = 0.55 * paper_level(np.ascontiguousarray(paper_view[::4, ::4]))
     encoded = encode.encode(page, mode, dpi, config.jpeg_quality, threshold)
 
@@ -109,18 +125,18 @@ def process_page(image: np.ndarray, dpi: int, config: PipelineConfig = PipelineC
         "blank_score": round(score, 4),             # % of the inspected paper covered by marks
         "colour": mode,
         "colour_reason": reason,                    # for people: the archive decides on colour_evidence
-        "colour_evidence": colour.evidence(config, found_colour, grey_source=image.ndim == 2),
+        "colour_evidence": colour.evidence(config, found_colour, grey_source=grey_source),
         "codec": encoded.codec,
         "dpi": dpi,
         "dpi_source": dpi_source,
         "bytes": len(encoded.data),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    kept = encode.master(image, dpi) if config.keep_master else None
     if kept:
         # Signed in the manifest with the page it was processed into; synced and verified as pages are.
         record["master"] = {"sha256": hashlib.sha256(kept.data).hexdigest(), "bytes": len(kept.data),
-                            "media_type": kept.media_type, "width_px": image.shape[1], "height_px": image.shape[0]}
+                            "media_type": kept.media_type, "width_px": captured_shape[1],
+                            "height_px": captured_shape[0]}
     return ProcessedPage(encoded.data, encoded.media_type, encoded.suffix, page.shape[1], page.shape[0],
                          dpi, mode, record, kept.data if kept else None)
 

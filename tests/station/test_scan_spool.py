@@ -208,3 +208,57 @@ def test_a_second_scan_on_the_same_station_is_refused_while_one_runs(tmp_path):
         assert scan(st, DOSSIER, MATERIAL, SyntheticSource(seed=1, sheets=1, dpi=100)).total_pages == 2
     finally:
         st.close()
+
+
+def test_a_worker_lets_the_captured_page_go_before_it_encodes_the_output(tmp_path, monkeypatch):
+    # Memory on a Pi (issue 18): a worker holds one full-size image while encoding, not two. Counted, not
+    # timed: at each encode, how many pages loaded from the spool are still alive anywhere in the process.
+    import weakref
+
+    from station import spool as spool_module
+    from station.pipeline import encode as encode_module
+
+    loaded, alive_at_encode = [], []
+    load, encode = spool_module._load_page, encode_module.encode
+
+    def load_and_watch(path):
+        image = load(path)
+        loaded.append(weakref.ref(image))
+        return image
+
+    def encode_and_count(*args, **kwargs):
+        alive_at_encode.append(sum(ref() is not None for ref in loaded))
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(spool_module, "_load_page", load_and_watch)
+    monkeypatch.setattr(encode_module, "encode", encode_and_count)
+    st = _with_pipeline(make_station(tmp_path / "st", dpi=100), workers=1)
+    try:
+        result = scan(st, DOSSIER, MATERIAL, SyntheticSource(seed=8, sheets=3, dpi=100))
+        assert result.total_pages == 6 and len(alive_at_encode) == 6
+        assert alive_at_encode == [0] * 6       # the page being encoded was already let go
+    finally:
+        st.close()
+
+
+_WORKER_PAGE = """
+import threading
+from quire.memory import tune_allocator
+tune_allocator()                    # as the station's entry points do
+from station.capture.synthetic import render_page
+from station.pipeline import process_page
+image = render_page(3, 0, dpi=300).image
+def resident_mb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) // 1024
+before = resident_mb()
+worker = threading.Thread(target=process_page, args=(image, 300))
+worker.start(); worker.join()
+print(resident_mb() - before)
+"""
+
+
+def test_a_page_processed_on_a_worker_thread_leaves_its_analysis_memory_to_the_system():
+    # Issue 18: each worker thread has its own glibc heap, which kept its page's analysis copies (up to the
+    # 32 MiB trim limit) while three workers made their full-size outputs. A colour A4 page at 300 dpi.
+    proc = subprocess.run([sys.executable, "-c", _WORKER_PAGE], capture_output=True, text=True, check=True)
+    assert int(proc.stdout) < 20, f"{proc.stdout} MB more resident after one page"
