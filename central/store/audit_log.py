@@ -109,22 +109,25 @@ def nodes(source) -> dict[tuple[int, int], bytes]:
 
 def inclusion_proof(db, index: int, tree_size: int) -> list[bytes]:
     """Proof that entry ``index`` is in the log of ``tree_size`` entries, read inside the caller's transaction."""
-    return merkle.inclusion_proof(_perfect(db), index, tree_size)
+    return _in_one_read(db, lambda perfect: merkle.inclusion_proof(perfect, index, tree_size))
 
 
 def consistency_proof(db, old_size: int, new_size: int) -> list[bytes]:
     """Proof that the log of ``old_size`` entries is a prefix of the one of ``new_size``, inside a transaction."""
-    return merkle.consistency_proof(_perfect(db), old_size, new_size)
+    return _in_one_read(db, lambda perfect: merkle.consistency_proof(perfect, old_size, new_size))
 
 
-def _perfect(db):
-    def perfect(level: int, index: int) -> bytes:
-        row = db.execute("SELECT hash FROM audit_nodes WHERE level = :level AND idx = :idx",
-                         {"level": level, "idx": index}).fetchone()
-        if row is None:
-            raise AuditBroken(f"audit log node ({level}, {index}) is missing; run 'quire-central audit verify'")
-        return bytes(row[0])
-    return perfect
+def _in_one_read(db, compute):
+    """``compute(perfect)`` with every node it asks for read in one query: which nodes a proof needs
+    depends on the sizes alone, so a first pass with stand-in hashes names them."""
+    wanted: list[tuple[int, int]] = []
+
+    def naming(level: int, index: int) -> bytes:
+        wanted.append((level, index))
+        return bytes(32)
+
+    compute(naming)
+    return compute(_known(_read(db, wanted)))
 
 
 def _frontier(db, size: int) -> dict[tuple[int, int], bytes]:
@@ -135,6 +138,12 @@ def _frontier(db, size: int) -> dict[tuple[int, int], bytes]:
         if size >> level & 1:
             wanted.append((level, start >> level))
             start += 1 << level
+    return _read(db, wanted)
+
+
+def _read(db, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored hashes of the nodes ``wanted`` (by level and index) that exist, in one query."""
+    wanted = sorted(set(wanted))
     if not wanted:
         return {}
     params = {f"{name}{i}": v for i, node in enumerate(wanted) for name, v in zip(("l", "i"), node)}

@@ -212,7 +212,7 @@ class CountingStatements:
         return self.db.execute(sql, *args, **kwargs)
 
 
-def test_an_append_reads_the_tree_once_however_large_the_log(archive):
+def test_an_append_and_a_proof_read_the_tree_once_however_large_the_log(archive):
     # An append needs only the complete subtrees that tile the log (its frontier): at 50 stations on
     # PostgreSQL one query per node was ~9 reads an append, each a round trip under the writer lock.
     reads = []
@@ -226,4 +226,11 @@ def test_an_append_reads_the_tree_once_however_large_the_log(archive):
     assert cp.body["tree_size"] == index + 1 == tree.size
     assert cp.body["root_hash"] == tree.root().hex()
     assert max(reads) == 1, f"audit node reads per append: {reads}"
+    with archive.catalogue.transaction() as db:
+        counting = CountingStatements(db)
+        inclusion = audit_log.inclusion_proof(counting, 5, 21)
+        consistency = audit_log.consistency_proof(counting, 13, 23)
+    assert sum("FROM audit_nodes" in sql for sql in counting.statements) == 2  # one a proof
+    assert merkle.verify_inclusion(tree.perfect(0, 5), 5, 21, inclusion, tree.root(21))
+    assert merkle.verify_consistency(13, 23, tree.root(13), tree.root(23), consistency)
     assert cli(archive, "audit", "verify").returncode == 0
