@@ -1,6 +1,8 @@
 """The archive's standards profiles: which one judges each unit, pinned the first time it judges (logged),
 and a bundle judged by it. The profiles themselves, as data, are ``profile_rules``'s (pure)."""
 
+from weakref import WeakKeyDictionary
+
 from quire.db import utcnow
 
 from . import audit
@@ -13,13 +15,19 @@ from .store import profiles as store_profiles
 
 def for_unit(archive: Archive, unit: str) -> Profile:
     """The profile that judges ``unit``'s bundles: its assignment, else the archive's default; pinned."""
-    assigned = store_profiles.of_unit(archive.catalogue, unit)
-    return pinned(archive, load(assigned or default_name(archive), archive.config.home))
+    return pinned(archive, load(store_profiles.judging(archive.catalogue, unit) or DEFAULT_PROFILE,
+                                archive.config.home))
 
 
 def default_name(archive: Archive) -> str:
     """The profile for units without an assignment (meta 'default_profile', else gbt33870)."""
     return store_profiles.default(archive.catalogue) or DEFAULT_PROFILE
+
+
+# What a profile name and version meant, as confirmed against each open catalogue by this process. Its
+# rows are only ever added (a pin never changes), so a confirmed pin needs no second look; the name that
+# judges a unit is read on every call, so a default set by another process is followed at once.
+_confirmed: WeakKeyDictionary = WeakKeyDictionary()
 
 
 def pinned(archive: Archive, profile: Profile) -> Profile:
@@ -28,6 +36,9 @@ def pinned(archive: Archive, profile: Profile) -> Profile:
     The first use of a name and version records its hash and content (and logs it); a file edited
     later without a new version is refused, so that one label never stands for two sets of rules.
     """
+    known = _confirmed.setdefault(archive.catalogue, set())
+    if (profile.name, profile.version, profile.sha256) in known:
+        return profile
     row = store_profiles.version(archive.catalogue, profile.name, profile.version)
     if row is None:
         with archive.catalogue.transaction() as db:
@@ -40,6 +51,7 @@ def pinned(archive: Archive, profile: Profile) -> Profile:
             f"{profile.path}: profile {profile.label} judged this archive's bundles with content sha256 "
             f"{row['sha256']}, but the file now resolves to sha256 {profile.sha256}; a changed profile needs a "
             "new version (raise 'version' in the file), or put back what it said")
+    known.add((profile.name, profile.version, profile.sha256))
     return profile
 
 

@@ -27,6 +27,13 @@ def of_unit(source, unit: str) -> str | None:
     return found[0]["profile"] if found else None
 
 
+def judging(source, unit: str) -> str | None:
+    """The profile name that judges ``unit``: its assignment, else the archive's default, else None; one query."""
+    found = rows(source, "SELECT COALESCE((SELECT profile FROM unit_profiles WHERE unit = :unit),"
+                 " (SELECT value FROM meta WHERE key = 'default_profile')) AS profile", {"unit": unit})
+    return found[0]["profile"] if found else None
+
+
 def assign(db, unit: str, name: str, at: str) -> None:
     db.execute("INSERT INTO unit_profiles (unit, profile, assigned_at) VALUES (:unit, :profile, :at)"
                " ON CONFLICT (unit) DO UPDATE SET profile = excluded.profile, assigned_at = excluded.assigned_at",

@@ -83,3 +83,22 @@ def test_a_profile_edited_without_a_new_version_judges_nothing_until_its_version
     report = sync(st)
     assert list(report.rejected) == [waiting], report
     assert "standards profile county v2 not met" in report.rejected[waiting]
+
+
+def test_judging_a_unit_reads_the_catalogue_once_and_follows_another_process(archive, monkeypatch):
+    # At 50 stations on PostgreSQL each commit asked three times (assignment, default, pin) for one name.
+    from central import profile
+
+    asked = []
+    query = archive.catalogue.query
+    monkeypatch.setattr(archive.catalogue, "query", lambda sql, *a, **k: asked.append(sql) or query(sql, *a, **k))
+    assert profile.for_unit(archive, "unit-x").name == "tests-150dpi"   # the first use confirms the pin
+    asked.clear()
+    assert profile.for_unit(archive, "unit-x").name == "tests-150dpi"
+    assert len(asked) == 1, asked
+    # Another process (the CLI opens its own archive) moves the default, then assigns the unit its own.
+    cli(archive, "profiles", "default", "dat31")
+    assert profile.for_unit(archive, "unit-x").name == "dat31"
+    cli(archive, "profiles", "assign", "unit-x", "gbt33870")
+    assert profile.for_unit(archive, "unit-x").name == "gbt33870"
+    assert profile.for_unit(archive, "unit-y").name == "dat31"
