@@ -61,21 +61,14 @@ def write_blob(archive: Archive, station_id: str, sha256: str, declared: int, ms
 class GroupCommit:
     """Stores a Write stream's finished blobs on a thread of its own, each time all that have
     queued up together: their files flushed, their digests checked, renamed into the store with
-    one directory flush per folder. When the disk is slow to flush, groups grow instead of the
-    stream waiting on one blob after another. The stored blobs are recorded in the catalogue in one
-    transaction when the stream ends (or every ``record_every`` of them): each transaction takes the
-    archive's writer lock, which a commit on any process may be waiting for, and on PostgreSQL costs
-    round trips of its own (BEGIN, the lock, COMMIT). A blob stored but not recorded when the process
-    stops is asked for again and found in the store."""
-
-    record_every = 64
+    one directory flush per folder and recorded in one catalogue transaction. When the disk is
+    slow to flush, groups grow instead of the stream waiting on one blob after another."""
 
     def __init__(self, archive: Archive):
         self.archive = archive
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._refused: dict[str, BaseException] = {}
         self._order: list[str] = []
-        self._unrecorded: list = []   # stored, to be recorded
         self._thread = threading.Thread(target=self._run, name="quire-blob-finish", daemon=True)
         self._thread.start()
 
@@ -84,10 +77,9 @@ class GroupCommit:
         self._queue.put(upload)
 
     def close(self) -> None:
-        """Wait until every submitted blob is stored and recorded, or refused; raise the first refusal."""
+        """Wait until every submitted blob is stored or refused; raise the first refusal."""
         self._queue.put(None)
         self._thread.join()
-        self._record()
         for sha256 in self._order:
             if sha256 in self._refused:
                 raise self._refused[sha256]
@@ -109,6 +101,11 @@ class GroupCommit:
     def _store(self, uploads: list) -> None:
         try:
             refused = self.archive.blobs.finish_many(uploads)
+            stored = [u for u in uploads if u.sha256 not in refused]
+            if stored:
+                with self.archive.catalogue.transaction() as db:
+                    for upload in stored:
+                        record_blob(db, upload.sha256, upload.limit, upload.sm3)
         except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread by close()
             # Noted before anything else can fail: a refusal lost here would let the Write call answer
             # as if these blobs were stored.
@@ -118,21 +115,6 @@ class GroupCommit:
                     upload.close()
             return
         self._refused.update(refused)
-        self._unrecorded += [u for u in uploads if u.sha256 not in refused]
-        if len(self._unrecorded) >= self.record_every:
-            self._record()
-
-    def _record(self) -> None:
-        """Record the stored blobs not recorded yet, in one transaction; a failure refuses them all."""
-        stored, self._unrecorded = self._unrecorded, []
-        if not stored:
-            return
-        try:
-            with self.archive.catalogue.transaction() as db:
-                for upload in stored:
-                    record_blob(db, upload.sha256, upload.limit, upload.sm3)
-        except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread by close()
-            self._refused.update({u.sha256: exc for u in stored})
 
 
 def record_blob(db, sha256: str, size: int, sm3: str) -> None:

@@ -469,35 +469,3 @@ def test_the_catalogue_is_asked_about_a_bundle_s_pages_once_a_step_not_once_a_pa
     assert sync(small_station).committed == [result.bundle_id]
     assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4}
     assert len(asked) == 5, asked   # offer 1, upload stream 1, commit: sizes 1, unrecorded 1 + 1 under the lock
-
-
-def test_an_upload_stream_records_its_pages_in_one_transaction(central, small_station, monkeypatch):
-    """However the stored pages group, a Write stream records them together when it ends: each catalogue
-    transaction takes the archive's writer lock, which commits on every process queue for."""
-    import contextlib
-    import threading
-
-    from central import uploads
-
-    archive, _ = central
-    transaction, opened, recorded_in = archive.catalogue.transaction, [], []
-    current = threading.local()
-
-    @contextlib.contextmanager
-    def counted(*args, **kwargs):
-        opened.append(len(opened))
-        current.n = opened[-1]
-        with transaction(*args, **kwargs) as db:
-            yield db
-
-    record = uploads.record_blob
-    monkeypatch.setattr(archive.catalogue, "transaction", counted)
-    monkeypatch.setattr(uploads, "record_blob", lambda db, *a: (recorded_in.append(current.n), record(db, *a))[1])
-    finish_many = type(archive.blobs).finish_many
-    # each page stored on its own (as when each arrives after the one before is stored)
-    monkeypatch.setattr(type(archive.blobs), "finish_many", lambda self, ups: {
-        k: v for u in ups for k, v in finish_many(self, [u]).items()})
-    result = scan_one(small_station, sheets=2)
-    assert sync(small_station).committed == [result.bundle_id]
-    assert len(recorded_in) == 4 and len(set(recorded_in)) == 1
-    assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok
