@@ -150,7 +150,8 @@ def pytest_collection_modifyitems(config, items):
     """Put each test in its xdist group: the exclusive ones above, and a module whose tests share a fixture
     built once per module (a synced archive, a browser, rendered pages) stays on one worker, so that
     fixture is built once, not once per worker. Then the long units go first (_LONG_FIRST). First of the
-    hooks: pytest-xdist's own (registered after this file) reads the groups into the test ids after it."""
+    hooks: pytest-xdist's own (registered after this file) reads the groups into the test ids after it.
+    (pytest stays below 9.2, where pytest-xdist 3.8 can no longer put the group in the id: pyproject.toml.)"""
     rank = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
@@ -160,27 +161,9 @@ def pytest_collection_modifyitems(config, items):
         unit = group or item.nodeid
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-            if getattr(config.option, "loadgroup", False):
-                _name_the_group_in_the_id(item, group)
         rank[item.nodeid] = next((i for i, long in enumerate(_LONG_FIRST) if unit.startswith(long)),
                                  len(_LONG_FIRST))
     items.sort(key=lambda item: rank[item.nodeid])  # stable: the rest stay in collection order
-
-
-def _name_the_group_in_the_id(item, group: str) -> None:
-    """What pytest-xdist's loadgroup does on a worker, done where it no longer works: the group goes into
-    the test id the controller schedules by (``id@group``). pytest 9.2 reads a test's id from its
-    structured ``_id``, and pytest-xdist 3.8 still rewrites the old ``_nodeid``, so without this every
-    test is scheduled on its own (pytest-dev/pytest-xdist#1386). The id compares as before; only its text
-    carries the group, as it did before pytest 9.2."""
-    import dataclasses
-
-    ident = getattr(item, "_id", None)
-    if not dataclasses.is_dataclass(ident) or "@" in str(ident):
-        return
-    grouped = dataclasses.replace(ident)
-    object.__setattr__(grouped, "_str_cache", f"{ident}@{group}")
-    item._id = grouped
 
 
 def _uses_module_fixture(item) -> bool:
