@@ -58,6 +58,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of every setup (medians reported)")
     parser.add_argument("--clients", type=int, default=5,
                         help="processes the stations are spread over (threads inside each)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="central.toml's workers (gRPC threads, of which all but two take uploads) for every "
+                             "setup alike; default: the archive's own default")
     parser.add_argument("--setups", default=",".join(SETUPS),
                         help=f"comma-separated, of: {', '.join(SETUPS)} (the first is the one ratios are to)")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -215,6 +218,9 @@ def _run(setup: str, templates: list[Path], root: Path, backing: _Backing, args)
     home = root / "central"
     home.mkdir(parents=True)
     backing.configure(setup, home)
+    if args.workers:
+        with (home / "central.toml").open("a") as toml:
+            toml.write(f"workers = {args.workers}\n")
     _register(home, templates)
     servers = []
     try:
