@@ -66,17 +66,20 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
         """``inner`` run only for an authenticated station, which ``current_station`` names meanwhile."""
 
         def behaviour(request, context):
-            station_id = self._authenticate(method, context, digest(request))
+            row = self._authenticate(method, context, digest(request))
+            station_id = row["id"]
             refusals.authenticated(f"station:{station_id}")
             token = current_station.set(station_id)
             try:
-                return inner(request, context)
+                with stations.proven(row):
+                    return inner(request, context)
             finally:
                 current_station.reset(token)
 
         return behaviour
 
-    def _authenticate(self, method: str, context, body_sha256: str) -> str:
+    def _authenticate(self, method: str, context, body_sha256: str) -> dict:
+        """The calling station's row, once its signature, registration, clock and nonce are checked."""
         meta = {}
         for key, value in context.invocation_metadata():
             meta[key] = value
@@ -109,4 +112,4 @@ class StationAuthInterceptor(grpc.ServerInterceptor):
             raise CallRefused(f"station {station_id}: replayed call refused — its nonce was already used by a call "
                               f"signed at {when}; a station never repeats one, so if this station did not "
                               "resend a captured call, check that no other machine holds its key")
-        return station_id
+        return row

@@ -16,7 +16,7 @@ from quire.checkpoint import Checkpoint
 from quire.db import utcnow
 
 from ..errors import CentralError
-from .catalogue import rows
+from .catalogue import insert_rows, rows
 
 FORMAT = "quire.audit/1"
 KNOWN_FORMATS = (FORMAT,)
@@ -33,11 +33,11 @@ def append(db, key, event: str, subject: str, fields: dict, by: str) -> tuple[in
     entry = canonical_bytes({"format": FORMAT, "seq": index, "at": utcnow(), "event": event, "by": by, **fields})
     db.execute("INSERT INTO audit_entries (idx, event, subject, entry) VALUES (:idx, :event, :subject, :entry)",
                {"idx": index, "event": event, "subject": subject, "entry": entry})
-    tree = _frontier(db, index)
+    tree, nodes = _frontier(db, index), []
     for level, idx, h in merkle.completed_nodes(_known(tree), index, merkle.leaf_hash(entry)):
-        db.execute("INSERT INTO audit_nodes (level, idx, hash) VALUES (:level, :idx, :hash)",
-                   {"level": level, "idx": idx, "hash": h})
+        nodes.append({"level": level, "idx": idx, "hash": h})
         tree[(level, idx)] = h
+    insert_rows(db, "audit_nodes", ("level", "idx", "hash"), nodes)   # one statement, not one a node
     size = index + 1
     cp = checkpoint_format.sign(key, size, merkle.root_hash(_known(tree), size), utcnow())
     db.execute("INSERT INTO audit_checkpoints (tree_size, body, signature) VALUES (:size, :body, :signature)"

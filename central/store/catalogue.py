@@ -5,6 +5,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Iterator
 
 import sqlite_utils
@@ -410,6 +411,17 @@ def rows(source, sql: str, params: dict | list | None = None) -> list[dict]:
     cursor = source.execute(sql, params or {})
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def insert_rows(db, table: str, columns: Sequence[str], items: Sequence[dict], per_statement: int = 100) -> None:
+    """Insert ``items`` (dicts keyed by ``columns``) inside the caller's transaction, up to ``per_statement``
+    rows in each INSERT: on PostgreSQL each statement is a round trip, which the archive process and the
+    database both pay for."""
+    for start in range(0, len(items), per_statement):
+        chunk = items[start:start + per_statement]
+        params = {f"{c}_{i}": item[c] for i, item in enumerate(chunk) for c in columns}
+        values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in columns) + ")" for i in range(len(chunk)))
+        db.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}", params)
 
 
 def within(column: str, values, name: str = "v") -> tuple[str, dict]:

@@ -4,7 +4,7 @@ a four-eyes change replaced or withdrew."""
 
 import json
 
-from .catalogue import rows
+from .catalogue import insert_rows, rows
 
 
 # The station that sent the bundle, kept on the material for its dossier's listing (migration 0015).
@@ -27,14 +27,14 @@ def replace(db, material_id: int, fields: dict) -> None:
                f" station_id = {_STATION} WHERE id = :id", {**fields, "id": material_id})
 
 
-def add_page(db, material_id: int, page: dict) -> None:
-    """Catalogue one page as its signed manifest entry gives it."""
-    db.execute("INSERT INTO pages (material_id, n, sha256, bytes, media_type, width_px, height_px, dpi, colour,"
-               " record_json) VALUES (:material_id, :n, :sha256, :bytes, :media_type, :width_px, :height_px, :dpi,"
-               " :colour, :record_json)",
-               {"material_id": material_id, **{k: page[k] for k in ("n", "sha256", "bytes", "media_type", "width_px",
-                                                                   "height_px", "dpi", "colour")},
-                "record_json": json.dumps(page["record"], ensure_ascii=False)})
+_PAGE_FIELDS = ("n", "sha256", "bytes", "media_type", "width_px", "height_px", "dpi", "colour")
+
+
+def add_pages(db, material_id: int, pages: list[dict]) -> None:
+    """Catalogue a material's pages as their signed manifest entries give them (a statement per 100 pages)."""
+    insert_rows(db, "pages", ("material_id", *_PAGE_FIELDS, "record_json"), [
+        {"material_id": material_id, **{k: page[k] for k in _PAGE_FIELDS},
+         "record_json": json.dumps(page["record"], ensure_ascii=False)} for page in pages])
 
 
 def remove(db, material_id: int) -> None:

@@ -457,8 +457,9 @@ def _delete_blob(blobs, sha256: str) -> None:
 def test_the_catalogue_is_asked_about_a_bundle_s_pages_once_a_step_not_once_a_page(central, small_station,
                                                                                  monkeypatch):
     """Offer, upload and commit each ask which of the bundle's pages are recorded in one query (the commit
-    once before and once inside its transaction), however many pages: on PostgreSQL each query is a round
-    trip that costs the database and the archive process CPU."""
+    once before and once inside its transaction: its sizes and the pages it must record come from one
+    answer), however many pages: on PostgreSQL each query is a round trip that costs the database and the
+    archive process CPU."""
     from central.store import blob_index
 
     archive, _ = central
@@ -468,4 +469,69 @@ def test_the_catalogue_is_asked_about_a_bundle_s_pages_once_a_step_not_once_a_pa
     result = scan_one(small_station, sheets=2)
     assert sync(small_station).committed == [result.bundle_id]
     assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4}
-    assert len(asked) == 5, asked   # offer 1, upload stream 1, commit: sizes 1, unrecorded 1 + 1 under the lock
+    assert len(asked) == 4, asked   # offer 1, upload stream 1, commit: 1 before and 1 under the lock (5 before)
+
+
+def _statements(archive, monkeypatch) -> list[str]:
+    """Every SQL statement the archive sends to its catalogue from now on (SQLite's trace, psycopg's cursor)."""
+    sent: list[str] = []
+    if archive.catalogue.kind == "sqlite":
+        archive.catalogue.db.conn.set_trace_callback(sent.append)
+    else:
+        import psycopg
+
+        execute = psycopg.Cursor.execute
+        monkeypatch.setattr(psycopg.Cursor, "execute",
+                            lambda self, query, *a, **kw: (sent.append(str(query)), execute(self, query, *a, **kw))[1])
+    return sent
+
+
+def test_a_bundle_s_calls_read_the_station_once_each_and_insert_its_pages_in_one_statement(central, small_station,
+                                                                                         monkeypatch):
+    """A station's row is read by each call's authentication and handed to the offer, upload and commit (8
+    reads for one bundle before, 4 now); the pages and the audit log's new nodes go in one INSERT each: on
+    PostgreSQL every statement is a round trip the archive process and the database pay for."""
+    archive, _ = central
+    result = scan_one(small_station, sheets=2)
+    sent = _statements(archive, monkeypatch)
+    assert sync(small_station).committed == [result.bundle_id]
+    assert catalogued(archive) == {"materials": 1, "pages": 4, "blobs": 4} and verify(archive).ok
+    station_reads = [sql for sql in sent if "FROM stations WHERE id" in sql and "SELECT *" in sql]
+    assert len(station_reads) == 4, station_reads   # Offer, Write, Commit, Notices: one each
+    assert len([sql for sql in sent if sql.lstrip().startswith("INSERT INTO pages")]) == 1
+    assert len([sql for sql in sent if sql.lstrip().startswith("INSERT INTO audit_nodes")]) == 1
+    assert [r["n"] for r in archive.catalogue.query("SELECT n FROM pages ORDER BY n")] == [1, 2, 3, 4]
+
+
+def test_a_bundle_offered_again_is_answered_without_the_writer_lock_or_a_second_check(central, small_station,
+                                                                                      monkeypatch):
+    """A station offers a bundle again after every pause (50 stations on one archive: 1.7 times a bundle);
+    the offer answers from the bundle's row without the writer lock every commit waits for, and parses the
+    manifest it checked already without checking it again. What it answers is unchanged."""
+    from central import ingest
+
+    archive, _ = central
+    scan_one(small_station, sheets=2)
+    bundle = outbox.pending(small_station.store)[0]
+    data, signature, sid = bytes(bundle["manifest"]), bytes(bundle["signature"]), small_station.station_id
+    locks, checks = [], []
+    transaction, read = archive.catalogue.transaction, manifest_format.read
+    monkeypatch.setattr(archive.catalogue, "transaction", lambda *a, **kw: (locks.append(1), transaction(*a, **kw))[1])
+    monkeypatch.setattr(manifest_format, "read", lambda data: (checks.append(1), read(data))[1])
+    first = ingest.offer(archive, sid, data, signature)
+    assert (len(locks), len(checks)) == (1, 1)   # a new bundle is recorded under the lock
+    again = ingest.offer(archive, sid, data, signature)
+    assert (len(locks), len(checks)) == (1, 1)   # before: a lock and a check at every offer
+    assert (again.bundle_id, again.missing, again.receipt) == (first.bundle_id, first.missing, None)
+    assert len(first.missing) == 4
+    assert sync(small_station).committed == [first.bundle_id]
+    locked = len(locks)
+    done = ingest.offer(archive, sid, data, signature)   # committed meanwhile: its receipt, still no lock
+    assert done.missing == [] and done.receipt == outbox_receipt(small_station, first.bundle_id)
+    assert len(locks) == locked and len(checks) == 1
+
+
+def outbox_receipt(station, bundle_id: str) -> tuple[bytes, bytes]:
+    row = station.store.db.execute("SELECT receipt, receipt_signature FROM bundles WHERE id = ?",
+                                   [bundle_id]).fetchone()
+    return bytes(row[0]), bytes(row[1])
