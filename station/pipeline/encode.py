@@ -3,6 +3,7 @@
 import io
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -34,10 +35,33 @@ def encode(image: np.ndarray, colour: str, dpi: int, jpeg_quality: int, threshol
         pixels = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
     elif colour == "grey":
         pixels = to_grey(image)
+        fast = _grey_jpeg(pixels, dpi, jpeg_quality)
+        if fast is not None:
+            return Encoded(fast, "image/jpeg", ".jpg", "jpeg")
     else:
         raise ValueError(f"unknown colour mode {colour!r}")
     _image_of(np.ascontiguousarray(pixels)).save(out, format="JPEG", quality=jpeg_quality, dpi=(dpi, dpi))
     return Encoded(out.getvalue(), "image/jpeg", ".jpg", "jpeg")
+
+
+# The JFIF header OpenCV writes first: APP0 marker, length 16, "JFIF\0", version 1.1, then the density's
+# unit (0: aspect ratio only), its x and y (1, 1) and no thumbnail.
+_OPENCV_JFIF = bytes.fromhex("ffd8ffe000104a4649460001010000010001")
+
+
+def _grey_jpeg(grey: np.ndarray, dpi: int, jpeg_quality: int) -> bytes | None:
+    """A grey page as the very bytes Pillow writes for it (both libjpeg-turbo, baseline tables scaled to
+    the quality, not optimised), encoded by OpenCV in about a fifth less CPU; None when OpenCV's
+    header is not the one expected (then Pillow encodes it).
+
+    OpenCV writes no resolution, only the aspect ratio: the JFIF density is set to ``dpi`` in place.
+    """
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(grey), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    data = bytearray(encoded) if ok else b""
+    if data[:len(_OPENCV_JFIF)] != _OPENCV_JFIF or not 0 < dpi <= 0xFFFF:
+        return None
+    data[13:18] = bytes([1]) + int(dpi).to_bytes(2, "big") * 2     # unit 1: dots per inch
+    return bytes(data)
 
 
 def master(image: np.ndarray, dpi: int) -> Encoded:

@@ -1,5 +1,6 @@
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -86,3 +87,28 @@ def test_rgbx_page_encodes_exactly_as_its_rgb(seal_page):
     rgbx = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
     for mode in ("colour", "grey", "bilevel"):
         assert encode(rgbx, mode, 150, 85).data == encode(rgb, mode, 150, 85).data
+
+
+@pytest.mark.parametrize("quality", [85, 40, 95])
+def test_grey_jpeg_is_the_file_pillow_writes_with_the_dpi(text_page, quality):
+    # The grey encoder is OpenCV's (the faster one here) with the resolution written into its JFIF
+    # header: byte for byte the file Pillow writes for the same pixels and settings.
+    grey = np.ascontiguousarray(text_page.image[5:-7, 3:-2, 1])
+    out = encode(grey, "grey", 150, quality)
+    pillow = io.BytesIO()
+    Image.fromarray(grey).save(pillow, format="JPEG", quality=quality, dpi=(150, 150))
+    assert out.data == pillow.getvalue()
+    image = Image.open(io.BytesIO(out.data))
+    assert (image.info["jfif_unit"], image.info["jfif_density"], image.size) == (1, (150, 150), grey.shape[::-1])
+
+
+def test_grey_jpeg_falls_back_to_pillow_when_opencv_writes_another_header(text_page, monkeypatch):
+    # Should OpenCV's JPEG header ever change (an EXIF block first, another JFIF version), the resolution
+    # is not patched into bytes it does not know: Pillow writes the file.
+    grey = np.ascontiguousarray(text_page.image[..., 1])
+    real = cv2.imencode
+    monkeypatch.setattr(cv2, "imencode", lambda ext, img, params: (True, np.frombuffer(
+        b"\xff\xd8\xff\xe1" + real(ext, img, params)[1].tobytes()[4:], np.uint8)))
+    pillow = io.BytesIO()
+    Image.fromarray(grey).save(pillow, format="JPEG", quality=85, dpi=(300, 300))
+    assert encode(grey, "grey", 300, 85).data == pillow.getvalue()
