@@ -105,16 +105,20 @@ def find_faint_marks(image: np.ndarray, scale: float, view: np.ndarray, box: tup
     halo = max(paper_kernel.shape[0] // 2, near // 2 + 1)
     step = factor * max(1, STRIP_ROWS // factor)
     covered = np.zeros((rows, cols), np.uint8)
+    found = False
     for top in range(0, full_rows, step):
         bottom = min(full_rows, top + step)
         lo, hi = max(0, top - halo), min(full_rows, bottom + halo)
         faint = _faint_strip(image[lo:hi, :full_cols], level, faint_from, paper_kernel, near, mm)
         if faint is None:
             continue
-        faint = faint[top - lo:bottom - lo]
+        faint, found = faint[top - lo:bottom - lo], True
         covered[top // factor * kept:bottom // factor * kept] = (
             cv2.resize(faint, (cols, (bottom - top) // factor * kept), interpolation=cv2.INTER_AREA)
             if factor > 1 else faint)
+    if not found:
+        # Nothing faint and sharp on the whole sheet (most blank backs): no mark, and nothing to turn.
+        return Marks(np.zeros((0, 5), np.int64), region, False)
     # On the analysis scale a mark covers at least a quarter of each of its pixels, and marks a pixel
     # apart are one (the dots of a dot-matrix stroke): a dust speck of a few full-size pixels stays
     # smaller than a mark of MIN_MARK_MM2 (blank.py).
@@ -146,7 +150,8 @@ def _faint_strip(strip: np.ndarray, level: float, faint_from: int, paper_kernel:
     steep = cv2.add(cv2.convertScaleAbs(cv2.Sobel(strip, cv2.CV_16S, 1, 0), alpha=rise),
                     cv2.convertScaleAbs(cv2.Sobel(strip, cv2.CV_16S, 0, 1), alpha=rise))
     steep = cv2.dilate(steep, cv2.getStructuringElement(cv2.MORPH_RECT, (near, near)))
-    return cv2.bitwise_and(faint, cv2.compare(steep, contrast, cv2.CMP_GE))
+    sharp = cv2.bitwise_and(faint, cv2.compare(steep, contrast, cv2.CMP_GE))
+    return sharp if cv2.countNonZero(sharp) else None
 
 
 def _odd(size: float) -> int:

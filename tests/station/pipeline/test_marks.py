@@ -53,3 +53,21 @@ def test_faint_print_is_found_the_same_across_the_strips_it_is_looked_at_in(monk
     whole = process_page(page, 300).record
     assert not by_strips["blank"]
     assert by_strips["blank_score"] == whole["blank_score"]
+
+
+def test_a_sheet_with_nothing_faint_on_it_is_not_turned_for_a_second_look():
+    # Most blank backs: nothing on the full-size sheet is faint and sharp, so there is no mark to map
+    # onto the analysis view, and the view is not turned and cut again for it.
+    page = np.full((1748, 1240), 238, np.uint8)
+    for y in range(300, 1500, 90):       # print on the other side, seen through the sheet: blurred and faint
+        cv2.putText(page, "Facture 56818  15/10/2010", (150, y), cv2.FONT_HERSHEY_SIMPLEX, 1.4, 180, 3)
+    page = cv2.GaussianBlur(page, (0, 0), 6)
+
+    def no_turn(grid):
+        raise AssertionError("the faint look turned a copy of a sheet with nothing faint on it")
+
+    view = cv2.resize(page, (620, 874), interpolation=cv2.INTER_AREA)
+    found = marks.find_faint_marks(page, 0.5, view, (0, 0, 620, 874), 150 / 25.4, no_turn)
+    assert found.boxes.shape == (0, 5) and not found.covered
+    assert found.region == marks.find_marks(view, (0, 0, 620, 874), 150 / 25.4).region
+
