@@ -35,8 +35,9 @@ class SeaweedS3(ChildServer):
     what = "weed mini"
     bucket = "quire-test"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, options: tuple[str, ...] = ()):
         super().__init__(root, Path(root) / "weed.log")
+        self.options = tuple(options)   # further ``-flag=value`` options (bench/s3client.py tries settings)
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.access_key = "quire" + secrets.token_hex(4)
@@ -58,7 +59,8 @@ class SeaweedS3(ChildServer):
                 *(f"-{name}={port}" for name, port in self.ports.items()),
                 "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
                 "-s3.port.lance=0", f"-s3.config={self.identities}", f"-bucket={self.bucket}",
-                f"-filer.localSocket={self.root / 'filer.sock'}", f"-s3.localSocket={self.root / 's3.sock'}"]
+                f"-filer.localSocket={self.root / 'filer.sock'}", f"-s3.localSocket={self.root / 's3.sock'}",
+                *self.options]
 
     def ready(self) -> bool:
         """The S3 gateway answers and the bucket takes a write (volumes are allocated after it answers)."""
