@@ -5,10 +5,13 @@ import hashlib
 import json
 import io
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
@@ -349,3 +352,98 @@ def test_temporary_credentials_are_asked_for_again_before_boto3_s_expiry_not_aft
     assert datetime.now(timezone.utc) <= temporary["expires_at"] <= issued[-1] - timedelta(minutes=1)
     lasting = _credential_provider(Credentials("AKIATEST", "secret"))()   # keys from a file: asked again in 5 min
     assert timedelta(minutes=4) < lasting["expires_at"] - datetime.now(timezone.utc) <= timedelta(minutes=5)
+
+
+class _DamagingRelay:
+    """A TCP relay on 127.0.0.1 in front of the store that flips one bit in the body of the first put of a
+    blob passing through it, as a fault on the way (a bad NIC, a broken proxy) would."""
+
+    def __init__(self, port: int):
+        self.target, self.flipped = port, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)   # a closed listener does not wake a thread blocked in accept()
+        self.closed = threading.Event()
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        self.threads = [threading.Thread(target=self._accept, name="damaging-relay")]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for target, args in ((self._requests, (client, upstream)), (self._answers, (upstream, client))):
+                self.threads.append(threading.Thread(target=target, args=args, name="damaging-relay"))
+                self.threads[-1].start()
+
+    def _answers(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def _requests(self, src: socket.socket, dst: socket.socket) -> None:
+        """Request by request (headers, then Content-Length bytes), each passed on whole."""
+        held = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in held:
+                    if not (data := src.recv(1 << 16)):
+                        return
+                    held += data
+                head, _, held = held.partition(b"\r\n\r\n")
+                found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                length = int(found.group(1)) if found else 0
+                while len(held) < length:
+                    if not (data := src.recv(1 << 16)):
+                        return
+                    held += data
+                body, held = bytearray(held[:length]), held[length:]
+                if head.startswith(b"PUT ") and b"/blobs/" in head.split(b"\r\n", 1)[0] and not self.flipped:
+                    body[length // 2] ^= 0x01
+                    self.flipped += 1
+                dst.sendall(head + b"\r\n\r\n" + bytes(body))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.closed.set()
+        self.threads[0].join(timeout=10)
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
+def test_a_page_damaged_on_its_way_to_the_store_is_refused_there_and_never_kept(s3_server, tmp_path):
+    """Each put carries a CRC-64 of its body (no SHA-256 signature of it): the store checks it and keeps
+    nothing that does not match, so a page is never stored damaged under its name."""
+    relay = _DamagingRelay(s3_server.ports["s3.port"])
+    creds = s3_server.credentials_file(tmp_path / "s3.toml")
+    creds.write_text(creds.read_text().replace(s3_server.endpoint, relay.endpoint))
+    store = S3BlobStore(f"s3://{s3_server.bucket}/{uuid.uuid4().hex}", creds)
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with pytest.raises(StoreUnavailable, match="HTTP 400"):
+            store.put(data)
+        assert relay.flipped == 1
+        assert store.stat(digest) is None
+        assert store.put(data) == digest   # sent again, undamaged: stored
+        assert store.rehash(digest) == (digest, sm3(data).hexdigest())
+    finally:
+        store.close()
+        relay.close()
