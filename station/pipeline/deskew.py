@@ -35,6 +35,9 @@ class Skew:
     # not tell its skew (a plate with a few lines of caption, a page of texture), and a guess could be
     # 15° off. Such a page is better kept as captured and shown to the inspector.
     ambiguous: bool = False
+    # The share the profile score drops half a degree either side of the angle: print 0.1-0.9 (yellowed
+    # book pages the least), faint handwriting's few dark strokes under 0.1.
+    sharpness: float = 0.0
 
 
 def estimate_skew(ink: np.ndarray, px_per_mm: float, max_skew_deg: float) -> Skew | None:
@@ -82,7 +85,7 @@ def estimate_skew(ink: np.ndarray, px_per_mm: float, max_skew_deg: float) -> Ske
     angle, sharpness, vertical, rival = found
     ambiguous = bool(rival >= _MAX_RIVAL)
     sharp = bool(sharpness >= _MIN_SHARPNESS and ink_mm2 >= _SURE_INK_MM2 and not ambiguous)
-    return Skew(float(np.clip(angle, -max_skew_deg, max_skew_deg)), sharp, vertical, ambiguous)
+    return Skew(float(np.clip(angle, -max_skew_deg, max_skew_deg)), sharp, vertical, ambiguous, sharpness)
 
 
 def _fine(ink: np.ndarray, cells, centre: float, vertical: bool, px_per_mm: float) -> tuple[float, float]:

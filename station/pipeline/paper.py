@@ -8,6 +8,7 @@ import numpy as np
 from .imageio import median
 
 _MIN_PAPER_FRACTION = 0.1    # a bright region smaller than this share of the image is not a sheet
+_SIDES_AGREE_DEG = 0.3       # two sides of a sheet within this of each other are one straight, square cut
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class Paper:
     level: float            # grey level of bare paper
     edge_deg: float | None  # skew of the sheet's edges, degrees counter-clockwise, within ±45; None
                             # when no edge is seen (the paper runs off the image on every side)
+    # Each visible side's own skew (degrees, as edge_deg) and the contour points it was fitted to: a
+    # sheet not cut square, or a side that is the border of an earlier scan, shows as sides that differ.
+    sides: tuple[tuple[float, int], ...] = ()
 
 
 def paper_level(grey: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -54,11 +58,31 @@ def find_paper(grey: np.ndarray) -> Paper | None:
     cv2.fillPoly(mask, [polygon], 255)
     points = contour.reshape(-1, 2).astype(np.float32)
     level = paper_level(np.ascontiguousarray(grey[::4, ::4]), np.ascontiguousarray(mask[::4, ::4]))
-    return Paper(points, polygon, mask, level, _edge_angle(contour, points[::2], grey.shape))
+    return Paper(points, polygon, mask, level, *_edges(contour, points[::2], grey.shape))
 
 
-def _edge_angle(contour: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> float | None:
-    """The sheet's skew from straight lines fitted to the middle of each visible side."""
+def square_edge_deg(paper: Paper | None, near_deg: float) -> float | None:
+    """The skew of the sheet's side nearest ``near_deg``, averaged with the sides that agree with it; None
+    unless at least two sides do (one side alone may be a tear, a fold or the border of an earlier scan)."""
+    if paper is None or not paper.sides:
+        return None
+    nearest = min(paper.sides, key=lambda side: _apart(side[0], near_deg))
+    agreeing = [(angle, n) for angle, n in paper.sides if _apart(angle, nearest[0]) <= _SIDES_AGREE_DEG]
+    if len(agreeing) < 2:
+        return None
+    residual = np.average([(angle - nearest[0] + 45.0) % 90.0 - 45.0 for angle, _ in agreeing],
+                          weights=[n for _, n in agreeing])
+    return (nearest[0] + float(residual) + 45.0) % 90.0 - 45.0
+
+
+def _apart(a_deg: float, b_deg: float) -> float:
+    """How far apart two skews are, in degrees, a quarter turn counting as none."""
+    return abs((a_deg - b_deg + 45.0) % 90.0 - 45.0)
+
+
+def _edges(contour: np.ndarray, points: np.ndarray,
+           shape: tuple[int, int]) -> tuple[float | None, tuple[tuple[float, int], ...]]:
+    """The sheet's skew from straight lines fitted to the middle of each visible side, and each side's own."""
     corners = cv2.boxPoints(cv2.minAreaRect(contour))
     dx, dy = corners[1] - corners[0]
     # y grows downward, so an edge rising to the right is a counter-clockwise (positive) skew.
@@ -81,11 +105,12 @@ def _edge_angle(contour: np.ndarray, points: np.ndarray, shape: tuple[int, int])
             if slope is not None:
                 fits.append((side.sum(), sign * slope))
     if not fits:
-        return None
+        return None, ()
     weights = np.array([f[0] for f in fits], np.float64)
     # The fitted slopes are of the sheet as already turned back by ``rough``.
     residual = float(np.degrees(np.arctan(np.average([f[1] for f in fits], weights=weights))))
-    return (rough - residual + 45.0) % 90.0 - 45.0
+    sides = tuple(((rough - float(np.degrees(np.arctan(slope))) + 45.0) % 90.0 - 45.0, int(n)) for n, slope in fits)
+    return (rough - residual + 45.0) % 90.0 - 45.0, sides
 
 
 def _robust_slope(x: np.ndarray, y: np.ndarray) -> float | None:
