@@ -316,8 +316,7 @@ def _commit(archive, shape: _Shape, archive_no: str, rng: random.Random) -> None
         material_id = materials.add(db, archive_no, item, "9", {"title": "new", "date_formed": None,
                                                                  "page_count": len(pages), "remarks": None,
                                                                  "bundle_id": bundle_id, "catalogued_at": now})
-        for p in pages:
-            materials.add_page(db, material_id, p)
+        materials.add_pages(db, material_id, pages)
         bundles.mark_committed(db, bundle_id, now, b"receipt", b"r" * 64)
 
 
