@@ -397,6 +397,36 @@ async def events(request: Request, k: Kiosk, session, form) -> Response:
     chosen = _chosen(request)
     stream = k.hub.subscribe()
 
+    async def show(event):
+        """What the screen is sent for one of the daemon's events (nothing for most of them)."""
+        kind = event["event"]
+        if kind == "page":
+            job = event["job"]
+            item = job["material"]["item"]
+            page = view.page_view(job["dossier"]["archive_no"], item, event["n"], event["record"], job["id"],
+                                  group=item if job.get("by_cover_sheets") else None)
+            yield _sse("page", k.render("_page.html", page=page))
+        elif kind in ("material", "material_done") and not chosen:
+            # A dossier feed: a cover sheet read (a new group, its sheet the separator), or a material
+            # sealed or kept for review (its group again, with its count and state).
+            job = event["job"]
+            g = await k.read(view.group, k.reader, job["dossier"]["archive_no"], job["material"])
+            yield _sse("material", k.render("_material.html", g=g))
+        elif kind in ("reviewed", "review", "idle"):
+            # Pages renumbered, replaced or removed, or a batch now waiting for review (kept open, or its
+            # count differing from the directory): the whole grid, with the review's buttons.
+            live = await k.read(view.live, k.daemon, k.reader, chosen)
+            if kind != "idle" or _in_review(live):
+                _, pages = await k.read(view.pages, k.reader, k.daemon, chosen)
+                groups = await k.read(view.dossier_groups, k.reader, k.daemon, chosen)
+                yield _sse("pages", k.render("_pages.html", pages=pages, review=_in_review(live),
+                                             session=session, groups=groups))
+        elif kind == "batch":
+            job = event["job"]
+            yield _sse("batch", f"{job['dossier']['archive_no']}\t{job['material']['item']}")
+        elif kind == "refused":
+            yield _sse("notice", view.refused(event))
+
     async def body():
         sent, dirty, rendered_at = None, False, 0.0
         try:
@@ -411,38 +441,25 @@ async def events(request: Request, k: Kiosk, session, form) -> Response:
                 if kind == "tick" and await k.read(k.sessions.resume, token, k.enabled, False) is None:
                     yield _sse("bye", "")
                     return
-                if kind == "page":
-                    job = event["job"]
-                    item = job["material"]["item"]
-                    page = view.page_view(job["dossier"]["archive_no"], item, event["n"], event["record"], job["id"],
-                                          group=item if job.get("by_cover_sheets") else None)
-                    yield _sse("page", k.render("_page.html", page=page))
-                elif kind in ("material", "material_done") and not chosen:
-                    # A dossier feed: a cover sheet read (a new group, its sheet the separator), or a material
-                    # sealed or kept for review (its group again, with its count and state).
-                    job = event["job"]
-                    g = await k.read(view.group, k.reader, job["dossier"]["archive_no"], job["material"])
-                    yield _sse("material", k.render("_material.html", g=g))
-                elif kind in ("reviewed", "review", "idle"):
-                    # Pages renumbered, replaced or removed, or a batch now waiting for review (kept open, or its
-                    # count differing from the directory): the whole grid, with the review's buttons.
-                    live = await k.read(view.live, k.daemon, k.reader, chosen)
-                    if kind != "idle" or _in_review(live):
-                        _, pages = await k.read(view.pages, k.reader, k.daemon, chosen)
-                        groups = await k.read(view.dossier_groups, k.reader, k.daemon, chosen)
-                        yield _sse("pages", k.render("_pages.html", pages=pages, review=_in_review(live),
-                                                     session=session, groups=groups))
-                elif kind == "batch":
-                    job = event["job"]
-                    yield _sse("batch", f"{job['dossier']['archive_no']}\t{job['material']['item']}")
-                elif kind == "refused":
-                    yield _sse("notice", view.refused(event))
+                async for out in show(event):
+                    yield out
                 dirty = dirty or kind != "tick"
                 # A batch starting is shown at once, before its first page: the throttle is for page-by-page churn.
                 if kind in ("tick", "batch") or (dirty and time.monotonic() - rendered_at >= STATE_EVERY_S):
                     live = await k.read(view.live, k.daemon, k.reader, chosen)
+                    # The daemon tells of a page before it seals the batch, but the state just read may already
+                    # be newer than events still queued: send those first, so the screen never shows a batch
+                    # sealed before its last page has arrived.
+                    late = False
+                    while not stream.empty():
+                        queued = stream.get_nowait()
+                        if queued is None:
+                            return
+                        late = True
+                        async for out in show(queued):
+                            yield out
                     html = k.render("_live.html", live=live, session=session)
-                    dirty, rendered_at = False, time.monotonic()
+                    dirty, rendered_at = late, time.monotonic()
                     if html != sent:
                         sent = html
                         yield _sse("state", html)
