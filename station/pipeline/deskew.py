@@ -244,30 +244,35 @@ def warp_rgbx(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], fill
     """
     w, h = size
     out = np.empty((h, w, 4), np.uint8)
-    inverse = cv2.invertAffineTransform(matrix)
-    for y in range(0, h, _TILE_PX):
-        for x in range(0, w, _TILE_PX):
-            tile = out[y:y + _TILE_PX, x:x + _TILE_PX]
-            x0, y0, x1, y1 = _source_box(inverse, (x, y, tile.shape[1], tile.shape[0]), image.shape)
-            if x1 <= x0 or y1 <= y0:
-                tile[:] = fill
-                continue
-            shifted = matrix.copy()
-            shifted[:, 2] += matrix[:, :2] @ (x0, y0) - (x, y)
-            cv2.warpAffine(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2RGBA), shifted,
-                           (tile.shape[1], tile.shape[0]), dst=tile, flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4)
+    corners, boxes = _source_boxes(cv2.invertAffineTransform(matrix), size, image.shape)
+    # Each tile's warp reads its box as an image of its own: the translation moves by the box's corner
+    # and back by the tile's.
+    matrices = np.repeat(matrix[None], len(boxes), axis=0)
+    matrices[:, :, 2] += boxes[:, :2] @ matrix[:, :2].T - corners
+    for (x, y), (x0, y0, x1, y1), shifted in zip(corners.tolist(), boxes.tolist(), matrices):
+        tile = out[y:y + _TILE_PX, x:x + _TILE_PX]
+        if x1 <= x0 or y1 <= y0:
+            tile[:] = fill
+            continue
+        cv2.warpAffine(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2RGBA), shifted,
+                       (tile.shape[1], tile.shape[0]), dst=tile, flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4)
     return out
 
 
-def _source_box(inverse: np.ndarray, tile: tuple[int, int, int, int],
-                shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the image pixels a bilinear warp reads for the canvas ``tile`` (x, y, w, h);
-    ``inverse`` maps canvas to image."""
-    x, y, w, h = tile
-    corners = np.array([[x, y], [x + w - 1, y], [x, y + h - 1], [x + w - 1, y + h - 1]], np.float64)
-    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+def _source_boxes(inverse: np.ndarray, size: tuple[int, int],
+                  shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The top-left corners (x, y) of the canvas tiles of ``size`` (w, h), row by row, and the box
+    (x0, y0, x1, y1) of image pixels a bilinear warp reads for each; ``inverse`` maps canvas to image."""
+    w, h = size
+    ys, xs = np.meshgrid(np.arange(0, h, _TILE_PX), np.arange(0, w, _TILE_PX), indexing="ij")
+    corners = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    last = np.minimum(corners + _TILE_PX, (w, h)) - 1
+    # The four corners of every tile, mapped into the image: an affine map's extremes over a box lie on them.
+    xy = np.stack([corners, np.stack([last[:, 0], corners[:, 1]], 1),
+                   np.stack([corners[:, 0], last[:, 1]], 1), last], axis=1).astype(np.float64)
+    mapped = xy @ inverse[:, :2].T + inverse[:, 2]
     # Each position reads the pixel at or below it and the next one up; one more each way for rounding.
-    x0, y0 = np.maximum(np.floor(mapped.min(axis=0)).astype(int) - 1, 0)
-    x1, y1 = np.minimum(np.floor(mapped.max(axis=0)).astype(int) + 3, (shape[1], shape[0]))
-    return int(x0), int(y0), int(x1), int(y1)
+    low = np.maximum(np.floor(mapped.min(axis=1)).astype(np.int64) - 1, 0)
+    high = np.minimum(np.floor(mapped.max(axis=1)).astype(np.int64) + 3, (shape[1], shape[0]))
+    return corners, np.concatenate([low, high], axis=1)
