@@ -21,7 +21,7 @@ _RIVAL_DEG = 2.0
 _MAX_RIVAL = 0.99
 _MAX_COARSE_CELLS = 2_500   # more cells than these add time, not precision
 _CHUNK = 1 << 20            # angle × cell products evaluated at once: bounds the scratch memory
-_TILE_PX = 256              # side of the square tiles warp_rgbx works in
+_TILE_PX = 256              # side of the square tiles warp_bgrx works in
 
 
 @dataclass(frozen=True)
@@ -232,14 +232,14 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], fill: int
                           borderValue=value)
 
 
-def warp_rgbx(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], fill: int = 255) -> np.ndarray:
-    """An RGB image mapped as ``warp`` maps it, onto an RGBX canvas.
+def warp_bgrx(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], fill: int = 255) -> np.ndarray:
+    """An RGB image mapped as ``warp`` maps it, onto a BGRX canvas (the order OpenCV's encoder takes).
 
     OpenCV warps four channels faster than three. It warps row after row of the canvas: on a page
     turned more than a degree, one canvas row crosses a new image row every few dozen pixels, and a
     full-size page falls out of the cache before the next canvas row comes back to the same image
-    rows. A tile reads a patch that stays in the cache, and only the patch is made RGBX, so no
-    full-size RGBX copy is written (a 300-dpi colour page: about 40 % faster than a full-size RGBX
+    rows. A tile reads a patch that stays in the cache, and only the patch is made BGRX, so no
+    full-size BGRX copy is written (a 300-dpi colour page: about 40 % faster than a full-size BGRX
     copy warped whole).
     """
     w, h = size
@@ -254,7 +254,7 @@ def warp_rgbx(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], fill
         if x1 <= x0 or y1 <= y0:
             tile[:] = fill
             continue
-        cv2.warpAffine(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2RGBA), shifted,
+        cv2.warpAffine(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2BGRA), shifted,
                        (tile.shape[1], tile.shape[0]), dst=tile, flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4)
     return out

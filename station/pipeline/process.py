@@ -117,7 +117,7 @@ def process_taken(take: Callable[[], np.ndarray], dpi: int, config: PipelineConf
     kept = encode.master(image, dpi) if config.keep_master else None
     del image   # the encoder's peak is the output alone (the captured page goes now where nothing else holds it)
     threshold = 0.55 * paper_level(np.ascontiguousarray(paper_view[::4, ::4]))
-    encoded = encode.encode(page, mode, dpi, config.jpeg_quality, threshold)
+    encoded = encode.encode(page, mode, dpi, config.jpeg_quality, threshold, bgr=True)
 
     record = {
         "skew_deg": round(skew, 3),                 # content rotation found, counter-clockwise positive
@@ -176,11 +176,10 @@ def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: lis
             fill: int) -> np.ndarray:
     """The output page: ``region`` of the image rotated by ``matrix`` (None: not rotated; the canvas
     around it filled with ``fill``), then turned, in the pixels the encoder takes for ``mode``: grey,
-    or RGBX for colour (a grey source stays grey).
+    or BGRX for colour (a grey source stays grey).
 
     Grey and bilevel pages drop their colour before the full-size work: a third of the pixels to
-    move. Colour pages come out as RGBX, which Pillow encodes from the array's own memory, where RGB
-    would first be copied out to four bytes a pixel.
+    move. Colour pages come out as BGRX, OpenCV's order, which its encoder takes as it is.
     """
     x, y, w, h = region
     if matrix is None:
@@ -188,15 +187,15 @@ def _render(image: np.ndarray, mode: str, matrix: np.ndarray | None, region: lis
         if mode != "colour":
             part = to_grey(part)
         elif part.ndim == 3:
-            part = cv2.cvtColor(part, cv2.COLOR_RGB2RGBA)
+            part = cv2.cvtColor(part, cv2.COLOR_RGB2BGRA)
         return orientation.turn(part, turn)
     source = image if mode == "colour" else to_grey(image)
     shifted = np.vstack([matrix, [0.0, 0.0, 1.0]])
     shifted[:2, 2] -= (x, y)
     combined = (orientation.turn_matrix((w, h), turn) @ shifted)[:2]
     if source.ndim == 3:
-        # Tile by tile (see warp_rgbx), a quarter turn folded into the warp costs next to nothing.
-        return deskew.warp_rgbx(source, combined, (h, w) if turn in (90, 270) else (w, h), fill)
+        # Tile by tile (see warp_bgrx), a quarter turn folded into the warp costs next to nothing.
+        return deskew.warp_bgrx(source, combined, (h, w) if turn in (90, 270) else (w, h), fill)
     if turn in (90, 270):
         # Folded into a whole-page warp, a quarter turn would read the source down its columns: twice
         # as slow as warping row by row and then turning the result.

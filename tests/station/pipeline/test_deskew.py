@@ -94,16 +94,16 @@ def test_skew_over_mixed_content_is_measured_within_a_tenth_of_a_degree(kind, sk
 
 
 @pytest.mark.parametrize("angle, turn", [(0.2, 0), (3.3, 0), (-11.0, 90), (7.5, 180), (-2.0, 270)])
-def test_rgbx_warp_in_tiles_matches_one_whole_page_warp(angle, turn):
+def test_bgrx_warp_in_tiles_matches_one_whole_page_warp(angle, turn):
     image = render_page(8, 0, dpi=150, kind="seal", skew_deg=angle).image
     h, w = image.shape[:2]
     # A canvas reaching past the image on two sides: whole tiles fall outside it and come out white.
     size = (h + 300, w + 300) if turn in (90, 270) else (w + 300, h + 300)
     matrix = (orientation.turn_matrix((w + 300, h + 300), turn) @ np.vstack([deskew.rotation_matrix(
         image.shape, -angle)[0], [0, 0, 1]]))[:2]
-    whole = cv2.warpAffine(cv2.cvtColor(image, cv2.COLOR_RGB2RGBA), matrix, size, flags=cv2.INTER_LINEAR,
+    whole = cv2.warpAffine(cv2.cvtColor(image, cv2.COLOR_RGB2BGRA), matrix, size, flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255, 255))
-    tiled = deskew.warp_rgbx(image, matrix, size)
+    tiled = deskew.warp_bgrx(image, matrix, size)
     assert tiled.shape == whole.shape and tiled.flags["C_CONTIGUOUS"]
     # The tiles' own offsets round a few positions the other way; no seam, no missing patch.
     assert np.abs(tiled.astype(int) - whole).max() <= 1

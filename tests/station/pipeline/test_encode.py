@@ -112,3 +112,29 @@ def test_grey_jpeg_falls_back_to_pillow_when_opencv_writes_another_header(text_p
     pillow = io.BytesIO()
     Image.fromarray(grey).save(pillow, format="JPEG", quality=85, dpi=(300, 300))
     assert encode(grey, "grey", 300, 85).data == pillow.getvalue()
+
+
+@pytest.mark.parametrize("quality", [85, 40, 95])
+def test_bgrx_colour_jpeg_is_the_file_pillow_writes_for_its_rgb(seal_page, quality):
+    # The pipeline hands colour pages over in OpenCV's order, which OpenCV encodes as it is: byte for
+    # byte the file Pillow writes for the RGB pixels (4:2:0 chroma, same tables), with the dpi.
+    rgb = np.ascontiguousarray(seal_page.image[4:-5, 2:-3])
+    bgrx = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+    pillow = io.BytesIO()
+    Image.fromarray(rgb).save(pillow, format="JPEG", quality=quality, dpi=(150, 150))
+    assert encode(bgrx, "colour", 150, quality, bgr=True).data == pillow.getvalue()
+    assert encode(bgrx[..., :3], "colour", 150, quality, bgr=True).data == pillow.getvalue()
+
+
+def test_bgr_pages_in_every_mode_encode_as_their_rgb(seal_page, monkeypatch):
+    rgb = np.ascontiguousarray(seal_page.image[:301, :203])
+    bgrx = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+    for mode in ("colour", "grey", "bilevel"):
+        assert encode(bgrx, mode, 150, 85, bgr=True).data == encode(rgb, mode, 150, 85).data
+    # Should OpenCV's header ever change, Pillow writes the colour file from the BGRX pixels, not mixed up.
+    real = cv2.imencode
+    monkeypatch.setattr(cv2, "imencode", lambda ext, img, params: (True, np.frombuffer(
+        b"\xff\xd8\xff\xe1" + real(ext, img, params)[1].tobytes()[4:], np.uint8)))
+    pillow = io.BytesIO()
+    Image.fromarray(rgb).save(pillow, format="JPEG", quality=85, dpi=(150, 150))
+    assert encode(bgrx, "colour", 150, 85, bgr=True).data == pillow.getvalue()
