@@ -15,7 +15,8 @@ The stations' bundles are made and signed once (kept under --cache) and copied f
 archive receives the same bytes. Printed per setup, medians of --runs: bundles committed per second,
 MB/s of page bytes, p95 bundle latency (from offering a bundle to holding its verified receipt),
 errors (bundles not committed after up to five sync runs, refused, or a station stopped), bundles
-deferred (left queued by a sync run while the archive was busy, committed by a later run), retries,
+deferred (left queued by a sync run while the archive was busy, committed by a later run), retries (of
+which waits: uploads sent again on the same connection after the archive named a wait for a free slot),
 CPU of the archive's side per GB (split per run into serve, database and object store),
 and throughput as a ratio to sqlite+disk. Goal: pg+s3 x1 ≥ 50 % of sqlite+disk, 0 errors. Usage:
 
@@ -96,7 +97,8 @@ def main() -> int:
                     results[setup].append(res)
                     print(f"run {run + 1} {setup:<12} {res['commits'] / res['seconds']:7.2f} commits/s "
                           f"{res['bytes'] / res['seconds'] / 1e6:7.1f} MB/s  p95 {res['p95_s'] * 1000:7.0f} ms  "
-                          f"errors {res['errors']}  deferred {res['deferred']}  retries {res['retries']}", flush=True)
+                          f"errors {res['errors']}  deferred {res['deferred']}  retries {res['retries']} "
+                          f"(waits {res['waits']})", flush=True)
                     print("    archive CPU s/GB: " + ", ".join(f"{part} {cpu / max(res['bytes'], 1) * 1e9:.1f}"
                                                             for part, cpu in res["cpu_parts"].items()), flush=True)
                     for line in res["problems"][:5]:
@@ -305,7 +307,8 @@ def _sync_all(homes: list[Path], addresses: str, clients: int) -> dict:
     return {"seconds": end - start, "commits": sum(s["committed"] for s in stations),
             "bytes": sum(s["bytes"] for s in stations),
             "p95_s": _percentile(latencies, 95), "errors": sum(s["errors"] for s in stations),
-            "retries": sum(s["retries"] for s in stations), "deferred": sum(s["deferred"] for s in stations),
+            "retries": sum(s["retries"] for s in stations), "waits": sum(s["waits"] for s in stations),
+            "deferred": sum(s["deferred"] for s in stations),
             "problems": [p for s in stations for p in s["problems"]]}
 
 
@@ -330,13 +333,14 @@ def _client(homes: list[str], addresses: str, barrier, queue) -> None:
 
     def one(st) -> dict:
         start = time.time()
-        out = {"start": start, "problems": [], "errors": 0, "retries": 0, "bytes": 0, "deferred": 0}
+        out = {"start": start, "problems": [], "errors": 0, "retries": 0, "waits": 0, "bytes": 0, "deferred": 0}
         try:
             # A bundle a run leaves queued (the archive refused it as busy for the whole retry span) goes
             # with the next run, as the daemon's next sync would send it, here without its interval.
             for attempt in range(SYNC_RUNS):
                 report = sync(st)
                 out["retries"] += report.retries
+                out["waits"] += report.waits
                 out["bytes"] += report.bytes_sent
                 if report.rejected or report.stopped or not report.failed:
                     break
@@ -402,16 +406,16 @@ def _report(results: dict[str, list[dict]], setups: list[str], runs: int) -> Non
             "mb_s": statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in rs),
             "p95_ms": statistics.median(r["p95_s"] * 1000 for r in rs),
             "errors": sum(r["errors"] for r in rs), "deferred": sum(r["deferred"] for r in rs),
-            "retries": sum(r["retries"] for r in rs),
+            "retries": sum(r["retries"] for r in rs), "waits": sum(r["waits"] for r in rs),
             "cpu_gb": statistics.median(r["cpu_s"] / max(r["bytes"], 1) * 1e9 for r in rs),
         }
     peer = rows[setups[0]]
     print(f"\n{'setup':<12} {'commits/s':>10} {'MB/s':>8} {'p95 ms':>8} {'errors':>7} {'deferred':>9} {'retries':>8} "
-          f"{'archive CPU s/GB':>17} {f'vs {setups[0]}':>16}")
+          f"{'waits':>6} {'archive CPU s/GB':>17} {f'vs {setups[0]}':>16}")
     for setup, r in rows.items():
         share = r["commits_s"] / peer["commits_s"] if peer["commits_s"] else float("nan")
         print(f"{setup:<12} {r['commits_s']:>10.2f} {r['mb_s']:>8.1f} {r['p95_ms']:>8.0f} {r['errors']:>7} "
-              f"{r['deferred']:>9} {r['retries']:>8} {r['cpu_gb']:>17.1f} {share:>15.0%}")
+              f"{r['deferred']:>9} {r['retries']:>8} {r['waits']:>6} {r['cpu_gb']:>17.1f} {share:>15.0%}")
     print("errors: bundles not committed after the stations' sync runs, refused, or a station stopped; deferred: "
           "bundles a sync run left queued after its retry span (the archive busy), committed by a later run\n"
           "archive CPU: the serve processes with the database and object store servers each setup uses")

@@ -3,7 +3,8 @@
 Streams anyone may open without a key (health Watch, reflection) run in a few threads of their
 own (unary calls without a key answer at once); upload streams (Write) may hold all but a reserve of the rest, at most a couple per
 station; a stream whose caller sends nothing for ``stream_idle_s`` is ended. Offers, commits and
-readers' calls are short and always find a reserved thread.
+readers' calls are short and always find a reserved thread. An upload refused because every slot is
+taken is told when to come back (``grpc-retry-pushback-ms``): turns spaced as slots come free.
 """
 
 import threading
@@ -20,18 +21,26 @@ UPLOAD_METHOD = "/quire.v1.StationSync/Write"
 UPLOADS_PER_STATION = 2        # a station sends one stream at a time; one more covers a retry racing a dying one
 RESERVED_THREADS = 2           # never taken by uploads: offers, commits, notices, readers
 OPEN_STREAM_MAX_S = 300.0      # a health Watch is ended after this long; its client watches again
+FIRST_HOLD_S = 1.0             # how long an upload is taken to hold its slot until one has been seen
+HOLD_WEIGHT = 0.2              # of each ended upload in the running mean of how long uploads hold a slot
+PUSHBACK_MIN_S, PUSHBACK_MAX_S = 0.05, 30.0   # bounds of the wait a refused upload is told
 
 
 class Busy(CentralError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class Full(Busy):
-    """Every upload slot is taken: the station waits its turn and sends again. Flow control, not a refusal
-    of anyone, so it is not an audit entry (at fifty stations syncing at once these were a few hundred a run,
-    each a signed entry taking the writer lock every archive process commits under)."""
+class UploadsFull(Busy):
+    """Every upload slot is taken: the station waits ``retry_after_s`` and sends again on the same connection,
+    from the same resume points. Flow control, not a refusal of anyone, so it is not an audit entry (at fifty
+    stations syncing at once these were a few hundred a run, each a signed entry taking the writer lock every
+    archive process commits under)."""
 
     refuses_nobody = True
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def threads_needed(workers: int, open_calls: int) -> int:
@@ -45,8 +54,10 @@ class CapacityInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, workers: int, open_calls: int, stream_idle_s: float):
         self.open_free = open_calls
-        self.uploads_free = max(1, workers - min(RESERVED_THREADS, workers - 1))
+        self.upload_slots = self.uploads_free = max(1, workers - min(RESERVED_THREADS, workers - 1))
         self.per_station: Counter = Counter()
+        self.hold_s = FIRST_HOLD_S     # running mean of how long an upload holds its slot
+        self.next_turn = 0.0           # when the last upload told to wait was told to come back (monotonic)
         self.lock = threading.Lock()
         self.watch = _SilenceWatch(stream_idle_s)
 
@@ -81,13 +92,26 @@ class CapacityInterceptor(grpc.ServerInterceptor):
                 raise Busy(f"station {station} already has {UPLOADS_PER_STATION} uploads open; the station retries "
                            "once they end")
             if self.uploads_free <= 0:
-                raise Full("the archive is taking as many uploads as it can; the station retries shortly")
+                wait_s = self._turn()
+                raise UploadsFull(
+                    f"the archive is taking as many uploads as it can ({self.upload_slots} at once, every slot "
+                    f"taken); nothing of this upload was kept: send it again in {wait_s:.1f} s on this connection, "
+                    "from the same offsets (the station does so by itself)", wait_s)
             self.uploads_free -= 1
             self.per_station[station] += 1
-            return station
+            return station, time.monotonic()
 
-    def _leave_upload(self, station) -> None:
+    def _turn(self) -> float:
+        """Seconds a refused upload should wait: turns handed out one after another, as often as slots come
+        free by the mean hold, so the more uploads are waiting the later the next one is told to come."""
+        now = time.monotonic()
+        self.next_turn = min(now + PUSHBACK_MAX_S, max(now, self.next_turn) + self.hold_s / self.upload_slots)
+        return max(PUSHBACK_MIN_S, self.next_turn - now)
+
+    def _leave_upload(self, token) -> None:
+        station, since = token
         with self.lock:
+            self.hold_s += HOLD_WEIGHT * (time.monotonic() - since - self.hold_s)
             self.uploads_free += 1
             self.per_station[station] -= 1
             if self.per_station[station] <= 0:

@@ -75,7 +75,7 @@ def _abort(context, method: str, exc: Exception, archive: Archive):
         refusals.at_door(archive, method, exc)
         # ``told``: what the caller may learn where the log keeps more (which station ids exist).
         _refuse(context, exc.code, getattr(exc, "told", None) or str(exc), _upper_snake(type(exc).__name__),
-                exc.scope)
+                exc.scope, getattr(exc, "retry_after_s", None))
     incident = uuid.uuid4().hex[:12]
     # Full detail stays in the service log; the caller only gets the incident id.
     log.error("%s failed, incident %s", method, incident, exc_info=exc)
@@ -83,9 +83,12 @@ def _abort(context, method: str, exc: Exception, archive: Archive):
             f"internal error, incident {incident}; give this id to the archive administrator", "INTERNAL", "call")
 
 
-def _refuse(context, code: grpc.StatusCode, message: str, reason: str, scope: str):
-    """End the call with ``code``, ``message`` and the typed reason and scope a station decides on."""
-    context.abort_with_status(refusal.status(code, message, reason, scope))
+def _refuse(context, code: grpc.StatusCode, message: str, reason: str, scope: str,
+            retry_after_s: float | None = None):
+    """End the call with ``code``, ``message`` and the typed reason and scope a station decides on; with
+    ``retry_after_s``, the trailer telling it when to try again."""
+    pushback_ms = None if retry_after_s is None else round(retry_after_s * 1000)
+    context.abort_with_status(refusal.status(code, message, reason, scope, pushback_ms))
 
 
 def _upper_snake(name: str) -> str:

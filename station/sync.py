@@ -52,6 +52,7 @@ class SyncReport:
     bytes_sent: int = 0          # page bytes the archive acknowledged holding that it lacked before this run
     pages: int = 0
     retries: int = 0
+    waits: int = 0               # of the retries: uploads sent again after waiting for a free slot at the archive
     alarms: list[str] = field(default_factory=list)
     notices: list[dict] = field(default_factory=list)   # new ones from the archive (QC rescan requests)
     stopped: str = ""            # why the archive refuses this station for now; every bundle stays queued
@@ -82,7 +83,9 @@ def sync(station: Station, central: str | None = None, sleep=time.sleep) -> Sync
 
     A broken call (the first one too) is tried again, backing off exponentially with full jitter, for
     ``sync_retry_span_s`` from the first failure in a row — long enough to outlast an archive restart —
-    resuming uploads from the central service's committed offset; when it stays unreachable the rest waits.
+    on a fresh connection, resuming uploads from the central service's committed offset; when it stays
+    unreachable the rest waits. An upload turned away because every slot of the archive is taken waits the
+    time the archive names and is sent again on the same connection, without offering the bundle again.
     """
     address = central or station.config.central or station.store.get_meta("central_address")
     if not address:
@@ -127,6 +130,20 @@ class _Backoff:
         ceiling = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** min(self.tries, 30))
         self.sleep(min(left, random.uniform(0, ceiling)))
         self.tries += 1
+        return True
+
+    def wait_turn(self, told_s: float | None) -> bool:
+        """Wait the time the archive named (give or take a quarter, at most ``backoff_max_s``), or back off
+        as after a failure when it named none; False (no wait) once the span is used up."""
+        if told_s is None:
+            return self.pause()
+        now = self.clock()
+        if self.deadline is None:
+            self.deadline = now + self.cfg.sync_retry_span_s
+        left = self.deadline - now
+        if left <= 0:
+            return False
+        self.sleep(min(left, self.cfg.backoff_max_s, told_s * random.uniform(0.75, 1.25)))
         return True
 
     def reset(self) -> None:
@@ -251,7 +268,7 @@ class _Session:
             held = sum(p["bytes"] for p in pages) - sum(page["bytes"] - offset for page, offset in todo)
             self._progress(bundle_id, held)
             for group in _streams(todo):
-                reply = self._upload_showing_progress(bundle_id, group, held)
+                reply = self._upload_in_turn(bundle_id, group, held)
                 held += _acknowledged(group, reply)
                 self._progress(bundle_id, held)
             signed = self._call(self.stub.Commit, sync_pb2.CommitRequest(station_id=sid, bundle_id=bundle_id),
@@ -296,6 +313,21 @@ class _Session:
         alarm = witness(self.station.store, signed.receipt, body, self.central_key, fresh)
         if alarm:
             self.report.alarms.append(alarm)
+
+    def _upload_in_turn(self, bundle_id: str, group: list[tuple[dict, int]], held: int):
+        """Send one Write stream; while the archive's upload slots are all taken, wait the time it names and
+        send the same stream again on the same connection (the refused call stored nothing, so the offer's
+        resume points stand): no reconnect, no new offer. Any other failure is raised."""
+        while True:
+            try:
+                return self._upload_showing_progress(bundle_id, group, held)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or refusal.reason_of(exc) != refusal.UPLOADS_FULL:
+                    raise
+                if not self.backoff.wait_turn(refusal.pushback_s(exc)):
+                    raise
+                self.report.retries += 1
+                self.report.waits += 1
 
     def _upload_showing_progress(self, bundle_id: str, group: list[tuple[dict, int]], held: int):
         """One Write call on a worker thread while this one notes, each second, how far it has got, so

@@ -25,7 +25,7 @@ def _run_tiny_bench(tmp_path: Path) -> None:
     out = run.stdout
     assert re.search(r"^2 stations × 2 bundles × 2 pages of \d+ kB", out, re.M), out
     for setup, ratio in (("sqlite+disk", r"100%"), ("pg+s3 x1", r"\d+%"), ("pg+s3 x3", r"\d+%")):
-        figures = r" +([\d.]+)" * 2 + r" +(\d+)" * 4   # commits/s, MB/s, p95 ms, errors, deferred, retries
+        figures = r" +([\d.]+)" * 2 + r" +(\d+)" * 5   # commits/s, MB/s, p95 ms, errors, deferred, retries, waits
         row = re.search(rf"^{re.escape(setup)}{figures} +[\d.]+ +{ratio}$", out, re.M)
         assert row, out
         assert float(row.group(1)) > 0 and float(row.group(2)) > 0, row.group(0)

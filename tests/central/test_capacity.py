@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from central import audit, config, profile
 from central.archive import open_archive
 from central.server import build_server
+from quire import refusal
 from quire.v1 import sync_pb2, sync_pb2_grpc
 from station.scan import scan
 from station.sync import sync
@@ -108,8 +109,9 @@ def test_idle_strangers_and_stalled_uploads_cannot_stop_a_stations_sync(tmp_path
 
 
 def test_a_station_told_to_wait_for_a_free_upload_slot_is_not_an_audited_refusal(tmp_path):
-    """Every upload slot taken is the archive's own back-off: the station hears RESOURCE_EXHAUSTED and sends
-    again later; the service log says so, the audit log keeps refusals of someone, not turns to wait."""
+    """Every upload slot taken is the archive's own back-off: the station hears RESOURCE_EXHAUSTED with the time
+    to wait (grpc-retry-pushback-ms) and sends again then; the service log says so, the audit log keeps refusals
+    of someone, not turns to wait."""
     home = tmp_path / "central"
     home.mkdir()
     (home / "central.toml").write_text(f"stream_idle_s = {IDLE_S}\nworkers = 4\n")   # two upload slots
@@ -128,14 +130,24 @@ def test_a_station_told_to_wait_for_a_free_upload_slot_is_not_an_audited_refusal
     try:
         holding = [write(channels[0]) for _ in range(2)]
         time.sleep(1)   # the first station's two streams hold both slots
-        with pytest.raises(grpc.RpcError) as waited:
-            write(channels[1]).result(timeout=10)
-        assert waited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "as many uploads as it can" in waited.value.details()
-        # The first station's third stream at once is refused as before: more than one station's share.
+        told = []
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as waited:
+                write(channels[1]).result(timeout=10)
+            assert waited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "as many uploads as it can (2 at once" in waited.value.details()
+            assert refusal.reason_of(waited.value) == refusal.UPLOADS_FULL
+            told.append(refusal.pushback_s(waited.value))
+        # The archive says when to come back, later for each upload already told to wait: turns, not a stampede.
+        assert all(t is not None and 0 < t <= 30 for t in told), told
+        assert told[0] < told[1] < told[2], told
+        assert f"send it again in {told[2]:.1f} s" in waited.value.details()
+        # The first station's third stream at once is refused as before: more than one station's share,
+        # with no time named (the station backs off and reconnects as after any refused call).
         with pytest.raises(grpc.RpcError) as refused:
             write(channels[0]).result(timeout=10)
         assert "uploads open" in refused.value.details()
+        assert refusal.reason_of(refused.value) == "BUSY" and refusal.pushback_s(refused.value) is None
         silence.released.set()
         for call in holding:
             try:
@@ -153,3 +165,4 @@ def test_a_station_told_to_wait_for_a_free_upload_slot_is_not_an_audited_refusal
         second.close()
         server.stop(None)
         archive.close()
+
