@@ -57,7 +57,7 @@ class CentralSettings(Settings):
     """What central.toml may say: every key, its type and its range."""
 
     listen: HostPort = "127.0.0.1:7443"
-    workers: int = Field(8, ge=1, le=256)          # threads serving stations' and readers' gRPC calls
+    workers: int = Field(16, ge=1, le=256)         # threads serving stations' and readers' gRPC calls
     open_calls: int = Field(4, ge=1, le=64)        # threads of their own for streams without a key (health Watch, reflection)
     stream_idle_s: float = Field(30.0, ge=1, le=3600)  # a stream whose caller sends nothing this long is ended
     max_chunk_bytes: int = Field(4 << 20, ge=4096, le=64 << 20)  # largest upload chunk accepted
