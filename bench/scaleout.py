@@ -418,7 +418,8 @@ def _report(results: dict[str, list[dict]], setups: list[str], runs: int) -> Non
               f"{r['deferred']:>9} {r['retries']:>8} {r['waits']:>6} {r['cpu_gb']:>17.1f} {share:>15.0%}")
     print("errors: bundles not committed after the stations' sync runs, refused, or a station stopped; deferred: "
           "bundles a sync run left queued after its retry span (the archive busy), committed by a later run\n"
-          "archive CPU: the serve processes with the database and object store servers each setup uses")
+          "archive CPU: the serve processes with the database and object store servers each setup uses\n"
+          "commits/s, MB/s, p95 and CPU are medians over the runs; errors, deferred, retries and waits are totals")
     if "pg+s3 x1" in rows and setups[0] == "sqlite+disk":
         share = rows["pg+s3 x1"]["commits_s"] / peer["commits_s"] if peer["commits_s"] else float("nan")
         errors = sum(r["errors"] for r in rows.values())
