@@ -42,6 +42,7 @@ _TRANSIENT = {
 # progress noted between streams; a bigger page goes in a stream of its own.
 _STREAM_BYTES = 64 << 20
 _PROGRESS_EVERY_S = 1.0
+MIN_TURN_WAIT_S = 0.05       # the least a station waits when the archive names a wait for a free upload slot
 
 
 @dataclass
@@ -119,12 +120,16 @@ class _Backoff:
         self.deadline: float | None = None
         self.tries = 0
 
-    def pause(self) -> bool:
-        """Wait before the next try; False (no wait) once the span is used up."""
+    def _left(self) -> float:
+        """Seconds left of the retry span, which starts at the first failure in a row."""
         now = self.clock()
         if self.deadline is None:
             self.deadline = now + self.cfg.sync_retry_span_s
-        left = self.deadline - now
+        return self.deadline - now
+
+    def pause(self) -> bool:
+        """Wait before the next try; False (no wait) once the span is used up."""
+        left = self._left()
         if left <= 0:
             return False
         ceiling = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** min(self.tries, 30))
@@ -137,12 +142,11 @@ class _Backoff:
         as after a failure when it named none; False (no wait) once the span is used up."""
         if told_s is None:
             return self.pause()
-        now = self.clock()
-        if self.deadline is None:
-            self.deadline = now + self.cfg.sync_retry_span_s
-        left = self.deadline - now
+        left = self._left()
         if left <= 0:
             return False
+        # A wait of nothing (from a proxy, or another server) would spin through the span: never less than this.
+        told_s = max(told_s, MIN_TURN_WAIT_S)
         self.sleep(min(left, self.cfg.backoff_max_s, told_s * random.uniform(0.75, 1.25)))
         return True
 

@@ -135,6 +135,18 @@ class FaultyProxy:
         self._thread.join(timeout=2)
 
 
+class SilentStream:
+    """A gRPC request stream that sends nothing until ``released`` is set: a call that holds its place
+    at the server (an upload slot, a stream thread) without a byte of payload."""
+
+    def __init__(self):
+        self.released = threading.Event()
+
+    def __iter__(self):
+        self.released.wait()
+        yield from ()
+
+
 def _unsent(sock: socket.socket) -> int:
     """Bytes handed to ``sock`` that its peer's kernel has not yet taken (Linux SIOCOUTQ)."""
     try:

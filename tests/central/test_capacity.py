@@ -17,6 +17,7 @@ from station.scan import scan
 from station.sync import sync
 from station.transport import open_channel
 from tests.conftest import make_station, register
+from tests.netfaults import SilentStream
 
 
 @pytest.fixture(params=["disk", "scaled"])
@@ -46,23 +47,12 @@ def busy_archive(tmp_path):
     archive.close()
 
 
-class _Silence:
-    """A request stream that sends nothing until released."""
-
-    def __init__(self):
-        self.released = threading.Event()
-
-    def __iter__(self):
-        self.released.wait()
-        yield from ()
-
-
 def test_idle_strangers_and_stalled_uploads_cannot_stop_a_stations_sync(tmp_path, busy_archive):
     archive, address = busy_archive
     station = register(archive, address, make_station(tmp_path / "station", address, dpi=150))
     scan(station, {"archive_no": "D-0001"}, {"item": "4-1-2", "title": "学历证明"}, "synthetic:sheets=2")
 
-    silence = _Silence()
+    silence = SilentStream()
     attacker = grpc.secure_channel(
         address, grpc.ssl_channel_credentials(archive.tls.cert_pem),
         options=[("grpc.ssl_target_name_override", "quire-central")])
@@ -121,7 +111,7 @@ def test_a_station_told_to_wait_for_a_free_upload_slot_is_not_an_audited_refusal
     address = f"127.0.0.1:{port}"
     first = register(archive, address, make_station(tmp_path / "first", address, "st-first"))
     second = register(archive, address, make_station(tmp_path / "second", address, "st-second"))
-    silence = _Silence()
+    silence = SilentStream()
     channels = [open_channel(station, address) for station in (first, second)]
 
     def write(channel):

@@ -14,10 +14,10 @@ from central.server import build_server
 from central.verify import verify
 from quire.v1 import sync_pb2
 from station.scan import scan
-from station.sync import _Backoff, sync
+from station.sync import MIN_TURN_WAIT_S, _Backoff, sync
 from station.transport import open_channel
 from tests.conftest import make_station, register, use_blob_kind
-from tests.netfaults import FaultyProxy
+from tests.netfaults import FaultyProxy, SilentStream
 from tests.test_sync_faults import central_pages, station_pages
 
 
@@ -54,18 +54,7 @@ def serve(tmp_path, blob_kind, request):
         archive.close()
 
 
-class _Silence:
-    """A request stream that sends nothing until released."""
-
-    def __init__(self):
-        self.released = threading.Event()
-
-    def __iter__(self):
-        self.released.wait()
-        yield from ()
-
-
-def _hold_slots(station, address: str, silence: _Silence, n: int):
+def _hold_slots(station, address: str, silence: SilentStream, n: int):
     """``n`` signed Write streams of ``station`` that hold an upload slot each until ``silence`` is released."""
     channel = open_channel(station, address)
     write = channel.stream_unary("/quire.v1.StationSync/Write", request_serializer=None,
@@ -100,7 +89,7 @@ def test_a_full_archive_makes_the_station_wait_and_resume_on_the_same_connection
     holder = register(archive, address, make_station(tmp_path / "holder", address, "st-holder"))
     st = register(archive, address, make_station(tmp_path / "st", address, "st-waits", dpi=150))
     scan(st, {"archive_no": "D-70"}, {"item": "1-1", "title": "t"}, "synthetic:seed=3,sheets=2")
-    silence = _Silence()
+    silence = SilentStream()
     channel, calls = _hold_slots(holder, address, silence, 1)
     release = threading.Timer(2.5, silence.released.set)
     proxy = FaultyProxy(address)   # counts the station's connections
@@ -126,7 +115,7 @@ def test_a_station_over_its_own_share_of_uploads_reconnects_and_offers_again_as_
     archive, address = serve(workers=4)   # two upload slots, both held by the station's own streams
     st = register(archive, address, make_station(tmp_path / "st", address, "st-share", dpi=150))
     scan(st, {"archive_no": "D-71"}, {"item": "1-1", "title": "t"}, "synthetic:seed=4,sheets=2")
-    silence = _Silence()
+    silence = SilentStream()
     channel, calls = _hold_slots(st, address, silence, 2)
     release = threading.Timer(1.5, silence.released.set)
     proxy = FaultyProxy(address)
@@ -160,6 +149,8 @@ def test_the_station_waits_as_long_as_the_archive_says_within_its_own_bounds():
         assert backoff.wait_turn(2.0)
     assert all(1.5 <= s <= 2.5 for s in slept) and len(set(slept)) > 1, slept
     assert backoff.wait_turn(600.0) and slept[-1] == 5.0
+    told_nothing = len(slept)
+    assert backoff.wait_turn(0.0) and slept[-1] >= 0.75 * MIN_TURN_WAIT_S   # a zero from a proxy does not spin
     while backoff.wait_turn(2.0):
         pass
-    assert now[0] == pytest.approx(30.0)
+    assert now[0] == pytest.approx(30.0) and len(slept) > told_nothing

@@ -142,7 +142,10 @@ def sign_in(page, url: str, user_id: str, secret: str | None = None):
     page.goto(url + "login")
     page.fill("input[name=user]", user_id)
     page.fill("input[name=password]", secret or password(user_id))
-    page.click("button.primary")
+    # The form's answer (the page signed in to, or the form again with its error) has loaded before the test
+    # reads it: on a loaded machine the address changes well before the page's rows are there.
+    with page.expect_navigation(wait_until="load"):
+        page.click("button.primary")
     return page
 
 
