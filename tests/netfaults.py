@@ -26,6 +26,7 @@ class FaultyProxy:
         self.upstream_bytes = 0  # bytes delivered to the target, all connections (after a cut: taken by its kernel)
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
+        self._pumps: list[threading.Thread] = []
         self._lock = threading.Lock()
         listen_host, _, listen_port = listen.rpartition(":")
         self.listener = socket.create_server((listen_host, int(listen_port)))
@@ -59,7 +60,10 @@ class FaultyProxy:
             was_cut = threading.Event()
             for src, dst, limit, up in ((client, upstream, (cut, stall, flip), True),
                                         (upstream, client, (None, None, None), False)):
-                threading.Thread(target=self._pump, args=(src, dst, *limit, up, was_cut), daemon=True).start()
+                pump = threading.Thread(target=self._pump, args=(src, dst, *limit, up, was_cut), daemon=True)
+                with self._lock:
+                    self._pumps.append(pump)
+                pump.start()
 
     def _pump(self, src, dst, cut, stall, flip, upstream, was_cut):
         sent = 0
@@ -128,11 +132,17 @@ class FaultyProxy:
         self.listener.close()
         with self._lock:
             for s in self._sockets:
-                try:
-                    s.close()
-                except OSError:
-                    pass
+                # Shut down first: a pump blocked in recv() on this socket (draining after a cut, or waiting
+                # on a quiet peer) wakes at once; a bare close() would leave it waiting for its timeout.
+                for end in (lambda: s.shutdown(socket.SHUT_RDWR), s.close):
+                    try:
+                        end()
+                    except OSError:
+                        pass
+            pumps = list(self._pumps)
         self._thread.join(timeout=2)
+        for pump in pumps:
+            pump.join(timeout=2)
 
 
 class SilentStream:
