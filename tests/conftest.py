@@ -274,6 +274,18 @@ def blob_kind():
     return os.environ.get("QUIRE_TEST_BLOBS", "disk")
 
 
+TEST_PROFILE = "tests-150dpi"
+
+
+def write_test_profile(home: Path) -> None:
+    """Put in the archive home the standards profile tests make its default: gbt33870 with the minimum
+    lowered to 150 dpi, so tests may scan small, fast pages."""
+    (home / "profiles").mkdir(parents=True, exist_ok=True)
+    (home / "profiles" / f"{TEST_PROFILE}.toml").write_text(
+        f'format = "quire.profile/1"\nname = "{TEST_PROFILE}"\nversion = 1\nextends = "gbt33870"\n'
+        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+
+
 def use_blob_kind(home: Path, kind: str, request) -> None:
     """Write the archive config at ``home`` that puts its catalogue and blobs in ``kind`` of storage."""
     lines = []
@@ -343,13 +355,10 @@ def archive(tmp_path, blob_kind, request):
     from central.archive import open_archive
 
     home = tmp_path / "central"
-    (home / "profiles").mkdir(parents=True)
-    (home / "profiles" / "tests-150dpi.toml").write_text(
-        'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
-        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    write_test_profile(home)
     use_blob_kind(home, blob_kind, request)
     arch = open_archive(config.load(home))
-    profile.set_default(arch, "tests-150dpi")
+    profile.set_default(arch, TEST_PROFILE)
     yield arch
     arch.close()
 

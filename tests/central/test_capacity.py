@@ -16,7 +16,7 @@ from quire.v1 import sync_pb2, sync_pb2_grpc
 from station.scan import scan
 from station.sync import sync
 from station.transport import open_channel
-from tests.conftest import make_station, register
+from tests.conftest import TEST_PROFILE, make_station, register, write_test_profile
 from tests.netfaults import SilentStream
 
 
@@ -33,13 +33,10 @@ IDLE_S = 3
 def busy_archive(tmp_path):
     """A real archive that ends a silent stream after IDLE_S seconds, served on loopback."""
     home = tmp_path / "central"
-    (home / "profiles").mkdir(parents=True)
+    write_test_profile(home)
     (home / "central.toml").write_text(f"stream_idle_s = {IDLE_S}\n")
-    (home / "profiles" / "low.toml").write_text(
-        'format = "quire.profile/1"\nname = "low"\nversion = 1\nextends = "gbt33870"\n'
-        'title = "gbt33870 at 150 dpi"\n[resolution]\nmin_dpi = 150\n')
     archive = open_archive(config.load(home))
-    profile.set_default(archive, "low")
+    profile.set_default(archive, TEST_PROFILE)
     server, port = build_server(archive, "127.0.0.1:0")
     server.start()
     yield archive, f"127.0.0.1:{port}"

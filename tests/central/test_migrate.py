@@ -20,11 +20,9 @@ from station.sync import sync
 from station import config as station_config
 from station.home import open_station
 from tests.station.test_failover import Serve
-from tests.conftest import make_station, register, run_cli
+from tests.conftest import TEST_PROFILE, make_station, register, run_cli, write_test_profile
 from tests.s3server import stored_blobs
 
-PROFILE = ('format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
-           'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +31,9 @@ def source(tmp_path_factory):
     yields (home, station home)."""
     root = tmp_path_factory.mktemp("migrate-source")
     home = root / "central"
-    (home / "profiles").mkdir(parents=True)
-    (home / "profiles" / "tests-150dpi.toml").write_text(PROFILE)
+    write_test_profile(home)
     archive = open_archive(central_config.load(home))
-    profile.set_default(archive, "tests-150dpi")
+    profile.set_default(archive, TEST_PROFILE)
     server, port = build_server(archive, "127.0.0.1:0")
     server.start()
     st = register(archive, f"127.0.0.1:{port}", make_station(root / "st", f"127.0.0.1:{port}", dpi=150))

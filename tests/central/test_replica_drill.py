@@ -15,7 +15,7 @@ from pathlib import Path
 from station.enrol import enroll
 from station.scan import scan
 from station.sync import sync
-from tests.conftest import cli_in_process, make_station
+from tests.conftest import TEST_PROFILE, cli_in_process, make_station, write_test_profile
 from tests.netfaults import FaultyProxy
 
 EXE = Path(sys.executable).parent / "quire-central"
@@ -80,12 +80,9 @@ def _catalogued(home: Path) -> dict:
 
 def test_disaster_drill(tmp_path):
     primary_home, copy_home, escrow = tmp_path / "primary", tmp_path / "copy", tmp_path / "escrow"
-    (primary_home / "profiles").mkdir(parents=True)
-    (primary_home / "profiles" / "tests-150dpi.toml").write_text(
-        'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
-        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    write_test_profile(primary_home)
     primary_fp = re.search(r"key fingerprint (\S+)", cli_in_process("quire-central", "--home", primary_home, "init").stdout)[1]
-    cli_in_process("quire-central", "--home", primary_home, "profiles", "default", "tests-150dpi")
+    cli_in_process("quire-central", "--home", primary_home, "profiles", "default", TEST_PROFILE)
     # The primary's identity goes into escrow (offline, sealed) when the copy is set up.
     for part in ("keys", "tls"):
         shutil.copytree(primary_home / part, escrow / part)

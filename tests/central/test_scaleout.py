@@ -42,13 +42,11 @@ from station.scan import scan
 from station.sync import _Backoff, _resume_points, _Session, _streams
 from tests import conftest
 from tests.childserver import ChildServer
-from tests.conftest import make_station, run_cli
+from tests.conftest import TEST_PROFILE, make_station, run_cli, write_test_profile
 from tests.netfaults import FaultyProxy
 from tests.pgcluster import PgCluster
 from tests.s3server import SeaweedS3
 
-PROFILE = ('format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
-           'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
 PROCESSES = 3
 
 
@@ -107,14 +105,13 @@ class Scaled:
         self.s3.start()
         self.url = self.pg.create_database()
         self.home = root / "central"
-        (self.home / "profiles").mkdir(parents=True)
-        (self.home / "profiles" / "tests-150dpi.toml").write_text(PROFILE)
+        write_test_profile(self.home)
         self.s3.credentials_file(self.home / "s3.toml")
         (self.home / "central.toml").write_text(
             f'catalogue = "{self.url}"\nblobs = "s3://{self.s3.bucket}/{uuid.uuid4().hex}"\n'
             'blobs_credentials = "s3.toml"\n')
         with self.archive(create=True) as archive:
-            profile.set_default(archive, "tests-150dpi")
+            profile.set_default(archive, TEST_PROFILE)
         for n in range(PROCESSES):
             self.homes.append(self._install(root / f"machine-{n}"))
             self.serves.append(ServeProcess(self.homes[-1], n).start())

@@ -19,7 +19,7 @@ from central.verify import verify
 from station import doctor, outbox
 from station.enrol import enroll
 from station.scan import scan
-from tests.conftest import cli_in_process, make_station, use_blob_kind
+from tests.conftest import cli_in_process, make_station, use_blob_kind, write_test_profile
 from tests.netfaults import FaultyProxy
 
 
@@ -51,10 +51,7 @@ class Serve:
 def archive_home(tmp_path, blob_kind, request):
     """An archive home (blobs on disk, or in S3 under QUIRE_TEST_BLOBS=s3) with station st-fo registered."""
     home = tmp_path / "central"
-    (home / "profiles").mkdir(parents=True)
-    (home / "profiles" / "tests-150dpi.toml").write_text(
-        'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
-        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    write_test_profile(home)
     use_blob_kind(home, blob_kind, request)
     return home
 

@@ -16,7 +16,7 @@ from quire.v1 import sync_pb2
 from station.scan import scan
 from station.sync import MIN_TURN_WAIT_S, _Backoff, sync
 from station.transport import open_channel
-from tests.conftest import make_station, register, use_blob_kind
+from tests.conftest import TEST_PROFILE, make_station, register, use_blob_kind, write_test_profile
 from tests.netfaults import FaultyProxy, SilentStream
 from tests.test_sync_faults import central_pages, station_pages
 
@@ -34,15 +34,12 @@ def serve(tmp_path, blob_kind, request):
 
     def start(workers: int):
         home = tmp_path / "central"
-        (home / "profiles").mkdir(parents=True)
-        (home / "profiles" / "low.toml").write_text(
-            'format = "quire.profile/1"\nname = "low"\nversion = 1\nextends = "gbt33870"\n'
-            'title = "gbt33870 at 150 dpi"\n[resolution]\nmin_dpi = 150\n')
+        write_test_profile(home)
         use_blob_kind(home, blob_kind, request)
         with open(home / "central.toml", "a") as toml:
             toml.write(f"workers = {workers}\n")
         archive = open_archive(config.load(home))
-        profile.set_default(archive, "low")
+        profile.set_default(archive, TEST_PROFILE)
         server, port = build_server(archive, "127.0.0.1:0")
         server.start()
         started.append((server, archive))

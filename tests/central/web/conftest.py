@@ -20,7 +20,7 @@ from central.server import build_server
 from station.scan import scan
 from station.sync import sync
 from central.web import imaging
-from tests.conftest import make_station, register, use_blob_kind, write_atomically
+from tests.conftest import TEST_PROFILE, make_station, register, use_blob_kind, write_atomically, write_test_profile
 
 SCREENS = Path(__file__).parent / ".screens"
 CHROMIUM = "/usr/bin/chromium"
@@ -56,13 +56,10 @@ def site(tmp_path_factory, request):
     passwords they chose themselves; yields the archive."""
     root = tmp_path_factory.mktemp("web")
     home = root / "central"
-    (home / "profiles").mkdir(parents=True)
-    (home / "profiles" / "tests-150dpi.toml").write_text(
-        'format = "quire.profile/1"\nname = "tests-150dpi"\nversion = 1\nextends = "gbt33870"\n'
-        'title = "gbt33870 at 150 dpi, for fast tests"\n[resolution]\nmin_dpi = 150\n')
+    write_test_profile(home)
     use_blob_kind(home, request.param, request)
     archive = open_archive(config.load(home))
-    profile.set_default(archive, "tests-150dpi")
+    profile.set_default(archive, TEST_PROFILE)
     server, port = build_server(archive, "127.0.0.1:0")
     server.start()
     # 150 dpi, the profile's minimum: the console shows the pages; their size is not what it is tested for.
