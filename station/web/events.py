@@ -33,4 +33,5 @@ class Hub:
     def close(self) -> None:
         """End every stream (the service is stopping): each gets None."""
         self.closed = True
-        self.loop.call_soon_threadsafe(self._fan_out, None)
+        if not self.loop.is_closed():   # a kiosk whose server already ended has no stream left to end
+            self.loop.call_soon_threadsafe(self._fan_out, None)

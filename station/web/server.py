@@ -50,11 +50,15 @@ def start(daemon, host: str, port: int) -> Kiosk:
     except ValueError:
         family = socket.AF_INET
     sock = socket.socket(family)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if port:
+        # A fixed port is taken again at once after a restart. Not for port 0: the kernel may then hand out a
+        # port another such socket holds bound but not yet listening, and listen() would fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # A response's head and body go out at once, not 40 ms apart (as the archive's console found).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"kiosk not served: it cannot listen on {host}:{port} ({exc.strerror}); set kiosk_port "
@@ -86,6 +90,11 @@ def start(daemon, host: str, port: int) -> Kiosk:
     thread.start()
     while not server.started and thread.is_alive():
         time.sleep(0.01)
+    if not server.started:
+        state.operators.close()
+        state.reader.close()
+        raise ConfigError(f"kiosk not served: it stopped before it listened on {host}:{bound} (see the log above); "
+                          "restart the service")
     daemon.listeners.append(hub.publish)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     return Kiosk(f"http://{shown}:{bound}/", server, thread, state)

@@ -206,7 +206,8 @@ def test_the_auditor_filters_the_log_and_runs_a_verify_in_the_browser(site, cons
     page = sign_in(contexts(), console, "auditor")
     assert page.url == console + "audit"
     page.fill("input[name=event]", "login")
-    page.get_by_role("button", name="筛选").click()
+    with page.expect_navigation(wait_until="load"):   # the filtered log, not the page before it
+        page.get_by_role("button", name="筛选").click()
     rows = page.locator("#log tbody tr")
     assert rows.count() >= 1 and all(t.startswith("login") for t in page.locator("#log tbody td:nth-child(3)").all_inner_texts())
     page.get_by_role("button", name="立即校验日志").click()
