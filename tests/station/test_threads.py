@@ -2,6 +2,8 @@
 pipeline worker stays on its own core instead of fanning out over the others': read back from the running
 `quire-station daemon`'s own status reply, before and after a scan."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 from quire.threads import OPENCV_THREADS
@@ -27,3 +29,13 @@ def test_the_daemon_runs_opencv_with_the_station_thread_count(tmp_path: Path, li
         assert _status(home)["opencv_threads"] == OPENCV_THREADS, daemon.output()
     finally:
         daemon.close()
+
+
+def test_numpy_parts_the_page_workers_share_are_loaded_before_any_worker_starts():
+    # numpy loads numpy.ma (np.median) and numpy.random on first use; two page workers doing so at once
+    # could recurse in numpy's lazy loader (a fresh-clone CI run failed a scan that way). A fresh
+    # interpreter that has imported the scan command alone must already hold both.
+    shown = subprocess.run([sys.executable, "-c", "import sys, station.scan; "
+                            "print(' '.join(m for m in ('numpy.ma', 'numpy.random') if m in sys.modules))"],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    assert shown.stdout.split() == ["numpy.ma", "numpy.random"]
