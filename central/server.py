@@ -177,6 +177,12 @@ class ArchiveServer:
     def start(self) -> None:
         self._server.start()
 
+    @property
+    def uploads_free(self) -> int:
+        """Upload slots free at this moment (of ``workers`` less the threads kept for other calls)."""
+        with self._shares.lock:
+            return self._shares.uploads_free
+
     def stop(self, grace: float | None) -> threading.Event:
         """Stop taking calls, let those in flight finish within ``grace``, then end the handler threads and
         wait a few seconds (``refusals.SETTLE_S``) for refusal entries held up by another process's write."""

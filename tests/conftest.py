@@ -408,6 +408,15 @@ def station(tmp_path, central, station_dpi):
     st.close()
 
 
+def wait_until(condition, what: str, timeout_s: float = 30) -> None:
+    """Return once ``condition()`` holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.02)
+
+
 def write_atomically(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file renamed over it: another worker (or git) reading
     ``path`` meanwhile sees the old file or the new one, never half of one."""

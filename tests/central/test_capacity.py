@@ -16,7 +16,7 @@ from quire.v1 import sync_pb2, sync_pb2_grpc
 from station.scan import scan
 from station.sync import sync
 from station.transport import open_channel
-from tests.conftest import TEST_PROFILE, make_station, register, write_test_profile
+from tests.conftest import TEST_PROFILE, make_station, register, wait_until, write_test_profile
 from tests.netfaults import SilentStream
 
 
@@ -116,7 +116,7 @@ def test_a_station_told_to_wait_for_a_free_upload_slot_is_not_an_audited_refusal
                                     response_deserializer=sync_pb2.WriteResponse.FromString).future(iter(silence))
     try:
         holding = [write(channels[0]) for _ in range(2)]
-        time.sleep(1)   # the first station's two streams hold both slots
+        wait_until(lambda: server.uploads_free == 0, "the first station's two streams to hold both slots")
         told = []
         for _ in range(3):
             with pytest.raises(grpc.RpcError) as waited:

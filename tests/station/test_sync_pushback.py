@@ -3,7 +3,6 @@ the same upload again on the same connection, without offering the bundle again.
 of uploads is handled as before: a fresh connection and a new offer."""
 
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +15,7 @@ from quire.v1 import sync_pb2
 from station.scan import scan
 from station.sync import MIN_TURN_WAIT_S, _Backoff, sync
 from station.transport import open_channel
-from tests.conftest import TEST_PROFILE, make_station, register, use_blob_kind, write_test_profile
+from tests.conftest import TEST_PROFILE, make_station, register, use_blob_kind, wait_until, write_test_profile
 from tests.netfaults import FaultyProxy, SilentStream
 from tests.test_sync_faults import central_pages, station_pages
 
@@ -43,7 +42,7 @@ def serve(tmp_path, blob_kind, request):
         server, port = build_server(archive, "127.0.0.1:0")
         server.start()
         started.append((server, archive))
-        return archive, f"127.0.0.1:{port}"
+        return archive, server, f"127.0.0.1:{port}"
 
     yield start
     for server, archive in started:
@@ -51,13 +50,14 @@ def serve(tmp_path, blob_kind, request):
         archive.close()
 
 
-def _hold_slots(station, address: str, silence: SilentStream, n: int):
+def _hold_slots(station, server, address: str, silence: SilentStream, n: int):
     """``n`` signed Write streams of ``station`` that hold an upload slot each until ``silence`` is released."""
+    free = server.uploads_free
     channel = open_channel(station, address)
     write = channel.stream_unary("/quire.v1.StationSync/Write", request_serializer=None,
                                  response_deserializer=sync_pb2.WriteResponse.FromString)
     calls = [write.future(iter(silence)) for _ in range(n)]
-    time.sleep(1)   # every stream has reached the archive and holds its slot
+    wait_until(lambda: server.uploads_free == free - n, f"{n} streams to hold an upload slot each")
     return channel, calls
 
 
@@ -82,12 +82,12 @@ def offers(monkeypatch):
 
 
 def test_a_full_archive_makes_the_station_wait_and_resume_on_the_same_connection(tmp_path, serve, offers):
-    archive, address = serve(workers=3)   # one upload slot
+    archive, server, address = serve(workers=3)   # one upload slot
     holder = register(archive, address, make_station(tmp_path / "holder", address, "st-holder"))
     st = register(archive, address, make_station(tmp_path / "st", address, "st-waits", dpi=150))
     scan(st, {"archive_no": "D-70"}, {"item": "1-1", "title": "t"}, "synthetic:seed=3,sheets=2")
     silence = SilentStream()
-    channel, calls = _hold_slots(holder, address, silence, 1)
+    channel, calls = _hold_slots(holder, server, address, silence, 1)
     release = threading.Timer(2.5, silence.released.set)
     proxy = FaultyProxy(address)   # counts the station's connections
     try:
@@ -109,11 +109,11 @@ def test_a_full_archive_makes_the_station_wait_and_resume_on_the_same_connection
 
 
 def test_a_station_over_its_own_share_of_uploads_reconnects_and_offers_again_as_before(tmp_path, serve, offers):
-    archive, address = serve(workers=4)   # two upload slots, both held by the station's own streams
+    archive, server, address = serve(workers=4)   # two upload slots, both held by the station's own streams
     st = register(archive, address, make_station(tmp_path / "st", address, "st-share", dpi=150))
     scan(st, {"archive_no": "D-71"}, {"item": "1-1", "title": "t"}, "synthetic:seed=4,sheets=2")
     silence = SilentStream()
-    channel, calls = _hold_slots(st, address, silence, 2)
+    channel, calls = _hold_slots(st, server, address, silence, 2)
     release = threading.Timer(1.5, silence.released.set)
     proxy = FaultyProxy(address)
     try:
