@@ -25,10 +25,15 @@ def colour_content(channels: list[np.ndarray]) -> dict[str, float]:
     # "paper" percentile falls on the red itself, and full balancing would make the red grey.
     white = [max(w, 0.8 * max(white)) for w in white]
     balanced = [cv2.convertScaleAbs(c, alpha=255.0 / w) for c, w in zip(channels, white)]
-    top = cv2.max(cv2.max(balanced[0], balanced[1]), balanced[2])
-    bottom = cv2.min(cv2.min(balanced[0], balanced[1]), balanced[2])
+    # Two page-size buffers, each step written into one of them: a fresh buffer per step costs more in
+    # the page faults of its new memory than the step itself.
+    top = cv2.max(balanced[0], balanced[1])
+    cv2.max(top, balanced[2], dst=top)
+    spread = cv2.min(balanced[0], balanced[1])
+    cv2.min(spread, balanced[2], dst=spread)
+    cv2.subtract(top, spread, dst=spread)
     # A spread of MIN_CHROMA also makes the pixel at least that bright: the top channel is above it.
-    _, spread = cv2.threshold(cv2.subtract(top, bottom), MIN_CHROMA - 1, 1, cv2.THRESH_BINARY)
+    cv2.threshold(spread, MIN_CHROMA - 1, 1, cv2.THRESH_BINARY, dst=spread)
     if not cv2.countNonZero(spread):
         return {}
     # Hue of the coloured pixels only, in degrees (HSV_FULL spreads 360° over 0–255). The 0/1 spread
