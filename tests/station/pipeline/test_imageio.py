@@ -32,3 +32,14 @@ def test_a_200_dpi_page_is_analysed_on_a_150_dpi_copy_and_a_189_dpi_one_as_it_is
                / (16 / 9)) <= 1
     assert downscale(image, 189, 150)[0] is image
     assert downscale(image, 300, 150)[1] == 0.5
+
+
+def test_the_three_quarter_copy_is_pixel_for_pixel_opencvs_area_average():
+    # The analysis decides on these pixels: a faster way to the copy must not move one of them.
+    rng = np.random.default_rng(6)
+    page = rng.integers(0, 256, (1103, 862, 3), np.uint8)
+    for image in (page, page[1:, 3:], page[:, :, 1], to_grey(page)[:17, :9], page[:300, :5]):
+        h, w = image.shape[:2]
+        small, scale = downscale(image, 220, 150)
+        area = cv2.resize(image[:h // 4 * 4, :w // 4 * 4], (w // 4 * 3, h // 4 * 3), interpolation=cv2.INTER_AREA)
+        assert scale == 0.75 and small.dtype == np.uint8 and np.array_equal(small, area), image.shape
