@@ -48,7 +48,8 @@ def content_points(grey: np.ndarray, paper: Paper, px_per_mm: float) -> np.ndarr
     # Only what lies off the sheet counts: the strokes are sought in the box around it, widened by
     # the reach of the black-hat's closing (twice the kernel's half side), which sees every pixel
     # there as the whole page's would. A sheet that fills the image leaves nothing to seek.
-    left, top, width, height = cv2.boundingRect(cv2.bitwise_not(paper.mask))
+    outside = cv2.bitwise_not(paper.mask)
+    left, top, width, height = cv2.boundingRect(outside)
     if not width:
         return np.zeros((0, 2), np.float64)
     reach = 2 * (side // 2)
@@ -58,7 +59,7 @@ def content_points(grey: np.ndarray, paper: Paper, px_per_mm: float) -> np.ndarr
     marks = np.zeros_like(grey)
     strokes = cv2.morphologyEx(grey[y0:y1, x0:x1], cv2.MORPH_BLACKHAT, kernel)
     cv2.threshold(strokes, _STROKE_CONTRAST * paper.level, 255, cv2.THRESH_BINARY, dst=marks[y0:y1, x0:x1])
-    cv2.bitwise_and(marks, cv2.bitwise_not(paper.mask), dst=marks)
+    cv2.bitwise_and(marks, outside, dst=marks)
     # Label only the box that holds every mark (most often none, or a frame around the sheet): the
     # same components, in fewer pixels.
     left, top, width, height = cv2.boundingRect(marks)

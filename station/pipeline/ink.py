@@ -34,7 +34,7 @@ def ink_mask(grey: np.ndarray, paper: Paper | None, px_per_mm: float, share: flo
     if paper is not None:
         inside = paper.mask.copy()
         cv2.polylines(inside, [paper.polygon], True, 0, thickness=2 * band + 1)
-        ink = cv2.bitwise_and(ink, inside)
+        cv2.bitwise_and(ink, inside, dst=ink)
     else:
         ink[:band], ink[-band:], ink[:, :band], ink[:, -band:] = 0, 0, 0, 0
     _clear_solids(ink, max(2, round(_SOLID_BLOCK_MM * px_per_mm)))

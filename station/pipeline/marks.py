@@ -69,7 +69,7 @@ def find_marks(darkest: np.ndarray, box: tuple[int, int, int, int], px_per_mm: f
         return Marks(np.zeros((0, 5), np.int64), region, True)
     # A mark: darker than the paper by more than MARK_CONTRAST of its level, i.e. below this grey.
     _, marks = cv2.threshold(value, math.ceil((1 - MARK_CONTRAST) * level) - 1, 1, cv2.THRESH_BINARY_INV)
-    marks = cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8), dst=marks)
     return Marks(component_boxes(marks), region, False)
 
 

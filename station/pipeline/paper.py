@@ -46,7 +46,7 @@ def find_paper(grey: np.ndarray) -> Paper | None:
     if level < 100:
         return None
     _, bright = cv2.threshold(grey, 0.6 * level, 255, cv2.THRESH_BINARY)
-    bright = cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8), dst=bright)
     contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None

@@ -223,7 +223,8 @@ def _skew(found: deskew.Skew | None, paper: Paper | None, max_skew_deg: float) -
 def _darkest(rgb: list[np.ndarray]) -> np.ndarray:
     """Each pixel's darkest channel: coloured ink is as much a mark as black."""
     red, green, blue = rgb
-    return cv2.min(cv2.min(red, green), blue)
+    darkest = cv2.min(red, green)
+    return cv2.min(darkest, blue, dst=darkest)
 
 
 def _paper_part(channels: list[np.ndarray], paper: Paper | None) -> list[np.ndarray]:
