@@ -13,7 +13,7 @@ from .paper import Paper
 # much as on white; the even scanner backing does not.
 _STROKE_MM = 3.0
 _STROKE_CONTRAST = 0.2
-_MIN_MARK_PX = 4
+_MIN_MARK_MM2 = 0.114      # smaller strokes are noise (4 pixels at 150 dpi)
 
 
 def paper_box(outline: np.ndarray, matrix: np.ndarray, slack_px: float) -> tuple[float, float, float, float]:
@@ -67,7 +67,7 @@ def content_points(grey: np.ndarray, paper: Paper, px_per_mm: float) -> np.ndarr
         return np.zeros((0, 2), np.float64)
     x, y, bw, bh, area = component_boxes(marks[top:top + height, left:left + width]).T
     x, y = x + left, y + top
-    keep = (area >= _MIN_MARK_PX) & (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    keep = (area >= _MIN_MARK_MM2 * px_per_mm ** 2) & (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
     x, y, bw, bh = x[keep], y[keep], bw[keep], bh[keep]
     return np.concatenate([np.stack([x, y], 1), np.stack([x + bw - 1, y + bh - 1], 1),
                            np.stack([x, y + bh - 1], 1), np.stack([x + bw - 1, y], 1)]).astype(np.float64)

@@ -18,6 +18,8 @@ EDGE_BAND_MM = 8.0
 # Bleed-through from the other side and pencil ghosts stay below it; print and ink do not.
 MARK_CONTRAST = 0.3
 MIN_PAPER_LEVEL = 96         # darker than this is not bare paper, whatever covers it
+# Marks narrower than this (two pixels at 150 dpi) are the paper's grain and scanner noise.
+SPECK_MM = 0.34
 # Faint print (a worn ribbon, a faded copy, a dot-matrix or thermal slip) stays below MARK_CONTRAST,
 # and on the analysis copy its thin strokes fade further into the paper. Bleed-through from the other
 # side is faint too, but it is seen through the sheet, which blurs it. A page about to be called blank
@@ -69,7 +71,8 @@ def find_marks(darkest: np.ndarray, box: tuple[int, int, int, int], px_per_mm: f
         return Marks(np.zeros((0, 5), np.int64), region, True)
     # A mark: darker than the paper by more than MARK_CONTRAST of its level, i.e. below this grey.
     _, marks = cv2.threshold(value, math.ceil((1 - MARK_CONTRAST) * level) - 1, 1, cv2.THRESH_BINARY_INV)
-    cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8), dst=marks)
+    speck = max(1, round(SPECK_MM * px_per_mm))
+    cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((speck, speck), np.uint8), dst=marks)
     return Marks(component_boxes(marks), region, False)
 
 

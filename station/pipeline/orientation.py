@@ -31,6 +31,8 @@ _AGREEING_LINES = 3
 _PARAGRAPH_GAP = 1.8
 # A paragraph's first and last lines differ in length by this share of its width to say which ends it.
 _SHORT_LINE = 0.12
+# A line's middle band (x-height) thinner than this is too small to tell its ascenders (2 pixels at 150 dpi).
+_MIN_BAND_MM = 0.4
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,9 @@ def detect_orientation(marks: np.ndarray, shape: tuple[int, int], px_per_mm: flo
     across, down = _gappiness(boxes, shape, 1), _gappiness(boxes, shape, 0)
     sideways = down > across
     if sideways:
-        votes, script, ends, odd, agreeing = _upright_votes(_turned(boxes, shape), _turned(every, shape))
+        votes, script, ends, odd, agreeing = _upright_votes(_turned(boxes, shape), _turned(every, shape), px_per_mm)
     else:
-        votes, script, ends, odd, agreeing = _upright_votes(boxes, every)
+        votes, script, ends, odd, agreeing = _upright_votes(boxes, every, px_per_mm)
     # Two independent cues: the layout (stops at the foot of the line, a heading on top) and the
     # script's own shape (ascenders above the line). A page is turned only on a clear line direction
     # and a cue that is strong while the other does not say otherwise; else it stays as captured.
@@ -130,7 +132,7 @@ def _coverage(start: np.ndarray, size: np.ndarray, length: int) -> np.ndarray:
     return np.cumsum(steps[:-1])
 
 
-def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, int, int, int]:
+def _upright_votes(boxes: np.ndarray, every: np.ndarray, px_per_mm: float) -> tuple[float, float, int, int, int]:
     """Evidence that lines running across are the right way up (positive) or upside down (negative):
     votes from the layout, standard deviations of a Latin script's ascender surplus, paragraphs
     ending on their short line less those starting on it (any script), stops that sit as no line
@@ -168,7 +170,7 @@ def _upright_votes(boxes: np.ndarray, every: np.ndarray) -> tuple[float, float, 
         near = near[near[:, 1] + near[:, 3] > top - height // 2]
         line_votes, line_odd = _punctuation_votes(x[inside], y[inside], w[inside], h[inside], top, height, near)
         votes, odd, agreeing = votes + line_votes, odd + line_odd, agreeing + int(np.sign(line_votes))
-        rise, drop = _ascenders(y[inside], h[inside])
+        rise, drop = _ascenders(y[inside], h[inside], _MIN_BAND_MM * px_per_mm)
         rises, drops = rises + rise, drops + drop
     script = (rises - drops) / np.sqrt(rises + drops + 1.0)
     ends = _paragraph_ends(lines, heights, typical, x, w, centre)
@@ -204,7 +206,7 @@ def _paragraph_ends(lines: list[tuple[int, int]], heights: np.ndarray, typical: 
     return ends
 
 
-def _ascenders(y: np.ndarray, h: np.ndarray) -> tuple[int, int]:
+def _ascenders(y: np.ndarray, h: np.ndarray, min_band_px: float) -> tuple[int, int]:
     """Marks of a line reaching well above its middle band (b, d, h, capitals) and well below it (g, p, y).
 
     Latin lowercase shares one band between x-height and baseline; Chinese characters fill their
@@ -212,7 +214,7 @@ def _ascenders(y: np.ndarray, h: np.ndarray) -> tuple[int, int]:
     """
     top, bottom = median(y), median(y + h)
     band = bottom - top
-    if band <= 2:
+    if band <= min_band_px:
         return 0, 0
     return int(np.count_nonzero(y < top - 0.35 * band)), int(np.count_nonzero(y + h > bottom + 0.35 * band))
 

@@ -9,6 +9,10 @@ from .imageio import median
 
 _MIN_PAPER_FRACTION = 0.1    # a bright region smaller than this share of the image is not a sheet
 _SIDES_AGREE_DEG = 0.3       # two sides of a sheet within this of each other are one straight, square cut
+# Sizes in mm, so that the sheet is found alike at any analysis resolution (3, 3 and 50 pixels at 150 dpi).
+_SPECK_MM = 0.5              # bright specks narrower than this on the backing are not the sheet
+_SIDE_BAND_MM = 0.508        # contour points this close to a side's extreme (besides 2 % of its length) are on it
+_MIN_SIDE_MM = 8.4667        # a side seen over less than this is not fitted
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,14 @@ def percentile_u8(values: np.ndarray, percent: float, mask: np.ndarray | None = 
     return float(np.searchsorted(np.cumsum(hist), percent / 100 * total))
 
 
-def find_paper(grey: np.ndarray) -> Paper | None:
-    """The sheet as the largest bright region, or None when nothing paper-like is there."""
+def find_paper(grey: np.ndarray, px_per_mm: float) -> Paper | None:
+    """The sheet as the largest bright region (``grey`` at ``px_per_mm``), or None when nothing paper-like is there."""
     level = percentile_u8(np.ascontiguousarray(grey[::4, ::4]), 95)
     if level < 100:
         return None
     _, bright = cv2.threshold(grey, 0.6 * level, 255, cv2.THRESH_BINARY)
-    cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8), dst=bright)
+    speck = max(1, round(_SPECK_MM * px_per_mm))
+    cv2.morphologyEx(bright, cv2.MORPH_OPEN, np.ones((speck, speck), np.uint8), dst=bright)
     contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
@@ -58,7 +63,7 @@ def find_paper(grey: np.ndarray) -> Paper | None:
     cv2.fillPoly(mask, [polygon], 255)
     points = contour.reshape(-1, 2).astype(np.float32)
     level = paper_level(np.ascontiguousarray(grey[::4, ::4]), np.ascontiguousarray(mask[::4, ::4]))
-    return Paper(points, polygon, mask, level, *_edges(contour, points[::2], grey.shape))
+    return Paper(points, polygon, mask, level, *_edges(contour, points[::2], grey.shape, px_per_mm))
 
 
 def square_edge_deg(paper: Paper | None, near_deg: float) -> float | None:
@@ -80,8 +85,8 @@ def _apart(a_deg: float, b_deg: float) -> float:
     return abs((a_deg - b_deg + 45.0) % 90.0 - 45.0)
 
 
-def _edges(contour: np.ndarray, points: np.ndarray,
-           shape: tuple[int, int]) -> tuple[float | None, tuple[tuple[float, int], ...]]:
+def _edges(contour: np.ndarray, points: np.ndarray, shape: tuple[int, int],
+           px_per_mm: float) -> tuple[float | None, tuple[tuple[float, int], ...]]:
     """The sheet's skew from straight lines fitted to the middle of each visible side, and each side's own."""
     corners = cv2.boxPoints(cv2.minAreaRect(contour))
     dx, dy = corners[1] - corners[0]
@@ -100,8 +105,8 @@ def _edges(contour: np.ndarray, points: np.ndarray,
         # Leave out a tenth of each side at the corners: dog-ears, tears and rounded corners.
         middle = (along > span_lo + 0.1 * (span_hi - span_lo)) & (along < span_hi - 0.1 * (span_hi - span_lo))
         for end in (across.min(), across.max()):
-            side = seen & middle & (np.abs(across - end) < 0.02 * (span_hi - span_lo) + 3)
-            slope = _robust_slope(along[side], across[side])
+            side = seen & middle & (np.abs(across - end) < 0.02 * (span_hi - span_lo) + _SIDE_BAND_MM * px_per_mm)
+            slope = _robust_slope(along[side], across[side], _MIN_SIDE_MM * px_per_mm)
             if slope is not None:
                 fits.append((side.sum(), sign * slope))
     if not fits:
@@ -113,9 +118,9 @@ def _edges(contour: np.ndarray, points: np.ndarray,
     return (rough - residual + 45.0) % 90.0 - 45.0, sides
 
 
-def _robust_slope(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Least-squares slope of y over x, refitted without the points far off the first line."""
-    if x.size < 25 or np.ptp(x) < 50:
+def _robust_slope(x: np.ndarray, y: np.ndarray, min_span_px: float) -> float | None:
+    """Least-squares slope of y over x (spanning ``min_span_px`` or more), refitted without the points far off the first line."""
+    if x.size < 25 or np.ptp(x) < min_span_px:
         return None
     keep = np.ones(x.size, bool)
     for _ in range(3):

@@ -19,6 +19,9 @@ from .marks import find_faint_marks, find_marks
 from .paper import Paper, find_paper, paper_level, square_edge_deg
 
 ANALYSIS_DPI = 150      # skew, orientation, blank and colour analysis run on a copy at about this resolution
+# Not lower: at 100 dpi (issue 13, bench.pipeline on the real-scan corpus) wet-day.jpg's skew came from its
+# plate's texture (14° off), a book page skewed 13° came out 23° off, a page with a little colour went grey and
+# fewer turned pages were put upright; and the whole pipeline still took 5-7 times the bare encode.
 # Handwriting is straightened by its sheet, not by its lines (an archivist squares the paper; a hand
 # slants and wanders). It is told from print by two signs together: its marks cover several times the
 # ink the skew was measured on (the writing is mostly too faint for the ink mask; the few dark strokes
@@ -158,7 +161,7 @@ def estimate_page_skew(image: np.ndarray, dpi: int, max_skew_deg: float = Pipeli
 
 def find_skew(grey: np.ndarray, px_per_mm: float, max_skew_deg: float) -> tuple[Paper | None, float, str]:
     """The sheet on a downscaled grey page, its skew, and what the skew was measured on."""
-    paper = find_paper(grey)
+    paper = find_paper(grey, px_per_mm)
     ink = ink_mask(grey, paper, px_per_mm)
     found = deskew.estimate_skew(ink, px_per_mm, max_skew_deg)
     skew, source = _skew(found, paper, max_skew_deg)

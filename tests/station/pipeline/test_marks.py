@@ -71,3 +71,24 @@ def test_a_sheet_with_nothing_faint_on_it_is_not_turned_for_a_second_look():
     assert found.boxes.shape == (0, 5) and not found.covered
     assert found.region == marks.find_marks(view, (0, 0, 620, 874), 150 / 25.4).region
 
+
+
+def _fine_pen_note(h: int, w: int) -> np.ndarray:
+    """A 100-dpi scan of a note in a fine pen: strokes one pixel (0.25 mm) wide, dark on white."""
+    page = np.full((h, w), 235, np.uint8)
+    xs = np.arange(120, w - 120)
+    for y in range(160, 560, 40):
+        # Handwriting as a wavering line broken into words.
+        ys = (y + 6 * np.sin(xs / 7.0)).astype(np.int32)
+        keep = (xs // 60) % 5 != 4
+        for x0, x1, y0, y1 in zip(xs[:-1][keep[:-1]], xs[1:][keep[:-1]], ys[:-1][keep[:-1]], ys[1:][keep[:-1]]):
+            cv2.line(page, (int(x0), int(y0)), (int(x1), int(y1)), 40, 1)
+    return page
+
+
+def test_a_low_resolution_page_in_a_fine_pen_is_not_called_blank():
+    # A page below 200 dpi is analysed at its own size: its marks are judged in mm, not in pixels
+    # sized for 150 dpi (a 2-pixel speck filter there erased every 0.25 mm stroke, and the note was blank).
+    out = process_page(_fine_pen_note(1169, 827), 100)
+    assert not out.record["blank"]
+    assert out.record["blank_score"] > 0.1
