@@ -125,15 +125,20 @@ def _kill_while_spooled(run: subprocess.Popen, db_path) -> list[tuple[int, str]]
         while True:
             assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
             run.send_signal(signal.SIGSTOP)
-            durable = _durable(db_path)
+            try:
+                durable = _durable(db_path)
+            except sqlite3.OperationalError:
+                # Frozen in the middle of a write, the run can hold the database's WAL index in a state a
+                # reader gives up on ("locking protocol"): let it go on and look again.
+                durable = []
             stored = {n for n, kind in durable if kind == "page"}
             # A page stored but not yet released from the spool is in both: it does not count as waiting.
             if stored and {n for n, kind in durable if kind == "spool"} - stored:
                 break
             run.send_signal(signal.SIGCONT)
             time.sleep(0.02)
-        run.send_signal(signal.SIGKILL)
     finally:
+        run.kill()          # stopped or not, and also when the loop failed: a stopped run would never end
         run.wait(timeout=30)
     return durable
 
