@@ -2,6 +2,7 @@
 loopback port 0, initialised stations on real SQLite files, and a check for leaked threads."""
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -406,6 +407,16 @@ def station(tmp_path, central, station_dpi):
     st = register(archive, address, make_station(tmp_path / "station", address, dpi=station_dpi))
     yield st
     st.close()
+
+
+def read_frozen(proc: subprocess.Popen, read):
+    """Stop ``proc`` (SIGSTOP; it stays stopped) and return ``read()`` of its database, or None when the read
+    met the frozen writer's WAL index mid-update (sqlite3 "locking protocol"): resume it and try again."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        return read()
+    except sqlite3.OperationalError:
+        return None
 
 
 def wait_until(condition, what: str, timeout_s: float = 30) -> None:

@@ -9,7 +9,6 @@
 import numpy.ma  # noqa: F401
 import numpy.random  # noqa: F401
 
-
 from .config import PipelineConfig
 from .imageio import read_image
 from .process import ProcessedPage, process_page

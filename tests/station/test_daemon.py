@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from station.jobs import JobQueue
-from tests.conftest import make_station, run_cli
+from tests.conftest import make_station, read_frozen, run_cli
 from tests.station.test_notify import NotifyListener, status_has
 
 QUIRE_STATION = Path(sys.executable).parent / "quire-station"
@@ -266,12 +266,8 @@ def test_after_kill_minus_nine_the_service_stores_spooled_pages_before_it_is_rea
         listener.until(status_has("page 6"))
         # Freeze the service at a moment when pages wait in the spool, then cut the power.
         for _ in range(200):
-            daemon.proc.send_signal(signal.SIGSTOP)
-            try:
-                if _spooled(home):
-                    break
-            except sqlite3.OperationalError:
-                pass    # frozen mid-write, the WAL index can be in a state a reader gives up on: look again
+            if read_frozen(daemon.proc, lambda: _spooled(home)):
+                break
             daemon.proc.send_signal(signal.SIGCONT)
             time.sleep(0.02)
         daemon.proc.kill()                      # no SIGTERM, nothing finished

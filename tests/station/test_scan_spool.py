@@ -15,7 +15,7 @@ import pytest
 from station.capture.synthetic import SyntheticSource, render_page
 from station.pipeline import PipelineConfig
 from station.scan import open_spool, scan
-from tests.conftest import cli_in_process, make_station, run_cli
+from tests.conftest import cli_in_process, make_station, read_frozen, run_cli
 
 DOSSIER = {"archive_no": "D-0100"}
 MATERIAL = {"item": "1-1", "title": "干部履历表"}
@@ -124,13 +124,7 @@ def _kill_while_spooled(run: subprocess.Popen, db_path) -> list[tuple[int, str]]
         # spooled page between).
         while True:
             assert run.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-            run.send_signal(signal.SIGSTOP)
-            try:
-                durable = _durable(db_path)
-            except sqlite3.OperationalError:
-                # Frozen in the middle of a write, the run can hold the database's WAL index in a state a
-                # reader gives up on ("locking protocol"): let it go on and look again.
-                durable = []
+            durable = read_frozen(run, lambda: _durable(db_path)) or []
             stored = {n for n, kind in durable if kind == "page"}
             # A page stored but not yet released from the spool is in both: it does not count as waiting.
             if stored and {n for n, kind in durable if kind == "spool"} - stored:

@@ -46,7 +46,11 @@ def _unblocked_threads(pid: int, signals: tuple[int, ...]) -> list[str]:
     """The threads of process `pid` (by name) whose mask lets one of `signals` through, from /proc."""
     open_to = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line)
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:
+            continue    # the thread ended since the listing: it lets nothing through any more
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
         blocked = int(fields["SigBlk"], 16)
         if any(not blocked & (1 << (number - 1)) for number in signals):
             open_to.append(fields["Name"].strip())
