@@ -56,6 +56,7 @@ def measure(spec: pages.PageSpec, wanted: tuple[str, ...] = PEERS, repeat: int =
         _leptonica = _leptonica or peers.Leptonica()
         out["leptonica15"] = _leptonica.find_skew(grey, peers.MAX_SKEW_DEG)
         out["leptonica7"] = _leptonica.find_skew(grey)
+        out["floor"] = floor(image, grey, processed, out["leptonica15"][1], repeat)
     return out
 
 
@@ -85,6 +86,29 @@ def fastest_encode(image, dpi: int, repeat: int = REPEAT) -> float:
     return min(opencv, pillow)
 
 
+def floor(image, grey, processed, skew_s: float, repeat: int = REPEAT) -> dict:
+    """Seconds of the least any pipeline must spend on this page to straighten it as well as Leptonica, with
+    the bare encode the floor under the speed bar (no orientation, crop, blank or colour decision is in it):
+
+    - Leptonica's ±15° skew search: ``skew_s`` (its first run) or a faster of ``repeat`` runs; wall time on
+      the worker's own core, as Leptonica's times elsewhere in the report;
+    - one bilinear rotation (OpenCV's warpAffine, one thread: the fastest found) of the page, in the
+      output's colours, by the rotation Quire applied, onto the size of Quire's output; CPU time, fastest
+      of ``repeat``; none when Quire rotated nothing.
+    """
+    skew_s = min([skew_s] + [_leptonica.find_skew(grey, peers.MAX_SKEW_DEG)[1] for _ in range(max(0, repeat - 1))])
+    rotation = processed.record["rotation_deg"]
+    if not rotation:
+        return {"skew_s": skew_s, "rotate_s": 0.0}
+    source = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if processed.colour == "colour" and image.ndim == 3 else grey
+    h, w = source.shape[:2]
+    size = (processed.width_px, processed.height_px)
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rotation, 1.0)
+    matrix[:, 2] += ((size[0] - w) / 2, (size[1] - h) / 2)
+    rotate_s = fastest(lambda: cv2.warpAffine(source, matrix, size, flags=cv2.INTER_LINEAR, borderValue=255), repeat)[1]
+    return {"skew_s": skew_s, "rotate_s": rotate_s}
+
+
 def measure_real(case: realscans.Case, root, wanted: tuple[str, ...] = PEERS, repeat: int = REPEAT) -> dict:
     """One real-scan case: truth, Quire's record, what it cut, times, and Leptonica's answers."""
     rendered = realscans.render(case, root)
@@ -109,6 +133,7 @@ def measure_real(case: realscans.Case, root, wanted: tuple[str, ...] = PEERS, re
         _leptonica = _leptonica or peers.Leptonica()
         out["leptonica15"] = _leptonica.find_skew(grey, peers.MAX_SKEW_DEG)
         out["leptonica7"] = _leptonica.find_skew(grey)
+        out["floor"] = floor(image, grey, processed, out["leptonica15"][1], repeat)
     return out
 
 

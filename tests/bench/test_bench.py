@@ -35,6 +35,23 @@ def test_one_page_measured_and_reported(monkeypatch):
     assert "Quire" in text and "ratio Quire ÷ bare encode" in text and "Orientation" in text
 
 
+def test_the_report_sets_the_floor_under_the_speed_bar_beside_quire(monkeypatch):
+    try:
+        peers.Leptonica()
+    except OSError:
+        missing("Leptonica (liblept5 or libleptonica6) is not installed; `make test` installs it")
+    monkeypatch.setattr(measure, "DPI", 100)
+    spec = next(s for s in pages.specs(20) if s.kind == "text" and abs(s.skew_deg) > 1)
+    result = measure.measure(spec, wanted=("leptonica",), repeat=1)
+    assert result["record"]["rotation_deg"] != 0
+    floor = result["floor"]
+    # The rotation is timed on the output's pixels, so it costs something, and no more than the whole pipeline.
+    assert 0 < floor["rotate_s"] < result["quire_full_s"] and floor["skew_s"] > 0
+    line = next(line for line in report.render([result], None, {}).splitlines() if "floor" in line)
+    expected = (floor["skew_s"] + floor["rotate_s"] + result["encode_s"]) / result["encode_s"]
+    assert f"median {expected:.2f}× the bare encode" in line and "Leptonica's ±15° skew" in line
+
+
 def test_errors_are_folded_to_a_quarter_turn():
     assert report.skew_error(89.9, -0.1) == pytest.approx(0.0)
     assert report.skew_error(None, 2.5) == pytest.approx(2.5)
