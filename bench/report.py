@@ -278,20 +278,15 @@ def _speed_by_dpi(results: list[dict]) -> list[str]:
             out.append(f"    {label:12} {len(part):4d} cases: ratio median {statistics.median(ratios):.2f}×, "
                        f"Quire {1000 * statistics.median(r['quire_full_s'] for r in part):.1f} ms, "
                        f"encode {1000 * statistics.median(r['encode_s'] for r in part):.1f} ms"
-                       + "".join(f", floor {ratio:.2f}×" for ratio in _floor_ratio(part)))
+                       + ("" if (floor := _floor_ratio(part)) is None else f", floor {floor:.2f}×"))
     return out
 
 
-def _floor_of(result: dict) -> float:
-    """The floor under the speed bar on one page (bench.measure.floor), as a multiple of its bare encode."""
-    floor = result["floor"]
-    return (floor["skew_s"] + floor["rotate_s"] + result["encode_s"]) / result["encode_s"]
-
-
-def _floor_ratio(results: list[dict]) -> list[float]:
-    """The median floor ratio of the results that have one, as a list of none or one."""
-    ratios = [_floor_of(r) for r in results if "floor" in r]
-    return [statistics.median(ratios)] if ratios else []
+def _floor_ratio(results: list[dict]) -> float | None:
+    """The median floor under the speed bar (bench.measure.floor plus the bare encode) as a multiple of the
+    bare encode, over the results that have one; None when none has."""
+    ratios = [(r["floor"]["skew_s"] + r["floor"]["rotate_s"]) / r["encode_s"] + 1 for r in results if "floor" in r]
+    return statistics.median(ratios) if ratios else None
 
 
 def _floor_line(results: list[dict]) -> list[str]:
@@ -303,4 +298,4 @@ def _floor_line(results: list[dict]) -> list[str]:
     rotate = statistics.median(r["floor"]["rotate_s"] / r["encode_s"] for r in parts)
     return [f"  floor, before any orientation, crop, blank or colour decision: Leptonica's ±15° skew {skew:.2f}× "
             f"+ one bilinear rotation onto the output {rotate:.2f}× + the bare encode: median "
-            f"{_floor_ratio(parts)[0]:.2f}× the bare encode"]
+            f"{_floor_ratio(parts):.2f}× the bare encode"]
