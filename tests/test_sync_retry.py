@@ -101,6 +101,10 @@ def test_the_daemon_rides_out_an_archive_restart_without_waiting_for_its_next_ro
         while _committed(home) == 0 and time.monotonic() - restarted < 60:
             time.sleep(0.2)
         assert _committed(home) == 1, daemon.output()
+        # The station records the commit inside the sync; the daemon logs the state once the sync returns.
+        committed = time.monotonic()
+        while "central online" not in daemon.output() and time.monotonic() - committed < 30:
+            time.sleep(0.1)
         log = daemon.output()
         assert "central online" in log and not re.search(r"Traceback", log), log
     finally:
